@@ -1,0 +1,141 @@
+"""The one interface every engine implements; the server and CLI know nothing else about engines."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from ..hierarchy import Hierarchy
+from ..mesh import Mesh
+
+
+class Cancelled(Exception):
+    """Raised inside an engine when its job was cancelled."""
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine cannot run here; the message says exactly what is missing and how to get it."""
+
+    def __init__(self, availability: "Availability"):
+        super().__init__(availability.message())
+        self.availability = availability
+
+
+class CancelToken:
+    """Set by the server's `cancel` op; engines call `check()` between steps."""
+
+    def __init__(self):
+        self._event = threading.Event()
+
+    def cancel(self):
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self):
+        if self._event.is_set():
+            raise Cancelled("cancelled")
+
+
+Progress = Callable[[float, str], None]  # (fraction in [0, 1], stage name)
+
+
+def no_progress(fraction: float, stage: str) -> None:
+    pass
+
+
+@dataclass
+class Availability:
+    available: bool
+    missing: list[str] = field(default_factory=list)  # files or packages, one per entry
+    fix: str = ""  # the command(s) that make it available
+
+    def message(self) -> str:
+        if self.available:
+            return "available"
+        return "missing: " + "; ".join(self.missing) + (f". To fix: {self.fix}" if self.fix else "")
+
+    def to_dict(self) -> dict:
+        return {"available": self.available, "missing": list(self.missing), "fix": self.fix,
+                "message": self.message()}
+
+
+@dataclass
+class SegmentParams:
+    parts: int | None = None  # cut the hierarchy into this many parts
+    scale: float | None = None  # or at this scale in [0, 1] (0 = finest); neither = automatic
+    options: dict[str, Any] = field(default_factory=dict)  # engine-specific (quality, seed, ...)
+
+
+@dataclass
+class Segmentation:
+    labels: np.ndarray  # (F,) int32 per triangle at the requested granularity
+    hierarchy: Hierarchy | None = None  # coarse -> fine, for re-cutting and picking
+    state: Any = None  # engine-private cache for pick / re-cut (never sent on the wire)
+    info: dict[str, Any] = field(default_factory=dict)  # small JSON-able facts (timings, auto scale)
+
+
+@dataclass
+class Click:
+    face: int | None = None  # triangle index, or
+    point: tuple[float, float, float] | None = None  # a point on the surface (object coordinates)
+    positive: bool = True
+    view: dict | None = None  # optional {"view_matrix": 4x4, "proj_matrix": 4x4, "size": [w, h]}
+
+
+@dataclass
+class PickRequest:
+    clicks: list[Click]
+    parts: int | None = None
+    scale: float | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PickResult:
+    mask: np.ndarray  # (F,) bool: the picked part
+    node: int = -1  # hierarchy node of the part, -1 when the engine has no hierarchy
+    parent: int = -1  # for "grow selection"
+    children: list[int] = field(default_factory=list)  # for "shrink selection"
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    name: str
+
+    def availability(self) -> Availability: ...
+
+    def segment(self, mesh: Mesh, params: SegmentParams, progress: Progress, cancel: CancelToken) -> Segmentation: ...
+
+    def pick(self, mesh: Mesh, segmentation: Segmentation | None, request: PickRequest,
+             cancel: CancelToken) -> PickResult: ...
+
+
+def pick_from_hierarchy(mesh: Mesh, segmentation: Segmentation, request: PickRequest) -> PickResult:
+    """Pick for engines whose answer is a cut of their hierarchy: the part under the first click."""
+    if segmentation is None or segmentation.hierarchy is None:
+        raise ValueError("pick needs a segmentation of this mesh first (run segment)")
+    h = segmentation.hierarchy
+    click = request.clicks[0]
+    face = click.face if click.face is not None else nearest_face(mesh, np.asarray(click.point, float))
+    if not 0 <= face < mesh.n_faces:
+        raise ValueError(f"face {face} is not on the mesh (it has {mesh.n_faces} faces)")
+    scale = request.scale
+    if request.parts is None and scale is None:
+        scale = segmentation.info.get("auto_scale", 0.5)
+    node = h.node_at(face, scale=scale, parts=request.parts)
+    parent = int(h.parent[node])
+    return PickResult(mask=h.face_mask(node), node=node, parent=parent,
+                      children=h.children(node).tolist(), info={"face": int(face)})
+
+
+def nearest_face(mesh: Mesh, point: np.ndarray) -> int:
+    """Face whose centroid is nearest to `point` (a click on the surface lies on its face)."""
+    if point.shape != (3,) or not np.isfinite(point).all():
+        raise ValueError("a click point must be 3 finite numbers")
+    centroids = mesh.vertices[mesh.faces].mean(axis=1)
+    return int(np.argmin(((centroids - point) ** 2).sum(axis=1)))

@@ -1,0 +1,139 @@
+"""The triangle mesh every engine works on, its validation and its content hash.
+
+A `Mesh` is always triangulated. When the source had polygons, `face_map[i]` is the index of the
+original polygon that triangle i came from, so labels can be reported per original polygon.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+DEFAULT_MAX_FACES = 5_000_000
+
+
+class MeshError(ValueError):
+    """A mesh that cannot be segmented. `code` is stable and goes on the wire."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(eq=False)
+class Mesh:
+    vertices: np.ndarray  # (V, 3) float64
+    faces: np.ndarray  # (F, 3) int64, triangles
+    face_map: np.ndarray | None = None  # (F,) int64 original polygon per triangle
+    n_polygons: int | None = None  # number of original polygons (== F when face_map is None)
+    _hash: str | None = field(default=None, repr=False)
+
+    @property
+    def n_faces(self) -> int:
+        return int(self.faces.shape[0])
+
+    @property
+    def n_vertices(self) -> int:
+        return int(self.vertices.shape[0])
+
+    @property
+    def content_hash(self) -> str:
+        """Stable id of the geometry: same vertices and faces give the same id (re-upload is free)."""
+        if self._hash is None:
+            self._hash = mesh_hash(self.vertices, self.faces)
+        return self._hash
+
+    def polygon_labels(self, face_labels: np.ndarray) -> np.ndarray:
+        """Map per-triangle labels to per-original-polygon labels (first triangle wins)."""
+        if self.face_map is None:
+            return np.asarray(face_labels)
+        out = np.empty(self.n_polygons, dtype=np.asarray(face_labels).dtype)
+        # assigning in reverse order leaves each polygon with its first triangle's label
+        out[self.face_map[::-1]] = np.asarray(face_labels)[::-1]
+        return out
+
+    def triangle_labels(self, polygon_labels: np.ndarray) -> np.ndarray:
+        """Inverse of polygon_labels: per-polygon values spread to their triangles."""
+        polygon_labels = np.asarray(polygon_labels)
+        return polygon_labels if self.face_map is None else polygon_labels[self.face_map]
+
+
+def mesh_hash(vertices: np.ndarray, faces: np.ndarray) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    v = np.ascontiguousarray(vertices, dtype="<f8")
+    f = np.ascontiguousarray(faces, dtype="<i8")
+    h.update(np.asarray(v.shape, dtype="<i8").tobytes())
+    h.update(v.tobytes())
+    h.update(np.asarray(f.shape, dtype="<i8").tobytes())
+    h.update(f.tobytes())
+    return h.hexdigest()
+
+
+def validate_mesh(
+    vertices, faces, face_map=None, n_polygons=None, max_faces: int = DEFAULT_MAX_FACES
+) -> Mesh:
+    """Check untrusted arrays and build a Mesh, or raise MeshError with a clear message.
+
+    Degenerate faces (repeated indices, zero area) are allowed: engines must cope with them.
+    """
+    vertices = np.asarray(vertices)
+    faces = np.asarray(faces)
+    if vertices.ndim != 2 or vertices.shape[1] != 3:
+        raise MeshError("bad_vertices", f"vertices must have shape (V, 3), got {vertices.shape}")
+    if faces.ndim != 2 or faces.shape[1] != 3:
+        raise MeshError("bad_faces", f"faces must have shape (F, 3) triangles, got {faces.shape}")
+    if not np.issubdtype(vertices.dtype, np.number) or np.issubdtype(vertices.dtype, np.complexfloating):
+        raise MeshError("bad_vertices", f"vertices must be real numbers, got dtype {vertices.dtype}")
+    if not np.issubdtype(faces.dtype, np.integer):
+        raise MeshError("bad_faces", f"faces must be integers, got dtype {faces.dtype}")
+    if faces.shape[0] == 0 or vertices.shape[0] == 0:
+        raise MeshError("empty_mesh", "the mesh has no faces" if faces.shape[0] == 0 else "the mesh has no vertices")
+    if faces.shape[0] > max_faces:
+        raise MeshError(
+            "mesh_too_large", f"the mesh has {faces.shape[0]:,} faces; the limit is {max_faces:,}"
+        )
+    vertices = np.ascontiguousarray(vertices, dtype=np.float64)
+    if not np.isfinite(vertices).all():
+        bad = int((~np.isfinite(vertices).all(axis=1)).sum())
+        raise MeshError("non_finite_vertices", f"{bad} vertices have NaN or infinite coordinates")
+    lo, hi = int(faces.min()), int(faces.max())
+    if lo < 0 or hi >= vertices.shape[0]:
+        raise MeshError(
+            "face_index_out_of_range",
+            f"face indices span [{lo}, {hi}] but there are {vertices.shape[0]} vertices",
+        )
+    faces = np.ascontiguousarray(faces, dtype=np.int64)
+    if face_map is not None:
+        face_map = np.ascontiguousarray(face_map, dtype=np.int64)
+        if face_map.shape != (faces.shape[0],):
+            raise MeshError("bad_face_map", f"face_map must have shape ({faces.shape[0]},), got {face_map.shape}")
+        if n_polygons is None:
+            n_polygons = int(face_map.max()) + 1
+        if face_map.min() < 0 or face_map.max() >= n_polygons:
+            raise MeshError("bad_face_map", "face_map refers to polygons outside [0, n_polygons)")
+    return Mesh(vertices, faces, face_map, n_polygons if face_map is not None else faces.shape[0])
+
+
+def triangulate_polygons(polygons: list[np.ndarray] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fan-triangulate polygons given as a list of index arrays; returns (triangles, face_map).
+
+    Vectorised by grouping polygons of equal size, so a million quads costs a few numpy calls.
+    """
+    sizes = np.fromiter((len(p) for p in polygons), dtype=np.int64, count=len(polygons))
+    if sizes.size and sizes.min() < 3:
+        raise MeshError("bad_faces", "a polygon has fewer than 3 vertices")
+    tris, fmap = [], []
+    for k in np.unique(sizes):
+        idx = np.flatnonzero(sizes == k)
+        poly = np.array([polygons[i] for i in idx], dtype=np.int64).reshape(len(idx), k)
+        fan = np.stack(
+            [np.repeat(poly[:, :1], k - 2, axis=1), poly[:, 1:-1], poly[:, 2:]], axis=-1
+        ).reshape(-1, 3)
+        tris.append(fan)
+        fmap.append(np.repeat(idx, k - 2))
+    tris = np.concatenate(tris) if tris else np.zeros((0, 3), np.int64)
+    fmap = np.concatenate(fmap) if fmap else np.zeros(0, np.int64)
+    order = np.argsort(fmap, kind="stable")  # keep polygon order, fan order within a polygon
+    return tris[order], fmap[order]
