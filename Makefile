@@ -1,0 +1,34 @@
+# Two-command quick start: `make demo` and `make test` do all set-up themselves.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-done
+
+.PHONY: setup test test-backend test-blender demo addon clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/setup_env.sh
+	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/setup_env.sh
+	touch $(STAMP)
+
+test: setup
+	$(MAKE) --no-print-directory test-backend
+	$(MAKE) --no-print-directory test-blender
+
+test-backend: setup
+	$(PY) -m pytest tests --ignore=tests/blender -q -p no:cacheprovider
+
+# bpy tests run in their own process (bpy is imported once per process)
+test-blender: setup addon
+	@if [ -d tests/blender ]; then $(PY) -m pytest tests/blender -q -p no:cacheprovider; \
+	else echo "no Blender tests yet"; fi
+
+addon: setup
+	@if [ -f build_addon.py ]; then $(PY) build_addon.py --local; fi
+
+demo: setup addon
+	$(PY) scripts/demo.py
+
+clean:
+	rm -rf $(VENV) dist build demo_out bench_out

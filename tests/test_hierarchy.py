@@ -1,0 +1,73 @@
+"""The merge tree every engine returns and the add-on re-cuts."""
+import numpy as np
+import pytest
+from scipy.cluster.hierarchy import fcluster, linkage
+
+from segparts.hierarchy import Hierarchy
+
+
+def random_tree(n_leaves=40, n_faces=1000, seed=0):
+    rng = np.random.default_rng(seed)
+    z = linkage(rng.normal(size=(n_leaves, 3)), "average")
+    leaf = rng.integers(0, n_leaves, n_faces)
+    leaf[:n_leaves] = np.arange(n_leaves)  # every leaf owns a face
+    return Hierarchy.from_linkage(leaf, z), z, leaf
+
+
+def same_partition(a, b):
+    """Equal up to label names: the pairs (a, b) are a bijection."""
+    pairs = np.unique(np.stack([a, b]), axis=1)
+    return len(np.unique(pairs[0])) == pairs.shape[1] == len(np.unique(pairs[1]))
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 7, 40])
+def test_cut_at_parts_matches_scipy(k):
+    h, z, leaf = random_tree()
+    ours = h.cut(parts=k)
+    ref = fcluster(z, k, criterion="maxclust")[leaf]
+    assert len(np.unique(ours)) == k
+    assert same_partition(ours, ref)
+
+
+def test_cut_at_scale_matches_scipy_distance():
+    h, z, leaf = random_tree(seed=1)
+    top = z[:, 2].max()
+    for s in [0.0, 0.2, 0.5, 0.8, 1.0]:
+        ref = fcluster(z, s * top, criterion="distance")[leaf]
+        assert same_partition(h.cut(scale=s), ref), s
+
+
+def test_scale_is_monotone_and_spans_leaves_to_root():
+    h, _, leaf = random_tree(seed=2)
+    counts = [len(np.unique(h.cut(scale=s))) for s in np.linspace(0, 1, 11)]
+    assert counts[0] == 40 and counts[-1] == 1
+    assert all(a >= b for a, b in zip(counts, counts[1:]))
+
+
+def test_face_mask_parent_and_children_are_consistent():
+    h, _, leaf = random_tree(seed=3)
+    labels = h.cut(parts=5)
+    for face in [0, 17, 999]:
+        node = h.node_at(face, parts=5)
+        mask = h.face_mask(node)
+        assert np.array_equal(mask, labels == labels[face])
+        parent = int(h.parent[node])
+        assert (h.face_mask(parent) >= mask).all() and h.face_mask(parent).sum() > mask.sum()
+        kids = h.children(node)
+        if len(kids):
+            assert np.array_equal(np.logical_or.reduce([h.face_mask(c) for c in kids]), mask)
+
+
+def test_flat_hierarchy_and_single_part():
+    h = Hierarchy.flat(np.array([5, 5, 9, 2]))
+    assert same_partition(h.cut(scale=0), np.array([0, 0, 1, 2]))
+    assert len(np.unique(h.cut(scale=1))) == 1
+    one = Hierarchy.flat(np.zeros(10, int))
+    assert one.n_nodes == 1 and one.face_mask(0).all()
+
+
+def test_rejects_malformed_trees():
+    with pytest.raises(ValueError):
+        Hierarchy(np.zeros(3), np.array([1, -1, -1]), np.array([0, 1, 1]))  # two roots
+    with pytest.raises(ValueError):
+        Hierarchy(np.zeros(3), np.array([-1, 0]), np.array([1, 0]))  # parent before child
