@@ -1,0 +1,371 @@
+"""2D <-> 3D: pixels to faces, faces to visible pixels, multi-view masks to per-face labels,
+3D clicks to the views that show them, and GeoSAM2's label post-processing.
+
+Everything is vectorised over faces, samples and pixels (votes are counted with bincount or a
+sort); the only Python loops run over views.
+
+Lifting follows GeoSAM2's release: random barycentric samples per face are projected into each
+view; a sample is visible there when the pixel is covered (alpha > 0.9) and its depth matches the
+rendered depth within `depth_tolerance` (1e-3 of the longest bounding-box side, i.e. 1e-3 in
+normalised units) - or, more robustly than the release, the pixel shows the sample's own face.
+Each sample takes the most frequent label over the views that see it, each face the most frequent
+label over its samples. Ties go to the smaller label.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse import csgraph
+
+from .mesh import Mesh
+from .render import CameraRig, Views, face_normals
+
+UNLABELLED = -1
+
+
+# ----------------------------------------------------------------------------- samples, visibility
+@dataclass
+class FaceSamples:
+    """Random surface samples of every face and where each view sees them.
+
+    Sample i belongs to face i // samples_per_face."""
+
+    points: np.ndarray  # (P, 3) float64 world positions, P = F * samples_per_face
+    pixel: np.ndarray  # (N, P, 2) int32 [x, y] (clamped into the image; meaningful where visible)
+    visible: np.ndarray  # (N, P) bool
+    samples_per_face: int
+
+    @property
+    def face(self) -> np.ndarray:
+        return np.arange(len(self.points)) // self.samples_per_face
+
+    def face_visible(self) -> np.ndarray:
+        """(N, F) bool: some sample of the face is visible in the view."""
+        n = self.visible.shape[0]
+        return self.visible.reshape(n, -1, self.samples_per_face).any(axis=2)
+
+
+def sample_faces(vertices: np.ndarray, faces: np.ndarray, samples_per_face: int = 5, seed: int = 0) -> np.ndarray:
+    """(F * S, 3) uniform random points in each triangle (fixed seed), face-major order."""
+    rng = np.random.default_rng(seed)
+    f = len(faces)
+    u = rng.random((f, samples_per_face, 1))
+    v = rng.random((f, samples_per_face, 1))
+    flip = (u + v) > 1.0  # reflect into the triangle
+    u[flip], v[flip] = 1.0 - u[flip], 1.0 - v[flip]
+    tri = vertices[faces]  # (F, 3, 3)
+    pts = tri[:, None, 0] + u * (tri[:, None, 1] - tri[:, None, 0]) + v * (tri[:, None, 2] - tri[:, None, 0])
+    return pts.reshape(-1, 3)
+
+
+def _extent(vertices: np.ndarray) -> float:
+    span = float((vertices.max(axis=0) - vertices.min(axis=0)).max())
+    return span if span > 0 else 1.0
+
+
+def project_to_views(points, point_face, rig: CameraRig, views: Views, depth_tolerance: float = 1e-3,
+                     alpha_threshold: float = 0.9, extent: float = 1.0):
+    """Project world points (with the face each lies on, or -1) into every view.
+
+    Returns (pixel (N, P, 2) int32 [x, y], visible (N, P) bool, depth (N, P) float32)."""
+    n, h, w = views.face_id.shape
+    p = len(points)
+    pixel = np.empty((n, p, 2), dtype=np.int32)
+    visible = np.empty((n, p), dtype=bool)
+    depth_out = np.empty((n, p), dtype=np.float32)
+    tol = depth_tolerance * extent
+    for k in range(n):
+        px, depth = rig.project(points, k)
+        x = np.floor(px[:, 0]).astype(np.int64)
+        y = np.floor(px[:, 1]).astype(np.int64)
+        inside = (x >= 0) & (x < w) & (y >= 0) & (y < h) & (depth > 0)
+        np.clip(x, 0, w - 1, out=x)
+        np.clip(y, 0, h - 1, out=y)
+        lin = y * w + x
+        fid = views.face_id[k].reshape(-1)[lin]
+        ok = inside & (fid >= 0)
+        if views.alpha is not None:
+            ok &= views.alpha[k].reshape(-1)[lin] > alpha_threshold
+        same = fid == point_face
+        if views.depth is not None:
+            same |= np.abs(views.depth[k].reshape(-1)[lin] - depth) < tol
+        visible[k] = ok & same
+        pixel[k, :, 0], pixel[k, :, 1] = x, y
+        depth_out[k] = depth
+    return pixel, visible, depth_out
+
+
+def face_visible_samples(mesh: Mesh, rig: CameraRig, views: Views, samples_per_face: int = 5, seed: int = 0,
+                         depth_tolerance: float = 1e-3, alpha_threshold: float = 0.9) -> FaceSamples:
+    """Sample every face and find, per view, the pixel of each sample and whether it is visible."""
+    _check_views(rig, views)
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    faces = np.asarray(mesh.faces, dtype=np.int64)
+    points = sample_faces(vertices, faces, samples_per_face, seed)
+    face = np.repeat(np.arange(len(faces), dtype=np.int64), samples_per_face)
+    pixel, visible, _ = project_to_views(points, face, rig, views, depth_tolerance, alpha_threshold, _extent(vertices))
+    return FaceSamples(points, pixel, visible, samples_per_face)
+
+
+def _check_views(rig: CameraRig, views: Views):
+    n, h, w = views.face_id.shape
+    if (n, h, w) != (rig.n_views, rig.height, rig.width):
+        raise ValueError(f"views are {n}x{h}x{w} but the rig has {rig.n_views} views of {rig.height}x{rig.width}")
+
+
+# ----------------------------------------------------------------------------- voting
+def mode_by_group(groups: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
+    """Most frequent non-negative value per group (ties: the smaller value); -1 for groups without one."""
+    groups = np.asarray(groups, dtype=np.int64).ravel()
+    values = np.asarray(values).ravel()
+    keep = values >= 0
+    groups, values = groups[keep], values[keep]
+    out = np.full(n_groups, UNLABELLED, dtype=np.int64)
+    if len(values) == 0:
+        return out
+    uniq, inv = np.unique(values, return_inverse=True)
+    k = len(uniq)
+    if n_groups * k <= 32_000_000:
+        counts = np.bincount(groups * k + inv, minlength=n_groups * k).reshape(n_groups, k)
+        best = counts.argmax(axis=1)
+        has = counts[np.arange(n_groups), best] > 0
+        out[has] = uniq[best[has]]
+        return out
+    key, cnt = np.unique(groups * k + inv, return_counts=True)
+    g, val = key // k, key % k
+    order = np.lexsort((val, -cnt, g))  # per group: most votes first, then the smaller value
+    first = order[np.r_[True, g[order][1:] != g[order][:-1]]]
+    out[g[first]] = uniq[val[first]]
+    return out
+
+
+def paint_masks(object_masks, shape=None, first=()) -> np.ndarray:
+    """Flatten overlapping per-object masks into label images, as GeoSAM2 paints them.
+
+    `object_masks`: {object id: (N, H, W) bool}. Objects are painted from the largest (total area
+    over all views) to the smallest, so smaller parts stay visible on top of larger ones; ids in
+    `first` (prompted objects) are painted last, on top of everything. Returns (N, H, W) int32,
+    -1 where no object."""
+    items = list(object_masks.items())
+    if not items:
+        if shape is None:
+            raise ValueError("paint_masks needs masks or a shape")
+        return np.full(shape, UNLABELLED, dtype=np.int32)
+    first = set(first)
+    areas = {oid: int(np.count_nonzero(m)) for oid, m in items}
+    order = sorted((oid for oid, _ in items), key=lambda o: (o in first, -areas[o]))
+    out = np.full(np.shape(items[0][1]), UNLABELLED, dtype=np.int32)
+    for oid in order:  # one numpy assignment per object, not per face
+        if oid < 0:
+            raise ValueError(f"object ids must be non-negative, got {oid}")
+        out[np.asarray(object_masks[oid], dtype=bool)] = oid
+    return out
+
+
+def lift_masks(mesh: Mesh, rig: CameraRig, views: Views, masks: np.ndarray, samples_per_face: int = 5, seed: int = 0,
+               samples: FaceSamples | None = None, depth_tolerance: float = 1e-3) -> np.ndarray:
+    """Label images of every view (N, H, W) int32 (-1 = none) -> (F,) int32 face labels (-1 = unseen).
+
+    Pass `samples` (from face_visible_samples) to reuse the projection across several liftings."""
+    masks = np.asarray(masks)
+    if masks.shape != views.face_id.shape:
+        raise ValueError(f"masks must have shape {views.face_id.shape} (views, H, W), got {masks.shape}")
+    if not np.issubdtype(masks.dtype, np.integer):
+        raise ValueError(f"masks must be integer labels (-1 = none), got dtype {masks.dtype}")
+    if samples is None:
+        samples = face_visible_samples(mesh, rig, views, samples_per_face, seed, depth_tolerance)
+    n, h, w = masks.shape
+    p = len(samples.points)
+    labels = np.full((n, p), UNLABELLED, dtype=np.int64)
+    for k in range(n):
+        vis = np.flatnonzero(samples.visible[k])
+        px = samples.pixel[k, vis]
+        labels[k, vis] = masks[k].reshape(-1)[px[:, 1].astype(np.int64) * w + px[:, 0]]
+    sample_label = mode_by_group(np.tile(np.arange(p), n), labels.ravel(), p)
+    face_label = mode_by_group(samples.face, sample_label, mesh.n_faces)
+    return face_label.astype(np.int32)
+
+
+# ----------------------------------------------------------------------------- pixels and clicks
+def pixel_to_face(views: Views, view_index: int, x: int, y: int) -> int:
+    """Face seen at pixel (x = column, y = row) of a view; -1 for background or outside."""
+    n, h, w = views.face_id.shape
+    if not (0 <= view_index < n and 0 <= x < w and 0 <= y < h):
+        return -1
+    return int(views.face_id[view_index, int(y), int(x)])
+
+
+def face_pixels(views: Views, face: int) -> list[np.ndarray]:
+    """Per view, the (K, 2) [x, y] pixels that show `face`."""
+    out = []
+    for k in range(views.n_views):
+        ys, xs = np.nonzero(views.face_id[k] == face)
+        out.append(np.stack([xs, ys], axis=1).astype(np.int32))
+    return out
+
+
+def views_for_click(mesh: Mesh, rig: CameraRig, views: Views, face: int | None = None, point=None,
+                    depth_tolerance: float = 1e-3) -> list[tuple[int, tuple[int, int]]]:
+    """Views where a 3D click is visible, best first, with its pixel (x, y) there.
+
+    A face click ranks views by the face's projected area in pixels (which grows with facing angle
+    and closeness); when the face's centroid is hidden but part of the face shows, the shown pixel
+    nearest the projected centroid is returned. A point click (optionally with its face) ranks by
+    |cos(normal, view ray)| / depth^2, the projected area of a small patch around it."""
+    _check_views(rig, views)
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    faces = np.asarray(mesh.faces, dtype=np.int64)
+    if face is None and point is None:
+        raise ValueError("views_for_click needs a face or a point")
+    if face is not None and not (0 <= int(face) < len(faces)):
+        raise ValueError(f"face {face} out of range [0, {len(faces)})")
+    face_of_point = -1 if face is None else int(face)
+    p = vertices[faces[face]].mean(axis=0) if point is None else np.asarray(point, dtype=np.float64).reshape(3)
+    pixel, visible, depth = project_to_views(p[None], np.array([face_of_point]), rig, views, depth_tolerance,
+                                             0.5, _extent(vertices))
+    ranked = []
+    if face is not None:
+        tri = vertices[faces[face]]
+        normal = face_normals(vertices, faces[[face]])[0]
+        for k in range(rig.n_views):
+            px, _ = rig.project(tri, k)
+            area = 0.5 * abs(np.cross(px[1] - px[0], px[2] - px[0]))
+            if visible[k, 0]:
+                ranked.append((area, k, (int(pixel[k, 0, 0]), int(pixel[k, 0, 1]))))
+                continue
+            ys, xs = np.nonzero(views.face_id[k] == face)
+            if len(xs):
+                target = px.mean(axis=0)
+                j = int(np.argmin((xs + 0.5 - target[0]) ** 2 + (ys + 0.5 - target[1]) ** 2))
+                ranked.append((min(area, float(len(xs))), k, (int(xs[j]), int(ys[j]))))
+    else:
+        for k in range(rig.n_views):
+            if not visible[k, 0]:
+                continue
+            x, y = int(pixel[k, 0, 0]), int(pixel[k, 0, 1])
+            f = int(views.face_id[k, y, x])
+            normal = face_normals(vertices, faces[[f]])[0]
+            ray = p - (rig.camera_positions[k] if rig.is_perspective()[k] else p - rig.forward[k])
+            cos = abs(float(normal @ ray)) / max(float(np.linalg.norm(ray)), 1e-12)
+            ranked.append((cos / max(float(depth[k, 0]), 1e-12) ** 2, k, (x, y)))
+    ranked.sort(key=lambda r: (-r[0], r[1]))
+    return [(k, xy) for _, k, xy in ranked]
+
+
+# ----------------------------------------------------------------------------- post-processing
+def face_adjacency(mesh: Mesh, weld: bool = True) -> np.ndarray:
+    """(E, 2) pairs of faces sharing an edge. With `weld`, vertices at identical positions count as
+    one (meshes split at UV seams stay connected). Faces around a non-manifold edge are chained."""
+    faces = np.asarray(mesh.faces, dtype=np.int64)
+    if weld:
+        _, remap = np.unique(np.asarray(mesh.vertices), axis=0, return_inverse=True)
+        faces = remap.reshape(-1)[faces]
+    n_v = int(faces.max()) + 1
+    edges = np.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
+    owner = np.repeat(np.arange(len(faces), dtype=np.int64), 3)
+    keep = edges[:, 0] != edges[:, 1]
+    key = edges[keep, 0] * n_v + edges[keep, 1]
+    owner = owner[keep]
+    order = np.argsort(key, kind="stable")
+    key, owner = key[order], owner[order]
+    same = key[1:] == key[:-1]
+    pairs = np.stack([owner[:-1][same], owner[1:][same]], axis=1)
+    return pairs[pairs[:, 0] != pairs[:, 1]]
+
+
+def face_areas(mesh: Mesh) -> np.ndarray:
+    tri = np.asarray(mesh.vertices, dtype=np.float64)[np.asarray(mesh.faces)]
+    return 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+
+
+def label_components(labels: np.ndarray, adjacency: np.ndarray) -> np.ndarray:
+    """(F,) component id of face-connected runs of one label; unlabelled faces are singletons."""
+    f = len(labels)
+    a, b = adjacency[:, 0], adjacency[:, 1]
+    same = (labels[a] == labels[b]) & (labels[a] >= 0)
+    graph = sparse.coo_matrix((np.ones(int(same.sum()), dtype=np.int8), (a[same], b[same])), shape=(f, f))
+    return csgraph.connected_components(graph, directed=False)[1]
+
+
+def postprocess_labels(mesh: Mesh, labels, min_fraction: float = 0.02, fill_iterations: int = 64, k_nearest: int = 3,
+                       split_disconnected: bool = True, adjacency: np.ndarray | None = None) -> np.ndarray:
+    """GeoSAM2's clean-up of lifted face labels (-1 = unlabelled), each step optional:
+    1. unlabel face-connected same-label components smaller than `min_fraction` x the largest
+       component both in face count and in area (0 disables);
+    2. `fill_iterations` rounds of majority fill: unlabelled faces take the most common label of
+       their labelled neighbours;
+    3. faces still unlabelled take the mode of the `k_nearest` labelled face centroids (0 disables;
+       ties go to the nearest);
+    4. `split_disconnected`: a label's disconnected pieces get their own labels (the largest piece
+       keeps the label).
+    Returns (F,) int32; all -1 stays all -1."""
+    labels = np.asarray(labels).astype(np.int64).copy()
+    if labels.shape != (mesh.n_faces,):
+        raise ValueError(f"labels must have shape ({mesh.n_faces},), got {labels.shape}")
+    if (labels < 0).all():
+        return labels.astype(np.int32)
+    adj = face_adjacency(mesh) if adjacency is None else adjacency
+    if min_fraction > 0:
+        labels = _remove_small_components(mesh, labels, adj, min_fraction)
+    if fill_iterations > 0:
+        labels = _majority_fill(labels, adj, fill_iterations)
+    if k_nearest > 0 and (labels < 0).any():
+        labels = _nearest_fill(mesh, labels, k_nearest)
+    if split_disconnected:
+        labels = _split_components(labels, adj)
+    return labels.astype(np.int32)
+
+
+def _remove_small_components(mesh, labels, adj, fraction):
+    comp = label_components(labels, adj)
+    labelled = labels >= 0
+    size = np.bincount(comp[labelled], minlength=comp.max() + 1)
+    area = np.bincount(comp[labelled], weights=face_areas(mesh)[labelled], minlength=comp.max() + 1)
+    small = (size < fraction * size.max()) & (area < fraction * area.max())
+    out = labels.copy()
+    out[labelled & small[comp]] = UNLABELLED
+    return out
+
+
+def _majority_fill(labels, adj, iterations):
+    both = np.concatenate([adj, adj[:, ::-1]])  # directed: (face to fill, neighbour)
+    for _ in range(iterations):
+        unl = labels < 0
+        e = both[unl[both[:, 0]] & ~unl[both[:, 1]]]
+        if len(e) == 0:
+            break
+        target, inv = np.unique(e[:, 0], return_inverse=True)
+        labels[target] = mode_by_group(inv, labels[e[:, 1]], len(target))
+    return labels
+
+
+def _nearest_fill(mesh, labels, k):
+    from scipy.spatial import cKDTree
+
+    centroids = np.asarray(mesh.vertices, dtype=np.float64)[np.asarray(mesh.faces)].mean(axis=1)
+    known = np.flatnonzero(labels >= 0)
+    unknown = np.flatnonzero(labels < 0)
+    k = min(k, len(known))
+    _, idx = cKDTree(centroids[known]).query(centroids[unknown], k=k)
+    near = labels[known][idx.reshape(len(unknown), k)]  # (U, k), nearest first
+    votes = (near[:, :, None] == near[:, None, :]).sum(axis=2)
+    labels[unknown] = near[np.arange(len(unknown)), votes.argmax(axis=1)]  # first max = nearest tie
+    return labels
+
+
+def _split_components(labels, adj):
+    comp = label_components(labels, adj)
+    n_comp = comp.max() + 1
+    size = np.bincount(comp, minlength=n_comp)
+    comp_label = np.full(n_comp, UNLABELLED, dtype=np.int64)
+    comp_label[comp] = labels
+    order = np.lexsort((np.arange(n_comp), -size, comp_label))  # per label, largest piece first
+    ordered_labels = comp_label[order]
+    keeper = np.r_[True, ordered_labels[1:] != ordered_labels[:-1]]
+    extra = order[~keeper & (ordered_labels >= 0)]
+    extra = extra[np.lexsort((extra, -size[extra]))]  # new ids by decreasing size
+    new_label = comp_label.copy()
+    new_label[extra] = labels.max() + 1 + np.arange(len(extra))
+    return new_label[comp]

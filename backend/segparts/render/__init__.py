@@ -1,0 +1,243 @@
+"""Multi-view rendering shared by the SAMPart3D and GeoSAM2 engines.
+
+`render_views(mesh, rig)` renders every view of a `CameraRig` in one batch. Visibility (which
+face each pixel sees, and where on it) comes from a backend: Embree ray casting on CPU, or
+nvdiffrast on CUDA when it is importable; everything else (depth, normals, point map, shading)
+is computed from that by the same numpy code, so both backends give the same outputs.
+
+Coordinates are the mesh's own ("world"); render a mesh normalised with
+`normalize_for_rendering` to match the reference pipelines.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..mesh import Mesh
+from .cameras import (  # noqa: F401  (re-exported)
+    CameraRig,
+    Normalization,
+    geosam2_rig,
+    look_at,
+    normalize_for_rendering,
+    orthographic,
+    perspective,
+    rig_from_matrices,
+    sampart3d_rig,
+)
+from .encodings import IMAGENET_MEAN, IMAGENET_STD, geosam2_inputs, normal_map_rgb  # noqa: F401
+
+ALL_OUTPUTS = ("face_id", "depth", "alpha", "normal", "point", "bary", "color")
+DEFAULT_OUTPUTS = ALL_OUTPUTS
+BACKGROUND_COLOR = 255  # SAM sees the object on white, as in both references
+GREY_ALBEDO = 0.72
+
+
+@dataclass
+class Views:
+    """Per-view buffers; fields not requested are None. Pixel [v, y, x]: row y from the top."""
+
+    face_id: np.ndarray  # (N, H, W) int32, -1 background
+    depth: np.ndarray | None = None  # (N, H, W) float32 planar depth (-z camera), inf background
+    alpha: np.ndarray | None = None  # (N, H, W) float32 coverage, 1 or 0
+    normal: np.ndarray | None = None  # (N, H, W, 3) float32 world unit normal facing the camera, 0 bg
+    point: np.ndarray | None = None  # (N, H, W, 3) float32 world position, 0 background
+    bary: np.ndarray | None = None  # (N, H, W, 2) float32 barycentric weights of the face's v1, v2
+    color: np.ndarray | None = None  # (N, H, W, 3) uint8 shaded colour on white
+    rig: CameraRig | None = field(default=None, repr=False)
+    backend: str = "embree"
+
+    @property
+    def n_views(self) -> int:
+        return int(self.face_id.shape[0])
+
+    @property
+    def mask(self) -> np.ndarray:
+        """(N, H, W) bool foreground."""
+        return self.face_id >= 0
+
+
+@dataclass
+class Appearance:
+    """Optional surface colour for the shaded image. Give one of: per-vertex colours, per-face
+    colours, or a base-colour texture with UVs (per vertex (V, 2) or per face corner (F, 3, 2))."""
+
+    vertex_colors: np.ndarray | None = None  # (V, 3|4) uint8 or float in [0, 1]
+    face_colors: np.ndarray | None = None  # (F, 3|4)
+    uv: np.ndarray | None = None  # (V, 2) or (F, 3, 2)
+    texture: np.ndarray | None = None  # (h, w, 3|4) uint8, row 0 = top (v = 1)
+
+    @classmethod
+    def from_trimesh(cls, tm) -> "Appearance | None":
+        """Colours of a trimesh.Trimesh's visual: base-colour texture via UV when present,
+        else vertex or face colours; None for an untextured grey mesh."""
+        visual = getattr(tm, "visual", None)
+        if visual is None:
+            return None
+        if getattr(visual, "kind", None) == "texture" and getattr(visual, "uv", None) is not None:
+            material = visual.material
+            image = getattr(material, "baseColorTexture", None) or getattr(material, "image", None)
+            if image is not None:
+                return cls(uv=np.asarray(visual.uv, dtype=np.float64), texture=np.asarray(image.convert("RGB")))
+            base = getattr(material, "baseColorFactor", None)
+            if base is not None:
+                return cls(face_colors=np.tile(np.asarray(base)[:3], (len(tm.faces), 1)))
+            return None
+        if getattr(visual, "kind", None) == "vertex":
+            return cls(vertex_colors=np.asarray(visual.vertex_colors))
+        if getattr(visual, "kind", None) == "face":
+            return cls(face_colors=np.asarray(visual.face_colors))
+        return None
+
+
+def available_backends() -> list[str]:
+    from . import nvdiff, raycast
+
+    out = []
+    if nvdiff.available():
+        out.append("nvdiffrast")
+    if raycast.available():
+        out.append("embree")
+    return out
+
+
+def render_views(
+    mesh: Mesh,
+    rig: CameraRig,
+    outputs=DEFAULT_OUTPUTS,
+    backend: str = "auto",
+    appearance: Appearance | None = None,
+) -> Views:
+    """Render all views of `rig`. `backend`: "auto" (nvdiffrast on CUDA when importable, else
+    Embree), "embree" or "nvdiffrast". `face_id` is always computed."""
+    outputs = tuple(outputs)
+    unknown = set(outputs) - set(ALL_OUTPUTS)
+    if unknown:
+        raise ValueError(f"unknown render outputs {sorted(unknown)}; choose from {ALL_OUTPUTS}")
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    faces = np.asarray(mesh.faces, dtype=np.int64)
+    face_id, bary, backend = _visibility(vertices, faces, rig, backend, _cache_key(mesh))
+    views = Views(face_id=face_id, rig=rig, backend=backend)
+    if "bary" in outputs:
+        views.bary = bary
+    if "alpha" in outputs:
+        views.alpha = (face_id >= 0).astype(np.float32)
+    needs_geometry = {"depth", "normal", "point", "color"} & set(outputs)
+    if needs_geometry:
+        _fill_geometry(views, vertices, faces, bary, outputs, appearance)
+    return views
+
+
+def _cache_key(mesh: Mesh):
+    try:
+        return mesh.content_hash
+    except Exception:  # noqa: BLE001 - any object with vertices/faces renders, just uncached
+        return None
+
+
+def _visibility(vertices, faces, rig, backend, key):
+    from . import nvdiff, raycast
+
+    if backend not in ("auto", "embree", "nvdiffrast"):
+        raise ValueError(f"unknown render backend {backend!r}; use auto, embree or nvdiffrast")
+    if backend == "nvdiffrast" or (backend == "auto" and nvdiff.available()):
+        if not nvdiff.available():
+            raise RuntimeError(f"nvdiffrast backend unavailable: {nvdiff.unavailable_reason()}")
+        return (*nvdiff.rasterize(vertices, faces, rig), "nvdiffrast")
+    if not raycast.available():
+        raise RuntimeError("no render backend: install embreex (CPU) or nvdiffrast (CUDA)")
+    return (*raycast.rasterize(vertices, faces, rig, cache_key=key), "embree")
+
+
+def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(F, 3) unit normals by the right-hand rule (zero for degenerate faces)."""
+    tri = vertices[faces]
+    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    length = np.linalg.norm(n, axis=1, keepdims=True)
+    return np.divide(n, length, out=np.zeros_like(n), where=length > 0)
+
+
+def _fill_geometry(views: Views, vertices, faces, bary, outputs, appearance):
+    rig = views.rig
+    n, h, w = views.face_id.shape
+    flat_id = views.face_id.reshape(-1)
+    idx = np.flatnonzero(flat_id >= 0)
+    fid = flat_id[idx]
+    view_of = idx // (h * w)
+    b = bary.reshape(-1, 2)[idx].astype(np.float64)
+    tri = faces[fid]
+    v0 = vertices[tri[:, 0]]
+    point = v0 + b[:, :1] * (vertices[tri[:, 1]] - v0) + b[:, 1:] * (vertices[tri[:, 2]] - v0)
+
+    if "depth" in outputs:
+        row = rig.world_to_cam[:, 2]  # z row of each view
+        z = np.einsum("ij,ij->i", point, row[view_of, :3]) + row[view_of, 3]
+        depth = np.full(n * h * w, np.inf, dtype=np.float32)
+        depth[idx] = -z
+        views.depth = depth.reshape(n, h, w)
+    if "point" in outputs:
+        views.point = _scatter(idx, point.astype(np.float32), (n, h, w, 3))
+    if "normal" in outputs or "color" in outputs:
+        normal = face_normals(vertices, faces)[fid]
+        to_eye = _to_camera(rig, view_of, point)
+        facing = np.einsum("ij,ij->i", normal, to_eye)
+        normal[facing < 0] *= -1.0  # show the side the camera sees, like Blender's shading normal
+        if "normal" in outputs:
+            views.normal = _scatter(idx, normal.astype(np.float32), (n, h, w, 3))
+        if "color" in outputs:
+            cos = np.abs(facing) / np.maximum(np.linalg.norm(to_eye, axis=1), 1e-12)
+            albedo = _albedo(appearance, fid, tri, b, len(vertices), len(faces))
+            shade = (0.3 + 0.7 * cos)[:, None] * albedo
+            color = np.full((n * h * w, 3), BACKGROUND_COLOR, dtype=np.uint8)
+            color[idx] = np.clip(np.rint(shade * 255.0), 0, 255).astype(np.uint8)
+            views.color = color.reshape(n, h, w, 3)
+
+
+def _scatter(idx, values, shape):
+    out = np.zeros((int(np.prod(shape[:-1])), shape[-1]), dtype=values.dtype)
+    out[idx] = values
+    return out.reshape(shape)
+
+
+def _to_camera(rig: CameraRig, view_of: np.ndarray, point: np.ndarray) -> np.ndarray:
+    """Per-pixel vector from the surface towards the camera (headlight direction, not unit)."""
+    persp = rig.is_perspective()
+    out = rig.camera_positions[view_of] - point
+    if not persp.all():
+        ortho = ~persp[view_of]
+        out[ortho] = -rig.forward[view_of[ortho]]
+    return out
+
+
+def _albedo(appearance: Appearance | None, fid, tri, b, n_vertices, n_faces) -> np.ndarray:
+    """(P, 3) base colour in [0, 1] at each hit."""
+    if appearance is None:
+        return np.full((len(fid), 3), GREY_ALBEDO)
+    w = np.stack([1.0 - b[:, 0] - b[:, 1], b[:, 0], b[:, 1]], axis=1)
+    if appearance.texture is not None and appearance.uv is not None:
+        uv = np.asarray(appearance.uv, dtype=np.float64)
+        corner_uv = uv[fid] if uv.ndim == 3 else uv[tri]  # (P, 3, 2)
+        st = np.einsum("pk,pkc->pc", w, corner_uv)
+        tex = _unit_colors(np.asarray(appearance.texture))
+        th, tw = tex.shape[:2]
+        x = np.mod(np.floor(st[:, 0] * tw), tw).astype(np.int64)
+        y = np.mod(np.floor((1.0 - st[:, 1]) * th), th).astype(np.int64)
+        return tex[y, x, :3]
+    if appearance.vertex_colors is not None:
+        vc = _unit_colors(np.asarray(appearance.vertex_colors))[:, :3]
+        if len(vc) != n_vertices:
+            raise ValueError(f"{len(vc)} vertex colours for {n_vertices} vertices")
+        return np.einsum("pk,pkc->pc", w, vc[tri])
+    if appearance.face_colors is not None:
+        fc = _unit_colors(np.asarray(appearance.face_colors))[:, :3]
+        if len(fc) != n_faces:
+            raise ValueError(f"{len(fc)} face colours for {n_faces} faces")
+        return fc[fid]
+    return np.full((len(fid), 3), GREY_ALBEDO)
+
+
+def _unit_colors(c: np.ndarray) -> np.ndarray:
+    if np.issubdtype(c.dtype, np.integer):
+        return c.astype(np.float64) / 255.0
+    return np.clip(c.astype(np.float64), 0.0, 1.0)
