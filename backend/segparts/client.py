@@ -1,0 +1,234 @@
+"""Python client of the backend (DEALER socket). Used by the CLI, the tests and, as a copy, by the
+Blender add-on — so it needs only numpy, msgpack, pyzmq and wire.py (see docs/protocol.md).
+
+Two ways to use it:
+- non-blocking (the add-on's timer): `send()` returns a request id, `poll()` returns whatever
+  messages have arrived, each tagged with the id of the request it answers;
+- blocking (CLI, tests): `call()` and the helpers `hello()`, `upload_mesh()`, `segment()`, ...
+  wait for the final message of one request and raise `BackendError` on an error reply.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import zmq
+
+try:  # inside the segparts package, or the add-on's bundled `_shared` package
+    from . import wire
+except ImportError:  # a plain folder on sys.path
+    import wire  # type: ignore[no-redef]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 5555
+
+
+class BackendError(Exception):
+    """An error reply from the backend; `code` is one of the wire error codes."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Message:
+    id: object
+    kind: str  # reply | accepted | progress | result | error
+    ok: bool
+    result: dict = field(default_factory=dict)
+    error: dict | None = None
+    arrays: dict = field(default_factory=dict)
+
+    @property
+    def final(self) -> bool:
+        return self.kind in wire.FINAL_KINDS
+
+
+def runtime_dir() -> Path:
+    return Path(os.environ.get("SEGPARTS_RUNTIME_DIR") or Path.home() / ".cache" / "segparts")
+
+
+def default_token_path(port: int) -> Path:
+    """Where `segparts serve --port PORT` writes its token (user-only file, mode 0600)."""
+    return runtime_dir() / f"token-{port}"
+
+
+def read_token(path: str | Path) -> str | None:
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def mesh_id(vertices, faces) -> str:
+    """The server's mesh id for these arrays (same bytes as segparts.mesh.mesh_hash), so an
+    upload of a mesh the server already holds costs one tiny round trip."""
+    h = hashlib.blake2b(digest_size=16)
+    v = np.ascontiguousarray(vertices, dtype="<f8")
+    f = np.ascontiguousarray(faces, dtype="<i8")
+    for a in (v, f):
+        h.update(np.asarray(a.shape, dtype="<i8").tobytes())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+class BackendClient:
+    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: str | None = None,
+                 token_file: str | Path | None = None, timeout: float = 30.0,
+                 context: zmq.Context | None = None):
+        self.host, self.port, self.timeout = host, int(port), float(timeout)
+        self.endpoint = f"tcp://{host}:{self.port}"
+        self._token = token
+        self._token_file = Path(token_file) if token_file else default_token_path(self.port)
+        self._ctx = context or zmq.Context.instance()
+        self._sock = self._ctx.socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.connect(self.endpoint)
+        self._pending: list[Message] = []  # messages received while call() waited for another id
+
+    # ---- token ---------------------------------------------------------------------------
+    @property
+    def token(self) -> str | None:
+        if self._token is None:  # read lazily: the server may write it after we connect
+            self._token = read_token(self._token_file)
+        return self._token
+
+    # ---- non-blocking API ----------------------------------------------------------------
+    def send(self, op: str, args: dict | None = None, arrays: dict | None = None) -> str:
+        req_id = uuid.uuid4().hex[:16]
+        token = None if op == "hello" else self.token
+        frames = wire.request(op, req_id, token=token, args=args, arrays=arrays)
+        self._sock.send_multipart(frames, copy=len(frames) == 1)  # big array frames go zero-copy
+        return req_id
+
+    def poll(self, timeout: float = 0.0) -> list[Message]:
+        """All messages available now (waiting up to `timeout` seconds for the first one)."""
+        out, self._pending = self._pending, []
+        if not out and not self._sock.poll(int(timeout * 1000)):
+            return out
+        while self._sock.poll(0):
+            out.append(self._receive())
+        return out
+
+    def _receive(self) -> Message:
+        frames = self._sock.recv_multipart(copy=False)
+        header, arrays = wire.decode(frames)
+        return Message(id=header.get("id"), kind=header.get("kind", "reply"), ok=bool(header.get("ok")),
+                       result=header.get("result") or {}, error=header.get("error"), arrays=arrays)
+
+    # ---- blocking API --------------------------------------------------------------------
+    def call(self, op: str, args: dict | None = None, arrays: dict | None = None, timeout: float | None = None,
+             on_progress: Callable[[float, str], None] | None = None, job_timeout: float | None = None) -> Message:
+        """Send one request and wait for its final message (reply, result or error).
+
+        `timeout` bounds the wait for the first answer (default: the client's timeout). Once a
+        job is accepted the wait is unbounded unless `job_timeout` is given: a long job keeps
+        answering `status`, and can be cancelled. Raises BackendError on an error reply and
+        TimeoutError when the backend does not answer."""
+        req_id = self.send(op, args, arrays)
+        first_deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        deadline = first_deadline
+        others: list[Message] = []
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no answer to {op!r} from the backend at {self.endpoint} "
+                                       f"within {self.timeout if timeout is None else timeout:g} s")
+                if not self._sock.poll(int(min(remaining, 1.0) * 1000) + 1):
+                    continue
+                msg = self._receive()
+                if msg.id != req_id:
+                    others.append(msg)
+                    continue
+                if msg.kind == "accepted":
+                    deadline = time.monotonic() + job_timeout if job_timeout else float("inf")
+                    continue
+                if msg.kind == "progress":
+                    if on_progress is not None:
+                        on_progress(float(msg.result.get("progress", 0.0)), str(msg.result.get("stage", "")))
+                    continue
+                if not msg.ok:
+                    err = msg.error or {}
+                    raise BackendError(str(err.get("code", wire.INTERNAL)), str(err.get("message", "")))
+                return msg
+        finally:
+            self._pending.extend(others)
+
+    def hello(self) -> dict:
+        return self.call("hello").result
+
+    def upload_mesh(self, vertices, faces, face_map=None, n_polygons: int | None = None) -> str:
+        """Upload a triangle mesh; returns its id. A mesh the server already holds is not resent."""
+        vertices = np.ascontiguousarray(vertices, dtype="<f8")
+        faces = np.asarray(faces)
+        mid = mesh_id(vertices, faces)
+        try:
+            return self.call("upload_mesh", {"mesh_id": mid}).result["mesh_id"]
+        except BackendError as exc:
+            if exc.code != wire.UNKNOWN_MESH:
+                raise
+        if faces.size and faces.max() < 2**31 and faces.min() >= 0:
+            faces = faces.astype("<i4", copy=False)  # half the bytes; the id is over int64 values
+        arrays = {"vertices": vertices, "faces": faces}
+        args = {}
+        if face_map is not None:
+            arrays["face_map"] = np.ascontiguousarray(face_map, dtype="<i8")
+            if n_polygons is not None:
+                args["n_polygons"] = int(n_polygons)
+        return self.call("upload_mesh", args, arrays).result["mesh_id"]
+
+    def segment(self, mesh_id: str, engine: str = "geometric", parts: int | None = None,
+                scale: float | None = None, options: dict | None = None,
+                on_progress: Callable[[float, str], None] | None = None) -> Message:
+        """Arrays of the result: labels, leaf_labels (F,) int32, parent (N,) int32, height (N,) float32."""
+        args = {"mesh_id": mesh_id, "engine": engine, "options": options or {}}
+        if parts is not None:
+            args["parts"] = int(parts)
+        if scale is not None:
+            args["scale"] = float(scale)
+        return self.call("segment", args, on_progress=on_progress)
+
+    def pick(self, mesh_id: str, engine: str = "geometric", face: int | None = None, point=None,
+             positive: bool = True, clicks: list[dict] | None = None, parts: int | None = None,
+             scale: float | None = None, options: dict | None = None) -> Message:
+        """Arrays of the result: mask (F,) bool; result: node, parent, children."""
+        if clicks is None:
+            click = {"positive": bool(positive)}
+            if face is not None:
+                click["face"] = int(face)
+            if point is not None:
+                click["point"] = [float(x) for x in point]
+            clicks = [click]
+        args = {"mesh_id": mesh_id, "engine": engine, "clicks": clicks, "options": options or {}}
+        if parts is not None:
+            args["parts"] = int(parts)
+        if scale is not None:
+            args["scale"] = float(scale)
+        return self.call("pick", args)
+
+    def cancel(self, job_id: str) -> dict:
+        return self.call("cancel", {"job_id": job_id}).result
+
+    def status(self) -> dict:
+        return self.call("status").result
+
+    def shutdown(self) -> dict:
+        return self.call("shutdown").result
+
+    def close(self):
+        self._sock.close(0)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

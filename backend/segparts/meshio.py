@@ -1,0 +1,252 @@
+"""Reading meshes from files and writing results, keeping the file's face order.
+
+Face-order contract (DESIGN.md, `segparts segment --out x.npy`):
+- `.obj .off .ply`: faces in the order they are stored in the file. Polygons (quads, n-gons) are
+  fan-triangulated for the engines, and `Mesh.face_map` maps every triangle back to its polygon;
+  labels written to `.npy` are then **one per original polygon** (the label of its first triangle),
+  so `len(labels) == number of faces in the file`.
+- `.stl`: one triangle per facet, in file order.
+- `.glb .gltf`: the scene concatenated into one mesh in trimesh's scene-graph order with node
+  transforms applied: exactly `trimesh.load(path).dump(concatenate=True)` (trimesh 5:
+  `Scene.to_geometry()`), which is how PartObjaverse-Tiny's face labels are indexed.
+
+OBJ/OFF are parsed here (trimesh's loaders re-group faces by size or material, which breaks the
+order); PLY uses trimesh's element parser; STL and glTF are loaded by trimesh with process=False
+so no face is dropped or moved.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .mesh import DEFAULT_MAX_FACES, Mesh, MeshError, triangulate_polygons, validate_mesh
+
+MESH_SUFFIXES = (".obj", ".ply", ".off", ".stl", ".glb", ".gltf")
+COLOURED_SUFFIXES = (".ply", ".glb")
+
+
+def load_mesh(path: str | Path, max_faces: int = DEFAULT_MAX_FACES) -> Mesh:
+    """Read a mesh file into a validated triangle `Mesh`, or raise MeshError with one clear line."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in MESH_SUFFIXES:
+        raise MeshError("unsupported_format",
+                        f"{path.name}: unsupported file type {suffix or '(none)'}; use one of {' '.join(MESH_SUFFIXES)}")
+    if not path.is_file():
+        raise MeshError("unreadable", f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise MeshError("empty_mesh", f"{path}: the file is empty")
+    reader = {".obj": _read_obj, ".off": _read_off, ".ply": _read_ply,
+              ".stl": _read_trimesh, ".glb": _read_scene, ".gltf": _read_scene}[suffix]
+    try:
+        vertices, polygons = reader(path)
+    except MeshError:
+        raise
+    except Exception as exc:  # parsers raise anything on garbage; report it as one line
+        raise MeshError("unreadable", f"{path.name}: cannot read as {suffix[1:].upper()}: "
+                                      f"{_one_line(exc)}") from None
+    triangles, face_map, n_polygons = _triangulate(polygons)
+    try:
+        return validate_mesh(vertices, triangles, face_map, n_polygons, max_faces=max_faces)
+    except MeshError as exc:
+        raise MeshError(exc.code, f"{path.name}: {exc.message}") from None
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _triangulate(polygons) -> tuple[np.ndarray, np.ndarray | None, int | None]:
+    """Triangles pass through untouched (face_map None); anything else is fan-triangulated."""
+    if isinstance(polygons, np.ndarray) and polygons.ndim == 2 and polygons.shape[1] == 3:
+        return polygons, None, None
+    if isinstance(polygons, np.ndarray) and polygons.ndim == 2 and polygons.shape[0] == 0:
+        return np.zeros((0, 3), np.int64), None, None
+    if len(polygons) == 0:
+        return np.zeros((0, 3), np.int64), None, None
+    triangles, face_map = triangulate_polygons(polygons)
+    if len(triangles) == len(polygons):  # all triangles after all (ragged storage)
+        return triangles, None, None
+    return triangles, face_map, len(polygons)
+
+
+# ---- OBJ ---------------------------------------------------------------------------------
+_OBJ_INDEX = re.compile(r"^\s*([-+]?\d+)")
+
+
+def _read_obj(path: Path):
+    """`v` and `f` records only; `f` tokens like 7, 7/1, 7//3, 7/1/3, and negative (relative) indices."""
+    text = path.read_bytes().decode("utf-8", errors="replace").replace("\\\n", " ")
+    vertices, polygons = [], []
+    n_vertices_so_far = 0
+    for line in text.splitlines():
+        if line.startswith("v "):
+            vertices.append(line[2:].split()[:3])
+            n_vertices_so_far += 1
+        elif line.startswith("f "):
+            idx = [int(tok.split("/", 1)[0]) for tok in line[2:].split()]
+            # OBJ indices are 1-based; negative ones count back from the latest vertex
+            polygons.append([i - 1 if i > 0 else n_vertices_so_far + i for i in idx])
+    if not vertices:
+        raise MeshError("empty_mesh", f"{path.name}: the file has no vertices")
+    vertices = np.array(vertices, dtype=np.float64)
+    if vertices.ndim != 2 or vertices.shape[1] != 3:
+        raise MeshError("unreadable", f"{path.name}: a vertex line has fewer than 3 coordinates")
+    return vertices, _as_polygons(polygons)
+
+
+def _as_polygons(polygons: list[list[int]]):
+    """(F, k) array when every polygon has k corners, else a list of int64 arrays."""
+    if not polygons:
+        return np.zeros((0, 3), np.int64)
+    k = len(polygons[0])
+    if all(len(p) == k for p in polygons):
+        return np.array(polygons, dtype=np.int64).reshape(len(polygons), k)
+    return [np.asarray(p, dtype=np.int64) for p in polygons]
+
+
+# ---- OFF ---------------------------------------------------------------------------------
+def _read_off(path: Path):
+    """OFF / COFF / NOFF: counts line, vertex lines, then `n i1 .. in [colour]` face lines."""
+    raw = path.read_bytes().decode("utf-8", errors="replace")
+    lines = [ln.split("#", 1)[0].strip() for ln in raw.splitlines()]
+    lines = [ln for ln in lines if ln]
+    if not lines or not lines[0].upper().lstrip("CN").startswith("OFF"):
+        raise MeshError("unreadable", f"{path.name}: not an OFF file (no OFF header)")
+    header = lines[0].split()
+    rest = header[1:]  # counts may follow the keyword on the same line
+    body = lines[1:]
+    if len(rest) < 2:
+        rest, body = body[0].split(), body[1:]
+    n_vertices, n_faces = int(rest[0]), int(rest[1])
+    if n_vertices == 0 or n_faces == 0:
+        raise MeshError("empty_mesh", f"{path.name}: the file declares {n_vertices} vertices and {n_faces} faces")
+    if len(body) < n_vertices + n_faces:
+        raise MeshError("unreadable", f"{path.name}: the file is truncated ({len(body)} data lines, "
+                                      f"{n_vertices + n_faces} declared)")
+    vertices = np.array([ln.split()[:3] for ln in body[:n_vertices]], dtype=np.float64)
+    face_tokens = [ln.split() for ln in body[n_vertices:n_vertices + n_faces]]
+    polygons = [tok[1:int(tok[0]) + 1] for tok in face_tokens]  # drop trailing colour values
+    if any(len(p) != int(t[0]) for p, t in zip(polygons, face_tokens)):
+        raise MeshError("unreadable", f"{path.name}: a face line lists fewer indices than its count")
+    return vertices, _as_polygons([list(map(int, p)) for p in polygons])
+
+
+# ---- PLY ---------------------------------------------------------------------------------
+def _read_ply(path: Path):
+    """trimesh's PLY element parser (ASCII and binary); faces taken as stored, in order."""
+    from trimesh.exchange import ply
+
+    with open(path, "rb") as f:
+        elements, is_ascii, _ = ply._parse_header(f)
+        (ply._ply_ascii if is_ascii else ply._ply_binary)(elements, f)
+    vertex = elements.get("vertex", {}).get("data")
+    if vertex is None or any(k not in _field_names(vertex) for k in "xyz"):
+        raise MeshError("unreadable", f"{path.name}: the PLY file has no vertex x/y/z")
+    vertices = np.column_stack([np.asarray(vertex[k], dtype=np.float64).ravel() for k in "xyz"])
+    face = elements.get("face", {}).get("data")
+    key = next((k for k in ("vertex_indices", "vertex_index") if k in _field_names(face)), None)
+    if key is None:
+        raise MeshError("empty_mesh", f"{path.name}: the PLY file has no faces")
+    faces = face[key]
+    if isinstance(faces, np.ndarray) and faces.dtype.names:  # binary, equal-length lists: (count, indices)
+        faces = faces[faces.dtype.names[-1]]
+    if isinstance(faces, np.ndarray) and faces.dtype != object:
+        return vertices, faces.astype(np.int64).reshape(len(faces), -1)
+    return vertices, _as_polygons([np.asarray(p, dtype=np.int64).ravel().tolist() for p in faces])
+
+
+def _field_names(data) -> tuple:
+    """Property names of a parsed PLY element (a dict, or a structured array for binary files)."""
+    if data is None:
+        return ()
+    if isinstance(data, np.ndarray):
+        return data.dtype.names or ()
+    return tuple(data)
+
+
+# ---- STL and glTF (trimesh, process=False keeps every face where it is) ---------------------
+def _read_trimesh(path: Path):
+    import trimesh
+
+    mesh = trimesh.load_mesh(path, process=False)
+    mesh.merge_vertices()  # STL is a triangle soup; merging renumbers vertices, never faces
+    return np.asarray(mesh.vertices), np.asarray(mesh.faces, dtype=np.int64)
+
+
+def _read_scene(path: Path):
+    import trimesh
+
+    loaded = trimesh.load(path, process=False)
+    if isinstance(loaded, trimesh.Scene):
+        # same as the deprecated dump(concatenate=True): geometry in graph order, transforms baked
+        meshes = [g for g in loaded.dump() if isinstance(g, trimesh.Trimesh) and len(g.faces)]
+        if not meshes:
+            raise MeshError("empty_mesh", f"{path.name}: the scene has no triangle meshes")
+        loaded = trimesh.util.concatenate(meshes)
+    return np.asarray(loaded.vertices), np.asarray(loaded.faces, dtype=np.int64)
+
+
+# ---- writing -----------------------------------------------------------------------------
+def save_labels(path: str | Path, mesh: Mesh, labels: np.ndarray) -> np.ndarray:
+    """Write per-triangle `labels` to `.npy` (int32, one per face of the source file: per
+    original polygon when the file had polygons) or `.ply/.glb` (the mesh coloured by part).
+    Returns what was written for `.npy`, the per-triangle labels otherwise."""
+    path = Path(path)
+    labels = np.asarray(labels)
+    if labels.shape != (mesh.n_faces,):
+        raise ValueError(f"labels must have shape ({mesh.n_faces},), got {labels.shape}")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        out = mesh.polygon_labels(labels).astype(np.int32)
+        np.save(path, out)
+        return out
+    if suffix in COLOURED_SUFFIXES:
+        save_coloured(path, mesh, labels)
+        return labels
+    raise ValueError(f"{path.name}: output must be .npy, .ply or .glb")
+
+
+def part_colours(labels: np.ndarray) -> np.ndarray:
+    """(F, 4) uint8 RGBA, a distinct colour per label (golden-ratio hues), grey for -1."""
+    labels = np.asarray(labels, dtype=np.int64)
+    hue = (np.maximum(labels, 0) * 0.618033988749895) % 1.0
+    sat = 0.55 + 0.35 * ((np.maximum(labels, 0) * 7) % 3) / 2
+    rgb = _hsv_to_rgb(hue, sat, np.full(hue.shape, 0.92))
+    rgb[labels < 0] = 0.5
+    rgba = np.empty((len(labels), 4), np.uint8)
+    rgba[:, :3] = np.round(rgb * 255)
+    rgba[:, 3] = 255
+    return rgba
+
+
+def _hsv_to_rgb(h, s, v):
+    i = np.floor(h * 6).astype(np.int64) % 6
+    f = h * 6 - np.floor(h * 6)
+    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+    table = np.stack([np.stack(c, -1) for c in
+                      ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))])
+    return table[i, np.arange(len(h))]
+
+
+def save_coloured(path: str | Path, mesh: Mesh, labels: np.ndarray) -> None:
+    """`.ply`: shared vertices + per-face colours. `.glb` (no face colours in glTF): every face
+    gets its own three vertices coloured by its part. Triangle order is kept in both."""
+    import trimesh
+
+    path = Path(path)
+    colours = part_colours(labels)
+    if path.suffix.lower() == ".glb":
+        corners = mesh.vertices[mesh.faces].reshape(-1, 3)
+        tm = trimesh.Trimesh(corners, np.arange(len(corners)).reshape(-1, 3),
+                             vertex_colors=np.repeat(colours, 3, axis=0), process=False)
+    else:
+        tm = trimesh.Trimesh(mesh.vertices, mesh.faces, face_colors=colours, process=False)
+    data = tm.export(file_type=path.suffix.lower()[1:])
+    path.write_bytes(data if isinstance(data, bytes) else data.encode())
+
+
+__all__ = ["load_mesh", "save_labels", "save_coloured", "part_colours", "MESH_SUFFIXES", "MeshError"]
