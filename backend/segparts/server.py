@@ -432,6 +432,7 @@ class Server:
             code, message = payload
             self._send(job.envelope, wire.error(job.req_id, code, message))
         elif kind == "segmentation":
+            payload.info.setdefault("n_parts", _count_parts(payload.labels))
             self._cache.put(job.result_key, payload)
             self._latest_segmentation[(job.mesh_id, job.engine_name)] = job.result_key
             self._send_segmentation(job, payload, cached=False)
@@ -446,7 +447,7 @@ class Server:
     def _send_segmentation(self, job: Job, seg: Segmentation, cached: bool) -> None:
         hierarchy = seg.hierarchy if seg.hierarchy is not None else Hierarchy.flat(seg.labels)
         labels = np.asarray(seg.labels, dtype=np.int32)
-        n_parts = int(np.unique(labels[labels >= 0]).size)
+        n_parts = int(seg.info.get("n_parts", _count_parts(labels)))
         self._reply(job.envelope, job.req_id, "result",
                     {"job_id": job.id, "engine": job.engine_name, "mesh_id": job.mesh_id, "n_parts": n_parts,
                      "cached": cached, "info": _plain(seg.info)},
@@ -552,6 +553,17 @@ class _Worker(threading.Thread):
 
 
 # ---- helpers -------------------------------------------------------------------------------
+def _count_parts(labels) -> int:
+    """Distinct non-negative labels, O(F) (np.unique would sort a million labels)."""
+    labels = np.asarray(labels).ravel()
+    labels = labels[labels >= 0]
+    if not labels.size:
+        return 0
+    if labels.max() > 4 * labels.size:  # sparse label values: don't allocate a huge histogram
+        return int(np.unique(labels).size)
+    return int(np.count_nonzero(np.bincount(labels)))
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
