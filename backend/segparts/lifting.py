@@ -33,9 +33,15 @@ class FaceSamples:
     Sample i belongs to face i // samples_per_face."""
 
     points: np.ndarray  # (P, 3) float64 world positions, P = F * samples_per_face
-    pixel: np.ndarray  # (N, P, 2) int32 [x, y] (clamped into the image; meaningful where visible)
+    lin: np.ndarray  # (N, P) int32 pixel index y * W + x (clamped into the image)
     visible: np.ndarray  # (N, P) bool
     samples_per_face: int
+    width: int
+
+    @property
+    def pixel(self) -> np.ndarray:
+        """(N, P, 2) int32 [x, y]; meaningful where visible."""
+        return np.stack([self.lin % self.width, self.lin // self.width], axis=-1).astype(np.int32)
 
     @property
     def face(self) -> np.ndarray:
@@ -69,21 +75,30 @@ def project_to_views(points, point_face, rig: CameraRig, views: Views, depth_tol
                      alpha_threshold: float = 0.9, extent: float = 1.0):
     """Project world points (with the face each lies on, or -1) into every view.
 
-    Returns (pixel (N, P, 2) int32 [x, y], visible (N, P) bool, depth (N, P) float32)."""
+    Visible: inside the image, in front of the camera, alpha > threshold, and the rendered depth
+    matches within depth_tolerance x extent or the pixel shows the point's own face.
+    Returns (lin (N, P) int32 pixel index y * W + x, visible (N, P) bool, depth (N, P) float32)."""
     n, h, w = views.face_id.shape
     p = len(points)
-    pixel = np.empty((n, p, 2), dtype=np.int32)
+    lin_out = np.empty((n, p), dtype=np.int32)
     visible = np.empty((n, p), dtype=bool)
     depth_out = np.empty((n, p), dtype=np.float32)
-    tol = depth_tolerance * extent
+    tol = np.float32(depth_tolerance * extent)
+    # structure of arrays in float32, centred: a few fused multiply-adds per view and no BLAS calls
+    center = points.mean(axis=0) if p else np.zeros(3)
+    x, y, z = np.ascontiguousarray((points - center).T, dtype=np.float32)
+    point_face = np.asarray(point_face)
+    shift = np.eye(4)
+    shift[:3, 3] = center
     for k in range(n):
-        px, depth = rig.project(points, k)
-        x = np.floor(px[:, 0]).astype(np.int64)
-        y = np.floor(px[:, 1]).astype(np.int64)
-        inside = (x >= 0) & (x < w) & (y >= 0) & (y < h) & (depth > 0)
-        np.clip(x, 0, w - 1, out=x)
-        np.clip(y, 0, h - 1, out=y)
-        lin = y * w + x
+        m = (rig.view_proj[k] @ shift).astype(np.float32)
+        cz = (rig.world_to_cam[k] @ shift)[2].astype(np.float32)
+        cw = m[3, 0] * x + m[3, 1] * y + m[3, 2] * z + m[3, 3]
+        col = np.floor(((m[0, 0] * x + m[0, 1] * y + m[0, 2] * z + m[0, 3]) / cw + 1.0) * (0.5 * w))
+        row = np.floor((1.0 - (m[1, 0] * x + m[1, 1] * y + m[1, 2] * z + m[1, 3]) / cw) * (0.5 * h))
+        depth = -(cz[0] * x + cz[1] * y + cz[2] * z + cz[3])
+        inside = (col >= 0) & (col < w) & (row >= 0) & (row < h) & (depth > 0)
+        lin = (np.clip(row, 0, h - 1) * w + np.clip(col, 0, w - 1)).astype(np.int32)
         fid = views.face_id[k].reshape(-1)[lin]
         ok = inside & (fid >= 0)
         if views.alpha is not None:
@@ -92,9 +107,9 @@ def project_to_views(points, point_face, rig: CameraRig, views: Views, depth_tol
         if views.depth is not None:
             same |= np.abs(views.depth[k].reshape(-1)[lin] - depth) < tol
         visible[k] = ok & same
-        pixel[k, :, 0], pixel[k, :, 1] = x, y
+        lin_out[k] = lin
         depth_out[k] = depth
-    return pixel, visible, depth_out
+    return lin_out, visible, depth_out
 
 
 def face_visible_samples(mesh: Mesh, rig: CameraRig, views: Views, samples_per_face: int = 5, seed: int = 0,
@@ -104,9 +119,9 @@ def face_visible_samples(mesh: Mesh, rig: CameraRig, views: Views, samples_per_f
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
     faces = np.asarray(mesh.faces, dtype=np.int64)
     points = sample_faces(vertices, faces, samples_per_face, seed)
-    face = np.repeat(np.arange(len(faces), dtype=np.int64), samples_per_face)
-    pixel, visible, _ = project_to_views(points, face, rig, views, depth_tolerance, alpha_threshold, _extent(vertices))
-    return FaceSamples(points, pixel, visible, samples_per_face)
+    face = np.repeat(np.arange(len(faces), dtype=np.int32), samples_per_face)
+    lin, visible, _ = project_to_views(points, face, rig, views, depth_tolerance, alpha_threshold, _extent(vertices))
+    return FaceSamples(points, lin, visible, samples_per_face, rig.width)
 
 
 def _check_views(rig: CameraRig, views: Views):
@@ -125,7 +140,11 @@ def mode_by_group(groups: np.ndarray, values: np.ndarray, n_groups: int) -> np.n
     out = np.full(n_groups, UNLABELLED, dtype=np.int64)
     if len(values) == 0:
         return out
-    uniq, inv = np.unique(values, return_inverse=True)
+    top = int(values.max()) + 1
+    if top * n_groups <= 32_000_000:  # small labels: count them directly, no sort
+        uniq, inv = np.arange(top), values.astype(np.int64)
+    else:
+        uniq, inv = np.unique(values, return_inverse=True)
     k = len(uniq)
     if n_groups * k <= 32_000_000:
         counts = np.bincount(groups * k + inv, minlength=n_groups * k).reshape(n_groups, k)
@@ -176,14 +195,10 @@ def lift_masks(mesh: Mesh, rig: CameraRig, views: Views, masks: np.ndarray, samp
         raise ValueError(f"masks must be integer labels (-1 = none), got dtype {masks.dtype}")
     if samples is None:
         samples = face_visible_samples(mesh, rig, views, samples_per_face, seed, depth_tolerance)
-    n, h, w = masks.shape
     p = len(samples.points)
-    labels = np.full((n, p), UNLABELLED, dtype=np.int64)
-    for k in range(n):
-        vis = np.flatnonzero(samples.visible[k])
-        px = samples.pixel[k, vis]
-        labels[k, vis] = masks[k].reshape(-1)[px[:, 1].astype(np.int64) * w + px[:, 0]]
-    sample_label = mode_by_group(np.tile(np.arange(p), n), labels.ravel(), p)
+    view, sample = np.nonzero(samples.visible)
+    votes = masks.reshape(len(masks), -1)[view, samples.lin[view, sample]]
+    sample_label = mode_by_group(sample, votes, p)
     face_label = mode_by_group(samples.face, sample_label, mesh.n_faces)
     return face_label.astype(np.int32)
 
@@ -223,8 +238,9 @@ def views_for_click(mesh: Mesh, rig: CameraRig, views: Views, face: int | None =
         raise ValueError(f"face {face} out of range [0, {len(faces)})")
     face_of_point = -1 if face is None else int(face)
     p = vertices[faces[face]].mean(axis=0) if point is None else np.asarray(point, dtype=np.float64).reshape(3)
-    pixel, visible, depth = project_to_views(p[None], np.array([face_of_point]), rig, views, depth_tolerance,
-                                             0.5, _extent(vertices))
+    lin, visible, depth = project_to_views(p[None], np.array([face_of_point]), rig, views, depth_tolerance,
+                                           0.5, _extent(vertices))
+    pixel = np.stack([lin % rig.width, lin // rig.width], axis=-1)
     ranked = []
     if face is not None:
         tri = vertices[faces[face]]
@@ -247,7 +263,7 @@ def views_for_click(mesh: Mesh, rig: CameraRig, views: Views, face: int | None =
             x, y = int(pixel[k, 0, 0]), int(pixel[k, 0, 1])
             f = int(views.face_id[k, y, x])
             normal = face_normals(vertices, faces[[f]])[0]
-            ray = p - (rig.camera_positions[k] if rig.is_perspective()[k] else p - rig.forward[k])
+            ray = p - rig.camera_positions[k] if rig.is_perspective()[k] else rig.forward[k]
             cos = abs(float(normal @ ray)) / max(float(np.linalg.norm(ray)), 1e-12)
             ranked.append((cos / max(float(depth[k, 0]), 1e-12) ** 2, k, (x, y)))
     ranked.sort(key=lambda r: (-r[0], r[1]))

@@ -117,15 +117,14 @@ def render_views(
         raise ValueError(f"unknown render outputs {sorted(unknown)}; choose from {ALL_OUTPUTS}")
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
     faces = np.asarray(mesh.faces, dtype=np.int64)
-    face_id, bary, backend = _visibility(vertices, faces, rig, backend, _cache_key(mesh))
-    views = Views(face_id=face_id, rig=rig, backend=backend)
+    hits, backend = _visibility(vertices, faces, rig, backend, _cache_key(mesh))
+    views = Views(face_id=hits.face_id(), rig=rig, backend=backend)
     if "bary" in outputs:
-        views.bary = bary
+        views.bary = hits.bary_image()
     if "alpha" in outputs:
-        views.alpha = (face_id >= 0).astype(np.float32)
-    needs_geometry = {"depth", "normal", "point", "color"} & set(outputs)
-    if needs_geometry:
-        _fill_geometry(views, vertices, faces, bary, outputs, appearance)
+        views.alpha = (views.face_id >= 0).astype(np.float32)
+    if {"depth", "normal", "point", "color"} & set(outputs):
+        _fill_geometry(views, hits, vertices, faces, outputs, appearance)
     return views
 
 
@@ -144,10 +143,10 @@ def _visibility(vertices, faces, rig, backend, key):
     if backend == "nvdiffrast" or (backend == "auto" and nvdiff.available()):
         if not nvdiff.available():
             raise RuntimeError(f"nvdiffrast backend unavailable: {nvdiff.unavailable_reason()}")
-        return (*nvdiff.rasterize(vertices, faces, rig), "nvdiffrast")
+        return raycast.Hits.from_buffers(*nvdiff.rasterize(vertices, faces, rig)), "nvdiffrast"
     if not raycast.available():
         raise RuntimeError("no render backend: install embreex (CPU) or nvdiffrast (CUDA)")
-    return (*raycast.rasterize(vertices, faces, rig, cache_key=key), "embree")
+    return raycast.rasterize(vertices, faces, rig, cache_key=key), "embree"
 
 
 def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -158,39 +157,40 @@ def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return np.divide(n, length, out=np.zeros_like(n), where=length > 0)
 
 
-def _fill_geometry(views: Views, vertices, faces, bary, outputs, appearance):
+def _fill_geometry(views: Views, hits, vertices, faces, outputs, appearance):
+    """Depth, normal, point and colour of the covered pixels, from (face, barycentrics)."""
     rig = views.rig
-    n, h, w = views.face_id.shape
-    flat_id = views.face_id.reshape(-1)
-    idx = np.flatnonzero(flat_id >= 0)
-    fid = flat_id[idx]
-    view_of = idx // (h * w)
-    b = bary.reshape(-1, 2)[idx].astype(np.float64)
-    tri = faces[fid]
-    v0 = vertices[tri[:, 0]]
-    point = v0 + b[:, :1] * (vertices[tri[:, 1]] - v0) + b[:, 1:] * (vertices[tri[:, 2]] - v0)
+    n, h, w = hits.shape
+    fid = hits.face
+    view_of = hits.lin // (h * w)
+    # float32 geometry relative to the first vertex keeps precision and halves memory traffic
+    tri = vertices[faces]
+    v0 = tri[:, 0].astype(np.float32)
+    e1 = (tri[:, 1] - tri[:, 0]).astype(np.float32)
+    e2 = (tri[:, 2] - tri[:, 0]).astype(np.float32)
+    b1, b2 = hits.bary[:, :1], hits.bary[:, 1:]
+    point = v0[fid] + b1 * e1[fid] + b2 * e2[fid]
 
     if "depth" in outputs:
-        row = rig.world_to_cam[:, 2]  # z row of each view
-        z = np.einsum("ij,ij->i", point, row[view_of, :3]) + row[view_of, 3]
+        row = rig.world_to_cam[:, 2].astype(np.float32)  # camera z row of each view
         depth = np.full(n * h * w, np.inf, dtype=np.float32)
-        depth[idx] = -z
+        depth[hits.lin] = -(np.einsum("ij,ij->i", point, row[view_of, :3]) + row[view_of, 3])
         views.depth = depth.reshape(n, h, w)
     if "point" in outputs:
-        views.point = _scatter(idx, point.astype(np.float32), (n, h, w, 3))
+        views.point = _scatter(hits.lin, point, (n, h, w, 3))
     if "normal" in outputs or "color" in outputs:
-        normal = face_normals(vertices, faces)[fid]
+        normal = face_normals(vertices, faces).astype(np.float32)[fid]
         to_eye = _to_camera(rig, view_of, point)
         facing = np.einsum("ij,ij->i", normal, to_eye)
         normal[facing < 0] *= -1.0  # show the side the camera sees, like Blender's shading normal
         if "normal" in outputs:
-            views.normal = _scatter(idx, normal.astype(np.float32), (n, h, w, 3))
+            views.normal = _scatter(hits.lin, normal, (n, h, w, 3))
         if "color" in outputs:
             cos = np.abs(facing) / np.maximum(np.linalg.norm(to_eye, axis=1), 1e-12)
-            albedo = _albedo(appearance, fid, tri, b, len(vertices), len(faces))
+            albedo = _albedo(appearance, fid, faces[fid], hits.bary, len(vertices), len(faces))
             shade = (0.3 + 0.7 * cos)[:, None] * albedo
             color = np.full((n * h * w, 3), BACKGROUND_COLOR, dtype=np.uint8)
-            color[idx] = np.clip(np.rint(shade * 255.0), 0, 255).astype(np.uint8)
+            color[hits.lin] = np.clip(np.rint(shade * 255.0), 0, 255).astype(np.uint8)
             views.color = color.reshape(n, h, w, 3)
 
 
@@ -203,10 +203,10 @@ def _scatter(idx, values, shape):
 def _to_camera(rig: CameraRig, view_of: np.ndarray, point: np.ndarray) -> np.ndarray:
     """Per-pixel vector from the surface towards the camera (headlight direction, not unit)."""
     persp = rig.is_perspective()
-    out = rig.camera_positions[view_of] - point
+    out = rig.camera_positions.astype(np.float32)[view_of] - point
     if not persp.all():
         ortho = ~persp[view_of]
-        out[ortho] = -rig.forward[view_of[ortho]]
+        out[ortho] = -rig.forward.astype(np.float32)[view_of[ortho]]
     return out
 
 
@@ -214,6 +214,7 @@ def _albedo(appearance: Appearance | None, fid, tri, b, n_vertices, n_faces) -> 
     """(P, 3) base colour in [0, 1] at each hit."""
     if appearance is None:
         return np.full((len(fid), 3), GREY_ALBEDO)
+    b = b.astype(np.float64)
     w = np.stack([1.0 - b[:, 0] - b[:, 1], b[:, 0], b[:, 1]], axis=1)
     if appearance.texture is not None and appearance.uv is not None:
         uv = np.asarray(appearance.uv, dtype=np.float64)

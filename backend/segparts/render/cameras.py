@@ -17,6 +17,7 @@ distance exactly; without it the unit cube's diagonal (sqrt 3) is assumed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -52,14 +53,20 @@ class CameraRig:
     def n_views(self) -> int:
         return int(self.world_to_cam.shape[0])
 
-    @property
+    # derived matrices are cached: a rig is not meant to be modified after construction
+    @cached_property
     def cam_to_world(self) -> np.ndarray:
         return np.linalg.inv(self.world_to_cam)
 
-    @property
+    @cached_property
     def view_proj(self) -> np.ndarray:
         """(N, 4, 4) world -> clip."""
         return self.proj @ self.world_to_cam
+
+    @cached_property
+    def inv_view_proj(self) -> np.ndarray:
+        """(N, 4, 4) clip -> world."""
+        return np.linalg.inv(self.view_proj)
 
     @property
     def camera_positions(self) -> np.ndarray:

@@ -14,22 +14,35 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 def normal_map_rgb(normal: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """(N, H, W, 3) normals + (N, H, W) alpha -> (N, H, W, 3) uint8 (n + 1) / 2 on white."""
-    rgb8 = np.clip(np.rint((normal.astype(np.float32) + 1.0) * 0.5 * 255.0), 0, 255)
-    a = alpha.astype(np.float32)[..., None]
-    return np.clip(np.rint(rgb8 * a + 255.0 * (1.0 - a)), 0, 255).astype(np.uint8)
+    a = alpha.reshape(-1)
+    n = normal.reshape(-1, 3)
+    out = np.full((len(a), 3), 255, dtype=np.uint8)
+    cover = np.flatnonzero(a > 0)  # only covered pixels differ from white
+    rgb8 = np.clip(np.rint((n[cover].astype(np.float32) + 1.0) * 127.5), 0, 255)
+    ac = a[cover, None].astype(np.float32)
+    out[cover] = np.clip(np.rint(rgb8 * ac + 255.0 * (1.0 - ac)), 0, 255).astype(np.uint8)
+    return out.reshape(normal.shape)
 
 
 def imagenet_normalize(rgb_uint8: np.ndarray) -> np.ndarray:
-    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 ImageNet-normalised."""
-    x = rgb_uint8.astype(np.float32) / 255.0
-    x = (x - IMAGENET_MEAN) / IMAGENET_STD
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 ImageNet-normalised (a 256-entry table per channel)."""
+    lut = (np.arange(256, dtype=np.float32)[None, :] / 255.0 - IMAGENET_MEAN[:, None]) / IMAGENET_STD[:, None]
+    n, h, w, _ = rgb_uint8.shape
+    out = np.empty((n, 3, h, w), dtype=np.float32)
+    for c in range(3):
+        np.take(lut[c], rgb_uint8[..., c], out=out[:, c])
+    return out
 
 
 def point_map(point: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """(N, H, W, 3) world points -> (N, 3, H, W) float32 clipped to [-1, 1], background 0."""
-    p = np.clip(point.astype(np.float32), -1.0, 1.0) * (alpha[..., None] > 0)
-    return np.ascontiguousarray(p.transpose(0, 3, 1, 2))
+    n, h, w, _ = point.shape
+    out = np.empty((n, 3, h, w), dtype=np.float32)
+    bg = alpha <= 0
+    for c in range(3):
+        np.clip(point[..., c], -1.0, 1.0, out=out[:, c])
+        out[:, c][bg] = 0.0
+    return out
 
 
 def geosam2_inputs(views, as_torch: bool | None = None):

@@ -1,7 +1,7 @@
 """CPU visibility by Embree ray casting (embreex): face id and barycentrics per pixel.
 
-One Embree scene per mesh (cached by content hash), primary rays of all views traced in a few big
-batches; rays are only generated inside each view's projected bounding rectangle of the mesh.
+One Embree scene per mesh (cached by content hash); one Embree call per view traces all of that
+view's primary rays. Rays are generated only in image tiles the mesh can cover.
 """
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ import numpy as np
 
 from .cameras import CameraRig
 
-# rays per embree call: big enough to amortise call overhead, small enough for memory (~100 MB)
-RAY_BATCH = 4_194_304
 _SCENE_CACHE_SIZE = 2
 _scene_cache: "OrderedDict[tuple, _Scene]" = OrderedDict()
 _cache_lock = threading.Lock()
@@ -43,8 +41,11 @@ class _Scene:
         TriangleMesh(scene=self.scene, vertices=local, indices=faces.astype(np.int32))
 
     def intersect(self, origins: np.ndarray, directions: np.ndarray):
-        """World-space rays -> (prim id or -1, u, v) with Embree's barycentrics (weights of v1, v2)."""
+        """World-space rays -> (prim id or -1, u, v) with Embree's barycentrics (weights of v1, v2).
+        `origins` may be a single (1, 3) row shared by all rays (a perspective camera)."""
         o = ((origins - self.center) * self.scale).astype(np.float32)
+        if len(o) == 1:
+            o = np.broadcast_to(o, (len(directions), 3))  # embreex reads strided buffers
         d = directions.astype(np.float32, copy=False)
         res = self.scene.run(o, d, output=1)
         return res["primID"], res["u"], res["v"]
@@ -64,91 +65,113 @@ def _scene_for(vertices: np.ndarray, faces: np.ndarray, key) -> _Scene:
     return scene
 
 
-def view_rectangles(vertices: np.ndarray, rig: CameraRig) -> np.ndarray:
-    """(N, 4) pixel rectangles [x0, x1, y0, y1) covering the mesh's projection in each view;
-    the whole image where some vertex is behind the camera."""
-    out = np.zeros((rig.n_views, 4), dtype=np.int64)
-    corners = _box_corners(vertices)
-    for k in range(rig.n_views):
-        cam = corners @ rig.world_to_cam[k, :3, :3].T + rig.world_to_cam[k, :3, 3]
-        if rig.is_perspective()[k] and (cam[:, 2] > -1e-9).any():
-            pts = vertices  # the box reaches behind the camera: use the true vertices
-            cam = pts @ rig.world_to_cam[k, :3, :3].T + rig.world_to_cam[k, :3, 3]
-            if (cam[:, 2] > -1e-9).any():
-                out[k] = (0, rig.width, 0, rig.height)
-                continue
-        clip = cam @ rig.proj[k, :4, :3].T + rig.proj[k, :4, 3]
-        ndc = clip[:, :2] / clip[:, 3:4]
-        x = (ndc[:, 0] + 1.0) * 0.5 * rig.width
-        y = (1.0 - ndc[:, 1]) * 0.5 * rig.height
-        out[k] = (
-            np.clip(np.floor(x.min()) - 1, 0, rig.width),
-            np.clip(np.ceil(x.max()) + 1, 0, rig.width),
-            np.clip(np.floor(y.min()) - 1, 0, rig.height),
-            np.clip(np.ceil(y.max()) + 1, 0, rig.height),
-        )
-    return out
+TILE = 8  # rays are cast only in 8x8-pixel tiles that some triangle's bounding box touches
 
 
-def _box_corners(vertices: np.ndarray) -> np.ndarray:
-    lo, hi = vertices.min(axis=0), vertices.max(axis=0)
-    return np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])])
+def covered_tiles(vertices: np.ndarray, faces: np.ndarray, rig: CameraRig, view: int, tile: int = TILE) -> np.ndarray:
+    """(ty, tx) bool grid of tiles touched by the pixel bounding box of some triangle in a view.
+
+    Conservative: every pixel a triangle can cover lies in a marked tile. Views where part of the
+    mesh is behind a perspective camera mark every tile. Marking uses a 2D difference array, so
+    large triangles cost the same as small ones."""
+    gy, gx = -(-rig.height // tile), -(-rig.width // tile)
+    cam = vertices @ rig.world_to_cam[view, :3, :3].T + rig.world_to_cam[view, :3, 3]
+    if rig.is_perspective()[view] and (cam[:, 2] > -1e-9).any():
+        return np.ones((gy, gx), dtype=bool)
+    clip = cam @ rig.proj[view, :4, :3].T + rig.proj[view, :4, 3]
+    ndc = clip[:, :2] / clip[:, 3:4]
+    px = ((ndc[:, 0] + 1.0) * 0.5 * rig.width) / tile
+    py = ((1.0 - ndc[:, 1]) * 0.5 * rig.height) / tile
+    # column-wise min/max: numpy reductions over a length-3 axis are slow
+    a, b, c = faces[:, 0], faces[:, 1], faces[:, 2]
+    x0 = np.floor(np.minimum(np.minimum(px[a], px[b]), px[c]))
+    x1 = np.floor(np.maximum(np.maximum(px[a], px[b]), px[c]))
+    y0 = np.floor(np.minimum(np.minimum(py[a], py[b]), py[c]))
+    y1 = np.floor(np.maximum(np.maximum(py[a], py[b]), py[c]))
+    on = (x1 >= 0) & (x0 < gx) & (y1 >= 0) & (y0 < gy)
+    x0 = np.clip(x0[on], 0, gx - 1).astype(np.int64)
+    x1 = np.clip(x1[on], 0, gx - 1).astype(np.int64) + 1
+    y0 = np.clip(y0[on], 0, gy - 1).astype(np.int64)
+    y1 = np.clip(y1[on], 0, gy - 1).astype(np.int64) + 1
+    diff = np.zeros((gy + 1) * (gx + 1), dtype=np.int64)
+    w = gx + 1
+    for ys, xs, sign in ((y0, x0, 1), (y0, x1, -1), (y1, x0, -1), (y1, x1, 1)):
+        diff += sign * np.bincount(ys * w + xs, minlength=len(diff))
+    cover = diff.reshape(gy + 1, w).cumsum(axis=0).cumsum(axis=1)[:gy, :gx]
+    return cover > 0
 
 
-def pixel_rays(rig: CameraRig, view: int, rect) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rays through the pixel centres of `rect` in one view: (linear pixel index in the view,
-    origins (P, 3), unit directions (P, 3)), both float64. Works for any projection matrix by
-    unprojecting each pixel at the near and far planes."""
-    x0, x1, y0, y1 = (int(v) for v in rect)
-    xs = np.arange(x0, x1)
-    ys = np.arange(y0, y1)
-    nx = (xs + 0.5) / rig.width * 2.0 - 1.0
-    ny = 1.0 - (ys + 0.5) / rig.height * 2.0
-    inv = np.linalg.inv(rig.view_proj[view])
-    # unprojection is affine in (nx, ny) before the homogeneous divide: build it from outer sums
-    def plane(z):
-        base = inv[:, 2] * z + inv[:, 3]
-        h = base[None, None, :] + ny[:, None, None] * inv[None, None, :, 1] + nx[None, :, None] * inv[None, None, :, 0]
-        return h[..., :3] / h[..., 3:4]
-
-    near, far = plane(-1.0), plane(1.0)
-    d = far - near
-    d /= np.linalg.norm(d, axis=-1, keepdims=True)
-    lin = (ys[:, None] * rig.width + xs[None, :]).ravel()
-    return lin, near.reshape(-1, 3), d.reshape(-1, 3)
+def tile_pixels(tiles: np.ndarray, rig: CameraRig, tile: int = TILE) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel columns and rows (int64) of the marked tiles, tile by tile (coherent rays)."""
+    ty, tx = np.nonzero(tiles)
+    oy, ox = np.divmod(np.arange(tile * tile), tile)
+    x = (tx[:, None] * tile + ox[None, :]).ravel()
+    y = (ty[:, None] * tile + oy[None, :]).ravel()
+    keep = (x < rig.width) & (y < rig.height)
+    return x[keep], y[keep]
 
 
-def rasterize(vertices: np.ndarray, faces: np.ndarray, rig: CameraRig, cache_key=None):
-    """(face_id (N, H, W) int32, -1 background; bary (N, H, W, 2) float32 weights of v1, v2)."""
+def pixel_rays(rig: CameraRig, view: int, x: np.ndarray, y: np.ndarray):
+    """Rays through pixel centres (x, y) of one view: (origins (P, 3) or (1, 3) shared by all,
+    directions (P, 3), not unit), float64. Any projection matrix works: each pixel is unprojected
+    at the far plane (and the near plane for cameras that do not divide by depth)."""
+    nx = (x + 0.5) * (2.0 / rig.width) - 1.0
+    ny = 1.0 - (y + 0.5) * (2.0 / rig.height)
+    inv = rig.inv_view_proj[view]
+
+    def unproject(z):
+        c = inv[:, 2] * z + inv[:, 3]
+        h = nx[:, None] * inv[None, :, 0] + ny[:, None] * inv[None, :, 1] + c[None, :]
+        return h[:, :3] / h[:, 3:4]
+
+    far = unproject(1.0)
+    if rig.is_perspective()[view]:
+        eye = rig.camera_positions[view][None, :]
+        return eye, far - eye
+    near = unproject(-1.0)
+    return near, far - near
+
+
+class Hits:
+    """Compact visibility: the covered pixels only."""
+
+    def __init__(self, lin, face, bary, shape):
+        self.lin = lin  # (M,) int64 index into the flattened (N, H, W) image stack
+        self.face = face  # (M,) int32
+        self.bary = bary  # (M, 2) float32 weights of v1, v2
+        self.shape = shape  # (N, H, W)
+
+    @classmethod
+    def from_buffers(cls, face_id: np.ndarray, bary: np.ndarray) -> "Hits":
+        lin = np.flatnonzero(face_id.reshape(-1) >= 0)
+        return cls(lin, face_id.reshape(-1)[lin], bary.reshape(-1, 2)[lin], face_id.shape)
+
+    def face_id(self) -> np.ndarray:
+        out = np.full(int(np.prod(self.shape)), -1, dtype=np.int32)
+        out[self.lin] = self.face
+        return out.reshape(self.shape)
+
+    def bary_image(self) -> np.ndarray:
+        out = np.zeros((int(np.prod(self.shape)), 2), dtype=np.float32)
+        out[self.lin] = self.bary
+        return out.reshape(*self.shape, 2)
+
+
+def rasterize(vertices: np.ndarray, faces: np.ndarray, rig: CameraRig, cache_key=None) -> Hits:
+    """Trace one ray per pixel centre of every view (only in tiles the mesh can cover)."""
     scene = _scene_for(vertices, faces, cache_key)
     n, h, w = rig.n_views, rig.height, rig.width
-    face_id = np.full(n * h * w, -1, dtype=np.int32)
-    bary = np.zeros((n * h * w, 2), dtype=np.float32)
-    rects = view_rectangles(vertices, rig)
-
-    batch_lin, batch_o, batch_d, batch_size = [], [], [], 0
-
-    def flush():
-        nonlocal batch_lin, batch_o, batch_d, batch_size
-        if not batch_lin:
-            return
-        lin = np.concatenate(batch_lin)
-        prim, u, v = scene.intersect(np.concatenate(batch_o), np.concatenate(batch_d))
-        hit = prim >= 0
-        face_id[lin[hit]] = prim[hit]
-        bary[lin[hit], 0] = u[hit]
-        bary[lin[hit], 1] = v[hit]
-        batch_lin, batch_o, batch_d, batch_size = [], [], [], 0
-
+    lins, prims, bars = [], [], []
     for k in range(n):
-        if rects[k, 1] <= rects[k, 0] or rects[k, 3] <= rects[k, 2]:
+        x, y = tile_pixels(covered_tiles(vertices, faces, rig, k), rig)
+        if len(x) == 0:
             continue
-        lin, o, d = pixel_rays(rig, k, rects[k])
-        batch_lin.append(lin + k * h * w)
-        batch_o.append(o)
-        batch_d.append(d)
-        batch_size += len(lin)
-        if batch_size >= RAY_BATCH:
-            flush()
-    flush()
-    return face_id.reshape(n, h, w), bary.reshape(n, h, w, 2)
+        origins, directions = pixel_rays(rig, k, x, y)
+        prim, u, v = scene.intersect(origins, directions)
+        hit = np.flatnonzero(prim >= 0)
+        lins.append(k * h * w + y[hit] * w + x[hit])
+        prims.append(prim[hit])
+        bars.append(np.stack([u[hit], v[hit]], axis=1))
+    if not lins:
+        return Hits(np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros((0, 2), np.float32), (n, h, w))
+    return Hits(np.concatenate(lins), np.concatenate(prims).astype(np.int32), np.concatenate(bars), (n, h, w))
