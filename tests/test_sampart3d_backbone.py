@@ -1,0 +1,143 @@
+"""PTv3-object backbone: checkpoint compatibility with the release, serialization, forward pass."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from segparts.engines.sampart3d.backbone import (
+    N_STATE_ENTRIES, CheckpointMismatch, PointBatch, PTv3Object, Serialized, load_backbone,
+    load_strict, parameter_count, read_state_dict)
+from segparts.engines.sampart3d.serialization import encode
+
+# Facts of the released checkpoint (shared/reference/sampart3d.md and the release's PTv3Object.py).
+REFERENCE_SHAPES = {
+    "embedding.stem.conv.weight": (32, 5, 5, 5, 9),  # spconv 2 layout (out, k, k, k, in)
+    "embedding.stem.norm.running_var": (32,),
+    "enc.enc1.0.weight": (64, 32),
+    "enc.enc0.block0.cpe.0.weight": (32, 3, 3, 3, 32),
+    "enc.enc0.block0.cpe.1.weight": (32, 32),
+    "enc.enc0.block0.cpe.2.bias": (32,),
+    "enc.enc0.block0.norm1.0.weight": (32,),
+    "enc.enc2.block2.attn.qkv.weight": (384, 128),
+    "enc.enc3.block5.attn.proj.bias": (256,),
+    "enc.enc4.block15.norm2.0.weight": (384,),
+    "enc.enc4.block15.mlp.0.fc1.weight": (1536, 384),
+    "enc.enc4.block15.mlp.0.fc2.weight": (384, 1536),
+}
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return PTv3Object().eval()
+
+
+@pytest.fixture(scope="module")
+def checkpoint_file(model, tmp_path_factory):
+    """A released-format file (state_dict, 'module.' prefix) with random values, written once."""
+    path = tmp_path_factory.mktemp("ptv3") / "ptv3-object.pth"
+    state = {"module." + k: torch.randn_like(v.float()).to(v.dtype) if v.is_floating_point() else v.clone()
+             for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "epoch": 1}, path)
+    return path
+
+
+def test_architecture_matches_the_released_checkpoint(model):
+    state = model.state_dict()
+    assert len(state) == N_STATE_ENTRIES == 572
+    for key, shape in REFERENCE_SHAPES.items():
+        assert tuple(state[key].shape) == shape, key
+    assert 112e6 < parameter_count(model) < 114e6  # the release: ~113M parameters
+    assert not any(k.startswith("module.") for k in state)
+
+
+def test_checkpoint_loads_strictly_and_gives_its_values(checkpoint_file):
+    loaded = load_backbone(checkpoint_file)
+    raw = torch.load(checkpoint_file, map_location="cpu", weights_only=True)["state_dict"]
+    assert torch.equal(loaded.state_dict()["enc.enc4.block15.mlp.0.fc2.weight"],
+                       raw["module.enc.enc4.block15.mlp.0.fc2.weight"])
+    assert not loaded.training
+
+
+def test_corrupted_checkpoint_is_rejected_with_the_differences(model, checkpoint_file):
+    state = read_state_dict(checkpoint_file)
+    missing = dict(state)
+    del missing["enc.enc2.block1.attn.qkv.bias"]
+    missing["enc.enc9.extra"] = torch.zeros(1)
+    with pytest.raises(CheckpointMismatch) as err:
+        load_strict(PTv3Object(), missing)
+    assert "enc.enc2.block1.attn.qkv.bias" in str(err.value) and "enc.enc9.extra" in str(err.value)
+
+    reshaped = dict(state)
+    reshaped["embedding.stem.conv.weight"] = torch.zeros(32, 9, 5, 5, 5)  # spconv 1 layout
+    with pytest.raises(CheckpointMismatch, match=r"embedding.stem.conv.weight: file \(32, 9, 5, 5, 5\)"):
+        load_strict(PTv3Object(), reshaped)
+
+
+def test_serialization_codes_equal_pointcepts():
+    # Golden values computed with Pointcept/PointTransformerV3 serialization (commit 37a3ddc).
+    grid = torch.tensor([[0, 0, 1], [1, 2, 3], [5, 0, 7], [200, 17, 3], [123, 45, 67]])
+    depth = int(grid.max()).bit_length()
+    expected = {
+        "z": [1, 29, 333, 9447435, 1526959],
+        "z-trans": [1, 43, 203, 4736013, 994591],
+        "hilbert": [7, 22, 154, 16735754, 1193057],
+        "hilbert-trans": [7, 50, 282, 7829420, 1660103],
+    }
+    for order, codes in expected.items():
+        assert encode(grid, depth, order).tolist() == codes, order
+
+
+def test_hilbert_codes_walk_a_continuous_curve():
+    axis = torch.arange(8)
+    grid = torch.cartesian_prod(axis, axis, axis)
+    codes = encode(grid, 3, "hilbert")
+    assert sorted(codes.tolist()) == list(range(512))
+    walk = grid[torch.argsort(codes)]
+    assert ((walk[1:] - walk[:-1]).abs().sum(dim=1) == 1).all()
+
+
+def test_patches_pad_like_the_release():
+    grid = torch.unique(torch.randint(0, 64, (2600, 3), generator=torch.Generator().manual_seed(1)), dim=0)
+    s = Serialized(grid)
+    order, k = s.patched_order(2, 1024)
+    n = grid.shape[0]
+    assert k == 1024 and order.shape[0] % 1024 == 0
+    assert torch.equal(order[:n], s.order[2])
+    # the last patch holds the last K points of the order (the tail is refilled one patch earlier)
+    assert torch.equal(order[-1024:].sort().values, s.order[2][-1024:].sort().values)
+    small = Serialized(grid[:500])
+    order, k = small.patched_order(0, 1024)
+    assert k == 500 and torch.equal(order, small.order[0])
+
+
+def _object_points(n_target=1400, seed=0):
+    """Grid-sampled surface points of a sphere-ish blob with 9 features (coord, normal, colour)."""
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=(n_target * 2, 3))
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    grid, first = np.unique(np.floor((v + 1) / 0.02).astype(np.int64), axis=0, return_index=True)
+    grid, v = grid[:n_target], v[first][:n_target]
+    feat = np.concatenate([v, v, np.zeros_like(v)], axis=1).astype(np.float32)
+    return torch.from_numpy(grid), torch.from_numpy(feat)
+
+
+def test_forward_shape_dtype_and_point_order_invariance(model):
+    grid, feat = _object_points()
+    assert grid.shape[0] > 1024  # exercises the padded last patch
+    with torch.no_grad():
+        out = model(PointBatch(grid, feat))
+        perm = torch.randperm(grid.shape[0], generator=torch.Generator().manual_seed(3))
+        permuted = model(PointBatch(grid[perm], feat[perm]))
+    assert out.shape == (grid.shape[0], 384) and out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(permuted, out[perm], atol=1e-4, rtol=1e-4)
+
+
+def test_bad_input_is_refused(model):
+    grid, feat = _object_points(50)
+    with pytest.raises(ValueError, match="feat must be"):
+        model(PointBatch(grid, feat[:, :6]))
+    with pytest.raises(ValueError, match="non-negative"):
+        model(PointBatch(grid - 5, feat))
