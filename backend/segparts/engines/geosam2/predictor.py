@@ -133,20 +133,26 @@ class MultiViewPredictor:
     def _image_width(self) -> int:
         return self.model.image_size  # prompts are given in model-image pixels
 
-    @torch.inference_mode()
-    def propagate(self, start: int, cond_outputs: list[dict], cancel=None) -> torch.Tensor:
-        """Track objects (one conditioning output each, all on view `start`) around the ring.
+    def frame_index(self, start: int, view: int) -> int:
+        """Memory-bank index at which `view` is visited (last visit) when the ring starts at `start`."""
+        return [f for f, v in ring_order(start, self.n_views) if v == view][-1 if view != start else 0]
 
-        Returns mask logits (V, n_objects, S/4, S/4) (low resolution, as SAM2 predicts them).
-        """
+    @torch.inference_mode()
+    def propagate(self, start: int, cond_frames: dict[int, list[dict]], cancel=None) -> torch.Tensor:
+        """Track objects around the ring starting at view `start`.
+
+        cond_frames: {memory index: [conditioning output per object]} (from `prompt`; the start
+        view's index is `start`, another view's is `frame_index(start, view)`); every object has
+        an output on every conditioning frame. Returns mask logits (V, n_objects, S/4, S/4)
+        (low resolution, as SAM2 predicts them)."""
         m = self.model
-        n_obj = len(cond_outputs)
-        if n_obj == 0:
-            raise ValueError("nothing to propagate: no objects")
-        batched = {k: torch.cat([o[k] for o in cond_outputs]) for k in
-                   ("maskmem_features", "pred_masks", "obj_ptr", "object_score_logits")}
-        batched["maskmem_pos_enc"] = [p.expand(n_obj, -1, -1, -1) for p in cond_outputs[0]["maskmem_pos_enc"]]
-        output_dict = {"cond_frame_outputs": {start: batched}, "non_cond_frame_outputs": {}}
+        if start not in cond_frames:
+            raise ValueError("the start view must carry the prompts")
+        n_obj = len(cond_frames[start])
+        if n_obj == 0 or any(len(o) != n_obj for o in cond_frames.values()):
+            raise ValueError("every conditioning frame needs one output per object (and at least one object)")
+        output_dict = {"cond_frame_outputs": {f: _batch(outs) for f, outs in cond_frames.items()},
+                       "non_cond_frame_outputs": {}}
         lo = m.image_size // 4
         logits = torch.full((self.n_views, n_obj, lo, lo), -1024.0)
         for frame_idx, view in ring_order(start, self.n_views):
@@ -177,6 +183,14 @@ class MultiViewPredictor:
         self.encode()
         f = [x[view:view + 1] for x in self._features]
         return f[-1], f[:-1]
+
+
+def _batch(outputs: list[dict]) -> dict:
+    """Per-object conditioning outputs stacked along the batch dimension."""
+    out = {k: torch.cat([o[k] for o in outputs]) for k in
+           ("maskmem_features", "pred_masks", "obj_ptr", "object_score_logits")}
+    out["maskmem_pos_enc"] = [p.expand(len(outputs), -1, -1, -1) for p in outputs[0]["maskmem_pos_enc"]]
+    return out
 
 
 def fill_small_holes(logits: torch.Tensor, max_area: int) -> torch.Tensor:
