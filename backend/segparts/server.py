@@ -17,6 +17,7 @@ import math
 import os
 import queue
 import secrets
+import sys
 import threading
 import time
 import traceback
@@ -31,7 +32,7 @@ import zmq
 
 from . import __version__, wire
 from .cache import LRUCache, estimate_nbytes
-from .engines import ENGINES, create_engine
+from .engines import ENGINES, _MissingEngine, create_engine
 from .engines.base import (CancelToken, Cancelled, Click, EngineUnavailable, PickRequest, Segmentation,
                            SegmentParams)
 from .hierarchy import Hierarchy
@@ -45,6 +46,7 @@ MAX_FRAME_BYTES = 1 << 31  # one array frame; a 5M-face mesh needs ~120 MB
 PROGRESS_INTERVAL_S = 0.1
 KEEP_FINISHED_JOBS = 256
 _ID_TYPES = (str, int)
+HEAVY_MODULES = ("torch", "sam2", "spconv")  # only engines running a job may load these
 
 
 def detect_device(requested: str = "auto") -> str:
@@ -243,6 +245,8 @@ class Server:
                 raise ArgError("'args' must be a map")
             handler(envelope, req_id, args, arrays)
         except wire.ProtocolError as exc:
+            if req_id is None:
+                req_id = _salvage_id(body)
             self._send(envelope, wire.error(req_id, exc.code, exc.message))
         except MeshError as exc:
             self._send(envelope, wire.error(req_id, exc.code, exc.message))
@@ -257,7 +261,11 @@ class Server:
         if name not in ENGINES:
             raise ArgError(f"unknown engine {name!r}; engines: {', '.join(ENGINES)}")
         if name not in self._engines:
-            self._engines[name] = create_engine(name, self.device)
+            try:
+                self._engines[name] = create_engine(name, self.device)
+            except Exception as exc:  # broken engine code: report it as unavailable, keep serving
+                log.error("engine %s failed to load: %s", name, traceback.format_exc())
+                self._engines[name] = _MissingEngine(name, f"{type(exc).__name__}: {exc}")
         return self._engines[name]
 
     def _op_hello(self, envelope, req_id, args, arrays):
@@ -404,7 +412,8 @@ class Server:
             "jobs": active, "recent_jobs": recent, "workers": workers,
             "cache": {"entries": len(self._cache), "bytes": self._cache.bytes, "limit_bytes": self._cache.max_bytes,
                       "meshes": sum(1 for k in self._cache.keys() if k[0] == "mesh")},
-            "max_faces": self.max_faces, "pid": os.getpid()})
+            "max_faces": self.max_faces, "pid": os.getpid(),
+            "heavy_modules": [m for m in HEAVY_MODULES if m in sys.modules]})
 
     def _op_shutdown(self, envelope, req_id, args, arrays):
         self._reply(envelope, req_id, "reply", {"stopping": True})
@@ -553,6 +562,19 @@ class _Worker(threading.Thread):
 
 
 # ---- helpers -------------------------------------------------------------------------------
+def _salvage_id(body: list):
+    """The request id of a message that failed validation, when its header can still be read,
+    so the sender can match the error to its request."""
+    try:
+        if len(body[0]) > wire.MAX_HEADER_BYTES:
+            return None
+        header = msgpack.unpackb(bytes(body[0]), raw=False, max_bin_len=0, max_ext_len=0)
+    except Exception:
+        return None
+    rid = header.get("id") if isinstance(header, dict) else None
+    return rid if isinstance(rid, _ID_TYPES) and not isinstance(rid, bool) else None
+
+
 def _count_parts(labels) -> int:
     """Distinct non-negative labels, O(F) (np.unique would sort a million labels)."""
     labels = np.asarray(labels).ravel()
@@ -652,6 +674,3 @@ def _plain(obj, depth: int = 6):
         return [_plain(v, depth - 1) for v in obj[:1024]]
     return str(obj)[:200]
 
-
-# `msgpack` is imported so a broken install fails at start-up rather than on the first message
-assert msgpack

@@ -1,0 +1,304 @@
+"""The backend over real ZeroMQ sockets on loopback: round trips, concurrency, cancel, tokens, bad input."""
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from backend_fixtures import grid, process_server, thread_server, two_boxes
+from segparts import wire
+from segparts.client import BackendClient, BackendError, mesh_id
+from segparts.engines import create_engine
+from segparts.engines.base import CancelToken, SegmentParams, no_progress
+from segparts.hierarchy import Hierarchy
+from segparts.mesh import validate_mesh
+
+
+def wait_for(client: BackendClient, req_id: str, timeout: float = 60.0, kinds=wire.FINAL_KINDS):
+    """Messages of one request until one of `kinds` arrives (non-blocking API)."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for msg in client.poll(0.2):
+            if msg.id == req_id:
+                seen.append(msg)
+                if msg.kind in kinds:
+                    return msg, seen
+            else:
+                client._pending.append(msg)
+    raise AssertionError(f"no {kinds} for {req_id} within {timeout} s; got {[m.kind for m in seen]}")
+
+
+def test_round_trip_mesh_and_labels(tmp_path):
+    vertices, faces = two_boxes()
+    expected = create_engine("geometric").segment(validate_mesh(vertices, faces), SegmentParams(),
+                                                  no_progress, CancelToken())
+    with thread_server(tmp_path) as (server, client):
+        hello = client.hello()
+        assert hello["protocol"] == wire.PROTOCOL_VERSION and hello["engines"]["geometric"]["available"]
+        mid = client.upload_mesh(vertices, faces)
+        assert mid == mesh_id(vertices, faces) == validate_mesh(vertices, faces).content_hash
+        stages = []
+        msg = client.segment(mid, on_progress=lambda p, s: stages.append((p, s)))
+        assert msg.kind == "result" and msg.result["engine"] == "geometric"
+        labels = msg.arrays["labels"]
+        assert labels.dtype == np.int32 and labels.shape == (len(faces),)
+        np.testing.assert_array_equal(labels, expected.labels)
+        assert msg.result["n_parts"] == len(np.unique(expected.labels))
+        h = Hierarchy(msg.arrays["leaf_labels"], msg.arrays["parent"], msg.arrays["height"])
+        assert h.leaf_labels.shape == (len(faces),)
+        assert stages and stages[-1][0] == 1.0
+        # re-upload is recognised, and the same request is answered from the cache
+        assert client.upload_mesh(vertices, faces) == mid
+        assert client.upload_mesh(vertices, faces, check_first=True) == mid
+        again = client.segment(mid)
+        assert again.result["cached"] is True
+        np.testing.assert_array_equal(again.arrays["labels"], labels)
+        # pick: the part under a face, by index and by point
+        face = int(np.flatnonzero(labels == labels[-1])[0])
+        pick = client.pick(mid, face=face)
+        np.testing.assert_array_equal(pick.arrays["mask"], labels == labels[face])
+        point = vertices[faces[face]].mean(axis=0)
+        by_point = client.pick(mid, point=point)
+        np.testing.assert_array_equal(by_point.arrays["mask"], pick.arrays["mask"])
+        status = client.status()
+        assert status["cache"]["meshes"] == 1 and status["heavy_modules"] == []
+
+
+def test_two_clients_at_once(tmp_path):
+    meshes = [two_boxes(), grid(20_000)]
+    results = {}
+    with thread_server(tmp_path) as (server, _):
+        def work(i):
+            with BackendClient(port=server.port, token_file=tmp_path / "token", timeout=30) as c:
+                for _ in range(3):
+                    mid = c.upload_mesh(*meshes[i])
+                    results[i] = c.segment(mid, parts=1 if i else None).arrays["labels"]
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(results) == 2
+        assert results[0].shape == (len(meshes[0][1]),) and len(np.unique(results[0])) == 2
+        assert results[1].shape == (len(meshes[1][1]),)
+
+
+def test_hello_and_status_answer_while_a_job_runs_and_cancel_stops_it(tmp_path):
+    vertices, faces = grid(1_000_000)
+    with thread_server(tmp_path) as (server, client):
+        mid = client.upload_mesh(vertices, faces)
+        job_req = client.send("segment", {"mesh_id": mid, "engine": "geometric", "options": {}})
+        accepted, _ = wait_for(client, job_req, kinds=("accepted",) + wire.FINAL_KINDS)
+        assert accepted.kind == "accepted", accepted.error
+        job_id = accepted.result["job_id"]
+        # queue a second job behind it, then cancel that one before it starts
+        queued_req = client.send("segment", {"mesh_id": mid, "parts": 1})
+        queued, _ = wait_for(client, queued_req, kinds=("accepted",))
+        # the first progress event comes from inside the engine: the job is running now
+        progress, _ = wait_for(client, job_req, kinds=("progress",) + wire.FINAL_KINDS)
+        assert progress.kind == "progress", "the job finished before it could be cancelled; use a bigger mesh"
+        t = time.perf_counter()
+        assert client.hello()["version"]
+        assert time.perf_counter() - t < 2.0, "hello was blocked by the running job"
+        running = [j for j in client.status()["jobs"] if j["job_id"] == job_id]
+        assert running and running[0]["state"] == "running"
+        assert client.cancel(queued.result["job_id"])["state"] == "cancelled"
+        assert client.cancel(job_id)["state"] in ("cancelling", "done")
+        final, seen = wait_for(client, job_req, timeout=120)
+        assert final.kind == "error" and final.error["code"] == wire.CANCELLED, "cancel did not stop the job"
+        assert not any(m.kind == "result" for m in seen)
+        queued_final, _ = wait_for(client, queued_req)
+        assert queued_final.error["code"] == wire.CANCELLED
+        status = client.status()
+        assert status["jobs"] == [] and status["workers"]["cpu"]["running"] is None
+        states = {j["job_id"]: j["state"] for j in status["recent_jobs"]}
+        assert states[job_id] == "cancelled"
+        with pytest.raises(BackendError) as err:
+            client.cancel("no-such-job")
+        assert err.value.code == wire.UNKNOWN_JOB
+        # the worker is free again: a small job completes
+        small = client.upload_mesh(*two_boxes())
+        assert client.segment(small).kind == "result"
+
+
+def test_token_is_required_for_everything_but_hello(tmp_path):
+    with thread_server(tmp_path) as (server, client):
+        token_file = tmp_path / "token"
+        assert stat.S_IMODE(os.stat(token_file).st_mode) == 0o600
+        assert token_file.read_text() == server.token
+        for token in (None, "wrong", server.token[:-1]):
+            with BackendClient(port=server.port, token=token, token_file=tmp_path / "absent") as c:
+                assert c.hello()["name"] == "segparts"
+                for op, args in (("status", {}), ("upload_mesh", {"mesh_id": "x"}), ("shutdown", {})):
+                    with pytest.raises(BackendError) as err:
+                        c.call(op, args)
+                    assert err.value.code == wire.UNAUTHORIZED
+        # a token of the wrong type is rejected the same way
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.connect(f"tcp://127.0.0.1:{server.port}")
+        sock.send(msgpack.packb({"v": 1, "id": 1, "op": "status", "token": 12345, "arrays": []}))
+        assert sock.poll(5000)
+        header, _ = wire.decode(sock.recv_multipart())
+        assert header["error"]["code"] == wire.UNAUTHORIZED
+        sock.close(0)
+        assert client.status()["device"] == "cpu"  # the right token works
+    assert not token_file.exists(), "token file left behind after shutdown"
+
+
+def raw_request(sock, header: dict, frames: list[bytes] = ()) -> dict:
+    sock.send_multipart([msgpack.packb(header), *frames])
+    assert sock.poll(10_000), f"no reply to {header}"
+    reply, _ = wire.decode(sock.recv_multipart())
+    return reply
+
+
+@pytest.mark.parametrize("case", ["nan", "inf", "face_range", "negative_face", "empty", "quads", "too_large",
+                                  "shape_mismatch", "float_faces", "bad_face_map"])
+def test_bad_meshes_get_structured_errors(tmp_path, case):
+    vertices, faces = two_boxes()
+    arrays = {"vertices": vertices.copy(), "faces": faces.copy()}
+    expected = {"nan": "non_finite_vertices", "inf": "non_finite_vertices", "face_range": "face_index_out_of_range",
+                "negative_face": "face_index_out_of_range", "empty": "empty_mesh", "quads": "bad_faces",
+                "too_large": "mesh_too_large", "shape_mismatch": wire.BAD_MESSAGE, "float_faces": "bad_faces",
+                "bad_face_map": "bad_face_map"}[case]
+    if case == "nan":
+        arrays["vertices"][3, 1] = np.nan
+    elif case == "inf":
+        arrays["vertices"][0, 0] = np.inf
+    elif case == "face_range":
+        arrays["faces"][5, 2] = len(vertices)
+    elif case == "negative_face":
+        arrays["faces"][0, 0] = -1
+    elif case == "empty":
+        arrays["faces"] = np.zeros((0, 3), np.int64)
+    elif case == "quads":
+        arrays["faces"] = np.zeros((4, 4), np.int64)
+    elif case == "float_faces":
+        arrays["faces"] = arrays["faces"].astype(np.float64)
+    elif case == "bad_face_map":
+        arrays["face_map"] = np.full(len(faces), -3, np.int64)
+    with thread_server(tmp_path, max_faces=len(faces) - 1 if case == "too_large" else 5_000_000) as (server, client):
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.connect(f"tcp://127.0.0.1:{server.port}")
+        frames = wire.request("upload_mesh", "r1", token=server.token, arrays=arrays)
+        if case == "shape_mismatch":  # header says (V,3) f8 but the frame is short by 8 bytes
+            frames[1] = bytes(frames[1])[:-8]
+        sock.send_multipart(frames)
+        assert sock.poll(10_000)
+        header, _ = wire.decode(sock.recv_multipart())
+        sock.close(0)
+        assert header["ok"] is False and header["id"] == "r1"
+        assert header["error"]["code"] == expected, header["error"]
+        assert header["error"]["message"]
+        assert client.upload_mesh(vertices[:3], faces[:1] * 0 + [0, 1, 2])  # still serving
+
+
+def test_degenerate_faces_are_accepted_and_segmented(tmp_path):
+    vertices, faces = two_boxes()
+    faces = np.vstack([faces, [[0, 0, 0], [1, 1, 2], [0, 1, 1]]])  # repeated indices, zero area
+    with thread_server(tmp_path) as (server, client):
+        mid = client.upload_mesh(vertices, faces)
+        labels = client.segment(mid).arrays["labels"]
+        assert labels.shape == (len(faces),) and (labels >= 0).all()
+
+
+def test_protocol_errors_and_the_server_keeps_serving(tmp_path):
+    with thread_server(tmp_path) as (server, client):
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.connect(f"tcp://127.0.0.1:{server.port}")
+        tok = server.token
+        sock.send(b"\xc1 not msgpack")
+        assert sock.poll(5000)
+        assert wire.decode(sock.recv_multipart())[0]["error"]["code"] == wire.BAD_MESSAGE
+        cases = [
+            ({"v": 1, "id": 2, "op": "frobnicate", "token": tok}, wire.UNKNOWN_OP),
+            ({"v": 99, "id": 3, "op": "hello"}, wire.BAD_VERSION),
+            ({"v": 1, "op": "hello"}, wire.BAD_MESSAGE),  # no id
+            ({"v": 1, "id": 4, "op": 7}, wire.BAD_MESSAGE),
+            ({"v": 1, "id": 5, "op": "segment", "token": tok, "args": [1, 2]}, wire.BAD_ARGS),
+            ({"v": 1, "id": 6, "op": "segment", "token": tok, "args": {"mesh_id": 5}}, wire.BAD_ARGS),
+            ({"v": 1, "id": 7, "op": "segment", "token": tok, "args": {"mesh_id": "nope"}}, wire.UNKNOWN_MESH),
+            ({"v": 1, "id": 8, "op": "pick", "token": tok, "args": {"mesh_id": "nope", "face": 0}}, wire.UNKNOWN_MESH),
+            ({"v": 1, "id": 9, "op": "cancel", "token": tok, "args": {}}, wire.BAD_ARGS),
+            ({"v": 1, "id": 10, "op": "upload_mesh", "token": tok, "args": {}}, wire.UNKNOWN_MESH),
+        ]
+        for header, code in cases:
+            reply = raw_request(sock, header)
+            assert reply["ok"] is False and reply["error"]["code"] == code, (header, reply)
+        # an array frame that the header does not describe
+        reply = raw_request(sock, {"v": 1, "id": 11, "op": "hello", "arrays": []}, [b"extra"])
+        assert reply["error"]["code"] == wire.BAD_MESSAGE
+        sock.close(0)
+        vertices, faces = two_boxes()
+        mid = client.upload_mesh(vertices, faces)
+        for args, code in [({"mesh_id": mid, "engine": "nope"}, wire.BAD_ARGS),
+                           ({"mesh_id": mid, "parts": 0}, wire.BAD_ARGS),
+                           ({"mesh_id": mid, "scale": 1.5}, wire.BAD_ARGS),
+                           ({"mesh_id": mid, "parts": 2, "scale": 0.5}, wire.BAD_ARGS),
+                           ({"mesh_id": mid, "options": [1]}, wire.BAD_ARGS)]:
+            with pytest.raises(BackendError) as err:
+                client.call("segment", args)
+            assert err.value.code == code, args
+        with pytest.raises(BackendError) as err:
+            client.pick(mid, face=0)
+        assert err.value.code == wire.NO_SEGMENTATION
+        client.segment(mid)
+        for kwargs in ({"face": len(faces)}, {"point": [np.nan, 0, 0]}, {"clicks": []}):
+            with pytest.raises(BackendError) as err:
+                client.pick(mid, **kwargs)
+            assert err.value.code == wire.BAD_ARGS, kwargs
+        hello = client.hello()
+        for name, availability in hello["engines"].items():
+            if not availability["available"]:
+                with pytest.raises(BackendError) as err:
+                    client.segment(mid, engine=name)
+                assert err.value.code == wire.ENGINE_UNAVAILABLE and availability["message"] in err.value.message
+        assert client.segment(mid).kind == "result"
+
+
+def test_lru_cache_evicts_old_meshes(tmp_path):
+    meshes = [grid(20_000 + 2 * i) for i in range(4)]
+    one_mb = 1.0  # each grid mesh is ~0.7 MB: the cache holds one
+    with thread_server(tmp_path, cache_mb=one_mb) as (server, client):
+        ids = [client.upload_mesh(*m) for m in meshes]
+        status = client.status()
+        assert status["cache"]["bytes"] <= status["cache"]["limit_bytes"] and status["cache"]["meshes"] == 1
+        with pytest.raises(BackendError) as err:
+            client.segment(ids[0])
+        assert err.value.code == wire.UNKNOWN_MESH
+        assert client.segment(ids[-1]).kind == "result"
+
+
+def test_serve_process_starts_fast_without_torch_and_follows_its_parent(tmp_path):
+    parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with process_server(tmp_path, "--parent-pid", str(parent.pid)) as (proc, port, token_file, ready_s):
+            assert ready_s < 5.0, f"serve took {ready_s:.2f} s to listen"  # < 2 s on an idle machine
+            with BackendClient(port=port, token_file=token_file) as c:
+                assert c.hello()["engines"]["geometric"]["available"]
+                assert c.status()["heavy_modules"] == [], "hello imported torch/sam2"
+            parent.kill()
+            parent.wait()
+            proc.wait(timeout=10)
+            assert proc.returncode == 0
+            assert not token_file.exists()
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+def test_shutdown_op_stops_the_process(tmp_path):
+    with process_server(tmp_path) as (proc, port, token_file, _):
+        with BackendClient(port=port, token_file=token_file) as c:
+            assert c.shutdown() == {"stopping": True}
+        assert proc.wait(timeout=10) == 0
