@@ -1,37 +1,51 @@
-"""`geometric`: the weight-free engine (connected components for now; see issue 3)."""
+"""`geometric`: the weight-free engine. A merge tree over the whole mesh from separate pieces
+(welded connected components, merged by contact and size) and, inside each piece, patches split
+along concave creases and thickness changes (SDF). See segmenter.py for the pipeline."""
 from __future__ import annotations
+
+import time
 
 import numpy as np
 
-from ...hierarchy import Hierarchy
 from ...mesh import Mesh
 from ..base import (Availability, CancelToken, PickRequest, PickResult, Progress, Segmentation,
                     SegmentParams, pick_from_hierarchy)
-from .components import face_components, weld_vertices
+from .components import DEFAULT_WELD_TOLERANCE, face_components, weld_vertices  # noqa: F401 (re-export)
 
 
 class GeometricEngine:
     name = "geometric"
 
     def __init__(self, device: str = "cpu"):
-        self.device = "cpu"  # pure numpy/scipy/embree
+        self.device = "cpu"  # numpy/scipy/embree only
 
     def availability(self) -> Availability:
+        try:
+            import embreex  # noqa: F401
+        except ImportError:
+            return Availability(False, ["python package embreex"], "pip install embreex")
         return Availability(True)
 
     def segment(self, mesh: Mesh, params: SegmentParams, progress: Progress, cancel: CancelToken) -> Segmentation:
-        tol = float(params.options.get("weld_tolerance", 1e-6))
-        progress(0.0, "components")
-        labels = face_components(mesh.faces, weld_vertices(mesh.vertices, tol))
-        cancel.check()
-        hierarchy = Hierarchy.flat(labels)
-        auto_scale = 0.0
-        if params.parts is not None or params.scale is not None:
-            labels = hierarchy.cut(parts=params.parts, scale=params.scale)
+        from .segmenter import DEFAULT_PATCHES, auto_scale, build_tree
+
+        opts = params.options
+        t0 = time.perf_counter()
+        hierarchy, info = build_tree(
+            mesh.vertices, mesh.faces,
+            weld_tolerance=float(opts.get("weld_tolerance", DEFAULT_WELD_TOLERANCE)),
+            n_patches=int(opts.get("patches", DEFAULT_PATCHES)),
+            seed=int(opts.get("seed", 0)),
+            progress=progress, cancel_check=cancel.check,
+        )
+        auto = auto_scale()
+        if params.parts is not None:
+            labels = hierarchy.cut(parts=params.parts)
         else:
-            labels = hierarchy.cut(scale=auto_scale)
-        progress(1.0, "done")
-        return Segmentation(labels.astype(np.int32), hierarchy, info={"auto_scale": auto_scale})
+            labels = hierarchy.cut(scale=auto if params.scale is None else params.scale)
+        info.update(auto_scale=auto, seconds=round(time.perf_counter() - t0, 4),
+                    n_parts=int(labels.max()) + 1 if labels.size else 0)
+        return Segmentation(labels.astype(np.int32), hierarchy, info=info)
 
     def pick(self, mesh: Mesh, segmentation: Segmentation | None, request: PickRequest,
              cancel: CancelToken) -> PickResult:

@@ -1,0 +1,160 @@
+"""The geometric engine's pipeline: mesh -> merge tree over all faces.
+
+1. weld coincident vertices; split into edge-connected pieces;
+2. over-segment into a few hundred patches bounded by creases (oversegment.py);
+3. measure each patch's thickness (SDF, Embree rays from a sample of its faces);
+4. find borders between patches: shared edges inside a piece, contact/proximity between pieces;
+5. merge greedily by a concavity + thickness + size cost into a merge tree (merge.py).
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from ...hierarchy import Hierarchy
+from .components import DEFAULT_WELD_TOLERANCE, weld_vertices
+from .graph import DualGraph, build_dual_graph, dual_components
+from .merge import CONTACT_CONCAVITY, PatchGraph, agglomerate, border_stats, cost_to_height
+from .oversegment import oversegment
+from .sdf import RayCaster, shape_diameter
+
+DEFAULT_PATCHES = 200  # leaves of the tree (more only when there are more separate pieces)
+SDF_SAMPLES_PER_PATCH = 12
+CONTACT_RADIUS = 2e-3  # pieces closer than this x bbox diagonal touch
+MAX_CONTACT_POINTS = 300_000
+AUTO_COST = 1.0  # automatic granularity: merges cheaper than this are undone never (tuned once)
+
+
+def auto_scale() -> float:
+    return cost_to_height(AUTO_COST)
+
+
+def sample_per_group(groups: np.ndarray, eligible: np.ndarray, per_group: int, rng: np.random.Generator) -> np.ndarray:
+    """Up to `per_group` random eligible indices from each group (vectorised group ranking)."""
+    idx = rng.permutation(np.flatnonzero(eligible))
+    idx = idx[np.argsort(groups[idx], kind="stable")]
+    g = groups[idx]
+    starts = np.r_[0, np.flatnonzero(g[1:] != g[:-1]) + 1]
+    rank = np.arange(len(idx)) - np.repeat(starts, np.diff(np.r_[starts, len(idx)]))
+    return idx[rank < per_group]
+
+
+def group_median(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """Median of the finite values in each group (NaN for a group with none)."""
+    ok = np.isfinite(values)
+    v, g = values[ok], groups[ok]
+    order = np.lexsort((v, g))
+    v, g = v[order], g[order]
+    out = np.full(n_groups, np.nan)
+    if len(v) == 0:
+        return out
+    starts = np.r_[0, np.flatnonzero(g[1:] != g[:-1]) + 1]
+    ends = np.r_[starts[1:], len(v)]
+    out[g[starts]] = 0.5 * (v[(starts + ends - 1) // 2] + v[(starts + ends) // 2])
+    return out
+
+
+def patch_thickness(vertices, faces, graph: DualGraph, labels, n_patches, diag, rng) -> np.ndarray:
+    """log SDF per patch: median SDF of a few sampled faces of the patch."""
+    sample = sample_per_group(labels, graph.areas > 0, SDF_SAMPLES_PER_PATCH, rng)
+    caster = RayCaster(vertices, faces)
+    sdf = shape_diameter(caster, graph.centroids[sample], graph.normals[sample], offset=1e-5 * diag)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(group_median(sdf, labels[sample], n_patches))
+
+
+def contact_borders(vertices, faces, pieces, labels, radius, rng):
+    """Patch pairs of different pieces that touch or nearly touch: (pairs, count of close points)."""
+    n_faces = len(faces)
+    face_of_vertex = np.full(len(vertices), -1, dtype=np.int64)
+    face_of_vertex[faces.ravel()] = np.repeat(np.arange(n_faces), 3)
+    used = np.flatnonzero(face_of_vertex >= 0)
+    if len(used) > MAX_CONTACT_POINTS:
+        used = np.sort(rng.choice(used, MAX_CONTACT_POINTS, replace=False))
+    tree = cKDTree(vertices[used])
+    close = tree.query_pairs(radius, output_type="ndarray")
+    fa, fb = face_of_vertex[used[close[:, 0]]], face_of_vertex[used[close[:, 1]]]
+    between = pieces[fa] != pieces[fb]
+    pa, pb = labels[fa[between]], labels[fb[between]]
+    lo, hi = np.minimum(pa, pb), np.maximum(pa, pb)
+    n = int(labels.max()) + 1
+    uniq, count = np.unique(lo * n + hi, return_counts=True)
+    return np.stack([uniq // n, uniq % n], axis=1), count
+
+
+def build_tree(vertices: np.ndarray, faces: np.ndarray, *, weld_tolerance: float = DEFAULT_WELD_TOLERANCE,
+               n_patches: int = DEFAULT_PATCHES, seed: int = 0,
+               progress: Callable[[float, str], None] | None = None,
+               cancel_check: Callable[[], None] | None = None) -> tuple[Hierarchy, dict]:
+    """Merge tree (coarse -> fine) over all faces, and timings per stage."""
+    progress = progress or (lambda f, s: None)
+    cancel_check = cancel_check or (lambda: None)
+    rng = np.random.default_rng(seed)
+    times: dict[str, float] = {}
+    t = time.perf_counter()
+
+    def lap(name):
+        nonlocal t
+        now = time.perf_counter()
+        times[name] = round(now - t, 4)
+        t = now
+        cancel_check()
+
+    vertices = np.asarray(vertices, dtype=np.float64)
+    faces = np.asarray(faces, dtype=np.int64)
+    diag = float(np.linalg.norm(np.ptp(vertices[faces.ravel()], axis=0))) or 1.0
+    progress(0.0, "graph")
+    welded = weld_vertices(vertices, weld_tolerance)
+    graph = build_dual_graph(vertices, faces, welded)
+    pieces = dual_components(graph.pairs, len(faces))
+    lap("graph")
+
+    progress(0.2, "patches")
+    labels = oversegment(graph, pieces, min(n_patches, max(1, len(faces) // 8)), diag, rng)
+    n_leaves = int(labels.max()) + 1
+    lap("patches")
+
+    progress(0.5, "thickness")
+    log_sdf = patch_thickness(vertices, faces, graph, labels, n_leaves, diag, rng)
+    lap("thickness")
+
+    progress(0.7, "borders")
+    area = np.bincount(labels, weights=graph.areas, minlength=n_leaves)
+    piece_of_patch = np.zeros(n_leaves, dtype=np.int64)
+    piece_of_patch[labels] = pieces
+    piece_area = np.bincount(pieces, weights=graph.areas)[piece_of_patch]
+    edges, length, concave = border_stats(labels, graph.pairs, graph.edge_length, graph.concavity)
+    contact = np.zeros(len(edges), dtype=bool)
+    if pieces.max() > 0:
+        c_edges, count = contact_borders(vertices, faces, pieces, labels, CONTACT_RADIUS * diag, rng)
+        spacing = float(np.median(graph.edge_length)) if len(graph.edge_length) else CONTACT_RADIUS * diag
+        edges = np.concatenate([edges, c_edges])
+        length = np.concatenate([length, count * spacing])
+        concave = np.concatenate([concave, count * spacing * CONTACT_CONCAVITY])
+        contact = np.concatenate([contact, np.ones(len(c_edges), dtype=bool)])
+        edges, length, concave, contact = _merge_duplicate_borders(edges, length, concave, contact, n_leaves)
+    # a tiny epsilon keeps zero-area (all degenerate) patches from dividing by zero
+    eps = 1e-12 * diag * diag
+    patch_graph = PatchGraph(area + eps, log_sdf, piece_area + eps, edges, length, concave, contact)
+    lap("borders")
+
+    progress(0.8, "merging")
+    hierarchy = agglomerate(labels, patch_graph, cancel_check)
+    lap("merge")
+    progress(1.0, "done")
+    info = {"times": times, "n_leaves": n_leaves, "n_pieces": int(pieces.max()) + 1}
+    return hierarchy, info
+
+
+def _merge_duplicate_borders(edges, length, concave, contact, n):
+    """Sum the stats of borders listed twice (shared edges and proximity between the same pair)."""
+    key = edges[:, 0] * n + edges[:, 1]
+    uniq, inv = np.unique(key, return_inverse=True)
+    length = np.bincount(inv, weights=length)
+    concave = np.bincount(inv, weights=concave)
+    # a border is a contact only when the two patches share no edge at all
+    shared = np.bincount(inv, weights=~contact) > 0
+    return np.stack([uniq // n, uniq % n], axis=1), length, concave, ~shared
