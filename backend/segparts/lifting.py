@@ -236,15 +236,15 @@ def views_for_click(mesh: Mesh, rig: CameraRig, views: Views, face: int | None =
         raise ValueError("views_for_click needs a face or a point")
     if face is not None and not (0 <= int(face) < len(faces)):
         raise ValueError(f"face {face} out of range [0, {len(faces)})")
-    face_of_point = -1 if face is None else int(face)
     p = vertices[faces[face]].mean(axis=0) if point is None else np.asarray(point, dtype=np.float64).reshape(3)
+    # a point click is matched to the face it lies on, so visibility can compare face ids
+    face_of_point = nearest_face(vertices, faces, p) if face is None else int(face)
     lin, visible, depth = project_to_views(p[None], np.array([face_of_point]), rig, views, depth_tolerance,
                                            0.5, _extent(vertices))
     pixel = np.stack([lin % rig.width, lin // rig.width], axis=-1)
     ranked = []
     if face is not None:
         tri = vertices[faces[face]]
-        normal = face_normals(vertices, faces[[face]])[0]
         for k in range(rig.n_views):
             px, _ = rig.project(tri, k)
             area = 0.5 * abs(np.cross(px[1] - px[0], px[2] - px[0]))
@@ -257,17 +257,24 @@ def views_for_click(mesh: Mesh, rig: CameraRig, views: Views, face: int | None =
                 j = int(np.argmin((xs + 0.5 - target[0]) ** 2 + (ys + 0.5 - target[1]) ** 2))
                 ranked.append((min(area, float(len(xs))), k, (int(xs[j]), int(ys[j]))))
     else:
+        normal = face_normals(vertices, faces[[face_of_point]])[0]
         for k in range(rig.n_views):
             if not visible[k, 0]:
                 continue
-            x, y = int(pixel[k, 0, 0]), int(pixel[k, 0, 1])
-            f = int(views.face_id[k, y, x])
-            normal = face_normals(vertices, faces[[f]])[0]
             ray = p - rig.camera_positions[k] if rig.is_perspective()[k] else rig.forward[k]
             cos = abs(float(normal @ ray)) / max(float(np.linalg.norm(ray)), 1e-12)
-            ranked.append((cos / max(float(depth[k, 0]), 1e-12) ** 2, k, (x, y)))
+            ranked.append((cos / max(float(depth[k, 0]), 1e-12) ** 2, k, (int(pixel[k, 0, 0]), int(pixel[k, 0, 1]))))
     ranked.sort(key=lambda r: (-r[0], r[1]))
     return [(k, xy) for _, k, xy in ranked]
+
+
+def nearest_face(vertices: np.ndarray, faces: np.ndarray, point) -> int:
+    """Index of the face closest to a 3D point (exact point-triangle distances, all faces)."""
+    from trimesh.triangles import closest_point
+
+    tri = vertices[faces]
+    q = np.broadcast_to(np.asarray(point, dtype=np.float64).reshape(1, 3), (len(tri), 3))
+    return int(np.argmin(np.linalg.norm(closest_point(tri, q) - q, axis=1)))
 
 
 # ----------------------------------------------------------------------------- post-processing

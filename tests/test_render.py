@@ -1,0 +1,301 @@
+"""Camera rigs, the multi-view renderer and its encodings, checked against analytic geometry and an
+independent ray-triangle intersector (trimesh's pure-numpy one)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import trimesh
+
+from segparts.mesh import validate_mesh
+from segparts.render import (
+    Appearance,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    geosam2_inputs,
+    geosam2_rig,
+    look_at,
+    normalize_for_rendering,
+    orthographic,
+    perspective,
+    render_views,
+    rig_from_matrices,
+    sampart3d_rig,
+)
+from segparts.render import nvdiff, raycast
+from segparts.render.cameras import REFERENCE_FOV_X, reference_distance
+
+
+def as_mesh(tm: trimesh.Trimesh):
+    return validate_mesh(np.asarray(tm.vertices), np.asarray(tm.faces))
+
+
+def unit_cube():
+    return as_mesh(trimesh.creation.box(extents=(1.0, 1.0, 1.0)))
+
+
+def axis_rig(size=64, distance=3.0, fov=np.radians(40.0)):
+    """Cameras on +X, -Y and +Z looking at the origin."""
+    eyes = [(distance, 0, 0), (0, -distance, 0), (0, 0, distance)]
+    return rig_from_matrices(np.stack([look_at(e) for e in eyes]), perspective(fov), size, size)
+
+
+# ----------------------------------------------------------------------------- rigs
+def test_sampart3d_rig_matches_reference_angles_and_distance():
+    extents = np.array([1.0, 0.5, 0.25])
+    rig = sampart3d_rig(extents=extents)
+    assert rig.n_views == 16 and (rig.width, rig.height) == (512, 512)
+    pos = rig.camera_positions
+    d = 50.0 / 36.0 * np.linalg.norm(extents)
+    np.testing.assert_allclose(np.linalg.norm(pos, axis=1), d, rtol=1e-9)
+    elev = np.degrees(np.arcsin(pos[:, 2] / d))
+    np.testing.assert_allclose(elev, [25, 40] * 4 + [-25, -40] * 4, atol=1e-9)
+    az = np.degrees(np.arctan2(pos[:, 1], pos[:, 0])) % 360
+    np.testing.assert_allclose(az, np.tile(np.arange(8) * 45.0, 2), atol=1e-9)
+    # every camera looks at the origin with its up vector towards +Z
+    np.testing.assert_allclose(rig.forward, -pos / d, atol=1e-12)
+    up = rig.cam_to_world[:, :3, 1]
+    assert (up[:, 2] > 0).all()
+    np.testing.assert_allclose(np.einsum("ij,ij->i", up, rig.forward), 0, atol=1e-12)
+    np.testing.assert_allclose(rig.focal_px(), 0.5 * 512 / np.tan(REFERENCE_FOV_X / 2))
+    assert abs(REFERENCE_FOV_X - 0.6911) < 1e-4
+
+
+def test_sampart3d_36_views_has_axis_views_and_random_ones():
+    rig = sampart3d_rig(36)
+    assert rig.n_views == 36
+    d = reference_distance()
+    pos = rig.camera_positions
+    np.testing.assert_allclose(np.abs(pos[:6]).max(axis=1), d)
+    r = np.linalg.norm(pos[6:], axis=1)
+    assert np.isclose(r, d).sum() == 18 and np.isclose(r, d / 2).sum() == 12
+    np.testing.assert_allclose(sampart3d_rig(36).world_to_cam, rig.world_to_cam)  # fixed seed
+    with pytest.raises(ValueError, match="16 or 36"):
+        sampart3d_rig(12)
+
+
+def test_geosam2_ring_is_antipodal_and_steps_30_degrees():
+    rig = geosam2_rig(size=64)
+    pos = rig.camera_positions
+    assert rig.n_views == 12
+    np.testing.assert_allclose(pos[6:], -pos[:6], atol=1e-9)  # view k + 6 is opposite view k
+    az = np.degrees(np.arctan2(pos[:, 1], pos[:, 0])) % 360
+    np.testing.assert_allclose(az, (180 + 30 * np.arange(12)) % 360, atol=1e-9)
+    elev = np.degrees(np.arcsin(pos[:, 2] / np.linalg.norm(pos, axis=1)))
+    np.testing.assert_allclose(elev, np.tile([0, 25, 0, -25], 3), atol=1e-9)
+    start = geosam2_rig(size=64, start_azimuth_deg=270).camera_positions
+    np.testing.assert_allclose(np.degrees(np.arctan2(start[0, 1], start[0, 0])) % 360, 270)
+
+
+def test_normalization_round_trips_and_fits_unit_box():
+    rng = np.random.default_rng(1)
+    v = rng.normal(size=(100, 3)) * [3.0, 1.0, 0.5] + [10.0, -4.0, 2.0]
+    nv, norm = normalize_for_rendering(v)
+    span = nv.max(axis=0) - nv.min(axis=0)
+    assert np.isclose(span.max(), 1.0)
+    np.testing.assert_allclose((nv.max(axis=0) + nv.min(axis=0)) / 2, 0, atol=1e-12)
+    np.testing.assert_allclose(norm.extents, span)
+    np.testing.assert_allclose(norm.inverse(nv), v, atol=1e-12)
+    homo = np.c_[v, np.ones(len(v))] @ norm.matrix.T
+    np.testing.assert_allclose(homo[:, :3], nv, atol=1e-12)
+
+
+def test_rig_validation_errors():
+    with pytest.raises(ValueError, match="projection"):
+        rig_from_matrices(np.stack([np.eye(4)] * 3), np.stack([perspective(1.0)] * 2), 8, 8)
+    with pytest.raises(ValueError, match="positive"):
+        rig_from_matrices(np.eye(4), perspective(1.0), 0, 8)
+    with pytest.raises(ValueError, match="unknown render outputs"):
+        render_views(unit_cube(), axis_rig(8), outputs=("face_id", "albedo"))
+
+
+# ----------------------------------------------------------------------------- analytic scenes
+def test_cube_depth_normals_points_match_geometry():
+    mesh = unit_cube()
+    rig = axis_rig(size=96, distance=3.0)
+    views = render_views(mesh, rig)
+    for k, axis in enumerate([np.array([1.0, 0, 0]), np.array([0, -1.0, 0]), np.array([0, 0, 1.0])]):
+        hit = views.face_id[k] >= 0
+        # a face-on cube face: planar depth is constant, normals are the face's axis
+        assert hit.sum() > 0.15 * hit.size
+        np.testing.assert_allclose(views.depth[k][hit], 2.5, atol=2e-6)
+        np.testing.assert_allclose(views.normal[k][hit], np.broadcast_to(axis, (hit.sum(), 3)), atol=1e-6)
+        np.testing.assert_allclose(views.point[k][hit] @ axis, 0.5, atol=2e-6)
+        assert np.abs(views.point[k][hit]).max() <= 0.5 + 1e-6
+        assert np.isinf(views.depth[k][~hit]).all() and (views.alpha[k] == hit).all()
+        # the face's projected square: half-width 0.5 at distance 2.5
+        expected = (0.5 / 2.5 * rig.focal_px()[k] * 2) ** 2
+        assert abs(hit.sum() - expected) < 4 * np.sqrt(expected) + 4
+    # barycentrics reproduce the point map
+    faces = mesh.faces[views.face_id[0][views.face_id[0] >= 0]]
+    b = views.bary[0][views.face_id[0] >= 0]
+    v = mesh.vertices
+    p = v[faces[:, 0]] + b[:, :1] * (v[faces[:, 1]] - v[faces[:, 0]]) + b[:, 1:] * (v[faces[:, 2]] - v[faces[:, 0]])
+    np.testing.assert_allclose(p, views.point[0][views.face_id[0] >= 0], atol=1e-5)
+
+
+def test_sphere_points_on_surface_normals_radial_and_silhouette_area():
+    tm = trimesh.creation.icosphere(subdivisions=5, radius=0.5)
+    mesh = as_mesh(tm)
+    rig = sampart3d_rig(size=128)
+    views = render_views(mesh, rig, outputs=("face_id", "depth", "point", "normal"))
+    hit = views.face_id >= 0
+    p = views.point[hit]
+    r = np.linalg.norm(p, axis=1)
+    assert np.abs(r - 0.5).max() < 2e-3  # inscribed polyhedron sags at most ~1e-3 below the sphere
+    n = views.normal[hit]
+    assert (np.einsum("ij,ij->i", n, p / r[:, None]) > 0.995).all()
+    # depth is the planar distance along each camera's axis
+    view_of = np.nonzero(hit)[0]
+    z = np.einsum("ij,ij->i", p, rig.world_to_cam[view_of, 2, :3]) + rig.world_to_cam[view_of, 2, 3]
+    np.testing.assert_allclose(views.depth[hit], -z, atol=1e-5)
+    # silhouette of a sphere of radius r at distance d: a disc of angular radius asin(r / d)
+    d = np.linalg.norm(rig.camera_positions[0])
+    radius_px = np.tan(np.arcsin(0.5 / d)) * rig.focal_px()[0]
+    area = hit.reshape(rig.n_views, -1).sum(axis=1)
+    np.testing.assert_allclose(area, np.pi * radius_px**2, rtol=0.03)
+
+
+def brute_force_first_hit(triangles, origins, dirs):
+    """Moller-Trumbore of every ray against every triangle (tiny scenes only)."""
+    v0, e1, e2 = triangles[:, 0], triangles[:, 1] - triangles[:, 0], triangles[:, 2] - triangles[:, 0]
+    o, d = origins[:, None], dirs[:, None]
+    p = np.cross(d, e2[None])
+    det = np.einsum("rtk,tk->rt", p, e1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = o - v0[None]
+        u = np.einsum("rtk,rtk->rt", s, p) / det
+        q = np.cross(s, e1[None])
+        v = np.einsum("rtk,rtk->rt", np.broadcast_to(d, q.shape), q) / det
+        t = np.einsum("rtk,tk->rt", q, e2) / det
+    ok = (np.abs(det) > 1e-12) & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > 0)
+    t = np.where(ok, t, np.inf)
+    first = t.argmin(axis=1)
+    hit = np.isfinite(t.min(axis=1))
+    where = origins + dirs * np.where(hit, t.min(axis=1), 0)[:, None]
+    return np.where(hit, first, -1), where
+
+
+def test_known_rays_hit_the_faces_an_independent_intersector_finds():
+    boxes = [trimesh.creation.box(extents=(0.4, 0.4, 0.4)).apply_translation((x, 0, 0)) for x in (-0.4, 0.4)]
+    tm = trimesh.util.concatenate(boxes)
+    mesh = as_mesh(tm)
+    rig = sampart3d_rig(size=48)
+    views = render_views(mesh, rig, outputs=("face_id", "point"))
+    rng = np.random.default_rng(0)
+    for k in (0, 5, 11):
+        ys, xs = np.divmod(rng.choice(48 * 48, 400, replace=False), 48)
+        origins, dirs = raycast.pixel_rays(rig, k, xs, ys)
+        origins = np.broadcast_to(origins, dirs.shape)
+        expected, where = brute_force_first_hit(tm.triangles, origins, dirs)
+        got = views.face_id[k, ys, xs]
+        assert ((got >= 0) == (expected >= 0)).all()
+        assert (got == expected).mean() > 0.97
+        # a ray through an edge may report either neighbour; the hit point must still agree
+        hit = got >= 0
+        np.testing.assert_allclose(views.point[k, ys, xs][hit], where[hit], atol=1e-5)
+        assert (got[hit] < 12).sum() + (got[hit] >= 12).sum() == hit.sum()
+
+
+def test_point_to_pixel_to_face_round_trip():
+    from segparts.lifting import pixel_to_face
+
+    mesh = unit_cube()
+    rig = geosam2_rig(size=128)
+    views = render_views(mesh, rig, outputs=("face_id", "depth"))
+    centroids = mesh.vertices[mesh.faces].mean(axis=1)
+    normals = np.cross(*(mesh.vertices[mesh.faces][:, i] - mesh.vertices[mesh.faces][:, 0] for i in (1, 2)))
+    checked = 0
+    for k in range(rig.n_views):
+        px, depth = rig.project(centroids, k)
+        to_cam = rig.camera_positions[k] - centroids
+        facing = np.einsum("ij,ij->i", normals, to_cam) / np.linalg.norm(normals, axis=1) / np.linalg.norm(to_cam, axis=1)
+        for f in np.flatnonzero(facing > 0.2):  # clearly front-facing faces of a convex mesh are visible
+            x, y = int(px[f, 0]), int(px[f, 1])
+            assert pixel_to_face(views, k, x, y) == f
+            assert abs(views.depth[k, y, x] - depth[f]) < 0.05  # within a pixel of the centroid
+            checked += 1
+    assert checked > 30
+    assert pixel_to_face(views, 0, -1, 5) == -1 and pixel_to_face(views, 0, 0, 0) == -1
+
+
+def test_orthographic_camera_from_matrices():
+    mesh = unit_cube()
+    w2c = look_at((0, 0, 5.0))
+    rig = rig_from_matrices(w2c, orthographic(2.0, aspect=2.0), 64, 32)  # 2 units across, 1 unit tall
+    views = render_views(mesh, rig, outputs=("face_id", "depth", "normal"))
+    hit = views.face_id[0] >= 0
+    np.testing.assert_allclose(views.depth[0][hit], 4.5, atol=1e-5)
+    np.testing.assert_allclose(views.normal[0][hit], np.broadcast_to([0, 0, 1.0], (hit.sum(), 3)), atol=1e-6)
+    # the unit face covers half the width and the full height
+    assert hit.shape == (32, 64) and hit.sum() == 32 * 32
+    assert hit[:, 16:48].all() and not hit[:, :16].any()
+
+
+def test_shaded_colour_uses_vertex_colours_texture_or_grey():
+    tm = trimesh.creation.icosphere(subdivisions=3, radius=0.5)
+    mesh = as_mesh(tm)
+    rig = geosam2_rig(size=48)
+    grey = render_views(mesh, rig, outputs=("face_id", "color")).color
+    hit = render_views(mesh, rig, outputs=("face_id",)).face_id >= 0
+    assert (grey[~hit] == 255).all()
+    c = grey[hit].astype(int)
+    assert (c[:, 0] == c[:, 1]).all() and (c[:, 1] == c[:, 2]).all() and c[:, 0].max() < 255
+    red = np.tile([255, 0, 0, 255], (len(tm.vertices), 1)).astype(np.uint8)
+    tm.visual.vertex_colors = red
+    col = render_views(mesh, rig, appearance=Appearance.from_trimesh(tm)).color[hit].astype(int)
+    assert (col[:, 0] > 60).all() and (col[:, 1] == 0).all() and (col[:, 2] == 0).all()
+    # a 2x1 texture: left half green, right half blue, chosen by the u coordinate
+    tex = np.array([[[0, 255, 0], [0, 0, 255]]], dtype=np.uint8)
+    uv = np.c_[(tm.vertices[:, 0] > 0) * 0.5 + 0.25, np.full(len(tm.vertices), 0.5)]
+    col = render_views(mesh, rig, appearance=Appearance(uv=uv, texture=tex)).color
+    views = render_views(mesh, rig, outputs=("face_id", "point"))
+    right = hit & (views.point[..., 0] > 0.05)
+    left = hit & (views.point[..., 0] < -0.05)
+    assert (col[right][:, 2] > col[right][:, 1]).all() and (col[left][:, 1] > col[left][:, 2]).all()
+
+
+def test_geosam2_encodings():
+    mesh = unit_cube()
+    rig = axis_rig(size=32)
+    views = render_views(mesh, rig, outputs=("face_id", "alpha", "normal", "point"))
+    normal, points = geosam2_inputs(views, as_torch=False)
+    assert normal.shape == points.shape == (3, 3, 32, 32) and normal.dtype == np.float32
+    hit = views.face_id >= 0
+    white = (1.0 - IMAGENET_MEAN) / IMAGENET_STD
+    np.testing.assert_allclose(normal.transpose(0, 2, 3, 1)[~hit], np.broadcast_to(white, ((~hit).sum(), 3)), atol=1e-6)
+    # +X face: (n + 1) / 2 = (1, 0.5, 0.5) -> 8 bit (255, 128, 128)
+    expected = (np.array([255, 128, 128]) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    np.testing.assert_allclose(normal[0].transpose(1, 2, 0)[hit[0]], np.broadcast_to(expected, (hit[0].sum(), 3)), atol=1e-6)
+    assert (points.transpose(0, 2, 3, 1)[~hit] == 0).all()
+    np.testing.assert_allclose(points[0, 0][hit[0]], 0.5, atol=1e-6)
+    big = validate_mesh(mesh.vertices * 4.0, mesh.faces)  # points beyond [-1, 1] are clipped
+    _, clipped = geosam2_inputs(render_views(big, axis_rig(size=32, distance=8.0)), as_torch=False)
+    assert clipped.max() == 1.0 and clipped.min() == -1.0
+    torch = pytest.importorskip("torch")
+    tn, tp = geosam2_inputs(views)
+    assert isinstance(tn, torch.Tensor) and torch.equal(tn, torch.from_numpy(normal))
+
+
+def test_mesh_behind_and_around_the_camera_renders():
+    """A camera inside a box sees the inner walls everywhere (tile culling must not drop them)."""
+    tm = trimesh.creation.box(extents=(4.0, 4.0, 4.0))
+    rig = rig_from_matrices(look_at((0, 0, 0.5), (1, 0, 0.5)), perspective(np.radians(90)), 32, 32)
+    views = render_views(as_mesh(tm), rig, outputs=("face_id", "depth"))
+    assert (views.face_id >= 0).all()
+    assert np.isfinite(views.depth).all()
+
+
+def test_cpu_and_cuda_backends_agree():
+    reason = nvdiff.unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"CUDA renderer not testable here: {reason}")
+    tm = trimesh.creation.icosphere(subdivisions=4, radius=0.5)
+    mesh = as_mesh(tm)
+    rig = geosam2_rig(size=256)
+    cpu = render_views(mesh, rig, backend="embree")
+    gpu = render_views(mesh, rig, backend="nvdiffrast")
+    same = cpu.face_id == gpu.face_id
+    assert same.mean() > 0.995  # differences only on edges and the silhouette
+    both = (cpu.face_id >= 0) & (gpu.face_id >= 0)
+    assert np.abs(cpu.depth[both] - gpu.depth[both]).max() < 1e-2
+    np.testing.assert_allclose(cpu.point[both & same], gpu.point[both & same], atol=1e-4)
