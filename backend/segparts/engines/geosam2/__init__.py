@@ -118,35 +118,45 @@ class GeoSAM2Engine:
             self._model = model.to(self._torch_device()).eval()
         return self._model
 
-    def session(self, mesh: Mesh, progress: Progress | None = None) -> _Session:
-        """The encoded views of `mesh` (rendered and encoded on first use, then cached)."""
+    def render_session(self, mesh: Mesh) -> _Session:
+        """The rendered ring of `mesh` (cached); its views are encoded by `session`."""
         key = mesh.content_hash
         with self._lock:
             if key in self._sessions:
                 self._sessions.move_to_end(key)
                 return self._sessions[key]
-        from ...render import geosam2_inputs, geosam2_rig, normalize_for_rendering, render_views
-        from .predictor import MultiViewPredictor
+        from ...render import geosam2_rig, normalize_for_rendering, render_views
 
         t0 = time.perf_counter()
         vertices, norm = normalize_for_rendering(mesh.vertices)
         nmesh = Mesh(vertices, mesh.faces)
         rig = geosam2_rig(size=self.image_size, extents=norm.extents)
         views = render_views(nmesh, rig, outputs=("face_id", "depth", "alpha", "normal", "point"))
-        t1 = time.perf_counter()
-        normal_maps, point_maps = geosam2_inputs(views, as_torch=True)
+        s = _Session(nmesh, norm, rig, views, None, info={"render_s": round(time.perf_counter() - t0, 3)})
+        with self._lock:
+            self._sessions[key] = s
+            while len(self._sessions) > SESSIONS_KEPT:
+                self._sessions.popitem(last=False)
+        return s
+
+    def session(self, mesh: Mesh, progress: Progress | None = None) -> _Session:
+        """The rendered and encoded views of `mesh` (encoded on first use, then cached)."""
+        s = self.render_session(mesh)
+        if s.predictor is not None:
+            return s
+        from ...render import geosam2_inputs
+        from .predictor import MultiViewPredictor
+
+        t0 = time.perf_counter()
+        normal_maps, point_maps = geosam2_inputs(s.views, as_torch=True)
         model = self.model()
         batch = self.encode_batch or (4 if str(next(model.parameters()).device).startswith("cuda") else 1)
         predictor = MultiViewPredictor(model, normal_maps, point_maps, encode_batch=batch)
         if progress:
             progress(0.05, "encoding views")
         predictor.encode()
-        t2 = time.perf_counter()
-        s = _Session(nmesh, norm, rig, views, predictor, info={"render_s": t1 - t0, "encode_s": t2 - t1})
-        with self._lock:
-            self._sessions[key] = s
-            while len(self._sessions) > SESSIONS_KEPT:
-                self._sessions.popitem(last=False)
+        s.info["encode_s"] = round(time.perf_counter() - t0, 3)
+        s.predictor = predictor
         return s
 
     # --- pick -----------------------------------------------------------------------------------
@@ -155,12 +165,13 @@ class GeoSAM2Engine:
         if not request.clicks:
             raise ValueError("pick needs at least one click")
         t0 = time.perf_counter()
+        s = self.render_session(mesh)
+        placed = [self._place_click(s, c) for c in request.clicks]  # bad clicks fail before encoding
         s = self.session(mesh)
         cancel.check()
         t1 = time.perf_counter()
         from .predictor import Prompt
 
-        placed = [self._place_click(s, c) for c in request.clicks]
         start = placed[0][0][0]
         by_view: dict[int, list] = {}
         for views_seen, click in zip(placed, request.clicks):
@@ -248,14 +259,10 @@ class GeoSAM2Engine:
         if not objects:
             labels = np.zeros(mesh.n_faces, np.int32)  # nothing found: one part
         else:
-            from ...lifting import paint_masks
-
-            painted = paint_masks({i: o for i, o in enumerate(objects)})
-            labels = self._lift(s, painted, min_fraction=float(opts.get("pa", POSTPROCESS_PA)), split=True)
-            labels = _consecutive(labels)
+            labels = self.labels_from_view_masks(s, objects, pa=float(opts.get("pa", POSTPROCESS_PA)))
         t2 = time.perf_counter()
         progress(1.0, "done")
-        info = {"n_objects": len(objects), "render_s": s.info["render_s"], "encode_s": s.info["encode_s"],
+        info = {"n_objects": len(objects), "render_s": s.info["render_s"], "encode_s": s.info.get("encode_s"),
                 "segment_s": round(t2 - t1, 3), "total_s": round(t2 - t0, 3), "image_size": self.image_size,
                 "hierarchy": "flat"}
         hierarchy = Hierarchy.flat(labels)
@@ -287,6 +294,15 @@ class GeoSAM2Engine:
         masks = masks[:, keep2]
         keep3 = novel_objects(masks, existing, IOU_DUPLICATE)
         return [masks[:, j] for j in np.flatnonzero(keep3) if masks[:, j].any()]
+
+    def labels_from_view_masks(self, s: _Session, objects: list[np.ndarray], prompted=(),
+                               pa: float = POSTPROCESS_PA) -> np.ndarray:
+        """Per-object (V, S, S) view masks -> per-face labels 0..k-1: painted largest first
+        (prompted objects on top), lifted, cleaned up with the release's settings."""
+        from ...lifting import paint_masks
+
+        painted = paint_masks({i: o for i, o in enumerate(objects)}, first=prompted)
+        return _consecutive(self._lift(s, painted, min_fraction=pa, split=True))
 
     def _lift(self, s: _Session, label_images: np.ndarray, min_fraction: float, split: bool) -> np.ndarray:
         from ...lifting import face_adjacency, face_visible_samples, lift_masks, postprocess_labels

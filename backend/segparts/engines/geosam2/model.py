@@ -193,8 +193,8 @@ OPTIONAL_KEYS: frozenset[str] = frozenset()
 def build_model(image_size: int = FULL_IMAGE_SIZE, device: str = "cpu", video_mode: bool = True) -> GeoSAM2Model:
     """GeoSAM2 with random weights. `image_size` other than 1024 is a test/benchmark-only setting
     (the checkpoint is trained at 1024): it resizes the prompt encoder and RoPE grids consistently."""
-    if image_size % 256:
-        raise ValueError("image_size must be a multiple of 256 (Hiera's stride 32 × FPN 8)")
+    if image_size % 128 or image_size <= 0:
+        raise ValueError("image_size must be a positive multiple of 128 (Hiera's stride 32, 4-token windows)")
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
     from hydra.utils import instantiate
