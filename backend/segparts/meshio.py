@@ -16,12 +16,13 @@ so no face is dropped or moved.
 """
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
 import numpy as np
 
-from .mesh import DEFAULT_MAX_FACES, Mesh, MeshError, triangulate_polygons, validate_mesh
+from .mesh import DEFAULT_MAX_FACES, Mesh, MeshError, validate_mesh
 
 MESH_SUFFIXES = (".obj", ".ply", ".off", ".stl", ".glb", ".gltf")
 COLOURED_SUFFIXES = (".ply", ".glb")
@@ -60,17 +61,35 @@ def _one_line(exc: Exception) -> str:
 
 
 def _triangulate(polygons) -> tuple[np.ndarray, np.ndarray | None, int | None]:
-    """Triangles pass through untouched (face_map None); anything else is fan-triangulated."""
-    if isinstance(polygons, np.ndarray) and polygons.ndim == 2 and polygons.shape[1] == 3:
-        return polygons, None, None
-    if isinstance(polygons, np.ndarray) and polygons.ndim == 2 and polygons.shape[0] == 0:
+    """Triangles pass through untouched (face_map None); anything else is fan-triangulated
+    (same result as segparts.mesh.triangulate_polygons, vectorised over ragged input)."""
+    if isinstance(polygons, np.ndarray):
+        if polygons.shape[0] == 0:
+            return np.zeros((0, 3), np.int64), None, None
+        if polygons.shape[1] == 3:
+            return polygons, None, None
+        polygons = (polygons.ravel(), np.full(len(polygons), polygons.shape[1], np.int64))
+    items, counts = polygons  # flat corner indices + corners per polygon
+    if counts.size == 0:
         return np.zeros((0, 3), np.int64), None, None
-    if len(polygons) == 0:
-        return np.zeros((0, 3), np.int64), None, None
-    triangles, face_map = triangulate_polygons(polygons)
-    if len(triangles) == len(polygons):  # all triangles after all (ragged storage)
-        return triangles, None, None
-    return triangles, face_map, len(polygons)
+    if counts.min() < 3:
+        raise MeshError("bad_faces", "a polygon has fewer than 3 corners")
+    if (counts == 3).all():
+        return items.reshape(-1, 3), None, None
+    starts = np.cumsum(counts) - counts
+    n_tris = counts - 2
+    face_map = np.repeat(np.arange(len(counts)), n_tris)
+    j = np.arange(n_tris.sum()) - np.repeat(np.cumsum(n_tris) - n_tris, n_tris) + 1  # fan step 1..k-2
+    base = starts[face_map]
+    triangles = np.column_stack([items[base], items[base + j], items[base + j + 1]])
+    return triangles, face_map, len(counts)
+
+
+def _ragged(polygons) -> tuple[np.ndarray, np.ndarray]:
+    """(flat int64 corner indices, int64 corners per polygon) from a sequence of index lists."""
+    counts = np.fromiter(map(len, polygons), dtype=np.int64, count=len(polygons))
+    items = np.fromiter(itertools.chain.from_iterable(polygons), dtype=np.int64, count=int(counts.sum()))
+    return items, counts
 
 
 # ---- OBJ ---------------------------------------------------------------------------------
@@ -99,13 +118,13 @@ def _read_obj(path: Path):
 
 
 def _as_polygons(polygons: list[list[int]]):
-    """(F, k) array when every polygon has k corners, else a list of int64 arrays."""
+    """(F, k) array when every polygon has k corners, else ragged (flat indices, counts)."""
     if not polygons:
         return np.zeros((0, 3), np.int64)
     k = len(polygons[0])
     if all(len(p) == k for p in polygons):
         return np.array(polygons, dtype=np.int64).reshape(len(polygons), k)
-    return [np.asarray(p, dtype=np.int64) for p in polygons]
+    return _ragged(polygons)
 
 
 # ---- OFF ---------------------------------------------------------------------------------
@@ -137,12 +156,16 @@ def _read_off(path: Path):
 
 # ---- PLY ---------------------------------------------------------------------------------
 def _read_ply(path: Path):
-    """trimesh's PLY element parser (ASCII and binary); faces taken as stored, in order."""
+    """trimesh's PLY header and ASCII parsers; our own binary body reader, because trimesh's
+    assumes every face has as many corners as the first one (Blender writes mixed n-gons)."""
     from trimesh.exchange import ply
 
     with open(path, "rb") as f:
         elements, is_ascii, _ = ply._parse_header(f)
-        (ply._ply_ascii if is_ascii else ply._ply_binary)(elements, f)
+        if is_ascii:
+            ply._ply_ascii(elements, f)
+        else:
+            _ply_binary_body(elements, f.read(), path.name)
     vertex = elements.get("vertex", {}).get("data")
     if vertex is None or any(k not in _field_names(vertex) for k in "xyz"):
         raise MeshError("unreadable", f"{path.name}: the PLY file has no vertex x/y/z")
@@ -154,9 +177,81 @@ def _read_ply(path: Path):
     faces = face[key]
     if isinstance(faces, np.ndarray) and faces.dtype.names:  # binary, equal-length lists: (count, indices)
         faces = faces[faces.dtype.names[-1]]
+    if isinstance(faces, tuple):  # our binary reader, mixed sizes: (flat indices, counts)
+        return vertices, faces
     if isinstance(faces, np.ndarray) and faces.dtype != object:
         return vertices, faces.astype(np.int64).reshape(len(faces), -1)
-    return vertices, _as_polygons([np.asarray(p, dtype=np.int64).ravel().tolist() for p in faces])
+    return vertices, _as_polygons([np.asarray(p, dtype=np.int64).ravel() for p in faces])
+
+
+def _ply_binary_body(elements: dict, buf: bytes, name: str) -> None:
+    """Fill elements[*]["data"] (a dict of arrays) up to and including the face element.
+    Rows of an element with one list property are located with one pass over the counts;
+    the indices are then gathered with numpy."""
+    data = np.frombuffer(buf, dtype=np.uint8)
+    offset = 0
+    for key, element in elements.items():
+        props = list(element["properties"].items())
+        n = int(element["length"])
+        lists = [i for i, (_, dt) in enumerate(props) if "$LIST" in dt]
+        if not lists:
+            dtype = np.dtype([(k, dt) for k, dt in props])
+            if offset + n * dtype.itemsize > len(buf):
+                raise MeshError("unreadable", f"{name}: the PLY file is truncated in element {key!r}")
+            rows = np.frombuffer(buf, dtype=dtype, count=n, offset=offset)
+            element["data"] = {k: rows[k] for k, _ in props}
+            offset += n * dtype.itemsize
+        elif len(lists) == 1:
+            element["data"], offset = _ply_list_rows(buf, data, offset, props, lists[0], n, name, key)
+        else:
+            raise MeshError("unreadable", f"{name}: PLY element {key!r} has several list properties")
+        if key == "face":
+            return
+
+
+def _ply_list_rows(buf: bytes, raw: np.ndarray, offset: int, props, li: int, n: int, name: str, key: str):
+    """Rows = fixed scalars before, a list (count + items), fixed scalars after."""
+    before = np.dtype([(k, dt) for k, dt in props[:li]]) if li else np.dtype([])
+    after = np.dtype([(k, dt) for k, dt in props[li + 1:]]) if li + 1 < len(props) else np.dtype([])
+    count_dt, item_dt = props[li][1].split(",", 1)
+    count_dt, item_dt = np.dtype(count_dt.strip()), np.dtype(item_dt.split(")", 1)[1].strip())
+    fixed = before.itemsize + count_dt.itemsize + after.itemsize
+    starts = np.empty(n, np.int64)
+    counts = np.empty(n, np.int64)
+    # common case: every row has the first row's count -> all positions at once
+    first = int(np.frombuffer(raw, count_dt, 1, offset + before.itemsize)[0]) if n else 0
+    row = fixed + first * item_dt.itemsize
+    if n and offset + n * row <= len(raw):
+        starts[:] = offset + np.arange(n) * row
+        pos = starts + before.itemsize
+        gathered = raw[pos[:, None] + np.arange(count_dt.itemsize)].copy().view(count_dt).ravel()
+        uniform = bool((gathered == first).all())
+    else:
+        uniform = False
+    if uniform:
+        counts[:] = first
+    else:  # mixed sizes: walk the counts once
+        p, b, k, isz = offset, before.itemsize, count_dt.itemsize, item_dt.itemsize
+        order = "big" if count_dt.byteorder == ">" else "little"
+        for i in range(n):
+            if p + fixed > len(buf):
+                raise MeshError("unreadable", f"{name}: the PLY file is truncated in element {key!r}")
+            c = buf[p + b] if k == 1 else int.from_bytes(buf[p + b:p + b + k], order)
+            starts[i], counts[i] = p, c
+            p += fixed + c * isz
+    end = int(starts[-1] + fixed + counts[-1] * item_dt.itemsize) if n else offset
+    if end > len(raw):
+        raise MeshError("unreadable", f"{name}: the PLY file is truncated in element {key!r}")
+    first_item = np.repeat(starts + before.itemsize + count_dt.itemsize, counts)
+    within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    item_pos = first_item + within * item_dt.itemsize
+    items = raw[item_pos[:, None] + np.arange(item_dt.itemsize)].copy().view(item_dt).ravel()
+    out = {}
+    if uniform:
+        out[props[li][0]] = items.reshape(n, first)
+    else:
+        out[props[li][0]] = (items.astype(np.int64), counts)
+    return out, end
 
 
 def _field_names(data) -> tuple:
