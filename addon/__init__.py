@@ -1,0 +1,40 @@
+"""Segment Parts: split a mesh into parts with a local segmentation backend.
+
+Thin Blender front end. The backend (engines, torch, ...) runs in its own process and Python;
+this add-on talks to it over ZeroMQ through the bundled `_shared` client (a copy of the
+backend's wire.py, client.py and hierarchy.py made by build_addon.py). Nothing here imports
+torch or segparts. Modules without bpy (partdata, picking, palette, session, jobs, setup) hold the
+logic and are tested outside Blender.
+"""
+
+bl_info = {
+    "name": "Segment Parts",
+    "author": "Segment Parts developers",
+    "version": (0, 1, 0),
+    "blender": (4, 2, 0),
+    "location": "View3D > Sidebar > Segment Parts",
+    "description": "Split meshes into parts with a local segmentation backend",
+    "category": "Mesh",
+}
+
+
+def register():
+    from . import operators, props, runtime, ui
+
+    props.register()
+    operators.register()
+    ui.register()
+    runtime.ensure_timer()
+
+
+def unregister():
+    import bpy
+
+    from . import operators, props, runtime, ui
+
+    if bpy.app.timers.is_registered(runtime.drain):
+        bpy.app.timers.unregister(runtime.drain)
+    runtime.shutdown()
+    ui.unregister()
+    operators.unregister()
+    props.unregister()

@@ -1,0 +1,147 @@
+"""Editing parts after segmentation: materials, separation, Edit Mode selection, visibility."""
+from __future__ import annotations
+
+import bpy
+import numpy as np
+from mathutils import Matrix, Vector
+
+from . import mesh_io, palette, partdata, runtime, writeback
+
+
+def selected_parts(obj) -> list[int]:
+    """Parts ticked in the list; the active list entry when none is ticked."""
+    items = obj.segparts.parts
+    chosen = [it.part_id for it in items if it.selected]
+    if not chosen and 0 <= obj.segparts.active_part < len(items):
+        chosen = [items[obj.segparts.active_part].part_id]
+    return chosen
+
+
+def set_selected_parts(obj, parts) -> None:
+    parts = set(int(p) for p in parts)
+    for it in obj.segparts.parts:
+        it.selected = it.part_id in parts
+
+
+def _labels(obj) -> np.ndarray:
+    labels = writeback.labels(obj)
+    if labels is None:
+        raise RuntimeError(f"{obj.name!r} has no parts yet: segment it first")
+    return labels
+
+
+def assign_material(obj, parts, material) -> None:
+    """Give the faces of `parts` the material (a user slot is added if needed). With preview
+    colours on, those parts show it and it stays when the preview is cleared."""
+    runtime.ensure_object_mode(obj)
+    labels = _labels(obj)
+    preview = writeback.preview_active(obj)
+    slot = writeback.user_slot_for(obj, material)
+    real = writeback.real_material_indices(obj)
+    mask = np.isin(labels, np.asarray(list(parts), dtype=np.int32))
+    real[mask] = slot
+    writeback.set_real_material_indices(obj, real)
+    for it in obj.segparts.parts:
+        if it.part_id in set(parts):
+            it.material = material
+    if preview:
+        kept = {it.part_id: 0 for it in obj.segparts.parts if it.material}
+        writeback.write_preview_materials(obj, labels, kept)
+    obj.data.update()
+
+
+def new_part_material(parts) -> bpy.types.Material:
+    """A new real (user) material with the colour of the first part."""
+    first = sorted(parts)[0]
+    mat = bpy.data.materials.new(f"Part {palette.part_name(first)}")
+    colour = palette.part_colour(first)
+    mat.diffuse_color = colour
+    bsdf = mat.node_tree.nodes.get("Principled BSDF") if mat.node_tree else None
+    if bsdf is not None:
+        bsdf.inputs["Base Color"].default_value = colour
+    return mat
+
+
+def _make_active(context, obj) -> None:
+    for other in context.view_layer.objects:
+        if other.select_get():
+            other.select_set(False)
+    context.view_layer.objects.active = obj
+    obj.select_set(True)
+
+
+def select_faces(context, obj, parts, edit_mode: bool = True) -> int:
+    """Select exactly the faces of `parts` (Edit Mode, face select), ready to transform."""
+    runtime.ensure_object_mode(obj)
+    mask = np.isin(_labels(obj), np.asarray(list(parts), dtype=np.int32))
+    mesh_io.set_selection(obj.data, mask)
+    if edit_mode:
+        _make_active(context, obj)
+        bpy.ops.object.mode_set(mode="EDIT")
+        context.tool_settings.mesh_select_mode = (False, False, True)
+    return int(mask.sum())
+
+
+def separate_parts(context, obj, parts) -> list:
+    """Each part in `parts` becomes its own object: materials kept (preview colours removed),
+    origin at the part's centre, named after the part. Returns the new objects."""
+    runtime.ensure_object_mode(obj)
+    names = {it.part_id: it.name for it in obj.segparts.parts}
+    created = []
+    for part in sorted(set(int(p) for p in parts)):
+        labels = _labels(obj)
+        mask = labels == part
+        if not mask.any():
+            continue
+        mesh_io.set_selection(obj.data, mask)
+        _make_active(context, obj)
+        before = set(bpy.data.objects)
+        bpy.ops.object.mode_set(mode="EDIT")
+        bpy.ops.mesh.separate(type="SELECTED")
+        bpy.ops.object.mode_set(mode="OBJECT")
+        new = [o for o in bpy.data.objects if o not in before]
+        if len(new) != 1:
+            raise RuntimeError(f"separating part {part} made {len(new)} objects")
+        created.append(_tidy_separated(new[0], obj, part, names.get(part, palette.part_name(part))))
+    # the original keeps the remaining parts; groups of the parts that left are dropped
+    for vg in [vg for vg in obj.vertex_groups if vg.name in {palette.part_name(p) for p in parts}]:
+        obj.vertex_groups.remove(vg)
+    runtime.refresh_parts(obj, keep=True)
+    _make_active(context, obj)
+    return created
+
+
+def _tidy_separated(new, source, part: int, name: str):
+    new.name = f"{source.name}.{name}"
+    new.data.name = new.name
+    writeback.clear_preview(new)  # the user's materials, not the preview colours
+    modifier = new.modifiers.get(writeback.VISIBILITY_MODIFIER)
+    if modifier is not None:
+        new.modifiers.remove(modifier)
+    mesh_io.remove_attribute(new.data, writeback.HIDDEN_ATTR)
+    keep = palette.part_name(part)
+    for vg in [vg for vg in new.vertex_groups if vg.name.startswith(writeback.GROUP_PREFIX) and vg.name != keep]:
+        new.vertex_groups.remove(vg)
+    for key in (writeback.PARENT_PROP, writeback.HEIGHT_PROP):
+        if key in new:
+            del new[key]
+    mesh_io.remove_attribute(new.data, writeback.LEAF_ATTR)
+    # origin at the part's centre, so it rotates and animates about itself
+    centres, areas = mesh_io.polygon_centres_areas(new.data)
+    centre = partdata.part_centres(np.zeros(len(areas), dtype=np.int32), centres, areas).get(0)
+    if centre is not None:
+        c = Vector(centre)
+        new.data.transform(Matrix.Translation(-c))
+        new.matrix_world = new.matrix_world @ Matrix.Translation(c)
+    runtime.refresh_parts(new, keep=False)
+    if new.segparts.parts:
+        new.segparts.parts[0].name = name
+    return new
+
+
+def set_visible_parts(obj, visible) -> None:
+    """Show exactly `visible` (part ids); the rest are hidden in every mode and in renders."""
+    visible = set(int(p) for p in visible)
+    runtime.set_visibility_quietly(obj, visible)
+    hidden = {it.part_id for it in obj.segparts.parts if it.part_id not in visible}
+    writeback.set_hidden_parts(obj, hidden)

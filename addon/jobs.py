@@ -1,0 +1,139 @@
+"""Multi-step requests (upload -> segment / pick) as small state machines; no bpy.
+
+Each step is one non-blocking request on the Session; answers arrive through Session.tick().
+The mesh goes over the wire once per content: we ask for the mesh id first and send the arrays
+only when the backend does not hold it (e.g. after a restart).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+UNKNOWN_MESH = "unknown_mesh"
+CANCELLED = "cancelled"
+
+
+@dataclass
+class MeshArrays:
+    vertices: np.ndarray  # (V,3) float64, object space of the ORIGINAL mesh
+    faces: np.ndarray  # (T,3) int32 triangles
+    tri_poly: np.ndarray  # (T,) polygon of each triangle
+    n_polygons: int
+
+    def wire_arrays(self) -> dict:
+        return {"vertices": np.ascontiguousarray(self.vertices, dtype="<f8"),
+                "faces": np.ascontiguousarray(self.faces, dtype="<i4"),
+                "face_map": np.ascontiguousarray(self.tri_poly, dtype="<i8")}
+
+
+class _Job:
+    def __init__(self, session, mesh: MeshArrays, mesh_id: str, on_done: Callable, on_error: Callable):
+        self.session, self.mesh, self.mesh_id = session, mesh, mesh_id
+        self.on_done, self.on_error = on_done, on_error
+        self.state = "uploading"
+        self.progress, self.stage = 0.0, "uploading mesh"
+        self.job_id: str | None = None
+        self.cancelled = False
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("uploading", "queued", "running", "cancelling")
+
+    def start(self):
+        # ask first: if the backend holds this mesh, nothing is sent
+        self.session.request("upload_mesh", {"mesh_id": self.mesh_id}, None, self._on_check)
+
+    def _on_check(self, msg, error):
+        if self.cancelled:
+            return self._finish_cancelled()
+        if msg is not None and not msg.ok and (msg.error or {}).get("code") == UNKNOWN_MESH:
+            self.session.request("upload_mesh", {"n_polygons": int(self.mesh.n_polygons)},
+                                 self.mesh.wire_arrays(), self._on_uploaded)
+            return
+        self._on_uploaded(msg, error)
+
+    def _on_uploaded(self, msg, error):
+        if self.cancelled:
+            return self._finish_cancelled()
+        if error:
+            return self._fail(f"Upload failed: {error}")
+        if msg.result.get("mesh_id") != self.mesh_id:
+            return self._fail("Upload failed: the backend computed a different mesh id")
+        self.state, self.stage = "queued", "queued"
+        self._submit()
+
+    def _on_job_message(self, msg, error):
+        if msg is None:  # the session failed (backend died, timed out, stopped)
+            return self._fail(error)
+        if msg.kind == "accepted":
+            self.job_id = msg.result.get("job_id")
+            if self.cancelled:
+                self._send_cancel()
+            return
+        if msg.kind == "progress":
+            self.state = "running" if self.state != "cancelling" else self.state
+            self.progress = float(msg.result.get("progress", self.progress))
+            self.stage = str(msg.result.get("stage", self.stage))
+            return
+        if not msg.ok:
+            if (msg.error or {}).get("code") == CANCELLED:
+                return self._finish_cancelled()
+            return self._fail(error)
+        self.state, self.progress, self.stage = "done", 1.0, "done"
+        self.on_done(self, msg)
+
+    def cancel(self):
+        if not self.active:
+            return
+        self.cancelled = True
+        self.state, self.stage = "cancelling", "cancelling"
+        if self.job_id is not None:
+            self._send_cancel()
+
+    def _send_cancel(self):
+        try:
+            self.session.request("cancel", {"job_id": self.job_id})
+        except RuntimeError as exc:
+            self._fail(str(exc))
+
+    def _finish_cancelled(self):
+        self.state, self.stage = "cancelled", "cancelled"
+        self.on_error(self, "Cancelled")
+
+    def _fail(self, text: str):
+        if self.state in ("done", "error", "cancelled"):
+            return
+        self.state, self.stage = "error", text
+        self.on_error(self, text)
+
+
+class SegmentJob(_Job):
+    def __init__(self, session, mesh, mesh_id, engine: str, on_done, on_error, options=None,
+                 parts: int | None = None, scale: float | None = None):
+        super().__init__(session, mesh, mesh_id, on_done, on_error)
+        self.engine, self.options, self.parts, self.scale = engine, options or {}, parts, scale
+
+    def _submit(self):
+        args = {"mesh_id": self.mesh_id, "engine": self.engine, "options": self.options}
+        if self.parts is not None:
+            args["parts"] = int(self.parts)
+        if self.scale is not None:
+            args["scale"] = float(self.scale)
+        self.session.request("segment", args, None, self._on_job_message)
+
+
+class PickJob(_Job):
+    """A prompt for an engine that answers clicks itself (GeoSAM2); result: a mask per triangle."""
+
+    def __init__(self, session, mesh, mesh_id, engine: str, clicks: list[dict], on_done, on_error,
+                 scale: float | None = None):
+        super().__init__(session, mesh, mesh_id, on_done, on_error)
+        self.engine, self.clicks, self.scale = engine, clicks, scale
+
+    def _submit(self):
+        args = {"mesh_id": self.mesh_id, "engine": self.engine, "clicks": self.clicks}
+        if self.scale is not None:
+            args["scale"] = float(self.scale)
+        self.session.request("pick", args, None, self._on_job_message)

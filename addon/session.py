@@ -1,0 +1,309 @@
+"""Backend process and connection, driven by a timer; no bpy here (tested without Blender).
+
+`Session.tick()` is the only place that touches the socket: it drains every message that has
+arrived (non-blocking `poll(0)`), dispatches each to the request that asked for it, notices a dead
+process or a backend that stopped answering, and returns quickly so Blender's UI never waits.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+HELLO_RETRY_S = 1.0
+START_TIMEOUT_S = 60.0  # first start may compile/import a lot; hello answers as soon as it is up
+CONNECT_TIMEOUT_S = 5.0  # a backend we did not start must answer hello this fast
+QUICK_TIMEOUT_S = 30.0  # upload/cancel/status replies
+JOB_SILENCE_S = 10.0  # while a job runs, ask `status` when nothing came for this long ...
+STATUS_TIMEOUT_S = 10.0  # ... and call the backend unreachable if that gets no answer either
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Config:
+    python: str = ""  # backend interpreter (with segparts installed); "" = not set
+    host: str = "127.0.0.1"
+    port: int = 5555
+    device: str = "auto"
+    auto_start: bool = True
+    models_dir: str = ""
+    state_dir: str = ""  # where logs and the token file go (the extension's user folder)
+    manifest: str = ""  # model manifest shipped with the bundled backend
+
+    @property
+    def token_file(self) -> Path:
+        return Path(self.state_dir) / f"token-{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return Path(self.state_dir) / "backend.log"
+
+
+class BackendProcess:
+    """The backend as a child process running its own Python (never Blender's)."""
+
+    def __init__(self, config: Config, parent_pid: int | None = None):
+        self.config = config
+        self.parent_pid = os.getpid() if parent_pid is None else parent_pid
+        self.proc: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        c = self.config
+        return [c.python, "-m", "segparts", "serve", "--host", c.host, "--port", str(c.port),
+                "--device", c.device, "--token-file", str(c.token_file), "--parent-pid", str(self.parent_pid)]
+
+    def start(self) -> None:
+        c = self.config
+        if not c.python:
+            raise RuntimeError("no backend Python set: choose it in the add-on preferences or press "
+                               "'Set up backend'")
+        if not Path(c.python).exists():
+            raise RuntimeError(f"backend Python {c.python!r} does not exist")
+        Path(c.state_dir).mkdir(parents=True, exist_ok=True)
+        c.token_file.unlink(missing_ok=True)  # never read a previous run's token
+        env = dict(os.environ)
+        env.pop("PYTHONPATH", None)  # Blender's paths must not leak into the backend's Python
+        env.pop("PYTHONHOME", None)
+        if c.models_dir:
+            env["SEGPARTS_MODELS"] = c.models_dir
+        if c.manifest and Path(c.manifest).exists() and "SEGPARTS_MANIFEST" not in env:
+            env["SEGPARTS_MANIFEST"] = c.manifest
+        log = open(c.log_file, "ab")
+        try:
+            flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, env=env, creationflags=flags)
+        finally:
+            log.close()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def exit_code(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def stop(self, timeout: float = 3.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM: the server stops its workers and removes its token
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        self.proc = None
+
+    def log_tail(self, n_lines: int = 3) -> str:
+        try:
+            lines = self.config.log_file.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return " | ".join(lines[-n_lines:])
+
+
+@dataclass
+class Pending:
+    op: str
+    on_message: Callable | None
+    deadline: float  # inf while a job is accepted and running
+    job_id: str | None = None
+    last_seen: float = field(default_factory=time.monotonic)
+
+
+class Session:
+    """State machine: off -> starting -> ready; any failure -> error (with a message)."""
+
+    def __init__(self, config: Config, client_factory: Callable):
+        self.config = config
+        self._client_factory = client_factory  # (host, port, token_file) -> BackendClient
+        self.client = None
+        self.process: BackendProcess | None = None
+        self.state = "off"
+        self.message = "Backend not started"
+        self.hello: dict = {}
+        self.pending: dict[str, Pending] = {}
+        self._hello_id: str | None = None
+        self._hello_sent = 0.0
+        self._start_deadline = 0.0
+        self._status_id: str | None = None
+        self.changed = True  # the UI redraws when set
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    @property
+    def busy(self) -> bool:
+        return any(p.job_id is not None or p.op in ("segment", "pick") for p in self.pending.values())
+
+    def start(self) -> None:
+        """Connect (starting our own backend when allowed). Returns at once; tick() finishes it."""
+        if self.state in ("starting", "ready"):
+            return
+        self._close_client()
+        c = self.config
+        owns = c.auto_start
+        token_file = None
+        if owns:
+            if self.process is None or not self.process.running:
+                self.process = BackendProcess(c)
+                try:
+                    self.process.start()
+                except (OSError, RuntimeError) as exc:
+                    self.process = None
+                    self._fail(f"Could not start the backend: {exc}")
+                    return
+            token_file = c.token_file
+        self.client = self._client_factory(c.host, c.port, token_file)
+        self.state = "starting"
+        self.message = "Starting backend…" if owns else f"Connecting to {c.host}:{c.port}…"
+        self._start_deadline = time.monotonic() + (START_TIMEOUT_S if owns else CONNECT_TIMEOUT_S)
+        self._send_hello()
+        self.changed = True
+
+    def stop(self) -> None:
+        """Stop our backend process (if we started one) and drop the connection."""
+        self._fail_pending("backend stopped")
+        self._close_client()
+        if self.process is not None:
+            self.process.stop()
+            self.process = None
+        self.state, self.message, self.hello = "off", "Backend stopped", {}
+        self.changed = True
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def _close_client(self):
+        if self.client is not None:
+            try:
+                self.client.close()
+            except Exception:
+                pass
+            self.client = None
+
+    def _send_hello(self):
+        self._hello_id = self.client.send("hello")
+        self._hello_sent = time.monotonic()
+
+    def _fail(self, message: str) -> None:
+        self.state, self.message = "error", message
+        self._fail_pending(message)
+        self.changed = True
+
+    def _fail_pending(self, message: str) -> None:
+        pending, self.pending = self.pending, {}
+        for req_id, p in pending.items():
+            if p.on_message is not None:
+                p.on_message(None, message)
+
+    # ---- requests ------------------------------------------------------------------------
+    def request(self, op: str, args: dict | None = None, arrays: dict | None = None,
+                on_message: Callable | None = None, timeout: float = QUICK_TIMEOUT_S) -> str:
+        """Send one request; `on_message(msg, error_text)` gets every answer (msg None on failure)."""
+        if not self.ready:
+            raise RuntimeError(self.message if self.state == "error" else "the backend is not ready yet")
+        req_id = self.client.send(op, args, arrays)
+        self.pending[req_id] = Pending(op, on_message, time.monotonic() + timeout)
+        return req_id
+
+    # ---- the timer's work ----------------------------------------------------------------
+    def tick(self) -> None:
+        """Drain the socket and check health. Never blocks."""
+        if self.client is None:
+            return
+        now = time.monotonic()
+        try:
+            messages = self.client.poll(0)
+        except Exception as exc:  # a garbled frame must not kill the timer
+            self._fail(f"Bad message from the backend: {exc}")
+            return
+        for msg in messages:
+            self._dispatch(msg, now)
+        if self.state == "starting":
+            self._check_starting(now)
+        elif self.state == "ready":
+            self._check_health(now)
+
+    def _dispatch(self, msg, now: float) -> None:
+        if msg.id == self._hello_id and self.state == "starting":
+            if msg.ok:
+                self.hello = msg.result
+                self.state, self.message = "ready", self._ready_message()
+            else:
+                self._fail(f"Backend refused hello: {(msg.error or {}).get('message', '')}")
+            self.changed = True
+            return
+        if msg.id == self._status_id:
+            self._status_id = None
+            for p in self.pending.values():
+                p.last_seen = now
+            return
+        p = self.pending.get(msg.id)
+        if p is None:
+            return  # an answer to a request we gave up on
+        p.last_seen = now
+        if msg.kind == "accepted":
+            p.job_id = msg.result.get("job_id")
+            p.deadline = float("inf")
+        if msg.final:
+            del self.pending[msg.id]
+        if p.on_message is not None:
+            error = None if msg.ok else _error_text(msg.error)
+            p.on_message(msg, error)
+        self.changed = True
+
+    def _check_starting(self, now: float) -> None:
+        if self.process is not None and not self.process.running:
+            self._fail(f"Backend exited (code {self.process.exit_code}) while starting: {self.process.log_tail()}")
+            return
+        if now > self._start_deadline:
+            where = f"{self.config.host}:{self.config.port}"
+            self._fail(f"No backend answers at {where}" + ("" if self.config.auto_start else
+                       " (start one with `segparts serve` or enable Auto-start)"))
+            return
+        if now - self._hello_sent > HELLO_RETRY_S:
+            self._send_hello()  # the first may have gone to a socket that was not bound yet
+
+    def _check_health(self, now: float) -> None:
+        if self.process is not None and not self.process.running:
+            self._fail(f"Backend stopped unexpectedly (exit code {self.process.exit_code}). "
+                       f"Press Restart. Log: {self.process.log_tail()}")
+            return
+        for req_id, p in list(self.pending.items()):
+            if now > p.deadline:
+                self._fail(f"Backend did not answer {p.op!r} in time; press Restart")
+                return
+        waiting = [p for p in self.pending.values() if p.job_id is not None and now - p.last_seen > JOB_SILENCE_S]
+        if waiting and self._status_id is None:
+            self._status_id = self.client.send("status")
+            self._status_sent = now
+        elif self._status_id is not None and now - self._status_sent > STATUS_TIMEOUT_S:
+            self._fail("Backend is unreachable (no answer to status); press Restart")
+
+    def _ready_message(self) -> str:
+        h = self.hello
+        return f"Backend {h.get('version', '?')} ready on {h.get('device', '?')}"
+
+    def engines(self) -> dict[str, dict]:
+        return dict(self.hello.get("engines") or {})
+
+
+def _error_text(error: dict | None) -> str:
+    error = error or {}
+    return str(error.get("message") or error.get("code") or "unknown error")

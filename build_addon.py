@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""Build the Blender extension zips of the Segment Parts add-on.
+
+    python build_addon.py            # every platform: windows-x64, macos-arm64, macos-x64, linux-x64
+    python build_addon.py --local    # only this machine's platform (tests, `make demo`)
+
+Steps: download the pyzmq and msgpack wheels for each platform and for Python 3.11 (Blender
+4.2-5.0) and 3.13 (Blender 5.1+) with `pip download --only-binary` (cached under build/wheels, so a
+second run is quick) and FAIL if any platform lacks a wheel for any dependency; stage addon/ with
+`_shared/` (copies of the backend's wire.py, client.py, hierarchy.py), the bundled backend
+(backend/segparts + pyproject + model manifest, for "Set up backend") and the wheels; write the
+manifest's `platforms` and `wheels`; build split-platform zips with Blender's own extension CLI
+(blender_ext.py, shipped in the bpy wheel, runs with plain Python); validate each zip with the same
+CLI and check that it holds every wheel its platform needs (the CLI silently drops missing ones).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+ADDON = ROOT / "addon"
+BACKEND = ROOT / "backend" / "segparts"
+BUILD = ROOT / "build"
+REQUIREMENTS = ["pyzmq==27.1.0", "msgpack==1.1.2"]
+PYTHONS = ["3.11", "3.13"]
+# Blender platform -> pip platform tags (pip also accepts older compatible tags for macOS)
+PLATFORMS = {
+    "windows-x64": ["win_amd64"],
+    "macos-arm64": ["macosx_11_0_arm64"],
+    "macos-x64": ["macosx_11_0_x86_64"],
+    "linux-x64": ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"],
+}
+SHARED = ["wire.py", "client.py", "hierarchy.py"]
+
+
+class BuildError(Exception):
+    pass
+
+
+def local_platform() -> str:
+    machine = platform.machine().lower()
+    arch = "arm64" if machine in ("arm64", "aarch64") else "x64"
+    system = {"win32": "windows", "darwin": "macos"}.get(sys.platform, "linux")
+    name = f"{system}-{arch}"
+    if name not in PLATFORMS:
+        raise BuildError(f"no wheel set configured for this platform ({name})")
+    return name
+
+
+def find_extension_cli() -> Path:
+    """blender_ext.py from the bpy wheel (or $BLENDER_EXT_CLI)."""
+    if os.environ.get("BLENDER_EXT_CLI"):
+        return Path(os.environ["BLENDER_EXT_CLI"])
+    roots = [Path(p) for p in sys.path if p and Path(p).is_dir()]
+    for root in roots:
+        hits = glob.glob(str(root / "bpy" / "*" / "scripts" / "addons_core" / "bl_pkg" / "cli" / "blender_ext.py"))
+        if hits:
+            return Path(sorted(hits)[-1])
+    raise BuildError("Blender's extension CLI (blender_ext.py) not found: install bpy in this Python "
+                     "or set BLENDER_EXT_CLI")
+
+
+def _project(requirement: str) -> str:
+    return re.split(r"[=<>!~ ]", requirement, maxsplit=1)[0].lower().replace("-", "_")
+
+
+def _wheel_project(wheel: Path) -> str:
+    return wheel.name.split("-")[0].lower().replace("-", "_")
+
+
+def download_wheels(platform_name: str, python: str, quiet: bool = True) -> list[Path]:
+    """One wheel per requirement for this platform and Python; cached per (platform, Python)."""
+    folder = BUILD / "wheels" / f"{platform_name}-cp{python.replace('.', '')}"
+    stamp = folder / ".complete"
+    wanted = "\n".join(REQUIREMENTS)
+    if not (stamp.exists() and stamp.read_text() == wanted):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        abi = f"cp{python.replace('.', '')}"
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", str(folder),
+               "--python-version", python, "--implementation", "cp", "--abi", abi, "--abi", "abi3", "--abi", "none"]
+        for tag in PLATFORMS[platform_name]:
+            cmd += ["--platform", tag]
+        if quiet:
+            cmd.append("--quiet")
+        for req in REQUIREMENTS:
+            done = subprocess.run(cmd + [req], capture_output=True, text=True)
+            if done.returncode != 0:
+                raise BuildError(f"no {platform_name} wheel of {req} for Python {python}:\n"
+                                 + "\n".join(ln for ln in done.stderr.splitlines() if "WARNING" not in ln)[-800:])
+        stamp.write_text(wanted)
+    wheels = sorted(folder.glob("*.whl"))
+    for req in REQUIREMENTS:
+        found = [w for w in wheels if _wheel_project(w) == _project(req)]
+        if len(found) != 1:
+            raise BuildError(f"{platform_name}/Python {python}: expected one wheel of {req}, found {len(found)}")
+    return wheels
+
+
+def stage(platforms: list[str], wheels: dict[str, list[Path]]) -> Path:
+    """A clean source folder for the extension CLI: add-on, _shared copies, backend, wheels."""
+    out = BUILD / "stage" / "segment_parts"
+    shutil.rmtree(out, ignore_errors=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "_shared", "bundled_backend", "wheels")
+    shutil.copytree(ADDON, out, ignore=ignore)
+    shared = out / "_shared"
+    shared.mkdir()
+    (shared / "__init__.py").write_text('"""Copies of segparts/{wire,client,hierarchy}.py made by build_addon.py."""\n')
+    for name in SHARED:
+        shutil.copy2(BACKEND / name, shared / name)
+    bundle = out / "bundled_backend"
+    shutil.copytree(BACKEND, bundle / "backend" / "segparts",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+    shutil.copy2(ROOT / "pyproject.toml", bundle / "pyproject.toml")
+    readme = ROOT / "README.md"
+    if readme.exists():
+        shutil.copy2(readme, bundle / "README.md")
+    else:
+        (bundle / "README.md").write_text("Segment Parts backend\n")
+    if (ROOT / "models" / "manifest.json").exists():
+        (bundle / "models").mkdir()
+        shutil.copy2(ROOT / "models" / "manifest.json", bundle / "models" / "manifest.json")
+    (out / "wheels").mkdir()
+    names = []
+    for platform_name in platforms:
+        for wheel in wheels[platform_name]:
+            if not (out / "wheels" / wheel.name).exists():
+                shutil.copy2(wheel, out / "wheels" / wheel.name)
+                names.append(wheel.name)
+    write_manifest(out / "blender_manifest.toml", platforms, sorted(names))
+    return out
+
+
+def write_manifest(path: Path, platforms: list[str], wheel_names: list[str]) -> None:
+    text = path.read_text()
+    tomllib.loads(text)  # the source manifest must parse
+    lines = [f"platforms = [{', '.join(repr(p).replace(chr(39), chr(34)) for p in platforms)}]",
+             "wheels = ["] + [f'  "./wheels/{w}",' for w in wheel_names] + ["]", ""]
+    # top-level keys must come before the first [table]
+    head, sep, tail = text.partition("\n[")
+    path.write_text(head.rstrip() + "\n" + "\n".join(lines) + "\n" + (sep.lstrip("\n") + tail if sep else ""))
+    tomllib.loads(path.read_text())
+
+
+def run_cli(cli: Path, *args: str) -> str:
+    done = subprocess.run([sys.executable, str(cli), *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise BuildError(f"blender_ext {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+def check_zip(zip_path: Path, platform_name: str, wheels: dict[str, list[Path]], cli: Path) -> None:
+    run_cli(cli, "validate", str(zip_path))
+    with zipfile.ZipFile(zip_path) as zf:
+        names = set(zf.namelist())
+        manifest = tomllib.loads(zf.read("blender_manifest.toml").decode())
+    needed = {f"wheels/{w.name}" for w in wheels[platform_name]}
+    missing = sorted(n for n in needed if n not in names)
+    if missing:
+        raise BuildError(f"{zip_path.name} lacks wheels {missing}")
+    for required in ["__init__.py", "_shared/client.py", "_shared/wire.py", "_shared/hierarchy.py",
+                     "bundled_backend/pyproject.toml", "bundled_backend/backend/segparts/server.py"]:
+        if required not in names:
+            raise BuildError(f"{zip_path.name} lacks {required}")
+    if platform_name not in manifest.get("platforms", []):
+        raise BuildError(f"{zip_path.name}: manifest platforms {manifest.get('platforms')} lack {platform_name}")
+
+
+def build(platforms: list[str], output_dir: Path) -> list[Path]:
+    cli = find_extension_cli()
+    wheels = {}
+    for platform_name in platforms:
+        wheels[platform_name] = [w for py in PYTHONS for w in download_wheels(platform_name, py)]
+    source = stage(platforms, wheels)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    manifest = tomllib.loads((source / "blender_manifest.toml").read_text())
+    for old in output_dir.glob(f"{manifest['id']}-{manifest['version']}*.zip"):
+        old.unlink()
+    run_cli(cli, "build", "--source-dir", str(source), "--output-dir", str(output_dir), "--split-platforms")
+    zips = []
+    for platform_name in platforms:
+        zip_path = output_dir / f"{manifest['id']}-{manifest['version']}-{platform_name.replace('-', '_')}.zip"
+        if not zip_path.exists():
+            raise BuildError(f"the extension CLI made no zip for {platform_name} ({zip_path.name})")
+        check_zip(zip_path, platform_name, wheels, cli)
+        zips.append(zip_path)
+    return zips
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--local", action="store_true", help="build only this machine's platform")
+    ap.add_argument("--platform", action="append", choices=sorted(PLATFORMS), help="build only these platforms")
+    ap.add_argument("--output-dir", type=Path, default=ROOT / "dist")
+    args = ap.parse_args(argv)
+    platforms = [local_platform()] if args.local else (args.platform or list(PLATFORMS))
+    try:
+        zips = build(platforms, args.output_dir)
+    except BuildError as exc:
+        print(f"build_addon: error: {exc}", file=sys.stderr)
+        return 1
+    for z in zips:
+        print(f"{z}  ({z.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

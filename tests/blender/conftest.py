@@ -1,0 +1,101 @@
+"""Headless Blender (the `bpy` module) with the BUILT add-on installed as an extension into a
+temporary user folder, talking to a real `segparts serve` process that the add-on starts itself.
+
+Run in its own pytest process: `pytest tests/blender`. bpy is imported once per process; timers
+never fire in the bpy module, so tests drive the add-on's timer function (`runtime.drain`).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+_USER = tempfile.mkdtemp(prefix="segparts-blender-user-")
+# Blender reads these when bpy is imported: set them first
+os.environ["BLENDER_USER_RESOURCES"] = _USER
+os.environ["SEGPARTS_RUNTIME_DIR"] = os.path.join(_USER, "runtime")
+
+bpy = pytest.importorskip("bpy", reason="the bpy module (pip install bpy==5.0.1, Python 3.11) is needed")
+
+MODULE = "bl_ext.user_default.segment_parts"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def built_zip(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    done = subprocess.run([sys.executable, str(ROOT / "build_addon.py"), "--local", "--output-dir", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"build_addon.py failed:\n{done.stdout}\n{done.stderr}"
+    zips = sorted(out.glob("segment_parts-*.zip"))
+    assert len(zips) == 1, zips
+    return zips[0]
+
+
+@pytest.fixture(scope="session")
+def install_result(built_zip):
+    t0 = time.perf_counter()
+    result = bpy.ops.extensions.package_install_files(filepath=str(built_zip), repo="user_default",
+                                                      enable_on_install=True)
+    seconds = time.perf_counter() - t0
+    return result, seconds
+
+
+@pytest.fixture(scope="session")
+def addon(install_result):
+    result, _ = install_result
+    assert result == {"FINISHED"}, result
+    assert MODULE in bpy.context.preferences.addons, "the extension was installed but not enabled"
+    module = importlib.import_module(MODULE)
+    prefs = bpy.context.preferences.addons[MODULE].preferences
+    prefs.python_path = sys.executable  # this venv has segparts installed
+    prefs.port = free_port()
+    prefs.auto_start = True
+    prefs.device = "cpu"
+    return module
+
+
+@pytest.fixture(scope="session")
+def runtime(addon):
+    return importlib.import_module(MODULE + ".runtime")
+
+
+@pytest.fixture()
+def backend(runtime):
+    """A ready backend session (started once, restarted if a test killed it)."""
+    s = runtime.ensure_started()
+    runtime.run_until_idle(timeout=60)
+    assert s.ready, s.message
+    yield s
+    runtime.jobs.clear()
+    runtime.work.clear()
+
+
+@pytest.fixture(autouse=True)
+def clean_scene():
+    """Empty scene per test (faster than read_factory_settings, and keeps the add-on's prefs)."""
+    for obj in list(bpy.data.objects):
+        bpy.data.objects.remove(obj)
+    for collection in (bpy.data.meshes, bpy.data.materials):
+        for item in list(collection):
+            collection.remove(item)
+    if bpy.context.scene is not None and hasattr(bpy.context.scene, "segparts_preview"):
+        bpy.context.scene.segparts_preview = True
+    yield
+
+
+def sub(runtime, name):
+    return importlib.import_module(f"{MODULE}.{name}")

@@ -1,0 +1,261 @@
+"""The built add-on in headless Blender against a real backend process over real ZeroMQ."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+import zipfile
+
+import numpy as np
+import pytest
+
+from conftest import MODULE, bpy, sub
+from meshes import boxes_object, components
+
+
+def _labels(obj):
+    attr = obj.data.attributes["part_id"]
+    out = np.empty(len(obj.data.polygons), dtype=np.int32)
+    attr.data.foreach_get("value", out)
+    return out
+
+
+def _segment(runtime, obj, engine="geometric"):
+    bpy.context.view_layer.objects.active = obj
+    bpy.context.scene.segparts_engine = engine
+    assert bpy.ops.segparts.segment() == {"FINISHED"}
+    runtime.run_until_idle(timeout=60)
+    assert "part_id" in obj.data.attributes, runtime.message()
+
+
+# ---- packaging and registration --------------------------------------------------------------
+def test_zip_carries_wheels_shared_client_and_backend(built_zip):
+    with zipfile.ZipFile(built_zip) as zf:
+        names = zf.namelist()
+    for project in ("pyzmq", "msgpack"):
+        for tag in ("cp311", "cp31"):
+            assert any(n.startswith(f"wheels/{project}-") and tag in n for n in names), (project, tag)
+    assert "_shared/client.py" in names and "bundled_backend/pyproject.toml" in names
+    assert not any("torch" in n for n in names)
+
+
+def test_install_enables_and_registers(addon, install_result):
+    _, seconds = install_result
+    assert seconds < 10, f"install + enable took {seconds:.2f} s"
+    for op in ("segment", "cancel", "pick", "assign_material", "separate", "select_faces", "visibility",
+               "setup_backend", "fetch_models", "backend_restart", "clear_preview", "apply_materials"):
+        assert hasattr(bpy.ops.segparts, op), op
+        assert bpy.ops.segparts.__getattr__(op).idname() == f"SEGPARTS_OT_{op}"
+    assert hasattr(bpy.types, "SEGPARTS_PT_panel") and hasattr(bpy.types, "SEGPARTS_UL_parts")
+    assert bpy.types.SEGPARTS_PT_panel.bl_category == "Segment Parts"
+    prefs = bpy.context.preferences.addons[MODULE].preferences
+    for name in ("python_path", "host", "port", "auto_start", "device", "models_dir"):
+        assert hasattr(prefs, name)
+    # the add-on never pulls torch or the backend package into Blender
+    import sys
+
+    assert "torch" not in sys.modules and "segparts" not in sys.modules
+
+
+# ---- segmentation and write-back -----------------------------------------------------------------
+def test_segment_writes_attribute_groups_and_materials(runtime, backend):
+    obj = boxes_object()
+    _segment(runtime, obj)
+    labels = _labels(obj)
+    n_parts = int(labels.max()) + 1
+    assert set(np.unique(labels)) == set(range(n_parts)), "part ids must be 0..K-1"
+    comp = components(obj)
+    assert n_parts >= comp.max() + 1, "each disconnected box must be at least one part"
+    for p in range(n_parts):  # a part never spans two disconnected pieces
+        assert len(np.unique(comp[labels == p])) == 1
+    # vertex groups: Part_### holds every vertex of that part's faces (shared vertices in all)
+    me = obj.data
+    groups = {vg.name: vg.index for vg in obj.vertex_groups}
+    assert sorted(groups) == [f"Part_{p:03d}" for p in range(n_parts)]
+    for p in range(n_parts):
+        expected = {v for poly in me.polygons if labels[poly.index] == p for v in poly.vertices}
+        got = {v.index for v in me.vertices if any(g.group == groups[f"Part_{p:03d}"] for g in v.groups)}
+        assert got == expected, p
+    # preview materials: one coloured slot per part, faces point at their part's slot
+    assert len(me.materials) == n_parts
+    idx = np.array([poly.material_index for poly in me.polygons])
+    assert np.array_equal(idx, labels)
+    colours = {tuple(round(c, 3) for c in m.diffuse_color[:3]) for m in me.materials}
+    assert len(colours) == n_parts, "preview colours must differ"
+    # the part list mirrors the attribute
+    items = obj.segparts.parts
+    assert [it.part_id for it in items] == list(range(n_parts))
+    assert [it.face_count for it in items] == np.bincount(labels).tolist()
+    assert all(it.vertex_count == len([v for v in me.vertices if any(
+        g.group == groups[it.name] for g in v.groups)]) for it in items)
+
+
+def test_preview_keeps_and_restores_user_materials(runtime, backend):
+    obj = boxes_object()
+    red, blue = bpy.data.materials.new("Red"), bpy.data.materials.new("Blue")
+    obj.data.materials.append(red)
+    obj.data.materials.append(blue)
+    before = np.arange(len(obj.data.polygons)) % 2
+    obj.data.polygons.foreach_set("material_index", before.astype(np.int32))
+    _segment(runtime, obj)
+    labels = _labels(obj)
+    mats = obj.data.materials
+    assert mats[0] == red and mats[1] == blue and len(mats) == 2 + labels.max() + 1
+    assert np.array_equal([p.material_index for p in obj.data.polygons], labels + 2)
+    assert bpy.ops.segparts.clear_preview() == {"FINISHED"}
+    assert [m.name for m in obj.data.materials] == ["Red", "Blue"]
+    assert np.array_equal([p.material_index for p in obj.data.polygons], before)
+    assert "part_id" in obj.data.attributes, "the labels stay when the colours go"
+
+
+def test_granularity_recuts_stored_hierarchy_without_backend(runtime, backend):
+    obj = boxes_object()
+    _segment(runtime, obj)
+    writeback = sub(runtime, "writeback")
+    hierarchy = writeback.load_hierarchy(obj)
+    assert hierarchy is not None and hierarchy.n_nodes >= 1
+    runtime.shutdown()  # no backend from here on: re-cutting is local
+    obj.segparts.granularity = 0.0  # coarsest: the root
+    runtime.run_until_idle(timeout=30)
+    coarse = _labels(obj)
+    assert np.array_equal(coarse, hierarchy.cut(scale=1.0))
+    obj.segparts.granularity = 1.0  # finest: the leaves
+    runtime.run_until_idle(timeout=30)
+    fine = _labels(obj)
+    assert np.array_equal(fine, hierarchy.cut(scale=0.0))
+    assert fine.max() >= coarse.max()
+    assert len(obj.segparts.parts) == fine.max() + 1
+
+
+# ---- picking -------------------------------------------------------------------------------------
+def _ray_to_polygon_centre(obj, poly_index, distance=10.0):
+    from mathutils import Vector
+
+    poly = obj.data.polygons[poly_index]
+    target = obj.matrix_world @ poly.center
+    normal = (obj.matrix_world.to_3x3() @ poly.normal).normalized()
+    origin = target + normal * distance
+    return origin, (target - origin).normalized(), target
+
+
+@pytest.mark.parametrize("subdivided", [False, True])
+def test_pick_ray_face_part_follows_original_faces(runtime, backend, subdivided):
+    picking, pickview = sub(runtime, "picking"), sub(runtime, "pickview")
+    obj = boxes_object()
+    obj.location = (1.0, 2.0, 0.5)
+    obj.rotation_euler = (0.3, 0.1, 0.7)
+    if subdivided:
+        obj.modifiers.new("Subdivision", "SUBSURF").levels = 2
+    bpy.context.view_layer.update()
+    _segment(runtime, obj)
+    labels = _labels(obj)
+    assert len(labels) == len(obj.data.polygons), "labels belong to the original polygons"
+    mw = np.array(obj.matrix_world)
+    inv = np.linalg.inv(mw)
+    verts = np.array([v.co for v in obj.data.vertices])
+    obj.data.calc_loop_triangles()
+    tris = np.array([t.vertices for t in obj.data.loop_triangles])
+    tri_poly = np.array([t.polygon_index for t in obj.data.loop_triangles])
+    for poly_index in (0, 7, len(obj.data.polygons) - 2):  # outer faces (the roof base faces the box)
+        origin, direction, _ = _ray_to_polygon_centre(obj, poly_index)
+        target = pickview.pick_at_ray(obj, origin, direction)
+        assert target is not None and target.polygon == poly_index
+        assert target.parts == {int(labels[poly_index])}
+        assert np.array_equal(target.mask, labels == labels[poly_index])
+        # the pure numpy route (no BVH) finds the same face
+        o, d = picking.ray_to_object(np.array(origin), np.array(direction), inv)
+        tri, _t = picking.first_hit(o, d, verts[tris])
+        assert tri_poly[tri] == poly_index
+    # coarser than the current parts: the target covers whole parts
+    origin, direction, _ = _ray_to_polygon_centre(obj, 0)
+    coarse = pickview.pick_at_ray(obj, origin, direction, level=100)
+    assert coarse.mask.all() or coarse.parts >= {int(labels[0])}
+    assert set(np.unique(labels[coarse.mask])) == coarse.parts
+
+
+# ---- editing -------------------------------------------------------------------------------------
+def test_assign_material_and_separate(runtime, backend):
+    editing = sub(runtime, "editing")
+    obj = boxes_object()
+    _segment(runtime, obj)
+    labels = _labels(obj)
+    n_parts = int(labels.max()) + 1
+    assert n_parts >= 2
+    part = int(labels[-1])
+    editing.set_selected_parts(obj, {part})
+    gold = bpy.data.materials.new("Gold")
+    assert bpy.ops.segparts.assign_material(material="Gold") == {"FINISHED"}
+    mats = obj.data.materials
+    idx = np.array([p.material_index for p in obj.data.polygons])
+    assert all(mats[i] == gold for i in idx[labels == part])
+    assert not any(mats[i] == gold for i in idx[labels != part])
+    # the assignment survives clearing the preview
+    bpy.ops.segparts.clear_preview()
+    idx = np.array([p.material_index for p in obj.data.polygons])
+    assert all(obj.data.materials[i] == gold for i in idx[labels == part])
+    # separate the part: a new object at the part's centre, with its material
+    part_verts = {v for poly in obj.data.polygons if labels[poly.index] == part for v in poly.vertices}
+    centre_world = np.mean([np.array(obj.matrix_world @ obj.data.vertices[v].co) for v in part_verts], axis=0)
+    n_faces = int((labels == part).sum())
+    editing.set_selected_parts(obj, {part})
+    assert bpy.ops.segparts.separate() == {"FINISHED"}
+    new = [o for o in bpy.data.objects if o != obj]
+    assert len(new) == 1
+    new = new[0]
+    assert len(new.data.polygons) == n_faces
+    assert len(obj.data.polygons) == len(labels) - n_faces
+    assert gold in list(new.data.materials)
+    assert not any(m.name.startswith("SegParts ") for m in new.data.materials if m)
+    origin = np.array(new.matrix_world.translation)
+    assert np.linalg.norm(origin - centre_world) < 0.5, (origin, centre_world)
+    world = np.array([new.matrix_world @ v.co for v in new.data.vertices])
+    assert abs(world.mean(axis=0) - centre_world).max() < 1e-4, "separating must not move the geometry"
+    assert part not in {it.part_id for it in obj.segparts.parts}
+
+
+def test_select_faces_hide_and_isolate(runtime, backend):
+    editing, writeback = sub(runtime, "editing"), sub(runtime, "writeback")
+    obj = boxes_object()
+    _segment(runtime, obj)
+    labels = _labels(obj)
+    part = int(labels[0])
+    editing.set_selected_parts(obj, {part})
+    assert bpy.ops.segparts.visibility(action="ISOLATE") == {"FINISHED"}
+    deps = bpy.context.evaluated_depsgraph_get()
+    shown = len(obj.evaluated_get(deps).data.polygons)
+    assert shown == int((labels == part).sum())
+    assert bpy.ops.segparts.visibility(action="REVEAL") == {"FINISHED"}
+    deps = bpy.context.evaluated_depsgraph_get()
+    assert len(obj.evaluated_get(deps).data.polygons) == len(labels)
+    assert writeback.VISIBILITY_MODIFIER not in obj.modifiers
+    n = editing.select_faces(bpy.context, obj, [part], edit_mode=False)
+    assert n == int((labels == part).sum())
+    sel = np.array([p.select for p in obj.data.polygons])
+    assert np.array_equal(sel, labels == part)
+
+
+# ---- failures ------------------------------------------------------------------------------------
+def test_backend_killed_mid_job_gives_clear_error_without_hanging(runtime, backend):
+    bpy.ops.mesh.primitive_uv_sphere_add(segments=256, ring_count=128)
+    obj = bpy.context.active_object
+    bpy.context.scene.segparts_engine = "geometric"
+    assert bpy.ops.segparts.segment() == {"FINISHED"}
+    job = runtime.jobs[obj.name]
+    pid = backend.process.proc.pid
+    deadline = time.monotonic() + 30
+    while job.job_id is None and job.active and time.monotonic() < deadline:
+        runtime.drain()
+        time.sleep(0.001)
+    assert job.active, f"the job ended before the kill: {job.state}"
+    os.kill(pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    runtime.run_until_idle(timeout=15)  # raises if anything hangs
+    assert time.monotonic() - t0 < 10
+    assert job.state == "error"
+    assert backend.state == "error" and "Restart" in backend.message, backend.message
+    assert "part_id" not in obj.data.attributes
+    assert obj.name in runtime.message()
+    # the panel offers a restart, and a restart works
+    assert bpy.ops.segparts.backend_start() == {"FINISHED"}
+    runtime.run_until_idle(timeout=60)
+    assert runtime.session.ready, runtime.session.message
