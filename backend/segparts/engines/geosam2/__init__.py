@@ -316,11 +316,42 @@ class GeoSAM2Engine:
 
 
 def _distance_to_surface(mesh: Mesh, point: np.ndarray) -> tuple[float, int]:
-    import trimesh
+    """(distance, face) of the surface point nearest `point` (exact point-triangle distance,
+    vectorised over all faces; trimesh's proximity query needs rtree, absent here)."""
+    tri = mesh.vertices[mesh.faces]
+    closest = _closest_on_triangles(point, tri[:, 0], tri[:, 1], tri[:, 2])
+    d = np.linalg.norm(closest - point, axis=1)
+    f = int(np.argmin(d))
+    return float(d[f]), f
 
-    tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
-    closest, dist, tri = trimesh.proximity.closest_point(tm, point[None])
-    return float(dist[0]), int(tri[0])
+
+def _closest_on_triangles(p, a, b, c):
+    """Closest points to p on triangles (a, b, c) (each (F, 3)); Ericson, Real-Time Collision
+    Detection 5.1.5, with every Voronoi region evaluated as a masked vector expression."""
+    ab, ac, ap = b - a, c - a, p - a
+    d1, d2 = (ab * ap).sum(1), (ac * ap).sum(1)
+    bp, cp = p - b, p - c
+    d3, d4 = (ab * bp).sum(1), (ac * bp).sum(1)
+    d5, d6 = (ab * cp).sum(1), (ac * cp).sum(1)
+    va, vb, vc = d3 * d6 - d5 * d4, d5 * d2 - d1 * d6, d1 * d4 - d3 * d2
+    denom = va + vb + vc
+    denom = np.where(np.abs(denom) < 1e-300, 1e-300, denom)
+    v, w = vb / denom, vc / denom
+    out = a + ab * v[:, None] + ac * w[:, None]  # interior
+    with np.errstate(divide="ignore", invalid="ignore"):
+        edge_bc = (va <= 0) & (d4 - d3 >= 0) & (d5 - d6 >= 0)
+        t = (d4 - d3) / ((d4 - d3) + (d5 - d6))
+        out = np.where(edge_bc[:, None], b + (c - b) * t[:, None], out)
+        edge_ac = (vb <= 0) & (d2 >= 0) & (d6 <= 0)
+        t = d2 / (d2 - d6)
+        out = np.where(edge_ac[:, None], a + ac * t[:, None], out)
+        edge_ab = (vc <= 0) & (d1 >= 0) & (d3 <= 0)
+        t = d1 / (d1 - d3)
+        out = np.where(edge_ab[:, None], a + ab * t[:, None], out)
+    out = np.where(((d6 >= 0) & (d5 <= d6))[:, None], c, out)
+    out = np.where(((d3 >= 0) & (d4 <= d3))[:, None], b, out)
+    out = np.where(((d1 <= 0) & (d2 <= 0))[:, None], a, out)
+    return out
 
 
 def _consecutive(labels: np.ndarray) -> np.ndarray:

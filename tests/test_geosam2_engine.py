@@ -1,0 +1,120 @@
+"""GeoSAM2 engine end to end on CPU with random weights (no released checkpoint here).
+
+Test-only settings: image_size 128 (the release renders and encodes at 1024) and
+weights="random"; everything else (rendering, ring propagation, lifting) is the real path.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import trimesh
+
+from segparts.engines.base import CancelToken, Click, EngineUnavailable, PickRequest, SegmentParams
+from segparts.engines.geosam2 import GeoSAM2Engine
+from segparts.mesh import Mesh
+
+
+def _parts_mesh() -> tuple[Mesh, np.ndarray]:
+    """A body, a head on top and an arm on the side: three known parts."""
+    body = trimesh.creation.box((1.0, 0.6, 0.8))
+    head = trimesh.creation.icosphere(subdivisions=2, radius=0.25)
+    head.apply_translation((0, 0, 0.65))
+    arm = trimesh.creation.cylinder(radius=0.12, height=0.7, sections=16)
+    arm.apply_transform(trimesh.transformations.rotation_matrix(np.pi / 2, (0, 1, 0)))
+    arm.apply_translation((0.85, 0, 0.1))
+    parts = [body, head, arm]
+    tm = trimesh.util.concatenate(parts)
+    truth = np.concatenate([np.full(len(p.faces), i) for i, p in enumerate(parts)])
+    return Mesh(np.asarray(tm.vertices, float), np.asarray(tm.faces, np.int64)), truth
+
+
+def _miou(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Mean over true parts of the best IoU with a predicted part."""
+    ious = []
+    for t in np.unique(truth):
+        gt = truth == t
+        ious.append(max(np.count_nonzero(gt & (pred == p)) / np.count_nonzero(gt | (pred == p))
+                        for p in np.unique(pred)))
+    return float(np.mean(ious))
+
+
+@pytest.fixture(scope="module")
+def engine() -> GeoSAM2Engine:
+    import torch
+
+    torch.manual_seed(0)
+    return GeoSAM2Engine("cpu", image_size=128, weights="random")
+
+
+def test_missing_checkpoint_says_what_and_how(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGPARTS_MODELS", str(tmp_path))
+    engine = GeoSAM2Engine("cpu")
+    avail = engine.availability()
+    assert not avail.available
+    assert any("geosam2.pt" in m and str(tmp_path) in m for m in avail.missing)
+    assert "segparts models fetch geosam2" in avail.fix
+    mesh, _ = _parts_mesh()
+    with pytest.raises(EngineUnavailable, match="segparts models fetch geosam2"):
+        engine.segment(mesh, SegmentParams(), lambda f, s: None, CancelToken())
+
+
+def test_lifting_view_masks_of_known_parts_gives_the_parts_back():
+    """Per-view masks cut from the renders' face ids, lifted by the engine's own lifting path."""
+    mesh, truth = _parts_mesh()
+    engine = GeoSAM2Engine("cpu", image_size=256, weights="random")
+    s = engine.render_session(mesh)  # renders only; the lifting needs no model
+    fid = s.views.face_id
+    part_pixels = np.where(fid >= 0, truth[np.maximum(fid, 0)], -1)
+    objects = [part_pixels == k for k in range(3)]
+    labels = engine.labels_from_view_masks(s, objects)
+    assert labels.shape == (mesh.n_faces,) and (labels >= 0).all()
+    assert _miou(labels, truth) >= 0.95
+    # a wrong per-view input must show up: swap head and arm in half the views
+    swapped = [o.copy() for o in objects]
+    swapped[1][::2], swapped[2][::2] = objects[2][::2], objects[1][::2]
+    assert _miou(engine.labels_from_view_masks(s, swapped), truth) < 0.95
+
+
+def test_bad_clicks_fail_clearly_before_encoding(engine):
+    mesh, _ = _parts_mesh()
+    inner = trimesh.creation.box((0.2, 0.2, 0.2))  # sealed inside the body: never visible
+    outer = trimesh.creation.box((1.0, 1.0, 1.0))
+    hidden_mesh = Mesh(np.concatenate([outer.vertices, inner.vertices]),
+                       np.concatenate([outer.faces, inner.faces + len(outer.vertices)]).astype(np.int64))
+    cancel = CancelToken()
+    with pytest.raises(ValueError, match="not on the mesh"):
+        engine.pick(mesh, None, PickRequest([Click(face=mesh.n_faces + 3)]), cancel)
+    with pytest.raises(ValueError, match="not on the mesh"):
+        engine.pick(mesh, None, PickRequest([Click(point=(5.0, 5.0, 5.0))]), cancel)
+    with pytest.raises(ValueError, match="hidden"):
+        engine.pick(hidden_mesh, None, PickRequest([Click(face=len(outer.faces) + 1)]), cancel)
+    with pytest.raises(ValueError, match="at least one click"):
+        engine.pick(mesh, None, PickRequest([]), cancel)
+    assert engine._model is None or engine.model().encoder_calls == 0
+
+
+def test_clicks_refine_without_re_encoding(engine):
+    mesh, truth = _parts_mesh()
+    cancel = CancelToken()
+    head_face = int(np.flatnonzero(truth == 1)[0])
+    first = engine.pick(mesh, None, PickRequest([Click(face=head_face)]), cancel)
+    model = engine.model()
+    assert model.encoder_calls == 12  # each view encoded exactly once
+    assert first.mask.shape == (mesh.n_faces,) and first.mask.dtype == bool
+    body_point = tuple(mesh.vertices[mesh.faces[0]].mean(axis=0))
+    second = engine.pick(mesh, None, PickRequest([Click(face=head_face), Click(point=body_point, positive=False)]),
+                         cancel)
+    assert model.encoder_calls == 12  # the second click reused the cached features
+    assert second.info["start_view"] == first.info["start_view"]
+    assert engine.last_timings["click_s"] > 0
+
+
+def test_automatic_mode_labels_every_face(engine):
+    mesh, _ = _parts_mesh()
+    stages = []
+    seg = engine.segment(mesh, SegmentParams(options={"auto_points": 32}), lambda f, s: stages.append(s),
+                         CancelToken())
+    assert seg.labels.shape == (mesh.n_faces,) and (seg.labels >= 0).all()
+    assert seg.hierarchy is not None and seg.info["hierarchy"] == "flat"
+    assert any("view 0" in s for s in stages) and any("view 6" in s for s in stages)  # start and opposite
+    assert engine.model().encoder_calls == 12  # same mesh as the pick test: still cached
