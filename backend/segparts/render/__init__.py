@@ -158,56 +158,63 @@ def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 
 
 def _fill_geometry(views: Views, hits, vertices, faces, outputs, appearance):
-    """Depth, normal, point and colour of the covered pixels, from (face, barycentrics)."""
+    """Depth, normal, point and colour of the covered pixels, from (face, barycentrics).
+
+    Works view by view on the compact hits (they are sorted by view), with per-view constants
+    instead of per-pixel gathers, writing straight into the output images."""
     rig = views.rig
     n, h, w = hits.shape
-    fid = hits.face
-    view_of = hits.lin // (h * w)
-    # float32 geometry relative to the first vertex keeps precision and halves memory traffic
+    want = set(outputs)
+    # per-face float32 rows [v0, v1 - v0, v2 - v0]: one gather per hit gives its point
     tri = vertices[faces]
-    v0 = tri[:, 0].astype(np.float32)
-    e1 = (tri[:, 1] - tri[:, 0]).astype(np.float32)
-    e2 = (tri[:, 2] - tri[:, 0]).astype(np.float32)
-    b1, b2 = hits.bary[:, :1], hits.bary[:, 1:]
-    point = v0[fid] + b1 * e1[fid] + b2 * e2[fid]
-
-    if "depth" in outputs:
-        row = rig.world_to_cam[:, 2].astype(np.float32)  # camera z row of each view
-        depth = np.full(n * h * w, np.inf, dtype=np.float32)
-        depth[hits.lin] = -(np.einsum("ij,ij->i", point, row[view_of, :3]) + row[view_of, 3])
-        views.depth = depth.reshape(n, h, w)
-    if "point" in outputs:
-        views.point = _scatter(hits.lin, point, (n, h, w, 3))
-    if "normal" in outputs or "color" in outputs:
-        normal = face_normals(vertices, faces).astype(np.float32)[fid]
-        to_eye = _to_camera(rig, view_of, point)
-        facing = np.einsum("ij,ij->i", normal, to_eye)
-        normal[facing < 0] *= -1.0  # show the side the camera sees, like Blender's shading normal
-        if "normal" in outputs:
-            views.normal = _scatter(hits.lin, normal, (n, h, w, 3))
-        if "color" in outputs:
-            cos = np.abs(facing) / np.maximum(np.linalg.norm(to_eye, axis=1), 1e-12)
-            albedo = _albedo(appearance, fid, faces[fid], hits.bary, len(vertices), len(faces))
-            shade = (0.3 + 0.7 * cos)[:, None] * albedo
-            color = np.full((n * h * w, 3), BACKGROUND_COLOR, dtype=np.uint8)
-            color[hits.lin] = np.clip(np.rint(shade * 255.0), 0, 255).astype(np.uint8)
-            views.color = color.reshape(n, h, w, 3)
-
-
-def _scatter(idx, values, shape):
-    out = np.zeros((int(np.prod(shape[:-1])), shape[-1]), dtype=values.dtype)
-    out[idx] = values
-    return out.reshape(shape)
-
-
-def _to_camera(rig: CameraRig, view_of: np.ndarray, point: np.ndarray) -> np.ndarray:
-    """Per-pixel vector from the surface towards the camera (headlight direction, not unit)."""
+    corner = np.concatenate([tri[:, 0], tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]], axis=1).astype(np.float32)
+    fnormal = face_normals(vertices, faces)
+    plane = np.einsum("ij,ij->i", fnormal, tri[:, 0])  # n . x on each face's plane
+    fnormal32 = fnormal.astype(np.float32)
+    depth = np.full(n * h * w, np.inf, dtype=np.float32) if "depth" in want else None
+    point_img = np.zeros((n * h * w, 3), dtype=np.float32) if "point" in want else None
+    normal_img = np.zeros((n * h * w, 3), dtype=np.float32) if "normal" in want else None
+    color = np.full((n * h * w, 3), BACKGROUND_COLOR, dtype=np.uint8) if "color" in want else None
+    bounds = np.searchsorted(hits.lin, np.arange(n + 1) * (h * w))
     persp = rig.is_perspective()
-    out = rig.camera_positions.astype(np.float32)[view_of] - point
-    if not persp.all():
-        ortho = ~persp[view_of]
-        out[ortho] = -rig.forward.astype(np.float32)[view_of[ortho]]
-    return out
+    for k in range(n):
+        sl = slice(bounds[k], bounds[k + 1])
+        lin, fid, bary = hits.lin[sl], hits.face[sl], hits.bary[sl]
+        if len(lin) == 0:
+            continue
+        g = np.take(corner, fid, axis=0)
+        point = g[:, 0:3] + bary[:, :1] * g[:, 3:6] + bary[:, 1:] * g[:, 6:9]
+        if depth is not None:
+            zrow = rig.world_to_cam[k, 2].astype(np.float32)
+            depth[lin] = -(point @ zrow[:3] + zrow[3])
+        if point_img is not None:
+            point_img[lin] = point
+        if normal_img is None and color is None:
+            continue
+        # which side of each face the camera sees is a per-face sign: no per-pixel dot products
+        eye = rig.camera_positions[k]
+        side = (fnormal @ eye - plane) if persp[k] else -(fnormal @ rig.forward[k])
+        sign = np.where(side < 0, -1.0, 1.0).astype(np.float32)
+        normal = np.take(fnormal32, fid, axis=0) * np.take(sign, fid)[:, None]
+        if normal_img is not None:
+            normal_img[lin] = normal
+        if color is not None:
+            if persp[k]:
+                to_eye = eye.astype(np.float32) - point
+                cos = np.einsum("ij,ij->i", normal, to_eye) / np.maximum(np.linalg.norm(to_eye, axis=1), 1e-12)
+            else:
+                cos = normal @ -rig.forward[k].astype(np.float32)
+            albedo = _albedo(appearance, fid, faces[fid], bary, len(vertices), len(faces))
+            shade = (0.3 + 0.7 * np.abs(cos))[:, None] * albedo
+            color[lin] = np.clip(np.rint(shade * 255.0), 0, 255).astype(np.uint8)
+    if depth is not None:
+        views.depth = depth.reshape(n, h, w)
+    if point_img is not None:
+        views.point = point_img.reshape(n, h, w, 3)
+    if normal_img is not None:
+        views.normal = normal_img.reshape(n, h, w, 3)
+    if color is not None:
+        views.color = color.reshape(n, h, w, 3)
 
 
 def _albedo(appearance: Appearance | None, fid, tri, b, n_vertices, n_faces) -> np.ndarray:

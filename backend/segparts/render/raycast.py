@@ -112,24 +112,46 @@ def tile_pixels(tiles: np.ndarray, rig: CameraRig, tile: int = TILE) -> tuple[np
 
 
 def pixel_rays(rig: CameraRig, view: int, x: np.ndarray, y: np.ndarray):
-    """Rays through pixel centres (x, y) of one view: (origins (P, 3) or (1, 3) shared by all,
-    directions (P, 3), not unit), float64. Any projection matrix works: each pixel is unprojected
-    at the far plane (and the near plane for cameras that do not divide by depth)."""
-    nx = (x + 0.5) * (2.0 / rig.width) - 1.0
-    ny = 1.0 - (y + 0.5) * (2.0 / rig.height)
+    """Rays through pixel centres (x, y) of one view: (origins (P, 3), or (1, 3) shared by all
+    rays of a perspective camera; directions (P, 3), not unit). Any projection matrix works: the
+    pixel is unprojected at the far plane (and at the near plane when there is no single eye).
+
+    The unprojection is affine in NDC before its homogeneous divide; for a perspective camera
+    the divide is skipped: (far_h - eye * far_w) is a positive multiple of the ray direction."""
     inv = rig.inv_view_proj[view]
+    # NDC as affine functions of the pixel index: nx = ax * x + bx, ny = ay * y + by
+    ax, bx = 2.0 / rig.width, 1.0 / rig.width - 1.0
+    ay, by = -2.0 / rig.height, 1.0 - 1.0 / rig.height
+    xf = x.astype(np.float32)
+    yf = y.astype(np.float32)
 
-    def unproject(z):
-        c = inv[:, 2] * z + inv[:, 3]
-        h = nx[:, None] * inv[None, :, 0] + ny[:, None] * inv[None, :, 1] + c[None, :]
-        return h[:, :3] / h[:, 3:4]
+    def homogeneous(z):
+        """Coefficients (4, 3) of h = cx * x + cy * y + c0 for the unprojected point at NDC z."""
+        cx = inv[:, 0] * ax
+        cy = inv[:, 1] * ay
+        c0 = inv[:, 0] * bx + inv[:, 1] * by + inv[:, 2] * z + inv[:, 3]
+        return cx, cy, c0
 
-    far = unproject(1.0)
+    def evaluate(cx, cy, c0):
+        out = np.empty((len(xf), len(c0)), dtype=np.float32)
+        for i in range(len(c0)):
+            out[:, i] = np.float32(cx[i]) * xf + np.float32(cy[i]) * yf + np.float32(c0[i])
+        return out
+
+    fx, fy, f0 = homogeneous(1.0)
     if rig.is_perspective()[view]:
-        eye = rig.camera_positions[view][None, :]
-        return eye, far - eye
-    near = unproject(-1.0)
-    return near, far - near
+        eye = rig.camera_positions[view]
+        # direction = h_far[:3] - eye * h_far[3]
+        dx, dy, d0 = fx[:3] - eye * fx[3], fy[:3] - eye * fy[3], f0[:3] - eye * f0[3]
+        if fx[3] * rig.width / 2 + fy[3] * rig.height / 2 + f0[3] < 0:  # w < 0 convention: flip
+            dx, dy, d0 = -dx, -dy, -d0
+        return eye[None, :], evaluate(dx, dy, d0)
+    far = evaluate(fx, fy, f0)
+    nx_, ny_, n0 = homogeneous(-1.0)
+    near = evaluate(nx_, ny_, n0)
+    far = far[:, :3] / far[:, 3:4]
+    near = near[:, :3] / near[:, 3:4]
+    return near.astype(np.float64), far - near
 
 
 class Hits:
