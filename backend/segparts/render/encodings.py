@@ -45,16 +45,49 @@ def point_map(point: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return out
 
 
+def _channel_planes(n_views: int, hw: int, fill) -> np.ndarray:
+    """(N, 3, H*W) float32 planes, each channel filled with its background value."""
+    out = np.empty((n_views, 3, hw), dtype=np.float32)
+    for c in range(3):
+        out[:, c].fill(fill[c])
+    return out
+
+
 def geosam2_inputs(views, as_torch: bool | None = None):
     """GeoSAM2's two image inputs from rendered `Views` (normal, point and alpha needed):
     (normal map (N, 3, H, W) ImageNet-normalised, point map (N, 3, H, W) clipped).
     Returned as torch float32 tensors when torch is importable (as_torch None or True),
-    numpy otherwise or with as_torch=False."""
+    numpy otherwise or with as_torch=False.
+
+    Only covered pixels are computed; the rest is the constant background (white, resp. 0)."""
     if views.normal is None or views.point is None:
         raise ValueError("geosam2_inputs needs views rendered with the 'normal' and 'point' outputs")
+    n, h, w = views.face_id.shape
+    hw = h * w
     alpha = views.alpha if views.alpha is not None else (views.face_id >= 0).astype(np.float32)
-    normal = imagenet_normalize(normal_map_rgb(views.normal, alpha))
-    points = point_map(views.point, alpha)
+    a = alpha.reshape(-1)
+    cover = np.flatnonzero(a > 0)
+    # flat index of each covered pixel in channel 0 of an (N, 3, H*W) array
+    base = (cover // hw) * (3 * hw) + cover % hw
+
+    lut = (np.arange(256, dtype=np.float32)[None, :] / 255.0 - IMAGENET_MEAN[:, None]) / IMAGENET_STD[:, None]
+    normal = _channel_planes(n, hw, lut[:, 255])
+    rgb8 = np.rint((views.normal.reshape(-1, 3)[cover] + 1.0) * 127.5)
+    ac = a[cover]
+    if (ac < 1.0).any():  # partial coverage: composite the 8-bit colour on white
+        rgb8 = np.rint(rgb8 * ac[:, None] + 255.0 * (1.0 - ac[:, None]))
+    idx = np.clip(rgb8, 0, 255).astype(np.intp)
+    flat = normal.reshape(-1)
+    for c in range(3):
+        flat[base + c * hw] = lut[c][idx[:, c]]
+
+    points = np.zeros((n, 3, hw), dtype=np.float32)
+    p = np.clip(views.point.reshape(-1, 3)[cover], -1.0, 1.0)
+    flat = points.reshape(-1)
+    for c in range(3):
+        flat[base + c * hw] = p[:, c]
+    normal = normal.reshape(n, 3, h, w)
+    points = points.reshape(n, 3, h, w)
     if as_torch is False:
         return normal, points
     try:
