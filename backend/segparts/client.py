@@ -129,27 +129,31 @@ class BackendClient:
         """Send one request and wait for its final message (reply, result or error).
 
         `timeout` bounds the wait for the first answer (default: the client's timeout). Once a
-        job is accepted the wait is unbounded unless `job_timeout` is given: a long job keeps
-        answering `status`, and can be cancelled. Raises BackendError on an error reply and
-        TimeoutError when the backend does not answer."""
+        job is accepted, the backend repeats its progress every 2 s, so `timeout` then bounds the
+        silence between two messages rather than the job; `job_timeout` bounds the whole job.
+        Raises BackendError on an error reply and TimeoutError when the backend does not answer."""
         req_id = self.send(op, args, arrays)
-        first_deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        deadline = first_deadline
+        silence = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + silence
+        job_deadline = float("inf")
         others: list[Message] = []
         try:
             while True:
-                remaining = deadline - time.monotonic()
+                remaining = min(deadline, job_deadline) - time.monotonic()
                 if remaining <= 0:
-                    raise TimeoutError(f"no answer to {op!r} from the backend at {self.endpoint} "
-                                       f"within {self.timeout if timeout is None else timeout:g} s")
+                    what = "finished" if time.monotonic() >= job_deadline else "answered"
+                    raise TimeoutError(f"the backend at {self.endpoint} has not {what} {op!r} "
+                                       f"(no message for {silence:g} s or job over {job_timeout} s)")
                 if not self._sock.poll(int(min(remaining, 1.0) * 1000) + 1):
                     continue
                 msg = self._receive()
                 if msg.id != req_id:
                     others.append(msg)
                     continue
+                deadline = time.monotonic() + max(silence, 10.0)  # heartbeats come every 2 s
                 if msg.kind == "accepted":
-                    deadline = time.monotonic() + job_timeout if job_timeout else float("inf")
+                    if job_timeout:
+                        job_deadline = time.monotonic() + job_timeout
                     continue
                 if msg.kind == "progress":
                     if on_progress is not None:

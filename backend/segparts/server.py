@@ -44,6 +44,7 @@ DEFAULT_CACHE_MB = 2048
 MAX_CLICKS = 64
 MAX_FRAME_BYTES = 1 << 31  # one array frame; a 5M-face mesh needs ~120 MB
 PROGRESS_INTERVAL_S = 0.1
+HEARTBEAT_S = 2.0  # queued/running jobs repeat their progress this often, so clients can tell a hung backend
 KEEP_FINISHED_JOBS = 256
 _ID_TYPES = (str, int)
 HEAVY_MODULES = ("torch", "sam2", "spconv")  # only engines running a job may load these
@@ -159,6 +160,7 @@ class Server:
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._wake, zmq.POLLIN)
         next_parent_check = 0.0
+        next_heartbeat = time.monotonic() + HEARTBEAT_S
         log.info("listening on %s (device %s, token file %s)", self.endpoint, self.device, self.token_file)
         try:
             while not self._stop.is_set():
@@ -177,6 +179,9 @@ class Server:
                         except zmq.Again:
                             break
                 self._drain_events()
+                if time.monotonic() >= next_heartbeat:
+                    next_heartbeat = time.monotonic() + HEARTBEAT_S
+                    self._heartbeat()
                 if self.parent_pid and time.monotonic() >= next_parent_check:
                     next_parent_check = time.monotonic() + 0.5
                     if not _process_alive(self.parent_pid):
@@ -184,6 +189,12 @@ class Server:
                         self._stop.set()
         finally:
             self._close()
+
+    def _heartbeat(self) -> None:
+        for job in list(self._jobs.values()):
+            if job.state in ("queued", "running"):
+                self._reply(job.envelope, job.req_id, "progress",
+                            {"job_id": job.id, "progress": job.progress, "stage": job.stage or job.state})
 
     def stop(self) -> None:
         """Thread-safe request to stop the loop (signal handlers, tests)."""
