@@ -17,6 +17,7 @@ import math
 import os
 import queue
 import secrets
+import shutil
 import sys
 import threading
 import time
@@ -55,7 +56,7 @@ def detect_device(requested: str = "auto") -> str:
     present; decided without importing torch (reads torch/version.py) so start-up stays fast."""
     if requested in ("cpu", "cuda"):
         return requested
-    if not Path("/proc/driver/nvidia/version").exists():
+    if not (Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi")):
         return "cpu"
     spec = importlib.util.find_spec("torch")
     if spec is None or not spec.submodule_search_locations:
@@ -76,7 +77,8 @@ def write_token_file(path: Path, token: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.fchmod(fd, 0o600)
+        if hasattr(os, "fchmod"):  # an older file may have had wider permissions (POSIX only)
+            os.fchmod(fd, 0o600)
         os.write(fd, token.encode())
     finally:
         os.close(fd)
@@ -598,6 +600,17 @@ def _count_parts(labels) -> int:
 
 
 def _process_alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process on Windows
+        import ctypes
+
+        kernel32 = ctypes.windll.kernel32
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return kernel32.GetLastError() == 5  # access denied: it exists
+        code = ctypes.c_ulong()
+        ok = kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
+        kernel32.CloseHandle(handle)
+        return bool(ok) and code.value == 259  # STILL_ACTIVE
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

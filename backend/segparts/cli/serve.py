@@ -37,6 +37,8 @@ def run(args) -> int:
     except zmq.ZMQError as exc:
         raise CliError(f"cannot listen on {args.host}:{args.port}: {exc} (is a backend already running? "
                        f"try `segparts ping --port {args.port}`)") from None
+    except OSError as exc:
+        raise CliError(f"cannot write the token file: {exc}") from None
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: server.stop())
     # one machine-readable line so launchers (the add-on, tests) learn the port and token file
