@@ -299,3 +299,33 @@ def test_cpu_and_cuda_backends_agree():
     both = (cpu.face_id >= 0) & (gpu.face_id >= 0)
     assert np.abs(cpu.depth[both] - gpu.depth[both]).max() < 1e-2
     np.testing.assert_allclose(cpu.point[both & same], gpu.point[both & same], atol=1e-4)
+
+
+def test_auto_smooth_normals_like_blender():
+    from segparts.render.normals import smooth_corner_normals
+
+    tm = trimesh.creation.icosphere(subdivisions=3, radius=0.5)
+    mesh = as_mesh(tm)
+    rig = geosam2_rig(size=96)
+    smooth = render_views(mesh, rig, outputs=("face_id", "normal", "point"))
+    flat = render_views(mesh, rig, outputs=("face_id", "normal", "point"), smooth_angle_deg=0)
+    hit = smooth.face_id >= 0
+    radial = smooth.point[hit] / np.linalg.norm(smooth.point[hit], axis=1, keepdims=True)
+    err_smooth = 1 - np.einsum("ij,ij->i", smooth.normal[hit], radial)
+    err_flat = 1 - np.einsum("ij,ij->i", flat.normal[hit], radial)
+    assert np.median(err_smooth) < 0.2 * np.median(err_flat)
+    np.testing.assert_allclose(np.linalg.norm(smooth.normal[hit], axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(flat.normal[hit], tm.face_normals[flat.face_id[hit]], atol=1e-6)
+    # a roof of two triangles sharing an edge: smoothed below the angle, sharp above it
+    for angle, smoothed in ((20.0, True), (40.0, False)):
+        t = np.radians(angle)
+        v = np.array([[0, 0, 0], [0, 1, 0], [-1, 0.5, 0], [np.cos(t), 0.5, np.sin(t)]], float)
+        f = np.array([[0, 1, 2], [1, 0, 3]])
+        cn = smooth_corner_normals(v, f, 30.0)
+        fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+        fn /= np.linalg.norm(fn, axis=1, keepdims=True)
+        shared = cn[0, 0]  # corner of face 0 at vertex 0, on the shared edge
+        assert np.allclose(shared, fn[0]) != smoothed
+        np.testing.assert_allclose(cn[0, 2], fn[0], atol=1e-12)  # the unshared corner stays flat
+        if smoothed:
+            np.testing.assert_allclose(cn[0, 0], cn[1, 1], atol=1e-12)  # both faces agree at vertex 0

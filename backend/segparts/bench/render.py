@@ -72,6 +72,14 @@ def run(args) -> int:
         rows.append({"what": label, "wall_s": round(wall, 4), "cpu_s": round(cpu, 4), "target_s": target, "note": extra})
         return out
 
+    def cold():
+        import segparts.render as render_module
+
+        raycast._scene_cache.clear()
+        render_module._corner_normal_cache.clear()
+        return render_views(mesh, sam, backend=args.backend)
+
+    row("  first render of a mesh (+ Embree scene, smooth normals)", None, cold)
     views16 = row("render 16 x 512^2, all outputs (SAMPart3D)", 1.0,
                   lambda: render_views(mesh, sam, backend=args.backend))
     rows[-1]["note"] = f"{(views16.face_id >= 0).mean():.0%} of pixels covered"

@@ -10,6 +10,7 @@ Coordinates are the mesh's own ("world"); render a mesh normalised with
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,11 +28,15 @@ from .cameras import (  # noqa: F401  (re-exported)
     sampart3d_rig,
 )
 from .encodings import IMAGENET_MEAN, IMAGENET_STD, geosam2_inputs, normal_map_rgb  # noqa: F401
+from .normals import face_normals, smooth_corner_normals
 
 ALL_OUTPUTS = ("face_id", "depth", "alpha", "normal", "point", "bary", "color")
 DEFAULT_OUTPUTS = ALL_OUTPUTS
 BACKGROUND_COLOR = 255  # SAM sees the object on white, as in both references
 GREY_ALBEDO = 0.72
+# Blender auto smooth angle of both reference render scripts: the normal pass shows shading normals
+REFERENCE_SMOOTH_ANGLE = 30.0
+_corner_normal_cache: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
 
 
 @dataclass
@@ -108,9 +113,13 @@ def render_views(
     outputs=DEFAULT_OUTPUTS,
     backend: str = "auto",
     appearance: Appearance | None = None,
+    smooth_angle_deg: float = REFERENCE_SMOOTH_ANGLE,
 ) -> Views:
     """Render all views of `rig`. `backend`: "auto" (nvdiffrast on CUDA when importable, else
-    Embree), "embree" or "nvdiffrast". `face_id` is always computed."""
+    Embree), "embree" or "nvdiffrast". `face_id` is always computed.
+
+    Normals (and the shading of `color`) are Blender auto-smooth shading normals at
+    `smooth_angle_deg` (30, as the references render them); 0 gives flat face normals."""
     outputs = tuple(outputs)
     unknown = set(outputs) - set(ALL_OUTPUTS)
     if unknown:
@@ -124,7 +133,10 @@ def render_views(
     if "alpha" in outputs:
         views.alpha = (views.face_id >= 0).astype(np.float32)
     if {"depth", "normal", "point", "color"} & set(outputs):
-        _fill_geometry(views, hits, vertices, faces, outputs, appearance)
+        corners = None
+        if smooth_angle_deg > 0 and {"normal", "color"} & set(outputs):
+            corners = _corner_normals(vertices, faces, smooth_angle_deg, _cache_key(mesh))
+        _fill_geometry(views, hits, vertices, faces, outputs, appearance, corners)
     return views
 
 
@@ -149,15 +161,21 @@ def _visibility(vertices, faces, rig, backend, key):
     return raycast.rasterize(vertices, faces, rig, cache_key=key), "embree"
 
 
-def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """(F, 3) unit normals by the right-hand rule (zero for degenerate faces)."""
-    tri = vertices[faces]
-    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    length = np.linalg.norm(n, axis=1, keepdims=True)
-    return np.divide(n, length, out=np.zeros_like(n), where=length > 0)
+def _corner_normals(vertices, faces, angle, key) -> np.ndarray:
+    """(F, 9) float32 smooth corner normals, cached for the last two meshes."""
+    cache_key = None if key is None else (key, float(angle))
+    if cache_key is not None and cache_key in _corner_normal_cache:
+        _corner_normal_cache.move_to_end(cache_key)
+        return _corner_normal_cache[cache_key]
+    out = smooth_corner_normals(vertices, faces, angle).reshape(len(faces), 9).astype(np.float32)
+    if cache_key is not None:
+        _corner_normal_cache[cache_key] = out
+        while len(_corner_normal_cache) > 2:
+            _corner_normal_cache.popitem(last=False)
+    return out
 
 
-def _fill_geometry(views: Views, hits, vertices, faces, outputs, appearance):
+def _fill_geometry(views: Views, hits, vertices, faces, outputs, appearance, corners=None):
     """Depth, normal, point and colour of the covered pixels, from (face, barycentrics).
 
     Works view by view on the compact hits (they are sorted by view), with per-view constants
@@ -195,7 +213,14 @@ def _fill_geometry(views: Views, hits, vertices, faces, outputs, appearance):
         eye = rig.camera_positions[k]
         side = (fnormal @ eye - plane) if persp[k] else -(fnormal @ rig.forward[k])
         sign = np.where(side < 0, -1.0, 1.0).astype(np.float32)
-        normal = np.take(fnormal32, fid, axis=0) * np.take(sign, fid)[:, None]
+        if corners is None:
+            normal = np.take(fnormal32, fid, axis=0)
+        else:  # interpolate the smooth corner normals with the barycentrics
+            c = np.take(corners, fid, axis=0)
+            b0 = 1.0 - bary[:, :1] - bary[:, 1:]
+            normal = b0 * c[:, 0:3] + bary[:, :1] * c[:, 3:6] + bary[:, 1:] * c[:, 6:9]
+            normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
+        normal *= np.take(sign, fid)[:, None]
         if normal_img is not None:
             normal_img[lin] = normal
         if color is not None:
