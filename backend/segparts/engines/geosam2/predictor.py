@@ -78,6 +78,18 @@ class MultiViewPredictor:
         self._features: list | None = None  # per level (V, C, H, W); pos enc per level (1, C, H, W)
         self._pos: list | None = None
 
+    @classmethod
+    def from_features(cls, model: GeoSAM2Model, features: list[torch.Tensor], pos: list[torch.Tensor]):
+        """A predictor on already encoded views (per level (V, C, H, W); pos enc per level (1, C, H, W))."""
+        self = cls.__new__(cls)
+        self.model, self.device = model, next(model.parameters()).device
+        self.n_views = features[0].shape[0]
+        self.num_frames = self.n_views + 1
+        self._normal_maps = self._point_maps = None
+        self.encode_batch = 1
+        self._features, self._pos = features, pos
+        return self
+
     # --- features -------------------------------------------------------------------------
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
