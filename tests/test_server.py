@@ -306,3 +306,29 @@ def test_shutdown_op_stops_the_process(tmp_path):
         with BackendClient(port=port, token_file=token_file) as c:
             assert c.shutdown() == {"stopping": True}
         assert proc.wait(timeout=10) == 0
+
+
+def test_client_works_as_a_copied_package_and_as_plain_modules(tmp_path):
+    """The add-on ships wire.py + client.py (+ hierarchy.py) as its `_shared` package."""
+    import shutil
+
+    import segparts
+
+    src = os.path.dirname(segparts.__file__)
+    pkg = tmp_path / "_shared"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for name in ("wire.py", "client.py", "hierarchy.py"):
+        shutil.copy(os.path.join(src, name), pkg / name)
+        shutil.copy(os.path.join(src, name), plain / name)
+    code = ("import sys, numpy as np; sys.path[:0] = [{!r}, {!r}]; "
+            "from _shared.client import BackendClient, mesh_id as a; import client; "
+            "assert 'segparts' not in sys.modules; "
+            "v = np.arange(9.0).reshape(3, 3); f = np.array([[0, 1, 2]]); "
+            "assert a(v, f) == client.mesh_id(v, f); print(a(v, f))").format(str(tmp_path), str(plain))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    v = np.arange(9.0).reshape(3, 3)
+    assert done.stdout.strip() == mesh_id(v, np.array([[0, 1, 2]])) == validate_mesh(v, [[0, 1, 2]]).content_hash

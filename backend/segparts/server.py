@@ -43,7 +43,7 @@ log = logging.getLogger("segparts.server")
 
 DEFAULT_CACHE_MB = 2048
 MAX_CLICKS = 64
-MAX_FRAME_BYTES = 1 << 31  # one array frame; a 5M-face mesh needs ~120 MB
+MAX_FRAME_BYTES = 1 << 30  # one array frame; a 5M-face mesh needs ~120 MB of int64 faces
 PROGRESS_INTERVAL_S = 0.1
 HEARTBEAT_S = 2.0  # queued/running jobs repeat their progress this often, so clients can tell a hung backend
 KEEP_FINISHED_JOBS = 256
