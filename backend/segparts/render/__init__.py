@@ -10,6 +10,8 @@ Coordinates are the mesh's own ("world"); render a mesh normalised with
 """
 from __future__ import annotations
 
+import os
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -37,6 +39,7 @@ GREY_ALBEDO = 0.72
 # Blender auto smooth angle of both reference render scripts: the normal pass shows shading normals
 REFERENCE_SMOOTH_ANGLE = 30.0
 _corner_normal_cache: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+_cache_lock = threading.Lock()
 
 
 @dataclass
@@ -116,7 +119,8 @@ def render_views(
     smooth_angle_deg: float = REFERENCE_SMOOTH_ANGLE,
 ) -> Views:
     """Render all views of `rig`. `backend`: "auto" (nvdiffrast on CUDA when importable, else
-    Embree), "embree" or "nvdiffrast". `face_id` is always computed.
+    Embree; the environment variable SEGPARTS_RENDER_BACKEND overrides "auto"), "embree" or
+    "nvdiffrast". `face_id` is always computed.
 
     Normals (and the shading of `color`) are Blender auto-smooth shading normals at
     `smooth_angle_deg` (30, as the references render them); 0 gives flat face normals."""
@@ -150,6 +154,8 @@ def _cache_key(mesh: Mesh):
 def _visibility(vertices, faces, rig, backend, key):
     from . import nvdiff, raycast
 
+    if backend == "auto":
+        backend = os.environ.get("SEGPARTS_RENDER_BACKEND", "auto") or "auto"
     if backend not in ("auto", "embree", "nvdiffrast"):
         raise ValueError(f"unknown render backend {backend!r}; use auto, embree or nvdiffrast")
     if backend == "nvdiffrast" or (backend == "auto" and nvdiff.available()):
@@ -164,14 +170,16 @@ def _visibility(vertices, faces, rig, backend, key):
 def _corner_normals(vertices, faces, angle, key) -> np.ndarray:
     """(F, 9) float32 smooth corner normals, cached for the last two meshes."""
     cache_key = None if key is None else (key, float(angle))
-    if cache_key is not None and cache_key in _corner_normal_cache:
-        _corner_normal_cache.move_to_end(cache_key)
-        return _corner_normal_cache[cache_key]
+    with _cache_lock:
+        if cache_key is not None and cache_key in _corner_normal_cache:
+            _corner_normal_cache.move_to_end(cache_key)
+            return _corner_normal_cache[cache_key]
     out = smooth_corner_normals(vertices, faces, angle).reshape(len(faces), 9).astype(np.float32)
     if cache_key is not None:
-        _corner_normal_cache[cache_key] = out
-        while len(_corner_normal_cache) > 2:
-            _corner_normal_cache.popitem(last=False)
+        with _cache_lock:
+            _corner_normal_cache[cache_key] = out
+            while len(_corner_normal_cache) > 2:
+                _corner_normal_cache.popitem(last=False)
     return out
 
 

@@ -39,6 +39,8 @@ class _Scene:
         local = ((vertices - self.center) * self.scale).astype(np.float32)
         self.scene = rtcore_scene.EmbreeScene()
         TriangleMesh(scene=self.scene, vertices=local, indices=faces.astype(np.int32))
+        # embreex commits (builds the BVH) on the first query: do it now, in one thread
+        self.scene.run(np.zeros((1, 3), np.float32), np.ones((1, 3), np.float32))
 
     def intersect(self, origins: np.ndarray, directions: np.ndarray):
         """World-space rays -> (prim id or -1, u, v) with Embree's barycentrics (weights of v1, v2).
