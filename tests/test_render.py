@@ -329,3 +329,40 @@ def test_auto_smooth_normals_like_blender():
         np.testing.assert_allclose(cn[0, 2], fn[0], atol=1e-12)  # the unshared corner stays flat
         if smoothed:
             np.testing.assert_allclose(cn[0, 0], cn[1, 1], atol=1e-12)  # both faces agree at vertex 0
+
+
+def test_geosam2_encodings_equal_the_dense_formulas():
+    from segparts.render.encodings import imagenet_normalize, normal_map_rgb, point_map
+
+    mesh = as_mesh(trimesh.creation.icosphere(subdivisions=3, radius=0.7))
+    views = render_views(mesh, geosam2_rig(size=64), outputs=("face_id", "alpha", "normal", "point"))
+    normal, points = geosam2_inputs(views, as_torch=False)
+    np.testing.assert_array_equal(normal, imagenet_normalize(normal_map_rgb(views.normal, views.alpha)))
+    np.testing.assert_array_equal(points, point_map(views.point, views.alpha))
+    with pytest.raises(ValueError, match="normal"):
+        geosam2_inputs(render_views(mesh, geosam2_rig(size=16), outputs=("face_id",)))
+
+
+def test_render_command_writes_contact_sheets(tmp_path, capsys):
+    from PIL import Image
+
+    from segparts.cli import main
+
+    tm = trimesh.util.concatenate([trimesh.creation.box(extents=(1, 1, 1)),
+                                   trimesh.creation.box(extents=(0.5, 0.5, 0.5)).apply_translation((1.2, 0, 0))])
+    off = tmp_path / "two_boxes.off"
+    lines = ["OFF", f"{len(tm.vertices)} {len(tm.faces)} 0"]
+    lines += [" ".join(map(str, v)) for v in tm.vertices] + [f"3 {a} {b} {c}" for a, b, c in tm.faces]
+    off.write_text("\n".join(lines) + "\n")
+    labels = tmp_path / "parts.npy"
+    np.save(labels, (np.arange(len(tm.faces)) >= 12).astype(np.int32))
+    out = tmp_path / "sheets"
+    assert main(["render", str(off), "--rig", "sampart3d", "--size", "64", "--labels", str(labels), "--out", str(out)]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert names == {f"{n}.png" for n in ("color", "face_id", "normal", "depth", "point", "labels", "lifted")}
+    sheet = np.asarray(Image.open(out / "lifted.png"))
+    assert sheet.shape == (4 * 66, 4 * 66, 3)
+    assert "100.00% of all faces match" in capsys.readouterr().out
+    np.save(labels, np.zeros(5, np.int32))
+    assert main(["render", str(off), "--labels", str(labels), "--out", str(out)]) == 2
+    assert "5 labels for a mesh with 24 faces" in capsys.readouterr().err
