@@ -292,7 +292,7 @@ class GeoSAM2Engine:
         masks = self._binarize(logits[:, keep], s)
         keep2 = area_consistent(masks, anchor, area_ratio)
         masks = masks[:, keep2]
-        keep3 = novel_objects(masks, existing, IOU_DUPLICATE)
+        keep3 = novel_objects(masks, existing, anchor, IOU_DUPLICATE)
         return [masks[:, j] for j in np.flatnonzero(keep3) if masks[:, j].any()]
 
     def labels_from_view_masks(self, s: _Session, objects: list[np.ndarray], prompted=(),

@@ -191,13 +191,13 @@ def area_consistent(masks: np.ndarray, anchor: int, alpha: float) -> np.ndarray:
     return (ratio <= alpha).all(0)
 
 
-def novel_objects(new: np.ndarray, existing: list[np.ndarray], thresh: float = 0.8) -> np.ndarray:
-    """(V, n, H, W) new masks vs existing objects' (V, H, W) masks -> (n,) bool: IoU over all views
-    at most `thresh` against every existing object."""
-    keep = np.ones(new.shape[1], bool)
+def novel_objects(new: np.ndarray, existing: list[np.ndarray], anchor: int, thresh: float = 0.8) -> np.ndarray:
+    """The release's `filter_iou` on the anchor view: (V, n, H, W) new masks -> (n,) bool; a new
+    object is dropped when its IoU with an earlier accepted new object, or with any existing
+    object's (V, H, W) mask, exceeds `thresh`."""
+    keep = np.zeros(new.shape[1], bool)
     for j in range(new.shape[1]):
-        for e in existing:
-            if mask_iou(new[:, j], e) > thresh:
-                keep[j] = False
-                break
+        mask = new[anchor, j]
+        keep[j] = (all(mask_iou(mask, new[anchor, i]) <= thresh for i in np.flatnonzero(keep))
+                   and all(mask_iou(mask, e[anchor]) <= thresh for e in existing))
     return keep
