@@ -366,3 +366,24 @@ def test_render_command_writes_contact_sheets(tmp_path, capsys):
     np.save(labels, np.zeros(5, np.int32))
     assert main(["render", str(off), "--labels", str(labels), "--out", str(out)]) == 2
     assert "5 labels for a mesh with 24 faces" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["perspective", "shifted", "orthographic"])
+def test_pixel_rays_and_projection_agree_for_any_projection(kind):
+    """Each rendered point projects back to the centre of the pixel that saw it."""
+    mesh = as_mesh(trimesh.creation.icosphere(subdivisions=3, radius=0.5))
+    if kind == "orthographic":
+        proj = orthographic(1.6, aspect=48 / 40)
+    else:
+        proj = perspective(np.radians(50), aspect=48 / 40)
+        if kind == "shifted":  # an off-centre lens (Blender's shift_x / shift_y)
+            proj[0, 2], proj[1, 2] = 0.25, -0.1
+    rig = rig_from_matrices(np.stack([look_at((2.0, -1.0, 1.0)), look_at((0.3, 0.2, -2.5))]), proj, 48, 40)
+    views = render_views(mesh, rig, outputs=("face_id", "point", "depth"))
+    for k in range(2):
+        ys, xs = np.nonzero(views.face_id[k] >= 0)
+        assert len(xs) > 100
+        px, depth = rig.project(views.point[k, ys, xs].astype(np.float64), k)
+        np.testing.assert_allclose(px[:, 0], xs + 0.5, atol=2e-3)
+        np.testing.assert_allclose(px[:, 1], ys + 0.5, atol=2e-3)
+        np.testing.assert_allclose(depth, views.depth[k, ys, xs], atol=1e-5)
