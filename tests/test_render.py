@@ -387,3 +387,23 @@ def test_pixel_rays_and_projection_agree_for_any_projection(kind):
         np.testing.assert_allclose(px[:, 0], xs + 0.5, atol=2e-3)
         np.testing.assert_allclose(px[:, 1], ys + 0.5, atol=2e-3)
         np.testing.assert_allclose(depth, views.depth[k, ys, xs], atol=1e-5)
+
+
+def test_rig_transformed_to_the_normalised_mesh_sees_the_same_faces():
+    """A camera given in the user's coordinates (e.g. a Blender viewport) renders the normalised
+    mesh exactly as it rendered the original, with depths in normalised units."""
+    tm = trimesh.creation.icosphere(subdivisions=3, radius=3.0).apply_translation((10.0, -4.0, 2.0))
+    mesh = as_mesh(tm)
+    w2c = np.stack([look_at((20.0, -4.0, 5.0), (10.0, -4.0, 2.0)), look_at((10.0, 8.0, 2.0), (10.0, -4.0, 2.0))])
+    for proj in (perspective(np.radians(45)), orthographic(8.0)):
+        rig = rig_from_matrices(w2c, proj, 40, 40)
+        original = render_views(mesh, rig, outputs=("face_id", "depth"))
+        nv, norm = normalize_for_rendering(mesh.vertices)
+        moved = rig.transformed(norm.matrix)
+        normalised = render_views(validate_mesh(nv, mesh.faces), moved, outputs=("face_id", "depth"))
+        assert (original.face_id == normalised.face_id).mean() > 0.995
+        hit = (original.face_id >= 0) & (normalised.face_id >= 0)
+        np.testing.assert_allclose(normalised.depth[hit], original.depth[hit] * norm.scale, rtol=1e-3)
+        np.testing.assert_allclose(np.linalg.det(moved.world_to_cam[:, :3, :3]), 1.0)  # still rigid
+    with pytest.raises(ValueError, match="similarity"):
+        rig.transformed(np.diag([1.0, 2.0, 1.0, 1.0]))

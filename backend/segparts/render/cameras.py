@@ -91,6 +91,21 @@ class CameraRig:
         idx = np.atleast_1d(np.asarray(views, dtype=np.int64))
         return CameraRig(self.world_to_cam[idx], self.proj[idx], self.width, self.height)
 
+    def transformed(self, matrix) -> "CameraRig":
+        """The same cameras for a world moved by a similarity `matrix` (p' = M p: rotation,
+        uniform scale, translation), e.g. `Normalization.matrix` to use a Blender viewport's
+        view on the normalised mesh. Pixels map to the same surface points; camera space is
+        scaled with the world, so depths come out in the new units and the view stays rigid."""
+        m = np.asarray(matrix, dtype=np.float64)
+        if m.shape != (4, 4):
+            raise ValueError(f"matrix must be (4, 4), got {m.shape}")
+        scale = float(np.cbrt(abs(np.linalg.det(m[:3, :3]))))
+        if scale <= 0 or not np.allclose(m[:3, :3] @ m[:3, :3].T, scale**2 * np.eye(3), atol=1e-9 * scale**2):
+            raise ValueError("transformed() needs a similarity transform (rotation, uniform scale, translation)")
+        s = np.diag([scale, scale, scale, 1.0])
+        s_inv = np.diag([1.0 / scale, 1.0 / scale, 1.0 / scale, 1.0])
+        return CameraRig(s @ self.world_to_cam @ np.linalg.inv(m), self.proj @ s_inv, self.width, self.height)
+
     def project(self, points: np.ndarray, view: int) -> tuple[np.ndarray, np.ndarray]:
         """World points (P, 3) -> (pixel xy as float (P, 2) with pixel centres at .5, planar depth (P,)).
 
