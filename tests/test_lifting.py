@@ -197,3 +197,16 @@ def test_lift_masks_rejects_bad_masks():
         lifting.lift_masks(mesh, rig, views, np.zeros((12, 16, 16), np.int32))
     with pytest.raises(ValueError, match="integer"):
         lifting.lift_masks(mesh, rig, views, np.zeros((12, 32, 32), np.float32))
+
+
+def test_visible_pixel_counts_and_face_pixels_agree_with_the_buffer():
+    mesh, part = parts_mesh()
+    rig = sampart3d_rig(size=64)
+    views = render_views(mesh, rig, outputs=("face_id",))
+    counts = lifting.visible_pixel_counts(views, mesh.n_faces)
+    assert counts.shape == (16, mesh.n_faces) and counts.sum() == (views.face_id >= 0).sum()
+    f = int(np.argmax(counts.sum(axis=0)))
+    pixels = lifting.face_pixels(views, f)
+    assert [len(p) for p in pixels] == counts[:, f].tolist()
+    k = int(np.argmax(counts[:, f]))
+    assert all(lifting.pixel_to_face(views, k, x, y) == f for x, y in pixels[k])

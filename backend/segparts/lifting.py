@@ -212,6 +212,17 @@ def pixel_to_face(views: Views, view_index: int, x: int, y: int) -> int:
     return int(views.face_id[view_index, int(y), int(x)])
 
 
+def visible_pixel_counts(views: Views, n_faces: int) -> np.ndarray:
+    """(N, F) int32: how many pixels of each view show each face (its visible projected area)."""
+    n = views.n_views
+    ids = views.face_id.reshape(n, -1)
+    out = np.zeros((n, n_faces), dtype=np.int32)
+    for k in range(n):
+        fg = ids[k][ids[k] >= 0]
+        out[k] = np.bincount(fg, minlength=n_faces)[:n_faces]
+    return out
+
+
 def face_pixels(views: Views, face: int) -> list[np.ndarray]:
     """Per view, the (K, 2) [x, y] pixels that show `face`."""
     out = []
