@@ -9,7 +9,9 @@ view; a sample is visible there when the pixel is covered (alpha > 0.9) and its 
 rendered depth within `depth_tolerance` (1e-3 of the longest bounding-box side, i.e. 1e-3 in
 normalised units) - or, more robustly than the release, the pixel shows the sample's own face.
 Each sample takes the most frequent label over the views that see it, each face the most frequent
-label over its samples. Ties go to the smaller label.
+label over its samples. Ties go to the smaller label. A sample is looked up in the pixel that
+contains its projection (the release samples with grid_sample(align_corners=True), up to half a
+pixel off), and invisible or unlabelled samples do not vote (the release lets them vote 0/999).
 """
 from __future__ import annotations
 
