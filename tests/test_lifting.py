@@ -210,3 +210,20 @@ def test_visible_pixel_counts_and_face_pixels_agree_with_the_buffer():
     assert [len(p) for p in pixels] == counts[:, f].tolist()
     k = int(np.argmax(counts[:, f]))
     assert all(lifting.pixel_to_face(views, k, x, y) == f for x, y in pixels[k])
+
+
+def test_unlabelled_pixels_abstain_or_vote_for_nothing():
+    mesh, part = parts_mesh()
+    rig = geosam2_rig(size=128)
+    views = render_views(mesh, rig, outputs=("face_id", "depth", "alpha"))
+    masks = masks_from_parts(views, part)
+    masks[:8][masks[:8] == 0] = -1  # the top slab is unlabelled in 8 of the 12 views
+    samples = lifting.face_visible_samples(mesh, rig, views)
+    abstain = lifting.lift_masks(mesh, rig, views, masks, samples=samples)
+    vote = lifting.lift_masks(mesh, rig, views, masks, samples=samples, unlabelled_votes=True)
+    top = part == 0
+    seen_late = samples.face_visible()[8:].any(axis=0)  # seen labelled by the last 4 views
+    assert (abstain[top & seen_late] == 0).mean() > 0.99
+    assert (vote[top] == -1).mean() > 0.5 > (abstain[top] == -1).mean()  # outvoted by "no label"
+    others = ~top & (abstain >= 0)
+    np.testing.assert_array_equal(vote[others & (vote >= 0)], abstain[others & (vote >= 0)])

@@ -11,7 +11,8 @@ normalised units) - or, more robustly than the release, the pixel shows the samp
 Each sample takes the most frequent label over the views that see it, each face the most frequent
 label over its samples. Ties go to the smaller label. A sample is looked up in the pixel that
 contains its projection (the release samples with grid_sample(align_corners=True), up to half a
-pixel off), and invisible or unlabelled samples do not vote (the release lets them vote 0/999).
+pixel off). Invisible samples never vote; samples on unlabelled pixels abstain by default (the
+release counts them as a "no object" label, 999: `unlabelled_votes=True`).
 """
 from __future__ import annotations
 
@@ -186,10 +187,13 @@ def paint_masks(object_masks, shape=None, first=()) -> np.ndarray:
 
 
 def lift_masks(mesh: Mesh, rig: CameraRig, views: Views, masks: np.ndarray, samples_per_face: int = 5, seed: int = 0,
-               samples: FaceSamples | None = None, depth_tolerance: float = 1e-3) -> np.ndarray:
+               samples: FaceSamples | None = None, depth_tolerance: float = 1e-3,
+               unlabelled_votes: bool = False) -> np.ndarray:
     """Label images of every view (N, H, W) int32 (-1 = none) -> (F,) int32 face labels (-1 = unseen).
 
-    Pass `samples` (from face_visible_samples) to reuse the projection across several liftings."""
+    Pass `samples` (from face_visible_samples) to reuse the projection across several liftings.
+    `unlabelled_votes`: a visible sample on an unlabelled pixel votes for "no label" (as the
+    release's 999) instead of abstaining; where "no label" wins, the face stays -1."""
     masks = np.asarray(masks)
     if masks.shape != views.face_id.shape:
         raise ValueError(f"masks must have shape {views.face_id.shape} (views, H, W), got {masks.shape}")
@@ -199,9 +203,13 @@ def lift_masks(mesh: Mesh, rig: CameraRig, views: Views, masks: np.ndarray, samp
         samples = face_visible_samples(mesh, rig, views, samples_per_face, seed, depth_tolerance)
     p = len(samples.points)
     view, sample = np.nonzero(samples.visible)
-    votes = masks.reshape(len(masks), -1)[view, samples.lin[view, sample]]
+    votes = masks.reshape(len(masks), -1)[view, samples.lin[view, sample]].astype(np.int64)
+    nothing = int(max(votes.max(initial=-1), -1)) + 1  # an id above every label stands for "none"
+    if unlabelled_votes:
+        votes[votes < 0] = nothing
     sample_label = mode_by_group(sample, votes, p)
     face_label = mode_by_group(samples.face, sample_label, mesh.n_faces)
+    face_label[face_label == nothing] = UNLABELLED
     return face_label.astype(np.int32)
 
 
