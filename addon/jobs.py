@@ -21,6 +21,7 @@ class MeshArrays:
     faces: np.ndarray  # (T,3) int32 triangles
     tri_poly: np.ndarray  # (T,) polygon of each triangle
     n_polygons: int
+    topology: object = None  # partdata.Topology, for the write-back
 
     def wire_arrays(self) -> dict:
         return {"vertices": np.ascontiguousarray(self.vertices, dtype="<f8"),

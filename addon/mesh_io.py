@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .jobs import MeshArrays
+from .partdata import Topology, fan_triangles
 
 
 def _get(collection, attr: str, count: int, dtype, width: int = 1) -> np.ndarray:
@@ -12,17 +13,47 @@ def _get(collection, attr: str, count: int, dtype, width: int = 1) -> np.ndarray
     return out.reshape(-1, width) if width > 1 else out
 
 
+def _attr_get(mesh, name: str, count: int, dtype, prop: str = "value", width: int = 1) -> np.ndarray:
+    """Read a (possibly internal, dot-named) attribute through its fast contiguous path."""
+    return _get(mesh.attributes[name].data, prop, count, dtype, width)
+
+
 def vertices(mesh) -> np.ndarray:
-    return _get(mesh.vertices, "co", len(mesh.vertices), np.float32, 3).astype(np.float64)
+    # the `position` attribute is ~100x faster than vertices.foreach_get("co") on big meshes
+    return _attr_get(mesh, "position", len(mesh.vertices), np.float32, "vector", 3).astype(np.float64)
 
 
-def triangles(mesh) -> tuple[np.ndarray, np.ndarray]:
-    """(T,3) vertex indices and (T,) polygon index of the mesh's loop triangles."""
-    mesh.calc_loop_triangles()
-    n = len(mesh.loop_triangles)
-    tris = _get(mesh.loop_triangles, "vertices", n, np.int32, 3)
-    tri_poly = _get(mesh.loop_triangles, "polygon_index", n, np.int32)
-    return tris, tri_poly
+def corner_verts(mesh) -> np.ndarray:
+    return _attr_get(mesh, ".corner_vert", len(mesh.loops), np.int32)
+
+
+def corner_edges(mesh) -> np.ndarray:
+    return _attr_get(mesh, ".corner_edge", len(mesh.loops), np.int32)
+
+
+def loop_totals(mesh) -> np.ndarray:
+    """Corners per polygon (from the polygon offsets)."""
+    starts = _get(mesh.polygons, "loop_start", len(mesh.polygons), np.int32)
+    return np.diff(np.append(starts, len(mesh.loops))).astype(np.int32)
+
+
+def loops(mesh) -> tuple[np.ndarray, np.ndarray]:
+    """(corner vertex indices, corners per polygon): enough to go from polygons to vertices."""
+    return corner_verts(mesh), loop_totals(mesh)
+
+
+def topology(mesh) -> Topology:
+    return Topology(corner_verts(mesh), loop_totals(mesh), len(mesh.vertices))
+
+
+def triangles(mesh, topo: Topology | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(T,3) vertex indices and (T,) polygon of a fan triangulation of the polygons.
+
+    Built from the corner arrays with numpy: reading Blender's loop_triangles goes through a
+    per-item path that takes ~1 s per million triangles. Labels are reported per polygon, so how a
+    polygon is split does not change them."""
+    topo = topo or topology(mesh)
+    return fan_triangles(topo.corner_verts, topo.loop_total)
 
 
 def mesh_arrays(obj) -> MeshArrays:
@@ -33,21 +64,19 @@ def mesh_arrays(obj) -> MeshArrays:
     mesh = obj.data
     if obj.mode == "EDIT":
         obj.update_from_editmode()
-    tris, tri_poly = triangles(mesh)
+    topo = topology(mesh)
+    tris, tri_poly = triangles(mesh, topo)
     if len(tris) == 0:
         raise ValueError(f"{obj.name!r} has no faces to segment")
-    return MeshArrays(vertices(mesh), tris, tri_poly, len(mesh.polygons))
+    return MeshArrays(vertices(mesh), tris, tri_poly, len(mesh.polygons), topo)
 
 
-def loops(mesh) -> tuple[np.ndarray, np.ndarray]:
-    """(loop vertex indices, loop_total per polygon) — enough to go from polygons to vertices."""
-    loop_vertex = _get(mesh.loops, "vertex_index", len(mesh.loops), np.int32)
-    loop_total = _get(mesh.polygons, "loop_total", len(mesh.polygons), np.int32)
-    return loop_vertex, loop_total
-
-
-def loop_edges(mesh) -> np.ndarray:
-    return _get(mesh.loops, "edge_index", len(mesh.loops), np.int32)
+def polygons_as_lists(mesh) -> list[list[int]]:
+    """Polygon vertex lists for mathutils (BVHTree.FromPolygons)."""
+    corners, totals = loops(mesh)
+    if totals.size and (totals == totals[0]).all():
+        return corners.reshape(-1, int(totals[0])).tolist()
+    return [c.tolist() for c in np.split(corners, np.cumsum(totals)[:-1])]
 
 
 def polygon_centres_areas(mesh) -> tuple[np.ndarray, np.ndarray]:
@@ -56,11 +85,14 @@ def polygon_centres_areas(mesh) -> tuple[np.ndarray, np.ndarray]:
 
 
 def material_indices(mesh) -> np.ndarray:
-    return _get(mesh.polygons, "material_index", len(mesh.polygons), np.int32)
+    """Per-face material index (the `material_index` attribute; absent means all 0)."""
+    values = read_int_attribute(mesh, "material_index")
+    return values if values is not None else np.zeros(len(mesh.polygons), dtype=np.int32)
 
 
 def set_material_indices(mesh, indices: np.ndarray) -> None:
-    mesh.polygons.foreach_set("material_index", np.ascontiguousarray(indices, dtype=np.int32))
+    # through the attribute: polygons.foreach_set("material_index") is ~500x slower at 1M faces
+    write_face_attribute(mesh, "material_index", indices)
 
 
 def read_int_attribute(mesh, name: str) -> np.ndarray | None:
@@ -110,7 +142,7 @@ def set_selection(mesh, poly_mask: np.ndarray) -> None:
     vert_sel = np.zeros(len(mesh.vertices), dtype=bool)
     vert_sel[loop_vertex[loop_sel]] = True
     edge_sel = np.zeros(len(mesh.edges), dtype=bool)
-    edge_sel[loop_edges(mesh)[loop_sel]] = True
-    mesh.vertices.foreach_set("select", vert_sel)
-    mesh.edges.foreach_set("select", edge_sel)
-    mesh.polygons.foreach_set("select", poly_mask)
+    edge_sel[corner_edges(mesh)[loop_sel]] = True
+    for name, values in ((".select_vert", vert_sel), (".select_edge", edge_sel), (".select_poly", poly_mask)):
+        attr = mesh.attributes.get(name) or mesh.attributes.new(name, "BOOLEAN", _SELECT_ATTRS[name])
+        attr.data.foreach_set("value", values)

@@ -35,7 +35,7 @@ class SEGPARTS_OT_backend_stop(bpy.types.Operator):
     bl_description = "Stop the backend process started by the add-on"
 
     def execute(self, context):
-        runtime.shutdown()
+        runtime.stop_backend()
         return {"FINISHED"}
 
 
@@ -45,7 +45,7 @@ class SEGPARTS_OT_backend_restart(bpy.types.Operator):
     bl_description = "Stop the backend and start it again"
 
     def execute(self, context):
-        runtime.shutdown()
+        runtime.stop_backend()
         runtime.ensure_started()
         return {"FINISHED"}
 

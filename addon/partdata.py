@@ -53,6 +53,21 @@ def loop_labels(poly_labels: np.ndarray, loop_total: np.ndarray) -> np.ndarray:
     return np.repeat(np.asarray(poly_labels), np.asarray(loop_total))
 
 
+def fan_triangles(corner_verts: np.ndarray, loop_total: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fan-triangulate polygons given as flat corner lists: (T,3) vertex indices, (T,) polygon."""
+    corner_verts = np.asarray(corner_verts, dtype=np.int32)
+    loop_total = np.asarray(loop_total, dtype=np.int64)
+    n_tris = np.clip(loop_total - 2, 0, None)
+    tri_poly = np.repeat(np.arange(len(loop_total), dtype=np.int32), n_tris)
+    start = np.concatenate([[0], np.cumsum(loop_total)[:-1]]).astype(np.int64)
+    # k-th triangle of a polygon: corners (0, k+1, k+2) of that polygon
+    first_tri = np.concatenate([[0], np.cumsum(n_tris)[:-1]])
+    k = np.arange(len(tri_poly), dtype=np.int64) - first_tri[tri_poly]
+    base = start[tri_poly]
+    tris = np.stack([corner_verts[base], corner_verts[base + k + 1], corner_verts[base + k + 2]], axis=1)
+    return tris, tri_poly
+
+
 def vertex_groups(poly_labels: np.ndarray, loop_vertex: np.ndarray, loop_total: np.ndarray,
                   n_vertices: int) -> dict[int, np.ndarray]:
     """Part id -> sorted vertex indices of that part (policy in the module docstring).
@@ -60,21 +75,79 @@ def vertex_groups(poly_labels: np.ndarray, loop_vertex: np.ndarray, loop_total: 
     Vectorised without sorting all (part, vertex) pairs: every used vertex gets one part by a
     scatter, then only the corners that disagree with it (the borders) are de-duplicated.
     """
-    corner_part = loop_labels(poly_labels, loop_total).astype(np.int64)
-    loop_vertex = np.asarray(loop_vertex, dtype=np.int64)
-    keep = corner_part >= 0
-    corner_part, loop_vertex = corner_part[keep], loop_vertex[keep]
-    vertex_part = np.full(int(n_vertices), -1, dtype=np.int64)
-    vertex_part[loop_vertex] = corner_part
-    border = corner_part != vertex_part[loop_vertex]
-    extra = np.unique(corner_part[border] * n_vertices + loop_vertex[border])
-    pairs_part = np.concatenate([vertex_part[vertex_part >= 0], extra // n_vertices])
-    pairs_vert = np.concatenate([np.flatnonzero(vertex_part >= 0), extra % n_vertices])
-    order = np.lexsort((pairs_vert, pairs_part))
-    pairs_part, pairs_vert = pairs_part[order], pairs_vert[order]
-    parts, starts = np.unique(pairs_part, return_index=True)
-    ends = np.append(starts[1:], len(pairs_part))
-    return {int(p): pairs_vert[s:e] for p, s, e in zip(parts, starts, ends)}
+    poly_labels = np.asarray(poly_labels, dtype=np.int32)
+    loop_vertex = np.asarray(loop_vertex, dtype=np.int32)
+    corner_part = np.repeat(poly_labels, np.asarray(loop_total))
+    if poly_labels.size and poly_labels.min() < 0:  # unlabelled faces belong to no group
+        keep = corner_part >= 0
+        corner_part, loop_vertex = corner_part[keep], loop_vertex[keep]
+    vertex_part = np.full(int(n_vertices), -1, dtype=np.int32)
+    vertex_part[loop_vertex] = corner_part  # one part per vertex (the last corner written wins)
+    border = corner_part != vertex_part[loop_vertex]  # corners whose vertex went to another part
+    extra = np.unique(corner_part[border].astype(np.int64) * n_vertices + loop_vertex[border])
+    used = np.flatnonzero(vertex_part >= 0).astype(np.int32)
+    groups = _split_by(vertex_part[used], used)
+    for part, verts in _split_by(extra // n_vertices, (extra % n_vertices).astype(np.int32)).items():
+        # border vertices are never in the part their scatter chose, so no duplicates arise
+        groups[part] = np.concatenate([groups[part], verts]) if part in groups else verts
+    return groups
+
+
+def _split_by(keys: np.ndarray, values: np.ndarray) -> dict[int, np.ndarray]:
+    """{key: values with that key}, values keeping their order (stable counting sort)."""
+    if keys.size == 0:
+        return {}
+    order = np.argsort(keys, kind="stable")
+    keys, values = keys[order], values[order]
+    cut = np.flatnonzero(np.diff(keys)) + 1
+    starts = np.concatenate([[0], cut])
+    ends = np.append(cut, len(keys))
+    return {int(keys[s]): values[s:e] for s, e in zip(starts, ends)}
+
+
+@dataclass
+class Topology:
+    """What the write-back needs of a mesh's connectivity, read once at the user's action (reading
+    polygon offsets from Blender takes ~90 ms per million faces: not something a timer tick may do)."""
+
+    corner_verts: np.ndarray  # (L,) vertex of each face corner
+    loop_total: np.ndarray  # (P,) corners per polygon
+    n_vertices: int
+
+    @property
+    def n_polygons(self) -> int:
+        return int(self.loop_total.shape[0])
+
+
+@dataclass
+class GroupUpdate:
+    """Vertex-group edits that turn the groups of `old` labels into those of `new` labels."""
+
+    changes: dict  # part -> (vertices to remove, vertices to add, all its vertices)
+    drop: list  # parts whose group must go
+    counts: dict  # part -> vertex count under the new labels
+
+
+def group_update(old_labels: np.ndarray | None, new_labels: np.ndarray, topo: Topology) -> GroupUpdate:
+    """Only the membership that changes is touched: re-cutting the hierarchy usually moves few
+    vertices, and Blender's per-vertex group edits are what costs time."""
+    new = vertex_groups(new_labels, topo.corner_verts, topo.loop_total, topo.n_vertices)
+    old = {} if old_labels is None else vertex_groups(old_labels, topo.corner_verts, topo.loop_total, topo.n_vertices)
+    empty = np.empty(0, dtype=np.int32)
+    changes = {}
+    for part, verts in new.items():
+        before = old.get(part)
+        if before is None:
+            changes[part] = (empty, verts, verts)
+        else:
+            changes[part] = (np.setdiff1d(before, verts, assume_unique=True),
+                             np.setdiff1d(verts, before, assume_unique=True), verts)
+    return GroupUpdate(changes, sorted(set(old) - set(new)), part_vertex_counts(new))
+
+
+def chunks(values: np.ndarray, size: int):
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
 
 
 def part_vertex_counts(groups: dict[int, np.ndarray]) -> dict[int, int]:

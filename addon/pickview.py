@@ -10,7 +10,7 @@ import numpy as np
 from mathutils import Vector
 from mathutils.bvhtree import BVHTree
 
-from . import editing, mesh_io, partdata, picking, runtime, writeback
+from . import background, editing, mesh_io, partdata, picking, runtime, writeback
 
 HOVER_RGBA = (1.0, 0.85, 0.1, 0.45)
 
@@ -113,8 +113,7 @@ class PickTool:
             return self._prompt(obj, positive=not ctrl, extend=shift or ctrl)
         if target.level < 0:  # finer than the current parts: that piece becomes a part
             labels, new_id = picking.split_off(self.picker.poly_labels, target.mask)
-            for _ in runtime.write_all(obj, labels, keep=True):
-                pass
+            background.run(runtime.write_all(obj, labels, mesh_io.topology(obj.data), keep=True))
             self.picker = build_picker(obj)
             self.picker.poly_labels = writeback.labels(obj)
             editing.set_selected_parts(obj, {new_id})

@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from collections import deque
+from concurrent.futures import Future
 from pathlib import Path
 
 import bpy
@@ -20,7 +21,7 @@ import numpy as np
 
 from . import partdata, palette, session as session_mod
 
-TICK_BUDGET_S = 0.015
+TICK_BUDGET_S = 0.008  # start no new write-back step after this; one step takes a few ms
 BUSY_INTERVAL_S, IDLE_INTERVAL_S = 0.05, 0.25
 
 session: session_mod.Session | None = None
@@ -106,9 +107,10 @@ def ensure_started() -> session_mod.Session:
     return s
 
 
-def shutdown() -> None:
-    """Stop everything we started (unregister, Blender exit)."""
+def stop_backend() -> None:
+    """Cancel the jobs and stop the backend we started (the Stop / Restart buttons)."""
     global session
+    _waiting.clear()
     for job in list(jobs.values()):
         job.cancel()
     jobs.clear()
@@ -116,8 +118,16 @@ def shutdown() -> None:
     if session is not None:
         session.stop()
         session = None
+
+
+def shutdown() -> None:
+    """Stop everything we started (unregister, Blender exit)."""
+    stop_backend()
     if setup_task is not None:
         setup_task.stop()
+    from . import background
+
+    background.shutdown()
 
 
 atexit.register(shutdown)
@@ -137,7 +147,9 @@ def drain() -> float:
         while work and time.perf_counter() - t0 < TICK_BUDGET_S:
             key, gen, on_done = work[0]
             try:
-                next(gen)
+                step = next(gen)
+                if isinstance(step, Future) and not step.done():
+                    break  # array work in the background thread: come back next tick
             except StopIteration:
                 work.popleft()
                 if on_done is not None:
@@ -322,7 +334,7 @@ def _apply_pick(name, arrays, msg):
         labels = np.zeros(arrays.n_polygons, dtype=np.int32)
     labels, new_id = picking.split_off(labels, mask)
     yield
-    yield from write_all(obj, labels, keep=True)
+    yield from write_all(obj, labels, arrays.topology, keep=True)
     editing.set_selected_parts(obj, {new_id})
     set_message(f"{name}: picked {int(mask.sum())} faces as {palette.part_name(new_id)}")
 
@@ -343,27 +355,42 @@ def queue_work(key, gen, on_done=None) -> None:
     ensure_timer()
 
 
-def _apply_segmentation(name, arrays, mid, engine, msg):
+def _prepare_segmentation(result_arrays: dict, tri_poly, n_poly: int):
+    """Triangle result -> polygon labels, polygon-level hierarchy and the matching slider scale.
+    Pure numpy: runs in the background thread."""
     from ._shared.hierarchy import Hierarchy
-    from . import writeback
 
+    poly_labels = partdata.compact_labels(partdata.polygon_labels(result_arrays["labels"], tri_poly, n_poly))
+    poly_leaf = partdata.polygon_labels(result_arrays["leaf_labels"], tri_poly, n_poly)
+    parent, height = np.array(result_arrays["parent"]), np.array(result_arrays["height"])
+    hierarchy = Hierarchy(poly_leaf, parent, height)
+    scale = matching_scale(hierarchy, int(poly_labels.max()) + 1)
+    return poly_labels, poly_leaf, parent, height, scale
+
+
+def _live_object(name, n_polygons):
     obj = bpy.data.objects.get(name)
     if obj is None or obj.type != "MESH":
         set_message(f"{name} is gone; result dropped")
-        return
-    if len(obj.data.polygons) != arrays.n_polygons:
+        return None
+    if len(obj.data.polygons) != n_polygons:
         set_message(f"{name} changed while it was segmented; segment it again")
+        return None
+    return obj
+
+
+def _apply_segmentation(name, arrays, mid, engine, msg):
+    from . import background, writeback
+
+    future = background.submit(_prepare_segmentation, msg.arrays, arrays.tri_poly, arrays.n_polygons)
+    poly_labels, poly_leaf, parent, height, scale = yield from background.wait(future)
+    obj = _live_object(name, arrays.n_polygons)
+    if obj is None:
         return
     ensure_object_mode(obj)
-    n_poly = arrays.n_polygons
-    poly_labels = partdata.compact_labels(partdata.polygon_labels(msg.arrays["labels"], arrays.tri_poly, n_poly))
-    poly_leaf = partdata.polygon_labels(msg.arrays["leaf_labels"], arrays.tri_poly, n_poly)
-    parent, height = msg.arrays["parent"], msg.arrays["height"]
     writeback.store_hierarchy(obj, poly_leaf, parent, height)
     yield
-    hierarchy = Hierarchy(poly_leaf, parent, height)
-    scale = matching_scale(hierarchy, int(poly_labels.max()) + 1)
-    yield from write_all(obj, poly_labels)
+    yield from write_all(obj, poly_labels, arrays.topology)
     obj.segparts.engine, obj.segparts.mesh_id = engine, mid
     set_granularity_quietly(obj, 1.0 - scale)
     set_message(f"{name}: {len(obj.segparts.parts)} parts ({engine})")
@@ -382,7 +409,7 @@ def matching_scale(hierarchy, n_parts: int) -> float:
     return float(heights[lo])
 
 
-def write_all(obj, poly_labels, keep: bool = False):
+def write_all(obj, poly_labels, topo, keep: bool = False):
     """Generator: labels -> attribute, preview materials, vertex groups, part list."""
     from . import writeback
 
@@ -390,11 +417,12 @@ def write_all(obj, poly_labels, keep: bool = False):
     if not preview:
         writeback.clear_preview(obj)
     kept = {it.part_id: 0 for it in obj.segparts.parts if it.material} if keep else None
-    yield from writeback.write_parts(obj, poly_labels, preview=preview, keep_parts=kept)
-    refresh_parts(obj, poly_labels, keep)
+    counts = {}
+    yield from writeback.write_parts(obj, poly_labels, topo, preview=preview, keep_parts=kept, vertex_counts=counts)
+    refresh_parts(obj, poly_labels, keep, counts)
 
 
-def refresh_parts(obj, poly_labels=None, keep: bool = False) -> None:
+def refresh_parts(obj, poly_labels=None, keep: bool = False, vertex_counts: dict | None = None) -> None:
     """Rebuild the part list from the `part_id` attribute (the source of truth). keep=True keeps
     the names and materials of part ids that survive (editing); new labels start fresh."""
     from . import mesh_io, writeback
@@ -406,8 +434,10 @@ def refresh_parts(obj, poly_labels=None, keep: bool = False) -> None:
     items.clear()
     if poly_labels is None:
         return
-    loop_vertex, loop_total = mesh_io.loops(obj.data)
-    groups = partdata.vertex_groups(poly_labels, loop_vertex, loop_total, len(obj.data.vertices))
+    if vertex_counts is None:
+        topo = mesh_io.topology(obj.data)
+        vertex_counts = partdata.part_vertex_counts(
+            partdata.vertex_groups(poly_labels, topo.corner_verts, topo.loop_total, topo.n_vertices))
     faces = np.bincount(poly_labels[poly_labels >= 0])
     for part in np.flatnonzero(faces).tolist():
         it = items.add()
@@ -415,7 +445,7 @@ def refresh_parts(obj, poly_labels=None, keep: bool = False) -> None:
         it.part_id, it.name, it.material = part, name, material
         it.color = palette.part_colour(part)
         it.face_count = int(faces[part])
-        it.vertex_count = int(groups[part].size) if part in groups else 0
+        it.vertex_count = int(vertex_counts.get(part, 0))
     obj.segparts.active_part = min(obj.segparts.active_part, max(len(items) - 1, 0))
 
 
@@ -429,13 +459,16 @@ def set_granularity_quietly(obj, value: float) -> None:
 
 
 def on_granularity_changed(obj, granularity: float) -> None:
+    from . import mesh_io
+
     if _suppress_recut:
         return
-    queue_work(("recut", obj.name), _recut(obj.name, granularity), on_done=lambda: undo_push("Granularity"))
+    topo = mesh_io.topology(obj.data)  # read now, in the user's action, not in a timer tick
+    queue_work(("recut", obj.name), _recut(obj.name, granularity, topo), on_done=lambda: undo_push("Granularity"))
 
 
-def _recut(name, granularity):
-    from . import writeback
+def _recut(name, granularity, topo):
+    from . import background, writeback
 
     obj = bpy.data.objects.get(name)
     if obj is None:
@@ -444,9 +477,11 @@ def _recut(name, granularity):
     if hierarchy is None:
         set_message(f"{name} has no stored hierarchy; segment it first")
         return
-    yield
-    poly_labels = hierarchy.cut(scale=1.0 - float(granularity))
-    yield from write_all(obj, poly_labels)
+    poly_labels = yield from background.wait(background.submit(hierarchy.cut, scale=1.0 - float(granularity)))
+    obj = _live_object(name, topo.n_polygons)
+    if obj is None:
+        return
+    yield from write_all(obj, poly_labels, topo)
     set_message(f"{name}: {len(obj.segparts.parts)} parts")
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
-from . import mesh_io, palette, partdata
+from . import background, mesh_io, palette, partdata
 
 LABEL_ATTR = "part_id"
 LEAF_ATTR = "segparts_leaf"
@@ -56,33 +56,60 @@ def labels(obj) -> np.ndarray | None:
 
 
 # ---- the full write-back ------------------------------------------------------------------
-def write_parts(obj, poly_labels: np.ndarray, preview: bool = True, keep_parts: dict | None = None):
-    """Generator: attribute, materials, vertex groups, part list. Labels are per polygon."""
+GROUP_CHUNK = 10_000  # vertices per vertex-group edit (~5 ms): timer ticks stay short
+
+
+def write_parts(obj, poly_labels: np.ndarray, topo, preview: bool = True, keep_parts: dict | None = None,
+                vertex_counts: dict | None = None):
+    """Generator: attribute, materials, vertex groups. Labels are per polygon; `topo` is the
+    mesh's partdata.Topology. `vertex_counts` (optional dict) receives each part's vertex count.
+    May yield a Future (array work in a thread): the caller comes back when it is done."""
     mesh = obj.data
     poly_labels = np.ascontiguousarray(poly_labels, dtype=np.int32)
-    if poly_labels.shape != (len(mesh.polygons),):
+    if poly_labels.shape != (len(mesh.polygons),) or topo.n_polygons != len(mesh.polygons):
         raise ValueError(f"{len(poly_labels)} labels for {len(mesh.polygons)} polygons of {obj.name!r}")
+    old = labels(obj)
+    ours = [vg.name for vg in obj.vertex_groups if vg.name.startswith(GROUP_PREFIX)]
+    # the groups are derived from the previous labels: only the difference needs writing
+    known_old = old if (old is not None and ours) else None
+    # main-thread work waits for the thread: both at once fight over the GIL and the ticks grow
+    update = yield from background.wait(background.submit(partdata.group_update, known_old, poly_labels, topo))
     mesh_io.write_face_attribute(mesh, LABEL_ATTR, poly_labels)
     yield
     if preview:
         write_preview_materials(obj, poly_labels, keep_parts)
         yield
-    yield from write_vertex_groups(obj, poly_labels)
+    if known_old is None:
+        for name in ours:  # groups of unknown origin: start again
+            obj.vertex_groups.remove(obj.vertex_groups[name])
+            yield
+    yield from _write_group_update(obj, update)
+    if vertex_counts is not None:
+        vertex_counts.update(update.counts)
     update_visibility(obj, poly_labels)
-    mesh.update()
+    mesh.update_tag()  # redraw; mesh.update() would recompute derived data (~80 ms at 1M faces)
 
 
-def write_vertex_groups(obj, poly_labels: np.ndarray):
-    """Generator: one `Part_###` group per part (old ones replaced), one yield per group."""
-    for vg in [vg for vg in obj.vertex_groups if vg.name.startswith(GROUP_PREFIX)]:
-        obj.vertex_groups.remove(vg)
-    loop_vertex, loop_total = mesh_io.loops(obj.data)
-    groups = partdata.vertex_groups(poly_labels, loop_vertex, loop_total, len(obj.data.vertices))
-    yield
-    for part, verts in groups.items():
-        vg = obj.vertex_groups.new(name=palette.part_name(part))
-        vg.add(verts.tolist(), 1.0, "REPLACE")
-        yield
+def _write_group_update(obj, update):
+    """Apply a partdata.GroupUpdate in small steps (one yield per chunk)."""
+    for part in update.drop:
+        vg = obj.vertex_groups.get(palette.part_name(part))
+        if vg is not None:
+            obj.vertex_groups.remove(vg)  # ~10-20 ms at 1M vertices: Blender rescans every vertex
+            yield
+    for part in sorted(update.changes):
+        remove, add, full = update.changes[part]
+        name = palette.part_name(part)
+        vg = obj.vertex_groups.get(name)
+        if vg is None:
+            vg = obj.vertex_groups.new(name=name)
+            remove, add = full[:0], full
+        for chunk in partdata.chunks(remove, GROUP_CHUNK):
+            vg.remove(chunk.tolist())
+            yield
+        for chunk in partdata.chunks(add, GROUP_CHUNK):
+            vg.add(chunk.tolist(), 1.0, "REPLACE")
+            yield
 
 
 # ---- materials ------------------------------------------------------------------------------
@@ -118,10 +145,16 @@ def write_preview_materials(obj, poly_labels: np.ndarray, keep_parts: dict[int, 
         obj[USER_SLOTS_PROP] = len(mesh.materials)
     user_slots = _user_slots(obj)
     real = mesh_io.read_int_attribute(mesh, SAVED_MATERIAL_ATTR)
-    _drop_preview_slots(obj, user_slots)
     n_parts = int(poly_labels.max()) + 1 if poly_labels.size else 0
+    # reuse the preview slots: assigning a slot is free, removing one rewrites every face's index
+    _drop_preview_slots(obj, user_slots + n_parts)
     for part in range(n_parts):
-        mesh.materials.append(part_material(part))
+        mat = part_material(part)
+        if user_slots + part < len(mesh.materials):
+            if mesh.materials[user_slots + part] != mat:
+                mesh.materials[user_slots + part] = mat
+        else:
+            mesh.materials.append(mat)
     indices = partdata.preview_material_indices(poly_labels, user_slots)
     if keep_parts:
         keep = np.full(n_parts, -1, dtype=np.int32)

@@ -1,0 +1,38 @@
+"""numpy work off Blender's main thread (no bpy here: bpy may only be touched on the main thread).
+
+A write-back generator submits its array preparation here and yields the Future until it is done,
+so the timer keeps its ticks short; numpy releases the GIL in its heavy loops.
+"""
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+
+_pool: ThreadPoolExecutor | None = None
+
+
+def submit(fn, *args, **kwargs) -> Future:
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segparts-prep")
+    return _pool.submit(fn, *args, **kwargs)
+
+
+def wait(future: Future):
+    """Generator: yields the future until it is done (the timer comes back later)."""
+    while not future.done():
+        yield future
+    return future.result()
+
+
+def run(gen) -> None:
+    """Run a write-back generator to the end right now (operators, tests, benches)."""
+    for step in gen:
+        if isinstance(step, Future):
+            step.result()
+
+
+def shutdown() -> None:
+    global _pool
+    if _pool is not None:
+        _pool.shutdown(wait=True, cancel_futures=True)
+        _pool = None

@@ -1,0 +1,230 @@
+"""`segparts bench addon`: the Blender add-on's figures, in headless Blender (the `bpy` module).
+
+Needs bpy (Python 3.11, `pip install bpy==5.0.1`) and the built extension zip (dist/, made by
+`python build_addon.py --local`; built here when missing). Measures, as medians over --runs:
+- install + enable: `extensions.package_install_files(..., enable_on_install=True)` of the zip into
+  a fresh temporary user folder, each run in its own process (Blender reads the folder at import);
+- write-back of 1M face labels: face attribute `part_id` + per-part preview material slots and
+  material indices + `Part_###` vertex groups on a 1M-quad grid, 32 parts (target <= 1 s);
+- timer ticks: every call of the add-on's timer function while (a) that 1M write-back is applied
+  from the queue and (b) a real backend segments a 20k-face mesh (polling only); worst and median.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MODULE = "bl_ext.user_default.segment_parts"
+REPO = Path(__file__).resolve().parents[3]
+
+
+def register(sub):
+    p = sub.add_parser("addon", help="Blender add-on: 1M-label write-back, timer ticks, install + enable (needs bpy)")
+    p.add_argument("--zip", default=None, help="extension zip (default: dist/segment_parts-*-<platform>.zip)")
+    p.add_argument("--faces", type=int, default=1_000_000)
+    p.add_argument("--parts", type=int, default=32)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--json", default=None, metavar="OUT")
+    p.add_argument("--install-only", action="store_true", help=argparse_hidden())
+    p.set_defaults(func=run)
+
+
+def argparse_hidden():
+    import argparse
+
+    return argparse.SUPPRESS
+
+
+def _find_zip(path: str | None) -> Path:
+    from ..cli import CliError
+
+    if path:
+        return Path(path)
+    sys.path.insert(0, str(REPO))
+    try:
+        import build_addon
+    except ImportError:
+        raise CliError("build_addon.py not found: pass --zip") from None
+    name = build_addon.local_platform().replace("-", "_")
+    zips = sorted((REPO / "dist").glob(f"segment_parts-*-{name}.zip"))
+    if not zips:
+        zips = build_addon.build([build_addon.local_platform()], REPO / "dist")
+    return zips[-1]
+
+
+def _import_bpy(user_dir: str):
+    from ..cli import CliError
+
+    os.environ["BLENDER_USER_RESOURCES"] = user_dir
+    os.environ.setdefault("SEGPARTS_RUNTIME_DIR", os.path.join(user_dir, "runtime"))
+    try:
+        import bpy
+    except ImportError as exc:
+        raise CliError(f"bpy is not importable here ({exc}); the add-on bench needs `pip install bpy==5.0.1` "
+                       "on Python 3.11") from None
+    return bpy
+
+
+def _install(bpy, zip_path: Path) -> float:
+    t0 = time.perf_counter()
+    result = bpy.ops.extensions.package_install_files(filepath=str(zip_path), repo="user_default",
+                                                      enable_on_install=True)
+    seconds = time.perf_counter() - t0
+    if result != {"FINISHED"} or MODULE not in bpy.context.preferences.addons:
+        raise RuntimeError(f"install failed: {result}")
+    return seconds
+
+
+def run(args) -> int:
+    zip_path = _find_zip(args.zip)
+    if args.install_only:  # child process of the install timing
+        bpy = _import_bpy(tempfile.mkdtemp(prefix="segparts-bench-user-"))
+        print(json.dumps({"install_s": _install(bpy, zip_path)}))
+        return 0
+    installs = []
+    for _ in range(args.runs):
+        out = subprocess.run([sys.executable, "-m", "segparts", "bench", "addon", "--install-only",
+                              "--zip", str(zip_path)], capture_output=True, text=True, timeout=300)
+        lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+        if out.returncode != 0 or not lines:
+            print(out.stdout[-2000:], out.stderr[-2000:], file=sys.stderr)
+            return 1
+        installs.append(json.loads(lines[-1])["install_s"])
+
+    bpy = _import_bpy(tempfile.mkdtemp(prefix="segparts-bench-user-"))
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    _install(bpy, zip_path)
+    runtime = importlib.import_module(MODULE + ".runtime")
+    writeback = importlib.import_module(MODULE + ".writeback")
+    figures = {"install_enable_s": installs}
+    figures.update(_bench_writeback(bpy, runtime, writeback, args))
+    figures.update(_bench_job_ticks(bpy, runtime, args))
+    runtime.shutdown()
+
+    med = {k: statistics.median(v) for k, v in figures.items() if isinstance(v, list) and v}
+    print(f"segparts bench addon — bpy {bpy.app.version_string}, {args.faces:,} faces, {args.parts} parts, "
+          f"medians of {args.runs} runs (shared machine: timings include contention)")
+    rows = [
+        ("install + enable extension", "install_enable_s", "<= 2 s"),
+        ("write-back total (attr + materials + groups)", "writeback_total_s", "<= 1 s"),
+        ("  face attribute part_id", "writeback_attribute_s", ""),
+        ("  preview materials + indices", "writeback_materials_s", ""),
+        ("  vertex groups Part_###", "writeback_groups_s", ""),
+        ("worst timer tick, 1M write-back queued", "tick_worst_writeback_s", "<= 20 ms"),
+        ("median timer tick, 1M write-back queued", "tick_median_writeback_s", ""),
+        ("worst timer tick, polling a running job", "tick_worst_polling_s", "<= 20 ms"),
+        ("median timer tick, polling a running job", "tick_median_polling_s", ""),
+    ]
+    for label, key, target in rows:
+        if key in med:
+            v = med[key]
+            text = f"{v * 1000:8.1f} ms" if v < 1 else f"{v:8.2f} s "
+            print(f"  {label:46s} {text}  {target}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"medians": med, "runs": figures}, indent=1))
+    return 0
+
+
+def _grid(bpy, n_faces: int):
+    """A flat grid of about n_faces quads, one object, made with numpy and from_pydata."""
+    import numpy as np
+
+    side = int(round(np.sqrt(n_faces)))
+    y, x = np.mgrid[0:side + 1, 0:side + 1]
+    verts = np.column_stack([x.ravel(), y.ravel(), np.zeros(x.size)]).astype(np.float32)
+    idx = np.arange((side + 1) ** 2).reshape(side + 1, side + 1)
+    quads = np.column_stack([idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, 1:].ravel(), idx[1:, :-1].ravel()])
+    mesh = bpy.data.meshes.new("Grid")
+    mesh.vertices.add(len(verts))
+    mesh.vertices.foreach_set("co", verts.ravel())
+    mesh.loops.add(quads.size)
+    mesh.loops.foreach_set("vertex_index", quads.ravel().astype(np.int32))
+    mesh.polygons.add(len(quads))
+    mesh.polygons.foreach_set("loop_start", (np.arange(len(quads)) * 4).astype(np.int32))
+    mesh.update(calc_edges=True)
+    obj = bpy.data.objects.new("Grid", mesh)
+    bpy.context.scene.collection.objects.link(obj)
+    bpy.context.view_layer.objects.active = obj
+    # parts: vertical bands, so every part has borders with shared vertices
+    cols = np.tile(np.arange(side), side)
+    labels = (cols * 32 // side).astype(np.int32)
+    return obj, labels
+
+
+def _clear(bpy) -> None:
+    """Empty the scene (read_factory_settings would also reset the add-on's preferences)."""
+    for obj in list(bpy.data.objects):
+        bpy.data.objects.remove(obj)
+    for mesh in list(bpy.data.meshes):
+        bpy.data.meshes.remove(mesh)
+
+
+def _bench_writeback(bpy, runtime, writeback, args) -> dict:
+    import numpy as np
+
+    _clear(bpy)
+    obj, labels = _grid(bpy, args.faces)
+    labels = (labels * args.parts // 32).astype(np.int32)
+    out = {k: [] for k in ("writeback_total_s", "writeback_attribute_s", "writeback_materials_s",
+                           "writeback_groups_s", "tick_worst_writeback_s", "tick_median_writeback_s")}
+    mod = {name: importlib.import_module(f"{MODULE}.{name}") for name in ("mesh_io", "partdata", "background")}
+    topo = mod["mesh_io"].topology(obj.data)  # read at the user's action in the add-on (not timed here)
+    for run_index in range(args.runs):
+        shifted = ((labels + run_index) % args.parts).astype(np.int32)  # every vertex changes group
+        old = writeback.labels(obj)
+        t0 = time.perf_counter()
+        mod["mesh_io"].write_face_attribute(obj.data, writeback.LABEL_ATTR, shifted)
+        t1 = time.perf_counter()
+        writeback.write_preview_materials(obj, shifted)
+        t2 = time.perf_counter()
+        known_old = old if len(obj.vertex_groups) else None
+        update = mod["partdata"].group_update(known_old, shifted, topo)
+        mod["background"].run(writeback._write_group_update(obj, update))
+        t3 = time.perf_counter()
+        out["writeback_attribute_s"].append(t1 - t0)
+        out["writeback_materials_s"].append(t2 - t1)
+        out["writeback_groups_s"].append(t3 - t2)
+        out["writeback_total_s"].append(t3 - t0)
+        assert len(obj.vertex_groups) == args.parts
+        # the whole write-back (with the part list) applied from the queue by the timer function
+        ticks = []
+        runtime.queue_work(("bench", run_index), runtime.write_all(obj, ((shifted + 1) % args.parts).astype(np.int32), topo))
+        while runtime.work:
+            runtime.drain()
+            ticks.append(runtime.tick_stats["last_s"])
+            time.sleep(0.001)
+        out["tick_worst_writeback_s"].append(max(ticks))
+        out["tick_median_writeback_s"].append(statistics.median(ticks))
+    return out
+
+
+def _bench_job_ticks(bpy, runtime, args) -> dict:
+    """Ticks while a real backend segments a 20k-face sphere: the timer only polls."""
+    _clear(bpy)
+    prefs = bpy.context.preferences.addons[MODULE].preferences
+    prefs.python_path, prefs.port, prefs.device = sys.executable, 0, "cpu"
+    session = runtime.ensure_started()
+    runtime.run_until_idle(timeout=120)
+    if not session.ready:
+        raise RuntimeError(session.message)
+    out = {"tick_worst_polling_s": [], "tick_median_polling_s": []}
+    for run_index in range(args.runs):
+        bpy.ops.mesh.primitive_uv_sphere_add(segments=200 + run_index, ring_count=50)
+        obj = bpy.context.active_object
+        runtime.start_segment(obj, "geometric")
+        ticks = []
+        while runtime.jobs:
+            runtime.drain()
+            ticks.append(runtime.tick_stats["last_s"])
+            time.sleep(0.005)
+        out["tick_worst_polling_s"].append(max(ticks))
+        out["tick_median_polling_s"].append(statistics.median(ticks))
+        runtime.run_until_idle(timeout=60)
+    return out
