@@ -1,0 +1,292 @@
+"""The add-on's logic that needs no Blender: arrays for the write-back, picking, palette, and the
+backend session + jobs against a real `segparts serve` process over real ZeroMQ."""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from addon import jobs, palette, partdata, picking, session, setup  # noqa: E402
+from segparts.client import BackendClient, mesh_id  # noqa: E402
+from segparts.hierarchy import Hierarchy  # noqa: E402
+
+
+# ---- polygons, triangles, vertex groups ------------------------------------------------------
+def random_polygons(rng, n_polys, n_verts):
+    sizes = rng.integers(3, 7, n_polys)
+    corners = rng.integers(0, n_verts, int(sizes.sum())).astype(np.int32)
+    return corners, sizes.astype(np.int32)
+
+
+def test_fan_triangles_cover_each_polygon():
+    rng = np.random.default_rng(0)
+    corners, sizes = random_polygons(rng, 200, 50)
+    tris, tri_poly = partdata.fan_triangles(corners, sizes)
+    assert len(tris) == int((sizes - 2).sum())
+    assert np.array_equal(np.bincount(tri_poly, minlength=200), sizes - 2)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    for p in (0, 17, 199):
+        poly = corners[starts[p]:starts[p] + sizes[p]]
+        got = tris[tri_poly == p]
+        assert (got[:, 0] == poly[0]).all()
+        assert set(got.ravel()) == set(poly)
+
+
+def test_polygon_labels_first_triangle_and_mask():
+    tri_poly = np.array([0, 0, 1, 2, 2, 2])
+    labels = np.array([5, 6, 7, 8, 9, 9])
+    assert partdata.polygon_labels(labels, tri_poly, 4).tolist() == [5, 7, 8, -1]
+    mask = partdata.polygon_mask(np.array([0, 1, 0, 0, 0, 1], bool), tri_poly, 3)
+    assert mask.tolist() == [True, False, True]
+    with pytest.raises(ValueError):
+        partdata.polygon_labels(labels[:3], tri_poly, 3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.integers(3, 30), st.integers(1, 6), st.integers(0, 10_000))
+def test_vertex_groups_policy_matches_definition(n_polys, n_verts, n_parts, seed):
+    """A vertex is in every part whose faces use it — checked against a plain-Python definition."""
+    rng = np.random.default_rng(seed)
+    corners, sizes = random_polygons(rng, n_polys, n_verts)
+    labels = rng.integers(-1, n_parts, n_polys).astype(np.int32)
+    groups = partdata.vertex_groups(labels, corners, sizes, n_verts)
+    expected: dict[int, set] = {}
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    for p in range(n_polys):
+        if labels[p] >= 0:
+            expected.setdefault(int(labels[p]), set()).update(corners[starts[p]:starts[p] + sizes[p]].tolist())
+    assert {k: set(v.tolist()) for k, v in groups.items()} == expected
+    assert all(len(v) == len(set(v.tolist())) for v in groups.values()), "no duplicates in a group"
+
+
+def test_group_update_turns_old_groups_into_new_ones():
+    rng = np.random.default_rng(3)
+    corners, sizes = random_polygons(rng, 300, 120)
+    topo = partdata.Topology(corners, sizes, 120)
+    old = rng.integers(0, 6, 300).astype(np.int32)
+    new = old.copy()
+    new[new == 5] = 4  # merge 5 into 4 (a coarser cut), and move some faces
+    new[:20] = 1
+    update = partdata.group_update(old, new, topo)
+    before = partdata.vertex_groups(old, corners, sizes, 120)
+    after = partdata.vertex_groups(new, corners, sizes, 120)
+    assert update.drop == [5]
+    for part, (remove, add, full) in update.changes.items():
+        result = (set(before.get(part, np.empty(0)).tolist()) - set(remove.tolist())) | set(add.tolist())
+        assert result == set(after[part].tolist()) == set(full.tolist())
+    assert update.counts == {p: len(v) for p, v in after.items()}
+    fresh = partdata.group_update(None, new, topo)
+    assert all(len(r) == 0 for r, _a, _f in fresh.changes.values())
+
+
+def test_compact_labels_and_centres():
+    assert partdata.compact_labels(np.array([7, 7, 3, -1, 9, 3])).tolist() == [0, 0, 1, -1, 2, 1]
+    centres = partdata.part_centres(np.array([0, 0, 1]), np.array([[0, 0, 0], [2, 0, 0], [5, 5, 5.0]]),
+                                    np.array([1.0, 3.0, 0.0]))
+    assert np.allclose(centres[0], [1.5, 0, 0]) and np.allclose(centres[1], [5, 5, 5])
+
+
+def test_preview_material_indices_and_selection_modes():
+    assert partdata.preview_material_indices(np.array([0, 2, 1]), 3).tolist() == [3, 5, 4]
+    S = partdata.SelectionUpdate
+    assert S.from_modifiers(False, False).apply({1, 2}, [3]) == {3}
+    assert S.from_modifiers(True, False).apply({1, 2}, [3]) == {1, 2, 3}
+    assert S.from_modifiers(False, True).apply({1, 2}, [2]) == {1}
+
+
+def test_palette_distinct_and_stable():
+    colours = palette.part_colours(64)
+    assert len({tuple(round(c, 2) for c in col[:3]) for col in colours}) == 64
+    assert palette.part_colour(5) == palette.part_colour(5)
+    assert palette.part_name(7) == "Part_007"
+
+
+# ---- picking ---------------------------------------------------------------------------------
+def test_first_hit_finds_nearest_triangle_and_misses():
+    tri = np.array([[[0, 0, 0], [1, 0, 0], [0, 1, 0]], [[0, 0, 2], [1, 0, 2], [0, 1, 2]]], float)
+    k, t = picking.first_hit([0.2, 0.2, 5], [0, 0, -1], tri)
+    assert k == 1 and t == pytest.approx(3.0)
+    k, t = picking.first_hit([0.2, 0.2, -5], [0, 0, 1], tri)
+    assert k == 0 and t == pytest.approx(5.0)
+    assert picking.first_hit([5, 5, 5], [0, 0, -1], tri)[0] == -1
+
+
+def test_ray_to_object_inverts_the_world_matrix():
+    m = np.eye(4)
+    m[:3, :3] = [[0, -2, 0], [2, 0, 0], [0, 0, 2]]  # rotate 90 degrees about z, scale 2
+    m[:3, 3] = [1, 2, 3]
+    o, d = picking.ray_to_object(m[:3, :3] @ [1, 1, 1] + m[:3, 3], m[:3, :3] @ [0, 0, 1], np.linalg.inv(m))
+    assert np.allclose(o, [1, 1, 1]) and np.allclose(d, [0, 0, 1])
+
+
+def test_picker_moves_along_the_hierarchy():
+    # leaves 0..3 (one polygon each, plus a second polygon on leaf 3), merges (0,1)->4, (2,3)->5, root 6
+    leaf = np.array([0, 1, 2, 3, 3])
+    h = Hierarchy(leaf, np.array([4, 4, 5, 5, 6, 6, -1]), np.array([0, 0, 0, 0, 0.3, 0.6, 1.0]))
+    labels = h.cut(scale=0.4)  # parts {0,1} and {2}, {3}
+    picker = picking.PartPicker(labels, h, scale=0.4)
+    here = picker.target(4)
+    assert here.parts == {int(labels[4])} and here.mask.tolist() == (labels == labels[4]).tolist()
+    up = picker.target(2, level=1)  # node 5 covers leaves 2 and 3
+    assert up.mask.tolist() == [False, False, True, True, True]
+    assert up.parts == {int(labels[2]), int(labels[3])}
+    assert picker.clamp_level(0, 5) == 1 and picker.clamp_level(0, -5) == -1
+    down = picker.target(0, level=-1)  # finer than part {0,1}: just leaf 0
+    assert down.mask.tolist() == [True, False, False, False, False]
+    new_labels, new_id = picking.split_off(labels, down.mask)
+    assert new_labels[0] == new_id and (new_labels[1:] == labels[1:]).all()
+
+
+def test_region_under_mouse_skips_the_sidebar():
+    from types import SimpleNamespace as NS
+
+    window = NS(type="WINDOW", x=0, y=0, width=800, height=600)
+    sidebar = NS(type="UI", x=600, y=0, width=200, height=600)
+    area = NS(type="VIEW_3D", x=0, y=0, width=800, height=600, regions=[window, sidebar])
+    other = NS(type="PROPERTIES", x=800, y=0, width=300, height=600, regions=[])
+    assert picking.region_under([other, area], 100, 100) == (area, window)
+    assert picking.region_under([other, area], 700, 100) == (area, None)
+    assert picking.region_under([other, area], 900, 100) == (None, None)
+
+
+# ---- session and jobs against a real backend process ---------------------------------------------
+def _grid(n=30):
+    y, x = np.mgrid[0:n + 1, 0:n + 1]
+    v = np.column_stack([x.ravel(), y.ravel(), np.zeros(x.size)]).astype(float)
+    idx = np.arange((n + 1) ** 2).reshape(n + 1, n + 1)
+    quads = np.column_stack([idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, 1:].ravel(), idx[1:, :-1].ravel()])
+    # two separate sheets: the second shifted away
+    v2 = v + [0, 0, 5]
+    corners = np.concatenate([quads.ravel(), quads.ravel() + len(v)]).astype(np.int32)
+    sizes = np.full(2 * len(quads), 4, dtype=np.int32)
+    return np.concatenate([v, v2]), corners, sizes
+
+
+def _drive(s, until, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not until():
+        assert time.monotonic() < deadline, s.message
+        s.tick()
+        time.sleep(0.005)
+
+
+@pytest.fixture()
+def live_session(tmp_path):
+    cfg = session.Config(python=sys.executable, port=session.free_port(), device="cpu", state_dir=str(tmp_path))
+    s = session.Session(cfg, lambda host, port, token_file: BackendClient(host, port, token_file=token_file))
+    s.start()
+    _drive(s, lambda: s.state != "starting")
+    assert s.ready, s.message
+    yield s
+    s.stop()
+
+
+def _mesh_arrays():
+    verts, corners, sizes = _grid()
+    tris, tri_poly = partdata.fan_triangles(corners, sizes)
+    return jobs.MeshArrays(verts, tris, tri_poly, len(sizes), partdata.Topology(corners, sizes, len(verts)))
+
+
+def test_session_segments_through_real_backend(live_session):
+    s = live_session
+    assert "geometric" in s.engines() and s.engines()["geometric"]["available"]
+    arrays = _mesh_arrays()
+    results, errors = [], []
+    job = jobs.SegmentJob(s, arrays, mesh_id(arrays.vertices, arrays.faces), "geometric",
+                          lambda j, m: results.append(m), lambda j, e: errors.append(e))
+    job.start()
+    _drive(s, lambda: results or errors)
+    assert not errors, errors
+    labels = partdata.polygon_labels(results[0].arrays["labels"], arrays.tri_poly, arrays.n_polygons)
+    half = arrays.n_polygons // 2
+    assert labels.min() >= 0
+    assert not set(labels[:half]) & set(labels[half:]), "the two separate sheets share no part"
+    # the second time the backend already holds the mesh: only the id goes over the wire
+    again = jobs.SegmentJob(s, arrays, mesh_id(arrays.vertices, arrays.faces), "geometric",
+                            lambda j, m: results.append(m), lambda j, e: errors.append(e))
+    sent = []
+    real_send = s.client.send
+    s.client.send = lambda op, args=None, arrays=None: (sent.append((op, arrays)), real_send(op, args, arrays))[1]
+    again.start()
+    _drive(s, lambda: len(results) == 2 or errors)
+    assert [op for op, _ in sent][:2] == ["upload_mesh", "segment"] and sent[0][1] is None
+
+
+def test_backend_death_fails_the_job_quickly(live_session):
+    s = live_session
+    arrays = _mesh_arrays()
+    errors = []
+    job = jobs.SegmentJob(s, arrays, mesh_id(arrays.vertices, arrays.faces), "geometric",
+                          lambda j, m: None, lambda j, e: errors.append(e))
+    job.start()
+    os.kill(s.process.proc.pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    _drive(s, lambda: errors, timeout=10)
+    assert time.monotonic() - t0 < 5
+    assert s.state == "error" and "Restart" in s.message
+    assert job.state == "error"
+
+
+def test_unreachable_backend_is_reported(tmp_path):
+    cfg = session.Config(python=sys.executable, port=session.free_port(), auto_start=False, state_dir=str(tmp_path))
+    s = session.Session(cfg, lambda host, port, token_file: BackendClient(host, port, token_file=token_file))
+    old = session.CONNECT_TIMEOUT_S
+    session.CONNECT_TIMEOUT_S = 0.5
+    try:
+        s.start()
+        _drive(s, lambda: s.state != "starting", timeout=5)
+    finally:
+        session.CONNECT_TIMEOUT_S = old
+        s.stop()
+    assert s.state == "off"  # stopped after the error was seen
+
+
+def test_missing_python_is_a_clear_error(tmp_path):
+    cfg = session.Config(python=str(tmp_path / "nope" / "python"), port=session.free_port(), state_dir=str(tmp_path))
+    s = session.Session(cfg, lambda *a: None)
+    s.start()
+    assert s.state == "error" and "does not exist" in s.message
+
+
+# ---- set-up tasks ------------------------------------------------------------------------------
+def test_setup_task_runs_steps_and_reports_failure(tmp_path):
+    ok = setup.Task("T", [("one", [sys.executable, "-c", "print('hello')"]),
+                          ("two", [sys.executable, "-c", "print('world')"])], tmp_path / "log.txt")
+    ok.start()
+    deadline = time.monotonic() + 30
+    while not ok.finished and time.monotonic() < deadline:
+        ok.tick()
+        time.sleep(0.01)
+    assert ok.ok and "hello" in (tmp_path / "log.txt").read_text() and ok.last_line() == "world"
+    bad = setup.Task("T", [("fail", [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"])],
+                     tmp_path / "bad.txt")
+    bad.start()
+    while not bad.finished:
+        bad.tick()
+        time.sleep(0.01)
+    assert not bad.ok and "exit 3" in bad.status and "boom" in bad.status
+
+
+def test_setup_backend_task_commands(tmp_path):
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "pyproject.toml").write_text("[project]\nname='x'\n")
+    task = setup.setup_backend_task("/usr/bin/python3", tmp_path / "venv", bundle, tmp_path / "log", learned=True)
+    cmds = [c for _, c in task.steps]
+    assert cmds[0] == ["/usr/bin/python3", "-m", "venv", str(tmp_path / "venv")]
+    assert cmds[2][-1] == f"{bundle}[ml]"
+    with pytest.raises(ValueError):
+        setup.setup_backend_task("", tmp_path / "venv", bundle, tmp_path / "log")
+    names = setup.models_for_engine(ROOT / "models" / "manifest.json", "geosam2")
+    assert names and all(isinstance(n, str) for n in names)
+    with pytest.raises(ValueError):
+        setup.models_for_engine(ROOT / "models" / "manifest.json", "geometric")
