@@ -407,3 +407,19 @@ def test_rig_transformed_to_the_normalised_mesh_sees_the_same_faces():
         np.testing.assert_allclose(np.linalg.det(moved.world_to_cam[:, :3, :3]), 1.0)  # still rigid
     with pytest.raises(ValueError, match="similarity"):
         rig.transformed(np.diag([1.0, 2.0, 1.0, 1.0]))
+
+
+def test_appearance_from_a_textured_trimesh():
+    from PIL import Image
+
+    tm = trimesh.creation.box(extents=(1.0, 1.0, 1.0))
+    image = Image.fromarray(np.array([[[250, 20, 20], [20, 20, 250]]], dtype=np.uint8))
+    uv = np.c_[np.where(tm.vertices[:, 0] > 0, 0.75, 0.25), np.full(len(tm.vertices), 0.5)]
+    tm.visual = trimesh.visual.TextureVisuals(uv=uv, image=image)
+    appearance = Appearance.from_trimesh(tm)
+    assert appearance is not None and appearance.texture.shape == (1, 2, 3)
+    views = render_views(as_mesh(tm), axis_rig(size=32), appearance=appearance)
+    front = views.face_id[0] >= 0  # the +X face: every corner has u = 0.75, the blue texel
+    col = views.color[0][front].astype(int)
+    assert (col[:, 2] > 3 * col[:, 0]).all()
+    assert Appearance.from_trimesh(trimesh.creation.box()) is None  # untextured: plain grey
