@@ -19,11 +19,14 @@ bl_info = {
 
 
 def register():
+    import bpy
+
     from . import operators, props, runtime, ui
 
     props.register()
     operators.register()
     ui.register()
+    bpy.app.handlers.load_pre.append(runtime.on_load_pre)
     runtime.ensure_timer()
 
 
@@ -34,6 +37,8 @@ def unregister():
 
     if bpy.app.timers.is_registered(runtime.drain):
         bpy.app.timers.unregister(runtime.drain)
+    if runtime.on_load_pre in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.remove(runtime.on_load_pre)
     runtime.shutdown()
     ui.unregister()
     operators.unregister()

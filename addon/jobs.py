@@ -42,16 +42,22 @@ class _Job:
     def active(self) -> bool:
         return self.state in ("uploading", "queued", "running", "cancelling")
 
+    def _request(self, op, args, arrays, on_message) -> None:
+        try:
+            self.session.request(op, args, arrays, on_message)
+        except RuntimeError as exc:  # the backend went away between two steps
+            self._fail(str(exc))
+
     def start(self):
         # ask first: if the backend holds this mesh, nothing is sent
-        self.session.request("upload_mesh", {"mesh_id": self.mesh_id}, None, self._on_check)
+        self._request("upload_mesh", {"mesh_id": self.mesh_id}, None, self._on_check)
 
     def _on_check(self, msg, error):
         if self.cancelled:
             return self._finish_cancelled()
         if msg is not None and not msg.ok and (msg.error or {}).get("code") == UNKNOWN_MESH:
-            self.session.request("upload_mesh", {"n_polygons": int(self.mesh.n_polygons)},
-                                 self.mesh.wire_arrays(), self._on_uploaded)
+            self._request("upload_mesh", {"n_polygons": int(self.mesh.n_polygons)},
+                          self.mesh.wire_arrays(), self._on_uploaded)
             return
         self._on_uploaded(msg, error)
 
@@ -94,10 +100,7 @@ class _Job:
             self._send_cancel()
 
     def _send_cancel(self):
-        try:
-            self.session.request("cancel", {"job_id": self.job_id})
-        except RuntimeError as exc:
-            self._fail(str(exc))
+        self._request("cancel", {"job_id": self.job_id}, None, None)
 
     def _finish_cancelled(self):
         self.state, self.stage = "cancelled", "cancelled"
@@ -122,7 +125,7 @@ class SegmentJob(_Job):
             args["parts"] = int(self.parts)
         if self.scale is not None:
             args["scale"] = float(self.scale)
-        self.session.request("segment", args, None, self._on_job_message)
+        self._request("segment", args, None, self._on_job_message)
 
 
 class PickJob(_Job):
@@ -137,4 +140,4 @@ class PickJob(_Job):
         args = {"mesh_id": self.mesh_id, "engine": self.engine, "clicks": self.clicks}
         if self.scale is not None:
             args["scale"] = float(self.scale)
-        self.session.request("pick", args, None, self._on_job_message)
+        self._request("pick", args, None, self._on_job_message)

@@ -110,6 +110,8 @@ class SEGPARTS_OT_segment(bpy.types.Operator):
 
     def execute(self, context):
         obj = _mesh_object(context)
+        if obj.mode != "OBJECT":  # results are written in Object Mode; Edit Mode would overwrite them
+            bpy.ops.object.mode_set(mode="OBJECT")
         s = runtime.ensure_started()
         if not s.ready:
             # not up yet: start the job once hello arrives (the timer does it; nothing waits here)

@@ -133,6 +133,17 @@ def shutdown() -> None:
 atexit.register(shutdown)
 
 
+@bpy.app.handlers.persistent
+def on_load_pre(*_args) -> None:
+    """Another .blend is opening: results for the old file's objects must not land in the new one."""
+    for job in list(jobs.values()):
+        job.cancel()
+    jobs.clear()
+    work.clear()
+    _waiting.clear()
+    set_message("")
+
+
 # ---- the timer -------------------------------------------------------------------------------
 def drain() -> float:
     """One tick: socket, then write-back steps within the budget. Returns the next interval."""
@@ -140,8 +151,11 @@ def drain() -> float:
     s = session
     try:
         if s is not None:
-            s.tick()
-            _start_waiting()
+            try:
+                s.tick()
+                _start_waiting()
+            except Exception as exc:  # an exception would unregister the timer: report it instead
+                set_message(f"Backend connection error: {exc}")
         if setup_task is not None:
             _tick_setup()
         while work and time.perf_counter() - t0 < TICK_BUDGET_S:

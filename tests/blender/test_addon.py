@@ -259,3 +259,18 @@ def test_backend_killed_mid_job_gives_clear_error_without_hanging(runtime, backe
     assert bpy.ops.segparts.backend_start() == {"FINISHED"}
     runtime.run_until_idle(timeout=60)
     assert runtime.session.ready, runtime.session.message
+
+
+# ---- lifecycle (keep last: it disables and re-enables the add-on) ---------------------------------
+def test_disabling_the_addon_stops_its_backend(runtime, backend):
+    proc = backend.process.proc
+    assert proc.poll() is None
+    bpy.ops.preferences.addon_disable(module=MODULE)
+    deadline = time.monotonic() + 10
+    while proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is not None, "unregister must stop the backend process it started"
+    assert not bpy.app.timers.is_registered(runtime.drain)
+    assert runtime.on_load_pre not in bpy.app.handlers.load_pre
+    bpy.ops.preferences.addon_enable(module=MODULE)
+    assert MODULE in bpy.context.preferences.addons
