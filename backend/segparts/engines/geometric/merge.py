@@ -21,6 +21,10 @@ BASE_COST = 0.05  # merging across a flat border with equal thickness
 SMALL_AREA = 0.03  # clusters below this fraction of the piece's area merge at reduced cost
 SMALL_POWER = 0.5
 CONTACT_CONCAVITY = np.pi / 2  # a border between separate pieces counts as a 90 degree valley
+VISIBILITY_WEIGHT = 2.0  # per unit fraction of blocked segments across the border
+VISIBILITY_PAIRS = 32  # closest sample pairs across a border tested for visibility
+MAX_CLUSTER_SAMPLES = 48
+OUTWARD_TOLERANCE = 0.35  # segments leaving the surface more steeply than this (sine) cross a valley
 
 
 @dataclass
@@ -34,6 +38,11 @@ class PatchGraph:
     length: np.ndarray  # (B,) border length
     concave_length: np.ndarray  # (B,) sum of edge length x concave angle
     contact: np.ndarray = field(default=None)  # (B,) bool: border between separate pieces
+    sample_points: np.ndarray | None = None  # (S, 3) surface points sampled in the patches
+    sample_normals: np.ndarray | None = None  # (S, 3) their outward normals
+    sample_patch: np.ndarray | None = None  # (S,) patch of each sample
+    caster: object = None  # sdf.RayCaster for the visibility test
+    diag: float = 1.0
 
 
 def border_stats(labels: np.ndarray, pairs: np.ndarray, edge_length: np.ndarray, concavity: np.ndarray):
@@ -60,6 +69,14 @@ class _Clusters:
         self.piece_area = list(g.piece_area)
         self.total_area = float(np.sum(g.area))
         self.nbr: list[dict[int, list[float]]] = [dict() for _ in range(p)]
+        self.g = g
+        self.rng = np.random.default_rng(0)
+        if g.sample_patch is not None:
+            order = np.argsort(g.sample_patch, kind="stable")
+            bounds = np.searchsorted(g.sample_patch[order], np.arange(p + 1))
+            self.samples = [order[bounds[i]:bounds[i + 1]] for i in range(p)]
+        else:
+            self.samples = [np.empty(0, np.int64) for _ in range(p)]
         for (i, j), length, conc, contact in zip(g.edges.tolist(), g.length, g.concave_length, g.contact):
             stats = [length, conc, float(contact)]
             self.nbr[i][j] = stats
@@ -73,19 +90,54 @@ class _Clusters:
         concave = conc / max(length, 1e-300) / CONCAVITY_UNIT
         if contact:
             concave = max(concave, CONTACT_CONCAVITY / CONCAVITY_UNIT)
+        blocked = self.blocked_fraction(i, j)
         thick = abs(self.log_sdf(i) - self.log_sdf(j))
         thick = 0.0 if not np.isfinite(thick) else thick
         # a small cluster merges early: small within its piece, or a small piece among all
         ref_i, ref_j = (self.total_area, self.total_area) if contact else (self.piece_area[i], self.piece_area[j])
         small = min(self.area[i] / ref_i, self.area[j] / ref_j)
         size = min(1.0, small / SMALL_AREA) ** SMALL_POWER
-        return (BASE_COST + concave + THICKNESS_WEIGHT * thick) * size
+        return (BASE_COST + concave + THICKNESS_WEIGHT * thick + VISIBILITY_WEIGHT * blocked) * size
+
+    def blocked_fraction(self, i: int, j: int) -> float:
+        """Weak convexity of the union: among the closest sample pairs across the border, the
+        fraction whose straight segment leaves the volume (it crosses a concave valley)."""
+        si, sj = self.samples[i], self.samples[j]
+        if self.g.caster is None or len(si) == 0 or len(sj) == 0:
+            return 0.0
+        pts, nrm = self.g.sample_points, self.g.sample_normals
+        d2 = ((pts[si][:, None, :] - pts[sj][None, :, :]) ** 2).sum(axis=2).ravel()
+        k = min(VISIBILITY_PAIRS, d2.size)
+        flat = np.argpartition(d2, k - 1)[:k]
+        a, b = si[flat // len(sj)], sj[flat % len(sj)]
+        seg = pts[b] - pts[a]
+        length = np.linalg.norm(seg, axis=1)
+        ok = length > 1e-9 * self.g.diag
+        if not ok.any():
+            return 0.0
+        a, b, seg, length = a[ok], b[ok], seg[ok], length[ok]
+        direction = seg / length[:, None]
+        leaves = ((direction * nrm[a]).sum(axis=1) > OUTWARD_TOLERANCE) | \
+                 ((-direction * nrm[b]).sum(axis=1) > OUTWARD_TOLERANCE)
+        # a segment that runs into the volume at both ends may still cross air on its way
+        inward = ((direction * nrm[a]).sum(axis=1) < -OUTWARD_TOLERANCE) & \
+                 ((-direction * nrm[b]).sum(axis=1) < -OUTWARD_TOLERANCE)
+        blocked = leaves.copy()
+        if inward.any():
+            eps = 1e-4 * self.g.diag
+            dist, hit, _ = self.g.caster.first_hits(pts[a[inward]] - nrm[a[inward]] * eps, direction[inward])
+            blocked[inward] = (hit >= 0) & (dist < 0.97 * length[inward] - 2 * eps)
+        return float(blocked.mean())
 
     def merge(self, i: int, j: int) -> int:
         k = len(self.area)
         self.area.append(self.area[i] + self.area[j])
         self.sdf_mass.append(self.sdf_mass[i] + self.sdf_mass[j])
         self.sdf_area.append(self.sdf_area[i] + self.sdf_area[j])
+        both = np.concatenate([self.samples[i], self.samples[j]])
+        if len(both) > MAX_CLUSTER_SAMPLES:
+            both = np.sort(self.rng.choice(both, MAX_CLUSTER_SAMPLES, replace=False))
+        self.samples.append(both)
         self.piece_area.append(max(self.piece_area[i], self.piece_area[j]) if self.nbr[i][j][2] == 0
                                else self.piece_area[i] + self.piece_area[j])
         merged: dict[int, list[float]] = {}

@@ -25,7 +25,7 @@ DEFAULT_PATCHES = 200  # leaves of the tree (more only when there are more separ
 SDF_SAMPLES_PER_PATCH = 12
 CONTACT_RADIUS = 2e-3  # pieces closer than this x bbox diagonal touch
 MAX_CONTACT_POINTS = 300_000
-AUTO_COST = 1.0  # automatic granularity: merges cheaper than this are undone never (tuned once)
+AUTO_COST = 0.7  # automatic granularity: the merge-cost threshold, tuned once on the whole sample
 
 
 def auto_scale() -> float:
@@ -57,10 +57,8 @@ def group_median(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.nd
     return out
 
 
-def patch_thickness(vertices, faces, graph: DualGraph, labels, n_patches, diag, rng) -> np.ndarray:
+def patch_thickness(caster, graph: DualGraph, labels, sample, n_patches, diag) -> np.ndarray:
     """log SDF per patch: median SDF of a few sampled faces of the patch."""
-    sample = sample_per_group(labels, graph.areas > 0, SDF_SAMPLES_PER_PATCH, rng)
-    caster = RayCaster(vertices, faces)
     sdf = shape_diameter(caster, graph.centroids[sample], graph.normals[sample], offset=1e-5 * diag)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.log(group_median(sdf, labels[sample], n_patches))
@@ -118,7 +116,9 @@ def build_tree(vertices: np.ndarray, faces: np.ndarray, *, weld_tolerance: float
     lap("patches")
 
     progress(0.5, "thickness")
-    log_sdf = patch_thickness(vertices, faces, graph, labels, n_leaves, diag, rng)
+    caster = RayCaster(vertices, faces)
+    sample = sample_per_group(labels, graph.areas > 0, SDF_SAMPLES_PER_PATCH, rng)
+    log_sdf = patch_thickness(caster, graph, labels, sample, n_leaves, diag)
     lap("thickness")
 
     progress(0.7, "borders")
@@ -138,7 +138,8 @@ def build_tree(vertices: np.ndarray, faces: np.ndarray, *, weld_tolerance: float
         edges, length, concave, contact = _merge_duplicate_borders(edges, length, concave, contact, n_leaves)
     # a tiny epsilon keeps zero-area (all degenerate) patches from dividing by zero
     eps = 1e-12 * diag * diag
-    patch_graph = PatchGraph(area + eps, log_sdf, piece_area + eps, edges, length, concave, contact)
+    patch_graph = PatchGraph(area + eps, log_sdf, piece_area + eps, edges, length, concave, contact,
+                             graph.centroids[sample], graph.normals[sample], labels[sample], caster, diag)
     lap("borders")
 
     progress(0.8, "merging")
