@@ -73,7 +73,8 @@ class PickTool:
         obj = self.obj
         if region is None or obj is None:
             return self._set_target(None)
-        rv3d = region.data
+        # region.data is the region's own view in quad view; it can be unset (e.g. background mode)
+        rv3d = region.data or area.spaces.active.region_3d
         coord = (mouse_x - region.x, mouse_y - region.y)
         origin = view3d_utils.region_2d_to_origin_3d(region, rv3d, coord)
         direction = view3d_utils.region_2d_to_vector_3d(region, rv3d, coord)

@@ -33,7 +33,7 @@ class SEGPARTS_PT_panel(bpy.types.Panel):
     def draw(self, context):
         layout = self.layout
         s = runtime.session
-        self._draw_backend(layout, s)
+        _draw_backend(layout, s)
         obj = context.active_object
         col = layout.column()
         col.prop(context.scene, "segparts_engine", text="Engine")
@@ -77,20 +77,20 @@ class SEGPARTS_PT_panel(bpy.types.Panel):
             row.operator("segparts.clear_preview", text="", icon="LOOP_BACK")
         row.operator("segparts.apply_materials", text="Apply", icon="CHECKMARK")
 
-    @staticmethod
-    def _draw_backend(layout, s):
-        box = layout.box()
-        state = s.state if s is not None else "off"
-        icon = {"ready": "CHECKMARK", "starting": "SORTTIME", "error": "ERROR"}.get(state, "RADIOBUT_OFF")
-        for i, line in enumerate(_wrap(s.message if s is not None else "Backend not started", 44)):
-            box.label(text=line, icon=icon if i == 0 else "BLANK1")
-        row = box.row(align=True)
-        if state in ("off", "error"):
-            row.operator("segparts.backend_start", text="Restart" if state == "error" else "Start Backend",
-                         icon="PLAY")
-        else:
-            row.operator("segparts.backend_restart", text="Restart", icon="FILE_REFRESH")
-            row.operator("segparts.backend_stop", text="Stop", icon="PAUSE")
+
+def _draw_backend(layout, s):
+    box = layout.box()
+    state = s.state if s is not None else "off"
+    icon = {"ready": "CHECKMARK", "starting": "SORTTIME", "error": "ERROR"}.get(state, "RADIOBUT_OFF")
+    for i, line in enumerate(_wrap(s.message if s is not None else "Backend not started", 44)):
+        box.label(text=line, icon=icon if i == 0 else "BLANK1")
+    row = box.row(align=True)
+    if state in ("off", "error"):
+        row.operator("segparts.backend_start", text="Restart" if state == "error" else "Start Backend",
+                     icon="PLAY")
+    else:
+        row.operator("segparts.backend_restart", text="Restart", icon="FILE_REFRESH")
+        row.operator("segparts.backend_stop", text="Stop", icon="PAUSE")
 
 
 def _wrap(text: str, width: int) -> list[str]:

@@ -173,6 +173,126 @@ def test_pick_ray_face_part_follows_original_faces(runtime, backend, subdivided)
     assert set(np.unique(labels[coarse.mask])) == coarse.parts
 
 
+def _view3d(context):
+    for area in context.window.screen.areas:
+        if area.type == "VIEW_3D":
+            region = next(r for r in area.regions if r.type == "WINDOW")
+            return area, region, area.spaces.active.region_3d
+    raise AssertionError("no 3D viewport in the factory layout")
+
+
+def test_pick_tool_hover_click_and_levels_in_the_viewport(runtime, backend):
+    """The modal tool's work, minus the modal loop (not invokable in the bpy module): the WINDOW
+    region under the mouse, the view ray, the BVH of the original mesh, Shift/Ctrl clicks."""
+    from bpy_extras import view3d_utils
+    from mathutils import Vector
+
+    pickview = sub(runtime, "pickview")
+    obj = boxes_object()
+    obj.modifiers.new("Subdivision", "SUBSURF").levels = 1
+    _segment(runtime, obj)
+    labels = _labels(obj)
+    # the factory layout's viewport as it is (rv3d.update() needs a GPU context in background mode)
+    area, region, rv3d = _view3d(bpy.context)
+
+    def mouse_at(world):
+        x, y = view3d_utils.location_3d_to_region_2d(region, rv3d, Vector(world))
+        return int(round(x)) + region.x, int(round(y)) + region.y
+
+    tool = pickview.PickTool(obj, "geometric")
+    top_of_box2, top_of_box3 = 6 + 5, 12 + 5  # the +Z quads of the 2nd and 3rd boxes
+    target = tool.hover(bpy.context, *mouse_at((4.0, 0.0, 0.6)))
+    assert target is not None and target.polygon == top_of_box2
+    assert target.parts == {int(labels[top_of_box2])}
+    tool.click(shift=False, ctrl=False)
+    selected = lambda: {it.part_id for it in obj.segparts.parts if it.selected}  # noqa: E731
+    assert selected() == {int(labels[top_of_box2])}
+    tool.hover(bpy.context, *mouse_at((0.0, 5.0, 0.8)))
+    tool.click(shift=True, ctrl=False)
+    assert selected() == {int(labels[top_of_box2]), int(labels[top_of_box3])}
+    tool.click(shift=False, ctrl=True)
+    assert selected() == {int(labels[top_of_box2])}
+    tool.change_level(+10)  # up to the root: every part
+    assert tool.target.mask.all() and tool.target.parts == set(np.unique(labels).tolist())
+    # over empty space nothing is targeted; over the sidebar/toolbar neither
+    assert tool.hover(bpy.context, *mouse_at((2.0, -4.0, -2.0))) is None
+    tools = next(r for r in area.regions if r.type == "TOOLS")
+    assert tool.hover(bpy.context, tools.x + 5, tools.y + tools.height // 2) is None
+
+
+class _Recorder:
+    """Stands in for bpy's UILayout (not creatable outside a drawn region) and checks that every
+    property and operator the panel names exists."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def __getattr__(self, name):
+        if name in ("row", "column", "box", "split"):
+            return lambda *a, **k: _Recorder(self.log)
+        return lambda *a, **k: self.log.append((name, a, k))
+
+    def __setattr__(self, name, value):
+        if name == "log":
+            object.__setattr__(self, name, value)
+
+    def prop(self, data, name, **kw):
+        assert name in data.bl_rna.properties, f"{type(data).__name__} has no property {name!r}"
+        self.log.append(("prop", name))
+
+    def operator(self, idname, **kw):
+        group, name = idname.split(".")
+        op = getattr(getattr(bpy.ops, group), name)
+        props = op.get_rna_type().properties
+        log = self.log
+        log.append(("operator", idname))
+
+        class Props:
+            def __setattr__(self, key, value):
+                assert key in props, f"{idname} has no property {key!r}"
+
+        return Props()
+
+    def template_list(self, listtype, list_id, data, prop, active_data, active_prop, **kw):
+        assert hasattr(bpy.types, listtype)
+        assert prop in data.bl_rna.properties and active_prop in active_data.bl_rna.properties
+        self.log.append(("template_list", prop))
+
+
+def test_panel_and_list_draw_without_errors(runtime, backend):
+    obj = boxes_object()
+    panel_cls, list_cls = bpy.types.SEGPARTS_PT_panel, bpy.types.SEGPARTS_UL_parts
+
+    def draw_panel():
+        log = []
+        fake = type("P", (), {"layout": _Recorder(log)})()
+        panel_cls.draw(fake, bpy.context)
+        return log
+
+    before = draw_panel()
+    assert ("operator", "segparts.segment") in before
+    _segment(runtime, obj)
+    after = draw_panel()
+    for needed in [("template_list", "parts"), ("prop", "granularity"), ("operator", "segparts.pick"),
+                   ("operator", "segparts.separate"), ("operator", "segparts.assign_material")]:
+        assert needed in after, needed
+    log = []
+    item = obj.segparts.parts[0]
+    list_cls.draw_item(None, bpy.context, _Recorder(log), obj.segparts, item, 0, obj.segparts, "active_part", 0)
+    assert ("prop", "color") in log and ("operator", "segparts.part_select") in log
+    prefs = bpy.context.preferences.addons[MODULE].preferences
+    log = []
+
+    class PrefsWithLayout:  # the real preferences, plus a layout to draw into
+        layout = _Recorder(log)
+
+        def __getattr__(self, name):
+            return getattr(prefs, name)
+
+    type(prefs).draw(PrefsWithLayout(), bpy.context)
+    assert ("operator", "segparts.setup_backend") in log and ("prop", "python_path") in log
+
+
 # ---- editing -------------------------------------------------------------------------------------
 def test_assign_material_and_separate(runtime, backend):
     editing = sub(runtime, "editing")
