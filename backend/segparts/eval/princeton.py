@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from ..engines.base import CancelToken, SegmentParams, no_progress
-from ..metrics import METRIC_NAMES, consistency_errors, miou, rand_index_error, split_connected
+from ..metrics import METRIC_NAMES, compare, split_connected
 from ..engines.geometric.graph import face_adjacency
 
 EXCLUDED_CATEGORIES = ("Spring",)
@@ -88,11 +88,8 @@ def read_seg(path: Path, n_faces: int) -> np.ndarray:
 def score_against_humans(pred: np.ndarray, humans: list[np.ndarray], pairs: np.ndarray) -> dict[str, float]:
     """Mean of every metric over the human segmentations (prediction split into connected parts)."""
     parts = split_connected(pred, None, pairs)
-    rows = []
-    for gt in humans:
-        gce, lce = consistency_errors(parts, gt)
-        rows.append((rand_index_error(parts, gt), gce, lce, miou(parts, gt)))
-    return dict(zip(METRIC_NAMES, np.mean(rows, axis=0).tolist()))
+    rows = [compare(parts, gt) for gt in humans]
+    return {m: float(np.mean([r[m] for r in rows])) for m in METRIC_NAMES}
 
 
 def evaluate_model(engine, model: Model) -> ModelResult:
