@@ -172,8 +172,18 @@ def check_zip(zip_path: Path, platform_name: str, wheels: dict[str, list[Path]],
                      "bundled_backend/pyproject.toml", "bundled_backend/backend/segparts/server.py"]:
         if required not in names:
             raise BuildError(f"{zip_path.name} lacks {required}")
-    if platform_name not in manifest.get("platforms", []):
-        raise BuildError(f"{zip_path.name}: manifest platforms {manifest.get('platforms')} lack {platform_name}")
+    effective = effective_manifest(manifest)
+    if effective.get("platforms") != [platform_name]:
+        raise BuildError(f"{zip_path.name}: manifest platforms {effective.get('platforms')} != [{platform_name}]")
+    listed = {w.removeprefix("./") for w in effective.get("wheels", [])}
+    if not needed <= listed:
+        raise BuildError(f"{zip_path.name}: manifest does not list wheels {sorted(needed - listed)}")
+
+
+def effective_manifest(manifest: dict) -> dict:
+    """What Blender reads: a split build's [build.generated] replaces platforms and wheels."""
+    generated = manifest.get("build", {}).get("generated", {})
+    return {**manifest, **{k: generated[k] for k in ("platforms", "wheels") if k in generated}}
 
 
 def build(platforms: list[str], output_dir: Path) -> list[Path]:

@@ -221,6 +221,27 @@ def test_session_segments_through_real_backend(live_session):
     assert [op for op, _ in sent][:2] == ["upload_mesh", "segment"] and sent[0][1] is None
 
 
+def test_pick_job_sends_clicks_in_wire_format(live_session):
+    """A click (triangle of the uploaded mesh + object-space point) comes back as a part mask."""
+    s = live_session
+    arrays = _mesh_arrays()
+    mid = mesh_id(arrays.vertices, arrays.faces)
+    done, errors = [], []
+    seg = jobs.SegmentJob(s, arrays, mid, "geometric", lambda j, m: done.append(m), lambda j, e: errors.append(e))
+    seg.start()
+    _drive(s, lambda: done or errors)
+    tri = int(np.flatnonzero(arrays.tri_poly == arrays.n_polygons - 1)[0])  # a face of the second sheet
+    point = arrays.vertices[arrays.faces[tri]].mean(axis=0)
+    pick = jobs.PickJob(s, arrays, mid, "geometric", [picking.click_prompt(tri, point, True)],
+                        lambda j, m: done.append(m), lambda j, e: errors.append(e), scale=0.5)
+    pick.start()
+    _drive(s, lambda: len(done) == 2 or errors)
+    assert not errors, errors
+    mask = partdata.polygon_mask(done[1].arrays["mask"], arrays.tri_poly, arrays.n_polygons)
+    half = arrays.n_polygons // 2
+    assert mask[arrays.n_polygons - 1] and not mask[:half].any(), "the pick stays on the clicked sheet"
+
+
 def test_backend_death_fails_the_job_quickly(live_session):
     s = live_session
     arrays = _mesh_arrays()
