@@ -9,8 +9,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import MODULE, bpy, sub
-from meshes import boxes_object, components
+from blender_env import MODULE, bpy, sub
+from blender_meshes import boxes_object, components
 
 
 def _labels(obj):
