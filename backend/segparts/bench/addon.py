@@ -11,6 +11,7 @@ Needs bpy (Python 3.11, `pip install bpy==5.0.1`) and the built extension zip (d
 """
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import os
@@ -32,14 +33,8 @@ def register(sub):
     p.add_argument("--parts", type=int, default=32)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--json", default=None, metavar="OUT")
-    p.add_argument("--install-only", action="store_true", help=argparse_hidden())
+    p.add_argument("--install-only", action="store_true", help=argparse.SUPPRESS)  # child of the install timing
     p.set_defaults(func=run)
-
-
-def argparse_hidden():
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 def _find_zip(path: str | None) -> Path:
@@ -52,10 +47,13 @@ def _find_zip(path: str | None) -> Path:
         import build_addon
     except ImportError:
         raise CliError("build_addon.py not found: pass --zip") from None
-    name = build_addon.local_platform().replace("-", "_")
-    zips = sorted((REPO / "dist").glob(f"segment_parts-*-{name}.zip"))
-    if not zips:
-        zips = build_addon.build([build_addon.local_platform()], REPO / "dist")
+    try:
+        name = build_addon.local_platform().replace("-", "_")
+        zips = sorted((REPO / "dist").glob(f"segment_parts-*-{name}.zip"))
+        if not zips:
+            zips = build_addon.build([build_addon.local_platform()], REPO / "dist")
+    except build_addon.BuildError as exc:
+        raise CliError(f"could not build the add-on: {exc}") from None
     return zips[-1]
 
 
@@ -83,6 +81,12 @@ def _install(bpy, zip_path: Path) -> float:
 
 
 def run(args) -> int:
+    import importlib.util
+
+    from ..cli import CliError
+
+    if importlib.util.find_spec("bpy") is None:
+        raise CliError("bpy is not importable here; the add-on bench needs `pip install bpy==5.0.1` on Python 3.11")
     zip_path = _find_zip(args.zip)
     if args.install_only:  # child process of the install timing
         bpy = _import_bpy(tempfile.mkdtemp(prefix="segparts-bench-user-"))
