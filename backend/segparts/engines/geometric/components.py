@@ -20,7 +20,13 @@ def weld_vertices(vertices: np.ndarray, tolerance: float = DEFAULT_WELD_TOLERANC
     cell = tolerance * diag
     q = np.floor((vertices - vertices.min(axis=0)) / cell).astype(np.int64)
     del span
-    _, inv = np.unique(q, axis=0, return_inverse=True)
+    dims = q.max(axis=0) + 1
+    if float(dims[0]) * float(dims[1]) * float(dims[2]) < 2.0 ** 62:
+        # one int64 key per grid cell: a 1-D unique is much faster than unique over rows
+        key = (q[:, 0] * dims[1] + q[:, 1]) * dims[2] + q[:, 2]
+        _, inv = np.unique(key, return_inverse=True)
+    else:
+        _, inv = np.unique(q, axis=0, return_inverse=True)
     return inv.ravel().astype(np.int64)
 
 

@@ -30,7 +30,7 @@ def face_adjacency(faces: np.ndarray, vertex_ids: np.ndarray | None = None) -> t
     keep = edges[:, 0] != edges[:, 1]  # collapsed edges of degenerate faces join nothing
     edges, owner = edges[keep], owner[keep]
     key = edges[:, 0] * (int(edges.max(initial=0)) + 1) + edges[:, 1]
-    order = np.lexsort((owner, key))
+    order = np.argsort(key, kind="stable")  # stable: deterministic order around an edge
     key, owner, edges = key[order], owner[order], edges[order]
     same = (key[1:] == key[:-1]) & (owner[1:] != owner[:-1])
     idx = np.flatnonzero(same)

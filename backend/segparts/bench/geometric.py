@@ -1,0 +1,136 @@
+"""`segparts bench geometric`: time and peak memory of the geometric engine from ~10k to ~1M faces.
+
+Meshes are Princeton sample meshes subdivided (each triangle into 4, geometry unchanged) to the
+nearest size to each target. Every size runs in a fresh subprocess so its peak RSS (ru_maxrss,
+interpreter and libraries included) belongs to that size alone. Loading is excluded from the
+time. Also timed: pick (a face click at the automatic granularity; median of 200 clicks) and a
+re-cut of the tree at another granularity. Prints a table and saves a PNG plot of time vs faces.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_TARGETS = (10_000, 30_000, 100_000, 300_000, 1_000_000)
+DEFAULT_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "benchmarks" / "princeton"
+
+
+def register(sub):
+    p = sub.add_parser("geometric", help="geometric engine: time and memory vs mesh size, pick latency")
+    p.add_argument("--dir", default=str(DEFAULT_DIR), help="Princeton sample folder (meshes to subdivide)")
+    p.add_argument("--targets", type=int, nargs="+", default=list(DEFAULT_TARGETS), metavar="FACES")
+    p.add_argument("--repeats", type=int, default=3, help="runs per size (median reported)")
+    p.add_argument("--plot", default="bench_geometric.png", help="PNG plot of time vs faces")
+    p.add_argument("--json", default=None, metavar="OUT", help="also write the rows as JSON")
+    p.set_defaults(func=run)
+
+
+def choose_base(root: Path, target: int) -> tuple[Path, int]:
+    """The sample mesh and number of 1->4 subdivisions whose face count is closest to target."""
+    import csv
+
+    with open(root / "manifest.csv", newline="") as fh:
+        rows = [(int(r["n_faces"]), r["model_id"]) for r in csv.DictReader(fh) if r["category"] != "Spring"]
+    best = None
+    for n_faces, mid in rows:
+        for k in range(8):
+            err = abs(n_faces * 4 ** k - target) / target
+            if best is None or err < best[0]:
+                best = (err, mid, k)
+    return root / "off" / f"{best[1]}.off", best[2]
+
+
+def worker(path: str, levels: int, repeats: int) -> dict:
+    """Runs in a subprocess: build the subdivided mesh, time segment, pick and re-cut."""
+    import resource
+
+    import numpy as np
+    import trimesh
+
+    from ..engines.base import CancelToken, Click, PickRequest, SegmentParams, no_progress
+    from ..engines.geometric import GeometricEngine
+    from ..meshio import load_mesh
+    from ..mesh import validate_mesh
+
+    mesh = load_mesh(path)
+    v, f = mesh.vertices, mesh.faces
+    for _ in range(levels):
+        v, f = trimesh.remesh.subdivide(v, f)
+    mesh = validate_mesh(v, f)
+    engine = GeometricEngine()
+    times, seg = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        seg = engine.segment(mesh, SegmentParams(), no_progress, CancelToken())
+        times.append(time.perf_counter() - t0)
+    rng = np.random.default_rng(0)
+    picks = []
+    for face in rng.integers(0, mesh.n_faces, 200):
+        t0 = time.perf_counter()
+        engine.pick(mesh, seg, PickRequest([Click(face=int(face))]), CancelToken())
+        picks.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    seg.hierarchy.cut(parts=5)
+    recut = time.perf_counter() - t0
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"faces": mesh.n_faces, "seconds": statistics.median(times), "runs": times,
+            "stages": seg.info.get("times", {}), "parts": int(seg.info.get("n_parts", 0)),
+            "pick_ms": 1e3 * statistics.median(picks), "pick_max_ms": 1e3 * max(picks),
+            "recut_ms": 1e3 * recut, "peak_rss_mb": peak_kib / 1024}
+
+
+def run(args) -> int:
+    from ..cli import CliError
+
+    root = Path(args.dir)
+    if not (root / "manifest.csv").is_file():
+        raise CliError(f"{root}: Princeton sample not found (needs manifest.csv and off/)")
+    rows = []
+    print(f"{'faces':>9} {'base':>8} {'time s':>8} {'peak MB':>8} {'pick ms':>8} {'recut ms':>9}  stages (s)")
+    for target in args.targets:
+        path, levels = choose_base(root, target)
+        code = ("import json,sys; from segparts.bench.geometric import worker; "
+                f"print(json.dumps(worker({str(path)!r}, {levels}, {args.repeats})))")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise CliError(f"{target} faces: worker failed: {proc.stderr.strip().splitlines()[-1:]}")
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        row.update(base=path.stem, subdivisions=levels)
+        rows.append(row)
+        stages = " ".join(f"{k}={v:.2f}" for k, v in row["stages"].items())
+        print(f"{row['faces']:>9} {path.stem + 'x' + str(4 ** levels):>8} {row['seconds']:>8.2f} "
+              f"{row['peak_rss_mb']:>8.0f} {row['pick_ms']:>8.2f} {row['recut_ms']:>9.1f}  {stages}", flush=True)
+    print(f"time: median of {args.repeats} runs, loading excluded; peak MB: ru_maxrss of the worker process "
+          "(Python, numpy, scipy, embree included); pick: median of 200 face clicks at automatic granularity")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    plot(rows, Path(args.plot))
+    print(f"plot: {args.plot}")
+    return 0
+
+
+def plot(rows: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    faces = [r["faces"] for r in rows]
+    secs = [r["seconds"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.loglog(faces, secs, "o-", label="geometric engine (segment)")
+    ref = secs[0] / (faces[0] * __import__("math").log(faces[0]))
+    ax.loglog(faces, [ref * n * __import__("math").log(n) for n in faces], "--", color="grey", label="n log n")
+    ax.set_xlabel("faces")
+    ax.set_ylabel("seconds")
+    ax.set_title("segparts bench geometric")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
