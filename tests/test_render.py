@@ -423,3 +423,22 @@ def test_appearance_from_a_textured_trimesh():
     col = views.color[0][front].astype(int)
     assert (col[:, 2] > 3 * col[:, 0]).all()
     assert Appearance.from_trimesh(trimesh.creation.box()) is None  # untextured: plain grey
+
+
+def test_tile_culling_with_the_small_face_shortcut_stays_conservative():
+    from segparts.bench.render import bumpy_torus
+
+    v, f = bumpy_torus(120, 60)
+    v, _ = normalize_for_rendering(v)
+    max_edge = np.max([np.linalg.norm(v[f[:, i]] - v[f[:, (i + 1) % 3]], axis=1) for i in range(3)], axis=0)
+    shifted = perspective(np.radians(40))
+    shifted[0, 2] = 0.3
+    rigs = [sampart3d_rig(size=128), geosam2_rig(size=96),
+            rig_from_matrices(np.stack([look_at((0.2, 1.5, 0.4)), look_at((0, 0, 3))]), shifted, 80, 64),
+            rig_from_matrices(look_at((0, -2, 1)), orthographic(1.5), 64, 64)]
+    for rig in rigs:
+        for k in range(rig.n_views):
+            exact = raycast.covered_tiles(v, f, rig, k)
+            fast = raycast.covered_tiles(v, f, rig, k, max_edge=max_edge)
+            assert exact.any() and not (exact & ~fast).any()  # the shortcut never drops a tile
+            assert fast.sum() <= exact.sum() + 2 * (exact.shape[0] + exact.shape[1]) + 4 * np.sqrt(exact.sum() * 8) + 16

@@ -80,7 +80,7 @@ def run(args) -> int:
         import segparts.render as render_module
 
         raycast._scene_cache.clear()
-        render_module._corner_normal_cache.clear()
+        render_module._table_cache.clear()
         return render_views(mesh, sam, backend=args.backend)
 
     row("  same, first render of a mesh (+ Embree scene, smooth normals)", None, cold)

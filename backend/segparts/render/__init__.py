@@ -38,7 +38,7 @@ BACKGROUND_COLOR = 255  # SAM sees the object on white, as in both references
 GREY_ALBEDO = 0.72
 # Blender auto smooth angle of both reference render scripts: the normal pass shows shading normals
 REFERENCE_SMOOTH_ANGLE = 30.0
-_corner_normal_cache: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+_table_cache: "OrderedDict[str, _FaceTables]" = OrderedDict()
 _cache_lock = threading.Lock()
 
 
@@ -137,10 +137,11 @@ def render_views(
     if "alpha" in outputs:
         views.alpha = (views.face_id >= 0).astype(np.float32)
     if {"depth", "normal", "point", "color"} & set(outputs):
+        tables = _face_tables(vertices, faces, _cache_key(mesh))
         corners = None
         if smooth_angle_deg > 0 and {"normal", "color"} & set(outputs):
-            corners = _corner_normals(vertices, faces, smooth_angle_deg, _cache_key(mesh))
-        _fill_geometry(views, hits, vertices, faces, outputs, appearance, corners)
+            corners = tables.smooth_normals(smooth_angle_deg)
+        _fill_geometry(views, hits, tables, faces, outputs, appearance, corners)
     return views
 
 
@@ -167,23 +168,43 @@ def _visibility(vertices, faces, rig, backend, key):
     return raycast.rasterize(vertices, faces, rig, cache_key=key), "embree"
 
 
-def _corner_normals(vertices, faces, angle, key) -> np.ndarray:
-    """(F, 9) float32 smooth corner normals, cached for the last two meshes."""
-    cache_key = None if key is None else (key, float(angle))
+class _FaceTables:
+    """Per-face arrays the shading needs, computed once per mesh (cached by content hash)."""
+
+    def __init__(self, vertices: np.ndarray, faces: np.ndarray):
+        tri = vertices[faces]
+        self.n_vertices = len(vertices)
+        # rows [v0, v1 - v0, v2 - v0] in float32: one gather per hit gives its point
+        self.corner = np.concatenate([tri[:, 0], tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]], axis=1).astype(np.float32)
+        self.fnormal = face_normals(vertices, faces)
+        self.fnormal32 = self.fnormal.astype(np.float32)
+        self.plane = np.einsum("ij,ij->i", self.fnormal, tri[:, 0])  # n . x on each face's plane
+        self._vertices, self._faces = vertices, faces
+        self._smooth: dict[float, np.ndarray] = {}
+
+    def smooth_normals(self, angle: float) -> np.ndarray:
+        """(F, 9) float32 auto-smooth corner normals."""
+        if angle not in self._smooth:
+            self._smooth[angle] = smooth_corner_normals(self._vertices, self._faces, angle, self.fnormal).reshape(
+                len(self._faces), 9).astype(np.float32)
+        return self._smooth[angle]
+
+
+def _face_tables(vertices, faces, key) -> _FaceTables:
     with _cache_lock:
-        if cache_key is not None and cache_key in _corner_normal_cache:
-            _corner_normal_cache.move_to_end(cache_key)
-            return _corner_normal_cache[cache_key]
-    out = smooth_corner_normals(vertices, faces, angle).reshape(len(faces), 9).astype(np.float32)
-    if cache_key is not None:
+        if key is not None and key in _table_cache:
+            _table_cache.move_to_end(key)
+            return _table_cache[key]
+    tables = _FaceTables(vertices, faces)
+    if key is not None:
         with _cache_lock:
-            _corner_normal_cache[cache_key] = out
-            while len(_corner_normal_cache) > 2:
-                _corner_normal_cache.popitem(last=False)
-    return out
+            _table_cache[key] = tables
+            while len(_table_cache) > 2:
+                _table_cache.popitem(last=False)
+    return tables
 
 
-def _fill_geometry(views: Views, hits, vertices, faces, outputs, appearance, corners=None):
+def _fill_geometry(views: Views, hits, tables: _FaceTables, faces, outputs, appearance, corners=None):
     """Depth, normal, point and colour of the covered pixels, from (face, barycentrics).
 
     Works view by view on the compact hits (they are sorted by view), with per-view constants
@@ -191,12 +212,7 @@ def _fill_geometry(views: Views, hits, vertices, faces, outputs, appearance, cor
     rig = views.rig
     n, h, w = hits.shape
     want = set(outputs)
-    # per-face float32 rows [v0, v1 - v0, v2 - v0]: one gather per hit gives its point
-    tri = vertices[faces]
-    corner = np.concatenate([tri[:, 0], tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]], axis=1).astype(np.float32)
-    fnormal = face_normals(vertices, faces)
-    plane = np.einsum("ij,ij->i", fnormal, tri[:, 0])  # n . x on each face's plane
-    fnormal32 = fnormal.astype(np.float32)
+    corner, fnormal, fnormal32, plane = tables.corner, tables.fnormal, tables.fnormal32, tables.plane
     depth = np.full(n * h * w, np.inf, dtype=np.float32) if "depth" in want else None
     point_img = np.zeros((n * h * w, 3), dtype=np.float32) if "point" in want else None
     normal_img = np.zeros((n * h * w, 3), dtype=np.float32) if "normal" in want else None
@@ -237,7 +253,7 @@ def _fill_geometry(views: Views, hits, vertices, faces, outputs, appearance, cor
                 cos = np.einsum("ij,ij->i", normal, to_eye) / np.maximum(np.linalg.norm(to_eye, axis=1), 1e-12)
             else:
                 cos = normal @ -rig.forward[k].astype(np.float32)
-            albedo = _albedo(appearance, fid, faces[fid], bary, len(vertices), len(faces))
+            albedo = _albedo(appearance, fid, faces[fid], bary, tables.n_vertices, len(faces))
             shade = (0.3 + 0.7 * np.abs(cos))[:, None] * albedo
             color[lin] = np.clip(np.rint(shade * 255.0), 0, 255).astype(np.uint8)
     if depth is not None:

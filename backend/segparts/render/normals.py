@@ -35,36 +35,34 @@ def corner_angles(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 
 
 def smooth_corner_normals(vertices: np.ndarray, faces: np.ndarray, angle_deg: float = 30.0,
-                          fnormal: np.ndarray | None = None) -> np.ndarray:
+                          fnormal: np.ndarray | None = None, max_block: int = 2_000_000) -> np.ndarray:
     """(F, 3, 3) unit normal at each face corner with auto smooth at `angle_deg`.
 
-    Vectorised over all (corner, face around the same vertex) pairs: about sum(degree^2) pairs."""
+    Corners are grouped by the degree d of their vertex; each group is one batched (d x d) matrix
+    product of face normals (which faces around the vertex are within the angle of which), in
+    blocks of at most `max_block` pairs so memory stays bounded on million-face meshes."""
     f = len(faces)
     fn = face_normals(vertices, faces) if fnormal is None else fnormal
     if angle_deg <= 0:
         return np.repeat(fn[:, None, :], 3, axis=1)
-    weight = corner_angles(vertices, faces).reshape(-1)
-    vert = faces.reshape(-1)
+    fn32 = fn.astype(np.float32)
+    weight = corner_angles(vertices, faces).reshape(-1).astype(np.float32)
     corner_face = np.repeat(np.arange(f), 3)
-    order = np.argsort(vert, kind="stable")
-    sorted_vert = vert[order]
+    order = np.argsort(faces.reshape(-1), kind="stable")  # corners grouped by vertex
+    sorted_vert = faces.reshape(-1)[order]
     starts = np.flatnonzero(np.r_[True, sorted_vert[1:] != sorted_vert[:-1]])
-    sizes = np.diff(np.r_[starts, len(order)])
-    group_size = np.repeat(sizes, sizes)  # per sorted corner: how many corners share its vertex
-    group_start = np.repeat(starts, sizes)
-    # every ordered pair (i, j) of corners around the same vertex
-    i = np.repeat(np.arange(len(order)), group_size)
-    first_pair = np.cumsum(group_size) - group_size
-    j = group_start[i] + (np.arange(len(i)) - np.repeat(first_pair, group_size))
-    ci, cj = order[i], order[j]
-    fi, fj = corner_face[ci], corner_face[cj]
-    cos_limit = np.cos(np.radians(angle_deg)) - 1e-9
-    keep = np.einsum("ij,ij->i", fn[fi], fn[fj]) >= cos_limit
-    ci, fj, w = ci[keep], fj[keep], weight[cj[keep]]
-    out = np.zeros((3 * f, 3))
-    for c in range(3):
-        out[:, c] = np.bincount(ci, weights=w * fn[fj, c], minlength=3 * f)
+    degree = np.diff(np.r_[starts, len(order)])
+    cos_limit = np.float32(np.cos(np.radians(angle_deg)) - 1e-6)
+    out = np.zeros((3 * f, 3), dtype=np.float32)
+    for d in np.unique(degree):
+        groups = starts[degree == d]
+        step = max(1, max_block // int(d * d))
+        for g0 in range(0, len(groups), step):
+            corners = order[groups[g0 : g0 + step, None] + np.arange(d)]  # (n, d) corner ids
+            normals = fn32[corner_face[corners]]  # (n, d, 3)
+            near = np.matmul(normals, normals.transpose(0, 2, 1)) >= cos_limit  # (n, d, d)
+            out[corners] = np.matmul(near * weight[corners][:, None, :], normals)
     length = np.linalg.norm(out, axis=1, keepdims=True)
-    flat = np.repeat(fn, 3, axis=0)
-    out = np.where(length > 1e-12, out / np.maximum(length, 1e-300), flat)  # degenerate: flat normal
-    return out.reshape(f, 3, 3)
+    flat = np.repeat(fn32, 3, axis=0)
+    out = np.where(length > 1e-12, out / np.maximum(length, 1e-30), flat)  # degenerate: flat normal
+    return out.reshape(f, 3, 3).astype(np.float64)

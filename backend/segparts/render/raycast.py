@@ -9,6 +9,7 @@ import threading
 from collections import OrderedDict
 
 import numpy as np
+from scipy.ndimage import binary_dilation
 
 from .cameras import CameraRig
 
@@ -41,6 +42,9 @@ class _Scene:
         TriangleMesh(scene=self.scene, vertices=local, indices=faces.astype(np.int32))
         # embreex commits (builds the BVH) on the first query: do it now, in one thread
         self.scene.run(np.zeros((1, 3), np.float32), np.ones((1, 3), np.float32))
+        tri = vertices[faces]
+        edges = np.stack([np.linalg.norm(tri[:, i] - tri[:, (i + 1) % 3], axis=1) for i in range(3)])
+        self.max_edge = edges.max(axis=0)  # for cheap tile coverage of small faces
 
     def intersect(self, origins: np.ndarray, directions: np.ndarray):
         """World-space rays -> (prim id or -1, u, v) with Embree's barycentrics (weights of v1, v2).
@@ -68,22 +72,65 @@ def _scene_for(vertices: np.ndarray, faces: np.ndarray, key) -> _Scene:
 
 
 TILE = 8  # rays are cast only in 8x8-pixel tiles that some triangle's bounding box touches
+# from this many faces on, tiles of small faces come from their vertices (see covered_tiles):
+# below it, boxing every face is as fast and casts fewer rays
+SHORTCUT_MIN_FACES = 300_000
 
 
-def covered_tiles(vertices: np.ndarray, faces: np.ndarray, rig: CameraRig, view: int, tile: int = TILE) -> np.ndarray:
+def covered_tiles(vertices: np.ndarray, faces: np.ndarray, rig: CameraRig, view: int, tile: int = TILE,
+                  max_edge: np.ndarray | None = None) -> np.ndarray:
     """(ty, tx) bool grid of tiles touched by the pixel bounding box of some triangle in a view.
 
     Conservative: every pixel a triangle can cover lies in a marked tile. Views where part of the
-    mesh is behind a perspective camera mark every tile. Marking uses a 2D difference array, so
-    large triangles cost the same as small ones."""
+    mesh is behind a perspective camera mark every tile. Bounding boxes are marked with a 2D
+    difference array, so large triangles cost the same as small ones.
+
+    With `max_edge` (per-face longest edge), faces whose projection is provably smaller than a
+    tile are not visited one by one: the tiles of all vertices, grown by one tile, cover them.
+    Only the remaining large faces get bounding boxes (this is what keeps 1M-face meshes cheap)."""
     gy, gx = -(-rig.height // tile), -(-rig.width // tile)
     cam = vertices @ rig.world_to_cam[view, :3, :3].T + rig.world_to_cam[view, :3, 3]
-    if rig.is_perspective()[view] and (cam[:, 2] > -1e-9).any():
+    perspective = rig.is_perspective()[view]
+    if perspective and (cam[:, 2] > -1e-9).any():
         return np.ones((gy, gx), dtype=bool)
     clip = cam @ rig.proj[view, :4, :3].T + rig.proj[view, :4, 3]
     ndc = clip[:, :2] / clip[:, 3:4]
     px = ((ndc[:, 0] + 1.0) * 0.5 * rig.width) / tile
     py = ((1.0 - ndc[:, 1]) * 0.5 * rig.height) / tile
+    cover = np.zeros((gy, gx), dtype=bool)
+    big = faces
+    bound = None if max_edge is None else _projected_extent_bound(cam, rig, view, tile)
+    if bound is not None:
+        small = max_edge * bound < 1.0  # projection narrower than a tile in x and y
+        big = faces[~small]
+        tx, ty = np.floor(px).astype(np.int64), np.floor(py).astype(np.int64)
+        inside = (tx >= -1) & (tx <= gx) & (ty >= -1) & (ty <= gy)
+        grid = np.zeros((gy + 2, gx + 2), dtype=bool)  # one tile of margin on every side
+        grid[ty[inside] + 1, tx[inside] + 1] = True
+        cover |= binary_dilation(grid, structure=np.ones((3, 3), dtype=bool))[1:-1, 1:-1]
+    if len(big):
+        cover |= _bbox_tiles(px, py, big, gy, gx)
+    return cover
+
+
+def _projected_extent_bound(cam: np.ndarray, rig: CameraRig, view: int, tile: int) -> float | None:
+    """Factor b such that any segment of world length L projects to at most L * b tiles in x and
+    y; None for projection matrices of an unusual form (then every face is boxed)."""
+    p = rig.proj[view]
+    scale = max(abs(p[0, 0]) * rig.width, abs(p[1, 1]) * rig.height) / (2.0 * tile)
+    if p[0, 1] != 0 or p[1, 0] != 0:
+        return None
+    if np.allclose(p[3], [0.0, 0.0, -1.0, 0.0]):  # perspective: |d(X/Z)| <= L (1 + max|X/Z|) / Zmin
+        depth = -cam[:, 2]
+        slope = float(np.max(np.maximum(np.abs(cam[:, 0]), np.abs(cam[:, 1])) / depth))
+        return scale * (1.0 + slope) / float(depth.min())
+    if np.allclose(p[3], [0.0, 0.0, 0.0, 1.0]) and p[0, 2] == 0 and p[1, 2] == 0:  # orthographic
+        return scale
+    return None
+
+
+def _bbox_tiles(px, py, faces, gy, gx) -> np.ndarray:
+    """Tiles touched by the bounding boxes of `faces` (vertex positions px, py in tile units)."""
     # column-wise min/max: numpy reductions over a length-3 axis are slow
     a, b, c = faces[:, 0], faces[:, 1], faces[:, 2]
     x0 = np.floor(np.minimum(np.minimum(px[a], px[b]), px[c]))
@@ -99,8 +146,7 @@ def covered_tiles(vertices: np.ndarray, faces: np.ndarray, rig: CameraRig, view:
     w = gx + 1
     for ys, xs, sign in ((y0, x0, 1), (y0, x1, -1), (y1, x0, -1), (y1, x1, 1)):
         diff += sign * np.bincount(ys * w + xs, minlength=len(diff))
-    cover = diff.reshape(gy + 1, w).cumsum(axis=0).cumsum(axis=1)[:gy, :gx]
-    return cover > 0
+    return diff.reshape(gy + 1, w).cumsum(axis=0).cumsum(axis=1)[:gy, :gx] > 0
 
 
 def tile_pixels(tiles: np.ndarray, rig: CameraRig, tile: int = TILE) -> tuple[np.ndarray, np.ndarray]:
@@ -187,7 +233,8 @@ def rasterize(vertices: np.ndarray, faces: np.ndarray, rig: CameraRig, cache_key
     n, h, w = rig.n_views, rig.height, rig.width
     lins, prims, bars = [], [], []
     for k in range(n):
-        x, y = tile_pixels(covered_tiles(vertices, faces, rig, k), rig)
+        max_edge = scene.max_edge if len(faces) >= SHORTCUT_MIN_FACES else None
+        x, y = tile_pixels(covered_tiles(vertices, faces, rig, k, max_edge=max_edge), rig)
         if len(x) == 0:
             continue
         origins, directions = pixel_rays(rig, k, x, y)
