@@ -108,6 +108,20 @@ def test_preview_keeps_and_restores_user_materials(runtime, backend):
     assert "part_id" in obj.data.attributes, "the labels stay when the colours go"
 
 
+def test_apply_makes_part_materials_permanent(runtime, backend):
+    writeback = sub(runtime, "writeback")
+    obj = boxes_object()
+    obj.data.materials.append(bpy.data.materials.new("Mine"))
+    _segment(runtime, obj)
+    labels = _labels(obj)
+    assert writeback.preview_active(obj)
+    assert bpy.ops.segparts.apply_materials() == {"FINISHED"}
+    assert not writeback.preview_active(obj) and "segparts_material" not in obj.data.attributes
+    assert not bpy.ops.segparts.clear_preview.poll(), "nothing to restore after Apply"
+    mats = obj.data.materials
+    assert [mats[p.material_index].name for p in obj.data.polygons] == [f"SegParts Part_{p:03d}" for p in labels]
+
+
 def test_granularity_recuts_stored_hierarchy_without_backend(runtime, backend):
     obj = boxes_object()
     _segment(runtime, obj)
@@ -352,6 +366,15 @@ def test_select_faces_hide_and_isolate(runtime, backend):
     assert n == int((labels == part).sum())
     sel = np.array([p.select for p in obj.data.polygons])
     assert np.array_equal(sel, labels == part)
+    # the operator: Edit Mode, face select, exactly the part's faces selected
+    import bmesh
+
+    editing.set_selected_parts(obj, {part})
+    assert bpy.ops.segparts.select_faces() == {"FINISHED"}
+    assert obj.mode == "EDIT"
+    bm = bmesh.from_edit_mesh(obj.data)
+    assert np.array_equal([f.select for f in bm.faces], labels == part)
+    bpy.ops.object.mode_set(mode="OBJECT")
 
 
 # ---- failures ------------------------------------------------------------------------------------
