@@ -290,12 +290,24 @@ def views_for_click(mesh: Mesh, rig: CameraRig, views: Views, face: int | None =
 
 
 def nearest_face(vertices: np.ndarray, faces: np.ndarray, point) -> int:
-    """Index of the face closest to a 3D point (exact point-triangle distances, all faces)."""
+    """Index of the face closest to a 3D point (exact point-triangle distance).
+
+    Exact distances are computed only for faces that can beat the best of the 16 nearest
+    centroids: a face's points lie within its longest edge of its centroid."""
     from trimesh.triangles import closest_point
 
+    q = np.asarray(point, dtype=np.float64).reshape(1, 3)
     tri = vertices[faces]
-    q = np.broadcast_to(np.asarray(point, dtype=np.float64).reshape(1, 3), (len(tri), 3))
-    return int(np.argmin(np.linalg.norm(closest_point(tri, q) - q, axis=1)))
+    centroid_dist = np.linalg.norm(tri.mean(axis=1) - q, axis=1)
+
+    def exact(idx):
+        return np.linalg.norm(closest_point(tri[idx], np.repeat(q, len(idx), axis=0)) - q, axis=1)
+
+    first = np.argsort(centroid_dist)[:16] if len(faces) > 16 else np.arange(len(faces))
+    bound = exact(first).min()
+    reach = np.max([np.linalg.norm(tri[:, i] - tri[:, (i + 1) % 3], axis=1) for i in range(3)], axis=0)
+    candidates = np.flatnonzero(centroid_dist - reach <= bound + 1e-12)
+    return int(candidates[np.argmin(exact(candidates))])
 
 
 # ----------------------------------------------------------------------------- post-processing
