@@ -13,6 +13,7 @@ from mathutils.bvhtree import BVHTree
 from . import background, editing, mesh_io, partdata, picking, runtime, writeback
 
 HOVER_RGBA = (1.0, 0.85, 0.1, 0.45)
+SELECTED_RGBA = (0.1, 0.8, 1.0, 0.3)
 
 
 def build_picker(obj) -> picking.PartPicker | None:
@@ -61,6 +62,9 @@ class PickTool:
         self.hit = None  # (triangle, polygon, point)
         self.clicks: list[dict] = []
         self._batch = None
+        self._selected_batch = None
+        self._selected_key = None
+        self._revision = runtime.parts_revision
 
     @property
     def obj(self):
@@ -71,6 +75,10 @@ class PickTool:
 
         area, region = picking.region_under(context.window.screen.areas, mouse_x, mouse_y)
         obj = self.obj
+        if obj is not None and self._revision != runtime.parts_revision:  # new labels arrived
+            self._revision = runtime.parts_revision
+            self.picker = build_picker(obj)
+            self._batch = self._selected_key = None
         if region is None or obj is None:
             return self._set_target(None)
         # region.data is the region's own view in quad view; it can be unset (e.g. background mode)
@@ -116,7 +124,7 @@ class PickTool:
             labels, new_id = picking.split_off(self.picker.poly_labels, target.mask)
             background.run(runtime.write_all(obj, labels, mesh_io.topology(obj.data), keep=True))
             self.picker = build_picker(obj)
-            self.picker.poly_labels = writeback.labels(obj)
+            self._revision, self._selected_key = runtime.parts_revision, None
             editing.set_selected_parts(obj, {new_id})
             self.level = 0
             return f"Split off a new part ({int(target.mask.sum())} faces)"
@@ -132,22 +140,34 @@ class PickTool:
         runtime.start_pick(obj, self.engine, list(self.clicks))
         return f"{'positive' if positive else 'negative'} click sent ({len(self.clicks)} in this prompt)"
 
+    def _world_tris(self, obj, poly_mask):
+        tri_mask = poly_mask[self.ray.tri_poly]
+        m = np.array(obj.matrix_world, dtype=np.float64)
+        v = self.ray.vertices @ m[:3, :3].T + m[:3, 3]
+        return v[self.ray.tris[tri_mask]].reshape(-1, 3).astype(np.float32)
+
     def draw(self):
+        """POST_VIEW overlay: selected parts (cyan) and the part under the mouse (yellow)."""
         import gpu
         from gpu_extras.batch import batch_for_shader
 
-        obj, target = self.obj, self.target
-        if obj is None or target is None:
+        obj = self.obj
+        if obj is None:
             return
         shader = gpu.shader.from_builtin("UNIFORM_COLOR")
-        if self._batch is None:
-            tri_mask = target.mask[self.ray.tri_poly]
-            m = np.array(obj.matrix_world, dtype=np.float64)
-            v = self.ray.vertices @ m[:3, :3].T + m[:3, 3]
-            coords = v[self.ray.tris[tri_mask]].reshape(-1, 3).astype(np.float32)
-            self._batch = batch_for_shader(shader, "TRIS", {"pos": coords})
+        selected = tuple(sorted(it.part_id for it in obj.segparts.parts if it.selected))
+        if self.picker is not None and selected != self._selected_key:
+            self._selected_key = selected
+            mask = np.isin(self.picker.poly_labels, np.asarray(selected, dtype=np.int32))
+            self._selected_batch = batch_for_shader(shader, "TRIS", {"pos": self._world_tris(obj, mask)})
+        if self.target is not None and self._batch is None:
+            self._batch = batch_for_shader(shader, "TRIS", {"pos": self._world_tris(obj, self.target.mask)})
         gpu.state.blend_set("ALPHA")
-        gpu.state.depth_test_set("NONE")
-        shader.uniform_float("color", HOVER_RGBA)
-        self._batch.draw(shader)
+        gpu.state.depth_test_set("NONE")  # the original faces may lie inside a modifier's surface
+        if self._selected_batch is not None and selected:
+            shader.uniform_float("color", SELECTED_RGBA)
+            self._selected_batch.draw(shader)
+        if self.target is not None:
+            shader.uniform_float("color", HOVER_RGBA)
+            self._batch.draw(shader)
         gpu.state.blend_set("NONE")

@@ -31,6 +31,7 @@ tick_stats = {"ticks": 0, "worst_s": 0.0, "last_s": 0.0}
 setup_task = None  # setup.Task while "Set up backend" / "Fetch models" runs
 _suppress_recut = False
 _engine_items: list = []
+parts_revision = 0  # bumped whenever a part list is rebuilt (the pick tool re-reads labels then)
 
 
 # ---- configuration ---------------------------------------------------------------------------
@@ -441,6 +442,8 @@ def refresh_parts(obj, poly_labels=None, keep: bool = False, vertex_counts: dict
     the names and materials of part ids that survive (editing); new labels start fresh."""
     from . import mesh_io, writeback
 
+    global parts_revision
+    parts_revision += 1
     if poly_labels is None:
         poly_labels = writeback.labels(obj)
     items = obj.segparts.parts

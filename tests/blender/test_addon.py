@@ -232,6 +232,21 @@ def test_pick_tool_hover_click_and_levels_in_the_viewport(runtime, backend):
     assert tool.hover(bpy.context, *mouse_at((2.0, -4.0, -2.0))) is None
     tools = next(r for r in area.regions if r.type == "TOOLS")
     assert tool.hover(bpy.context, tools.x + 5, tools.y + tools.height // 2) is None
+    # coarsest cut (one part), then one level finer under the mouse: a click splits that piece off
+    obj.segparts.granularity = 0.0
+    runtime.run_until_idle(timeout=30)
+    assert len(obj.segparts.parts) == 1
+    target = tool.hover(bpy.context, *mouse_at((4.0, 0.0, 0.6)))
+    assert target.parts == {0} and target.mask.all()
+    tool.change_level(-1)
+    finer = tool.target
+    assert finer.level == -1 and finer.mask[top_of_box2] and not finer.mask.all()
+    tool.click(shift=False, ctrl=False)
+    labels = _labels(obj)
+    assert set(np.unique(labels)) == {0, 1} and np.array_equal(labels == 1, finer.mask)
+    assert selected() == {1}
+    overlay = tool._world_tris(obj, labels == 1)
+    assert overlay.shape == (3 * int(sum(len(p.vertices) - 2 for p in obj.data.polygons if labels[p.index] == 1)), 3)
 
 
 class _Recorder:
