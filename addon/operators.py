@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import bpy
-import numpy as np
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
-from . import editing, partdata, picking, runtime, writeback
+from . import editing, partdata, runtime, writeback
 
 
 def _mesh_object(context):

@@ -9,7 +9,6 @@ bpy module).
 from __future__ import annotations
 
 import atexit
-import os
 import sys
 import time
 from collections import deque
