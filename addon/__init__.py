@@ -40,6 +40,9 @@ def unregister():
     if runtime.on_load_pre in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.remove(runtime.on_load_pre)
     runtime.shutdown()
+    import atexit
+
+    atexit.unregister(runtime.shutdown)  # this module instance is going away
     ui.unregister()
     operators.unregister()
     props.unregister()

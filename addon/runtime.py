@@ -1,9 +1,9 @@
 """The add-on's running state: one backend session, the jobs in flight, the write-back queue and
 the timer that drives them. Operators and the panel call in here; nothing here blocks.
 
-The timer (`drain`) polls the socket, then spends what is left of a ~15 ms budget on queued
-write-back steps (generators), so a large result is applied over several ticks instead of
-freezing the UI. `drain` is a plain function: tests call it directly (timers don't fire in the
+The timer (`drain`) polls the socket, then runs queued write-back steps (generators) until ~8 ms
+have passed, so a large result is applied over several ticks instead of freezing the UI; array
+work runs in a background thread meanwhile (background.py). `drain` is a plain function: tests call it directly (timers don't fire in the
 bpy module).
 """
 from __future__ import annotations
@@ -179,8 +179,12 @@ def drain() -> float:
     if s is not None and s.changed:
         s.changed = False
         redraw()
-    busy = bool(work) or bool(jobs) or bool(_waiting) or (s is not None and s.state == "starting") or setup_task is not None
-    return BUSY_INTERVAL_S if busy else IDLE_INTERVAL_S
+    return BUSY_INTERVAL_S if _busy() else IDLE_INTERVAL_S
+
+
+def _busy() -> bool:
+    starting = session is not None and session.state == "starting"
+    return bool(work) or bool(jobs) or bool(_waiting) or starting or setup_task is not None
 
 
 def ensure_timer() -> None:
@@ -193,8 +197,7 @@ def run_until_idle(timeout: float = 60.0, poll_s: float = 0.02) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         drain()
-        s = session
-        if not work and not jobs and not _waiting and (s is None or s.state != "starting") and setup_task is None:
+        if not _busy():
             return
         time.sleep(poll_s)
     raise TimeoutError("the add-on did not become idle in time")
