@@ -240,3 +240,19 @@ def test_nearest_face_is_exact_even_next_to_big_triangles():
         d = np.linalg.norm(closest_point(tm.triangles, np.repeat(q[None], len(tm.faces), axis=0)) - q, axis=1)
         got = lifting.nearest_face(mesh.vertices, mesh.faces, q)
         assert np.isclose(d[got], d.min())
+
+
+def test_vote_table_and_sort_paths_agree():
+    mesh, part = parts_mesh()
+    rig = geosam2_rig(size=96)
+    views = render_views(mesh, rig, outputs=("face_id", "depth", "alpha"))
+    rng = np.random.default_rng(2)
+    noisy = np.where(rng.random(part.shape) < 0.3, rng.integers(0, 6, part.shape), part)  # disagreeing views
+    masks = masks_from_parts(views, noisy)
+    masks[rng.random(masks.shape) < 0.2] = -1
+    samples = lifting.face_visible_samples(mesh, rig, views)
+    for unlabelled_votes in (False, True):
+        small = lifting.lift_masks(mesh, rig, views, masks, samples=samples, unlabelled_votes=unlabelled_votes)
+        huge = np.where(masks >= 0, masks * 40_000_000, -1)  # label ids too large for the count table
+        big = lifting.lift_masks(mesh, rig, views, huge, samples=samples, unlabelled_votes=unlabelled_votes)
+        np.testing.assert_array_equal(np.where(small >= 0, small * 40_000_000, -1), big)

@@ -201,16 +201,34 @@ def lift_masks(mesh: Mesh, rig: CameraRig, views: Views, masks: np.ndarray, samp
         raise ValueError(f"masks must be integer labels (-1 = none), got dtype {masks.dtype}")
     if samples is None:
         samples = face_visible_samples(mesh, rig, views, samples_per_face, seed, depth_tolerance)
-    p = len(samples.points)
-    view, sample = np.nonzero(samples.visible)
-    votes = masks.reshape(len(masks), -1)[view, samples.lin[view, sample]].astype(np.int64)
-    nothing = int(max(votes.max(initial=-1), -1)) + 1  # an id above every label stands for "none"
-    if unlabelled_votes:
-        votes[votes < 0] = nothing
-    sample_label = mode_by_group(sample, votes, p)
+    nothing = int(max(masks.max(initial=-1), -1)) + 1  # an id above every label stands for "none"
+    sample_label = _vote_across_views(samples, masks.reshape(len(masks), -1), nothing if unlabelled_votes else None)
     face_label = mode_by_group(samples.face, sample_label, mesh.n_faces)
     face_label[face_label == nothing] = UNLABELLED
     return face_label.astype(np.int32)
+
+
+def _vote_across_views(samples: FaceSamples, flat_masks: np.ndarray, nothing: int | None) -> np.ndarray:
+    """(P,) most frequent label of each sample over the views that see it (-1: no vote).
+    `nothing`: the id unlabelled pixels vote for, or None to let them abstain."""
+    n, p = samples.visible.shape
+    k = int(max(flat_masks.max(initial=-1), -1)) + 2
+    if p * k > 64_000_000 or n > 255:  # many labels: count with a sort instead of a table
+        view, sample = np.nonzero(samples.visible)
+        votes = flat_masks[view, samples.lin[view, sample]].astype(np.int64)
+        if nothing is not None:
+            votes[votes < 0] = nothing
+        return mode_by_group(sample, votes, p)
+    counts = np.zeros((p, k), dtype=np.uint8)  # one row per sample, one count per label
+    for v in range(n):
+        seen = np.flatnonzero(samples.visible[v])
+        label = flat_masks[v][samples.lin[v, seen]]
+        if nothing is not None:
+            label = np.where(label < 0, nothing, label)
+        keep = label >= 0
+        counts[seen[keep], label[keep]] += 1  # samples are unique within a view
+    best = counts.argmax(axis=1)  # first maximum: the smaller label wins ties
+    return np.where(counts.max(axis=1) > 0, best, UNLABELLED)
 
 
 # ----------------------------------------------------------------------------- pixels and clicks
