@@ -118,3 +118,26 @@ def test_automatic_mode_labels_every_face(engine):
     assert seg.hierarchy is not None and seg.info["hierarchy"] == "flat"
     assert any("view 0" in s for s in stages) and any("view 6" in s for s in stages)  # start and opposite
     assert engine.model().encoder_calls == 12  # same mesh as the pick test: still cached
+
+
+def test_automatic_mask_generator_respects_the_allowed_pixels(engine):
+    from segparts.engines.geosam2.automatic import AutoMaskSettings, generate_masks, mask_iou, select_masks
+
+    mesh, _ = _parts_mesh()
+    s = engine.session(mesh)
+    emb, high_res = s.predictor.view_features(0)
+    allowed = s.views.face_id[0] >= 0
+    allowed[:, : allowed.shape[1] // 2] = False  # only the right half is "not yet covered"
+    # random weights predict low IoU, so the thresholds are opened to exercise the whole path
+    loose = AutoMaskSettings(max_points=24, points_per_batch=8, pred_iou_thresh=-1, stability_thresh=-1,
+                             min_region=0)
+    masks = select_masks(generate_masks(engine.model(), emb, high_res, allowed, loose))
+    assert masks
+    for m in masks:
+        x, y = m.point
+        assert allowed[int(y), int(x)]
+        assert m.segmentation.shape == allowed.shape and m.area == m.segmentation.sum() > 0
+    assert [m.area for m in masks] == sorted((m.area for m in masks), reverse=True)
+    assert all(mask_iou(a.segmentation, b.segmentation) <= 0.85 for i, a in enumerate(masks) for b in masks[:i])
+    strict = generate_masks(engine.model(), emb, high_res, np.zeros_like(allowed), loose)
+    assert strict == []  # nothing left to cover: no prompts at all

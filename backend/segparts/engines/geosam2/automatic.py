@@ -93,10 +93,11 @@ def generate_masks(model: GeoSAM2Model, image_embedding: torch.Tensor, high_res:
 
 
 def _decode(model, emb, high_res, pts, lbl, mask_input, multimask: bool):
-    sparse, dense = model.sam_prompt_encoder(points=(pts, lbl), boxes=None, masks=mask_input)
-    logits, iou, _, _ = model.sam_mask_decoder(
-        image_embeddings=emb, image_pe=model.sam_prompt_encoder.get_dense_pe(), sparse_prompt_embeddings=sparse,
-        dense_prompt_embeddings=dense, multimask_output=multimask, repeat_image=True, high_res_features=high_res)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=emb.device.type == "cuda"):
+        sparse, dense = model.sam_prompt_encoder(points=(pts, lbl), boxes=None, masks=mask_input)
+        logits, iou, _, _ = model.sam_mask_decoder(
+            image_embeddings=emb, image_pe=model.sam_prompt_encoder.get_dense_pe(), sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense, multimask_output=multimask, repeat_image=True, high_res_features=high_res)
     return logits.float(), iou.float()
 
 
