@@ -322,6 +322,21 @@ def test_panel_and_list_draw_without_errors(runtime, backend):
     assert ("operator", "segparts.setup_backend") in log and ("prop", "python_path") in log
 
 
+def test_concave_ngon_triangles_stay_inside_and_map_to_it(runtime, backend):
+    """An L-shaped hexagon: a fan from its first corner would leave the polygon, Blender's own
+    triangulation does not; labels still come back per polygon."""
+    mesh_io = sub(runtime, "mesh_io")
+    verts = [(0, 0, 0), (2, 0, 0), (2, 1, 0), (1, 1, 0), (1, 2, 0), (0, 2, 0)]
+    order = [2, 3, 4, 5, 0, 1]  # start at the corner a fan would get wrong
+    mesh = bpy.data.meshes.new("L")
+    mesh.from_pydata(verts, [], [order, [0, 1, 2]])  # plus a triangle on top: mixed sizes
+    tris, tri_poly = mesh_io.triangles(mesh)
+    assert len(tris) == 4 + 1 and np.bincount(tri_poly).tolist() == [4, 1]
+    v = np.array(verts, dtype=float)
+    centroids = v[tris[tri_poly == 0]].mean(axis=1)
+    assert not ((centroids[:, 0] > 1) & (centroids[:, 1] > 1)).any(), "a triangle left the L shape"
+
+
 # ---- editing -------------------------------------------------------------------------------------
 def test_assign_material_and_separate(runtime, backend):
     editing = sub(runtime, "editing")
