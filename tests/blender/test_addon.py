@@ -90,6 +90,14 @@ def test_segment_writes_attribute_groups_and_materials(runtime, backend):
         g.group == groups[it.name] for g in v.groups)]) for it in items)
 
 
+def test_segment_starts_the_backend_on_demand(runtime, backend):
+    runtime.stop_backend()
+    assert runtime.session is None
+    obj = boxes_object()
+    _segment(runtime, obj)  # the operator starts the backend, then segments once hello answers
+    assert runtime.session.ready and len(obj.segparts.parts) >= 3
+
+
 def test_preview_keeps_and_restores_user_materials(runtime, backend):
     obj = boxes_object()
     red, blue = bpy.data.materials.new("Red"), bpy.data.materials.new("Blue")
