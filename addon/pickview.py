@@ -137,7 +137,11 @@ class PickTool:
         tri, _poly, loc = self.hit
         click = picking.click_prompt(tri, loc, positive)
         self.clicks = (self.clicks + [click]) if extend else [click]
-        runtime.start_pick(obj, self.engine, list(self.clicks))
+        try:
+            runtime.ensure_started()
+            runtime.start_pick(obj, self.engine, list(self.clicks))
+        except (RuntimeError, ValueError) as exc:  # backend not up (yet): say so, keep the tool running
+            return f"Prompt not sent: {exc}"
         return f"{'positive' if positive else 'negative'} click sent ({len(self.clicks)} in this prompt)"
 
     def _world_tris(self, obj, poly_mask):
