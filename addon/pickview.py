@@ -12,6 +12,7 @@ from mathutils.bvhtree import BVHTree
 
 from . import background, editing, mesh_io, partdata, picking, runtime, writeback
 
+PROMPT_ENGINES = {"geosam2"}  # engines whose clicks are prompts answered by the backend
 HOVER_RGBA = (1.0, 0.85, 0.1, 0.45)
 SELECTED_RGBA = (0.1, 0.8, 1.0, 0.3)
 
@@ -55,6 +56,7 @@ def pick_at_ray(obj, origin, direction, level: int = 0):
 class PickTool:
     def __init__(self, obj, engine: str):
         self.obj_name, self.engine = obj.name, engine
+        self.prompt_mode = engine in PROMPT_ENGINES
         self.ray = MeshRay(obj)
         self.picker = build_picker(obj)
         self.level = 0
@@ -118,7 +120,7 @@ class PickTool:
         obj, target = self.obj, self.target
         if obj is None or target is None:
             return ""
-        if self.engine == "geosam2":
+        if self.prompt_mode:
             return self._prompt(obj, positive=not ctrl, extend=shift or ctrl)
         if target.level < 0:  # finer than the current parts: that piece becomes a part
             labels, new_id = picking.split_off(self.picker.poly_labels, target.mask)

@@ -257,6 +257,38 @@ def test_pick_tool_hover_click_and_levels_in_the_viewport(runtime, backend):
     assert overlay.shape == (3 * int(sum(len(p.vertices) - 2 for p in obj.data.polygons if labels[p.index] == 1)), 3)
 
 
+def test_prompt_clicks_round_trip_and_unavailable_engine(runtime, backend):
+    """GeoSAM2-style prompts: a click goes to the backend as (triangle, point, positive); the mask
+    that comes back becomes a new, selected part. Without GeoSAM2's weights the panel says why."""
+    pickview = sub(runtime, "pickview")
+    obj = boxes_object()
+    _segment(runtime, obj)
+    before = _labels(obj)
+    area, region, rv3d = _view3d(bpy.context)
+    from bpy_extras import view3d_utils
+    from mathutils import Vector
+
+    x, y = view3d_utils.location_3d_to_region_2d(region, rv3d, Vector((4.0, 0.0, 0.6)))
+    tool = pickview.PickTool(obj, "geosam2")
+    assert tool.hover(bpy.context, int(x) + region.x, int(y) + region.y) is not None
+    text = tool.click(shift=False, ctrl=False)
+    assert "click sent" in text
+    runtime.run_until_idle(timeout=30)
+    status = runtime.engine_status()["geosam2"]
+    if not status["available"]:
+        assert "unavailable" in runtime.message() or "missing" in runtime.message(), runtime.message()
+        assert np.array_equal(_labels(obj), before)
+    # the same prompt path answered by an engine that is always there
+    tool.engine = "geometric"
+    assert tool.prompt_mode
+    assert "click sent" in tool.click(shift=False, ctrl=False)
+    runtime.run_until_idle(timeout=30)
+    after = _labels(obj)
+    new_id = int(after.max())
+    assert new_id == int(before.max()) + 1 and after[6 + 5] == new_id
+    assert {it.part_id for it in obj.segparts.parts if it.selected} == {new_id}
+
+
 class _Recorder:
     """Stands in for bpy's UILayout (not creatable outside a drawn region) and checks that every
     property and operator the panel names exists."""
