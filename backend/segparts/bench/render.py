@@ -99,7 +99,7 @@ def run(args) -> int:
     angle = np.arctan2(*mesh.vertices[mesh.faces].mean(axis=1)[:, :2].T[::-1])
     part = ((angle + np.pi) / (2 * np.pi) * 8).astype(np.int32) % 8
     masks = np.where(views12.face_id >= 0, part[np.maximum(views12.face_id, 0)], -1).astype(np.int32)
-    labels = row("lift 12 views of masks -> 100k faces (samples + votes)", 0.5,
+    labels = row(f"lift 12 views of masks -> {mesh.n_faces / 1000:.0f}k faces (samples + votes)", 0.5,
                  lambda: lifting.lift_masks(mesh, geo, views12, masks))
     seen = labels >= 0
     rows[-1]["note"] = f"{seen.mean():.1%} faces seen, {np.mean(labels[seen] == part[seen]):.2%} correct"
