@@ -492,11 +492,17 @@ def _recut(name, granularity, topo):
     obj = bpy.data.objects.get(name)
     if obj is None:
         return
-    hierarchy = writeback.load_hierarchy(obj)
-    if hierarchy is None:
-        set_message(f"{name} has no stored hierarchy; segment it first")
+    arrays = writeback.hierarchy_arrays(obj)
+    scale = 1.0 - float(granularity)
+
+    def cut():  # in the background thread: building the tree walks every node
+        hierarchy = writeback.make_hierarchy(arrays)
+        return None if hierarchy is None else hierarchy.cut(scale=scale)
+
+    poly_labels = yield from background.wait(background.submit(cut))
+    if poly_labels is None:
+        set_message(f"{name} has no usable part hierarchy; segment it again")
         return
-    poly_labels = yield from background.wait(background.submit(hierarchy.cut, scale=1.0 - float(granularity)))
     obj = _live_object(name, topo.n_polygons)
     if obj is None:
         return

@@ -38,17 +38,30 @@ def store_hierarchy(obj, leaf_per_polygon: np.ndarray, parent: np.ndarray, heigh
     obj[HEIGHT_PROP] = np.asarray(height, dtype=np.float32).tolist()
 
 
-def load_hierarchy(obj):
-    """The polygon-level hierarchy stored on the object, or None."""
-    from ._shared.hierarchy import Hierarchy
-
+def hierarchy_arrays(obj):
+    """(leaf per polygon, parent, height) stored on the object, or None."""
     leaf = mesh_io.read_int_attribute(obj.data, LEAF_ATTR)
     if leaf is None or PARENT_PROP not in obj or HEIGHT_PROP not in obj:
         return None
+    return leaf, np.asarray(obj[PARENT_PROP], dtype=np.int32), np.asarray(obj[HEIGHT_PROP], dtype=np.float32)
+
+
+def make_hierarchy(arrays):
+    """Hierarchy from hierarchy_arrays(), or None if the mesh was edited in a way that broke it.
+    Pure numpy: safe in the background thread."""
+    from ._shared.hierarchy import Hierarchy
+
+    if arrays is None:
+        return None
     try:
-        return Hierarchy(leaf, np.asarray(obj[PARENT_PROP], dtype=np.int32), np.asarray(obj[HEIGHT_PROP], dtype=np.float32))
+        return Hierarchy(*arrays)
     except ValueError:
-        return None  # the mesh was edited in a way that broke the stored tree
+        return None
+
+
+def load_hierarchy(obj):
+    """The polygon-level hierarchy stored on the object, or None."""
+    return make_hierarchy(hierarchy_arrays(obj))
 
 
 def labels(obj) -> np.ndarray | None:
