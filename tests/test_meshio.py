@@ -188,6 +188,20 @@ def test_coloured_outputs_keep_triangle_order(tmp_path):
     np.testing.assert_array_equal(glb.visual.vertex_colors[glb.faces[:, 0]], colours)
 
 
+def test_vertex_colours_and_odd_spacing_are_ignored(tmp_path):
+    obj = tmp_path / "c.obj"
+    obj.write_text("v 0 0 0 1 0 0\nv\t1 0 0  0 1 0\nv 0 1 0 0 0 1\nv 1 1 0 1 1 1\n"
+                   "f 1 2 3\nf\t2  4 3 1\r\n")
+    off = tmp_path / "c.off"
+    off.write_text("COFF 4 2 0\n0 0 0 255 0 0 255\n1 0 0 0 255 0 255\n0 1 0 0 0 255 255\n1 1 0 9 9 9 255\n"
+                   "3 0 1 2 0.5 0.5 0.5\n4 1 3 2 0\n")
+    for path in (obj, off):
+        mesh = load_mesh(path)
+        np.testing.assert_array_equal(mesh.vertices, [[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]])
+        np.testing.assert_array_equal(mesh.faces, [[0, 1, 2], [1, 3, 2], [1, 2, 0]])
+        assert mesh.n_polygons == 2 and list(mesh.face_map) == [0, 1, 1]
+
+
 @pytest.mark.parametrize("name,content,code", [
     ("empty.obj", b"", "empty_mesh"),
     ("nofaces.obj", b"v 0 0 0\nv 1 0 0\nv 0 1 0\n", "empty_mesh"),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ def load_mesh(path: str | Path, max_faces: int = DEFAULT_MAX_FACES) -> Mesh:
     if path.stat().st_size == 0:
         raise MeshError("empty_mesh", f"{path}: the file is empty")
     reader = {".obj": _read_obj, ".off": _read_off, ".ply": _read_ply,
-              ".stl": _read_trimesh, ".glb": _read_scene, ".gltf": _read_scene}[suffix]
+              ".stl": _read_stl, ".glb": _read_scene, ".gltf": _read_scene}[suffix]
     try:
         vertices, polygons = reader(path)
     except MeshError:
@@ -92,66 +93,113 @@ def _ragged(polygons) -> tuple[np.ndarray, np.ndarray]:
     return items, counts
 
 
+# ---- text parsing helpers (vectorised: no Python work per number) ---------------------------
+def _numbers(lines: list[str], name: str) -> tuple[np.ndarray, np.ndarray]:
+    """All whitespace-separated numbers of `lines` (float64, flat) and how many each line has."""
+    text = "\n".join(lines)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # raised on a bad token; caught by the size check
+        values = np.fromstring(text, dtype=np.float64, sep=" ") if text.strip() else np.zeros(0)
+    counts = _tokens_per_line(text.encode(), len(lines))
+    if values.size != counts.sum():
+        raise MeshError("unreadable", f"{name}: a line holds something that is not a number")
+    return values, counts
+
+
+def _tokens_per_line(data: bytes, n_lines: int) -> np.ndarray:
+    b = np.frombuffer(data, dtype=np.uint8)
+    blank = (b == 32) | (b == 9) | (b == 13) | (b == 10)
+    starts = np.flatnonzero(~blank & np.r_[True, blank[:-1]])  # first byte of each token
+    ends = np.r_[np.flatnonzero(b == 10), len(b)][:n_lines]  # end of each line
+    before = np.searchsorted(starts, ends)  # tokens that start before each line's end
+    return np.diff(np.r_[0, before]).astype(np.int64)
+
+
+def _row_items(values: np.ndarray, counts: np.ndarray, first: int, n: np.ndarray) -> np.ndarray:
+    """Flat items [first, first + n_i) of every row i of a ragged row layout."""
+    row_start = np.cumsum(counts) - counts
+    within = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+    return values[np.repeat(row_start + first, n) + within]
+
+
+def _as_indices(values: np.ndarray, name: str) -> np.ndarray:
+    idx = values.astype(np.int64)
+    if not np.array_equal(idx, values):
+        raise MeshError("unreadable", f"{name}: a face index is not an integer")
+    return idx
+
+
+def _polygon_layout(items: np.ndarray, n: np.ndarray):
+    """(F, k) when every polygon has k corners, else (flat indices, counts)."""
+    if n.size and (n == n[0]).all():
+        return items.reshape(len(n), int(n[0]))
+    return items, n
+
+
 # ---- OBJ ---------------------------------------------------------------------------------
-_OBJ_INDEX = re.compile(r"^\s*([-+]?\d+)")
-
-
 def _read_obj(path: Path):
-    """`v` and `f` records only; `f` tokens like 7, 7/1, 7//3, 7/1/3, and negative (relative) indices."""
+    """`v` and `f` records only; `f` tokens like 7, 7/1, 7//3, 7/1/3, and negative (relative)
+    indices. Other records (o, g, usemtl, vt, vn, ...) are ignored: faces stay in file order."""
+    name = path.name
     text = path.read_bytes().decode("utf-8", errors="replace").replace("\\\n", " ")
-    vertices, polygons = [], []
-    n_vertices_so_far = 0
-    for line in text.splitlines():
-        if line.startswith("v "):
-            vertices.append(line[2:].split()[:3])
-            n_vertices_so_far += 1
-        elif line.startswith("f "):
-            idx = [int(tok.split("/", 1)[0]) for tok in line[2:].split()]
-            # OBJ indices are 1-based; negative ones count back from the latest vertex
-            polygons.append([i - 1 if i > 0 else n_vertices_so_far + i for i in idx])
-    if not vertices:
-        raise MeshError("empty_mesh", f"{path.name}: the file has no vertices")
-    vertices = np.array(vertices, dtype=np.float64)
-    if vertices.ndim != 2 or vertices.shape[1] != 3:
-        raise MeshError("unreadable", f"{path.name}: a vertex line has fewer than 3 coordinates")
-    return vertices, _as_polygons(polygons)
-
-
-def _as_polygons(polygons: list[list[int]]):
-    """(F, k) array when every polygon has k corners, else ragged (flat indices, counts)."""
-    if not polygons:
-        return np.zeros((0, 3), np.int64)
-    k = len(polygons[0])
-    if all(len(p) == k for p in polygons):
-        return np.array(polygons, dtype=np.int64).reshape(len(polygons), k)
-    return _ragged(polygons)
+    lines = [ln for ln in text.splitlines() if ln[:2] in ("v ", "v\t", "f ", "f\t")]
+    is_face = np.fromiter((ln[0] == "f" for ln in lines), dtype=bool, count=len(lines))
+    v_lines = [ln[2:] for ln, f in zip(lines, is_face) if not f]
+    f_lines = [ln[2:] for ln, f in zip(lines, is_face) if f]
+    if not v_lines:
+        raise MeshError("empty_mesh", f"{name}: the file has no vertices")
+    values, counts = _numbers(v_lines, name)
+    if counts.min() < 3:
+        raise MeshError("unreadable", f"{name}: a vertex line has fewer than 3 coordinates")
+    vertices = _row_items(values, counts, 0, np.full(len(counts), 3)).reshape(-1, 3)
+    if not f_lines:
+        return vertices, np.zeros((0, 3), np.int64)
+    f_values, n = _numbers(re.sub(r"/\S*", "", "\n".join(f_lines)).split("\n"), name)
+    idx = _as_indices(f_values, name)
+    if (idx == 0).any():
+        raise MeshError("unreadable", f"{name}: OBJ face indices start at 1, found 0")
+    negative = idx < 0
+    if negative.any():  # relative to the vertices defined before that face line
+        vertices_before = np.cumsum(~is_face)[is_face]
+        idx[negative] += np.repeat(vertices_before, n)[negative] + 1
+    return vertices, _polygon_layout(idx - 1, n)
 
 
 # ---- OFF ---------------------------------------------------------------------------------
 def _read_off(path: Path):
     """OFF / COFF / NOFF: counts line, vertex lines, then `n i1 .. in [colour]` face lines."""
+    name = path.name
     raw = path.read_bytes().decode("utf-8", errors="replace")
-    lines = [ln.split("#", 1)[0].strip() for ln in raw.splitlines()]
-    lines = [ln for ln in lines if ln]
-    if not lines or not lines[0].upper().lstrip("CN").startswith("OFF"):
-        raise MeshError("unreadable", f"{path.name}: not an OFF file (no OFF header)")
-    header = lines[0].split()
-    rest = header[1:]  # counts may follow the keyword on the same line
+    if "#" in raw:
+        raw = "\n".join(ln.split("#", 1)[0] for ln in raw.splitlines())
+    lines = [ln for ln in raw.splitlines() if ln.strip()]
+    if not lines or not lines[0].strip().upper().lstrip("CN").startswith("OFF"):
+        raise MeshError("unreadable", f"{name}: not an OFF file (no OFF header)")
+    rest = lines[0].split()[1:]  # counts may follow the keyword on the same line
     body = lines[1:]
     if len(rest) < 2:
+        if not body:
+            raise MeshError("unreadable", f"{name}: the OFF file has no counts line")
         rest, body = body[0].split(), body[1:]
-    n_vertices, n_faces = int(rest[0]), int(rest[1])
+    try:
+        n_vertices, n_faces = int(rest[0]), int(rest[1])
+    except ValueError:
+        raise MeshError("unreadable", f"{name}: the OFF counts line is not numbers: {' '.join(rest)[:60]}") from None
     if n_vertices == 0 or n_faces == 0:
-        raise MeshError("empty_mesh", f"{path.name}: the file declares {n_vertices} vertices and {n_faces} faces")
+        raise MeshError("empty_mesh", f"{name}: the file declares {n_vertices} vertices and {n_faces} faces")
     if len(body) < n_vertices + n_faces:
-        raise MeshError("unreadable", f"{path.name}: the file is truncated ({len(body)} data lines, "
+        raise MeshError("unreadable", f"{name}: the file is truncated ({len(body)} data lines, "
                                       f"{n_vertices + n_faces} declared)")
-    vertices = np.array([ln.split()[:3] for ln in body[:n_vertices]], dtype=np.float64)
-    face_tokens = [ln.split() for ln in body[n_vertices:n_vertices + n_faces]]
-    polygons = [tok[1:int(tok[0]) + 1] for tok in face_tokens]  # drop trailing colour values
-    if any(len(p) != int(t[0]) for p, t in zip(polygons, face_tokens)):
-        raise MeshError("unreadable", f"{path.name}: a face line lists fewer indices than its count")
-    return vertices, _as_polygons([list(map(int, p)) for p in polygons])
+    values, counts = _numbers(body[:n_vertices], name)
+    if counts.min() < 3:
+        raise MeshError("unreadable", f"{name}: a vertex line has fewer than 3 coordinates")
+    vertices = _row_items(values, counts, 0, np.full(n_vertices, 3)).reshape(-1, 3)
+    f_values, f_counts = _numbers(body[n_vertices:n_vertices + n_faces], name)
+    n = _as_indices(f_values[np.cumsum(f_counts) - f_counts], name)  # each line starts with its size
+    if (n < 1).any() or (f_counts < n + 1).any():
+        raise MeshError("unreadable", f"{name}: a face line lists fewer indices than its count")
+    items = _as_indices(_row_items(f_values, f_counts, 1, n), name)  # trailing colour values dropped
+    return vertices, _polygon_layout(items, n)
 
 
 # ---- PLY ---------------------------------------------------------------------------------
@@ -181,7 +229,7 @@ def _read_ply(path: Path):
         return vertices, faces
     if isinstance(faces, np.ndarray) and faces.dtype != object:
         return vertices, faces.astype(np.int64).reshape(len(faces), -1)
-    return vertices, _as_polygons([np.asarray(p, dtype=np.int64).ravel() for p in faces])
+    return vertices, _polygon_layout(*_ragged([np.asarray(p, dtype=np.int64).ravel() for p in faces]))
 
 
 def _ply_binary_body(elements: dict, buf: bytes, name: str) -> None:
@@ -264,12 +312,34 @@ def _field_names(data) -> tuple:
 
 
 # ---- STL and glTF (trimesh, process=False keeps every face where it is) ---------------------
-def _read_trimesh(path: Path):
-    import trimesh
+def _read_stl(path: Path):
+    """Binary STL straight from its 50-byte records; ASCII STL through trimesh. The triangle soup
+    is welded (exactly equal corners share a vertex): vertices renumbered, faces untouched."""
+    data = path.read_bytes()
+    n = int.from_bytes(data[80:84], "little") if len(data) >= 84 else -1
+    if len(data) == 84 + 50 * n:
+        records = np.frombuffer(data, dtype=np.dtype([("normal", "<f4", 3), ("corners", "<f4", (3, 3)),
+                                                      ("attr", "<u2")]), count=n, offset=84)
+        corners = records["corners"].reshape(-1, 3).astype(np.float64)
+    else:
+        import trimesh
 
-    mesh = trimesh.load_mesh(path, process=False)
-    mesh.merge_vertices()  # STL is a triangle soup; merging renumbers vertices, never faces
-    return np.asarray(mesh.vertices), np.asarray(mesh.faces, dtype=np.int64)
+        tm = trimesh.load_mesh(path, file_type="stl", process=False)
+        corners = np.asarray(tm.vertices)[np.asarray(tm.faces)].reshape(-1, 3)
+    vertices, inverse = _weld_exact(corners)
+    return vertices, inverse.reshape(-1, 3)
+
+
+def _weld_exact(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unique rows (first-seen order is not kept) and the index of each input row's unique row."""
+    if len(points) == 0:
+        return points, np.zeros(0, np.int64)
+    order = np.lexsort(points.T[::-1])
+    ordered = points[order]
+    new = np.r_[True, (ordered[1:] != ordered[:-1]).any(axis=1)]
+    inverse = np.empty(len(points), np.int64)
+    inverse[order] = np.cumsum(new) - 1
+    return ordered[new], inverse
 
 
 def _read_scene(path: Path):
