@@ -10,9 +10,10 @@ Face-order contract (DESIGN.md, `segparts segment --out x.npy`):
   transforms applied: exactly `trimesh.load(path).dump(concatenate=True)` (trimesh 5:
   `Scene.to_geometry()`), which is how PartObjaverse-Tiny's face labels are indexed.
 
-OBJ/OFF are parsed here (trimesh's loaders re-group faces by size or material, which breaks the
-order); PLY uses trimesh's element parser; STL and glTF are loaded by trimesh with process=False
-so no face is dropped or moved.
+OBJ/OFF are parsed here, vectorised (trimesh's loaders re-group faces by size or material, which
+breaks the order); PLY uses trimesh's header and ASCII parsers and our binary reader (trimesh's
+cannot read mixed polygon sizes); binary STL is read from its records (ASCII STL by trimesh);
+glTF is loaded by trimesh with process=False so no face is dropped or moved.
 """
 from __future__ import annotations
 
