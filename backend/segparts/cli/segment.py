@@ -26,6 +26,8 @@ def register(sub):
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="in-process device")
     p.add_argument("--port", type=int, default=None, help="use the backend running on this port instead")
     p.add_argument("--host", default="127.0.0.1", help="backend host (with --port)")
+    p.add_argument("--token-file", default=None, help="backend token file (with --port; default: the one "
+                                                      "`segparts serve --port PORT` writes)")
     p.add_argument("--quiet", action="store_true", help="no summary line")
     p.set_defaults(func=run)
 
@@ -99,7 +101,7 @@ def _segment_here(mesh, args, options, progress):
 def _segment_remote(mesh, args, options, progress):
     from ..client import BackendClient, BackendError
 
-    client = BackendClient(args.host, args.port)
+    client = BackendClient(args.host, args.port, token_file=args.token_file)
     try:
         mid = client.upload_mesh(mesh.vertices, mesh.faces)
         msg = client.segment(mid, engine=args.engine, parts=args.parts, scale=args.scale, options=options,
