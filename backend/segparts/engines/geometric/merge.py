@@ -21,7 +21,9 @@ BASE_COST = 0.05  # merging across a flat border with equal thickness
 SMALL_AREA = 0.03  # clusters below this fraction of the piece's area merge at reduced cost
 SMALL_POWER = 0.5
 CONTACT_CONCAVITY = np.pi / 2  # a border between separate pieces counts as a 90 degree valley
-VISIBILITY_WEIGHT = 2.0  # per unit fraction of blocked segments across the border
+NECK_POWER = 0.5  # isoperimetric size term (0 turns it off: area only)
+NECK_REF = 0.3
+VISIBILITY_WEIGHT = 4.0  # per unit fraction of blocked segments across the border
 VISIBILITY_PAIRS = 32  # closest sample pairs across a border tested for visibility
 MAX_CLUSTER_SAMPLES = 48
 OUTWARD_TOLERANCE = 0.35  # segments leaving the surface more steeply than this (sine) cross a valley
@@ -97,6 +99,12 @@ class _Clusters:
         ref_i, ref_j = (self.total_area, self.total_area) if contact else (self.piece_area[i], self.piece_area[j])
         small = min(self.area[i] / ref_i, self.area[j] / ref_j)
         size = min(1.0, small / SMALL_AREA) ** SMALL_POWER
+        if NECK_POWER:
+            # isoperimetric (normalised-cut) term: a part joined by a short border relative to
+            # its area (a limb at its neck) is worth keeping; long borders merge early
+            ref = min(ref_i, ref_j)
+            neck = min(self.area[i], self.area[j]) / (max(length, 1e-300) * np.sqrt(ref))
+            size = (neck / NECK_REF) ** NECK_POWER
         return (BASE_COST + concave + THICKNESS_WEIGHT * thick + VISIBILITY_WEIGHT * blocked) * size
 
     def blocked_fraction(self, i: int, j: int) -> float:

@@ -25,7 +25,7 @@ DEFAULT_PATCHES = 200  # leaves of the tree (more only when there are more separ
 SDF_SAMPLES_PER_PATCH = 12
 CONTACT_RADIUS = 2e-3  # pieces closer than this x bbox diagonal touch
 MAX_CONTACT_POINTS = 300_000
-AUTO_COST = 0.7  # automatic granularity: the merge-cost threshold, tuned once on the whole sample
+AUTO_COST = 0.5  # automatic granularity: the merge-cost threshold, tuned once on the whole sample
 
 
 def auto_scale() -> float:
@@ -84,13 +84,14 @@ def contact_borders(vertices, faces, pieces, labels, radius, rng):
 
 
 def build_tree(vertices: np.ndarray, faces: np.ndarray, *, weld_tolerance: float = DEFAULT_WELD_TOLERANCE,
-               n_patches: int = DEFAULT_PATCHES, seed: int = 0,
+               n_patches: int | None = None, seed: int = 0,
                progress: Callable[[float, str], None] | None = None,
                cancel_check: Callable[[], None] | None = None) -> tuple[Hierarchy, dict]:
     """Merge tree (coarse -> fine) over all faces, and timings per stage."""
     progress = progress or (lambda f, s: None)
     cancel_check = cancel_check or (lambda: None)
     rng = np.random.default_rng(seed)
+    n_patches = DEFAULT_PATCHES if n_patches is None else n_patches
     times: dict[str, float] = {}
     t = time.perf_counter()
 
