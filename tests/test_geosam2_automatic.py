@@ -52,3 +52,9 @@ def test_view_filters():
     assert novel_objects(masks, existing, anchor=0).tolist() == [False, False]  # both equal object 0 on view 0
     assert novel_objects(masks, [], anchor=0).tolist() == [True, False]  # second duplicates the first
     assert novel_objects(masks, [], anchor=2).tolist() == [True, True]  # view 2: object 1 is empty
+
+
+def test_filters_accept_no_objects():
+    empty = np.zeros((12, 0, 8, 8), bool)
+    assert area_consistent(empty, anchor=0, alpha=1.0).shape == (0,)
+    assert novel_objects(empty, [], anchor=0).shape == (0,)

@@ -186,7 +186,7 @@ def stable_objects(logits: torch.Tensor, anchor: int, thresh: float, offset: flo
 def area_consistent(masks: np.ndarray, anchor: int, alpha: float) -> np.ndarray:
     """(V, n_obj, H, W) bool -> (n_obj,) bool: drop objects whose area in some other view exceeds
     alpha x their area in the anchor view (release: alpha 1 for automatic objects)."""
-    area = masks.reshape(*masks.shape[:2], -1).sum(-1).astype(np.float64)  # (V, n_obj)
+    area = masks.sum(axis=(-2, -1)).astype(np.float64)  # (V, n_obj)
     ratio = area / np.maximum(area[anchor], 1e-6)
     ratio[anchor] = 0
     return (ratio <= alpha).all(0)
