@@ -26,6 +26,7 @@ NECK_REF = 0.3
 VISIBILITY_WEIGHT = 4.0  # per unit fraction of blocked segments across the border
 VISIBILITY_PAIRS = 32  # closest sample pairs across a border tested for visibility
 MAX_CLUSTER_SAMPLES = 48
+INHERIT_VISIBILITY = True  # a merged border's visibility = the average of its leaf borders
 OUTWARD_TOLERANCE = 0.35  # segments leaving the surface more steeply than this (sine) cross a valley
 
 
@@ -80,19 +81,25 @@ class _Clusters:
         else:
             self.samples = [np.empty(0, np.int64) for _ in range(p)]
         for (i, j), length, conc, contact in zip(g.edges.tolist(), g.length, g.concave_length, g.contact):
-            stats = [length, conc, float(contact)]
+            stats = [length, conc, float(contact), np.nan]
             self.nbr[i][j] = stats
-            self.nbr[j][i] = list(stats)
+            self.nbr[j][i] = stats
+        if INHERIT_VISIBILITY:  # measured once per leaf border, then length-weighted averages
+            for (i, j) in g.edges.tolist():
+                stats = self.nbr[i][j]
+                stats[3] = self.blocked_fraction(i, j) * stats[0]
+        for i in range(p):  # independent copies per side
+            self.nbr[i] = {m: list(st) for m, st in self.nbr[i].items()}
 
     def log_sdf(self, i: int) -> float:
         return self.sdf_mass[i] / self.sdf_area[i] if self.sdf_area[i] > 0 else np.nan
 
     def cost(self, i: int, j: int) -> float:
-        length, conc, contact = self.nbr[i][j]
+        length, conc, contact, blocked_length = self.nbr[i][j]
         concave = conc / max(length, 1e-300) / CONCAVITY_UNIT
         if contact:
             concave = max(concave, CONTACT_CONCAVITY / CONCAVITY_UNIT)
-        blocked = self.blocked_fraction(i, j)
+        blocked = blocked_length / max(length, 1e-300) if INHERIT_VISIBILITY else self.blocked_fraction(i, j)
         thick = abs(self.log_sdf(i) - self.log_sdf(j))
         thick = 0.0 if not np.isfinite(thick) else thick
         # a small cluster merges early: small within its piece, or a small piece among all
@@ -154,7 +161,8 @@ class _Clusters:
                 if m in (i, j):
                     continue
                 if m in merged:
-                    merged[m] = [merged[m][0] + stats[0], merged[m][1] + stats[1], min(merged[m][2], stats[2])]
+                    old = merged[m]
+                    merged[m] = [old[0] + stats[0], old[1] + stats[1], min(old[2], stats[2]), old[3] + stats[3]]
                 else:
                     merged[m] = list(stats)
                 del self.nbr[m][src]
