@@ -1,0 +1,276 @@
+"""SAMPart3D engine: per-object grouping field on SAM 2 masks over PTv3-object features.
+
+Pipeline (see shared/reference/sampart3d.md): normalise and render 16 views -> 2D masks (SAM 2
+automatic masks, or masks the caller provides) -> 15,000 surface points, grid-sampled -> frozen
+PTv3-object features (cached per mesh) -> scale-conditioned grouping MLPs trained with the
+release's contrastive loss -> HDBSCAN per scale -> per-face labels by voting. Scales: the engine's
+`scale` in [0, 1] is SAMPart3D's scale 2 * scale (0 = finest groups, 2 = largest).
+
+Options (SegmentParams.options): quality "paper" (5000 iterations) | "fast" (800); iterations,
+views_per_batch, pixels_per_view, lr, n_points (override the release's values); n_views 16 | 36; render_size (512);
+mask_source: a MaskSource object (e.g. ProvidedMasks) instead of SAM 2; sam2_model (checkpoint
+name, default sam2.1-hiera-large); backbone "ptv3" | "none" ("none" = zero backbone features,
+for tests only: it is never chosen automatically); up_axis "z" (Blender) | "y"; seed.
+"""
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..base import (Availability, CancelToken, EngineUnavailable, PickRequest, PickResult, Progress, SegmentParams,
+                    Segmentation, nearest_face, no_progress)
+from ...mesh import Mesh, MeshError
+
+BACKBONE_MODEL = "ptv3-object"
+DEFAULT_SAM2 = "sam2.1-hiera-large"
+PACKAGES = ("torch", "spconv", "sam2", "hdbscan", "sklearn")
+MIN_FACES = 4
+_FEATURE_CACHE: "OrderedDict[tuple, np.ndarray]" = OrderedDict()  # (mesh hash, seed, ...) -> features
+_FEATURE_CACHE_SIZE = 4
+
+
+def _missing_packages(names) -> list[str]:
+    return [f"python package {n}" for n in names if importlib.util.find_spec(n) is None]
+
+
+def _missing_models(names) -> tuple[list[str], str]:
+    from ... import models
+
+    absent = models.missing(list(names))
+    fetch = models.fetch_command([n for n in names if any(line.startswith(f"checkpoint {n} ") for line in absent)])
+    return absent, fetch
+
+
+@dataclass
+class SAMPart3DState:
+    """Everything pick and re-cut need, so a new scale or a click never retrains."""
+
+    mesh_hash: str
+    points: Any  # grouping.ObjectPoints
+    backbone_feat: np.ndarray
+    trained: Any  # grouping.TrainedField
+    centroids: np.ndarray  # (F, 3) face centroids (render frame)
+    face_labels_at: dict = field(default_factory=dict)  # SAMPart3D scale -> (F,) int32
+    timings: dict = field(default_factory=dict)
+
+
+class SAMPart3DEngine:
+    name = "sampart3d"
+
+    def __init__(self, device: str = "cpu"):
+        self.device = "cuda" if device == "cuda" else "cpu"
+        self._sam2 = {}
+
+    # ------------------------------------------------------------------ availability
+    def availability(self, options: dict | None = None) -> Availability:
+        """Checks files and packages without importing torch."""
+        options = options or {}
+        missing = _missing_packages(PACKAGES)
+        models = []
+        if options.get("backbone", "ptv3") != "none":
+            models.append(BACKBONE_MODEL)
+        if options.get("mask_source") is None:
+            models.append(options.get("sam2_model", DEFAULT_SAM2))
+        fix = []
+        if models:
+            absent, fetch = _missing_models(models)
+            missing += absent
+            if fetch:
+                fix.append(fetch)
+        if any(m.startswith("python package") for m in missing):
+            fix.append("make setup (installs spconv, sam2, hdbscan, scikit-learn)")
+        return Availability(not missing, missing, " && ".join(fix))
+
+    def _require(self, options: dict):
+        availability = self.availability(options)
+        if not availability.available:
+            raise EngineUnavailable(availability)
+
+    # ------------------------------------------------------------------ segment
+    def segment(self, mesh: Mesh, params: SegmentParams, progress: Progress = no_progress,
+                cancel: CancelToken | None = None) -> Segmentation:
+        from . import cluster, grouping
+
+        cancel = cancel or CancelToken()
+        options = dict(params.options or {})
+        self._require(options)
+        _check_mesh(mesh)
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+
+        from ...render import normalize_for_rendering, render_views, sampart3d_rig
+
+        vertices, norm = normalize_for_rendering(mesh.vertices)
+        if options.get("up_axis", "z") == "y":  # render frame is Z up
+            vertices = vertices[:, [0, 2, 1]] * np.array([1.0, -1.0, 1.0])
+        render_mesh = Mesh(np.ascontiguousarray(vertices), np.asarray(mesh.faces, dtype=np.int64))
+        rig = sampart3d_rig(int(options.get("n_views", 16)), int(options.get("render_size", 512)), extents=norm.extents)
+        progress(0.01, "rendering")
+        views = render_views(render_mesh, rig, outputs=("face_id", "depth", "point", "color", "alpha"))
+        timings["render_s"] = time.perf_counter() - t
+        cancel.check()
+
+        t = time.perf_counter()
+        progress(0.05, "masks")
+        source = options.get("mask_source") or self._sam2_source(options)
+        masks = source.masks_for_views(views)
+        timings["masks_s"] = time.perf_counter() - t
+        cancel.check()
+
+        t = time.perf_counter()
+        seed = int(options.get("seed", 0))
+        points = grouping.prepare_points(render_mesh.vertices, render_mesh.faces, seed=seed,
+                                         n_points=int(options.get("n_points", grouping.N_POINTS)))
+        progress(0.25, "backbone features")
+        backbone_feat = self._features(mesh, points, options, seed)
+        timings["backbone_s"] = time.perf_counter() - t
+        cancel.check()
+
+        t = time.perf_counter()
+        groups = grouping.build_view_groups(points, list(views.point), list(views.mask), masks)
+        if groups.n_masks_kept == 0:
+            raise grouping.GroupingError(
+                f"none of the {groups.n_masks_in} masks is usable (each must cover visible surface with a "
+                f"3D scale below {grouping.MAX_SCALE}); nothing to learn parts from")
+        cfg = _train_config(options)
+        trained = grouping.train_field(
+            backbone_feat, points.feat, groups, cfg,
+            progress=lambda f, s: progress(0.3 + 0.5 * f, s), check=cancel.check, device=self.device)
+        timings["training_s"] = time.perf_counter() - t
+
+        centroids = render_mesh.vertices[render_mesh.faces].mean(axis=1)
+        state = SAMPart3DState(mesh.content_hash, points, backbone_feat, trained, centroids, timings=timings)
+        progress(0.8, "clustering")
+        levels = []
+        for i, s in enumerate(cluster.SCALES):
+            cancel.check()
+            levels.append(self._labels_at(state, s))
+            progress(0.8 + 0.19 * (i + 1) / len(cluster.SCALES), "clustering")
+        hierarchy = cluster.hierarchy_from_levels(levels)
+        if params.parts is not None:
+            labels = hierarchy.cut(parts=params.parts)
+            s3d_scale = None
+        else:
+            scale = 0.5 if params.scale is None else float(params.scale)
+            s3d_scale = 2.0 * float(np.clip(scale, 0.0, 1.0))
+            labels = self._labels_at(state, s3d_scale)
+        info = {
+            "engine": self.name, "auto_scale": 0.5, "sampart3d_scale": s3d_scale,
+            "iterations": trained.iterations, "final_loss": trained.losses[-1][1] if trained.losses else None,
+            "n_points": points.n_grid, "n_masks": groups.n_masks_kept, "n_masks_before_scale_filter": groups.n_masks_in,
+            "backbone": options.get("backbone", "ptv3"),
+            "scale_transform": trained.scale_transform.to_dict(),
+            "parts_per_scale": {str(s): int(state.face_labels_at[s].max()) + 1 for s in cluster.SCALES},
+            "timings": {k: round(v, 3) for k, v in timings.items()},
+        }
+        progress(1.0, "done")
+        return Segmentation(labels=np.asarray(labels, dtype=np.int32), hierarchy=hierarchy, state=state, info=info)
+
+    def _labels_at(self, state: SAMPart3DState, s3d_scale: float) -> np.ndarray:
+        """Per-face labels at a SAMPart3D scale in [0, 2] (clustered once, then cached)."""
+        from . import cluster
+
+        key = round(float(s3d_scale), 6)
+        if key not in state.face_labels_at:
+            t = time.perf_counter()
+            feats = state.trained.features(state.backbone_feat, state.points.feat, key)
+            point_labels = cluster.cluster_points(feats, state.points.grid_xyz)
+            state.timings[f"cluster_{key}_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            state.face_labels_at[key] = cluster.face_labels(point_labels[state.points.inverse],
+                                                            state.points.sample_face, state.centroids)
+            state.timings[f"voting_{key}_s"] = time.perf_counter() - t
+        return state.face_labels_at[key]
+
+    def _features(self, mesh: Mesh, points, options: dict, seed: int) -> np.ndarray:
+        from . import grouping
+
+        if options.get("backbone", "ptv3") == "none":
+            return np.zeros((points.n_grid, grouping.FEATURE_DIM), dtype=np.float32)
+        from ... import models
+        from .backbone import backbone_features, load_backbone
+
+        key = (mesh.content_hash, seed, points.n_grid, options.get("up_axis", "z"), str(models.model_path(BACKBONE_MODEL)))
+        if key not in _FEATURE_CACHE:
+            model = load_backbone(models.model_path(BACKBONE_MODEL), self.device)
+            _FEATURE_CACHE[key] = backbone_features(model, points.grid_coord, points.feat, self.device)
+            while len(_FEATURE_CACHE) > _FEATURE_CACHE_SIZE:
+                _FEATURE_CACHE.popitem(last=False)
+        _FEATURE_CACHE.move_to_end(key)
+        return _FEATURE_CACHE[key]
+
+    def _sam2_source(self, options: dict):
+        from ... import models
+        from .masks import SAM2_CONFIGS, Sam2AutomaticMasks
+
+        name = options.get("sam2_model", DEFAULT_SAM2)
+        if name not in SAM2_CONFIGS:
+            raise ValueError(f"unknown SAM 2 model {name!r}; choose one of {', '.join(SAM2_CONFIGS)}")
+        if name not in self._sam2:
+            self._sam2[name] = Sam2AutomaticMasks(checkpoint=str(models.model_path(name)), config=SAM2_CONFIGS[name],
+                                                  device=self.device)
+        return self._sam2[name]
+
+    # ------------------------------------------------------------------ pick
+    def pick(self, mesh: Mesh, segmentation: Segmentation | None, request: PickRequest,
+             cancel: CancelToken | None = None) -> PickResult:
+        """The part under the first click at a scale (re-clusters the cached field, never retrains)."""
+        if segmentation is None or not isinstance(segmentation.state, SAMPart3DState):
+            raise ValueError("pick needs a SAMPart3D segmentation of this mesh first (run segment)")
+        state = segmentation.state
+        if state.mesh_hash != mesh.content_hash:
+            raise ValueError("the segmentation belongs to a different mesh")
+        if not request.clicks:
+            raise ValueError("pick needs at least one click")
+        click = request.clicks[0]
+        face = click.face if click.face is not None else nearest_face(mesh, np.asarray(click.point, float))
+        if not 0 <= face < mesh.n_faces:
+            raise ValueError(f"face {face} is not on the mesh (it has {mesh.n_faces} faces)")
+        h = segmentation.hierarchy
+        if request.parts is not None:
+            node = h.node_at(face, parts=request.parts)
+            return PickResult(mask=h.face_mask(node), node=node, parent=int(h.parent[node]),
+                              children=h.children(node).tolist(), info={"face": int(face)})
+        scale = segmentation.info.get("auto_scale", 0.5) if request.scale is None else float(request.scale)
+        labels = self._labels_at(state, 2.0 * float(np.clip(scale, 0.0, 1.0)))
+        node = h.node_at(face, scale=scale)
+        return PickResult(mask=labels == labels[face], node=node, parent=int(h.parent[node]),
+                          children=h.children(node).tolist(),
+                          info={"face": int(face), "sampart3d_scale": 2.0 * float(np.clip(scale, 0.0, 1.0))})
+
+
+def _train_config(options: dict):
+    from .grouping import ITERATIONS, TrainConfig
+
+    quality = options.get("quality", "paper")
+    if quality not in ITERATIONS:
+        raise ValueError(f"quality must be one of {', '.join(ITERATIONS)}, not {quality!r}")
+    cfg = TrainConfig(iterations=int(options.get("iterations", ITERATIONS[quality])), seed=int(options.get("seed", 0)))
+    for name in ("views_per_batch", "pixels_per_view"):
+        if name in options:
+            setattr(cfg, name, int(options[name]))
+    if "lr" in options:
+        cfg.lr = float(options["lr"])
+    if cfg.iterations < 1 or cfg.views_per_batch < 1 or cfg.pixels_per_view < 2:
+        raise ValueError("iterations, views_per_batch must be >= 1 and pixels_per_view >= 2")
+    return cfg
+
+
+def _check_mesh(mesh: Mesh):
+    if mesh.n_faces < MIN_FACES:
+        raise MeshError("too_small", f"SAMPart3D needs at least {MIN_FACES} faces, the mesh has {mesh.n_faces}")
+    v = np.asarray(mesh.vertices, dtype=np.float64)
+    if not np.isfinite(v).all():
+        raise MeshError("non_finite", "the mesh has non-finite vertex coordinates")
+    extent = v.max(axis=0) - v.min(axis=0)
+    if (extent > 0).sum() < 2:
+        raise MeshError("degenerate", "the mesh is degenerate (all vertices on a line or a point)")
+    tri = v[mesh.faces]
+    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    if not area.sum() > 0:
+        raise MeshError("degenerate", "the mesh has no surface area (all faces degenerate)")

@@ -1,0 +1,204 @@
+"""2D masks of the rendered views: where the grouping field's supervision comes from.
+
+`MaskSource.masks_for_views(views)` returns, per view, a list of (H, W) bool masks.
+- `Sam2AutomaticMasks`: SAM 2 automatic mask generation (point grid, batched prompts, IoU and
+  stability filtering, NMS) written on the sam2 package's model classes only: sam2's own
+  automatic generator and transforms need torchvision, which this project does not ship.
+- `ProvidedMasks`: masks the user (or a test) supplies - the paper's "segmentation controlled by
+  2D masks".
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SAM2_CONFIGS = {  # checkpoint name -> sam2 package config
+    "sam2.1-hiera-large": "configs/sam2.1/sam2.1_hiera_l.yaml",
+    "sam2.1-hiera-base-plus": "configs/sam2.1/sam2.1_hiera_b+.yaml",
+    "sam2.1-hiera-small": "configs/sam2.1/sam2.1_hiera_s.yaml",
+    "sam2.1-hiera-tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
+}
+
+
+class NoMasksError(ValueError):
+    """No view produced a mask: the field would have nothing to learn from."""
+
+
+class MaskSource(Protocol):
+    def masks_for_views(self, views) -> list[list[np.ndarray]]: ...
+
+
+def check_masks(per_view: list[list[np.ndarray]], shape: tuple[int, int], what: str) -> list[list[np.ndarray]]:
+    out = []
+    for v, masks in enumerate(per_view):
+        clean = []
+        for m in masks:
+            m = np.asarray(m)
+            if m.shape != shape:
+                raise ValueError(f"{what}: view {v} has a mask of shape {m.shape}, expected {shape}")
+            clean.append(m.astype(bool))
+        out.append(clean)
+    if not any(m.any() for masks in out for m in masks):
+        raise NoMasksError(f"{what} gave no non-empty mask on any of the {len(out)} views; "
+                           "the grouping field needs at least one")
+    return out
+
+
+class ProvidedMasks:
+    """Fixed masks: per view a list of (H, W) bool masks, or an (H, W) int label image (-1 = none)."""
+
+    def __init__(self, per_view):
+        self.per_view = per_view
+
+    def masks_for_views(self, views) -> list[list[np.ndarray]]:
+        n, h, w = views.face_id.shape
+        if len(self.per_view) != n:
+            raise ValueError(f"provided masks cover {len(self.per_view)} views, the renders have {n}")
+        per_view = []
+        for item in self.per_view:
+            arr = np.asarray(item) if not isinstance(item, list) else None
+            if arr is not None and arr.ndim == 2 and arr.dtype.kind in "iu":
+                per_view.append([arr == k for k in np.unique(arr) if k >= 0])
+            else:
+                per_view.append(list(item))
+        return check_masks(per_view, (h, w), "the provided masks")
+
+
+def point_grid(n_per_side: int) -> np.ndarray:
+    """(n^2, 2) points (x, y) in [0, 1], cell centres of an n x n grid (as SAM's generator)."""
+    offset = 1.0 / (2 * n_per_side)
+    side = np.linspace(offset, 1 - offset, n_per_side)
+    xs, ys = np.meshgrid(side, side)
+    return np.stack([xs.ravel(), ys.ravel()], axis=1)
+
+
+def stability_score(logits: torch.Tensor, threshold: float, offset: float) -> torch.Tensor:
+    """IoU of the masks thresholded at threshold +- offset (one always contains the other)."""
+    inter = (logits > threshold + offset).flatten(1).sum(1).float()
+    union = (logits > threshold - offset).flatten(1).sum(1).float()
+    return inter / union
+
+
+def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """(K, 4) x0, y0, x1, y1 (inclusive) of each mask; zeros for empty masks."""
+    k = masks.shape[0]
+    if k == 0:
+        return torch.zeros(0, 4)
+    rows, cols = masks.any(dim=2), masks.any(dim=1)
+    h, w = masks.shape[1:]
+
+    def first_last(flags, size):
+        idx = torch.arange(size).expand_as(flags)
+        first = torch.where(flags, idx, size).min(dim=1).values
+        last = torch.where(flags, idx, -1).max(dim=1).values
+        empty = last < 0
+        return torch.where(empty, 0, first), torch.where(empty, 0, last)
+
+    y0, y1 = first_last(rows, h)
+    x0, x1 = first_last(cols, w)
+    return torch.stack([x0, y0, x1, y1], dim=1).float()
+
+
+def box_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Indices kept by greedy non-maximum suppression, highest score first (as torchvision.ops.nms)."""
+    if len(boxes) == 0:
+        return torch.zeros(0, dtype=torch.long)
+    order = torch.argsort(scores, descending=True)
+    b = boxes[order]
+    area = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
+    lt = torch.maximum(b[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(b[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=2)
+    iou = inter / (area[:, None] + area[None, :] - inter).clamp(min=1e-12)
+    suppressed = torch.zeros(len(b), dtype=torch.bool)
+    keep = []
+    for i in range(len(b)):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        suppressed |= iou[i] > iou_threshold
+    return order[torch.tensor(keep, dtype=torch.long)]
+
+
+class Sam2AutomaticMasks:
+    """SAM 2 automatic masks with SAMPart3D's settings (32 x 32 points, IoU and stability 0.9)."""
+
+    def __init__(self, model=None, checkpoint: str | None = None, config: str = SAM2_CONFIGS["sam2.1-hiera-large"],
+                 device: str = "cpu", points_per_side: int = 32, points_per_batch: int = 64,
+                 pred_iou_thresh: float = 0.9, stability_score_thresh: float = 0.9,
+                 stability_score_offset: float = 1.0, mask_threshold: float = 0.0, box_nms_thresh: float = 0.7,
+                 max_masks_per_view: int | None = None):
+        if model is None:
+            from sam2.build_sam import build_sam2
+
+            model = build_sam2(config, checkpoint, device=device)
+        self.model = model.eval()
+        self.device = device
+        self.points_per_side, self.points_per_batch = points_per_side, points_per_batch
+        self.pred_iou_thresh, self.stability_score_thresh = pred_iou_thresh, stability_score_thresh
+        self.stability_score_offset, self.mask_threshold = stability_score_offset, mask_threshold
+        self.box_nms_thresh, self.max_masks_per_view = box_nms_thresh, max_masks_per_view
+
+    # -- image embedding (SAM2ImagePredictor.set_image without torchvision) --
+    def _embed(self, image: np.ndarray) -> dict:
+        size = self.model.image_size
+        x = torch.from_numpy(np.ascontiguousarray(image[..., :3])).permute(2, 0, 1)[None].float() / 255.0
+        x = F.interpolate(x, (size, size), mode="bilinear", align_corners=False, antialias=True)
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        x = ((x - mean) / std).to(self.device)
+        out = self.model.forward_image(x)
+        _, vision_feats, _, feat_sizes = self.model._prepare_backbone_features(out)
+        if self.model.directly_add_no_mem_embed:
+            vision_feats[-1] = vision_feats[-1] + self.model.no_mem_embed
+        feats = [f.permute(1, 2, 0).reshape(1, -1, *s) for f, s in zip(vision_feats, feat_sizes)]
+        return {"image_embed": feats[-1], "high_res_feats": feats[:-1]}
+
+    def _predict(self, feats: dict, points_px: torch.Tensor, hw: tuple[int, int]):
+        """Three masks (logits at image size) and IoU predictions per single-point prompt."""
+        size = self.model.image_size
+        h, w = hw
+        coords = points_px / torch.tensor([w, h], dtype=torch.float32) * size
+        labels = torch.ones(len(coords), 1, dtype=torch.int, device=self.device)
+        sparse, dense = self.model.sam_prompt_encoder(points=(coords[:, None].to(self.device), labels),
+                                                      boxes=None, masks=None)
+        low_res, iou, _, _ = self.model.sam_mask_decoder(
+            image_embeddings=feats["image_embed"], image_pe=self.model.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=True,
+            repeat_image=len(coords) > 1, high_res_features=feats["high_res_feats"])
+        logits = F.interpolate(low_res, (h, w), mode="bilinear", align_corners=False)
+        return logits.flatten(0, 1).cpu(), iou.flatten(0, 1).cpu()
+
+    @torch.no_grad()
+    def masks_for_image(self, image: np.ndarray) -> list[np.ndarray]:
+        if image.ndim != 3 or image.shape[2] < 3:
+            raise ValueError(f"expected an (H, W, 3) image, got {image.shape}")
+        h, w = image.shape[:2]
+        feats = self._embed(image)
+        grid = torch.from_numpy(point_grid(self.points_per_side) * np.array([w, h])).float()
+        kept_masks, kept_iou = [], []
+        for start in range(0, len(grid), self.points_per_batch):
+            logits, iou = self._predict(feats, grid[start:start + self.points_per_batch], (h, w))
+            ok = iou > self.pred_iou_thresh
+            logits, iou = logits[ok], iou[ok]
+            ok = stability_score(logits, self.mask_threshold, self.stability_score_offset) >= self.stability_score_thresh
+            kept_masks.append(logits[ok] > self.mask_threshold)
+            kept_iou.append(iou[ok])
+        masks = torch.cat(kept_masks) if kept_masks else torch.zeros(0, h, w, dtype=torch.bool)
+        scores = torch.cat(kept_iou) if kept_iou else torch.zeros(0)
+        keep = box_nms(mask_boxes(masks), scores, self.box_nms_thresh)
+        if self.max_masks_per_view is not None:
+            keep = keep[: self.max_masks_per_view]
+        return [m.numpy() for m in masks[keep]]
+
+    def masks_for_views(self, views) -> list[list[np.ndarray]]:
+        if views.color is None:
+            raise ValueError("SAM needs the shaded colour renders (render with 'color')")
+        per_view = [self.masks_for_image(views.color[k]) for k in range(views.n_views)]
+        h, w = views.face_id.shape[1:]
+        return check_masks(per_view, (h, w), "SAM 2 automatic masks")
