@@ -179,9 +179,10 @@ def cost_to_height(cost: float) -> float:
     return cost / (1.0 + cost)
 
 
-def agglomerate(leaf_labels: np.ndarray, g: PatchGraph, cancel_check=None) -> Hierarchy:
-    """Greedy lowest-cost merging into a binary merge tree; clusters that never touch (separate,
-    distant pieces) are joined under the root."""
+def agglomerate(leaf_labels: np.ndarray, g: PatchGraph, centroids: np.ndarray, cancel_check=None) -> Hierarchy:
+    """Greedy lowest-cost merging into a binary merge tree. Clusters that never touch (separate,
+    distant pieces) are then joined nearest first (single linkage on their patch centroids),
+    above every contact merge."""
     clusters = _Clusters(g)
     n_leaves = len(g.area)
     heap = [(clusters.cost(i, j), i, j) for i, j in g.edges.tolist()]
@@ -207,9 +208,77 @@ def agglomerate(leaf_labels: np.ndarray, g: PatchGraph, cancel_check=None) -> Hi
     height_a = np.array(height, dtype=np.float64)
     roots = np.flatnonzero(parent_a < 0)
     if len(roots) > 1:
-        parent_a[roots] = len(parent_a)
-        parent_a = np.append(parent_a, -1)
-        height_a = np.append(height_a, 1.0)
-    else:
-        height_a[roots] = 1.0
+        parent_a, height_a = _join_by_distance(parent_a, height_a, roots, leaf_labels, centroids, g.area)
+    height_a[-1] = 1.0
     return Hierarchy(leaf_labels, parent_a, height_a)
+
+
+def _join_by_distance(parent, height, roots, leaf_labels, centroids, areas=None):
+    """Nearest-first (single-linkage) merges of the clusters left apart, by the distance between
+    their area-weighted centres; heights spread evenly above the top contact merge."""
+    top = np.arange(len(parent))
+    while True:  # each node's root, by pointer jumping
+        nxt = np.where(parent[top] >= 0, parent[top], top)
+        if np.array_equal(nxt, top):
+            break
+        top = nxt
+    n_leaves = len(centroids)
+    slot = np.full(len(parent), -1, dtype=np.int64)
+    slot[roots] = np.arange(len(roots))
+    leaf_root = slot[top[:n_leaves]]
+    weight = np.ones(n_leaves) if areas is None else areas
+    centre = np.stack([np.bincount(leaf_root, weights=weight * centroids[:, k], minlength=len(roots))
+                       for k in range(3)], axis=1) / np.bincount(leaf_root, weights=weight)[:, None]
+    merges = _single_linkage_order(centre)
+    base = float(height.max(initial=0.0))
+    node = list(roots)
+    parent, height = list(parent), list(height)
+    for step, (a, b) in enumerate(merges):
+        k = len(parent)
+        parent[node[a]] = k
+        parent[node[b]] = k
+        parent.append(-1)
+        height.append(base + (1.0 - base) * (step + 1) / (len(merges) + 1))
+        node.append(k)
+    return np.array(parent, dtype=np.int64), np.array(height, dtype=np.float64)
+
+
+def _single_linkage_order(points: np.ndarray) -> list[tuple[int, int]]:
+    """Merges (scipy linkage numbering: new clusters n, n+1, ...) joining all points nearest
+    first. Exact for up to 2000 points; beyond, along the spanning tree of an 8-NN graph."""
+    n = len(points)
+    if n <= 2000:
+        from scipy.cluster.hierarchy import linkage
+
+        return [(int(a), int(b)) for a, b in linkage(points, method="single")[:, :2]]
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import minimum_spanning_tree
+    from scipy.spatial import cKDTree
+
+    dist, idx = cKDTree(points).query(points, k=9)
+    rows = np.repeat(np.arange(n), 8)
+    graph = coo_matrix((dist[:, 1:].ravel() + 1e-300, (rows, idx[:, 1:].ravel())), shape=(n, n))
+    tree = minimum_spanning_tree(graph).tocoo()
+    order = np.argsort(tree.data, kind="stable")
+    edges = list(zip(tree.row[order].tolist(), tree.col[order].tolist()))
+    edges += [(0, j) for j in range(1, n)]  # joins whatever the k-NN graph left apart
+    find = list(range(n))
+    cluster_of = list(range(n))  # linkage id of each union-find root
+
+    def root(x):
+        while find[x] != x:
+            find[x] = find[find[x]]
+            x = find[x]
+        return x
+
+    merges = []
+    for a, b in edges:
+        ra, rb = root(a), root(b)
+        if ra == rb:
+            continue
+        merges.append((cluster_of[ra], cluster_of[rb]))
+        find[rb] = ra
+        cluster_of[ra] = n + len(merges) - 1
+        if len(merges) == n - 1:
+            break
+    return merges

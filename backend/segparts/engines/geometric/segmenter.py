@@ -64,23 +64,53 @@ def patch_thickness(caster, graph: DualGraph, labels, sample, n_patches, diag) -
         return np.log(group_median(sdf, labels[sample], n_patches))
 
 
-def contact_borders(vertices, faces, pieces, labels, radius, rng):
-    """Patch pairs of different pieces that touch or nearly touch: (pairs, count of close points)."""
+def surface_points(vertices, faces, areas, n_samples, rng):
+    """Points on the surface with their face: every used vertex plus area-weighted random points
+    (so a small piece resting inside a large face still finds that face nearby)."""
     n_faces = len(faces)
     face_of_vertex = np.full(len(vertices), -1, dtype=np.int64)
     face_of_vertex[faces.ravel()] = np.repeat(np.arange(n_faces), 3)
     used = np.flatnonzero(face_of_vertex >= 0)
-    if len(used) > MAX_CONTACT_POINTS:
-        used = np.sort(rng.choice(used, MAX_CONTACT_POINTS, replace=False))
-    tree = cKDTree(vertices[used])
-    close = tree.query_pairs(radius, output_type="ndarray")
-    fa, fb = face_of_vertex[used[close[:, 0]]], face_of_vertex[used[close[:, 1]]]
+    total = areas.sum()
+    if total > 0:
+        face = rng.choice(n_faces, size=n_samples, p=areas / total)
+        r1, r2 = rng.random((2, n_samples))
+        flip = r1 + r2 > 1
+        r1[flip], r2[flip] = 1 - r1[flip], 1 - r2[flip]
+        tri = vertices[faces[face]]
+        random_points = tri[:, 0] + r1[:, None] * (tri[:, 1] - tri[:, 0]) + r2[:, None] * (tri[:, 2] - tri[:, 0])
+    else:
+        face, random_points = np.empty(0, np.int64), np.empty((0, 3))
+    points = np.concatenate([vertices[used], random_points])
+    owner = np.concatenate([face_of_vertex[used], face])
+    if len(points) > MAX_CONTACT_POINTS:
+        keep = np.sort(rng.choice(len(points), MAX_CONTACT_POINTS, replace=False))
+        points, owner = points[keep], owner[keep]
+    return points, owner
+
+
+def contact_borders(vertices, faces, areas, pieces, labels, diag, rng):
+    """Patch pairs of different pieces that touch or nearly touch: (pairs, estimated length of
+    the contact), from surface points of different pieces closer than a small radius."""
+    n_samples = min(MAX_CONTACT_POINTS // 2, 20 * len(faces))
+    points, owner = surface_points(vertices, faces, areas, n_samples, rng)
+    spacing = np.sqrt(max(areas.sum(), 1e-300) / max(n_samples, 1))
+    radius = max(CONTACT_RADIUS * diag, 1.5 * spacing)
+    close = cKDTree(points).query_pairs(radius, output_type="ndarray")
+    fa, fb = owner[close[:, 0]], owner[close[:, 1]]
     between = pieces[fa] != pieces[fb]
+    if not between.any():
+        return np.empty((0, 2), np.int64), np.empty(0)
     pa, pb = labels[fa[between]], labels[fb[between]]
     lo, hi = np.minimum(pa, pb), np.maximum(pa, pb)
     n = int(labels.max()) + 1
-    uniq, count = np.unique(lo * n + hi, return_counts=True)
-    return np.stack([uniq // n, uniq % n], axis=1), count
+    key = lo * n + hi
+    uniq, inv = np.unique(key, return_inverse=True)
+    # contact area ~ distinct close points x spacing^2; its "border length" ~ 4 sqrt(area)
+    point_ids = np.concatenate([close[between, 0], close[between, 1]])
+    pair_ids = np.concatenate([inv, inv])
+    n_points = np.bincount(np.unique(pair_ids * len(points) + point_ids) // len(points), minlength=len(uniq))
+    return np.stack([uniq // n, uniq % n], axis=1), 4.0 * np.sqrt(n_points) * spacing
 
 
 def build_tree(vertices: np.ndarray, faces: np.ndarray, *, weld_tolerance: float = DEFAULT_WELD_TOLERANCE,
@@ -130,11 +160,10 @@ def build_tree(vertices: np.ndarray, faces: np.ndarray, *, weld_tolerance: float
     edges, length, concave = border_stats(labels, graph.pairs, graph.edge_length, graph.concavity)
     contact = np.zeros(len(edges), dtype=bool)
     if pieces.max() > 0:
-        c_edges, count = contact_borders(vertices, faces, pieces, labels, CONTACT_RADIUS * diag, rng)
-        spacing = float(np.median(graph.edge_length)) if len(graph.edge_length) else CONTACT_RADIUS * diag
+        c_edges, c_length = contact_borders(vertices, faces, graph.areas, pieces, labels, diag, rng)
         edges = np.concatenate([edges, c_edges])
-        length = np.concatenate([length, count * spacing])
-        concave = np.concatenate([concave, count * spacing * CONTACT_CONCAVITY])
+        length = np.concatenate([length, c_length])
+        concave = np.concatenate([concave, c_length * CONTACT_CONCAVITY])
         contact = np.concatenate([contact, np.ones(len(c_edges), dtype=bool)])
         edges, length, concave, contact = _merge_duplicate_borders(edges, length, concave, contact, n_leaves)
     # a tiny epsilon keeps zero-area (all degenerate) patches from dividing by zero
@@ -144,7 +173,9 @@ def build_tree(vertices: np.ndarray, faces: np.ndarray, *, weld_tolerance: float
     lap("borders")
 
     progress(0.8, "merging")
-    hierarchy = agglomerate(labels, patch_graph, cancel_check)
+    centroids = np.stack([np.bincount(labels, weights=graph.areas * graph.centroids[:, k], minlength=n_leaves)
+                          for k in range(3)], axis=1) / np.maximum(area, 1e-300)[:, None]
+    hierarchy = agglomerate(labels, patch_graph, centroids, cancel_check)
     lap("merge")
     progress(1.0, "done")
     info = {"times": times, "n_leaves": n_leaves, "n_pieces": int(pieces.max()) + 1}
