@@ -143,3 +143,15 @@ def test_automatic_mask_generator_respects_the_allowed_pixels(engine):
     assert all(mask_iou(a.segmentation, b.segmentation) <= 0.85 for i, a in enumerate(masks) for b in masks[:i])
     strict = generate_masks(engine.model(), emb, high_res, np.zeros_like(allowed), loose)
     assert strict == []  # nothing left to cover: no prompts at all
+
+
+def test_engine_loads_the_checkpoint_from_the_models_folder(engine, tmp_path, monkeypatch):
+    import torch
+
+    state = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v) for k, v in engine.model().state_dict().items()}
+    torch.save({"model": state}, tmp_path / "geosam2.pt")  # the file name the manifest expects
+    monkeypatch.setenv("SEGPARTS_MODELS", str(tmp_path))
+    fresh = GeoSAM2Engine("cpu", image_size=128)
+    assert fresh.availability().available
+    key = "pos_map_encoder.trunk.blocks.4.attn.qkv.linear_a_v.weight"
+    assert torch.equal(fresh.model().state_dict()[key], state[key].float())
