@@ -11,8 +11,8 @@ from scipy.sparse.csgraph import dijkstra
 
 from .graph import DualGraph, adjacency_matrix
 
-CONCAVE_PENALTY = 8.0  # extra cost per radian of concave crease crossed
-SHARP_PENALTY = 1.0  # extra cost per radian of any dihedral angle crossed
+CONCAVE_PENALTY = 40.0  # extra cost per radian of concave crease crossed
+SHARP_PENALTY = 3.0  # extra cost per radian of any dihedral angle crossed
 
 
 def farthest_point_seeds(points: np.ndarray, k: int) -> np.ndarray:
