@@ -1,9 +1,11 @@
 """Agglomerative merging of patches into a merge tree.
 
-Two neighbouring clusters merge early when the border between them is flat or convex, when they
-have the same thickness (SDF) and when one of them is small; they merge late across a deep
-concave valley where the thickness changes (arm/torso, handle/cup, leg/seat). Every cost is
-unitless (angles, log-ratios, area fractions), so the tree doesn't change with scale.
+Two neighbouring clusters merge early when the border between them is flat or convex, when
+straight segments across it stay inside the volume (weak convexity, tested with Embree rays),
+when they have the same thickness (SDF), and when the smaller one is small for the length of
+their border; they merge late across a concave valley at a narrow neck where the thickness
+changes (arm/torso, handle/cup, leg/seat). Every cost is unitless (angles, fractions,
+log-ratios, area/length ratios), so the tree doesn't change with pose or scale.
 """
 from __future__ import annotations
 
@@ -18,15 +20,11 @@ from ...hierarchy import Hierarchy
 CONCAVITY_UNIT = np.pi / 6  # a mean concave angle of 30 degrees along the border counts 1
 THICKNESS_WEIGHT = 1.0  # per unit of |log SDF ratio|
 BASE_COST = 0.05  # merging across a flat border with equal thickness
-SMALL_AREA = 0.03  # clusters below this fraction of the piece's area merge at reduced cost
-SMALL_POWER = 0.5
 CONTACT_CONCAVITY = np.pi / 2  # a border between separate pieces counts as a 90 degree valley
-NECK_POWER = 0.5  # isoperimetric size term (0 turns it off: area only)
-NECK_REF = 0.3
+NECK_POWER = 0.5  # weight of the isoperimetric (neck) size factor
+NECK_REF = 0.3  # neck ratio at which the factor is 1
 VISIBILITY_WEIGHT = 4.0  # per unit fraction of blocked segments across the border
 VISIBILITY_PAIRS = 32  # closest sample pairs across a border tested for visibility
-MAX_CLUSTER_SAMPLES = 48
-INHERIT_VISIBILITY = True  # a merged border's visibility = the average of its leaf borders
 OUTWARD_TOLERANCE = 0.35  # segments leaving the surface more steeply than this (sine) cross a valley
 
 
@@ -73,7 +71,6 @@ class _Clusters:
         self.total_area = float(np.sum(g.area))
         self.nbr: list[dict[int, list[float]]] = [dict() for _ in range(p)]
         self.g = g
-        self.rng = np.random.default_rng(0)
         if g.sample_patch is not None:
             order = np.argsort(g.sample_patch, kind="stable")
             bounds = np.searchsorted(g.sample_patch[order], np.arange(p + 1))
@@ -84,10 +81,11 @@ class _Clusters:
             stats = [length, conc, float(contact), np.nan]
             self.nbr[i][j] = stats
             self.nbr[j][i] = stats
-        if INHERIT_VISIBILITY:  # measured once per leaf border, then length-weighted averages
-            for (i, j) in g.edges.tolist():
-                stats = self.nbr[i][j]
-                stats[3] = self.blocked_fraction(i, j) * stats[0]
+        # visibility is measured once per leaf border; a merged border gets the length-weighted
+        # mean of its leaf borders (as good as re-measuring on the sample, and much faster)
+        for (i, j) in g.edges.tolist():
+            stats = self.nbr[i][j]
+            stats[3] = self.blocked_fraction(i, j) * stats[0]
         for i in range(p):  # independent copies per side
             self.nbr[i] = {m: list(st) for m, st in self.nbr[i].items()}
 
@@ -99,19 +97,15 @@ class _Clusters:
         concave = conc / max(length, 1e-300) / CONCAVITY_UNIT
         if contact:
             concave = max(concave, CONTACT_CONCAVITY / CONCAVITY_UNIT)
-        blocked = blocked_length / max(length, 1e-300) if INHERIT_VISIBILITY else self.blocked_fraction(i, j)
+        blocked = blocked_length / max(length, 1e-300)
         thick = abs(self.log_sdf(i) - self.log_sdf(j))
         thick = 0.0 if not np.isfinite(thick) else thick
-        # a small cluster merges early: small within its piece, or a small piece among all
-        ref_i, ref_j = (self.total_area, self.total_area) if contact else (self.piece_area[i], self.piece_area[j])
-        small = min(self.area[i] / ref_i, self.area[j] / ref_j)
-        size = min(1.0, small / SMALL_AREA) ** SMALL_POWER
-        if NECK_POWER:
-            # isoperimetric (normalised-cut) term: a part joined by a short border relative to
-            # its area (a limb at its neck) is worth keeping; long borders merge early
-            ref = min(ref_i, ref_j)
-            neck = min(self.area[i], self.area[j]) / (max(length, 1e-300) * np.sqrt(ref))
-            size = (neck / NECK_REF) ** NECK_POWER
+        # isoperimetric (normalised-cut like) factor: a part joined by a short border for its
+        # area (a limb at its neck) is worth keeping; tiny bits and long borders merge early.
+        # Areas are relative to the piece, or to the whole mesh across a contact between pieces.
+        ref = self.total_area if contact else min(self.piece_area[i], self.piece_area[j])
+        neck = min(self.area[i], self.area[j]) / (max(length, 1e-300) * np.sqrt(ref))
+        size = (neck / NECK_REF) ** NECK_POWER
         return (BASE_COST + concave + THICKNESS_WEIGHT * thick + VISIBILITY_WEIGHT * blocked) * size
 
     def blocked_fraction(self, i: int, j: int) -> float:
@@ -149,10 +143,6 @@ class _Clusters:
         self.area.append(self.area[i] + self.area[j])
         self.sdf_mass.append(self.sdf_mass[i] + self.sdf_mass[j])
         self.sdf_area.append(self.sdf_area[i] + self.sdf_area[j])
-        both = np.concatenate([self.samples[i], self.samples[j]])
-        if len(both) > MAX_CLUSTER_SAMPLES:
-            both = np.sort(self.rng.choice(both, MAX_CLUSTER_SAMPLES, replace=False))
-        self.samples.append(both)
         self.piece_area.append(max(self.piece_area[i], self.piece_area[j]) if self.nbr[i][j][2] == 0
                                else self.piece_area[i] + self.piece_area[j])
         merged: dict[int, list[float]] = {}
