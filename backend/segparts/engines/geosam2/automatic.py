@@ -81,7 +81,8 @@ def generate_masks(model: GeoSAM2Model, image_embedding: torch.Tensor, high_res:
     logits, iou, pts = torch.cat(kept_logits), torch.cat(kept_iou), torch.cat(kept_pts)
     if len(logits) == 0:
         return []
-    masks = F.interpolate(logits[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0] > 0
+    masks = torch.cat([F.interpolate(chunk[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0] > 0
+                       for chunk in logits.split(64)])  # chunks: n x S² floats at once would be GBs at 1024
     order = box_nms(masks, iou, settings.nms_thresh)
     out = []
     for j in order:
