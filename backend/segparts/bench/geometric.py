@@ -24,7 +24,7 @@ def register(sub):
     p.add_argument("--dir", default=str(DEFAULT_DIR), help="Princeton sample folder (meshes to subdivide)")
     p.add_argument("--targets", type=int, nargs="+", default=list(DEFAULT_TARGETS), metavar="FACES")
     p.add_argument("--repeats", type=int, default=3, help="runs per size (median reported)")
-    p.add_argument("--plot", default="bench_geometric.png", help="PNG plot of time vs faces")
+    p.add_argument("--plot", default="bench_out/geometric.png", help="PNG plot of time vs faces")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the rows as JSON")
     p.set_defaults(func=run)
 
