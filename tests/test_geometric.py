@@ -242,6 +242,8 @@ def test_tiny_and_flat_meshes():
     for vertices, faces in [
         (np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], float), np.array([[0, 1, 2]])),  # one triangle
         (np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], float), np.array([[0, 1, 2], [1, 3, 2]])),
+        # nothing but degenerate faces: colinear, and a point
+        (np.array([[0, 0, 0], [1, 0, 0], [2, 0, 0], [3, 0, 0]], float), np.array([[0, 1, 2], [1, 2, 3], [0, 0, 0]])),
     ]:
         mesh = validate_mesh(vertices, faces)
         _check_valid(mesh, segment(mesh))
