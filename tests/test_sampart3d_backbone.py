@@ -10,6 +10,7 @@ from segparts.engines.sampart3d.backbone import (
     load_strict, parameter_count, read_state_dict)
 from segparts.engines.sampart3d.serialization import encode
 
+
 # Facts of the released checkpoint (shared/reference/sampart3d.md and the release's PTv3Object.py).
 REFERENCE_SHAPES = {
     "embedding.stem.conv.weight": (32, 5, 5, 5, 9),  # spconv 2 layout (out, k, k, k, in)
@@ -37,7 +38,8 @@ def model():
 def checkpoint_file(model, tmp_path_factory):
     """A released-format file (state_dict, 'module.' prefix) with random values, written once."""
     path = tmp_path_factory.mktemp("ptv3") / "ptv3-object.pth"
-    state = {"module." + k: torch.randn_like(v.float()).to(v.dtype) if v.is_floating_point() else v.clone()
+    # random values around a fresh initialisation (keeps BatchNorm variances positive, like a real file)
+    state = {"module." + k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v.clone()
              for k, v in model.state_dict().items()}
     torch.save({"state_dict": state, "epoch": 1}, path)
     return path
@@ -141,3 +143,24 @@ def test_bad_input_is_refused(model):
         model(PointBatch(grid, feat[:, :6]))
     with pytest.raises(ValueError, match="non-negative"):
         model(PointBatch(grid - 5, feat))
+
+
+def test_engine_runs_on_a_released_format_checkpoint(checkpoint_file, monkeypatch):
+    """The whole engine with the backbone loaded from a file (random values) and oracle masks."""
+    from test_sampart3d import ORACLE_OPTIONS, four_blocks, oracle_masks
+
+    from segparts.engines.base import SegmentParams
+    from segparts.engines.sampart3d import _FEATURE_CACHE, SAMPart3DEngine
+    from segparts.engines.sampart3d.masks import ProvidedMasks
+
+    monkeypatch.setenv("SEGPARTS_MODELS", str(checkpoint_file.parent))
+    mesh, part = four_blocks()
+    options = dict(ORACLE_OPTIONS, backbone="ptv3", n_points=1500, iterations=20, render_size=128,
+                   mask_source=ProvidedMasks(oracle_masks(mesh, [part], size=128)))
+    engine = SAMPart3DEngine()
+    assert engine.availability({"mask_source": options["mask_source"]}).available
+    seg = engine.segment(mesh, SegmentParams(scale=0.5, options=options))
+    assert seg.labels.shape == (mesh.n_faces,) and seg.labels.min() >= 0
+    feats = seg.state.backbone_feat
+    assert feats.shape == (seg.state.points.n_grid, 384) and np.isfinite(feats).all() and feats.std() > 0
+    assert any(v is feats for v in _FEATURE_CACHE.values())  # cached for the next run on this mesh

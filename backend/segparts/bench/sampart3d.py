@@ -44,10 +44,13 @@ def bench_mesh():
     return Mesh(vertices, faces), part
 
 
-def _timed(fn):
+def _timed(fn, label=""):
     t = time.perf_counter()
     out = fn()
-    return out, time.perf_counter() - t
+    elapsed = time.perf_counter() - t
+    if label:
+        print(f"  ... {label}: {elapsed:.2f} s", flush=True)
+    return out, elapsed
 
 
 def run_once(args) -> dict:
@@ -64,14 +67,14 @@ def run_once(args) -> dict:
     render_mesh = Mesh(vertices, mesh.faces)
     rig = sampart3d_rig(16, 512, extents=norm.extents)
     out = {"faces": mesh.n_faces}
-    views, out["render_s"] = _timed(lambda: render_views(render_mesh, rig, outputs=("face_id", "depth", "point", "color", "alpha")))
+    views, out["render_s"] = _timed(lambda: render_views(render_mesh, rig, outputs=("face_id", "depth", "point", "color", "alpha")), "render")
 
     from sam2.build_sam import build_sam2
 
     torch.manual_seed(0)
     sam = build_sam2(SAM2_CONFIGS[args.sam2_config], None, device=args.device)
     generator = Sam2AutomaticMasks(model=sam, device=args.device)
-    _, t = _timed(lambda: [generator.masks_for_image(views.color[k]) for k in range(args.mask_views)])
+    _, t = _timed(lambda: [generator.masks_for_image(views.color[k]) for k in range(args.mask_views)], "masks")
     out["masks_per_view_s"] = t / args.mask_views
     out["masks_16_views_s"] = 16 * out["masks_per_view_s"]
     del sam, generator
@@ -79,7 +82,7 @@ def run_once(args) -> dict:
     points, out["points_s"] = _timed(lambda: grouping.prepare_points(render_mesh.vertices, render_mesh.faces))
     out["grid_points"] = points.n_grid
     model = PTv3Object().eval().to(args.device)
-    feats, out["backbone_s"] = _timed(lambda: backbone_features(model, points.grid_coord, points.feat, args.device))
+    feats, out["backbone_s"] = _timed(lambda: backbone_features(model, points.grid_coord, points.feat, args.device), "backbone")
     del model
 
     fid = views.face_id
@@ -89,12 +92,12 @@ def run_once(args) -> dict:
         per_view.append([img == c for c in np.unique(img) if c >= 0] + [fid[k] >= 0])
     groups, out["groups_s"] = _timed(lambda: grouping.build_view_groups(points, list(views.point), list(views.mask), per_view))
     cfg = grouping.TrainConfig(iterations=args.train_iterations)
-    trained, t = _timed(lambda: grouping.train_field(feats, points.feat, groups, cfg, device=args.device))
+    trained, t = _timed(lambda: grouping.train_field(feats, points.feat, groups, cfg, device=args.device), "training")
     out["training_per_100_it_s"] = t / args.train_iterations * 100
     out["training_paper_5000_it_s"] = out["training_per_100_it_s"] * 50
 
     field_feats = trained.features(feats, points.feat, 1.0)
-    labels, out["clustering_one_scale_s"] = _timed(lambda: cluster.cluster_points(field_feats, points.grid_xyz))
+    labels, out["clustering_one_scale_s"] = _timed(lambda: cluster.cluster_points(field_feats, points.grid_xyz), "clustering")
     centroids = render_mesh.vertices[render_mesh.faces].mean(axis=1)
     _, out["voting_s"] = _timed(lambda: cluster.face_labels(labels[points.inverse], points.sample_face, centroids))
     return out

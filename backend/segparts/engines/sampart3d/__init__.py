@@ -117,8 +117,12 @@ class SAMPart3DEngine:
 
         t = time.perf_counter()
         progress(0.05, "masks")
-        source = options.get("mask_source") or self._sam2_source(options)
-        masks = source.masks_for_views(views)
+        source = options.get("mask_source")
+        if source is None:
+            masks = self._sam2_source(options).masks_for_views(
+                views, progress=lambda f: progress(0.05 + 0.15 * f, "masks"), check=cancel.check)
+        else:
+            masks = source.masks_for_views(views)
         timings["masks_s"] = time.perf_counter() - t
         cancel.check()
 
@@ -198,7 +202,11 @@ class SAMPart3DEngine:
         key = (mesh.content_hash, seed, points.n_grid, options.get("up_axis", "z"), str(models.model_path(BACKBONE_MODEL)))
         if key not in _FEATURE_CACHE:
             model = load_backbone(models.model_path(BACKBONE_MODEL), self.device)
-            _FEATURE_CACHE[key] = backbone_features(model, points.grid_coord, points.feat, self.device)
+            feats = backbone_features(model, points.grid_coord, points.feat, self.device)
+            if not np.isfinite(feats).all():
+                raise RuntimeError(f"the backbone ({models.model_path(BACKBONE_MODEL)}) produced non-finite features; "
+                                   "the checkpoint is probably damaged: fetch it again (segparts models fetch ptv3-object --force)")
+            _FEATURE_CACHE[key] = feats
             while len(_FEATURE_CACHE) > _FEATURE_CACHE_SIZE:
                 _FEATURE_CACHE.popitem(last=False)
         _FEATURE_CACHE.move_to_end(key)

@@ -200,9 +200,9 @@ def _pixel_groups(cover: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if n_masks == 0 or not cover.any():
         return np.full((n_pix, 1), -1, np.int64), np.ones((n_pix, 1))
     depth = int(cover.sum(axis=0).max())
-    ids = np.where(cover, np.arange(n_masks)[:, None], n_masks)
+    ids = np.where(cover, np.arange(n_masks, dtype=np.int32)[:, None], np.int32(n_masks))
     keys = np.sort(ids, axis=0)[:depth].T  # (T, L)
-    keys = np.where(keys == n_masks, -1, keys)
+    keys = np.where(keys == n_masks, -1, keys).astype(np.int64)
     area = cover.sum(axis=1).astype(np.float64)
     prob = area / area.sum()
     with np.errstate(divide="ignore"):

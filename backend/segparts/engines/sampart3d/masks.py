@@ -196,9 +196,16 @@ class Sam2AutomaticMasks:
             keep = keep[: self.max_masks_per_view]
         return [m.numpy() for m in masks[keep]]
 
-    def masks_for_views(self, views) -> list[list[np.ndarray]]:
+    def masks_for_views(self, views, progress=None, check=None) -> list[list[np.ndarray]]:
+        """Masks of every view; `progress(fraction)` after each view, `check()` before each."""
         if views.color is None:
             raise ValueError("SAM needs the shaded colour renders (render with 'color')")
-        per_view = [self.masks_for_image(views.color[k]) for k in range(views.n_views)]
+        per_view = []
+        for k in range(views.n_views):
+            if check is not None:
+                check()
+            per_view.append(self.masks_for_image(views.color[k]))
+            if progress is not None:
+                progress((k + 1) / views.n_views)
         h, w = views.face_id.shape[1:]
         return check_masks(per_view, (h, w), "SAM 2 automatic masks")
