@@ -19,7 +19,7 @@ import numpy as np
 def register(sub):
     p = sub.add_parser("sampart3d", help="per-stage times of the SAMPart3D pipeline (random weights)")
     p.add_argument("--runs", type=int, default=1)
-    p.add_argument("--mask-views", type=int, default=1, help="views to run SAM 2 on (time scaled to 16)")
+    p.add_argument("--mask-views", type=int, default=1, help="views to run SAM 2 on (time scaled to 16); 0 skips the stage")
     p.add_argument("--train-iterations", type=int, default=5, help="iterations timed (scaled to 100)")
     p.add_argument("--sam2-config", default="sam2.1-hiera-large")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -69,15 +69,16 @@ def run_once(args) -> dict:
     out = {"faces": mesh.n_faces}
     views, out["render_s"] = _timed(lambda: render_views(render_mesh, rig, outputs=("face_id", "depth", "point", "color", "alpha")), "render")
 
-    from sam2.build_sam import build_sam2
+    if args.mask_views > 0:
+        from sam2.build_sam import build_sam2
 
-    torch.manual_seed(0)
-    sam = build_sam2(SAM2_CONFIGS[args.sam2_config], None, device=args.device)
-    generator = Sam2AutomaticMasks(model=sam, device=args.device)
-    _, t = _timed(lambda: [generator.masks_for_image(views.color[k]) for k in range(args.mask_views)], "masks")
-    out["masks_per_view_s"] = t / args.mask_views
-    out["masks_16_views_s"] = 16 * out["masks_per_view_s"]
-    del sam, generator
+        torch.manual_seed(0)
+        sam = build_sam2(SAM2_CONFIGS[args.sam2_config], None, device=args.device)
+        generator = Sam2AutomaticMasks(model=sam, device=args.device)
+        _, t = _timed(lambda: [generator.masks_for_image(views.color[k]) for k in range(args.mask_views)], "masks")
+        out["masks_per_view_s"] = t / args.mask_views
+        out["masks_16_views_s"] = 16 * out["masks_per_view_s"]
+        del sam, generator
 
     points, out["points_s"] = _timed(lambda: grouping.prepare_points(render_mesh.vertices, render_mesh.faces))
     out["grid_points"] = points.n_grid
