@@ -139,8 +139,9 @@ class SAMPart3DEngine:
         groups = grouping.build_view_groups(points, list(views.point), list(views.mask), masks)
         if groups.n_masks_kept == 0:
             raise grouping.GroupingError(
-                f"none of the {groups.n_masks_in} masks is usable (each must cover visible surface with a "
-                f"3D scale below {grouping.MAX_SCALE}); nothing to learn parts from")
+                f"none of the masks is usable: {groups.n_masks_raw} given, {groups.n_masks_in} left after dropping "
+                f"those touching no foreground or covering > 10% of the background, 0 with a 3D scale below "
+                f"{grouping.MAX_SCALE} (the release's limit); nothing to learn parts from")
         cfg = _train_config(options)
         trained = grouping.train_field(
             backbone_feat, points.feat, groups, cfg,

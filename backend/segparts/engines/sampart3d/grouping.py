@@ -115,8 +115,9 @@ class ViewGroups:
     cdf: np.ndarray  # (T, L) group-sampling CDF (1.0 on padding)
     mask_scale: np.ndarray  # (G,) 3D scale of every kept mask (global ids)
     mask_view: np.ndarray  # (G,) view of every kept mask
-    n_masks_in: int = 0
-    n_masks_kept: int = 0
+    n_masks_in: int = 0  # after the foreground/background filter
+    n_masks_kept: int = 0  # after the scale filter
+    n_masks_raw: int = 0  # as the mask source gave them
 
 
 def pixel_to_point(points: ObjectPoints, pixel_xyz: np.ndarray, tree: cKDTree | None = None) -> np.ndarray:
@@ -162,12 +163,13 @@ def build_view_groups(points: ObjectPoints, pixel_xyz: list[np.ndarray], foregro
     """Per view: pixel -> point mapping, filtered/eroded masks, their scales, per-pixel group lists."""
     tree = cKDTree(points.grid_xyz)
     starts, counts, point_rows, key_rows, cdf_rows, scales, views = [], [], [], [], [], [], []
-    n_in = n_kept = 0
+    n_in = n_kept = n_raw = 0
     offset = total = 0
     for v, (xyz, fg, masks) in enumerate(zip(pixel_xyz, foreground, masks_per_view)):
         mapping = np.full(fg.shape, -1, dtype=np.int64)
         mapping[fg] = pixel_to_point(points, xyz[fg], tree)
         valid = mapping >= 0
+        n_raw += len(masks)
         masks = reference_mask_filter(masks, fg)
         n_in += len(masks)
         eroded = erode(np.stack(masks)) if masks else np.zeros((0,) + fg.shape, bool)
@@ -190,7 +192,7 @@ def build_view_groups(points: ObjectPoints, pixel_xyz: list[np.ndarray], foregro
     keys = np.concatenate([np.pad(k, ((0, 0), (0, width - k.shape[1])), constant_values=-1) for k in key_rows])
     cdf = np.concatenate([np.pad(c, ((0, 0), (0, width - c.shape[1])), constant_values=1.0) for c in cdf_rows])
     return ViewGroups(np.array(starts), np.array(counts), np.concatenate(point_rows), keys, cdf.astype(np.float32),
-                      np.concatenate(scales), np.concatenate(views), n_in, n_kept)
+                      np.concatenate(scales), np.concatenate(views), n_in, n_kept, n_raw)
 
 
 def _pixel_groups(cover: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
