@@ -362,9 +362,11 @@ class TrainedField:
     def features(self, backbone_feat: np.ndarray, raw_feat: np.ndarray, scale: float) -> np.ndarray:
         """(M, 384) grouping features of all grid points at one scale in [0, 2]."""
         self.field.eval()
-        bf, rf = torch.from_numpy(backbone_feat).float(), torch.from_numpy(raw_feat).float()
-        q = self.scale_transform(torch.full((len(bf), 1), float(scale)))
-        return self.field(bf, rf, q).numpy()
+        device = next(self.field.parameters()).device
+        bf = torch.from_numpy(backbone_feat).float().to(device)
+        rf = torch.from_numpy(raw_feat).float().to(device)
+        q = self.scale_transform(torch.full((len(bf), 1), float(scale), device=device))
+        return self.field(bf, rf, q).cpu().numpy()
 
 
 def train_field(backbone_feat: np.ndarray, raw_feat: np.ndarray, groups: ViewGroups, cfg: TrainConfig,
