@@ -62,6 +62,12 @@ def test_round_trip_mesh_and_labels(tmp_path):
         again = client.segment(mid)
         assert again.result["cached"] is True
         np.testing.assert_array_equal(again.arrays["labels"], labels)
+        # a new granularity re-cuts the cached hierarchy instead of segmenting again
+        for parts in (1, 2):
+            coarse = client.segment(mid, parts=parts)
+            assert coarse.result["cached"] is True and coarse.result["info"].get("recut") is True
+            np.testing.assert_array_equal(coarse.arrays["labels"], h.cut(parts=parts))
+        client.segment(mid)  # back to the automatic granularity for the picks below
         # pick: the part under a face, by index and by point
         face = int(np.flatnonzero(labels == labels[-1])[0])
         pick = client.pick(mid, face=face)

@@ -35,7 +35,7 @@ from . import __version__, wire
 from .cache import LRUCache, estimate_nbytes
 from .engines import ENGINES, _MissingEngine, create_engine
 from .engines.base import (CancelToken, Cancelled, Click, EngineUnavailable, PickRequest, Segmentation,
-                           SegmentParams)
+                           SegmentParams, recut)
 from .hierarchy import Hierarchy
 from .mesh import DEFAULT_MAX_FACES, Mesh, MeshError, validate_mesh
 
@@ -96,7 +96,7 @@ class Job:
     mesh: Mesh
     params: object  # SegmentParams or PickRequest
     result_key: tuple | None = None
-    segmentation: Segmentation | None = None  # pick: the segmentation to pick from
+    segmentation: Segmentation | None = None  # pick: the result to pick from; segment: cached result to re-cut
     cancel: CancelToken = field(default_factory=CancelToken)
     state: str = "queued"  # queued | running | done | failed | cancelled
     progress: float = 0.0
@@ -351,17 +351,11 @@ class Server:
         parts, scale = _granularity(args, mesh.n_faces)
         options = _options(args)
         name, engine = self._engine_arg(args)
-        key = ("seg", mid, name, parts, scale, json.dumps(options, sort_keys=True, default=str))
+        # granularity is not part of the key: a new granularity re-cuts the cached result
+        key = ("seg", mid, name, json.dumps(options, sort_keys=True, default=str))
         job = Job(uuid.uuid4().hex[:16], "segment", envelope, req_id, name, engine, mid, mesh,
-                  SegmentParams(parts=parts, scale=scale, options=options), result_key=key)
-        cached = self._cache.get(key)
-        if cached is not None:  # same mesh, engine and settings: answer from the cache
-            self._reply(envelope, req_id, "accepted", {"job_id": job.id, "cached": True})
-            job.state, job.progress, job.finished = "done", 1.0, time.time()
-            self._remember(job)
-            self._latest_segmentation[(mid, name)] = key
-            self._send_segmentation(job, cached, cached=True)
-            return
+                  SegmentParams(parts=parts, scale=scale, options=options), result_key=key,
+                  segmentation=self._cache.get(key))
         self._submit(job)
 
     def _op_pick(self, envelope, req_id, args, arrays):
@@ -454,10 +448,12 @@ class Server:
             code, message = payload
             self._send(job.envelope, wire.error(job.req_id, code, message))
         elif kind == "segmentation":
-            payload.info.setdefault("n_parts", _count_parts(payload.labels))
-            self._cache.put(job.result_key, payload)
+            payload.info["n_parts"] = _count_parts(payload.labels)
+            recut = job.segmentation is not None  # a new granularity of a cached result
+            if not recut:
+                self._cache.put(job.result_key, payload)
             self._latest_segmentation[(job.mesh_id, job.engine_name)] = job.result_key
-            self._send_segmentation(job, payload, cached=False)
+            self._send_segmentation(job, payload, cached=recut)
         elif kind == "pick":
             result = payload
             self._reply(job.envelope, job.req_id, "result",
@@ -541,7 +537,10 @@ class _Worker(threading.Thread):
         try:
             job.cancel.check()
             if job.op == "segment":
-                seg = job.engine.segment(job.mesh, job.params, progress, job.cancel)
+                if job.segmentation is not None:  # a new granularity of a cached result
+                    seg = recut(job.engine, job.segmentation, job.params)
+                else:
+                    seg = job.engine.segment(job.mesh, job.params, progress, job.cancel)
                 job.cancel.check()
                 labels = np.asarray(seg.labels)
                 if labels.shape != (job.mesh.n_faces,):

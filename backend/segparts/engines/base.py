@@ -115,6 +115,22 @@ class Engine(Protocol):
              cancel: CancelToken) -> PickResult: ...
 
 
+def recut(engine, segmentation: Segmentation, params: SegmentParams) -> Segmentation:
+    """A new granularity from an existing result without recomputing it: the engine's own
+    `recut` when it has one (e.g. clustering at a new scale), else a cut of the hierarchy."""
+    custom = getattr(engine, "recut", None)
+    if custom is not None:
+        return custom(segmentation, params)
+    if segmentation.hierarchy is None:
+        raise ValueError("this result has no hierarchy to re-cut; segment again")
+    scale = params.scale
+    if params.parts is None and scale is None:
+        scale = segmentation.info.get("auto_scale", 0.5)
+    labels = segmentation.hierarchy.cut(parts=params.parts, scale=scale)
+    return Segmentation(labels, segmentation.hierarchy, segmentation.state,
+                        {**segmentation.info, "recut": True})
+
+
 def pick_from_hierarchy(mesh: Mesh, segmentation: Segmentation, request: PickRequest) -> PickResult:
     """Pick for engines whose answer is a cut of their hierarchy: the part under the first click."""
     if segmentation is None or segmentation.hierarchy is None:
