@@ -111,3 +111,30 @@ def test_segment_argument_errors(tmp_path, capsys):
     assert "--out must end in" in err and "unknown engine" in err and "--scale" in err
     with pytest.raises(SystemExit):  # argparse: --parts and --scale are exclusive
         main(["segment", str(path), "--out", str(tmp_path / "x.npy"), "--parts", "2", "--scale", "0.5"])
+
+
+def test_engine_failures_are_one_line_with_nonzero_exit(tmp_path, capsys, monkeypatch):
+    vertices, faces = two_boxes()
+    path = tmp_path / "boxes.ply"
+    trimesh.Trimesh(vertices, faces).export(path)
+    out = tmp_path / "x.npy"
+    # a bad option value: the geometric engine's int() raises ValueError inside segment()
+    assert main(["segment", str(path), "--out", str(out), "--option", "patches=many"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "engine geometric failed" in err[0] and "many" in err[0]
+    # an engine whose checkpoints are missing (empty models folder): EngineUnavailable
+    monkeypatch.setenv("SEGPARTS_MODELS", str(tmp_path / "no-models"))
+    assert main(["segment", str(path), "--out", str(out), "--engine", "sampart3d"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sampart3d is unavailable" in err[0] and "missing" in err[0]
+    assert not out.exists()
+
+
+def test_engine_value_error_in_a_subprocess_has_no_traceback(tmp_path):
+    vertices, faces = two_boxes()
+    path = tmp_path / "boxes.ply"
+    trimesh.Trimesh(vertices, faces).export(path)
+    done = subprocess.run([sys.executable, "-m", "segparts", "segment", str(path), "--out", str(tmp_path / "x.npy"),
+                           "--option", "weld_tolerance=\"wide\""], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "wide" in done.stderr

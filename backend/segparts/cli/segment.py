@@ -93,9 +93,18 @@ def _segment_here(mesh, args, options, progress):
         seg = engine.segment(mesh, SegmentParams(parts=args.parts, scale=args.scale, options=options),
                              progress, CancelToken())
     except EngineUnavailable as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(f"engine {args.engine} is unavailable: {exc}") from None
+    except ValueError as exc:
+        # engines report bad input (MeshError, bad option values, no usable masks, a checkpoint
+        # that does not fit) as ValueError subclasses: one line, no traceback
+        raise CliError(f"engine {args.engine} failed: {_one_line(exc)}") from None
     labels = np.asarray(seg.labels, dtype=np.int32)
     return labels, int(np.unique(labels[labels >= 0]).size)
+
+
+def _one_line(exc: Exception) -> str:
+    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return " ".join(text.split())
 
 
 def _segment_remote(mesh, args, options, progress):
