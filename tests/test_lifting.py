@@ -229,19 +229,6 @@ def test_unlabelled_pixels_abstain_or_vote_for_nothing():
     np.testing.assert_array_equal(vote[others & (vote >= 0)], abstain[others & (vote >= 0)])
 
 
-def test_nearest_face_is_exact_even_next_to_big_triangles():
-    rng = np.random.default_rng(5)
-    tm = trimesh.util.concatenate([trimesh.creation.icosphere(subdivisions=3, radius=0.3),
-                                   trimesh.creation.box(extents=(4.0, 4.0, 0.1)).apply_translation((0, 0, -1.0))])
-    mesh = validate_mesh(tm.vertices, tm.faces)
-    from trimesh.triangles import closest_point
-
-    for q in rng.uniform(-2, 2, size=(40, 3)):
-        d = np.linalg.norm(closest_point(tm.triangles, np.repeat(q[None], len(tm.faces), axis=0)) - q, axis=1)
-        got = lifting.nearest_face(mesh.vertices, mesh.faces, q)
-        assert np.isclose(d[got], d.min())
-
-
 def test_vote_table_and_sort_paths_agree():
     mesh, part = parts_mesh()
     rig = geosam2_rig(size=96)

@@ -23,6 +23,7 @@ from scipy import sparse
 from scipy.sparse import csgraph
 
 from .mesh import Mesh
+from .proximity import nearest_face
 from .render import CameraRig, Views, face_normals
 
 UNLABELLED = -1
@@ -277,7 +278,7 @@ def views_for_click(mesh: Mesh, rig: CameraRig, views: Views, face: int | None =
         raise ValueError(f"face {face} out of range [0, {len(faces)})")
     p = vertices[faces[face]].mean(axis=0) if point is None else np.asarray(point, dtype=np.float64).reshape(3)
     # a point click is matched to the face it lies on, so visibility can compare face ids
-    face_of_point = nearest_face(vertices, faces, p) if face is None else int(face)
+    face_of_point = nearest_face(mesh, p) if face is None else int(face)
     lin, visible, depth = project_to_views(p[None], np.array([face_of_point]), rig, views, depth_tolerance,
                                            0.5, _extent(vertices))
     pixel = np.stack([lin % rig.width, lin // rig.width], axis=-1)
@@ -305,27 +306,6 @@ def views_for_click(mesh: Mesh, rig: CameraRig, views: Views, face: int | None =
             ranked.append((cos / max(float(depth[k, 0]), 1e-12) ** 2, k, (int(pixel[k, 0, 0]), int(pixel[k, 0, 1]))))
     ranked.sort(key=lambda r: (-r[0], r[1]))
     return [(k, xy) for _, k, xy in ranked]
-
-
-def nearest_face(vertices: np.ndarray, faces: np.ndarray, point) -> int:
-    """Index of the face closest to a 3D point (exact point-triangle distance).
-
-    Exact distances are computed only for faces that can beat the best of the 16 nearest
-    centroids: a face's points lie within its longest edge of its centroid."""
-    from trimesh.triangles import closest_point
-
-    q = np.asarray(point, dtype=np.float64).reshape(1, 3)
-    tri = vertices[faces]
-    centroid_dist = np.linalg.norm(tri.mean(axis=1) - q, axis=1)
-
-    def exact(idx):
-        return np.linalg.norm(closest_point(tri[idx], np.repeat(q, len(idx), axis=0)) - q, axis=1)
-
-    first = np.argsort(centroid_dist)[:16] if len(faces) > 16 else np.arange(len(faces))
-    bound = exact(first).min()
-    reach = np.max([np.linalg.norm(tri[:, i] - tri[:, (i + 1) % 3], axis=1) for i in range(3)], axis=0)
-    candidates = np.flatnonzero(centroid_dist - reach <= bound + 1e-12)
-    return int(candidates[np.argmin(exact(candidates))])
 
 
 # ----------------------------------------------------------------------------- post-processing

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..hierarchy import Hierarchy
 from ..mesh import Mesh
+from ..proximity import nearest_face  # also re-exported for the engines
 
 
 class Cancelled(Exception):
@@ -135,6 +136,8 @@ def pick_from_hierarchy(mesh: Mesh, segmentation: Segmentation, request: PickReq
     """Pick for engines whose answer is a cut of their hierarchy: the part under the first click."""
     if segmentation is None or segmentation.hierarchy is None:
         raise ValueError("pick needs a segmentation of this mesh first (run segment)")
+    if not request.clicks:
+        raise ValueError("pick needs at least one click")
     h = segmentation.hierarchy
     click = request.clicks[0]
     face = click.face if click.face is not None else nearest_face(mesh, np.asarray(click.point, float))
@@ -148,10 +151,3 @@ def pick_from_hierarchy(mesh: Mesh, segmentation: Segmentation, request: PickReq
     return PickResult(mask=h.face_mask(node), node=node, parent=parent,
                       children=h.children(node).tolist(), info={"face": int(face)})
 
-
-def nearest_face(mesh: Mesh, point: np.ndarray) -> int:
-    """Face whose centroid is nearest to `point` (a click on the surface lies on its face)."""
-    if point.shape != (3,) or not np.isfinite(point).all():
-        raise ValueError("a click point must be 3 finite numbers")
-    centroids = mesh.vertices[mesh.faces].mean(axis=1)
-    return int(np.argmin(((centroids - point) ** 2).sum(axis=1)))

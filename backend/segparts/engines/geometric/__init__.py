@@ -4,7 +4,6 @@ along concave creases and thickness changes (SDF). See segmenter.py for the pipe
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
 import numpy as np
 
@@ -50,24 +49,5 @@ class GeometricEngine:
 
     def pick(self, mesh: Mesh, segmentation: Segmentation | None, request: PickRequest,
              cancel: CancelToken) -> PickResult:
-        click = request.clicks[0] if request.clicks else None
-        if click is not None and click.face is None and click.point is not None and segmentation is not None:
-            # a 3D point: nearest face centroid through a k-d tree kept with the result, so
-            # clicks after the first cost microseconds instead of a pass over every face
-            point = np.asarray(click.point, dtype=np.float64)
-            if point.shape != (3,) or not np.isfinite(point).all():
-                raise ValueError("a click point must be 3 finite numbers")
-            face = int(self._centroid_tree(mesh, segmentation).query(point)[1])
-            request = replace(request, clicks=[replace(click, face=face, point=None), *request.clicks[1:]])
+        # 3D-point clicks go through segparts.proximity (exact, its index cached per mesh)
         return pick_from_hierarchy(mesh, segmentation, request)
-
-    @staticmethod
-    def _centroid_tree(mesh: Mesh, segmentation: Segmentation):
-        from scipy.spatial import cKDTree
-
-        if not isinstance(segmentation.state, dict):
-            segmentation.state = {}
-        tree = segmentation.state.get("centroid_tree")
-        if tree is None or tree.n != mesh.n_faces:
-            tree = segmentation.state["centroid_tree"] = cKDTree(mesh.vertices[mesh.faces].mean(axis=1))
-        return tree

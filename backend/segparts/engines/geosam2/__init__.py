@@ -200,6 +200,7 @@ class GeoSAM2Engine:
     def _place_click(self, s: _Session, click) -> list[tuple[int, tuple[int, int]]]:
         """Views (best first) and pixel where a click shows; clear errors for bad clicks."""
         from ...lifting import views_for_click
+        from ...proximity import closest_point
 
         if click.face is None and click.point is None:
             raise ValueError("a click needs a face index or a surface point")
@@ -213,7 +214,8 @@ class GeoSAM2Engine:
             if p.shape != (3,) or not np.isfinite(p).all():
                 raise ValueError("a click point must be 3 finite numbers")
             point = s.normalization.apply(p)
-            dist, nearest = _distance_to_surface(s.mesh, point)
+            nearest, dist, _ = closest_point(s.mesh, point[None])
+            nearest, dist = int(nearest[0]), float(dist[0])
             if dist > 2e-3:  # normalised units: 0.2 % of the object's size
                 raise ValueError(f"click point {tuple(p)} is not on the mesh (nearest surface is "
                                  f"{dist / s.normalization.scale:.4g} away)")
@@ -321,45 +323,6 @@ class GeoSAM2Engine:
         labels = lift_masks(s.mesh, s.rig, s.views, label_images, samples=s.samples)
         return postprocess_labels(s.mesh, labels, min_fraction=min_fraction, fill_iterations=64, k_nearest=3,
                                   split_disconnected=split, adjacency=s.adjacency)
-
-
-def _distance_to_surface(mesh: Mesh, point: np.ndarray) -> tuple[float, int]:
-    """(distance, face) of the surface point nearest `point` (exact point-triangle distance,
-    vectorised over all faces; trimesh's proximity query needs rtree, absent here)."""
-    tri = mesh.vertices[mesh.faces]
-    closest = _closest_on_triangles(point, tri[:, 0], tri[:, 1], tri[:, 2])
-    d = np.linalg.norm(closest - point, axis=1)
-    f = int(np.argmin(d))
-    return float(d[f]), f
-
-
-def _closest_on_triangles(p, a, b, c):
-    """Closest points to p on triangles (a, b, c) (each (F, 3)); Ericson, Real-Time Collision
-    Detection 5.1.5, with every Voronoi region evaluated as a masked vector expression."""
-    ab, ac, ap = b - a, c - a, p - a
-    d1, d2 = (ab * ap).sum(1), (ac * ap).sum(1)
-    bp, cp = p - b, p - c
-    d3, d4 = (ab * bp).sum(1), (ac * bp).sum(1)
-    d5, d6 = (ab * cp).sum(1), (ac * cp).sum(1)
-    va, vb, vc = d3 * d6 - d5 * d4, d5 * d2 - d1 * d6, d1 * d4 - d3 * d2
-    denom = va + vb + vc
-    denom = np.where(np.abs(denom) < 1e-300, 1e-300, denom)
-    v, w = vb / denom, vc / denom
-    out = a + ab * v[:, None] + ac * w[:, None]  # interior
-    with np.errstate(divide="ignore", invalid="ignore"):
-        edge_bc = (va <= 0) & (d4 - d3 >= 0) & (d5 - d6 >= 0)
-        t = (d4 - d3) / ((d4 - d3) + (d5 - d6))
-        out = np.where(edge_bc[:, None], b + (c - b) * t[:, None], out)
-        edge_ac = (vb <= 0) & (d2 >= 0) & (d6 <= 0)
-        t = d2 / (d2 - d6)
-        out = np.where(edge_ac[:, None], a + ac * t[:, None], out)
-        edge_ab = (vc <= 0) & (d1 >= 0) & (d3 <= 0)
-        t = d1 / (d1 - d3)
-        out = np.where(edge_ab[:, None], a + ab * t[:, None], out)
-    out = np.where(((d6 >= 0) & (d5 <= d6))[:, None], c, out)
-    out = np.where(((d3 >= 0) & (d4 <= d3))[:, None], b, out)
-    out = np.where(((d1 <= 0) & (d2 <= 0))[:, None], a, out)
-    return out
 
 
 def _consecutive(labels: np.ndarray) -> np.ndarray:
