@@ -2,6 +2,11 @@
 
 A `Mesh` is always triangulated. When the source had polygons, `face_map[i]` is the index of the
 original polygon that triangle i came from, so labels can be reported per original polygon.
+
+`appearance` (optional, a `segparts.render.Appearance`) carries the file's surface colours to
+the renderer. It is NOT part of the content hash: the mesh id names the geometry only, so the
+same shape with other colours has the same id and shares every geometry cache (engines that
+use colour key their own caches on it). The wire protocol uploads geometry only.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ class Mesh:
     faces: np.ndarray  # (F, 3) int64, triangles
     face_map: np.ndarray | None = None  # (F,) int64 original polygon per triangle
     n_polygons: int | None = None  # number of original polygons (== F when face_map is None)
+    appearance: object | None = None  # segparts.render.Appearance: colours for rendering; not hashed
     _hash: str | None = field(default=None, repr=False)
 
     @property
@@ -72,7 +78,7 @@ def mesh_hash(vertices: np.ndarray, faces: np.ndarray) -> str:
 
 
 def validate_mesh(
-    vertices, faces, face_map=None, n_polygons=None, max_faces: int = DEFAULT_MAX_FACES
+    vertices, faces, face_map=None, n_polygons=None, max_faces: int = DEFAULT_MAX_FACES, appearance=None
 ) -> Mesh:
     """Check untrusted arrays and build a Mesh, or raise MeshError with a clear message.
 
@@ -113,7 +119,20 @@ def validate_mesh(
             n_polygons = int(face_map.max()) + 1
         if face_map.min() < 0 or face_map.max() >= n_polygons:
             raise MeshError("bad_face_map", "face_map refers to polygons outside [0, n_polygons)")
-    return Mesh(vertices, faces, face_map, n_polygons if face_map is not None else faces.shape[0])
+    _check_appearance(appearance, vertices.shape[0], faces.shape[0])
+    return Mesh(vertices, faces, face_map, n_polygons if face_map is not None else faces.shape[0], appearance)
+
+
+def _check_appearance(appearance, n_vertices: int, n_faces: int) -> None:
+    """Colour arrays must match the (triangulated) mesh, or rendering would fail much later."""
+    if appearance is None:
+        return
+    sizes = {"vertex_colors": (n_vertices,), "face_colors": (n_faces,), "uv": (n_vertices, n_faces)}
+    for name, allowed in sizes.items():
+        value = getattr(appearance, name, None)
+        if value is not None and len(value) not in allowed:
+            raise MeshError("bad_appearance", f"{len(value)} {name.replace('_', ' ')} for a mesh with "
+                                              f"{n_vertices} vertices and {n_faces} faces")
 
 
 def triangulate_polygons(polygons: list[np.ndarray] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -14,6 +14,10 @@ OBJ/OFF are parsed here, vectorised (trimesh's loaders re-group faces by size or
 breaks the order); PLY uses trimesh's header and ASCII parsers and our binary reader (trimesh's
 cannot read mixed polygon sizes); binary STL is read from its records (ASCII STL by trimesh);
 glTF is loaded by trimesh with process=False so no face is dropped or moved.
+
+Colours: `Mesh.appearance` is set from PLY vertex or face colours and from glTF/GLB vertex
+colours, face colours or a base-colour texture with UVs, so renders (SAM's images) show them.
+OBJ materials/textures and OFF colours are not read. Colours are not part of the mesh id.
 """
 from __future__ import annotations
 
@@ -44,15 +48,18 @@ def load_mesh(path: str | Path, max_faces: int = DEFAULT_MAX_FACES) -> Mesh:
     reader = {".obj": _read_obj, ".off": _read_off, ".ply": _read_ply,
               ".stl": _read_stl, ".glb": _read_scene, ".gltf": _read_scene}[suffix]
     try:
-        vertices, polygons = reader(path)
+        vertices, polygons, *colours = reader(path)
     except MeshError:
         raise
     except Exception as exc:  # parsers raise anything on garbage; report it as one line
         raise MeshError("unreadable", f"{path.name}: cannot read as {suffix[1:].upper()}: "
                                       f"{_one_line(exc)}") from None
     triangles, face_map, n_polygons = _triangulate(polygons)
+    appearance = colours[0] if colours else None
+    if appearance is not None and appearance.face_colors is not None and face_map is not None:
+        appearance.face_colors = appearance.face_colors[face_map]  # per polygon -> per triangle
     try:
-        return validate_mesh(vertices, triangles, face_map, n_polygons, max_faces=max_faces)
+        return validate_mesh(vertices, triangles, face_map, n_polygons, max_faces=max_faces, appearance=appearance)
     except MeshError as exc:
         raise MeshError(exc.code, f"{path.name}: {exc.message}") from None
 
@@ -226,11 +233,34 @@ def _read_ply(path: Path):
     faces = face[key]
     if isinstance(faces, np.ndarray) and faces.dtype.names:  # binary, equal-length lists: (count, indices)
         faces = faces[faces.dtype.names[-1]]
+    appearance = _ply_appearance(vertex, face)
     if isinstance(faces, tuple):  # our binary reader, mixed sizes: (flat indices, counts)
-        return vertices, faces
+        return vertices, faces, appearance
     if isinstance(faces, np.ndarray) and faces.dtype != object:
-        return vertices, faces.astype(np.int64).reshape(len(faces), -1)
-    return vertices, _polygon_layout(*_ragged([np.asarray(p, dtype=np.int64).ravel() for p in faces]))
+        return vertices, faces.astype(np.int64).reshape(len(faces), -1), appearance
+    return vertices, _polygon_layout(*_ragged([np.asarray(p, dtype=np.int64).ravel() for p in faces])), appearance
+
+
+def _ply_appearance(vertex, face):
+    """Vertex colours, else face colours (per polygon here; load_mesh spreads them to triangles)."""
+    from .render import Appearance
+
+    vertex_colors = _ply_colours(vertex)
+    if vertex_colors is not None:
+        return Appearance(vertex_colors=vertex_colors)
+    face_colors = _ply_colours(face)
+    return None if face_colors is None else Appearance(face_colors=face_colors)
+
+
+def _ply_colours(data) -> np.ndarray | None:
+    names = _field_names(data)
+    for keys in (("red", "green", "blue"), ("diffuse_red", "diffuse_green", "diffuse_blue"), ("r", "g", "b")):
+        if all(k in names for k in keys):
+            rgb = np.column_stack([np.asarray(data[k]).ravel() for k in keys])
+            if np.issubdtype(rgb.dtype, np.integer):  # uchar 0..255 (ushort 0..65535 is rescaled)
+                return (rgb // 257 if rgb.max(initial=0) > 255 else rgb).astype(np.uint8)
+            return rgb.astype(np.float64)  # float colours are in [0, 1]
+    return None
 
 
 def _ply_binary_body(elements: dict, buf: bytes, name: str) -> None:
@@ -300,6 +330,13 @@ def _ply_list_rows(buf: bytes, raw: np.ndarray, offset: int, props, li: int, n: 
         out[props[li][0]] = items.reshape(n, first)
     else:
         out[props[li][0]] = (items.astype(np.int64), counts)
+    # the fixed scalars around the list (e.g. per-face colours)
+    after_start = starts + before.itemsize + count_dt.itemsize + counts * item_dt.itemsize
+    for layout, row_start in ((before, starts), (after, after_start)):
+        for field in layout.names or ():
+            field_dt, field_offset = layout.fields[field][:2]
+            pos = (row_start + field_offset)[:, None] + np.arange(field_dt.itemsize)
+            out[field] = raw[pos].copy().view(field_dt).ravel()
     return out, end
 
 
@@ -352,8 +389,17 @@ def _read_scene(path: Path):
         meshes = [g for g in loaded.dump() if isinstance(g, trimesh.Trimesh) and len(g.faces)]
         if not meshes:
             raise MeshError("empty_mesh", f"{path.name}: the scene has no triangle meshes")
+        kinds = {g.visual.kind for g in meshes}
+        if len(meshes) > 1 and "texture" in kinds and len(kinds) > 1:
+            # trimesh drops all colours when textured and colour-only parts are concatenated:
+            # sample the textures at the vertices instead (geometry and face order unchanged)
+            for g in meshes:
+                if g.visual.kind == "texture":
+                    g.visual = g.visual.to_color()
         loaded = trimesh.util.concatenate(meshes)
-    return np.asarray(loaded.vertices), np.asarray(loaded.faces, dtype=np.int64)
+    from .render import Appearance
+
+    return np.asarray(loaded.vertices), np.asarray(loaded.faces, dtype=np.int64), Appearance.from_trimesh(loaded)
 
 
 # ---- writing -----------------------------------------------------------------------------

@@ -40,7 +40,7 @@ def run(args) -> int:
         raise CliError(exc.message) from None
     labels = _read_labels(args.labels, mesh) if args.labels else None
     vertices, norm = normalize_for_rendering(mesh.vertices)
-    nmesh = Mesh(vertices, mesh.faces)
+    nmesh = Mesh(vertices, mesh.faces, appearance=mesh.appearance)  # the file's colours in the shaded views
     if args.rig == "sampart3d":
         if args.views not in (None, 16, 36):
             raise CliError("--views must be 16 or 36 for the SAMPart3D rig")

@@ -98,6 +98,13 @@ class Appearance:
             return cls(face_colors=np.asarray(visual.face_colors))
         return None
 
+    def face_base_colors(self, faces: np.ndarray, n_vertices: int) -> np.ndarray:
+        """(F, 3) uint8 base colour at each face's centroid (e.g. point colours sampled per face)."""
+        faces = np.asarray(faces, dtype=np.int64)
+        fid = np.arange(len(faces))
+        albedo = _albedo(self, fid, faces, np.full((len(faces), 2), 1.0 / 3.0), n_vertices, len(faces))
+        return np.round(albedo * 255.0).astype(np.uint8)
+
 
 def available_backends() -> list[str]:
     from . import nvdiff, raycast
@@ -120,7 +127,8 @@ def render_views(
 ) -> Views:
     """Render all views of `rig`. `backend`: "auto" (nvdiffrast on CUDA when importable, else
     Embree; the environment variable SEGPARTS_RENDER_BACKEND overrides "auto"), "embree" or
-    "nvdiffrast". `face_id` is always computed.
+    "nvdiffrast". `face_id` is always computed. `appearance` defaults to `mesh.appearance` (the
+    file's colours, set by segparts.meshio); grey when neither is given.
 
     Normals (and the shading of `color`) are Blender auto-smooth shading normals at
     `smooth_angle_deg` (30, as the references render them); 0 gives flat face normals."""
@@ -128,6 +136,8 @@ def render_views(
     unknown = set(outputs) - set(ALL_OUTPUTS)
     if unknown:
         raise ValueError(f"unknown render outputs {sorted(unknown)}; choose from {ALL_OUTPUTS}")
+    if appearance is None:
+        appearance = getattr(mesh, "appearance", None)
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
     faces = np.asarray(mesh.faces, dtype=np.int64)
     hits, backend = _visibility(vertices, faces, rig, backend, _cache_key(mesh))

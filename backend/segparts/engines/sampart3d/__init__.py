@@ -14,6 +14,7 @@ for tests only: it is never chosen automatically); up_axis "z" (Blender) | "y"; 
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import time
 from collections import OrderedDict
@@ -108,7 +109,8 @@ class SAMPart3DEngine:
         vertices, norm = normalize_for_rendering(mesh.vertices)
         if options.get("up_axis", "z") == "y":  # render frame is Z up
             vertices = vertices[:, [0, 2, 1]] * np.array([1.0, -1.0, 1.0])
-        render_mesh = Mesh(np.ascontiguousarray(vertices), np.asarray(mesh.faces, dtype=np.int64))
+        render_mesh = Mesh(np.ascontiguousarray(vertices), np.asarray(mesh.faces, dtype=np.int64),
+                           appearance=mesh.appearance)  # the file's colours, in SAM's images and the points
         rig = sampart3d_rig(int(options.get("n_views", 16)), int(options.get("render_size", 512)), extents=norm.extents)
         progress(0.01, "rendering")
         views = render_views(render_mesh, rig, outputs=("face_id", "depth", "point", "color", "alpha"))
@@ -128,7 +130,8 @@ class SAMPart3DEngine:
 
         t = time.perf_counter()
         seed = int(options.get("seed", 0))
-        points = grouping.prepare_points(render_mesh.vertices, render_mesh.faces, seed=seed,
+        face_colors = None if mesh.appearance is None else mesh.appearance.face_base_colors(mesh.faces, mesh.n_vertices)
+        points = grouping.prepare_points(render_mesh.vertices, render_mesh.faces, face_colors=face_colors, seed=seed,
                                          n_points=int(options.get("n_points", grouping.N_POINTS)))
         progress(0.25, "backbone features")
         backbone_feat = self._features(mesh, points, options, seed)
@@ -200,7 +203,10 @@ class SAMPart3DEngine:
         from ... import models
         from .backbone import backbone_features, load_backbone
 
-        key = (mesh.content_hash, seed, points.n_grid, options.get("up_axis", "z"), str(models.model_path(BACKBONE_MODEL)))
+        # the mesh id is geometry only; point colours are backbone input, so they join the key
+        colour_key = hashlib.sha256(points.feat[:, 6:9].tobytes()).hexdigest()[:16]
+        key = (mesh.content_hash, colour_key, seed, points.n_grid, options.get("up_axis", "z"),
+               str(models.model_path(BACKBONE_MODEL)))
         if key not in _FEATURE_CACHE:
             model = load_backbone(models.model_path(BACKBONE_MODEL), self.device)
             feats = backbone_features(model, points.grid_coord, points.feat, self.device)
