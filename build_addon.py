@@ -122,6 +122,7 @@ def stage(platforms: list[str], wheels: dict[str, list[Path]]) -> Path:
     shutil.copytree(BACKEND, bundle / "backend" / "segparts",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
     shutil.copy2(ROOT / "pyproject.toml", bundle / "pyproject.toml")
+    shutil.copy2(ROOT / "setup.py", bundle / "setup.py")  # build hook: the manifest becomes package data
     readme = ROOT / "README.md"
     if readme.exists():
         shutil.copy2(readme, bundle / "README.md")
@@ -169,7 +170,8 @@ def check_zip(zip_path: Path, platform_name: str, wheels: dict[str, list[Path]],
     if missing:
         raise BuildError(f"{zip_path.name} lacks wheels {missing}")
     for required in ["__init__.py", "_shared/client.py", "_shared/wire.py", "_shared/hierarchy.py",
-                     "bundled_backend/pyproject.toml", "bundled_backend/backend/segparts/server.py"]:
+                     "bundled_backend/pyproject.toml", "bundled_backend/setup.py",
+                     "bundled_backend/backend/segparts/server.py"]:
         if required not in names:
             raise BuildError(f"{zip_path.name} lacks {required}")
     effective = effective_manifest(manifest)

@@ -1,4 +1,5 @@
-"""Model checkpoints: the manifest (models/manifest.json), where weights live, download and checks.
+"""Model checkpoints: the manifest (models/manifest.json; setup.py builds a copy into wheels as
+segparts/manifest.json), where weights live, download and checks.
 
 Folder: $SEGPARTS_MODELS if set; else `models/weights/` of the source checkout this package runs
 from (the usual editable install); else ~/.cache/segparts/models. Weights are never in git.
@@ -20,6 +21,7 @@ from typing import Callable
 
 CHUNK = 1 << 20
 REPO_ROOT = Path(__file__).resolve().parents[2]
+PACKAGED_MANIFEST = Path(__file__).with_name("manifest.json")  # only in built wheels (setup.py)
 
 
 class ModelError(Exception):
@@ -50,8 +52,13 @@ class ModelSpec:
 
 
 def manifest_path() -> Path:
+    """$SEGPARTS_MANIFEST; else models/manifest.json of the source checkout this package runs from;
+    else the copy inside the installed package (setup.py puts it there when building a wheel)."""
     env = os.environ.get("SEGPARTS_MANIFEST")
-    return Path(env) if env else REPO_ROOT / "models" / "manifest.json"
+    if env:
+        return Path(env)
+    source = REPO_ROOT / "models" / "manifest.json"
+    return source if source.is_file() or not PACKAGED_MANIFEST.is_file() else PACKAGED_MANIFEST
 
 
 def models_dir() -> Path:
