@@ -91,3 +91,19 @@ def test_bad_click_points_raise_value_error(bad):
     mesh = sphere_over_big_slab()
     with pytest.raises(ValueError):
         nearest_face(mesh, bad)
+
+
+def test_index_is_dropped_with_its_mesh():
+    import gc
+    import weakref
+
+    from segparts import proximity
+
+    tm = trimesh.creation.icosphere(subdivisions=2)
+    mesh = validate_mesh(tm.vertices, tm.faces)
+    nearest_face(mesh, np.zeros(3))
+    index = weakref.ref(surface_index(mesh))
+    assert mesh in proximity._INDEXES
+    del mesh
+    gc.collect()
+    assert index() is None  # no mesh, no index: the cache never outgrows the meshes in use

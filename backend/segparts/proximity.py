@@ -36,11 +36,15 @@ class SurfaceIndex:
     def __init__(self, vertices: np.ndarray, faces: np.ndarray):
         from scipy.spatial import cKDTree
 
-        self.triangles = np.asarray(vertices, dtype=np.float64)[np.asarray(faces, dtype=np.int64)]
-        if len(self.triangles) == 0:
+        # kept by reference: candidate triangles are gathered per query, not stored (72 B/face)
+        self.vertices = np.asarray(vertices, dtype=np.float64)
+        self.faces = np.asarray(faces, dtype=np.int64)
+        if len(self.faces) == 0:
             raise ValueError("the mesh has no faces")
-        centroids = self.triangles.mean(axis=1)
-        radius = np.linalg.norm(self.triangles - centroids[:, None], axis=2).max(axis=1)
+        triangles = self.vertices[self.faces]
+        centroids = triangles.mean(axis=1)
+        radius = np.linalg.norm(triangles - centroids[:, None], axis=2).max(axis=1)
+        del triangles
         largest = float(radius.max())
         with np.errstate(divide="ignore"):
             level = np.floor(np.log2(largest / np.maximum(radius, 1e-300))) if largest > 0 else np.zeros(len(radius))
@@ -80,7 +84,7 @@ class SurfaceIndex:
     def _closest(self, point_idx, face_idx, points):
         from trimesh.triangles import closest_point  # exact, copes with degenerate triangles
 
-        return closest_point(self.triangles[face_idx], points[point_idx])
+        return closest_point(self.vertices[self.faces[face_idx]], points[point_idx])
 
 
 _INDEXES: "weakref.WeakKeyDictionary[Mesh, SurfaceIndex]" = weakref.WeakKeyDictionary()
