@@ -188,6 +188,27 @@ def test_pieces_merge_by_contact_and_size():
     assert seg.info["n_pieces"] == 3
 
 
+def test_intersecting_pieces_stay_whole():
+    """An arm (ellipsoid) pushed into a hand (sphere), as in the demo robot: the cap of each
+    piece that lies inside the other must not become a part of its own (rays for thickness and
+    convexity see only their own piece), so at the automatic granularity each piece is one part."""
+    arm = trimesh.creation.uv_sphere(radius=1.0, count=[16, 24])
+    arm.vertices *= [0.13, 0.13, 0.52]
+    arm.apply_translation([0.0, 0.0, 1.62])
+    hand = trimesh.creation.uv_sphere(radius=0.17, count=[12, 24])
+    hand.apply_translation([0.0, 0.0, 1.0])
+    body = trimesh.creation.box([0.9, 0.55, 1.0]).subdivide().subdivide().subdivide()
+    body.apply_translation([0.85, 0.0, 1.6])
+    parts = [arm, hand, body]
+    offsets = np.cumsum([0] + [len(p.vertices) for p in parts[:-1]])
+    mesh = validate_mesh(np.concatenate([p.vertices for p in parts]),
+                         np.concatenate([p.faces + o for p, o in zip(parts, offsets)]))
+    seg = segment(mesh)
+    piece = np.repeat([0, 1, 2], [len(p.faces) for p in parts])
+    for k in range(3):
+        assert len(np.unique(seg.labels[piece == k])) == 1, f"piece {k} split at the automatic level"
+
+
 # ---- defective meshes ----------------------------------------------------------------------------
 
 def _check_valid(mesh, seg):

@@ -44,6 +44,7 @@ class PatchGraph:
     sample_patch: np.ndarray | None = None  # (S,) patch of each sample
     caster: object = None  # sdf.RayCaster for the visibility test
     diag: float = 1.0
+    sample_piece: np.ndarray | None = None  # (S,) separate piece of each sample (rays see only it)
 
 
 def border_stats(labels: np.ndarray, pairs: np.ndarray, edge_length: np.ndarray, concavity: np.ndarray):
@@ -134,7 +135,8 @@ class _Clusters:
         blocked = leaves.copy()
         if inward.any():
             eps = 1e-4 * self.g.diag
-            dist, hit, _ = self.g.caster.first_hits(pts[a[inward]] - nrm[a[inward]] * eps, direction[inward])
+            piece = None if self.g.sample_piece is None else self.g.sample_piece[a[inward]]
+            dist, hit, _ = self.g.caster.first_hits(pts[a[inward]] - nrm[a[inward]] * eps, direction[inward], piece)
             blocked[inward] = (hit >= 0) & (dist < 0.97 * length[inward] - 2 * eps)
         return float(blocked.mean())
 

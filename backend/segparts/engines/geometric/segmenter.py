@@ -57,9 +57,10 @@ def group_median(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.nd
     return out
 
 
-def patch_thickness(caster, graph: DualGraph, labels, sample, n_patches, diag) -> np.ndarray:
+def patch_thickness(caster, graph: DualGraph, labels, sample, n_patches, diag, pieces) -> np.ndarray:
     """log SDF per patch: median SDF of a few sampled faces of the patch."""
-    sdf = shape_diameter(caster, graph.centroids[sample], graph.normals[sample], offset=1e-5 * diag)
+    sdf = shape_diameter(caster, graph.centroids[sample], graph.normals[sample], offset=1e-5 * diag,
+                         piece=pieces[sample])
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.log(group_median(sdf, labels[sample], n_patches))
 
@@ -147,9 +148,9 @@ def build_tree(vertices: np.ndarray, faces: np.ndarray, *, weld_tolerance: float
     lap("patches")
 
     progress(0.5, "thickness")
-    caster = RayCaster(vertices, faces)
+    caster = RayCaster(vertices, faces, pieces)
     sample = sample_per_group(labels, graph.areas > 0, SDF_SAMPLES_PER_PATCH, rng)
-    log_sdf = patch_thickness(caster, graph, labels, sample, n_leaves, diag)
+    log_sdf = patch_thickness(caster, graph, labels, sample, n_leaves, diag, pieces)
     lap("thickness")
 
     progress(0.7, "borders")
@@ -169,7 +170,7 @@ def build_tree(vertices: np.ndarray, faces: np.ndarray, *, weld_tolerance: float
     # a tiny epsilon keeps zero-area (all degenerate) patches from dividing by zero
     eps = 1e-12 * diag * diag
     patch_graph = PatchGraph(area + eps, log_sdf, piece_area + eps, edges, length, concave, contact,
-                             graph.centroids[sample], graph.normals[sample], labels[sample], caster, diag)
+                             graph.centroids[sample], graph.normals[sample], labels[sample], caster, diag, pieces[sample])
     lap("borders")
 
     progress(0.8, "merging")
