@@ -17,7 +17,7 @@ import numpy as np
 from ...hierarchy import Hierarchy
 
 # cost weights, tuned once on the whole development sample (never per mesh)
-CONCAVITY_UNIT = np.pi / 6  # a mean concave angle of 30 degrees along the border counts 1
+CONCAVITY_UNIT = np.pi / 4  # a mean concave angle of 45 degrees (over the border bands) counts 1
 THICKNESS_WEIGHT = 1.0  # per unit of |log SDF ratio|
 BASE_COST = 0.05  # merging across a flat border with equal thickness
 CONTACT_CONCAVITY = np.pi / 2  # a border between separate pieces counts as a 90 degree valley

@@ -57,6 +57,41 @@ def group_median(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.nd
     return out
 
 
+BAND_STEPS = 6  # rings of faces averaged on each side of a patch border for its concavity
+
+
+def border_concavity(graph: DualGraph, labels: np.ndarray) -> np.ndarray:
+    """Concave angle per dual edge measured over a band on each side of patch borders: face
+    normals averaged a few rings deep inside their own patch, so a valley spread over several
+    rings of a dense scan counts its whole bend, not one edge's share of it."""
+    if BAND_STEPS <= 0:
+        return graph.concavity
+    from scipy import sparse
+
+    n = len(labels)
+    a, b = graph.pairs[:, 0], graph.pairs[:, 1]
+    same = labels[a] == labels[b]
+    rows = np.concatenate([a[same], b[same], np.arange(n)])
+    cols = np.concatenate([b[same], a[same], np.arange(n)])
+    w = np.concatenate([np.ones(2 * same.sum()), np.ones(n)])
+    m = sparse.csr_matrix((w, (rows, cols)), shape=(n, n))
+    normals = graph.normals * graph.areas[:, None]
+    centroids = graph.centroids * graph.areas[:, None]
+    weight = graph.areas.copy()
+    for _ in range(BAND_STEPS):
+        normals, centroids, weight = m @ normals, m @ centroids, m @ weight
+    normals = normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-300)
+    centroids = centroids / np.maximum(weight, 1e-300)[:, None]
+    cross = ~same
+    out = graph.concavity.copy()
+    ca, cb = a[cross], b[cross]
+    angle = np.arccos(np.clip((normals[ca] * normals[cb]).sum(axis=1), -1.0, 1.0))
+    rel = centroids[cb] - centroids[ca]
+    side = (rel * normals[ca]).sum(axis=1) - (rel * normals[cb]).sum(axis=1)
+    out[cross] = np.where(side > 0, angle, 0.0)
+    return out
+
+
 def patch_thickness(caster, graph: DualGraph, labels, sample, n_patches, diag, pieces) -> np.ndarray:
     """log SDF per patch: median SDF of a few sampled faces of the patch."""
     sdf = shape_diameter(caster, graph.centroids[sample], graph.normals[sample], offset=1e-5 * diag,
@@ -158,7 +193,7 @@ def build_tree(vertices: np.ndarray, faces: np.ndarray, *, weld_tolerance: float
     piece_of_patch = np.zeros(n_leaves, dtype=np.int64)
     piece_of_patch[labels] = pieces
     piece_area = np.bincount(pieces, weights=graph.areas)[piece_of_patch]
-    edges, length, concave = border_stats(labels, graph.pairs, graph.edge_length, graph.concavity)
+    edges, length, concave = border_stats(labels, graph.pairs, graph.edge_length, border_concavity(graph, labels))
     contact = np.zeros(len(edges), dtype=bool)
     if pieces.max() > 0:
         c_edges, c_length = contact_borders(vertices, faces, graph.areas, pieces, labels, diag, rng)
