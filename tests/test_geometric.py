@@ -186,6 +186,23 @@ def test_pieces_merge_by_contact_and_size():
     assert len(np.unique(labels[piece == 0])) == 1  # welded: one piece, not split at seams
     assert labels[piece == 1][0] == labels[piece == 0][0] != labels[piece == 2][0]
     assert seg.info["n_pieces"] == 3
+    # at the automatic level, pieces that don't touch stay apart: the far box is its own part
+    auto = seg.labels
+    assert not np.isin(auto[piece == 2], auto[piece != 2]).any()
+
+
+def test_separate_pieces_stay_apart_at_the_automatic_level():
+    """Boxes that don't touch (a roof floating above a box, two others aside) are never fused by
+    the default cut, however few of them there are."""
+    boxes = [trimesh.creation.box([2, 2, 2]), trimesh.creation.box([1.2] * 3), trimesh.creation.box([1.6] * 3),
+             trimesh.creation.box([2, 2, 0.4])]
+    for b, t in zip(boxes, ([0, 0, 0], [4, 0, 0], [0, 5, 0], [0, 0, 1.8])):
+        b.apply_translation(t)
+    mesh = validate_mesh(np.concatenate([b.vertices for b in boxes]),
+                         np.concatenate([b.faces + 8 * i for i, b in enumerate(boxes)]))
+    labels = segment(mesh).labels
+    assert len(np.unique(labels)) == 4
+    assert all(len(np.unique(labels[12 * i:12 * (i + 1)])) == 1 for i in range(4))
 
 
 def test_intersecting_pieces_stay_whole():

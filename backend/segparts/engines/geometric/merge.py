@@ -171,10 +171,12 @@ def cost_to_height(cost: float) -> float:
     return cost / (1.0 + cost)
 
 
-def agglomerate(leaf_labels: np.ndarray, g: PatchGraph, centroids: np.ndarray, cancel_check=None) -> Hierarchy:
+def agglomerate(leaf_labels: np.ndarray, g: PatchGraph, centroids: np.ndarray, cancel_check=None,
+                distant_floor: float = 0.0) -> Hierarchy:
     """Greedy lowest-cost merging into a binary merge tree. Clusters that never touch (separate,
     distant pieces) are then joined nearest first (single linkage on their patch centroids),
-    above every contact merge."""
+    above every contact merge and above `distant_floor` (the automatic level, so the default
+    cut never fuses pieces that don't touch)."""
     clusters = _Clusters(g)
     n_leaves = len(g.area)
     heap = [(clusters.cost(i, j), i, j) for i, j in g.edges.tolist()]
@@ -200,12 +202,13 @@ def agglomerate(leaf_labels: np.ndarray, g: PatchGraph, centroids: np.ndarray, c
     height_a = np.array(height, dtype=np.float64)
     roots = np.flatnonzero(parent_a < 0)
     if len(roots) > 1:
-        parent_a, height_a = _join_by_distance(parent_a, height_a, roots, leaf_labels, centroids, g.area)
+        parent_a, height_a = _join_by_distance(parent_a, height_a, roots, leaf_labels, centroids, g.area,
+                                               distant_floor)
     height_a[-1] = 1.0
     return Hierarchy(leaf_labels, parent_a, height_a)
 
 
-def _join_by_distance(parent, height, roots, leaf_labels, centroids, areas=None):
+def _join_by_distance(parent, height, roots, leaf_labels, centroids, areas=None, floor=0.0):
     """Nearest-first (single-linkage) merges of the clusters left apart, by the distance between
     their area-weighted centres; heights spread evenly above the top contact merge."""
     top = np.arange(len(parent))
@@ -222,7 +225,7 @@ def _join_by_distance(parent, height, roots, leaf_labels, centroids, areas=None)
     centre = np.stack([np.bincount(leaf_root, weights=weight * centroids[:, k], minlength=len(roots))
                        for k in range(3)], axis=1) / np.bincount(leaf_root, weights=weight)[:, None]
     merges = _single_linkage_order(centre)
-    base = float(height.max(initial=0.0))
+    base = max(float(height.max(initial=0.0)), floor)
     node = list(roots)
     parent, height = list(parent), list(height)
     for step, (a, b) in enumerate(merges):

@@ -211,7 +211,7 @@ def build_tree(vertices: np.ndarray, faces: np.ndarray, *, weld_tolerance: float
     progress(0.8, "merging")
     centroids = np.stack([np.bincount(labels, weights=graph.areas * graph.centroids[:, k], minlength=n_leaves)
                           for k in range(3)], axis=1) / np.maximum(area, 1e-300)[:, None]
-    hierarchy = agglomerate(labels, patch_graph, centroids, cancel_check)
+    hierarchy = agglomerate(labels, patch_graph, centroids, cancel_check, distant_floor=auto_scale())
     lap("merge")
     progress(1.0, "done")
     info = {"times": times, "n_leaves": n_leaves, "n_pieces": int(pieces.max()) + 1}
