@@ -138,11 +138,4 @@ def draw_preferences(prefs, context):
 CLASSES = (SEGPARTS_UL_parts, SEGPARTS_PT_panel)
 
 
-def register():
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister():
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)
