@@ -11,8 +11,6 @@ Coordinates are the mesh's own ("world"); render a mesh normalised with
 from __future__ import annotations
 
 import os
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +29,7 @@ from .cameras import (  # noqa: F401  (re-exported)
 )
 from .encodings import IMAGENET_MEAN, IMAGENET_STD, geosam2_inputs, normal_map_rgb  # noqa: F401
 from .normals import face_normals, smooth_corner_normals
+from .raycast import SmallLRU
 
 ALL_OUTPUTS = ("face_id", "depth", "alpha", "normal", "point", "bary", "color")
 DEFAULT_OUTPUTS = ALL_OUTPUTS
@@ -38,8 +37,7 @@ BACKGROUND_COLOR = 255  # SAM sees the object on white, as in both references
 GREY_ALBEDO = 0.72
 # Blender auto smooth angle of both reference render scripts: the normal pass shows shading normals
 REFERENCE_SMOOTH_ANGLE = 30.0
-_table_cache: "OrderedDict[str, _FaceTables]" = OrderedDict()
-_cache_lock = threading.Lock()
+_table_cache = SmallLRU(2)
 
 
 @dataclass
@@ -201,17 +199,7 @@ class _FaceTables:
 
 
 def _face_tables(vertices, faces, key) -> _FaceTables:
-    with _cache_lock:
-        if key is not None and key in _table_cache:
-            _table_cache.move_to_end(key)
-            return _table_cache[key]
-    tables = _FaceTables(vertices, faces)
-    if key is not None:
-        with _cache_lock:
-            _table_cache[key] = tables
-            while len(_table_cache) > 2:
-                _table_cache.popitem(last=False)
-    return tables
+    return _table_cache.get_or_build(key, lambda: _FaceTables(vertices, faces))
 
 
 def _fill_geometry(views: Views, hits, tables: _FaceTables, faces, outputs, appearance, corners=None):

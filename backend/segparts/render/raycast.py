@@ -13,9 +13,36 @@ from scipy.ndimage import binary_dilation
 
 from .cameras import CameraRig
 
-_SCENE_CACHE_SIZE = 2
-_scene_cache: "OrderedDict[tuple, _Scene]" = OrderedDict()
-_cache_lock = threading.Lock()
+
+
+class SmallLRU:
+    """A thread-safe cache of the last few objects built per mesh key (scenes, face tables):
+    re-rendering the same mesh reuses them; key None means "don't cache"."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_or_build(self, key, build):
+        with self._lock:
+            if key is not None and key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = build()  # outside the lock: building can take a while
+        if key is not None:
+            with self._lock:
+                self._items[key] = value
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
+        return value
+
+    def clear(self):
+        with self._lock:
+            self._items.clear()
+
+
+_scene_cache = SmallLRU(2)
 
 
 def available() -> bool:
@@ -58,17 +85,7 @@ class _Scene:
 
 
 def _scene_for(vertices: np.ndarray, faces: np.ndarray, key) -> _Scene:
-    with _cache_lock:
-        if key is not None and key in _scene_cache:
-            _scene_cache.move_to_end(key)
-            return _scene_cache[key]
-    scene = _Scene(vertices, faces)
-    if key is not None:
-        with _cache_lock:
-            _scene_cache[key] = scene
-            while len(_scene_cache) > _SCENE_CACHE_SIZE:
-                _scene_cache.popitem(last=False)
-    return scene
+    return _scene_cache.get_or_build(key, lambda: _Scene(vertices, faces))
 
 
 TILE = 8  # rays are cast only in 8x8-pixel tiles that some triangle's bounding box touches
