@@ -21,6 +21,9 @@ def register(sub):
     pp.add_argument("--json", metavar="OUT", default=None, help="also write per-model and summary figures as JSON")
     pp.add_argument("--models", nargs="*", default=None, metavar="ID", help="only these model ids")
     pp.add_argument("--quiet", action="store_true", help="no per-model lines")
+    pp.add_argument("--reference", action="store_true",
+                    help="also score people against each other, the best single person, and the best "
+                         "grouping of the engine's leaves (the oracle's ceiling); slower")
     pp.set_defaults(func=run_princeton)
 
 
@@ -48,7 +51,7 @@ def run_princeton(args) -> int:
                   f"oracle mIoU {r.oracle['miou']:.3f} ({r.oracle_parts} parts)", file=sys.stderr, flush=True)
 
     started = time.perf_counter()
-    results, summary = evaluate(root, engine, show, only=args.models)
+    results, summary = evaluate(root, engine, show, only=args.models, reference=args.reference)
     elapsed = time.perf_counter() - started
     print(f"Princeton benchmark, engine {args.engine}, {len(results)} models (Spring excluded); "
           f"each prediction split into connected parts and scored against every human segmentation")

@@ -5,6 +5,12 @@ Each prediction is split into connected components, scored against every human s
 its model, and averaged; then per category and overall (Spring excluded). Two granularities are
 reported: the engine's automatic one, and the oracle level of its tree (the cut among
 `ORACLE_PARTS` with the best mean mIoU over that model's annotators, chosen per model).
+
+With `reference=True` three yardsticks per model come too (`reference_scores`): people scored
+against each other (every ordered pair), the best single person scored like a prediction against
+everyone (what a perfect one-level answer that copies one annotator gets), and the best grouping
+of the engine's own leaves into one person's parts (the most any cut of a tree over those leaves
+could score: the oracle's ceiling).
 """
 from __future__ import annotations
 
@@ -92,7 +98,38 @@ def score_against_humans(pred: np.ndarray, humans: list[np.ndarray], pairs: np.n
     return {m: float(np.mean([r[m] for r in rows])) for m in METRIC_NAMES}
 
 
-def evaluate_model(engine, model: Model) -> ModelResult:
+def _mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {m: float(np.mean([r[m] for r in rows])) for m in METRIC_NAMES}
+
+
+def reference_scores(humans: list[np.ndarray], pairs: np.ndarray, leaf_labels: np.ndarray | None = None) -> dict:
+    """Yardsticks for one model: "humans" (mean over ordered pairs of different annotators),
+    "best_human" (the annotator whose segmentation, scored as a prediction against all of them,
+    gets the best mean mIoU) and, given an engine's leaves, "best_leaf_grouping" (each leaf
+    given its majority part in one annotator's segmentation, best annotator)."""
+    out = {}
+    if len(humans) > 1:
+        out["humans"] = _mean_scores([compare(split_connected(humans[i], None, pairs), humans[j])
+                                      for i in range(len(humans)) for j in range(len(humans)) if i != j])
+    as_prediction = [score_against_humans(h, humans, pairs) for h in humans]
+    out["best_human"] = max(as_prediction, key=lambda r: r["miou"])
+    if leaf_labels is not None:
+        groupings = [_majority_part(leaf_labels, h) for h in humans]
+        out["best_leaf_grouping"] = max((score_against_humans(g, humans, pairs) for g in groupings),
+                                        key=lambda r: r["miou"])
+    return out
+
+
+def _majority_part(leaf_labels: np.ndarray, human: np.ndarray) -> np.ndarray:
+    """Per face, the part of `human` that covers most faces of the face's leaf."""
+    _, leaf = np.unique(leaf_labels, return_inverse=True)
+    _, part = np.unique(human, return_inverse=True)
+    counts = np.zeros((leaf.max() + 1, part.max() + 1), dtype=np.int64)
+    np.add.at(counts, (leaf, part), 1)
+    return counts.argmax(axis=1)[leaf]
+
+
+def evaluate_model(engine, model: Model, reference: bool = False) -> ModelResult:
     from ..meshio import load_mesh
 
     mesh = load_mesh(model.mesh_path)
@@ -116,8 +153,12 @@ def evaluate_model(engine, model: Model) -> ModelResult:
                 best, best_parts = score, k
     if best is None or auto["miou"] > best["miou"]:  # the automatic cut is one of the tree's levels
         best, best_parts = auto, int(seg.labels.max()) + 1
+    extra = {k: v for k, v in seg.info.items() if k in ("auto_scale", "n_leaves")}
+    if reference:
+        leaves = None if seg.hierarchy is None else seg.hierarchy.leaf_labels
+        extra["reference"] = reference_scores(humans, pairs, leaves)
     return ModelResult(model.model_id, model.category, mesh.n_faces, seconds, auto, int(seg.labels.max()) + 1,
-                       best, best_parts, {k: v for k, v in seg.info.items() if k in ("auto_scale", "n_leaves")})
+                       best, best_parts, extra)
 
 
 def summarise(results: list[ModelResult]) -> dict:
@@ -136,17 +177,26 @@ def summarise(results: list[ModelResult]) -> dict:
         out["overall_category_mean"][which] = {
             m: float(np.mean([out["categories"][c][which][m] for c in cats])) for m in METRIC_NAMES}
     out["overall"]["seconds_per_model"] = float(np.mean([r.seconds for r in results]))
+    with_reference = [r.extra["reference"] for r in results if "reference" in r.extra]
+    if with_reference:
+        out["reference"] = {name: {"n_models": len(rows), **_mean_scores(rows)}
+                            for name in REFERENCE_ROWS
+                            if (rows := [ref[name] for ref in with_reference if name in ref])}
     return out
 
 
+REFERENCE_ROWS = {"humans": "people vs each other", "best_human": "best single person",
+                  "best_leaf_grouping": "best grouping of leaves"}
+
+
 def evaluate(root: Path, engine, on_model: Callable[[ModelResult], None] | None = None,
-             only: list[str] | None = None) -> tuple[list[ModelResult], dict]:
+             only: list[str] | None = None, reference: bool = False) -> tuple[list[ModelResult], dict]:
     models = list_models(root)
     if only:
         models = [m for m in models if m.model_id in set(only)]
     results = []
     for model in models:
-        result = evaluate_model(engine, model)
+        result = evaluate_model(engine, model, reference)
         results.append(result)
         if on_model:
             on_model(result)
@@ -173,4 +223,9 @@ def format_table(summary: dict) -> str:
     lines.append(row("ALL models", n, summary["overall"]["auto"], summary["overall"]["oracle"]))
     lines.append(row("ALL cat.avg", len(summary["categories"]), summary["overall_category_mean"]["auto"],
                      summary["overall_category_mean"]["oracle"]))
+    if summary.get("reference"):
+        lines.append("reference, scored like a prediction (mean over models):")
+        for name, figures in summary["reference"].items():
+            lines.append(f"  {REFERENCE_ROWS[name]:<26}{figures['n_models']:>3} | 1-RI {figures['rand_index_error']:.3f}"
+                         f"  GCE {figures['gce']:.3f}  LCE {figures['lce']:.3f}  mIoU {figures['miou']:.3f}")
     return "\n".join(lines)
