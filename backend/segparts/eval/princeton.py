@@ -94,8 +94,7 @@ def read_seg(path: Path, n_faces: int) -> np.ndarray:
 def score_against_humans(pred: np.ndarray, humans: list[np.ndarray], pairs: np.ndarray) -> dict[str, float]:
     """Mean of every metric over the human segmentations (prediction split into connected parts)."""
     parts = split_connected(pred, None, pairs)
-    rows = [compare(parts, gt) for gt in humans]
-    return {m: float(np.mean([r[m] for r in rows])) for m in METRIC_NAMES}
+    return _mean_scores([compare(parts, gt) for gt in humans])
 
 
 def _mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:
