@@ -17,6 +17,16 @@ def _segmented_object(context):
     return obj if obj is not None and len(obj.segparts.parts) > 0 else None
 
 
+class _OnSegmentedObject:
+    """Mixin for the undoable part-editing operators: they need an active, segmented mesh."""
+
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return _segmented_object(context) is not None
+
+
 # ---- backend ---------------------------------------------------------------------------------
 class SEGPARTS_OT_backend_start(bpy.types.Operator):
     bl_idname = "segparts.backend_start"
@@ -154,16 +164,10 @@ class SEGPARTS_OT_clear_preview(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class SEGPARTS_OT_apply_materials(bpy.types.Operator):
+class SEGPARTS_OT_apply_materials(_OnSegmentedObject, bpy.types.Operator):
     bl_idname = "segparts.apply_materials"
     bl_label = "Apply Part Materials"
     bl_description = "Keep one material per part as the object's real materials"
-    bl_options = {"REGISTER", "UNDO"}
-
-    @classmethod
-    def poll(cls, context):
-        obj = _segmented_object(context)
-        return obj is not None
 
     def execute(self, context):
         obj = _segmented_object(context)
@@ -198,15 +202,10 @@ class SEGPARTS_OT_part_select(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class SEGPARTS_OT_select_faces(bpy.types.Operator):
+class SEGPARTS_OT_select_faces(_OnSegmentedObject, bpy.types.Operator):
     bl_idname = "segparts.select_faces"
     bl_label = "Edit Part Faces"
     bl_description = "Select the faces of the selected parts in Edit Mode, ready to transform"
-    bl_options = {"REGISTER", "UNDO"}
-
-    @classmethod
-    def poll(cls, context):
-        return _segmented_object(context) is not None
 
     def execute(self, context):
         obj = _segmented_object(context)
@@ -223,18 +222,13 @@ def _material_items(self, context):
     return items
 
 
-class SEGPARTS_OT_assign_material(bpy.types.Operator):
+class SEGPARTS_OT_assign_material(_OnSegmentedObject, bpy.types.Operator):
     bl_idname = "segparts.assign_material"
     bl_label = "Assign Material"
     bl_description = "Give the selected parts an existing or a new material"
-    bl_options = {"REGISTER", "UNDO"}
     bl_property = "material"
 
     material: EnumProperty(name="Material", items=_material_items)
-
-    @classmethod
-    def poll(cls, context):
-        return _segmented_object(context) is not None
 
     def invoke(self, context, event):
         context.window_manager.invoke_search_popup(self)
@@ -254,15 +248,10 @@ class SEGPARTS_OT_assign_material(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class SEGPARTS_OT_separate(bpy.types.Operator):
+class SEGPARTS_OT_separate(_OnSegmentedObject, bpy.types.Operator):
     bl_idname = "segparts.separate"
     bl_label = "Separate Parts"
     bl_description = "Move each selected part into its own object (origin at the part's centre)"
-    bl_options = {"REGISTER", "UNDO"}
-
-    @classmethod
-    def poll(cls, context):
-        return _segmented_object(context) is not None
 
     def execute(self, context):
         obj = _segmented_object(context)
@@ -271,17 +260,12 @@ class SEGPARTS_OT_separate(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class SEGPARTS_OT_visibility(bpy.types.Operator):
+class SEGPARTS_OT_visibility(_OnSegmentedObject, bpy.types.Operator):
     bl_idname = "segparts.visibility"
     bl_label = "Part Visibility"
     bl_description = "Hide the selected parts, show only them (isolate), or show all parts"
-    bl_options = {"REGISTER", "UNDO"}
 
     action: EnumProperty(items=[("HIDE", "Hide", ""), ("ISOLATE", "Isolate", ""), ("REVEAL", "Show All", "")])
-
-    @classmethod
-    def poll(cls, context):
-        return _segmented_object(context) is not None
 
     def execute(self, context):
         obj = _segmented_object(context)
