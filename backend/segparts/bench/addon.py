@@ -198,15 +198,21 @@ def _bench_writeback(bpy, runtime, writeback, args) -> dict:
         out["writeback_total_s"].append(t3 - t0)
         assert len(obj.vertex_groups) == args.parts
         # the whole write-back (with the part list) applied from the queue by the timer function
-        ticks = []
         runtime.queue_work(("bench", run_index), runtime.write_all(obj, ((shifted + 1) % args.parts).astype(np.int32), topo))
-        while runtime.work:
-            runtime.drain()
-            ticks.append(runtime.tick_stats["last_s"])
-            time.sleep(0.001)
+        ticks = _tick_times(runtime, lambda: runtime.work, pause=0.001)
         out["tick_worst_writeback_s"].append(max(ticks))
         out["tick_median_writeback_s"].append(statistics.median(ticks))
     return out
+
+
+def _tick_times(runtime, busy, pause: float) -> list[float]:
+    """Run the add-on's timer function by hand while `busy()`; the duration of every tick."""
+    ticks = []
+    while busy():
+        runtime.drain()
+        ticks.append(runtime.tick_stats["last_s"])
+        time.sleep(pause)
+    return ticks
 
 
 def _bench_job_ticks(bpy, runtime, args) -> dict:
@@ -223,11 +229,7 @@ def _bench_job_ticks(bpy, runtime, args) -> dict:
         bpy.ops.mesh.primitive_uv_sphere_add(segments=200 + run_index, ring_count=50)
         obj = bpy.context.active_object
         runtime.start_segment(obj, "geometric")
-        ticks = []
-        while runtime.jobs:
-            runtime.drain()
-            ticks.append(runtime.tick_stats["last_s"])
-            time.sleep(0.005)
+        ticks = _tick_times(runtime, lambda: runtime.jobs, pause=0.005)
         out["tick_worst_polling_s"].append(max(ticks))
         out["tick_median_polling_s"].append(statistics.median(ticks))
         runtime.run_until_idle(timeout=60)
