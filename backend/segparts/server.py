@@ -386,7 +386,7 @@ class Server:
             else:
                 handler(envelope, req_id, args, arrays)
         except (wire.ProtocolError, MeshError) as exc:
-            if req_id is None and not too_big:
+            if req_id is None:
                 req_id = _salvage_id(body)
             self._bad_log.line("%s from peer %s: %s", exc.code, bytes(envelope[0]).hex()[:10], exc.message[:200])
             self._send(envelope, wire.error(req_id, exc.code, exc.message))
