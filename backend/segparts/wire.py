@@ -84,7 +84,7 @@ def decode_header(frames: list) -> dict:
     if len(frames[0]) > MAX_HEADER_BYTES:
         raise ProtocolError(BAD_MESSAGE, f"header frame of {len(frames[0])} bytes is over the {MAX_HEADER_BYTES} limit")
     try:  # msgpack reads the frame through the buffer protocol: no copy
-        header = msgpack.unpackb(memoryview(frames[0]), raw=False, strict_map_key=True, max_bin_len=0,
+        header = msgpack.unpackb(memoryview(frames[0]), raw=False, strict_map_key=True, max_bin_len=MAX_HEADER_BYTES,
                                  max_ext_len=0)
     except Exception as exc:  # msgpack raises many different types on garbage
         raise ProtocolError(BAD_MESSAGE, f"header is not valid msgpack: {type(exc).__name__}") from None
