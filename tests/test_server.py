@@ -494,7 +494,8 @@ def test_idle_connections_do_not_lock_the_owner_out(tmp_path):
 
 @pytest.mark.parametrize("options", [{"patches": 0}, {"patches": -1}, {"patches": float("nan")}, {"patches": "8"},
                                      {"seed": -1}, {"weld_tolerance": "x"}, {"weld_tolerance": float("nan")},
-                                     {"weld_tolerance": float("inf")}, {"patches": [[[[1]]]]},
+                                     {"weld_tolerance": float("inf")}, {"weld_tolerance": 1e-300},
+                                     {"weld_tolerance": 0.5}, {"patches": [[[[1]]]]},
                                      {"nested": {"a": {"b": {"c": {}}}}}, {"patches": True}])
 def test_engine_options_are_checked_before_the_job_is_accepted(tmp_path, options):
     vertices, faces = two_boxes()

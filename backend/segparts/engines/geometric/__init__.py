@@ -16,7 +16,7 @@ from .components import DEFAULT_WELD_TOLERANCE, face_components, weld_vertices  
 class GeometricEngine:
     name = "geometric"
     options = (Option("patches", int, 1, 100_000), Option("seed", int, 0, 2**32 - 1),
-               Option("weld_tolerance", float, 0.0, 0.1))  # checked by the server before a job starts
+               Option("weld_tolerance", float, 1e-12, 0.1))  # checked by the server before a job starts
 
     def __init__(self, device: str = "cpu"):
         self.device = "cpu"  # numpy/scipy/embree only
