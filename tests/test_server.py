@@ -412,6 +412,11 @@ def test_results_never_evict_their_own_mesh(tmp_path):
         labels = client.segment(mid).arrays["labels"]
         pick = client.pick(mid, face=0)  # the mesh is still there
         np.testing.assert_array_equal(pick.arrays["mask"], labels == labels[0])
+        before = client.status()["cache"]["bytes"]
+        point = vertices[faces[7]].mean(axis=0)
+        by_point = client.pick(mid, point=point)  # builds the mesh's closest-point index: it is charged too
+        np.testing.assert_array_equal(by_point.arrays["mask"], labels == labels[7])
+        assert client.status()["cache"]["bytes"] >= before + len(faces) * 8
 
 
 def test_token_file_replaces_a_planted_symlink_and_narrows_an_open_folder(tmp_path):
