@@ -618,3 +618,22 @@ def test_hello_before_the_token_reveals_no_pid_or_paths(tmp_path, monkeypatch):
         assert full["pid"] == os.getpid() and full["authorized"] is True
         unavailable = [e for e in full["engines"].values() if not e["available"]]
         assert not unavailable or any("secret-models-folder" in m for e in unavailable for m in e["missing"])
+
+
+def test_every_engine_declares_its_options():
+    from segparts.engines import ENGINES
+    from segparts.engines.base import OptionError, check_options
+
+    good = {"geometric": {"patches": 12, "seed": 1, "weld_tolerance": 1e-5},
+            "sampart3d": {"quality": "fast", "iterations": 300, "n_views": 36, "lr": 1e-3, "backbone": "none"},
+            "geosam2": {"auto_points": 64, "start_view": 11, "pa": 0.02, "box": [0, 0, 10, 10]}}
+    bad = {"geometric": [{"patches": 0}, {"weld_tolerance": float("nan")}, {"iterations": 5}],
+           "sampart3d": [{"quality": "best"}, {"n_views": 20}, {"lr": "fast"}, {"mask_source": "masks.npz"}],
+           "geosam2": [{"start_view": 12}, {"box": [0, 0, 10]}, {"pa": True}, {"patches": 3}]}
+    for name in ENGINES:
+        engine = create_engine(name)
+        assert {o.name for o in engine.options} >= set(good[name])
+        assert check_options(engine, good[name]) == good[name]
+        for options in bad[name]:
+            with pytest.raises(OptionError, match=list(options)[0]):
+                check_options(engine, options)
