@@ -145,6 +145,7 @@ def rounds(client, server, n_rounds: int, n_faces: int) -> dict:
     rng = np.random.default_rng(0)
     before = server.memory_info().rss
     one_job = 0
+    trace = {}  # rounds done -> (RSS MB, cache MB): RSS must level off once the cache is full
     started = time.perf_counter()
     for i in range(n_rounds):
         moved = vertices + rng.normal(scale=1e-3, size=vertices.shape)  # a new mesh id every round
@@ -152,11 +153,13 @@ def rounds(client, server, n_rounds: int, n_faces: int) -> dict:
         client.segment(mid, parts=4)
         if i == 0:
             one_job = max(0, server.memory_info().rss - before)
+        if (i + 1) % 50 == 0:
+            trace[i + 1] = (round(server.memory_info().rss / MB, 1), round(client.status()["cache"]["bytes"] / MB, 1))
     status = client.status()
     return {"rounds": n_rounds, "faces": n_faces, "seconds": round(time.perf_counter() - started, 1),
             "rss_mb": round(server.memory_info().rss / MB, 1), "one_job_mb": round(one_job / MB, 1),
             "cache_mb": round(status["cache"]["bytes"] / MB, 1), "cache_limit_mb": round(status["cache"]["limit_bytes"] / MB, 1),
-            "recent_jobs": len(status["recent_jobs"])}
+            "recent_jobs": len(status["recent_jobs"]), "rss_and_cache_mb_by_round": trace}
 
 
 def cancel_latencies(client, n_faces: int, runs: int) -> dict:
