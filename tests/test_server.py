@@ -233,6 +233,8 @@ def test_protocol_errors_and_the_server_keeps_serving(tmp_path):
         cases = [
             ({"v": 1, "id": 2, "op": "frobnicate", "token": tok}, wire.UNKNOWN_OP),
             ({"v": 99, "id": 3, "op": "hello"}, wire.BAD_VERSION),
+            ({"v": True, "id": 3, "op": "status", "token": tok}, wire.BAD_VERSION),
+            ({"v": 1.0, "id": 3, "op": "status", "token": tok}, wire.BAD_VERSION),
             ({"v": 1, "op": "hello"}, wire.BAD_MESSAGE),  # no id
             ({"v": 1, "id": 4, "op": 7}, wire.BAD_MESSAGE),
             ({"v": 1, "id": 5, "op": "segment", "token": tok, "args": [1, 2]}, wire.BAD_ARGS),

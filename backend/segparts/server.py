@@ -359,7 +359,7 @@ class Server:
                 raise wire.ProtocolError(wire.BAD_MESSAGE, too_big)
             header = wire.decode_header(body)
             req_id = _request_id(header)
-            if header.get("v") != wire.PROTOCOL_VERSION:
+            if not _is_int(header.get("v")) or header["v"] != wire.PROTOCOL_VERSION:  # true == 1 in Python
                 raise wire.ProtocolError(wire.BAD_VERSION, f"protocol version {repr(header.get('v'))[:20]} is not "
                                          f"supported; this backend speaks v{wire.PROTOCOL_VERSION}")
             op = header.get("op")

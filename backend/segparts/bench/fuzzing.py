@@ -89,9 +89,9 @@ def expected_codes(op: str, path: tuple) -> set[str]:
     """The answers a wrong value at `path` may earn (OK when the value happens to be valid)."""
     head = path[0]
     if head == "v":
-        return {wire.BAD_VERSION, OK}
+        return {wire.BAD_VERSION, OK} | _natural(op)
     if head == "id":
-        return {wire.BAD_MESSAGE, OK}
+        return {wire.BAD_MESSAGE, OK} | _natural(op)
     if head == "op":
         return {wire.UNKNOWN_OP, wire.BAD_MESSAGE}
     if head == "token":
@@ -99,9 +99,9 @@ def expected_codes(op: str, path: tuple) -> set[str]:
     if head in ("arrays", "frame"):
         return {wire.BAD_MESSAGE, wire.BAD_ARGS, OK} | MESH_CODES
     if len(path) == 1:
-        return {wire.BAD_ARGS, OK}
+        return {wire.BAD_ARGS, OK} | _natural(op)
     name = path[1]
-    codes = {wire.BAD_ARGS, OK}
+    codes = {wire.BAD_ARGS, OK} | _natural(op)
     if name == "mesh_id":
         codes.add(wire.UNKNOWN_MESH)
     elif name == "engine":
@@ -113,6 +113,12 @@ def expected_codes(op: str, path: tuple) -> set[str]:
     elif name == "n_polygons":
         codes |= MESH_CODES
     return codes
+
+
+def _natural(op: str) -> set[str]:
+    """What the valid request itself may get: the known finished job leaves the server's table of
+    the last 256 jobs once enough other jobs ran, after which cancelling it is `unknown_job`."""
+    return {wire.UNKNOWN_JOB} if op == "cancel" else set()
 
 
 def label(op: str, path: tuple) -> str:
