@@ -56,6 +56,7 @@ KEEP_FINISHED_JOBS = 256  # summaries only: a finished job drops its mesh, engin
 MAX_REMEMBERED_PICKS = 1024  # (peer, mesh, engine) -> the segmentation a pick without an id refers to
 BAD_MESSAGE_LOG_LINES = 20  # at most this many log lines about bad messages per ...
 BAD_MESSAGE_LOG_WINDOW_S = 60.0  # ... window; the rest are counted and reported in one line
+TRIM_INTERVAL_S = 2.0  # at most this often, a finished job hands the heap's free memory back to the OS
 HEAVY_MODULES = ("torch", "sam2", "spconv")  # only engines running a job may load these
 
 
@@ -230,6 +231,7 @@ class Server:
         self._cache = LRUCache(int(cache_mb * 1024 * 1024))
         self._latest_segmentation: OrderedDict[tuple, str] = OrderedDict()  # (peer, mesh_id, engine) -> segmentation id
         self._bad_log = _RateLimitedLog(log, BAD_MESSAGE_LOG_LINES, BAD_MESSAGE_LOG_WINDOW_S)
+        self._next_trim = 0.0
         self._engines: dict[str, object] = {}
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._workers: dict[str, _Worker] = {}
@@ -593,6 +595,9 @@ class Server:
     def _job_over(self, job: Job) -> None:
         self._cache.unpin(job.id)
         job.release()
+        if time.monotonic() >= self._next_trim:
+            self._next_trim = time.monotonic() + TRIM_INTERVAL_S
+            _return_free_memory()
 
     def _on_event(self, kind: str, job: Job, payload) -> None:
         if kind == "progress":
@@ -771,6 +776,25 @@ def _count_parts(labels) -> int:
     if labels.max() > 4 * labels.size:  # sparse label values: don't allocate a huge histogram
         return int(np.unique(labels).size)
     return int(np.count_nonzero(np.bincount(labels)))
+
+
+def _return_free_memory() -> None:
+    """glibc keeps freed heap memory (a job's working set) in its arenas; give it back so the
+    process's RSS follows what the cache holds. No-op elsewhere."""
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6") if sys.platform == "linux" else False
+        except OSError:
+            _LIBC = False
+    if _LIBC and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
+
+
+_LIBC = None
 
 
 def _process_alive(pid: int) -> bool:
