@@ -48,6 +48,7 @@ class BatchReport:
     wall_seconds: float
     mode: str  # "sequential", "processes:N", "ray:ADDRESS"
     workers: dict = field(default_factory=dict)  # "host:pid" -> {tasks, loads, peak_rss_mb}
+    startup_seconds: float = 0.0  # connecting to / starting Ray
 
     @property
     def counts(self) -> dict[str, int]:
@@ -183,6 +184,7 @@ def run_batch(tasks: Iterable[Task], factory: Callable[[], Callable[[Any], dict]
         else:
             todo.append(task)
     bar = _Progress(len(tasks), len(tasks) - len(todo), desc, progress)
+    startup = [0.0]
 
     def finish(task: Task, record: dict) -> None:
         record["fingerprint"] = task.fingerprint
@@ -196,7 +198,7 @@ def run_batch(tasks: Iterable[Task], factory: Callable[[], Callable[[Any], dict]
     try:
         if ray is not None:
             use_actors = gpus_per_worker > 0 if actors is None else actors
-            mode = _run_ray(todo, factory, finish, ray, workers, gpus_per_worker, use_actors, max_retries)
+            mode = _run_ray(todo, factory, finish, ray, workers, gpus_per_worker, use_actors, max_retries, startup)
         elif workers > 1:
             mode = _run_processes(todo, factory, finish, workers, max_retries)
         else:
@@ -206,7 +208,7 @@ def run_batch(tasks: Iterable[Task], factory: Callable[[], Callable[[Any], dict]
     finally:
         bar.close()
     ordered = [results[k] for k in keys if k in results]
-    return BatchReport(ordered, time.perf_counter() - started, mode, _worker_table(ordered))
+    return BatchReport(ordered, time.perf_counter() - started, mode, _worker_table(ordered), startup[0])
 
 
 def _worker_table(results: list[dict]) -> dict:
@@ -267,9 +269,10 @@ def _run_processes(todo: list[Task], factory, finish, n_workers: int, max_retrie
 
 
 def _run_ray(todo: list[Task], factory, finish, address: str, n_workers: int, gpus: float,
-             use_actors: bool, max_retries: int) -> str:
+             use_actors: bool, max_retries: int, startup: list) -> str:
     import ray
 
+    t0 = time.perf_counter()
     if not ray.is_initialized():
         if address == "local":
             ray.init(num_cpus=n_workers or None, include_dashboard=False, log_to_driver=False)
@@ -290,6 +293,7 @@ def _run_ray(todo: list[Task], factory, finish, address: str, n_workers: int, gp
         remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=max_retries)(execute)
         window = max(2, 2 * int(resources.get("CPU", 1)))
         idle = []
+    startup[0] = time.perf_counter() - t0
     queue = list(reversed(todo))
     in_flight: dict = {}  # object ref -> (task, actor or None)
     while queue or in_flight:

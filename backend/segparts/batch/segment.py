@@ -248,6 +248,7 @@ def write_summary(out: str, report: BatchReport, paths: dict, wall_seconds: floa
     ran = [r for r in report.results if r["status"] == "ok"]
     summary = {
         "mode": report.mode, "wall_seconds": round(wall_seconds, 3), "counts": report.counts,
+        "startup_seconds": round(report.startup_seconds, 3),
         "meshes_per_second": round(len(ran) / wall_seconds, 4) if wall_seconds > 0 else None,
         "workers": report.workers,
         "max_loads_per_worker": max((w["loads"] for w in report.workers.values()), default=0),
