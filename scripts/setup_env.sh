@@ -35,7 +35,7 @@ else
 fi
 
 # the project, its light dependencies and the test tools (bpy 5.0.1 needs Python 3.11)
-"${pip[@]}" install -q -e ".[ml,bench,test]"
+"${pip[@]}" install -q -e ".[ml,bench,batch,test]"
 
 # sam2 from its source distribution without its torchvision requirement (it would pull a
 # multi-GB torch build); the backend never imports sam2's torchvision-dependent modules.
