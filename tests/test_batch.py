@@ -285,3 +285,18 @@ def test_ray_actors_load_the_engine_once_each(ray_cluster, meshes, expected, tmp
     assert report.counts["ok"] == 4 and len(report.workers) <= 2
     assert all(w["loads"] == 1 for w in report.workers.values())
     _labels_equal(out, expected, SMALL[:4])
+
+
+def test_eval_princeton_on_ray_and_worker_processes_equals_sequential(ray_cluster, tmp_path):
+    root = PRINCETON.parent
+    figures = {}
+    for name, flags in {"sequential": [], "workers": ["--workers", "2"], "ray": ["--ray"]}.items():
+        out = tmp_path / f"{name}.json"
+        assert main(["eval", "princeton", str(root), "--models", "125", "398", "--quiet", "--json", str(out),
+                     *flags]) == 0
+        figures[name] = json.loads(out.read_text())
+    assert figures["workers"]["batch"]["mode"] == "processes:2"
+    assert figures["ray"]["batch"]["mode"] == "ray:local:tasks"
+    for name in ("workers", "ray"):
+        for which in ("auto", "oracle"):
+            assert figures[name]["summary"]["overall"][which] == figures["sequential"]["summary"]["overall"][which]
