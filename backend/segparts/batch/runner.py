@@ -275,7 +275,12 @@ def _run_ray(todo: list[Task], factory, finish, address: str, n_workers: int, gp
     t0 = time.perf_counter()
     if not ray.is_initialized():
         if address == "local":
-            ray.init(num_cpus=n_workers or None, include_dashboard=False, log_to_driver=False)
+            try:  # a new local instance with n_workers CPUs ...
+                ray.init(num_cpus=n_workers or None, include_dashboard=False, log_to_driver=False)
+            except ValueError as exc:  # ... unless `ray start` runs one here: join it as it is
+                if "existing cluster" not in str(exc):
+                    raise
+                ray.init(log_to_driver=False)
         else:
             ray.init(address=address, log_to_driver=False)
     factory_ref = ray.put(factory)
