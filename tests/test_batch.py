@@ -300,3 +300,26 @@ def test_eval_princeton_on_ray_and_worker_processes_equals_sequential(ray_cluste
     for name in ("workers", "ray"):
         for which in ("auto", "oracle"):
             assert figures[name]["summary"]["overall"][which] == figures["sequential"]["summary"]["overall"][which]
+
+
+def test_ctrl_c_stops_workers_at_once_and_keeps_what_finished(meshes, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "segparts", "batch", str(meshes), "--out", str(out), "--workers", "2"]
+    # a terminal's Ctrl-C: SIGINT to the whole process group (with SIGINT not inherited as ignored)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 120
+    while not list(out.glob("*.record.json")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    finished = json.loads((out / "summary.json").read_text())["counts"]["ok"]
+    assert 1 <= finished < len(SMALL) and "interrupted" in err
+    assert not [p for p in out.iterdir() if ".part" in p.name]  # no half-written output left
+    assert main(["batch", str(meshes), "--out", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["counts"]["skipped"] == finished

@@ -49,6 +49,7 @@ class BatchReport:
     mode: str  # "sequential", "processes:N", "ray:ADDRESS"
     workers: dict = field(default_factory=dict)  # "host:pid" -> {tasks, loads, peak_rss_mb}
     startup_seconds: float = 0.0  # connecting to / starting Ray
+    interrupted: bool = False  # Ctrl-C: the results hold what finished before it
 
     @property
     def counts(self) -> dict[str, int]:
@@ -195,6 +196,7 @@ def run_batch(tasks: Iterable[Task], factory: Callable[[], Callable[[Any], dict]
         if on_result is not None:
             on_result(record)
 
+    interrupted = False
     try:
         if ray is not None:
             use_actors = gpus_per_worker > 0 if actors is None else actors
@@ -205,10 +207,13 @@ def run_batch(tasks: Iterable[Task], factory: Callable[[], Callable[[Any], dict]
             mode = "sequential"
             for task in todo:
                 finish(task, execute(factory, task.key, task.payload))
+    except KeyboardInterrupt:
+        interrupted, mode = True, "interrupted"
     finally:
         bar.close()
     ordered = [results[k] for k in keys if k in results]
-    return BatchReport(ordered, time.perf_counter() - started, mode, _worker_table(ordered), startup[0])
+    return BatchReport(ordered, time.perf_counter() - started, mode, _worker_table(ordered), startup[0],
+                       interrupted)
 
 
 def _worker_table(results: list[dict]) -> dict:

@@ -87,6 +87,10 @@ def run(args) -> int:
     report = segment_batch(meshes, settings, args.out, formats=formats, device=device, resume=not args.force,
                            progress=args.progress, **parallel)
     counts = report.counts
+    if report.interrupted:
+        print(f"segparts batch: interrupted after {counts['ok']} mesh(es); rerun the same command to finish "
+              f"(finished meshes are skipped)", file=sys.stderr)
+        return 130
     print(json.dumps({"out": args.out, "meshes": len(report.results), **counts, "mode": report.mode,
                       "seconds": round(report.wall_seconds, 2),
                       "max_loads_per_worker": max((w["loads"] for w in report.workers.values()), default=0)}))
