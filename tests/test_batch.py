@@ -323,3 +323,20 @@ def test_ctrl_c_stops_workers_at_once_and_keeps_what_finished(meshes, tmp_path):
     assert not [p for p in out.iterdir() if ".part" in p.name]  # no half-written output left
     assert main(["batch", str(meshes), "--out", str(out)]) == 0
     assert json.loads((out / "summary.json").read_text())["counts"]["skipped"] == finished
+
+
+def test_a_worker_that_cannot_be_built_fails_its_tasks_not_the_batch(ray_cluster, tmp_path):
+    """An engine missing its checkpoints on the workers: every task says why, the batch ends."""
+    from segparts.batch.evaluation import EvalWorkerFactory
+    from segparts.engines import create_engine
+    from segparts.eval.princeton import evaluate_item, list_models
+
+    if create_engine("sampart3d").availability().available:
+        pytest.skip("sampart3d checkpoints are installed here")
+    models = [m for m in list_models(PRINCETON.parent) if m.model_id in SMALL[:2]]
+    tasks = [Task(m.model_id, m) for m in models]
+    for mode in ({"ray": "local", "actors": True}, {}):
+        report = run_batch(tasks, EvalWorkerFactory("sampart3d", "cpu", evaluate_item), **mode)
+        assert [r["status"] for r in report.results] == ["error", "error"]
+        assert all(r["error"]["code"] == "EngineUnavailable" and "missing" in r["error"]["message"]
+                   for r in report.results)

@@ -144,11 +144,11 @@ def execute(factory, key: str, payload) -> dict:
 
 
 class _Actor:
-    """A long-lived Ray actor: builds the worker once (models loaded once per GPU)."""
+    """A long-lived Ray actor: builds the worker on its first task and keeps it (models loaded
+    once per GPU); a worker that cannot be built is each task's error, not a dead actor."""
 
     def __init__(self, factory):
         self._factory = factory
-        _worker_for(factory)
 
     def run(self, key, payload):
         return execute(self._factory, key, payload)

@@ -84,6 +84,12 @@ def run(args) -> int:
         raise CliError(str(exc)) from None
     settings = SegmentSettings(args.engine, args.parts, args.scale, _parse_options(args.option))
     device = "cpu" if args.engine == "geometric" else detect_device(args.device)
+    if device == "cuda" and parallel["workers"] > 1 and parallel["ray"] is None:
+        # every local worker process would hold its own copy of the models on the same GPU
+        print("segparts batch: a learned engine on this machine's GPU runs in one long-lived worker "
+              "(models loaded once); --workers ignored. Several GPUs: use --ray (one actor per GPU).",
+              file=sys.stderr)
+        parallel["workers"] = 0
     report = segment_batch(meshes, settings, args.out, formats=formats, device=device, resume=not args.force,
                            progress=args.progress, **parallel)
     counts = report.counts
