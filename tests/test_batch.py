@@ -340,3 +340,8 @@ def test_a_worker_that_cannot_be_built_fails_its_tasks_not_the_batch(ray_cluster
         assert [r["status"] for r in report.results] == ["error", "error"]
         assert all(r["error"]["code"] == "EngineUnavailable" and "missing" in r["error"]["message"]
                    for r in report.results)
+
+
+def test_an_input_taken_for_the_ray_address_is_a_clear_usage_error(meshes, tmp_path, capsys):
+    assert main(["batch", "--ray", str(meshes), "--out", str(tmp_path / "out")]) == 2
+    assert "put the INPUTs before a bare --ray" in capsys.readouterr().err

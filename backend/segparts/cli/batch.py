@@ -27,6 +27,10 @@ def add_parallel_flags(p) -> None:
 def parallel_kwargs(args) -> dict:
     if args.workers < 0:
         raise CliError("--workers must be 0 or more")
+    if args.ray is not None and args.ray not in ("local", "auto") and ":" not in args.ray:
+        # `--ray meshes/ --out x`: argparse took the first INPUT for the address
+        raise CliError(f"--ray ADDRESS must be auto, HOST:PORT or ray://HOST:PORT (got {args.ray!r}); "
+                       "put the INPUTs before a bare --ray")
     if args.ray is not None:
         try:
             import ray  # noqa: F401
@@ -37,7 +41,7 @@ def parallel_kwargs(args) -> dict:
 
 def register(sub):
     p = sub.add_parser("batch", help="segment many meshes (resumable; worker processes or a Ray cluster)")
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
+    p.add_argument("inputs", nargs="*", metavar="INPUT",  # "*": a missing INPUT gets the error below
                    help="mesh files, folders (searched recursively), glob patterns, or a manifest "
                         "(.csv/.jsonl with a 'path' column; optional id, engine, parts, scale, options)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (a local path or an fsspec URL)")
@@ -78,6 +82,8 @@ def run(args) -> int:
     if args.scale is not None and not 0.0 <= args.scale <= 1.0:
         raise CliError("--scale must be in [0, 1]")
     parallel = parallel_kwargs(args)
+    if not args.inputs:
+        raise CliError("no INPUT given")
     try:
         meshes = collect(args.inputs)
     except InputError as exc:

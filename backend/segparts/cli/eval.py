@@ -94,6 +94,10 @@ def _batch_facts(report) -> dict:
 def _report_failures(report) -> int:
     for r in report.failed:
         print(f"failed: {r['key']}: {r['error']['code']}: {r['error']['message']}", file=sys.stderr)
+    if report.interrupted:
+        print(f"interrupted: the figures cover the {len(report.results)} item(s) finished before it "
+              "(with --out DIR a rerun resumes)", file=sys.stderr)
+        return 130
     return 1 if report.failed else 0
 
 
