@@ -302,7 +302,7 @@ def test_eval_princeton_on_ray_and_worker_processes_equals_sequential(ray_cluste
             assert figures[name]["summary"]["overall"][which] == figures["sequential"]["summary"]["overall"][which]
 
 
-def test_ctrl_c_stops_workers_at_once_and_keeps_what_finished(meshes, tmp_path):
+def test_ctrl_c_stops_the_batch_and_keeps_what_finished(meshes, tmp_path):
     import subprocess
     import sys
     import time
