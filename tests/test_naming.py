@@ -345,3 +345,71 @@ def test_cli_dry_run_sends_nothing(tmp_path, lamp, capsys):
         assert cli_main(["name", str(tmp_path / "lamp.obj"), "--labels", str(tmp_path / "labels.npy"),
                          "--url", vlm.url, "--model", "m", "--dry-run", "--save-images", str(tmp_path / "d")]) == 0
     assert vlm.requests == [] and len(list((tmp_path / "d").glob("part_*.png"))) == 4
+
+
+# ---- the add-on's side, without Blender -------------------------------------------------------------
+def _addon():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from addon import jobs, naming as addon_naming, session
+
+    return jobs, addon_naming, session
+
+
+def test_addon_endpoint_settings_and_hints():
+    _, an, _ = _addon()
+    assert an.endpoint_settings("", "", "", env={}) is None  # off: the add-on sends nothing
+    s = an.endpoint_settings(" http://localhost:11434/v1 ", "qwen2.5vl:7b", "", env={an.ENV_API_KEY: "from-env"})
+    assert (s.url, s.model, s.api_key, s.source) == ("http://localhost:11434/v1", "qwen2.5vl:7b", "from-env",
+                                                     "preferences")
+    assert s.describe() == "qwen2.5vl:7b at http://localhost:11434" and s.problem() is None
+    assert s.wire_args() == {"url": "http://localhost:11434/v1", "model": "qwen2.5vl:7b", "api_key": "from-env"}
+    env = {an.ENV_URL: "https://api.example.com/v1", an.ENV_MODEL: "gpt-x"}
+    s = an.endpoint_settings("", "", "", env=env)
+    assert s.source == "environment" and s.describe() == "gpt-x at https://api.example.com" and "api_key" not in s.wire_args()
+    assert "model" in an.endpoint_settings("http://h:1/v1", "", "", env={}).problem()
+    assert "http" in an.endpoint_settings("localhost:1", "m", "", env={}).problem()
+    assert [an.object_hint(n) for n in ("Chair.001", "office_chair", "TableLamp", "Cube", "Cube.003", "")] == \
+        ["chair", "office chair", "table lamp", None, None, None]
+
+
+def test_addon_outcome_keeps_failed_and_vanished_parts():
+    _, an, _ = _addon()
+    result = {"parts": [{"part": 0, "name": "Leg 1"}, {"part": 1, "name": None, "error": "HTTP 500"},
+                        {"part": 2, "name": "Seat"}, {"part": 9, "name": "Gone"}]}
+    got = an.outcome(result, [0, 1, 2])
+    assert got.names == {0: "Leg 1", 2: "Seat"} and got.failures == {1: "HTTP 500"}
+    assert got.message("Chair", "m at http://h") == "Chair: 2 parts named by m at http://h; 1 kept their names (part 1: HTTP 500)"
+
+
+def test_addon_name_job_through_a_session(tmp_path, lamp):
+    """The add-on's job (upload when needed, then name_parts) against a real backend over ZeroMQ."""
+    jobs, an, session = _addon()
+    mesh, labels = lamp
+    with FakeVLM() as vlm, thread_server(tmp_path) as (server, _client):
+        from segparts.client import BackendClient
+
+        cfg = session.Config(port=server.port, auto_start=False, state_dir=str(tmp_path))
+        s = session.Session(cfg, lambda host, port, _tf: BackendClient(host, port, token_file=tmp_path / "token"))
+        s.start()
+        deadline = time.monotonic() + 20
+        while s.state == "starting" and time.monotonic() < deadline:
+            s.tick()
+            time.sleep(0.01)
+        assert s.ready, s.message
+        tri_poly = np.arange(len(labels))
+        arrays = jobs.MeshArrays(mesh.vertices, mesh.faces.astype(np.int32), tri_poly, len(labels))
+        done, errors = [], []
+        job = an.NameJob(s, arrays, mesh.content_hash, labels, an.endpoint_settings(vlm.url, "fake-vision", "", env={}),
+                         "lamp", lambda j, m: done.append(m), lambda j, e: errors.append(e))
+        job.start()
+        deadline = time.monotonic() + 120
+        while not (done or errors) and time.monotonic() < deadline:
+            s.tick()
+            time.sleep(0.02)
+        s.stop()
+    assert not errors, errors
+    assert an.outcome(done[0].result, range(4)).names == LAMP_NAMES
+    assert "lamp" in vlm.requests[0]["body"]["messages"][-1]["content"][0]["text"]
