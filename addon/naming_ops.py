@@ -89,13 +89,23 @@ def apply_names(obj, names: dict[int, str]) -> None:
 
 
 # ---- vertex groups and materials follow the part names ---------------------------------------
-def _group_names(obj) -> dict[str, str]:
+def _stored_group_name(obj, part: int) -> str | None:
     stored = obj.get(GROUP_NAMES_PROP)
-    return {str(k): str(v) for k, v in stored.items()} if stored is not None else {}
+    return stored.get(str(part)) if stored is not None else None
+
+
+def _remember_group_name(obj, part: int, name: str | None) -> None:
+    if GROUP_NAMES_PROP not in obj:
+        obj[GROUP_NAMES_PROP] = {}
+    stored = obj[GROUP_NAMES_PROP]
+    if name is not None:
+        stored[str(part)] = name
+    elif str(part) in stored:
+        del stored[str(part)]
 
 
 def _part_group(obj, part: int):
-    name = _group_names(obj).get(str(part))
+    name = _stored_group_name(obj, part)
     vg = obj.vertex_groups.get(name) if name else None
     return vg if vg is not None else obj.vertex_groups.get(palette.part_name(part))
 
@@ -115,38 +125,61 @@ def on_part_renamed(item, context) -> None:
         taken = obj.vertex_groups.get(wanted) is not None
         if not taken and not (wanted.startswith(writeback.GROUP_PREFIX) and wanted != canonical):
             vg.name = wanted
-            names = _group_names(obj)
-            if vg.name == canonical:
-                names.pop(str(part), None)
-            else:
-                names[str(part)] = vg.name
-            obj[GROUP_NAMES_PROP] = names
-    _rename_part_material(obj, item, wanted)
+            _remember_group_name(obj, part, None if vg.name == canonical else vg.name)
+    if wanted != canonical:  # materials follow given names only
+        _rename_part_material(obj, item, wanted)
 
 
 def _rename_part_material(obj, item, name: str) -> None:
-    """Only materials this add-on made for one part: a new material from Assign Material, or an
-    applied part colour used by this object alone. The shared preview colours keep their names."""
+    """Only a material this add-on made for this one part: a new material from Assign Material,
+    or an applied part colour; and only while no other part or object uses it. The shared preview
+    colours keep their names."""
     mat = item.material
-    if mat is not None and (mat.get(NAMED_MATERIAL_PROP) or mat.name.startswith(_NEW_PART_MATERIAL)):
-        mat.name = name
-        mat[NAMED_MATERIAL_PROP] = True
+    if mat is not None:
+        alone = sum(it.material == mat for it in obj.segparts.parts) == 1 and not _used_elsewhere(mat, obj)
+        if alone and (mat.get(NAMED_MATERIAL_PROP) or mat.name.startswith(_NEW_PART_MATERIAL)):
+            mat.name = name
+            mat[NAMED_MATERIAL_PROP] = True
         return
     if writeback.preview_active(obj):
         return
-    preview_name = writeback.MATERIAL_PREFIX + palette.part_name(item.part_id)
-    for slot in obj.material_slots:
-        m = slot.material
-        if m is not None and m.name == preview_name and m.users == 1:
-            m.name = f"{writeback.MATERIAL_PREFIX}{name}"
-            m[NAMED_MATERIAL_PROP] = True
+    m = _applied_part_material(obj, item.part_id)
+    target = f"{writeback.MATERIAL_PREFIX}{name}"
+    if m is not None and not _used_elsewhere(m, obj) and m.name != target and \
+            (m.name == writeback.MATERIAL_PREFIX + palette.part_name(item.part_id) or m.get(NAMED_MATERIAL_PROP)):
+        m.name = target
+        m[NAMED_MATERIAL_PROP] = True
+
+
+def _used_elsewhere(mat, obj) -> bool:
+    """Whether anything but this object's mesh slots and part list holds the material."""
+    own = sum(m == mat for m in obj.data.materials) + sum(it.material == mat for it in obj.segparts.parts)
+    return mat.users > own
+
+
+def _applied_part_material(obj, part: int):
+    """The material of the part's faces when they all use one slot that no other part uses."""
+    import numpy as np
+
+    from . import mesh_io
+
+    labels = writeback.labels(obj)
+    if labels is None:
+        return None
+    indices = mesh_io.material_indices(obj.data)
+    mine = np.unique(indices[labels == part])
+    if len(mine) != 1 or not 0 <= mine[0] < len(obj.material_slots):
+        return None
+    if np.any(labels[indices == mine[0]] != part):
+        return None
+    return obj.material_slots[int(mine[0])].material
 
 
 def restore_group_names(obj) -> None:
     """Give named groups their canonical names back (before labels are rewritten or parts
     separated); the part list keeps the names and renames the groups again afterwards."""
-    names = _group_names(obj)
-    for part, name in names.items():
+    stored = obj.get(GROUP_NAMES_PROP)
+    for part, name in (stored.to_dict() if stored is not None else {}).items():
         vg = obj.vertex_groups.get(name)
         canonical = palette.part_name(int(part))
         if vg is not None and obj.vertex_groups.get(canonical) is None:

@@ -164,3 +164,31 @@ def test_failed_part_keeps_its_name_and_names_are_saved(runtime, naming_backend,
     reloaded = data_to.objects[0]
     assert sorted(it.name for it in reloaded.segparts.parts) == sorted(names.values())
     assert "Body" in reloaded.vertex_groups
+
+
+def test_renaming_follows_to_owned_materials_only(runtime, naming_backend):
+    obj = lamp_object("Lamp_three")
+    segment(runtime, obj)
+    other = lamp_object("Lamp_four")  # shares the preview colour materials
+    segment(runtime, other)
+    heights = part_heights(obj)
+    body, cap = sorted(heights, key=heights.get)[2:]
+    items = {it.part_id: it for it in obj.segparts.parts}
+    # preview colours are shared by every segmented object: a name never goes to them
+    items[body].name = "Shade"
+    assert bpy.data.materials.get(f"SegParts Part_{body:03d}") is not None
+    assert bpy.data.materials.get("SegParts Shade") is None
+    # a new material made for one part follows its name
+    editing = sub(runtime, "editing")
+    bpy.context.view_layer.objects.active = obj
+    editing.set_selected_parts(obj, {cap})
+    assert bpy.ops.segparts.assign_material(material="__NEW__") == {"FINISHED"}
+    assert items[cap].material.name == f"Part Part_{cap:03d}"
+    items[cap].name = "Lid"
+    assert items[cap].material.name == "Lid"
+    # applied part colours used by this object alone follow too
+    bpy.data.meshes.remove(other.data)  # (and the object)
+    assert bpy.ops.segparts.apply_materials() == {"FINISHED"}
+    items[body].name = "Globe"
+    assert "SegParts Globe" in [s.material.name for s in obj.material_slots if s.material]
+    assert sorted(vg.name for vg in obj.vertex_groups if not vg.name.startswith("Part_")) == ["Globe", "Lid"]
