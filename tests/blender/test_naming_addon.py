@@ -192,3 +192,42 @@ def test_renaming_follows_to_owned_materials_only(runtime, naming_backend):
     items[body].name = "Globe"
     assert "SegParts Globe" in [s.material.name for s in obj.material_slots if s.material]
     assert sorted(vg.name for vg in obj.vertex_groups if not vg.name.startswith("Part_")) == ["Globe", "Lid"]
+
+
+class _Layout:
+    """Records what a draw function puts on the screen (the bpy module has no UI to draw into)."""
+
+    def __init__(self):
+        self.texts, self.operators = [], []
+
+    def column(self, **_kw):
+        return self
+
+    box = row = column
+
+    def label(self, text="", **_kw):
+        self.texts.append(text)
+
+    def operator(self, idname, **_kw):
+        self.operators.append(idname)
+        return self
+
+    def prop(self, *args, **_kw):
+        pass
+
+
+def test_panel_says_who_sees_the_renders(runtime, naming_backend):
+    prefs = naming_backend
+    naming_ops = sub(runtime, "naming_ops")
+    prefs.vlm_url = prefs.vlm_model = ""
+    off = _Layout()
+    naming_ops.draw_panel(off, None)
+    assert "segparts.name_parts" in off.operators and any("Naming off" in t for t in off.texts)
+    prefs.vlm_url, prefs.vlm_model, prefs.vlm_api_key = "http://127.0.0.1:11434/v1", "qwen2.5vl:7b", "secret"
+    on, pref_page = _Layout(), _Layout()
+    naming_ops.draw_panel(on, None)
+    naming_ops.draw_preferences(pref_page, prefs)
+    assert "Renders go to qwen2.5vl:7b at http://127.0.0.1:11434" in on.texts
+    assert any("qwen2.5vl:7b at http://127.0.0.1:11434" in t for t in pref_page.texts)
+    assert not any("secret" in t for t in on.texts + pref_page.texts)
+    prefs.vlm_url = prefs.vlm_model = prefs.vlm_api_key = ""
