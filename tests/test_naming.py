@@ -413,3 +413,36 @@ def test_addon_name_job_through_a_session(tmp_path, lamp):
     assert not errors, errors
     assert an.outcome(done[0].result, range(4)).names == LAMP_NAMES
     assert "lamp" in vlm.requests[0]["body"]["messages"][-1]["content"][0]["text"]
+
+
+def test_y_up_meshes_are_shown_upright(lamp):
+    mesh, labels = lamp
+    v = mesh.vertices
+    y_up = validate_mesh(np.stack([v[:, 0], v[:, 2], -v[:, 1]], axis=1), mesh.faces)  # the lamp as glTF stores it
+    with FakeVLM() as vlm:
+        assert names_of(naming.name_parts(y_up, labels, endpoint(vlm), tile=TILE, up="y")) == LAMP_NAMES
+        lying = names_of(naming.name_parts(y_up, labels, endpoint(vlm), tile=TILE, cache=naming.NameCache(None)))
+    assert lying != LAMP_NAMES  # seen lying on its side, the judge cannot tell feet from cap
+
+
+def test_rendering_for_names_never_imports_torch(tmp_path):
+    """The naming job runs inside the backend: checking for nvdiffrast would import torch there."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "sys.path.insert(0, 'tests')\n"
+            "from fake_vlm import lamp_parts\n"
+            "from segparts import naming\n"
+            "from segparts.mesh import validate_mesh\n"
+            "v, f, labels = lamp_parts()\n"
+            "sheets = naming.render_part_sheets(validate_mesh(v, f), labels, tile=64)\n"
+            "assert all(s.png for s in sheets)\n"
+            "print(sorted(m for m in ('torch', 'sam2', 'spconv') if m in sys.modules))\n")
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "PYTHONPATH": str(root / "backend")})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -114,28 +114,36 @@ class PartSheet:
     pixels: int = 0  # highlighted pixels over the tiles
 
 
-def naming_rig(size: int):
+def naming_rig(size: int, extents=None):
     """Candidate cameras: two rings (above and below) and the two poles, all at the reference
     distance of the normalised mesh."""
     from .render.cameras import orbit_rig, reference_distance
 
     az = np.r_[np.arange(8) * 45.0, np.arange(4) * 90.0 + 45.0, 0.0, 0.0]
     el = np.r_[np.full(8, 25.0), np.full(4, -30.0), 89.0, -89.0]
-    return orbit_rig(az, el, size, reference_distance())
+    return orbit_rig(az, el, size, reference_distance(extents))
 
 
 def render_part_sheets(mesh: Mesh, labels: np.ndarray, parts=None, n_views: int = DEFAULT_VIEWS,
-                       tile: int = DEFAULT_TILE) -> list[PartSheet]:
+                       tile: int = DEFAULT_TILE, up: str = "z") -> list[PartSheet]:
     """One PNG per part: `n_views` views where the part is most visible (highlighted, cropped
-    around it) and one view of the whole object. Rendered once for all parts."""
-    from .render import normalize_for_rendering, render_views
+    around it) and one view of the whole object. Rendered once for all parts. `up`: the mesh's
+    up axis ("z" as in Blender, "y" as in glTF and most OBJ files), so views are upright."""
+    from .render import GREY_ALBEDO, normalize_for_rendering, render_views
 
     labels = np.asarray(labels, dtype=np.int64)
     if labels.shape != (mesh.n_faces,):
         raise ValueError(f"{labels.shape[0] if labels.ndim else 0} labels for {mesh.n_faces} faces")
-    vertices, _ = normalize_for_rendering(mesh.vertices)
-    rig = naming_rig(2 * tile)  # rendered larger than a tile: crops around small parts stay sharp
-    views = render_views(Mesh(vertices, mesh.faces), rig, outputs=("face_id", "color"))
+    if up not in ("y", "z"):
+        raise ValueError(f"up axis must be 'y' or 'z', not {up!r}")
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    if up == "y":  # rotate +Y onto +Z (x, y, z) -> (x, -z, y)
+        vertices = np.stack([vertices[:, 0], -vertices[:, 2], vertices[:, 1]], axis=1)
+    vertices, norm = normalize_for_rendering(vertices)
+    rig = naming_rig(2 * tile, norm.extents)  # rendered larger than a tile: crops around small parts stay sharp
+    # Embree even on CUDA machines: 14 small views are cheap, and checking for nvdiffrast would
+    # import torch into the backend for a job that needs none of it
+    views = render_views(Mesh(vertices, mesh.faces), rig, outputs=("face_id", "color"), backend="embree")
     face_id = views.face_id
     fg = face_id >= 0
     pixel_label = np.where(fg, labels[np.maximum(face_id, 0)], -1)
@@ -143,9 +151,12 @@ def render_part_sheets(mesh: Mesh, labels: np.ndarray, parts=None, n_views: int 
     # (V, P) pixels of each part in each view
     counts = np.stack([np.bincount(pixel_label[v][pixel_label[v] >= 0], minlength=top)[:top]
                        for v in range(rig.n_views)])
-    shade = np.clip(views.color[..., 0].astype(np.float64) / (0.72 * 255.0), 0.0, 1.0)  # grey albedo 0.72
+    # the shaded grey image holds the lighting: repaint it through lookup tables (256 levels)
+    level = views.color[..., 0]
+    grey = _paint_table(np.full(3, REST_GREY * 255.0), 0.0, GREY_ALBEDO)[level]
+    orange = _paint_table(HIGHLIGHT_RGB, 0.35, GREY_ALBEDO)[level]
     upper = int(np.argmax(fg[:8].reshape(8, -1).sum(axis=1)))  # the fullest view from above
-    whole = _resize(_grey_image(shade[upper], fg[upper], None), tile)
+    whole = _resize(grey[upper][_box_around(fg[upper], grow=1.1, min_fraction=0.0)], tile)
     forward = rig.forward
     wanted = range(top) if parts is None else parts
     sheets = []
@@ -158,21 +169,21 @@ def render_part_sheets(mesh: Mesh, labels: np.ndarray, parts=None, n_views: int 
         tiles, pixels = [], 0
         for v in chosen:
             mask = pixel_label[v] == part
-            image = _grey_image(shade[v], fg[v], mask)
-            cropped, inside = _crop_around(image, mask, tile)
-            tiles.append(cropped)
-            pixels += inside
+            box = _box_around(mask, grow=2.0, min_fraction=0.5)
+            inside = mask[box]
+            tiles.append(_resize(np.where(inside[..., None], orange[v][box], grey[v][box]), tile))
+            pixels += int(inside.sum())
         sheets.append(PartSheet(part, _png(_sheet(tiles + [whole])), chosen, pixels))
     return sheets
 
 
-def _grey_image(shade, fg, highlight) -> np.ndarray:
-    """Shaded grey object on white; `highlight` pixels in HIGHLIGHT_RGB with the same shading."""
-    lit = np.repeat(shade[..., None], 3, axis=-1)
-    image = np.where(fg[..., None], lit * REST_GREY * 255.0, 255.0)
-    if highlight is not None:
-        image = np.where(highlight[..., None], (0.35 + 0.65 * lit) * HIGHLIGHT_RGB, image)
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+def _paint_table(rgb, ambient: float, albedo: float) -> np.ndarray:
+    """(256, 3) uint8: grey level of the renderer's shaded image -> the same lighting in `rgb`.
+    Level 255 is the white background (lit objects stay below 255 * albedo)."""
+    light = np.clip(np.arange(256) / (255.0 * albedo), 0.0, 1.0)
+    table = (ambient + (1.0 - ambient) * light)[:, None] * np.asarray(rgb, dtype=np.float64)
+    table[255] = 255.0
+    return np.clip(np.rint(table), 0, 255).astype(np.uint8)
 
 
 def _pick_views(pixels: np.ndarray, forward: np.ndarray, k: int) -> list[int]:
@@ -194,16 +205,18 @@ def _pick_views(pixels: np.ndarray, forward: np.ndarray, k: int) -> list[int]:
     return chosen
 
 
-def _crop_around(image: np.ndarray, mask: np.ndarray, tile: int) -> tuple[np.ndarray, int]:
-    """A square crop centred on the part, twice its size but at least half the image (so its
-    surroundings stay in view), resized to `tile` pixels. Returns it and the part's pixel count."""
+def _box_around(mask: np.ndarray, grow: float, min_fraction: float) -> tuple[slice, slice]:
+    """A square crop centred on the mask's pixels, `grow` times their extent but at least
+    `min_fraction` of the image (for a part: its surroundings stay in view)."""
     h, w = mask.shape
     ys, xs = np.nonzero(mask)
-    side = int(min(max(2 * max(np.ptp(ys) + 1, np.ptp(xs) + 1), h // 2), h, w))
+    if not len(ys):
+        return slice(0, h), slice(0, w)
+    side = int(min(max(grow * max(np.ptp(ys) + 1, np.ptp(xs) + 1), min_fraction * h, 8), h, w))
     cy, cx = (ys.min() + ys.max()) // 2, (xs.min() + xs.max()) // 2
     y0 = int(np.clip(cy - side // 2, 0, h - side))
     x0 = int(np.clip(cx - side // 2, 0, w - side))
-    return _resize(image[y0:y0 + side, x0:x0 + side], tile), int(mask[y0:y0 + side, x0:x0 + side].sum())
+    return slice(y0, y0 + side), slice(x0, x0 + side)
 
 
 def _resize(image: np.ndarray, tile: int) -> np.ndarray:
@@ -456,8 +469,8 @@ class NameCache:
 MAX_OBJECT_NAME = 80
 
 
-def server_args(args: dict, arrays: dict, n_faces: int) -> tuple[Endpoint, str | None, int]:
-    """Check the arguments of the `name_parts` op: (endpoint, object name, views per part).
+def server_args(args: dict, arrays: dict, n_faces: int) -> tuple[Endpoint, str | None, int, str]:
+    """Check the arguments of the `name_parts` op: (endpoint, object name, views per part, up axis).
     The endpoint comes from `args.endpoint` {url, model, api_key, timeout_s, retries}, else from
     the backend's environment; with neither, naming is off and the op is refused."""
     from . import wire
@@ -495,7 +508,10 @@ def server_args(args: dict, arrays: dict, n_faces: int) -> tuple[Endpoint, str |
     n_views = args.get("views", DEFAULT_VIEWS)
     if isinstance(n_views, bool) or not isinstance(n_views, int) or not 1 <= n_views <= 8:
         raise bad("'views' must be an integer in [1, 8]")
-    return endpoint, (object_name or "").strip()[:MAX_OBJECT_NAME] or None, n_views
+    up = args.get("up", "z")
+    if up not in ("y", "z"):
+        raise bad("'up' must be 'y' or 'z'")
+    return endpoint, (object_name or "").strip()[:MAX_OBJECT_NAME] or None, n_views, up
 
 
 # ---- the whole job -----------------------------------------------------------------------------
@@ -514,7 +530,7 @@ class PartName:
 def name_parts(mesh: Mesh, labels: np.ndarray, endpoint: Endpoint | None, object_name: str | None = None,
                cache: NameCache | None = None, n_views: int = DEFAULT_VIEWS, tile: int = DEFAULT_TILE,
                progress: Progress = no_progress, cancel: CancelToken | None = None,
-               save_dir: str | Path | None = None) -> list[PartName]:
+               save_dir: str | Path | None = None, up: str = "z") -> list[PartName]:
     """Name every part of `labels` (one label per triangle of `mesh`; negative: unlabelled).
     A part that fails keeps name None with the reason in `error`; the others still get named.
     `save_dir` also writes each sheet as part_NNN.png (what was sent)."""
@@ -537,7 +553,7 @@ def name_parts(mesh: Mesh, labels: np.ndarray, endpoint: Endpoint | None, object
     todo = [p for p in parts if p not in results]
     if todo:
         progress(0.02, "rendering parts")
-        sheets = {s.part: s for s in render_part_sheets(mesh, labels, todo, n_views, tile)}
+        sheets = {s.part: s for s in render_part_sheets(mesh, labels, todo, n_views, tile, up)}
         if save_dir is not None:
             Path(save_dir).mkdir(parents=True, exist_ok=True)
         for i, p in enumerate(todo):

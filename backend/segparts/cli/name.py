@@ -24,6 +24,8 @@ def register(sub):
                                                "(default: $SEGPARTS_VLM_URL)")
     p.add_argument("--model", default=None, help="model name (default: $SEGPARTS_VLM_MODEL)")
     p.add_argument("--api-key", default=None, help="API key (default: $SEGPARTS_VLM_API_KEY; prefer the variable)")
+    p.add_argument("--up", choices=["z", "y"], default="z",
+                   help="the mesh's up axis: z (Blender, default) or y (glTF, most OBJ files), for upright views")
     p.add_argument("--views", type=int, default=3, help="highlighted views per part (1-8; default 3)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
     p.add_argument("--retries", type=int, default=2, help="retries per part after the first try (default 2)")
@@ -63,7 +65,7 @@ def run(args) -> int:
     cache = naming.NameCache(None if args.no_cache else (args.cache or naming.default_cache_path()))
     print(f"naming parts with {endpoint.describe()} (object: {object_name})", file=sys.stderr)
     results = naming.name_parts(mesh, labels, endpoint, object_name, cache, n_views=args.views,
-                                progress=_progress, save_dir=args.save_images)
+                                progress=_progress, save_dir=args.save_images, up=args.up)
     print("", file=sys.stderr)
     for r in results:
         print(f"{r.part:4d}  {r.name}" + (" (cached)" if r.cached else "") if r.error is None
@@ -86,7 +88,7 @@ def _dry_run(mesh, labels, args) -> int:
     out = Path(args.save_images)
     out.mkdir(parents=True, exist_ok=True)
     parts = sorted(set(int(x) for x in labels[labels >= 0]))
-    for sheet in naming.render_part_sheets(mesh, labels, parts, n_views=args.views):
+    for sheet in naming.render_part_sheets(mesh, labels, parts, n_views=args.views, up=args.up):
         if sheet.png is None:
             print(f"{sheet.part:4d}  too small to be seen; would not be sent")
             continue
