@@ -153,10 +153,11 @@ def render_part_sheets(mesh: Mesh, labels: np.ndarray, parts=None, n_views: int 
                        for v in range(rig.n_views)])
     # the shaded grey image holds the lighting: repaint it through lookup tables (256 levels)
     level = views.color[..., 0]
-    grey = _paint_table(np.full(3, REST_GREY * 255.0), 0.0, GREY_ALBEDO)[level]
-    orange = _paint_table(HIGHLIGHT_RGB, 0.35, GREY_ALBEDO)[level]
+    grey_table = _paint_table(np.full(3, REST_GREY * 255.0), 0.0, GREY_ALBEDO)
+    orange_table = _paint_table(HIGHLIGHT_RGB, 0.35, GREY_ALBEDO)
     upper = int(np.argmax(fg[:8].reshape(8, -1).sum(axis=1)))  # the fullest view from above
-    whole = _resize(grey[upper][_box_around(fg[upper], grow=1.1, min_fraction=0.0)], tile)
+    box = _box_around(fg[upper], grow=1.1, min_fraction=0.0)
+    whole = _resize(grey_table[level[upper][box]], tile)
     forward = rig.forward
     wanted = range(top) if parts is None else parts
     sheets = []
@@ -170,8 +171,8 @@ def render_part_sheets(mesh: Mesh, labels: np.ndarray, parts=None, n_views: int 
         for v in chosen:
             mask = pixel_label[v] == part
             box = _box_around(mask, grow=2.0, min_fraction=0.5)
-            inside = mask[box]
-            tiles.append(_resize(np.where(inside[..., None], orange[v][box], grey[v][box]), tile))
+            inside, crop = mask[box], level[v][box]
+            tiles.append(_resize(np.where(inside[..., None], orange_table[crop], grey_table[crop]), tile))
             pixels += int(inside.sum())
         sheets.append(PartSheet(part, _png(_sheet(tiles + [whole])), chosen, pixels))
     return sheets
