@@ -415,14 +415,20 @@ def test_addon_name_job_through_a_session(tmp_path, lamp):
     assert "lamp" in vlm.requests[0]["body"]["messages"][-1]["content"][0]["text"]
 
 
-def test_y_up_meshes_are_shown_upright(lamp):
+def test_cli_y_up_files_are_shown_upright(tmp_path, lamp):
     mesh, labels = lamp
     v = mesh.vertices
-    y_up = validate_mesh(np.stack([v[:, 0], v[:, 2], -v[:, 1]], axis=1), mesh.faces)  # the lamp as glTF stores it
+    _write_obj(tmp_path / "lamp.obj", validate_mesh(np.stack([v[:, 0], v[:, 2], -v[:, 1]], axis=1), mesh.faces))
+    np.save(tmp_path / "labels.npy", labels)
     with FakeVLM() as vlm:
-        assert names_of(naming.name_parts(y_up, labels, endpoint(vlm), tile=TILE, up="y")) == LAMP_NAMES
-        lying = names_of(naming.name_parts(y_up, labels, endpoint(vlm), tile=TILE, cache=naming.NameCache(None)))
-    assert lying != LAMP_NAMES  # seen lying on its side, the judge cannot tell feet from cap
+        args = ["name", str(tmp_path / "lamp.obj"), "--labels", str(tmp_path / "labels.npy"), "--url", vlm.url,
+                "--model", "m", "--no-cache", "--json", str(tmp_path / "n.json")]
+        assert cli_main(args + ["--up-axis", "y"]) == 0
+        upright = json.loads((tmp_path / "n.json").read_text())["parts"]
+        assert cli_main(args) == 0
+        lying = json.loads((tmp_path / "n.json").read_text())["parts"]
+    assert {p["part"]: p["name"] for p in upright} == LAMP_NAMES
+    assert {p["part"]: p["name"] for p in lying} != LAMP_NAMES  # on its side the judge cannot tell feet from cap
 
 
 def test_rendering_for_names_never_imports_torch(tmp_path):

@@ -125,21 +125,16 @@ def naming_rig(size: int, extents=None):
 
 
 def render_part_sheets(mesh: Mesh, labels: np.ndarray, parts=None, n_views: int = DEFAULT_VIEWS,
-                       tile: int = DEFAULT_TILE, up: str = "z") -> list[PartSheet]:
+                       tile: int = DEFAULT_TILE) -> list[PartSheet]:
     """One PNG per part: `n_views` views where the part is most visible (highlighted, cropped
-    around it) and one view of the whole object. Rendered once for all parts. `up`: the mesh's
-    up axis ("z" as in Blender, "y" as in glTF and most OBJ files), so views are upright."""
+    around it) and one view of the whole object. Rendered once for all parts. The mesh is Z-up
+    (Blender's convention; `segparts.meshio.load_mesh` turns Y-up files Z-up), so views are upright."""
     from .render import GREY_ALBEDO, normalize_for_rendering, render_views
 
     labels = np.asarray(labels, dtype=np.int64)
     if labels.shape != (mesh.n_faces,):
         raise ValueError(f"{labels.shape[0] if labels.ndim else 0} labels for {mesh.n_faces} faces")
-    if up not in ("y", "z"):
-        raise ValueError(f"up axis must be 'y' or 'z', not {up!r}")
-    vertices = np.asarray(mesh.vertices, dtype=np.float64)
-    if up == "y":  # rotate +Y onto +Z (x, y, z) -> (x, -z, y)
-        vertices = np.stack([vertices[:, 0], -vertices[:, 2], vertices[:, 1]], axis=1)
-    vertices, norm = normalize_for_rendering(vertices)
+    vertices, norm = normalize_for_rendering(mesh.vertices)
     rig = naming_rig(2 * tile, norm.extents)  # rendered larger than a tile: crops around small parts stay sharp
     # Embree even on CUDA machines: 14 small views are cheap, and checking for nvdiffrast would
     # import torch into the backend for a job that needs none of it
@@ -470,8 +465,8 @@ class NameCache:
 MAX_OBJECT_NAME = 80
 
 
-def server_args(args: dict, arrays: dict, n_faces: int) -> tuple[Endpoint, str | None, int, str]:
-    """Check the arguments of the `name_parts` op: (endpoint, object name, views per part, up axis).
+def server_args(args: dict, arrays: dict, n_faces: int) -> tuple[Endpoint, str | None, int]:
+    """Check the arguments of the `name_parts` op: (endpoint, object name, views per part).
     The endpoint comes from `args.endpoint` {url, model, api_key, timeout_s, retries}, else from
     the backend's environment; with neither, naming is off and the op is refused."""
     from . import wire
@@ -509,10 +504,7 @@ def server_args(args: dict, arrays: dict, n_faces: int) -> tuple[Endpoint, str |
     n_views = args.get("views", DEFAULT_VIEWS)
     if isinstance(n_views, bool) or not isinstance(n_views, int) or not 1 <= n_views <= 8:
         raise bad("'views' must be an integer in [1, 8]")
-    up = args.get("up", "z")
-    if up not in ("y", "z"):
-        raise bad("'up' must be 'y' or 'z'")
-    return endpoint, (object_name or "").strip()[:MAX_OBJECT_NAME] or None, n_views, up
+    return endpoint, (object_name or "").strip()[:MAX_OBJECT_NAME] or None, n_views
 
 
 # ---- the whole job -----------------------------------------------------------------------------
@@ -531,7 +523,7 @@ class PartName:
 def name_parts(mesh: Mesh, labels: np.ndarray, endpoint: Endpoint | None, object_name: str | None = None,
                cache: NameCache | None = None, n_views: int = DEFAULT_VIEWS, tile: int = DEFAULT_TILE,
                progress: Progress = no_progress, cancel: CancelToken | None = None,
-               save_dir: str | Path | None = None, up: str = "z") -> list[PartName]:
+               save_dir: str | Path | None = None) -> list[PartName]:
     """Name every part of `labels` (one label per triangle of `mesh`; negative: unlabelled).
     A part that fails keeps name None with the reason in `error`; the others still get named.
     `save_dir` also writes each sheet as part_NNN.png (what was sent)."""
@@ -554,7 +546,7 @@ def name_parts(mesh: Mesh, labels: np.ndarray, endpoint: Endpoint | None, object
     todo = [p for p in parts if p not in results]
     if todo:
         progress(0.02, "rendering parts")
-        sheets = {s.part: s for s in render_part_sheets(mesh, labels, todo, n_views, tile, up)}
+        sheets = {s.part: s for s in render_part_sheets(mesh, labels, todo, n_views, tile)}
         if save_dir is not None:
             Path(save_dir).mkdir(parents=True, exist_ok=True)
         for i, p in enumerate(todo):

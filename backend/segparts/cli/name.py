@@ -24,8 +24,8 @@ def register(sub):
                                                "(default: $SEGPARTS_VLM_URL)")
     p.add_argument("--model", default=None, help="model name (default: $SEGPARTS_VLM_MODEL)")
     p.add_argument("--api-key", default=None, help="API key (default: $SEGPARTS_VLM_API_KEY; prefer the variable)")
-    p.add_argument("--up", choices=["z", "y"], default="z",
-                   help="the mesh's up axis: z (Blender, default) or y (glTF, most OBJ files), for upright views")
+    p.add_argument("--up-axis", choices=["y", "z"], default=None,
+                   help="the file's up axis (default: Y for .glb/.gltf, Z otherwise); views are rendered upright")
     p.add_argument("--views", type=int, default=3, help="highlighted views per part (1-8; default 3)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
     p.add_argument("--retries", type=int, default=2, help="retries per part after the first try (default 2)")
@@ -55,7 +55,7 @@ def run(args) -> int:
         raise CliError(f"naming is off: give --url and --model, or set {naming.ENV_URL} and {naming.ENV_MODEL} "
                        f"(docs/naming.md); nothing was sent")
     try:
-        mesh = load_mesh(args.mesh)
+        mesh = load_mesh(args.mesh, up_axis=args.up_axis)
     except MeshError as exc:
         raise CliError(exc.message) from None
     labels = _read_labels(args.labels, mesh)
@@ -65,7 +65,7 @@ def run(args) -> int:
     cache = naming.NameCache(None if args.no_cache else (args.cache or naming.default_cache_path()))
     print(f"naming parts with {endpoint.describe()} (object: {object_name})", file=sys.stderr)
     results = naming.name_parts(mesh, labels, endpoint, object_name, cache, n_views=args.views,
-                                progress=_progress, save_dir=args.save_images, up=args.up)
+                                progress=_progress, save_dir=args.save_images)
     print("", file=sys.stderr)
     for r in results:
         print(f"{r.part:4d}  {r.name}" + (" (cached)" if r.cached else "") if r.error is None
@@ -88,7 +88,7 @@ def _dry_run(mesh, labels, args) -> int:
     out = Path(args.save_images)
     out.mkdir(parents=True, exist_ok=True)
     parts = sorted(set(int(x) for x in labels[labels >= 0]))
-    for sheet in naming.render_part_sheets(mesh, labels, parts, n_views=args.views, up=args.up):
+    for sheet in naming.render_part_sheets(mesh, labels, parts, n_views=args.views):
         if sheet.png is None:
             print(f"{sheet.part:4d}  too small to be seen; would not be sent")
             continue
