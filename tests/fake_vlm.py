@@ -77,8 +77,12 @@ def completion(content) -> dict:
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]}
 
 
+TRUNCATED = -1  # a `delay` that means: cut the answer short
+
+
 class FakeVLM:
     """`respond(n, body, verdict)` -> (status, payload bytes | dict | str, delay_s); default: the judge.
+    Status 0 hangs up without answering; delay TRUNCATED sends a cut-off body.
     `n` counts requests from 0. Use as a context manager; `url` is the base URL (.../v1)."""
 
     def __init__(self, respond=None):
@@ -100,14 +104,18 @@ class FakeVLM:
                     fake.requests.append({"path": self.path, "headers": dict(self.headers), "body": body,
                                           "verdict": verdict})
                 status, payload, delay = fake.respond(n, body, verdict)
-                if delay:
+                if delay and delay != TRUNCATED:
                     time.sleep(delay)
                 data = payload if isinstance(payload, bytes) else (
                     payload.encode() if isinstance(payload, str) else json.dumps(payload).encode())
+                if status == 0:  # hang up without an answer
+                    self.close_connection = True
+                    return
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
+                    # TRUNCATED: promise more bytes than are sent, then hang up
+                    self.send_header("Content-Length", str(len(data) + (1000 if delay == TRUNCATED else 0)))
                     self.end_headers()
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from backend_fixtures import thread_server
-from fake_vlm import LAMP_NAMES, FakeVLM, completion, lamp_parts
+from fake_vlm import LAMP_NAMES, TRUNCATED, FakeVLM, completion, lamp_parts
 from segparts import naming, wire
 from segparts.cli import main as cli_main
 from segparts.client import BackendError
@@ -163,6 +163,9 @@ def test_timeouts_are_retried_then_reported(lamp):
     completion(""),  # no text
     completion("I think this might be some kind of decorative element on the object"),  # not a name
     completion('{"name": "42"}'),  # no letters
+    completion('{"name": 5}'),  # not a string
+    completion('{"part": "leg"}'),  # no name
+    {"choices": [{"message": {"content": {"name": "leg"}}}]},  # content is not text
 ])
 def test_malformed_answers_keep_the_old_name(lamp, payload):
     mesh, labels = lamp
@@ -171,6 +174,16 @@ def test_malformed_answers_keep_the_old_name(lamp, payload):
         results = naming.name_parts(mesh, part, endpoint(vlm, retries=1), tile=TILE)
     assert len(vlm.requests) == 2  # an unusable answer is asked again once
     assert results[0].name is None and results[0].error
+
+
+@pytest.mark.parametrize("status, delay, why", [(0, 0, "connection"), (200, TRUNCATED, "incomplete")])
+def test_broken_connections_are_retried_then_reported(lamp, status, delay, why):
+    mesh, labels = lamp
+    part = np.where(labels == 2, 0, -1)
+    with FakeVLM(lambda n, body, verdict: (status, completion('{"name": "body"}'), delay)) as vlm:
+        results = naming.name_parts(mesh, part, endpoint(vlm, retries=1), tile=TILE)
+    assert len(vlm.requests) == 2
+    assert results[0].name is None and why in results[0].error.lower(), results[0].error
 
 
 def test_one_failing_part_keeps_its_name_and_the_others_are_named(lamp):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import io
 import json
 import logging
@@ -328,6 +329,8 @@ def _post(endpoint: Endpoint, data: bytes) -> dict:
         raise _Retryable(f"cannot reach {endpoint.describe()}: {reason}") from None
     except (ConnectionError, OSError) as exc:
         raise _Retryable(f"connection to {endpoint.describe()} failed: {exc}") from None
+    except http.client.HTTPException as exc:  # e.g. the answer was cut short
+        raise _Retryable(f"broken answer from {endpoint.describe()}: {type(exc).__name__} {exc}"[:200]) from None
     try:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -382,10 +385,12 @@ def clean_name(text: str) -> str:
     if match:
         try:
             value = json.loads(match.group(0))
-            if isinstance(value, dict) and isinstance(value.get("name"), str):
-                name = value["name"]
         except json.JSONDecodeError:
-            pass
+            value = None
+        if isinstance(value, dict):
+            if not isinstance(value.get("name"), str):
+                raise _Retryable(f"no \"name\" in the answer {text[:60]!r}")
+            name = value["name"]
     if name is None:
         name = text.splitlines()[0] if text else ""
     name = name.strip().strip("\"'`*").strip()
