@@ -87,6 +87,7 @@ class FakeVLM:
 
     def __init__(self, respond=None):
         self.requests: list[dict] = []  # {path, headers, body, verdict}
+        self.in_flight = self.most_in_flight = 0
         self.respond = respond or (lambda n, body, verdict: (200, completion(json.dumps({"name": verdict["name"]})), 0))
         self._lock = threading.Lock()
         fake = self
@@ -103,9 +104,13 @@ class FakeVLM:
                     n = len(fake.requests)
                     fake.requests.append({"path": self.path, "headers": dict(self.headers), "body": body,
                                           "verdict": verdict})
+                    fake.in_flight += 1
+                    fake.most_in_flight = max(fake.most_in_flight, fake.in_flight)
                 status, payload, delay = fake.respond(n, body, verdict)
                 if delay and delay != TRUNCATED:
                     time.sleep(delay)
+                with fake._lock:
+                    fake.in_flight -= 1
                 data = payload if isinstance(payload, bytes) else (
                     payload.encode() if isinstance(payload, str) else json.dumps(payload).encode())
                 if status == 0:  # hang up without an answer

@@ -72,6 +72,18 @@ def test_progress_reports_every_part(lamp):
     assert all(a <= b for (a, _), (b, _) in zip(seen, seen[1:]))
 
 
+def test_parallel_requests(lamp):
+    mesh, labels = lamp
+    seen = []
+    slow = lambda n, body, verdict: (200, completion(json.dumps({"name": verdict["name"]})), 0.4)  # noqa: E731
+    with FakeVLM(slow) as vlm:
+        results = naming.name_parts(mesh, labels, endpoint(vlm), tile=TILE, parallel=4,
+                                    progress=lambda f, s: seen.append(s))
+    assert names_of(results) == LAMP_NAMES
+    assert vlm.most_in_flight >= 2  # at once, not one after another
+    assert [s for s in seen if s.startswith("naming part")] == [f"naming part {i}/4" for i in range(1, 5)]
+
+
 def test_save_dir_holds_exactly_what_was_sent(lamp, tmp_path):
     import base64
 

@@ -468,10 +468,12 @@ class NameCache:
 
 # ---- the backend op ---------------------------------------------------------------------------
 MAX_OBJECT_NAME = 80
+MAX_PARALLEL = 16
 
 
-def server_args(args: dict, arrays: dict, n_faces: int) -> tuple[Endpoint, str | None, int]:
-    """Check the arguments of the `name_parts` op: (endpoint, object name, views per part).
+def server_args(args: dict, arrays: dict, n_faces: int) -> tuple[Endpoint, str | None, int, int]:
+    """Check the arguments of the `name_parts` op: (endpoint, object name, views per part,
+    requests at a time).
     The endpoint comes from `args.endpoint` {url, model, api_key, timeout_s, retries}, else from
     the backend's environment; with neither, naming is off and the op is refused."""
     from . import wire
@@ -509,7 +511,10 @@ def server_args(args: dict, arrays: dict, n_faces: int) -> tuple[Endpoint, str |
     n_views = args.get("views", DEFAULT_VIEWS)
     if isinstance(n_views, bool) or not isinstance(n_views, int) or not 1 <= n_views <= 8:
         raise bad("'views' must be an integer in [1, 8]")
-    return endpoint, (object_name or "").strip()[:MAX_OBJECT_NAME] or None, n_views
+    parallel = args.get("parallel", 1)
+    if isinstance(parallel, bool) or not isinstance(parallel, int) or not 1 <= parallel <= MAX_PARALLEL:
+        raise bad(f"'parallel' must be an integer in [1, {MAX_PARALLEL}]")
+    return endpoint, (object_name or "").strip()[:MAX_OBJECT_NAME] or None, n_views, parallel
 
 
 # ---- the whole job -----------------------------------------------------------------------------
@@ -528,10 +533,13 @@ class PartName:
 def name_parts(mesh: Mesh, labels: np.ndarray, endpoint: Endpoint | None, object_name: str | None = None,
                cache: NameCache | None = None, n_views: int = DEFAULT_VIEWS, tile: int = DEFAULT_TILE,
                progress: Progress = no_progress, cancel: CancelToken | None = None,
-               save_dir: str | Path | None = None) -> list[PartName]:
+               save_dir: str | Path | None = None, parallel: int = 1) -> list[PartName]:
     """Name every part of `labels` (one label per triangle of `mesh`; negative: unlabelled).
     A part that fails keeps name None with the reason in `error`; the others still get named.
+    `parallel` requests at a time (a local server usually answers one at a time anyway).
     `save_dir` also writes each sheet as part_NNN.png (what was sent)."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
     if endpoint is None:
         raise NamingOff(f"naming is off: no vision-language endpoint configured (set {ENV_URL} and "
                         f"{ENV_MODEL}, or the add-on's preferences); nothing was sent")
@@ -541,12 +549,10 @@ def name_parts(mesh: Mesh, labels: np.ndarray, endpoint: Endpoint | None, object
     parts = np.unique(labels[labels >= 0]).tolist()
     digest = labels_hash(labels)
     keys = {p: cache.key(mesh.content_hash, digest, p, endpoint.model, object_name) for p in parts}
-    bases: dict[int, str | None] = {}
     results: dict[int, PartName] = {}
     for p in parts:
         hit = cache.get(keys[p])
         if hit is not None:
-            bases[p] = hit
             results[p] = PartName(p, None, hit, cached=True)
     todo = [p for p in parts if p not in results]
     if todo:
@@ -554,24 +560,33 @@ def name_parts(mesh: Mesh, labels: np.ndarray, endpoint: Endpoint | None, object
         sheets = {s.part: s for s in render_part_sheets(mesh, labels, todo, n_views, tile)}
         if save_dir is not None:
             Path(save_dir).mkdir(parents=True, exist_ok=True)
-        for i, p in enumerate(todo):
-            progress(0.1 + 0.9 * i / len(todo), f"naming part {i + 1}/{len(todo)}")
+
+        def name_one(p: int) -> PartName:
             sheet = sheets[p]
             if sheet.png is None:
-                results[p] = PartName(p, None, error="too small to be seen in any view; not sent")
-                bases[p] = None
-                continue
+                return PartName(p, None, error="too small to be seen in any view; not sent")
             if save_dir is not None:
                 (Path(save_dir) / f"part_{p:03d}.png").write_bytes(sheet.png)
             try:
                 base = ask(endpoint, request_body(endpoint, sheet.png, object_name, len(sheet.views)), cancel)
             except NamingError as exc:
-                results[p] = PartName(p, None, error=str(exc))
-                bases[p] = None
-                continue
+                return PartName(p, None, error=str(exc))
             cache.put(keys[p], base)
-            bases[p] = base
-            results[p] = PartName(p, None, base)
+            return PartName(p, None, base)
+
+        progress(0.1, f"asking {endpoint.model}")
+        pool = ThreadPoolExecutor(max_workers=max(1, int(parallel)), thread_name_prefix="segparts-name")
+        try:
+            futures = [pool.submit(name_one, p) for p in todo]
+            for i, done in enumerate(as_completed(futures), 1):
+                result = done.result()
+                results[result.part] = result
+                progress(0.1 + 0.9 * i / len(todo), f"naming part {i}/{len(todo)}")
+        except BaseException:  # cancelled: answer now; requests in flight end on their own
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+    bases = {p: r.base for p, r in results.items()}
     final = number_duplicates(bases)
     for p, r in results.items():
         r.name = final.get(p) if r.error is None else None

@@ -432,7 +432,7 @@ class Server:
         from . import naming
 
         mid, mesh = self._mesh(args)
-        endpoint, object_name, n_views = naming.server_args(args, arrays, mesh.n_faces)
+        endpoint, object_name, n_views, parallel = naming.server_args(args, arrays, mesh.n_faces)
         if self._name_cache is None:
             self._name_cache = naming.NameCache(naming.default_cache_path())
         job = Job(uuid.uuid4().hex[:16], "name_parts", envelope, req_id, endpoint.model, None, mid, mesh,
@@ -450,7 +450,8 @@ class Server:
 
             try:
                 names = naming.name_parts(mesh, arrays["labels"], endpoint, object_name, self._name_cache,
-                                          n_views=n_views, progress=progress, cancel=job.cancel)
+                                          n_views=n_views, progress=progress, cancel=job.cancel,
+                                          parallel=parallel)
                 job.state, job.finished, job.progress = "done", time.time(), 1.0
                 events.post(("reply", job, {"job_id": job.id, "model": endpoint.model,
                                             "endpoint": endpoint.describe(),

@@ -27,6 +27,8 @@ def register(sub):
     p.add_argument("--up-axis", choices=["y", "z"], default=None,
                    help="the file's up axis (default: Y for .glb/.gltf, Z otherwise); views are rendered upright")
     p.add_argument("--views", type=int, default=3, help="highlighted views per part (1-8; default 3)")
+    p.add_argument("--parallel", type=int, default=1, help="requests at a time (default 1; a hosted "
+                                                            "endpoint may take more, a local one rarely gains)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
     p.add_argument("--retries", type=int, default=2, help="retries per part after the first try (default 2)")
     p.add_argument("--cache", default=None, help="name cache file (default: $SEGPARTS_NAME_CACHE or "
@@ -46,6 +48,8 @@ def run(args) -> int:
 
     if not 1 <= args.views <= 8:
         raise CliError("--views must be in 1..8")
+    if not 1 <= args.parallel <= naming.MAX_PARALLEL:
+        raise CliError(f"--parallel must be in 1..{naming.MAX_PARALLEL}")
     try:
         endpoint = naming.resolve_endpoint(args.url, args.model, args.api_key,
                                            timeout_s=args.timeout, retries=args.retries)
@@ -65,7 +69,7 @@ def run(args) -> int:
     cache = naming.NameCache(None if args.no_cache else (args.cache or naming.default_cache_path()))
     print(f"naming parts with {endpoint.describe()} (object: {object_name})", file=sys.stderr)
     results = naming.name_parts(mesh, labels, endpoint, object_name, cache, n_views=args.views,
-                                progress=_progress, save_dir=args.save_images)
+                                progress=_progress, save_dir=args.save_images, parallel=args.parallel)
     print("", file=sys.stderr)
     for r in results:
         print(f"{r.part:4d}  {r.name}" + (" (cached)" if r.cached else "") if r.error is None
