@@ -538,7 +538,7 @@ def name_parts(mesh: Mesh, labels: np.ndarray, endpoint: Endpoint | None, object
     A part that fails keeps name None with the reason in `error`; the others still get named.
     `parallel` requests at a time (a local server usually answers one at a time anyway).
     `save_dir` also writes each sheet as part_NNN.png (what was sent)."""
-    from concurrent.futures import ThreadPoolExecutor, as_completed
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     if endpoint is None:
         raise NamingOff(f"naming is off: no vision-language endpoint configured (set {ENV_URL} and "
@@ -577,11 +577,15 @@ def name_parts(mesh: Mesh, labels: np.ndarray, endpoint: Endpoint | None, object
         progress(0.1, f"asking {endpoint.model}")
         pool = ThreadPoolExecutor(max_workers=max(1, int(parallel)), thread_name_prefix="segparts-name")
         try:
-            futures = [pool.submit(name_one, p) for p in todo]
-            for i, done in enumerate(as_completed(futures), 1):
-                result = done.result()
-                results[result.part] = result
-                progress(0.1 + 0.9 * i / len(todo), f"naming part {i}/{len(todo)}")
+            pending, answered = {pool.submit(name_one, p) for p in todo}, 0
+            while pending:  # wake up now and then: a cancel must not wait for a slow answer
+                finished, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+                cancel.check()
+                for future in finished:
+                    result = future.result()
+                    results[result.part] = result
+                    answered += 1
+                    progress(0.1 + 0.9 * answered / len(todo), f"naming part {answered}/{len(todo)}")
         except BaseException:  # cancelled: answer now; requests in flight end on their own
             pool.shutdown(wait=False, cancel_futures=True)
             raise
