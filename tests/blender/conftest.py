@@ -43,14 +43,24 @@ def install_result(built_zip):
     return result, seconds
 
 
+def backend_python(folder: Path) -> Path:
+    """This venv's Python with THIS checkout's backend first on its path: the add-on starts the
+    backend without PYTHONPATH, and the venv's editable install may point at another checkout."""
+    wrapper = folder / "python"
+    backend = ROOT / "backend"
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH="{backend}" exec "{sys.executable}" "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
 @pytest.fixture(scope="session")
-def addon(install_result):
+def addon(install_result, tmp_path_factory):
     result, _ = install_result
     assert result == {"FINISHED"}, result
     assert MODULE in bpy.context.preferences.addons, "the extension was installed but not enabled"
     module = importlib.import_module(MODULE)
     prefs = bpy.context.preferences.addons[MODULE].preferences
-    prefs.python_path = sys.executable  # this venv has segparts installed
+    prefs.python_path = str(backend_python(tmp_path_factory.mktemp("python")))  # this venv has segparts
     prefs.port = free_port()
     prefs.auto_start = True
     prefs.device = "cpu"
