@@ -17,7 +17,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from . import atlas, mesh_io
+from . import atlas
 from .partdata import fan_triangles
 
 IMAGE_CACHE_SIZE = 8
@@ -28,11 +28,12 @@ UPSTREAM_LIMIT = 16  # nodes searched behind a Base Color socket
 
 def surface_arrays(obj, topo, tri_poly: np.ndarray) -> dict[str, np.ndarray]:
     """Appearance arrays of `obj`'s ORIGINAL mesh, per triangle of mesh_io.triangles()."""
+    from .writeback import USER_SLOTS_PROP, real_material_indices
+
     mesh = obj.data
-    poly_material = mesh_io.read_int_attribute(mesh, mesh_io.SAVED_MATERIAL_ATTR)
-    if poly_material is None:
-        poly_material = mesh_io.material_indices(mesh)
-    looks = [material_look(slot.material) for slot in obj.material_slots]
+    poly_material = real_material_indices(obj)
+    user_slots = list(obj.material_slots)[:int(obj.get(USER_SLOTS_PROP, len(obj.material_slots)))]
+    looks = [material_look(slot.material) for slot in user_slots]  # never the part preview's
     loops = _Lazy(lambda: triangle_loops(mesh, topo))
     return atlas.compose(looks, poly_material[tri_poly], lambda: corner_uv(mesh, loops()),
                          lambda: active_colors(mesh, loops()))

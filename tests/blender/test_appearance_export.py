@@ -8,7 +8,6 @@ import pytest
 
 from blender_env import bpy, sub
 from blender_meshes import boxes_object
-from segparts.render import Appearance
 
 
 def principled(name: str, rgba=(0.8, 0.8, 0.8, 1.0)):
@@ -95,9 +94,28 @@ def test_plain_grey_materials_send_nothing(runtime):
     assert sub(runtime, "mesh_io").mesh_arrays(obj).appearance == {}
 
 
-def sample(looks: dict, faces: np.ndarray, n_vertices: int) -> np.ndarray:
-    """The backend renderer's colour at each triangle's centroid."""
-    return Appearance(uv=looks["uv"], texture=looks["texture"]).face_base_colors(faces, n_vertices)
+def test_the_part_preview_is_not_what_the_user_sees(runtime, backend):
+    """After a segmentation the faces show the preview's part colours; the object still looks grey
+    to the backend, so its id stays that of the segmented mesh (picks find the segmentation)."""
+    obj = boxes_object()
+    arrays = sub(runtime, "mesh_io").mesh_arrays(obj)
+    assert arrays.appearance == {}
+    bpy.context.view_layer.objects.active = obj
+    assert bpy.ops.segparts.segment() == {"FINISHED"}
+    runtime.run_until_idle(timeout=60)
+    assert len(obj.data.materials) > 1, runtime.message()  # the preview's materials
+    assert sub(runtime, "mesh_io").mesh_arrays(obj).appearance == {}
+
+
+def sample(looks: dict) -> np.ndarray:
+    """The colour at each triangle's centroid UV, sampled as the backend's renderer does (nearest
+    texel, repeating; segparts itself is not imported into Blender's process)."""
+    st = looks["uv"].astype(np.float64).mean(axis=1)
+    texture = looks["texture"]
+    h, w = texture.shape[:2]
+    x = np.mod(np.floor(st[:, 0] * w), w).astype(int)
+    y = np.mod(np.floor((1.0 - st[:, 1]) * h), h).astype(int)
+    return texture[y, x, :3]
 
 
 def pixel_centres(rng, n: int, h: int, w: int):
@@ -117,7 +135,7 @@ def test_an_image_texture_is_sent_with_its_uvs(runtime, backend):
     looks = arrays.appearance
     assert set(looks) == {"uv", "texture"} and looks["uv"].shape == (len(arrays.faces), 3, 2)
     np.testing.assert_array_equal(looks["texture"][..., :3], rgb)
-    np.testing.assert_array_equal(sample(looks, arrays.faces, len(arrays.vertices)), rgb[ij[:, 0], ij[:, 1]][arrays.tri_poly])
+    np.testing.assert_array_equal(sample(looks), rgb[ij[:, 0], ij[:, 1]][arrays.tri_poly])
     segment_and_check_id(runtime, obj, arrays)
 
 
@@ -136,7 +154,7 @@ def test_several_textured_materials_share_one_atlas(runtime):
     arrays = sub(runtime, "mesh_io").mesh_arrays(obj)
     looks = arrays.appearance
     assert set(looks) == {"uv", "texture"} and max(looks["texture"].shape[:2]) <= 2048
-    got = sample(looks, arrays.faces, len(arrays.vertices))
+    got = sample(looks)
     stack = np.stack(images + [np.zeros_like(images[0])])
     stack[2] = [0, 255, 0]  # the plain material: a solid tile of its colour
     want = stack[material, ij[:, 0], ij[:, 1]][arrays.tri_poly]
