@@ -77,9 +77,10 @@ def is_uniform(colors: np.ndarray) -> bool:
 
 
 def wrap_per_triangle(uv: np.ndarray) -> np.ndarray:
-    """UVs shifted by whole tiles so each triangle starts in [0, 1) (fract of its lowest corner,
-    keeping the triangle in one piece), then clipped to [0, 1]."""
-    shift = np.floor(uv.min(axis=1, keepdims=True))
+    """UVs shifted by whole tiles so each triangle's centroid lies in [0, 1) (the triangle stays in
+    one piece and its centre samples the right texel), then clipped to [0, 1] (a triangle that
+    straddles a tile border is squeezed at that border)."""
+    shift = np.floor(uv.mean(axis=1, keepdims=True))
     return np.clip(uv - shift, 0.0, 1.0)
 
 
