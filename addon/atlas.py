@@ -15,8 +15,8 @@ attribute) into the arrays of docs/protocol.md:
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -38,7 +38,11 @@ def linear_to_srgb(x) -> np.ndarray:
 
 
 def to_u8(x) -> np.ndarray:
-    return np.round(np.clip(np.asarray(x, dtype=np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
+    """Colours in [0, 1] -> 0..255 (uint8 input is returned as it is)."""
+    x = np.asarray(x)
+    if x.dtype == np.uint8:
+        return x
+    return np.round(np.clip(x.astype(np.float32, copy=False), 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
 
 
 def downscale(image: np.ndarray, max_side: int = MAX_TEXTURE_SIDE) -> np.ndarray:
@@ -125,26 +129,25 @@ def compose(looks: list[MaterialLook | None], tri_material: np.ndarray,
     """Appearance arrays (docs/protocol.md) for triangles whose materials are `tri_material`
     (indices into `looks`; out of range or None -> Blender's default grey). `corner_uv()` gives
     the active UV map per triangle corner (T, 3, 2) or None; `attribute()` the active colour
-    attribute as (domain "POINT"|"CORNER", sRGB colours (V|T,[3,]4) in [0, 1]) or None. Both are
+    attribute as (domain "POINT"|"CORNER", sRGB colours (V|T,[3,]3|4), uint8 or in [0, 1]) or None. Both are
     called only when needed: reading them costs time on big meshes."""
     default = MaterialLook(linear_to_srgb(DEFAULT_COLOR[:3]).tolist() + [1.0])
     table = [look or default for look in looks] + [default]
     tri_material = np.where((tri_material >= 0) & (tri_material < len(looks)), tri_material, len(looks))
-    used = np.unique(tri_material)
+    used = np.flatnonzero(np.bincount(tri_material, minlength=len(table)))
     textured = [int(m) for m in used if table[m].image is not None]
     if textured:
         uv = corner_uv()
         if uv is not None:
             return _textured(table, tri_material, used, uv)
-    colors = np.array([np.asarray(look.color, dtype=np.float64)[:4] for look in table])
-    face_colors = to_u8(colors[tri_material, :3])
-    wants_attribute = any(table[m].uses_attribute for m in used)
-    if wants_attribute or is_plain(face_colors):
+    colors = to_u8(np.array([np.asarray(look.color, dtype=np.float64)[:3] for look in table]))
+    plain = is_plain(colors[used])  # judged per material: no per-face work for a grey mesh
+    if plain or any(table[m].uses_attribute for m in used):
         found = attribute()
         if found is not None and not is_uniform(found[1]):
             domain, values = found
             return {"vertex_colors" if domain == "POINT" else "corner_colors": to_u8(values[..., :3])}
-    return {} if is_plain(face_colors) else {"face_colors": face_colors}
+    return {} if plain else {"face_colors": colors[tri_material]}
 
 
 def _textured(table, tri_material, used, uv) -> dict[str, np.ndarray]:

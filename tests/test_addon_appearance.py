@@ -12,10 +12,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from addon import atlas, orientation, picking  # noqa: E402
-from segparts.appearance import from_wire  # noqa: E402
-from segparts.client import mesh_id  # noqa: E402
-from segparts.render import Appearance  # noqa: E402
+from segparts.appearance import from_wire
+from segparts.client import mesh_id
+from segparts.render import Appearance
+
+from addon import atlas, orientation, picking
 
 RED, BLUE, GREY = np.array([1.0, 0, 0, 1]), np.array([0, 0, 1.0, 1]), np.array([0.5, 0.5, 0.5, 1])
 
@@ -139,7 +140,7 @@ def test_world_orientation_keeps_faces_outward_and_corners_with_their_colours(sc
 
 def test_an_unmoved_object_keeps_its_arrays_and_id():
     v, f = box()
-    wv, wf, wl = orientation.to_world(v, f, {}, orientation.linear_part(np.eye(4)))
+    wv, wf, _ = orientation.to_world(v, f, {}, orientation.linear_part(np.eye(4)))
     assert wf is f and mesh_id(wv, wf) == mesh_id(v, f)
 
 
@@ -149,7 +150,7 @@ def test_click_points_follow_the_mesh_into_world_orientation():
     t, bary = 4, np.array([0.2, 0.3, 0.5])
     point = bary @ v[f[t]]  # on triangle t, in object space
     click = picking.click_prompt(t, point, True, linear)
-    wv, wf, _ = orientation.to_world(v, f, {}, linear)
+    _, wf, _ = orientation.to_world(v, f, {}, linear)
     np.testing.assert_allclose(click["point"], bary @ (v[f[t]] @ linear.T))  # on the uploaded triangle
     assert click["face"] == t and set(wf[t]) == set(f[t])  # the same triangle, corners maybe swapped
     assert picking.click_prompt(t, point, True)["point"] == pytest.approx(point.tolist())

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import trimesh
 from backend_fixtures import thread_server
-
 from segparts.appearance import from_wire, wire_arrays
 from segparts.client import BackendError, mesh_id
 from segparts.mesh import MeshError, validate_mesh
@@ -142,7 +141,7 @@ def test_cli_through_a_backend_uploads_the_files_colours(tmp_path):
     path.write_bytes(tm.export(file_type="ply"))
     local = load_mesh(path)
     assert local.appearance is not None
-    with thread_server(tmp_path) as (server, client):
+    with thread_server(tmp_path) as (server, _client):
         assert main(["segment", str(path), "--port", str(server.port), "--token-file", str(tmp_path / "token"),
                      "--out", str(tmp_path / "labels.npy"), "--quiet"]) == 0
         remote = server._cache.get(("mesh", local.content_hash))

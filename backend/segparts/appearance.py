@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .mesh import APPEARANCE_ARRAYS, MeshError  # noqa: F401  (re-exported: the hash order)
+from .mesh import APPEARANCE_ARRAYS, MeshError
 
 COLOR_ARRAYS = ("vertex_colors", "corner_colors", "face_colors")
 MAX_TEXTURE_SIDE = 4096

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from blender_env import bpy, sub
 from blender_meshes import boxes_object
 
