@@ -177,29 +177,33 @@ def test_images_are_read_once_until_they_change(runtime, tmp_path):
     assert (appearance.image_pixels(image)[..., :3] == 10).all()
 
 
-@pytest.mark.parametrize("domain", ["CORNER", "POINT"])
-def test_the_active_colour_attribute_is_sent(runtime, domain):
+@pytest.mark.parametrize("domain, data_type", [("CORNER", "BYTE_COLOR"), ("POINT", "BYTE_COLOR"),
+                                               ("CORNER", "FLOAT_COLOR"), ("POINT", "FLOAT_COLOR")])
+def test_the_active_colour_attribute_is_sent(runtime, domain, data_type):
     obj = boxes_object()
     mesh = obj.data
-    attr = mesh.color_attributes.new("Paint", "BYTE_COLOR", domain)
+    mesh.color_attributes.new("Other", "BYTE_COLOR", "POINT")  # not the active one
+    attr = mesh.color_attributes.new("Paint", data_type, domain)
     mesh.color_attributes.active_color = attr
     rng = np.random.default_rng(5)
     colours = rng.integers(0, 256, (len(attr.data), 4)).astype(np.uint8)
     attr.data.foreach_set("color_srgb", (colours / 255.0).astype(np.float32).ravel())
     arrays = sub(runtime, "mesh_io").mesh_arrays(obj)
+    # float attributes hold linear values: back to display values within one level
+    tolerance = 0 if data_type == "BYTE_COLOR" else 1
     if domain == "POINT":
         assert set(arrays.appearance) == {"vertex_colors"}
-        np.testing.assert_array_equal(arrays.appearance["vertex_colors"], colours[:, :3])
+        np.testing.assert_allclose(arrays.appearance["vertex_colors"], colours[:, :3], atol=tolerance)
         return
     assert set(arrays.appearance) == {"corner_colors"}
-    check_corner_colours(mesh, arrays, colours[:, :3])
+    check_corner_colours(mesh, arrays, colours[:, :3], tolerance)
 
 
-def check_corner_colours(mesh, arrays, loop_colours):
+def check_corner_colours(mesh, arrays, loop_colours, tolerance=0):
     """Each triangle corner carries the colour of its polygon's loop at that vertex."""
     table = loop_table(mesh)
     loops = np.array([[table[(int(p), int(v))] for v in tri] for p, tri in zip(arrays.tri_poly, arrays.faces)])
-    np.testing.assert_array_equal(arrays.appearance["corner_colors"], loop_colours[loops])
+    np.testing.assert_allclose(arrays.appearance["corner_colors"], loop_colours[loops], atol=tolerance)
 
 
 def signed_volume(vertices, faces) -> float:
