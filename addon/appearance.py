@@ -34,6 +34,8 @@ def surface_arrays(obj, topo, tri_poly: np.ndarray) -> dict[str, np.ndarray]:
     poly_material = real_material_indices(obj)
     user_slots = list(obj.material_slots)[:int(obj.get(USER_SLOTS_PROP, len(obj.material_slots)))]
     looks = [material_look(slot.material) for slot in user_slots]  # never the part preview's
+    if mesh.color_attributes.active_color is None and atlas.says_nothing(looks):
+        return {}  # a plain grey mesh: no per-face work
     loops = _Lazy(lambda: triangle_loops(mesh, topo))  # only for UVs and corner colours
     return atlas.compose(looks, poly_material[tri_poly], lambda: corner_uv(mesh, loops),
                          lambda: active_colors(mesh, loops))

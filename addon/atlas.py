@@ -123,6 +123,19 @@ def pack_atlas(tiles: list[np.ndarray], max_side: int = MAX_TEXTURE_SIDE) -> Atl
     return Atlas(atlas, cols, rows, cell)
 
 
+def default_look() -> MaterialLook:
+    return MaterialLook(np.append(linear_to_srgb(DEFAULT_COLOR[:3]), 1.0))
+
+
+def says_nothing(looks: list[MaterialLook | None]) -> bool:
+    """Materials that all look the same plain grey (or none at all): without a colour attribute,
+    compose would send nothing, whatever the faces use (a shortcut with no per-face work)."""
+    table = [look or default_look() for look in looks] + [default_look()]
+    if any(look.image is not None or look.uses_attribute for look in table):
+        return False
+    return is_plain(to_u8(np.array([np.asarray(look.color, dtype=np.float64)[:3] for look in table])))
+
+
 def compose(looks: list[MaterialLook | None], tri_material: np.ndarray,
             corner_uv: Callable[[], np.ndarray | None],
             attribute: Callable[[], tuple[str, np.ndarray] | None]) -> dict[str, np.ndarray]:
@@ -131,8 +144,7 @@ def compose(looks: list[MaterialLook | None], tri_material: np.ndarray,
     the active UV map per triangle corner (T, 3, 2) or None; `attribute()` the active colour
     attribute as (domain "POINT"|"CORNER", sRGB colours (V|T,[3,]3|4), uint8 or in [0, 1]) or None. Both are
     called only when needed: reading them costs time on big meshes."""
-    default = MaterialLook(linear_to_srgb(DEFAULT_COLOR[:3]).tolist() + [1.0])
-    table = [look or default for look in looks] + [default]
+    table = [look or default_look() for look in looks] + [default_look()]
     tri_material = np.where((tri_material >= 0) & (tri_material < len(looks)), tri_material, len(looks))
     used = np.flatnonzero(np.bincount(tri_material, minlength=len(table)))
     textured = [int(m) for m in used if table[m].image is not None]

@@ -35,6 +35,18 @@ def test_plain_grey_sends_nothing_and_colours_send_face_colours():
     np.testing.assert_array_equal(looks["face_colors"], [[255, 0, 0], [0, 0, 255], [default] * 3, [default] * 3])
 
 
+def test_says_nothing_agrees_with_compose():
+    grey, red = atlas.MaterialLook(GREY), atlas.MaterialLook(RED)
+    textured = atlas.MaterialLook(GREY, image=np.zeros((1, 1, 4), np.uint8))
+    for looks in ([], [None], [None, atlas.default_look()], [grey], [grey, None], [red], [textured],
+                  [atlas.MaterialLook(GREY, uses_attribute=True)]):
+        for materials in (np.zeros(2, np.int64), np.arange(len(looks) + 1)):
+            uv = np.zeros((len(materials), 3, 2))
+            composed = atlas.compose(looks, materials, lambda uv=uv: uv, lambda: None)
+            if atlas.says_nothing(looks):
+                assert composed == {}, looks
+
+
 def test_colour_attribute_when_materials_say_nothing_or_ask_for_it():
     corner = np.random.default_rng(0).random((3, 3, 4)).astype(np.float32)
     looks = atlas.compose([atlas.MaterialLook(GREY)], np.zeros(3, np.int64), never, lambda: ("CORNER", corner))
