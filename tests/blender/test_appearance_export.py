@@ -175,6 +175,11 @@ def test_images_are_read_once_until_they_change(runtime, tmp_path):
     os.utime(path, (1, 1))  # a new modification time, as an edit outside Blender gives
     image.reload()
     assert (appearance.image_pixels(image)[..., :3] == 10).all()
+    blank = bpy.data.images.new("blank", 8, 4)  # generated, never edited: its settings identify it
+    pixels = appearance.image_pixels(blank)
+    assert pixels.shape == (4, 8, 4) and (pixels[..., :3] == 0).all() and appearance.image_pixels(blank) is pixels
+    painted = image_from(np.full((4, 8, 3), 50, np.uint8), "painted")  # unsaved edits: read each time
+    assert appearance.image_pixels(painted) is not appearance.image_pixels(painted)
 
 
 @pytest.mark.parametrize("domain, data_type", [("CORNER", "BYTE_COLOR"), ("POINT", "BYTE_COLOR"),
