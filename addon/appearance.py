@@ -12,6 +12,7 @@ modification time, size...), so segmenting again does not re-read a big image.
 """
 from __future__ import annotations
 
+import functools
 import os
 from collections import OrderedDict
 
@@ -36,19 +37,9 @@ def surface_arrays(obj, topo, tri_poly: np.ndarray) -> dict[str, np.ndarray]:
     looks = [material_look(slot.material) for slot in user_slots]  # never the part preview's
     if mesh.color_attributes.active_color is None and atlas.says_nothing(looks):
         return {}  # a plain grey mesh: no per-face work
-    loops = _Lazy(lambda: triangle_loops(mesh, topo))  # only for UVs and corner colours
+    loops = functools.cache(lambda: triangle_loops(mesh, topo))  # only for UVs and corner colours
     return atlas.compose(looks, poly_material[tri_poly], lambda: corner_uv(mesh, loops),
                          lambda: active_colors(mesh, loops))
-
-
-class _Lazy:
-    def __init__(self, build):
-        self._build, self._value = build, None
-
-    def __call__(self):
-        if self._value is None:
-            self._value = self._build()
-        return self._value
 
 
 def triangle_loops(mesh, topo) -> np.ndarray:

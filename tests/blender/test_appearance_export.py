@@ -204,6 +204,24 @@ def test_the_active_colour_attribute_is_sent(runtime, domain, data_type):
     check_corner_colours(mesh, arrays, colours[:, :3], tolerance)
 
 
+def test_corner_colours_follow_ngon_triangles(runtime):
+    """Polygons of more than 4 corners are split by Blender's loop triangles: their corners too."""
+    angles = np.linspace(0, 2 * np.pi, 7)[:-1]
+    ring = np.c_[np.cos(angles), np.sin(angles) * (1 + 0.5 * (np.arange(6) % 2)), np.zeros(6)]  # concave-ish
+    verts = np.vstack([ring, ring[:2] + [0, 0, 1], [[3, 0, 0]]])
+    mesh = bpy.data.meshes.new("Ngon")
+    mesh.from_pydata(verts.tolist(), [], [list(range(6)), [0, 1, 7, 6], [0, 8, 1]])
+    obj = bpy.data.objects.new("Ngon", mesh)
+    bpy.context.scene.collection.objects.link(obj)
+    attr = mesh.color_attributes.new("Paint", "BYTE_COLOR", "CORNER")
+    mesh.color_attributes.active_color = attr
+    colours = np.random.default_rng(7).integers(0, 256, (len(attr.data), 4)).astype(np.uint8)
+    attr.data.foreach_set("color_srgb", (colours / 255.0).astype(np.float32).ravel())
+    arrays = sub(runtime, "mesh_io").mesh_arrays(obj)
+    assert len(arrays.faces) == 4 + 2 + 1
+    check_corner_colours(mesh, arrays, colours[:, :3])
+
+
 def check_corner_colours(mesh, arrays, loop_colours, tolerance=0):
     """Each triangle corner carries the colour of its polygon's loop at that vertex."""
     table = loop_table(mesh)
