@@ -32,12 +32,13 @@ import numpy as np
 import zmq
 
 from . import __version__, wire
+from .appearance import from_wire as appearance_from_wire
 from .cache import LRUCache, estimate_nbytes
 from .engines import ENGINES, _MissingEngine, create_engine
 from .engines.base import (CancelToken, Cancelled, Click, EngineUnavailable, PickRequest, Segmentation,
                            SegmentParams, recut)
 from .hierarchy import Hierarchy
-from .mesh import DEFAULT_MAX_FACES, FACE_CUES, Mesh, MeshError, validate_mesh
+from .mesh import APPEARANCE_ARRAYS, DEFAULT_MAX_FACES, FACE_CUES, Mesh, MeshError, validate_mesh
 
 log = logging.getLogger("segparts.server")
 
@@ -303,10 +304,10 @@ class Server:
                 self._reply(envelope, req_id, "reply", self._mesh_info(claimed, mesh, cached=True))
                 return
             raise wire.ProtocolError(wire.UNKNOWN_MESH, "this mesh is not on the backend; send its arrays")
-        unknown = set(arrays) - {"vertices", "faces", "face_map", *FACE_CUES}
+        unknown = set(arrays) - {"vertices", "faces", "face_map", *FACE_CUES, *APPEARANCE_ARRAYS}
         if unknown:
             raise ArgError(f"unexpected arrays {sorted(unknown)}; send vertices, faces and optionally "
-                           f"face_map, {', '.join(FACE_CUES)}")
+                           f"face_map, {', '.join(FACE_CUES + APPEARANCE_ARRAYS)}")
         if "vertices" not in arrays or "faces" not in arrays:
             raise ArgError("upload_mesh needs arrays 'vertices' (V,3) and 'faces' (F,3)")
         face_map = arrays.get("face_map")
@@ -315,6 +316,7 @@ class Server:
             raise MeshError("bad_face_map", f"face_map must be integers, got dtype {face_map.dtype}")
         mesh = validate_mesh(arrays["vertices"], arrays["faces"], face_map, n_polygons, max_faces=self.max_faces,
                              **{name: arrays.get(name) for name in FACE_CUES})
+        mesh.appearance = appearance_from_wire(arrays, mesh.n_vertices, mesh.n_faces)  # before the id
         if not mesh.vertices.flags.writeable:  # detach from the zmq frame, engines may need a writable copy
             mesh.vertices = mesh.vertices.copy()
         mid = mesh.content_hash
@@ -323,7 +325,8 @@ class Server:
             mesh = self._cache.get(("mesh", mid))
         else:
             self._cache.put(("mesh", mid), mesh,
-                            estimate_nbytes([mesh.vertices, mesh.faces, mesh.face_map, *mesh.cues.values()]))
+                            estimate_nbytes([mesh.vertices, mesh.faces, mesh.face_map, *mesh.cues.values(),
+                                             mesh.appearance]))
         self._reply(envelope, req_id, "reply", self._mesh_info(mid, mesh, cached=cached))
 
     @staticmethod
