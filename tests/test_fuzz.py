@@ -30,7 +30,9 @@ def run_settings(n: int):
                     suppress_health_check=list(HealthCheck))
 
 
-def test_every_field_of_every_op_made_wrong_and_raw_garbage(tmp_path):
+def test_every_field_of_every_op_made_wrong_and_raw_garbage(tmp_path, monkeypatch):
+    for name in ("SEGPARTS_VLM_URL", "SEGPARTS_VLM_MODEL", "SEGPARTS_VLM_API_KEY"):
+        monkeypatch.delenv(name, raising=False)  # name_parts must stay refused: nothing goes out
     wrong, frame_changes, garbage = fuzzing.strategies()
     vertices, faces = two_boxes()
     expected = create_engine("geometric").segment(validate_mesh(vertices, faces), SegmentParams(parts=2),

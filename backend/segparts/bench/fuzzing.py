@@ -20,7 +20,7 @@ import numpy as np
 from .. import wire
 
 OK = "ok"  # the request succeeded: a value that happened to be valid
-OPS = ("hello", "upload_mesh", "segment", "pick", "cancel", "status", "shutdown")
+OPS = ("hello", "upload_mesh", "segment", "pick", "cancel", "status", "shutdown", "name_parts")
 MESH_CODES = {"empty_mesh", "bad_vertices", "bad_faces", "bad_face_map", "non_finite_vertices",
               "face_index_out_of_range", "mesh_too_large", "coordinates_too_large", "bad_material", "bad_group"}
 DELETE = object()  # a mutation that removes the field
@@ -55,6 +55,10 @@ def valid_request(op: str, t: Target) -> tuple[dict, dict]:
                            {"point": [float(x) for x in centre], "positive": False}], "options": {}}
     elif op == "cancel":
         args = {"job_id": t.job_id}
+    elif op == "name_parts":  # no endpoint url: refused as "naming is off", so nothing ever goes out
+        args = {"mesh_id": t.mesh_id, "endpoint": {"timeout_s": 5, "retries": 0}, "object_name": "boxes",
+                "views": 2, "parallel": 1}
+        arrays = {"labels": np.zeros(n_faces, np.int32)}
     header = {"v": wire.PROTOCOL_VERSION, "id": "fuzz", "op": op, "token": t.token, "args": args}
     return header, arrays
 
@@ -117,8 +121,9 @@ def expected_codes(op: str, path: tuple) -> set[str]:
 
 def _natural(op: str) -> set[str]:
     """What the valid request itself may get: the known finished job leaves the server's table of
-    the last 256 jobs once enough other jobs ran, after which cancelling it is `unknown_job`."""
-    return {wire.UNKNOWN_JOB} if op == "cancel" else set()
+    the last 256 jobs once enough other jobs ran, after which cancelling it is `unknown_job`;
+    `name_parts` without an endpoint url is `bad_args` (naming is off)."""
+    return {"cancel": {wire.UNKNOWN_JOB}, "name_parts": {wire.BAD_ARGS}}.get(op, set())
 
 
 def label(op: str, path: tuple) -> str:

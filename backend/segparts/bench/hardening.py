@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -43,6 +44,8 @@ def run(args) -> int:
     sections = set(args.sections.split(","))
     figures: dict = {}
     if "malformed" in sections:
+        for name in ("SEGPARTS_VLM_URL", "SEGPARTS_VLM_MODEL", "SEGPARTS_VLM_API_KEY"):
+            os.environ.pop(name, None)  # the fuzzed name_parts must stay refused: nothing goes out
         with _server(args.cache_mb) as (client, port, server):
             idle = _warm_rss(client, server)
             figures["malformed"] = malformed_messages(client, port, args.messages, args.garbage_share)

@@ -120,11 +120,13 @@ def _one_line(exc: Exception) -> str:
 
 
 def _segment_remote(mesh, args, options, progress):
+    from ..appearance import wire_arrays
     from ..client import BackendClient, BackendError, BackendLost
 
     client = BackendClient(args.host, args.port, token_file=args.token_file, timeout=args.timeout)
     try:
-        mid = client.upload_mesh(mesh.vertices, mesh.faces, cues=mesh.cues)
+        mid = client.upload_mesh(mesh.vertices, mesh.faces, cues=mesh.cues,
+                                 appearance=wire_arrays(mesh.appearance, mesh.faces))
         msg = client.segment(mid, engine=args.engine, parts=args.parts, scale=args.scale, options=options,
                              on_progress=progress)
     except BackendLost as exc:
