@@ -101,6 +101,13 @@ def material_indices(mesh) -> np.ndarray:
 def set_material_indices(mesh, indices: np.ndarray) -> None:
     # through the attribute: polygons.foreach_set("material_index") is ~500x slower at 1M faces
     write_face_attribute(mesh, "material_index", indices)
+    if len(indices):
+        # A raw attribute write does not clear the mesh's cached highest material index, which
+        # the original and evaluated meshes share: a mesh drawn before would keep drawing every
+        # face past the old maximum in one colour (mesh.update() does not clear it, Edit Mode
+        # does). One write through the polygon API runs Blender's material-index change tag.
+        mesh.polygons[0].material_index = int(indices[0])
+    mesh.update_tag()
 
 
 def read_int_attribute(mesh, name: str) -> np.ndarray | None:

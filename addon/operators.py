@@ -160,7 +160,7 @@ class SEGPARTS_OT_clear_preview(bpy.types.Operator):
 
     def execute(self, context):
         writeback.clear_preview(_mesh_object(context))
-        context.scene.segparts_preview = False
+        runtime.set_preview_quietly(context.scene, False)  # the other objects keep their colours
         return {"FINISHED"}
 
 

@@ -86,7 +86,8 @@ def register():
                                                    description="Segmentation engine (availability from the backend)")
     bpy.types.Scene.segparts_preview = BoolProperty(
         name="Preview colours", default=True,
-        description="Show parts with temporary colour materials (your materials are kept)")
+        description="Show parts with temporary colour materials (your materials are kept)",
+        update=lambda self, context: runtime.on_preview_changed(self))
 
 
 def unregister():

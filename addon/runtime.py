@@ -533,6 +533,37 @@ def on_visibility_changed(item, context) -> None:
     writeback.set_hidden_parts(obj, hidden)
 
 
+_suppress_preview = False
+
+
+def set_preview_quietly(scene, value: bool) -> None:
+    global _suppress_preview
+    _suppress_preview = True
+    try:
+        scene.segparts_preview = value
+    finally:
+        _suppress_preview = False
+
+
+def on_preview_changed(scene) -> None:
+    """The Preview Colours tick box: part colours on or off for every segmented mesh of the scene."""
+    from . import writeback
+
+    if _suppress_preview:
+        return
+    for obj in scene.objects:
+        if obj.type != "MESH" or not obj.segparts.parts:
+            continue
+        ensure_object_mode(obj)
+        if not scene.segparts_preview:
+            writeback.clear_preview(obj)
+            continue
+        poly_labels = writeback.labels(obj)
+        if poly_labels is not None and len(poly_labels) == len(obj.data.polygons):
+            kept = {it.part_id: 0 for it in obj.segparts.parts if it.material}
+            writeback.write_preview_materials(obj, poly_labels, kept)
+
+
 def ensure_object_mode(obj) -> None:
     if obj.mode != "OBJECT":
         with bpy.context.temp_override(active_object=obj, object=obj):

@@ -74,7 +74,7 @@ class SEGPARTS_PT_panel(bpy.types.Panel):
         row = layout.row(align=True)
         row.prop(context.scene, "segparts_preview", text="Preview Colours")
         if writeback.preview_active(obj):
-            row.operator("segparts.clear_preview", text="", icon="LOOP_BACK")
+            row.operator("segparts.clear_preview", text="Restore", icon="LOOP_BACK")
         row.operator("segparts.apply_materials", text="Apply", icon="CHECKMARK")
 
 

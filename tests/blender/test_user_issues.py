@@ -1,0 +1,76 @@
+"""What a Blender user meets (issue 16): stale colours, manual part fixes, toggles, vertex groups,
+mirror, a second Blender, bad meshes. Real Blender (bpy), real backend, renders where colours count."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import render_check
+from blender_env import bpy, sub
+from blender_meshes import boxes_object
+
+
+def _labels(obj):
+    out = np.empty(len(obj.data.polygons), dtype=np.int32)
+    obj.data.attributes["part_id"].data.foreach_get("value", out)
+    return out
+
+
+def _segment(runtime, obj, engine="geometric"):
+    bpy.context.view_layer.objects.active = obj
+    bpy.context.scene.segparts_engine = engine
+    assert bpy.ops.segparts.segment() == {"FINISHED"}
+    runtime.run_until_idle(timeout=60)
+    assert "part_id" in obj.data.attributes, runtime.message()
+
+
+def _set_granularity(runtime, obj, value):
+    obj.segparts.granularity = value
+    runtime.run_until_idle(timeout=30)
+
+
+# ---- 1. colours must follow every change of a mesh that was drawn before ---------------------------
+def test_render_shows_current_part_colours_after_each_change(runtime, backend):
+    render_check.top_camera()
+    obj = boxes_object()
+    for name, rgba in (("Red", (1, 0, 0, 1)), ("Blue", (0, 0, 1, 1))):  # the user's own materials
+        obj.data.materials.append(bpy.data.materials.new(name))
+        obj.data.materials[-1].diffuse_color = rgba
+    obj.data.polygons.foreach_set("material_index", (np.arange(len(obj.data.polygons)) % 2).astype(np.int32))
+    seen = render_check.visible_polygons(obj)
+    assert (seen >= 0).sum() > 150
+    render_check.render()  # drawn before Segment, as in any viewport
+
+    def check(when):
+        image = render_check.render()
+        assert render_check.wrong_pixels(obj, image, seen) == 0, f"stale colours {when}"
+        return image
+
+    _segment(runtime, obj)
+    image = check("after Segment")
+    by_part = render_check.colours_by_part(image, seen, _labels(obj))
+    assert len(by_part) >= 3 and all(len(c) == 1 for c in by_part.values())
+    assert len({next(iter(c)) for c in by_part.values()}) == len(by_part), "parts must differ in colour"
+    _set_granularity(runtime, obj, 0.0)
+    check("after a coarser cut")
+    _set_granularity(runtime, obj, 1.0)
+    image = check("after a finer cut")
+    labels = _labels(obj)
+    by_part = render_check.colours_by_part(image, seen, labels)
+    assert len({next(iter(c)) for c in by_part.values()}) == len(by_part) >= 3
+    editing = sub(runtime, "editing")
+    editing.set_selected_parts(obj, {int(labels[-1])})
+    bpy.data.materials.new("Gold").diffuse_color = (1.0, 0.7, 0.0, 1.0)
+    assert bpy.ops.segparts.assign_material(material="Gold") == {"FINISHED"}
+    check("after Assign Material")
+    assert bpy.ops.segparts.clear_preview() == {"FINISHED"}
+    check("after Restore Materials")
+    # the Preview Colours tick box itself: on shows the parts again, off gives the user's colours
+    bpy.context.scene.segparts_preview = True
+    image = check("after ticking Preview Colours")
+    assert len(render_check.colours_by_part(image, seen, labels)) >= 3
+    assert sub(runtime, "writeback").preview_active(obj)
+    bpy.context.scene.segparts_preview = False
+    check("after unticking Preview Colours")
+    assert not sub(runtime, "writeback").preview_active(obj)
+    assert [m.name for m in obj.data.materials] == ["Red", "Blue", "Gold"]
