@@ -1,5 +1,8 @@
-"""Preferences and the per-object part list (bpy properties)."""
-from __future__ import annotations
+"""Preferences and the per-object part list (bpy properties).
+
+No `from __future__ import annotations` here: Blender evaluates string annotations in a namespace
+without this module's globals, so an `update=` callback naming `runtime` would raise NameError.
+"""
 
 import bpy
 from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, FloatVectorProperty,
@@ -45,13 +48,17 @@ class SegPartsPreferences(bpy.types.AddonPreferences):
         ui.draw_preferences(self, context)
 
 
+def _visibility_changed(self, context):
+    runtime.on_visibility_changed(self, context)
+
+
 class SegPartsPart(bpy.types.PropertyGroup):
     part_id: IntProperty(name="Part id")
     name: StringProperty(name="Name")
     color: FloatVectorProperty(name="Colour", subtype="COLOR", size=4, min=0.0, max=1.0)
     vertex_count: IntProperty(name="Vertices")
     face_count: IntProperty(name="Faces")
-    visible: BoolProperty(name="Visible", default=True, update=lambda self, ctx: runtime.on_visibility_changed(self, ctx))
+    visible: BoolProperty(name="Visible", default=True, update=_visibility_changed)
     selected: BoolProperty(name="Selected", default=False)
     material: PointerProperty(name="Material", type=bpy.types.Material)
 

@@ -74,3 +74,17 @@ def test_render_shows_current_part_colours_after_each_change(runtime, backend):
     check("after unticking Preview Colours")
     assert not sub(runtime, "writeback").preview_active(obj)
     assert [m.name for m in obj.data.materials] == ["Red", "Blue", "Gold"]
+
+
+# ---- 3. the eye toggle in the parts list -------------------------------------------------------
+def test_eye_toggle_hides_and_shows_the_part(runtime, backend):
+    obj = boxes_object()
+    _segment(runtime, obj)
+    labels = _labels(obj)
+    item = obj.segparts.parts[0]
+    item.visible = False  # what a click on the eye does
+    deps = bpy.context.evaluated_depsgraph_get()
+    assert len(obj.evaluated_get(deps).data.polygons) == int((labels != item.part_id).sum())
+    item.visible = True
+    deps = bpy.context.evaluated_depsgraph_get()
+    assert len(obj.evaluated_get(deps).data.polygons) == len(labels)
