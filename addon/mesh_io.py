@@ -72,6 +72,8 @@ def mesh_arrays(obj) -> MeshArrays:
     mesh = obj.data
     if obj.mode == "EDIT":
         obj.update_from_editmode()
+    if len(mesh.polygons) == 0:  # no corner arrays exist then either
+        raise ValueError(f"{obj.name}: no faces to segment")
     topo = topology(mesh)
     tris, tri_poly = triangles(mesh, topo)
     if len(tris) == 0:

@@ -12,6 +12,16 @@ def _mesh_object(context):
     return obj if obj is not None and obj.type == "MESH" else None
 
 
+def mesh_problem(obj) -> str:
+    """Why `obj` cannot be segmented ("" when it can)."""
+    mesh = obj.data
+    if len(mesh.polygons) == 0:
+        what = "is empty" if len(mesh.vertices) == 0 else "has only loose edges" if len(mesh.edges) else \
+            "has only vertices"
+        return f"{obj.name}: no faces to segment (the mesh {what})"
+    return ""
+
+
 def _segmented_object(context):
     obj = _mesh_object(context)
     return obj if obj is not None and len(obj.segparts.parts) > 0 else None
@@ -121,6 +131,11 @@ class SEGPARTS_OT_segment(bpy.types.Operator):
         obj = _mesh_object(context)
         if obj.mode != "OBJECT":  # results are written in Object Mode; Edit Mode would overwrite them
             bpy.ops.object.mode_set(mode="OBJECT")
+        problem = mesh_problem(obj)
+        if problem:
+            runtime.set_message(problem, obj.name)
+            self.report({"WARNING"}, problem)
+            return {"CANCELLED"}
         s = runtime.ensure_started()
         if not s.ready:
             # not up yet: start the job once hello arrives (the timer does it; nothing waits here)

@@ -141,6 +141,7 @@ def on_load_pre(*_args) -> None:
     jobs.clear()
     work.clear()
     _waiting.clear()
+    _object_messages.clear()
     set_message("")
 
 
@@ -170,7 +171,7 @@ def drain() -> float:
                     on_done()
             except Exception as exc:  # a failed write-back must not kill the timer
                 work.popleft()
-                set_message(f"Write-back failed: {exc}")
+                set_message(f"Write-back failed: {exc}", key[1] if isinstance(key, tuple) else None)
     finally:
         dt = time.perf_counter() - t0
         tick_stats["ticks"] += 1
@@ -212,18 +213,25 @@ def redraw() -> None:
 
 
 _message = ""
+_object_messages: dict[str, str] = {}  # object name -> the last message about it (the panel shows the active one's)
 
 
-def set_message(text: str) -> None:
+def set_message(text: str, obj_name: str | None = None) -> None:
+    """The latest message; with obj_name it is also that object's own (shown only while it is active)."""
     global _message
     _message = text
+    if obj_name is not None:
+        _object_messages[obj_name] = text
     if session is not None:
         session.changed = True
     redraw()
 
 
-def message() -> str:
-    return _message
+def message(obj=None) -> str:
+    """The message about `obj` (an object or its name), or the latest message of any kind."""
+    if obj is None:
+        return _message
+    return _object_messages.get(obj if isinstance(obj, str) else obj.name, "")
 
 
 def undo_push(text: str) -> None:
@@ -279,11 +287,11 @@ def start_segment(obj, engine: str) -> None:
 
     def failed(job, text):
         jobs.pop(name, None)
-        set_message(f"{name}: {text}")
+        set_message(f"{name}: {text}", name)
 
     job = jobs_mod.SegmentJob(s, arrays, mid, engine, done, failed)
     jobs[name] = job
-    set_message(f"Segmenting {name} with {engine}…")
+    set_message(f"Segmenting {name} with {engine}…", name)
     job.start()
 
 
@@ -304,12 +312,12 @@ def _start_waiting() -> None:
     for name, engine in waiting:
         obj = bpy.data.objects.get(name)
         if s.state != "ready":
-            set_message(f"{name}: {s.message}")
+            set_message(f"{name}: {s.message}", name)
         elif obj is not None:
             try:
                 start_segment(obj, engine)
             except (RuntimeError, ValueError) as exc:
-                set_message(f"{name}: {exc}")
+                set_message(f"{name}: {exc}", name)
 
 
 def start_pick(obj, engine: str, clicks: list[dict]) -> None:
@@ -330,7 +338,7 @@ def start_pick(obj, engine: str, clicks: list[dict]) -> None:
 
     def failed(job, text):
         jobs.pop(name, None)
-        set_message(f"{name}: {text}")
+        set_message(f"{name}: {text}", name)
 
     job = jobs_mod.PickJob(s, arrays, mid, engine, clicks, done, failed,
                            scale=1.0 - obj.segparts.granularity)
@@ -343,7 +351,7 @@ def _apply_pick(name, arrays, msg):
 
     obj = bpy.data.objects.get(name)
     if obj is None or len(obj.data.polygons) != arrays.n_polygons:
-        set_message(f"{name} changed; pick dropped")
+        set_message(f"{name} changed; pick dropped", name)
         return
     mask = partdata.polygon_mask(msg.arrays["mask"], arrays.tri_poly, arrays.n_polygons)
     labels = writeback.labels(obj)
@@ -353,7 +361,7 @@ def _apply_pick(name, arrays, msg):
     yield
     yield from write_all(obj, labels, arrays.topology, keep=True)
     editing.set_selected_parts(obj, {new_id})
-    set_message(f"{name}: picked {int(mask.sum())} faces as {palette.part_name(new_id)}")
+    set_message(f"{name}: picked {int(mask.sum())} faces as {palette.part_name(new_id)}", name)
 
 
 def cancel(obj_name: str) -> None:
@@ -388,10 +396,10 @@ def _prepare_segmentation(result_arrays: dict, tri_poly, n_poly: int):
 def _live_object(name, n_polygons):
     obj = bpy.data.objects.get(name)
     if obj is None or obj.type != "MESH":
-        set_message(f"{name} is gone; result dropped")
+        set_message(f"{name} is gone; result dropped", name)
         return None
     if len(obj.data.polygons) != n_polygons:
-        set_message(f"{name} changed while it was segmented; segment it again")
+        set_message(f"{name} changed while it was segmented; segment it again", name)
         return None
     return obj
 
@@ -410,7 +418,7 @@ def _apply_segmentation(name, arrays, mid, engine, msg):
     yield from write_all(obj, poly_labels, arrays.topology)
     obj.segparts.engine, obj.segparts.mesh_id = engine, mid
     set_granularity_quietly(obj, 1.0 - scale)
-    set_message(f"{name}: {len(obj.segparts.parts)} parts ({engine})")
+    set_message(f"{name}: {len(obj.segparts.parts)} parts ({engine})", name)
 
 
 def matching_scale(hierarchy, n_parts: int) -> float:
@@ -501,13 +509,13 @@ def _recut(name, granularity, topo):
 
     poly_labels = yield from background.wait(background.submit(cut))
     if poly_labels is None:
-        set_message(f"{name} has no usable part hierarchy; segment it again")
+        set_message(f"{name} has no usable part hierarchy; segment it again", name)
         return
     obj = _live_object(name, topo.n_polygons)
     if obj is None:
         return
     yield from write_all(obj, poly_labels, topo)
-    set_message(f"{name}: {len(obj.segparts.parts)} parts")
+    set_message(f"{name}: {len(obj.segparts.parts)} parts", name)
 
 
 _suppress_visibility = False

@@ -54,8 +54,10 @@ class SEGPARTS_PT_panel(bpy.types.Panel):
             row.operator("segparts.cancel", text="", icon="X")
         else:
             layout.operator("segparts.segment", icon="MOD_EXPLODE")
-        if runtime.message():
-            layout.label(text=runtime.message(), icon="INFO")
+        text = runtime.message(obj)  # this object's own message, never another's
+        if text:
+            for i, line in enumerate(_wrap(text, 48)):
+                layout.label(text=line, icon="INFO" if i == 0 else "BLANK1")
         props = obj.segparts
         if not props.parts:
             return

@@ -88,3 +88,28 @@ def test_eye_toggle_hides_and_shows_the_part(runtime, backend):
     item.visible = True
     deps = bpy.context.evaluated_depsgraph_get()
     assert len(obj.evaluated_get(deps).data.polygons) == len(labels)
+
+
+# ---- 8. meshes without faces: a clear message for that object, no traceback --------------------
+def _mesh(name, verts, edges=(), faces=()):
+    mesh = bpy.data.meshes.new(name)
+    mesh.from_pydata(verts, list(edges), list(faces))
+    obj = bpy.data.objects.new(name, mesh)
+    bpy.context.scene.collection.objects.link(obj)
+    return obj
+
+
+@pytest.mark.parametrize("kind", ["empty", "points", "wire"])
+def test_mesh_without_faces_gets_a_message_for_that_object(runtime, backend, kind):
+    verts = [] if kind == "empty" else [(0, 0, 0), (1, 0, 0), (0, 1, 0)]
+    edges = [(0, 1), (1, 2)] if kind == "wire" else []
+    bad = _mesh("Bad", verts, edges)
+    good = boxes_object("Good")
+    _segment(runtime, good)
+    bpy.context.view_layer.objects.active = bad
+    result = bpy.ops.segparts.segment()  # must not raise
+    assert result in ({"CANCELLED"}, {"FINISHED"})
+    runtime.run_until_idle(timeout=30)
+    assert "no faces" in runtime.message(bad), runtime.message(bad)
+    assert "no faces" not in runtime.message(good), "the message belongs to the object it is about"
+    assert not bad.segparts.parts and "part_id" not in bad.data.attributes
