@@ -104,8 +104,8 @@ def separate_parts(context, obj, parts) -> list:
             raise RuntimeError(f"separating part {part} made {len(new)} objects")
         created.append(_tidy_separated(new[0], obj, part, names.get(part, palette.part_name(part))))
     # the original keeps the remaining parts; groups of the parts that left are dropped
-    for vg in [vg for vg in obj.vertex_groups if vg.name in {palette.part_name(p) for p in parts}]:
-        obj.vertex_groups.remove(vg)
+    for part in parts:
+        writeback.forget_group(obj, part)
     runtime.refresh_parts(obj, keep=True)
     _make_active(context, obj)
     return created
@@ -119,9 +119,8 @@ def _tidy_separated(new, source, part: int, name: str):
     if modifier is not None:
         new.modifiers.remove(modifier)
     mesh_io.remove_attribute(new.data, writeback.HIDDEN_ATTR)
-    keep = palette.part_name(part)
-    for vg in [vg for vg in new.vertex_groups if vg.name.startswith(writeback.GROUP_PREFIX) and vg.name != keep]:
-        new.vertex_groups.remove(vg)
+    for other in [p for p in writeback.part_groups(new) if p != part]:  # the copy's groups of other parts
+        writeback.forget_group(new, other)
     for key in (writeback.PARENT_PROP, writeback.HEIGHT_PROP):
         if key in new:
             del new[key]

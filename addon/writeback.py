@@ -5,7 +5,8 @@ What a segmentation leaves on the object:
   is derived from it and can be rebuilt (`rebuild_from_attribute`);
 - face attribute `segparts_leaf` + object properties `segparts_parent`/`segparts_height`: the part
   hierarchy, so the granularity slider re-cuts without asking the backend;
-- vertex groups `Part_###` (policy for shared vertices: see partdata.py — a border vertex is in
+- vertex groups `Part_###` (recorded in the object property `segparts_groups`; only those are
+  ever changed, and a user's own group of the same name makes ours `Part_###.001`; policy for shared vertices: see partdata.py — a border vertex is in
   every part it touches, weight 1.0);
 - material slots. PREVIEW mode: one coloured material per part is appended after the user's own
   slots and the user's per-face material indices are kept in the face attribute
@@ -26,6 +27,7 @@ SAVED_MATERIAL_ATTR = "segparts_material"
 HIDDEN_ATTR = "segparts_hidden"
 PARENT_PROP, HEIGHT_PROP = "segparts_parent", "segparts_height"
 USER_SLOTS_PROP = "segparts_user_slots"
+GROUPS_PROP = "segparts_groups"  # part id -> the vertex group the add-on made for it
 GROUP_PREFIX = "Part_"
 MATERIAL_PREFIX = "SegParts "
 VISIBILITY_MODIFIER = "SegParts Visibility"
@@ -82,7 +84,7 @@ def write_parts(obj, poly_labels: np.ndarray, topo, preview: bool = True, keep_p
     if poly_labels.shape != (len(mesh.polygons),) or topo.n_polygons != len(mesh.polygons):
         raise ValueError(f"{len(poly_labels)} labels for {len(mesh.polygons)} polygons of {obj.name!r}")
     old = labels(obj)
-    ours = [vg.name for vg in obj.vertex_groups if vg.name.startswith(GROUP_PREFIX)]
+    ours = part_groups(obj)  # only groups the add-on made: the user's own `Part_*` groups stay
     # the groups are derived from the previous labels: only the difference needs writing
     known_old = old if (old is not None and ours) else None
     # main-thread work waits for the thread: both at once fight over the GIL and the ticks grow
@@ -93,8 +95,8 @@ def write_parts(obj, poly_labels: np.ndarray, topo, preview: bool = True, keep_p
         write_preview_materials(obj, poly_labels, keep_parts)
         yield
     if known_old is None:
-        for name in ours:  # groups of unknown origin: start again
-            obj.vertex_groups.remove(obj.vertex_groups[name])
+        for part in list(ours):  # our groups without the labels they came from: start again
+            forget_group(obj, part)
             yield
     yield from _write_group_update(obj, update)
     if vertex_counts is not None:
@@ -106,16 +108,14 @@ def write_parts(obj, poly_labels: np.ndarray, topo, preview: bool = True, keep_p
 def _write_group_update(obj, update):
     """Apply a partdata.GroupUpdate in small steps (one yield per chunk)."""
     for part in update.drop:
-        vg = obj.vertex_groups.get(palette.part_name(part))
-        if vg is not None:
-            obj.vertex_groups.remove(vg)  # ~10-20 ms at 1M vertices: Blender rescans every vertex
-            yield
+        forget_group(obj, part)  # ~10-20 ms at 1M vertices: Blender rescans every vertex
+        yield
     for part in sorted(update.changes):
         remove, add, full = update.changes[part]
-        name = palette.part_name(part)
-        vg = obj.vertex_groups.get(name)
+        name = part_groups(obj).get(part)
+        vg = obj.vertex_groups.get(name) if name else None
         if vg is None:
-            vg = obj.vertex_groups.new(name=name)
+            vg = new_part_group(obj, part)
             remove, add = full[:0], full
         for chunk in partdata.chunks(remove, GROUP_CHUNK):
             vg.remove(chunk.tolist())
@@ -123,6 +123,42 @@ def _write_group_update(obj, update):
         for chunk in partdata.chunks(add, GROUP_CHUNK):
             vg.add(chunk.tolist(), 1.0, "REPLACE")
             yield
+
+
+# ---- vertex groups: only those the add-on made, recorded on the object ------------------------
+def part_groups(obj) -> dict[int, str]:
+    """part id -> name of the vertex group the add-on made for it (groups since deleted are left out)."""
+    recorded = obj.get(GROUPS_PROP)
+    if not recorded:
+        return {}
+    return {int(part): name for part, name in recorded.items() if obj.vertex_groups.get(name) is not None}
+
+
+def _record_groups(obj, groups: dict[int, str]) -> None:
+    obj[GROUPS_PROP] = {str(part): name for part, name in groups.items()}
+
+
+def new_part_group(obj, part: int):
+    """A new group for `part`, named Part_### or, when the user has a group of that name, Part_###.001 ..."""
+    base = name = palette.part_name(part)
+    k = 0
+    while obj.vertex_groups.get(name) is not None:
+        k += 1
+        name = f"{base}.{k:03d}"
+    vg = obj.vertex_groups.new(name=name)
+    groups = part_groups(obj)
+    groups[int(part)] = vg.name
+    _record_groups(obj, groups)
+    return vg
+
+
+def forget_group(obj, part: int) -> None:
+    """Remove the add-on's group of `part` (never a group the user made)."""
+    groups = part_groups(obj)
+    name = groups.pop(int(part), None)
+    if name is not None:
+        obj.vertex_groups.remove(obj.vertex_groups[name])
+    _record_groups(obj, groups)
 
 
 # ---- materials ------------------------------------------------------------------------------

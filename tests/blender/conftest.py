@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 try:  # sets up Blender's user folder, then imports bpy
-    from blender_env import MODULE, bpy, free_port
+    from blender_env import MODULE, bpy
 except ImportError as exc:  # no bpy here (it needs Python 3.11): skip the folder with the reason
     collect_ignore_glob = ["test_*.py"]
     print(f"tests/blender skipped: bpy is not importable ({exc}); pip install bpy==5.0.1 on Python 3.11")
@@ -49,12 +49,18 @@ def addon(install_result):
     assert result == {"FINISHED"}, result
     assert MODULE in bpy.context.preferences.addons, "the extension was installed but not enabled"
     module = importlib.import_module(MODULE)
-    prefs = bpy.context.preferences.addons[MODULE].preferences
-    prefs.python_path = sys.executable  # this venv has segparts installed
-    prefs.port = free_port()
-    prefs.auto_start = True
-    prefs.device = "cpu"
+    _configure()
     return module
+
+
+def _configure():
+    """Preferences for the tests (again after a test disabled and re-enabled the add-on)."""
+    prefs = bpy.context.preferences.addons[MODULE].preferences
+    if prefs.python_path != sys.executable:
+        prefs.python_path = sys.executable  # this venv has segparts installed
+        prefs.port = 0  # a free port each start
+        prefs.auto_start = True
+        prefs.device = "cpu"
 
 
 @pytest.fixture(scope="session")
@@ -65,6 +71,7 @@ def runtime(addon):
 @pytest.fixture()
 def backend(runtime):
     """A ready backend session (started once, restarted if a test killed it)."""
+    _configure()
     s = runtime.ensure_started()
     runtime.run_until_idle(timeout=60)
     assert s.ready, s.message

@@ -113,3 +113,38 @@ def test_mesh_without_faces_gets_a_message_for_that_object(runtime, backend, kin
     assert "no faces" in runtime.message(bad), runtime.message(bad)
     assert "no faces" not in runtime.message(good), "the message belongs to the object it is about"
     assert not bad.segparts.parts and "part_id" not in bad.data.attributes
+
+
+# ---- 6. the user's own vertex groups named Part_* are never touched -----------------------------
+def _members(obj, name):
+    index = obj.vertex_groups[name].index
+    return {(v.index, round(g.weight, 4)) for v in obj.data.vertices for g in v.groups if g.group == index}
+
+
+def test_users_part_named_vertex_groups_survive_segment_and_recut(runtime, backend):
+    obj = boxes_object()
+    mine = {"Part_000": [0, 1], "Part_001": [5], "Part_rig": [2, 3]}
+    for name, verts in mine.items():
+        obj.vertex_groups.new(name=name).add(verts, 0.25, "REPLACE")
+    before = {name: _members(obj, name) for name in mine}
+    _segment(runtime, obj)
+    writeback = sub(runtime, "writeback")
+
+    def check_users_groups():
+        for name in mine:
+            assert name in obj.vertex_groups and _members(obj, name) == before[name], name
+
+    check_users_groups()
+    groups = writeback.part_groups(obj)
+    labels = _labels(obj)
+    assert sorted(groups) == sorted(np.unique(labels).tolist())
+    assert not set(groups.values()) & set(mine), "name clashes get a suffix"
+    for part, name in groups.items():
+        expected = {v for poly in obj.data.polygons if labels[poly.index] == part for v in poly.vertices}
+        assert {v for v, _w in _members(obj, name)} == expected
+    _set_granularity(runtime, obj, 0.0)  # fewer parts: the add-on drops its own extra groups only
+    check_users_groups()
+    assert len(writeback.part_groups(obj)) == 1
+    _set_granularity(runtime, obj, 1.0)
+    check_users_groups()
+    assert len(writeback.part_groups(obj)) == len(np.unique(_labels(obj)))
