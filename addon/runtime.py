@@ -100,7 +100,12 @@ def configure_from_prefs() -> None:
 
 def ensure_started() -> session_mod.Session:
     s = get_session()
-    if s.state in ("off", "error"):
+    if s.state == "error":
+        # a backend in the error state died, froze or stopped answering: the process we started is
+        # ended (never reconnect to a hung one) and a new one is started
+        stop_backend()
+        s = get_session()
+    if s.state == "off":
         s.config = make_config()
         s.start()
     ensure_timer()

@@ -94,16 +94,18 @@ class BackendProcess:
     def exit_code(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
 
-    def stop(self, timeout: float = 3.0) -> None:
+    def stop(self, timeout: float = 1.0) -> None:
+        """End the process: SIGTERM (the server stops its workers and removes its token), then
+        SIGKILL if it has not gone after `timeout` s (a frozen process ignores SIGTERM)."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
-            self.proc.terminate()  # SIGTERM: the server stops its workers and removes its token
+            self.proc.terminate()
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.wait(timeout)
+                self.proc.wait(5.0)
         self.proc = None
 
     def log_tail(self, n_lines: int = 3) -> str:

@@ -92,7 +92,8 @@ def _draw_backend(layout, s):
                      icon="PLAY")
     else:
         row.operator("segparts.backend_restart", text="Restart", icon="FILE_REFRESH")
-        row.operator("segparts.backend_stop", text="Stop", icon="PAUSE")
+    if state in ("starting", "ready") or (s is not None and s.process is not None):
+        row.operator("segparts.backend_stop", text="Stop", icon="PAUSE")  # whenever a process of ours exists
 
 
 def _wrap(text: str, width: int) -> list[str]:

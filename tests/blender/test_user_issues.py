@@ -148,3 +148,35 @@ def test_users_part_named_vertex_groups_survive_segment_and_recut(runtime, backe
     _set_granularity(runtime, obj, 1.0)
     check_users_groups()
     assert len(writeback.part_groups(obj)) == len(np.unique(_labels(obj)))
+
+
+# ---- 4. Restart ends a frozen backend and starts a new one; Stop is there while a process is -------
+def test_restart_replaces_a_frozen_backend(runtime, backend):
+    import os
+    import signal
+    import time
+
+    from test_addon import _Recorder
+
+    proc = backend.process.proc
+    os.kill(proc.pid, signal.SIGSTOP)  # frozen: alive, but answers nothing
+    try:
+        backend.request("status", timeout=0.5)
+        deadline = time.monotonic() + 5
+        while backend.state != "error" and time.monotonic() < deadline:
+            runtime.drain()
+            time.sleep(0.05)
+        assert backend.state == "error", backend.message
+        log = []
+        bpy.types.SEGPARTS_PT_panel.draw(type("P", (), {"layout": _Recorder(log)})(), bpy.context)
+        assert ("operator", "segparts.backend_stop") in log, "Stop must be offered while a process exists"
+        assert bpy.ops.segparts.backend_start() == {"FINISHED"}  # the panel's Restart in the error state
+        runtime.run_until_idle(timeout=60)
+        s = runtime.session
+        assert s.ready, s.message
+        assert s.process.proc.pid != proc.pid, "Restart reconnected to the frozen process"
+        assert proc.poll() is not None, "the frozen process must be ended"
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
