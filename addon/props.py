@@ -25,8 +25,9 @@ class SegPartsPreferences(bpy.types.AddonPreferences):
         description="Python interpreter that has the segparts backend installed (empty: the one made by "
                     "'Set up backend')", update=_session_settings_changed)
     host: StringProperty(name="Host", default="127.0.0.1", update=_session_settings_changed)
-    port: IntProperty(name="Port", default=5555, min=0, max=65535,
-                      description="TCP port of the backend (0: pick a free port when starting)",
+    port: IntProperty(name="Port", default=0, min=0, max=65535,
+                      description="TCP port of the backend. 0 (default): with Auto-start, each Blender starts its "
+                                  "own backend on a free port; without, connect to `segparts serve` on 5555",
                       update=_session_settings_changed)
     auto_start: BoolProperty(name="Auto-start", default=True,
                              description="Start the backend when needed and stop it when Blender exits",

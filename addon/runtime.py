@@ -64,12 +64,13 @@ def backend_python(p) -> str:
 
 def make_config() -> session_mod.Config:
     p = prefs()
-    port = p.port if p else 5555
-    if port == 0:
-        port = session_mod.free_port()
+    auto_start = p.auto_start if p else True
+    port = p.port if p else 0
+    if port == 0:  # our own backend on a free port (two Blenders never share one), or serve's default
+        port = session_mod.free_port() if auto_start else session_mod.SERVE_DEFAULT_PORT
     return session_mod.Config(
         python=backend_python(p), host=p.host if p else "127.0.0.1", port=port,
-        device=p.device if p else "auto", auto_start=p.auto_start if p else True,
+        device=p.device if p else "auto", auto_start=auto_start,
         models_dir=bpy.path.abspath(p.models_dir) if p and p.models_dir else "", state_dir=str(state_dir()),
         manifest=str(bundled_backend() / "models" / "manifest.json"))
 

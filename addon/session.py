@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+SERVE_DEFAULT_PORT = 5555  # `segparts serve`'s default: where a server started by hand listens
 HELLO_RETRY_S = 1.0
 START_TIMEOUT_S = 60.0  # first start may compile/import a lot; hello answers as soon as it is up
 CONNECT_TIMEOUT_S = 5.0  # a backend we did not start must answer hello this fast
@@ -33,7 +34,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 class Config:
     python: str = ""  # backend interpreter (with segparts installed); "" = not set
     host: str = "127.0.0.1"
-    port: int = 5555
+    port: int = SERVE_DEFAULT_PORT
     device: str = "auto"
     auto_start: bool = True
     models_dir: str = ""
@@ -299,8 +300,9 @@ class Session:
             self._fail("Backend is unreachable (no answer to status); press Restart")
 
     def _ready_message(self) -> str:
-        h = self.hello
-        return f"Backend {h.get('version', '?')} ready on {h.get('device', '?')}"
+        h, c = self.hello, self.config
+        where = f"own backend on port {c.port}" if c.auto_start else f"connected to {c.host}:{c.port}"
+        return f"Ready: {where} ({h.get('version', '?')}, {h.get('device', '?')})"
 
     def engines(self) -> dict[str, dict]:
         return dict(self.hello.get("engines") or {})

@@ -180,3 +180,42 @@ def test_restart_replaces_a_frozen_backend(runtime, backend):
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+# ---- 7. a second Blender gets its own backend -------------------------------------------------
+def test_second_blender_gets_its_own_backend_with_default_preferences(runtime, backend):
+    import time
+
+    from blender_env import MODULE
+
+    session_mod = sub(runtime, "session")
+    prefs = bpy.context.preferences.addons[MODULE].preferences
+    prefs.property_unset("port")  # what a user who never opened the preferences has
+    runtime.stop_backend()
+    first = runtime.ensure_started()
+    runtime.run_until_idle(timeout=60)
+    assert first.ready, first.message
+    # a second Blender of the same user: same preferences, same extension folder
+    second = session_mod.Session(runtime.make_config(), runtime._client_factory)
+    second.start()
+    try:
+        deadline = time.monotonic() + 60
+        while second.state == "starting" and time.monotonic() < deadline:
+            second.tick()
+            time.sleep(0.05)
+        assert second.ready, second.message
+        assert second.config.port != first.config.port
+        assert second.process.proc.pid != first.process.proc.pid
+        assert f"port {first.config.port}" in first.message, "the panel says which backend this is"
+        answers = []
+        second.request("status", on_message=lambda msg, err: answers.append((msg, err)))
+        first.request("status", on_message=lambda msg, err: answers.append((msg, err)))
+        deadline = time.monotonic() + 10
+        while len(answers) < 2 and time.monotonic() < deadline:
+            second.tick()
+            runtime.drain()
+            time.sleep(0.02)
+        assert len(answers) == 2 and all(err is None for _m, err in answers), answers
+    finally:
+        second.stop()
+        prefs.port = 0
