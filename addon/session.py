@@ -114,6 +114,9 @@ class BackendProcess:
             lines = self.config.log_file.read_text(errors="replace").strip().splitlines()
         except OSError:
             return ""
+        # what went wrong, not the start-up chatter (token file paths, "listening on ...")
+        lines = [ln for ln in lines[-200:] if ln.strip() and "token" not in ln.lower() and " INFO " not in ln
+                 and "listening on" not in ln]
         return " | ".join(lines[-n_lines:])
 
 

@@ -311,3 +311,13 @@ def test_setup_backend_task_commands(tmp_path):
     assert names and all(isinstance(n, str) for n in names)
     with pytest.raises(ValueError):
         setup.models_for_engine(ROOT / "models" / "manifest.json", "geometric")
+
+
+def test_error_message_leaves_out_token_file_log_lines(live_session):
+    """The panel's error box shows the log's last lines; lines about the token file say nothing
+    to a user and once filled it."""
+    s = live_session
+    assert "token file" in s.config.log_file.read_text(), "the backend logs its token file"
+    os.kill(s.process.proc.pid, signal.SIGKILL)
+    _drive(s, lambda: s.state == "error", timeout=10)
+    assert "Restart" in s.message and "token" not in s.message.lower(), s.message
