@@ -5,7 +5,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix, Vector
 
-from . import mesh_io, palette, partdata, runtime, writeback
+from . import background, mesh_io, palette, partdata, partedits, runtime, writeback
 
 
 def selected_parts(obj) -> list[int]:
@@ -144,3 +144,68 @@ def set_visible_parts(obj, visible) -> None:
     runtime.set_visibility_quietly(obj, visible)
     hidden = {it.part_id for it in obj.segparts.parts if it.part_id not in visible}
     writeback.set_hidden_parts(obj, hidden)
+
+
+# ---- fixing a result by hand: merge, split, rename (kept in the hierarchy) ----------------------
+def _scale(obj) -> float:
+    return 1.0 - float(obj.segparts.granularity)
+
+
+def _hierarchy(obj):
+    hierarchy = writeback.load_hierarchy(obj)
+    if hierarchy is None:
+        raise RuntimeError(f"{obj.name} has no usable part hierarchy; segment it again")
+    return hierarchy
+
+
+def part_nodes(obj, hierarchy, parts) -> set[int]:
+    """Hierarchy nodes (at the slider's scale) under the faces of `parts`."""
+    mask = np.isin(_labels(obj), np.asarray(list(parts), dtype=np.int32))
+    return set(np.unique(partedits.active_nodes(hierarchy, _scale(obj))[mask]).tolist())
+
+
+def _apply_edit(obj, edit) -> int:
+    """Store the edited tree, re-cut it at the slider's scale, write everything; returns the part
+    id of the edited node."""
+    from ._shared.hierarchy import Hierarchy
+
+    runtime.ensure_object_mode(obj)
+    writeback.remap_node_names(obj, edit.node_map)
+    writeback.store_hierarchy(obj, edit.leaf_labels, edit.parent, edit.height)
+    hierarchy = Hierarchy(edit.leaf_labels, edit.parent, edit.height)
+    labels = hierarchy.cut(scale=_scale(obj))
+    background.run(runtime.write_all(obj, labels, mesh_io.topology(obj.data), keep=True))
+    part = int(labels[np.argmax(hierarchy.face_mask(edit.new_node))])
+    set_selected_parts(obj, {part})
+    return part
+
+
+def merge_parts(obj, parts) -> int:
+    """The parts become one (at this slider position and coarser)."""
+    hierarchy = _hierarchy(obj)
+    nodes = part_nodes(obj, hierarchy, parts)
+    return _apply_edit(obj, partedits.merge(hierarchy, nodes, _scale(obj)))
+
+
+def split_part(obj, part: int) -> int:
+    """The part shows its next finer pieces (at this slider position and finer)."""
+    hierarchy = _hierarchy(obj)
+    nodes = part_nodes(obj, hierarchy, [part])
+    if len(nodes) != 1:
+        raise RuntimeError("this part is made of several pieces of the hierarchy: merge it first")
+    return _apply_edit(obj, partedits.split_finer(hierarchy, nodes.pop(), _scale(obj)))
+
+
+def split_faces(obj, face_mask) -> int:
+    """The faces become a new part (selected in Edit Mode)."""
+    hierarchy = _hierarchy(obj)
+    return _apply_edit(obj, partedits.split_faces(hierarchy, face_mask, _scale(obj)))
+
+
+def rename_part(obj, part: int, name: str) -> None:
+    """A part's name sticks to its node of the hierarchy: it comes back with the part on the slider."""
+    hierarchy = writeback.load_hierarchy(obj)
+    if hierarchy is not None:
+        for node in part_nodes(obj, hierarchy, [part]):
+            writeback.set_node_name(obj, node, name)
+    runtime.rename_quietly(obj, part, name)

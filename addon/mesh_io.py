@@ -150,6 +150,14 @@ def _repair_select_attributes(mesh) -> None:
             mesh.attributes.new(name, "BOOLEAN", domain)
 
 
+def selected_faces(mesh) -> np.ndarray:
+    """Per-polygon selection flags (Object Mode data; call obj.update_from_editmode() first)."""
+    attr = mesh.attributes.get(".select_poly")
+    if attr is None or attr.domain != "FACE" or attr.data_type != "BOOLEAN":
+        return np.zeros(len(mesh.polygons), dtype=bool)
+    return _get(attr.data, "value", len(mesh.polygons), bool)
+
+
 def set_selection(mesh, poly_mask: np.ndarray) -> None:
     """Select exactly the given polygons (and their edges and vertices), in Object Mode."""
     _repair_select_attributes(mesh)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
-from . import editing, partdata, runtime, writeback
+from . import editing, mesh_io, palette, partdata, runtime, writeback
 
 
 def _mesh_object(context):
@@ -292,6 +292,74 @@ class SEGPARTS_OT_visibility(_OnSegmentedObject, bpy.types.Operator):
         return {"FINISHED"}
 
 
+class SEGPARTS_OT_merge_parts(_OnSegmentedObject, bpy.types.Operator):
+    bl_idname = "segparts.merge_parts"
+    bl_label = "Merge Parts"
+    bl_description = "Make the selected parts one part (kept in the part hierarchy: the slider still works)"
+
+    def execute(self, context):
+        obj = _segmented_object(context)
+        parts = [it.part_id for it in obj.segparts.parts if it.selected]
+        try:
+            part = editing.merge_parts(obj, parts)
+        except (ValueError, RuntimeError) as exc:
+            self.report({"WARNING"}, str(exc))
+            return {"CANCELLED"}
+        runtime.set_message(f"{obj.name}: merged {len(parts)} parts into {palette.part_name(part)}", obj.name)
+        return {"FINISHED"}
+
+
+class SEGPARTS_OT_split_part(_OnSegmentedObject, bpy.types.Operator):
+    bl_idname = "segparts.split_part"
+    bl_label = "Split Part"
+    bl_description = ("Split the active part into its next finer pieces; in Edit Mode, the selected faces "
+                      "become a new part instead")
+
+    def execute(self, context):
+        obj = _segmented_object(context)
+        try:
+            if obj.mode == "EDIT":
+                runtime.ensure_object_mode(obj)  # writes the Edit Mode selection back to the mesh
+                selected = mesh_io.selected_faces(obj.data)
+                part = editing.split_faces(obj, selected)
+                text = f"{int(selected.sum())} selected faces are now {palette.part_name(part)}"
+            else:
+                chosen = editing.selected_parts(obj)
+                if len(chosen) != 1:
+                    raise ValueError("select one part to split (or faces in Edit Mode)")
+                editing.split_part(obj, chosen[0])
+                text = f"split {palette.part_name(chosen[0])} one level finer"
+        except (ValueError, RuntimeError) as exc:
+            self.report({"WARNING"}, str(exc))
+            return {"CANCELLED"}
+        runtime.set_message(f"{obj.name}: {text}", obj.name)
+        return {"FINISHED"}
+
+
+class SEGPARTS_OT_rename_part(_OnSegmentedObject, bpy.types.Operator):
+    bl_idname = "segparts.rename_part"
+    bl_label = "Rename Part"
+    bl_description = "Give the active part a name (it stays with the part when the slider moves)"
+
+    name: StringProperty(name="Name")
+
+    def invoke(self, context, event):
+        obj = _segmented_object(context)
+        items = obj.segparts.parts
+        if 0 <= obj.segparts.active_part < len(items):
+            self.name = items[obj.segparts.active_part].name
+        return context.window_manager.invoke_props_dialog(self)
+
+    def execute(self, context):
+        obj = _segmented_object(context)
+        items = obj.segparts.parts
+        if not self.name.strip() or not 0 <= obj.segparts.active_part < len(items):
+            self.report({"WARNING"}, "no part or no name")
+            return {"CANCELLED"}
+        editing.rename_part(obj, items[obj.segparts.active_part].part_id, self.name.strip())
+        return {"FINISHED"}
+
+
 # ---- the modal pick tool ---------------------------------------------------------------------
 class SEGPARTS_OT_pick(bpy.types.Operator):
     bl_idname = "segparts.pick"
@@ -354,7 +422,8 @@ CLASSES = (
     SEGPARTS_OT_backend_start, SEGPARTS_OT_backend_stop, SEGPARTS_OT_backend_restart, SEGPARTS_OT_setup_backend,
     SEGPARTS_OT_fetch_models, SEGPARTS_OT_segment, SEGPARTS_OT_cancel, SEGPARTS_OT_clear_preview,
     SEGPARTS_OT_apply_materials, SEGPARTS_OT_part_select, SEGPARTS_OT_select_faces, SEGPARTS_OT_assign_material,
-    SEGPARTS_OT_separate, SEGPARTS_OT_visibility, SEGPARTS_OT_pick,
+    SEGPARTS_OT_separate, SEGPARTS_OT_visibility, SEGPARTS_OT_merge_parts, SEGPARTS_OT_split_part,
+    SEGPARTS_OT_rename_part, SEGPARTS_OT_pick,
 )
 
 

@@ -122,12 +122,15 @@ class PickTool:
             return ""
         if self.prompt_mode:
             return self._prompt(obj, positive=not ctrl, extend=shift or ctrl)
-        if target.level < 0:  # finer than the current parts: that piece becomes a part
-            labels, new_id = picking.split_off(self.picker.poly_labels, target.mask)
-            background.run(runtime.write_all(obj, labels, mesh_io.topology(obj.data), keep=True))
+        if target.level < 0:  # finer than the current parts: that piece becomes a part, in the hierarchy too
+            if self.picker.hierarchy is not None:
+                editing.split_faces(obj, target.mask)
+            else:
+                labels, new_id = picking.split_off(self.picker.poly_labels, target.mask)
+                background.run(runtime.write_all(obj, labels, mesh_io.topology(obj.data), keep=True))
+                editing.set_selected_parts(obj, {new_id})
             self.picker = build_picker(obj)
             self._revision, self._selected_key = runtime.parts_revision, None
-            editing.set_selected_parts(obj, {new_id})
             self.level = 0
             return f"Split off a new part ({int(target.mask.sum())} faces)"
         current = {it.part_id for it in obj.segparts.parts if it.selected}

@@ -53,9 +53,13 @@ def _visibility_changed(self, context):
     runtime.on_visibility_changed(self, context)
 
 
+def _renamed(self, context):
+    runtime.on_part_renamed(self, context)
+
+
 class SegPartsPart(bpy.types.PropertyGroup):
     part_id: IntProperty(name="Part id")
-    name: StringProperty(name="Name")
+    name: StringProperty(name="Name", update=_renamed)
     color: FloatVectorProperty(name="Colour", subtype="COLOR", size=4, min=0.0, max=1.0)
     vertex_count: IntProperty(name="Vertices")
     face_count: IntProperty(name="Faces")

@@ -420,6 +420,8 @@ def _apply_segmentation(name, arrays, mid, engine, msg):
         return
     ensure_object_mode(obj)
     writeback.store_hierarchy(obj, poly_leaf, parent, height)
+    if writeback.NAMES_PROP in obj:  # names belonged to the previous hierarchy's nodes
+        del obj[writeback.NAMES_PROP]
     yield
     yield from write_all(obj, poly_labels, arrays.topology)
     obj.segparts.engine, obj.segparts.mesh_id = engine, mid
@@ -472,14 +474,59 @@ def refresh_parts(obj, poly_labels=None, keep: bool = False, vertex_counts: dict
         vertex_counts = partdata.part_vertex_counts(
             partdata.vertex_groups(poly_labels, topo.corner_verts, topo.loop_total, topo.n_vertices))
     faces = np.bincount(poly_labels[poly_labels >= 0])
-    for part in np.flatnonzero(faces).tolist():
-        it = items.add()
-        name, material = old.get(part, (palette.part_name(part), None))
-        it.part_id, it.name, it.material = part, name, material
-        it.color = palette.part_colour(part)
-        it.face_count = int(faces[part])
-        it.vertex_count = int(vertex_counts.get(part, 0))
+    given = _names_from_nodes(obj, poly_labels)
+    global _suppress_rename
+    _suppress_rename = True
+    try:
+        for part in np.flatnonzero(faces).tolist():
+            it = items.add()
+            name, material = old.get(part, (palette.part_name(part), None))
+            it.part_id, it.name, it.material = part, given.get(part, name), material
+            _fill_item(it, part, faces, vertex_counts)
+    finally:
+        _suppress_rename = False
     obj.segparts.active_part = min(obj.segparts.active_part, max(len(items) - 1, 0))
+
+
+def _names_from_nodes(obj, poly_labels) -> dict[int, str]:
+    """part -> the name the user gave its hierarchy node (Rename Part), if any."""
+    from . import partedits, writeback
+
+    names = writeback.node_names(obj)
+    hierarchy = writeback.load_hierarchy(obj) if names else None
+    if hierarchy is None or len(hierarchy.leaf_labels) != len(poly_labels):
+        return {}
+    nodes = partedits.active_nodes(hierarchy, 1.0 - obj.segparts.granularity)
+    parts, first = np.unique(poly_labels, return_index=True)
+    return {int(p): names[int(nodes[f])] for p, f in zip(parts, first) if p >= 0 and int(nodes[f]) in names}
+
+
+_suppress_rename = False
+
+
+def rename_quietly(obj, part: int, name: str) -> None:
+    global _suppress_rename
+    _suppress_rename = True
+    try:
+        for it in obj.segparts.parts:
+            if it.part_id == part:
+                it.name = name
+    finally:
+        _suppress_rename = False
+
+
+def on_part_renamed(item, context) -> None:
+    """A name typed in the parts list: remembered on the part's hierarchy node."""
+    from . import editing
+
+    if not _suppress_rename:
+        editing.rename_part(item.id_data, item.part_id, item.name)
+
+
+def _fill_item(it, part, faces, vertex_counts) -> None:
+    it.color = palette.part_colour(part)
+    it.face_count = int(faces[part])
+    it.vertex_count = int(vertex_counts.get(part, 0))
 
 
 def set_granularity_quietly(obj, value: float) -> None:

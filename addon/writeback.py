@@ -27,6 +27,7 @@ SAVED_MATERIAL_ATTR = "segparts_material"
 HIDDEN_ATTR = "segparts_hidden"
 PARENT_PROP, HEIGHT_PROP = "segparts_parent", "segparts_height"
 USER_SLOTS_PROP = "segparts_user_slots"
+NAMES_PROP = "segparts_names"  # hierarchy node -> the name the user gave that part
 GROUPS_PROP = "segparts_groups"  # part id -> the vertex group the add-on made for it
 GROUP_PREFIX = "Part_"
 MATERIAL_PREFIX = "SegParts "
@@ -59,6 +60,24 @@ def make_hierarchy(arrays):
         return Hierarchy(*arrays)
     except ValueError:
         return None
+
+
+def node_names(obj) -> dict[int, str]:
+    return {int(k): str(v) for k, v in (obj.get(NAMES_PROP) or {}).items()}
+
+
+def set_node_name(obj, node: int, name: str) -> None:
+    names = node_names(obj)
+    names[int(node)] = name
+    obj[NAMES_PROP] = {str(k): v for k, v in names.items()}
+
+
+def remap_node_names(obj, node_map) -> None:
+    """Names follow their nodes through a hierarchy edit (node_map: old -> new, -1 gone)."""
+    names = node_names(obj)
+    if names:
+        obj[NAMES_PROP] = {str(int(node_map[k])): v for k, v in names.items()
+                           if 0 <= k < len(node_map) and node_map[k] >= 0}
 
 
 def load_hierarchy(obj):

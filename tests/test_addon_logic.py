@@ -15,7 +15,7 @@ from hypothesis import given, settings, strategies as st
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from addon import jobs, palette, partdata, picking, session, setup  # noqa: E402
+from addon import jobs, palette, partdata, partedits, picking, session, setup  # noqa: E402
 from segparts.client import BackendClient, mesh_id  # noqa: E402
 from segparts.hierarchy import Hierarchy  # noqa: E402
 
@@ -144,6 +144,61 @@ def test_picker_moves_along_the_hierarchy():
     assert down.mask.tolist() == [True, False, False, False, False]
     new_labels, new_id = picking.split_off(labels, down.mask)
     assert new_labels[0] == new_id and (new_labels[1:] == labels[1:]).all()
+
+
+def _same_partition(a, b) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    pairs = set(zip(a.tolist(), b.tolist()))
+    return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
+
+
+def _tree():
+    """8 faces on leaves 0..5; (0,1)->6 at 0.2, (2,3)->7 at 0.3, (6,7)->8 at 0.5, (4,5)->9 at 0.6, root 10."""
+    leaf = np.array([0, 1, 2, 3, 4, 5, 5, 0])
+    parent = np.array([6, 6, 7, 7, 9, 9, 8, 8, 10, 10, -1])
+    height = np.array([0, 0, 0, 0, 0, 0, 0.2, 0.3, 0.5, 0.6, 1.0])
+    return Hierarchy(leaf, parent, height)
+
+
+def test_merge_parts_holds_at_its_scale_and_coarser_only():
+    h = _tree()
+    s = 0.35  # parts: {0,1}, {2,3}, {4}, {5}
+    nodes = partedits.active_nodes(h, s)
+    before = h.cut(scale=s)
+    edit = partedits.merge(h, {nodes[0], nodes[4]}, s)  # merge part {0,1} with leaf 4
+    e = Hierarchy(edit.leaf_labels, edit.parent, edit.height)
+    after = e.cut(scale=s)
+    assert after[0] == after[4] == after[1] == after[7] and after[2] != after[0] and after[5] != after[4]
+    assert len(set(after.tolist())) == len(set(before.tolist())) - 1
+    assert _same_partition(e.cut(scale=0.25), h.cut(scale=0.25)), "finer than the edit: as before"
+    assert _same_partition(e.cut(scale=1.0), h.cut(scale=1.0))
+    assert e.face_mask(edit.new_node).tolist() == (after == after[0]).tolist()
+    with pytest.raises(ValueError):
+        partedits.merge(h, {nodes[0]}, s)
+
+
+def test_split_finer_and_split_faces_keep_a_valid_tree():
+    h = _tree()
+    s = 0.55  # parts: {0,1,2,3}, {4}, {5}
+    node = int(partedits.active_nodes(h, s)[0])
+    edit = partedits.split_finer(h, node, s)
+    e = Hierarchy(edit.leaf_labels, edit.parent, edit.height)
+    assert _same_partition(e.cut(scale=s), h.cut(scale=0.45)), "one level finer for that part only"
+    assert _same_partition(e.cut(scale=0.9), h.cut(scale=0.9))
+    with pytest.raises(ValueError):
+        partedits.split_finer(h, 4, s)  # a leaf has nothing finer
+    # faces 1 (leaf 1) and 6 (half of leaf 5) become one new part at s; the rest stays as it was
+    mask = np.zeros(8, dtype=bool)
+    mask[[1, 6]] = True
+    edit = partedits.split_faces(h, mask, s)
+    e = Hierarchy(edit.leaf_labels, edit.parent, edit.height)
+    cut = e.cut(scale=s)
+    assert cut[1] == cut[6] and len(set(cut[mask].tolist()) & set(cut[~mask].tolist())) == 0
+    assert _same_partition(cut[~mask], h.cut(scale=s)[~mask])
+    assert e.face_mask(edit.new_node).tolist() == mask.tolist()
+    whole = partedits.split_faces(h, mask, 1.0)  # at the coarsest setting too (a new root above)
+    w = Hierarchy(whole.leaf_labels, whole.parent, whole.height)
+    assert len(set(w.cut(scale=1.0).tolist())) == 2
 
 
 def test_region_under_mouse_skips_the_sidebar():

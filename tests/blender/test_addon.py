@@ -251,10 +251,16 @@ def test_pick_tool_hover_click_and_levels_in_the_viewport(runtime, backend):
     assert finer.level == -1 and finer.mask[top_of_box2] and not finer.mask.all()
     tool.click(shift=False, ctrl=False)
     labels = _labels(obj)
-    assert set(np.unique(labels)) == {0, 1} and np.array_equal(labels == 1, finer.mask)
-    assert selected() == {1}
-    overlay = tool._world_tris(obj, labels == 1)
-    assert overlay.shape == (3 * int(sum(len(p.vertices) - 2 for p in obj.data.polygons if labels[p.index] == 1)), 3)
+    new = int(labels[top_of_box2])
+    assert set(np.unique(labels)) == {0, 1} and np.array_equal(labels == new, finer.mask)
+    assert selected() == {new}
+    overlay = tool._world_tris(obj, labels == new)
+    assert overlay.shape == (3 * int(sum(len(p.vertices) - 2 for p in obj.data.polygons if labels[p.index] == new)), 3)
+    obj.segparts.granularity = 0.5  # the split is in the hierarchy: it comes back with the slider
+    runtime.run_until_idle(timeout=30)
+    obj.segparts.granularity = 0.0
+    runtime.run_until_idle(timeout=30)
+    assert np.array_equal(_labels(obj) == _labels(obj)[top_of_box2], finer.mask)
 
 
 def test_prompt_clicks_round_trip_and_unavailable_engine(runtime, backend):

@@ -219,3 +219,60 @@ def test_second_blender_gets_its_own_backend_with_default_preferences(runtime, b
     finally:
         second.stop()
         prefs.port = 0
+
+
+# ---- 2. fixing a result by hand: merge, split, rename; kept when the slider moves --------------
+def _parts_of(obj, faces):
+    labels = _labels(obj)
+    return {int(labels[f]) for f in faces}
+
+
+def test_merge_split_rename_are_kept_in_the_hierarchy(runtime, backend):
+    editing = sub(runtime, "editing")
+    for op in ("merge_parts", "split_part", "rename_part"):
+        assert "UNDO" in getattr(bpy.types, f"SEGPARTS_OT_{op}").bl_options, op
+    obj = boxes_object()
+    _segment(runtime, obj)
+    _set_granularity(runtime, obj, 1.0)  # the finest pieces
+    box2, box3 = list(range(6, 12)), list(range(12, 18))
+    labels = _labels(obj)
+    n_before = len(np.unique(labels))
+    editing.set_selected_parts(obj, _parts_of(obj, box2) | _parts_of(obj, box3))
+    assert bpy.ops.segparts.merge_parts() == {"FINISHED"}
+    assert len(_parts_of(obj, box2 + box3)) == 1 and len(np.unique(_labels(obj))) < n_before
+    merged = _parts_of(obj, box2).pop()
+    assert {it.part_id for it in obj.segparts.parts if it.selected} == {merged}
+    # rename it; slider away (coarsest) and back: the merge and the name come back
+    obj.segparts.active_part = [it.part_id for it in obj.segparts.parts].index(merged)
+    assert bpy.ops.segparts.rename_part(name="Wheels") == {"FINISHED"}
+    _set_granularity(runtime, obj, 0.0)
+    assert len(np.unique(_labels(obj))) == 1
+    _set_granularity(runtime, obj, 1.0)
+    assert len(_parts_of(obj, box2 + box3)) == 1 and _parts_of(obj, box2) != _parts_of(obj, [0])
+    merged = _parts_of(obj, box2).pop()
+    assert {it.part_id: it.name for it in obj.segparts.parts}[merged] == "Wheels"
+    # Split Part on the merged part: one level finer, the two boxes again
+    editing.set_selected_parts(obj, {merged})
+    assert bpy.ops.segparts.split_part() == {"FINISHED"}
+    assert _parts_of(obj, box2) != _parts_of(obj, box3)
+    # Split Part in Edit Mode: the selected faces (half of the second box) become a new part
+    import bmesh
+
+    half = [6, 7, 8]
+    bpy.ops.object.mode_set(mode="EDIT")
+    bm = bmesh.from_edit_mesh(obj.data)
+    for f in bm.faces:
+        f.select = f.index in half
+    bmesh.update_edit_mesh(obj.data)
+    assert bpy.ops.segparts.split_part() == {"FINISHED"}
+    assert obj.mode == "OBJECT"
+    labels = _labels(obj)
+    new = int(labels[6])
+    assert np.flatnonzero(labels == new).tolist() == half
+    _set_granularity(runtime, obj, 0.0)
+    _set_granularity(runtime, obj, 1.0)
+    labels = _labels(obj)
+    assert np.flatnonzero(labels == labels[6]).tolist() == half, "the split survives the slider"
+    # the vertex groups and the colours follow the edits
+    groups = sub(runtime, "writeback").part_groups(obj)
+    assert sorted(groups) == sorted(np.unique(labels).tolist())
