@@ -148,7 +148,7 @@ def set_visible_parts(obj, visible) -> None:
 
 # ---- fixing a result by hand: merge, split, rename (kept in the hierarchy) ----------------------
 def _scale(obj) -> float:
-    return 1.0 - float(obj.segparts.granularity)
+    return writeback.current_scale(obj)
 
 
 def _hierarchy(obj):
@@ -170,6 +170,7 @@ def _apply_edit(obj, edit) -> int:
     from ._shared.hierarchy import Hierarchy
 
     runtime.ensure_object_mode(obj)
+    writeback.forget_automatic(obj)
     writeback.remap_node_names(obj, edit.node_map)
     writeback.store_hierarchy(obj, edit.leaf_labels, edit.parent, edit.height)
     hierarchy = Hierarchy(edit.leaf_labels, edit.parent, edit.height)

@@ -194,3 +194,27 @@ class SelectionUpdate:
         if self.mode == "REMOVE":
             return set(selected) - parts
         return parts
+
+
+# ---- the granularity slider ---------------------------------------------------------------------
+def slider_levels(height: np.ndarray) -> np.ndarray:
+    """The distinct cut scales of a hierarchy (0 = the leaves ... 1 = the root), ascending."""
+    h = np.asarray(height, dtype=np.float64)
+    return np.unique(np.concatenate([[0.0], h[(h >= 0) & (h <= 1.0)], [1.0]]))
+
+
+def slider_scale(levels: np.ndarray, granularity: float) -> float:
+    """Slider position (coarse 0 ... fine 1) -> cut scale. Every distinct cut gets an equal share of
+    the slider, however the engine spread its merge heights."""
+    levels = np.asarray(levels, dtype=np.float64)
+    k = int(round((1.0 - float(np.clip(granularity, 0.0, 1.0))) * (len(levels) - 1)))
+    return float(levels[k])
+
+
+def slider_position(levels: np.ndarray, scale: float) -> float:
+    """Cut scale -> the slider position that gives it (the nearest level)."""
+    levels = np.asarray(levels, dtype=np.float64)
+    if len(levels) < 2:
+        return 0.5
+    k = int(np.argmin(np.abs(levels - float(scale))))
+    return 1.0 - k / (len(levels) - 1)

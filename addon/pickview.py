@@ -21,7 +21,7 @@ def build_picker(obj) -> picking.PartPicker | None:
     labels = writeback.labels(obj)
     if labels is None:
         return None
-    return picking.PartPicker(labels, writeback.load_hierarchy(obj), scale=1.0 - obj.segparts.granularity)
+    return picking.PartPicker(labels, writeback.load_hierarchy(obj), scale=writeback.current_scale(obj))
 
 
 class MeshRay:

@@ -328,7 +328,7 @@ def _start_waiting() -> None:
 
 def start_pick(obj, engine: str, clicks: list[dict]) -> None:
     """Prompt clicks for an engine that answers them itself: the mask it returns becomes a new part."""
-    from . import jobs as jobs_mod, mesh_io, picking
+    from . import jobs as jobs_mod, mesh_io, picking, writeback
     from ._shared.client import mesh_id
 
     s = get_session()
@@ -347,7 +347,7 @@ def start_pick(obj, engine: str, clicks: list[dict]) -> None:
         set_message(f"{name}: {text}", name)
 
     job = jobs_mod.PickJob(s, arrays, mid, engine, clicks, done, failed,
-                           scale=1.0 - obj.segparts.granularity)
+                           scale=writeback.current_scale(obj))
     jobs[name] = job
     job.start()
 
@@ -422,10 +422,14 @@ def _apply_segmentation(name, arrays, mid, engine, msg):
     writeback.store_hierarchy(obj, poly_leaf, parent, height)
     if writeback.NAMES_PROP in obj:  # names belonged to the previous hierarchy's nodes
         del obj[writeback.NAMES_PROP]
+    levels = partdata.slider_levels(height)
+    obj[writeback.LEVELS_PROP] = levels.tolist()
+    position = partdata.slider_position(levels, scale)
+    writeback.store_automatic(obj, poly_labels, position)
+    set_granularity_quietly(obj, position)
     yield
     yield from write_all(obj, poly_labels, arrays.topology)
     obj.segparts.engine, obj.segparts.mesh_id = engine, mid
-    set_granularity_quietly(obj, 1.0 - scale)
     set_message(f"{name}: {len(obj.segparts.parts)} parts ({engine})", name)
 
 
@@ -496,7 +500,7 @@ def _names_from_nodes(obj, poly_labels) -> dict[int, str]:
     hierarchy = writeback.load_hierarchy(obj) if names else None
     if hierarchy is None or len(hierarchy.leaf_labels) != len(poly_labels):
         return {}
-    nodes = partedits.active_nodes(hierarchy, 1.0 - obj.segparts.granularity)
+    nodes = partedits.active_nodes(hierarchy, writeback.current_scale(obj))
     parts, first = np.unique(poly_labels, return_index=True)
     return {int(p): names[int(nodes[f])] for p, f in zip(parts, first) if p >= 0 and int(nodes[f]) in names}
 
@@ -554,13 +558,17 @@ def _recut(name, granularity, topo):
     if obj is None:
         return
     arrays = writeback.hierarchy_arrays(obj)
-    scale = 1.0 - float(granularity)
+    scale = writeback.current_scale(obj, granularity)
+    automatic = writeback.automatic_labels(obj, granularity)  # back at the engine's spot: its own result
 
     def cut():  # in the background thread: building the tree walks every node
         hierarchy = writeback.make_hierarchy(arrays)
         return None if hierarchy is None else hierarchy.cut(scale=scale)
 
-    poly_labels = yield from background.wait(background.submit(cut))
+    if automatic is not None and len(automatic) == topo.n_polygons:
+        poly_labels = automatic
+    else:
+        poly_labels = yield from background.wait(background.submit(cut))
     if poly_labels is None:
         set_message(f"{name} has no usable part hierarchy; segment it again", name)
         return

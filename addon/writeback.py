@@ -27,6 +27,8 @@ SAVED_MATERIAL_ATTR = "segparts_material"
 HIDDEN_ATTR = "segparts_hidden"
 PARENT_PROP, HEIGHT_PROP = "segparts_parent", "segparts_height"
 USER_SLOTS_PROP = "segparts_user_slots"
+LEVELS_PROP = "segparts_levels"  # the slider's cut scales, fixed at segmentation (edits add none)
+AUTO_ATTR, AUTO_AT_PROP = "segparts_auto", "segparts_auto_at"  # the engine's own result and its slider spot
 NAMES_PROP = "segparts_names"  # hierarchy node -> the name the user gave that part
 GROUPS_PROP = "segparts_groups"  # part id -> the vertex group the add-on made for it
 GROUP_PREFIX = "Part_"
@@ -60,6 +62,43 @@ def make_hierarchy(arrays):
         return Hierarchy(*arrays)
     except ValueError:
         return None
+
+
+def slider_levels(obj):
+    if LEVELS_PROP in obj:
+        return np.asarray(obj[LEVELS_PROP], dtype=np.float64)
+    if HEIGHT_PROP in obj:
+        return partdata.slider_levels(np.asarray(obj[HEIGHT_PROP]))
+    return np.array([0.0, 1.0])
+
+
+def current_scale(obj, granularity: float | None = None) -> float:
+    """The cut scale of the slider's position (or of `granularity`)."""
+    g = obj.segparts.granularity if granularity is None else granularity
+    return partdata.slider_scale(slider_levels(obj), g)
+
+
+def store_automatic(obj, poly_labels, granularity: float) -> None:
+    """Keep the engine's own result: the slider returns to it at its position."""
+    mesh_io.write_face_attribute(obj.data, AUTO_ATTR, poly_labels)
+    obj[AUTO_AT_PROP] = float(granularity)
+
+
+def automatic_labels(obj, granularity: float):
+    """The engine's result when `granularity` is its slider position, else None."""
+    if AUTO_AT_PROP not in obj:
+        return None
+    levels = slider_levels(obj)
+    if partdata.slider_scale(levels, granularity) != partdata.slider_scale(levels, obj[AUTO_AT_PROP]):
+        return None
+    return mesh_io.read_int_attribute(obj.data, AUTO_ATTR)
+
+
+def forget_automatic(obj) -> None:
+    """After a hand edit the engine's result is no longer what the tree gives there."""
+    mesh_io.remove_attribute(obj.data, AUTO_ATTR)
+    if AUTO_AT_PROP in obj:
+        del obj[AUTO_AT_PROP]
 
 
 def node_names(obj) -> dict[int, str]:

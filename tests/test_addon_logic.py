@@ -376,3 +376,17 @@ def test_error_message_leaves_out_token_file_log_lines(live_session):
     os.kill(s.process.proc.pid, signal.SIGKILL)
     _drive(s, lambda: s.state == "error", timeout=10)
     assert "Restart" in s.message and "token" not in s.message.lower(), s.message
+
+
+def test_slider_spreads_the_cuts_evenly():
+    # heights bunched as engines give them: most merges between 0.5 and 0.85
+    height = np.array([0, 0, 0, 0, 0, 0.5, 0.6, 0.7, 0.85, 1.0])
+    levels = partdata.slider_levels(height)
+    assert levels.tolist() == [0.0, 0.5, 0.6, 0.7, 0.85, 1.0]
+    positions = np.linspace(0, 1, 101)
+    scales = [partdata.slider_scale(levels, g) for g in positions]
+    share = {lv: scales.count(lv) for lv in levels.tolist()}
+    assert min(share.values()) >= 101 // len(levels) - 11, share  # no cut squeezed into a sliver
+    assert scales[0] == 1.0 and scales[-1] == 0.0
+    for lv in levels:  # every cut has a slider position that gives it back
+        assert partdata.slider_scale(levels, partdata.slider_position(levels, lv)) == lv

@@ -276,3 +276,26 @@ def test_merge_split_rename_are_kept_in_the_hierarchy(runtime, backend):
     # the vertex groups and the colours follow the edits
     groups = sub(runtime, "writeback").part_groups(obj)
     assert sorted(groups) == sorted(np.unique(labels).tolist())
+
+
+# ---- 10. the slider: away and back returns the automatic result; cuts spread evenly ---------------
+def test_slider_away_and_back_returns_the_automatic_result(runtime, backend):
+    bpy.ops.mesh.primitive_torus_add(major_segments=24, minor_segments=8)
+    torus = bpy.context.active_object
+    obj = boxes_object()
+    bpy.ops.object.select_all(action="SELECT")
+    bpy.context.view_layer.objects.active = obj
+    bpy.ops.object.join()  # boxes and a torus: parts of several sizes
+    _segment(runtime, obj)
+    automatic, position = _labels(obj), obj.segparts.granularity
+    writeback = sub(runtime, "writeback")
+    levels = writeback.slider_levels(obj)
+    assert len(levels) >= 3
+    for away in (0.0, 1.0):
+        _set_granularity(runtime, obj, away)
+        _set_granularity(runtime, obj, position)
+        assert np.array_equal(_labels(obj), automatic), f"via {away}"
+    # every distinct cut of the tree has an equal share of the slider
+    seen = {writeback.current_scale(obj, g) for g in np.linspace(0, 1, 4 * len(levels) + 1)}
+    assert seen == set(levels.tolist())
+    del torus
