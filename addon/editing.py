@@ -106,6 +106,7 @@ def separate_parts(context, obj, parts) -> list:
     # the original keeps the remaining parts; groups of the parts that left are dropped
     for part in parts:
         writeback.forget_group(obj, part)
+    writeback.mark_original_faces(obj)  # the remaining faces were renumbered
     runtime.refresh_parts(obj, keep=True)
     _make_active(context, obj)
     return created
@@ -125,6 +126,7 @@ def _tidy_separated(new, source, part: int, name: str):
         if key in new:
             del new[key]
     mesh_io.remove_attribute(new.data, writeback.LEAF_ATTR)
+    writeback.mark_original_faces(new)
     # origin at the part's centre, so it rotates and animates about itself
     centres, areas = mesh_io.polygon_centres_areas(new.data)
     centre = partdata.part_centres(np.zeros(len(areas), dtype=np.int32), centres, areas).get(0)

@@ -1,7 +1,8 @@
-"""The viewport side of the pick tool: ray casting the ORIGINAL mesh, the hover overlay, clicks.
+"""The viewport side of the pick tool: ray casting the mesh as it is drawn, the hover overlay, clicks.
 
-Rays are cast against a BVHTree of the original mesh's triangles in object space, so with
-modifiers (subdivision, mirror...) the hit is still a face the labels belong to.
+Rays are cast against a BVHTree of the EVALUATED mesh (modifiers applied: subdivision, mirror...)
+in object space and every hit is mapped back to the ORIGINAL polygon the labels belong to, so a
+mirrored half picks (and highlights) the part of the faces it mirrors.
 """
 from __future__ import annotations
 
@@ -25,13 +26,36 @@ def build_picker(obj) -> picking.PartPicker | None:
 
 
 class MeshRay:
-    """BVH over the original mesh's loop triangles (object space); hit -> (triangle, polygon, point)."""
+    """BVH over the EVALUATED mesh (modifiers applied: a mirrored half can be hit) in object space;
+    each triangle knows its ORIGINAL polygon through the face attribute `.segparts_face` that the
+    write-back puts on the original mesh and modifiers carry along. A hit -> (triangle, original
+    polygon, point). Without that attribute on the evaluated mesh (a modifier that drops
+    attributes) the original mesh is used, as before."""
 
-    def __init__(self, obj):
-        mesh = obj.data
-        self.vertices = mesh_io.vertices(mesh)
-        self.tris, self.tri_poly = mesh_io.triangles(mesh)
+    def __init__(self, obj, depsgraph=None):
+        self.original = self._arrays(obj)
+        self.vertices, self.tris, self.tri_poly, self.exact = self.original
+        self.vertices, self.tris, self.tri_poly, self.exact = self._evaluated(obj, depsgraph) or self.original
         self.bvh = BVHTree.FromPolygons(self.vertices.tolist(), self.tris.tolist(), all_triangles=True)
+
+    @staticmethod
+    def _arrays(obj):
+        mesh = obj.data
+        tris, tri_poly = mesh_io.triangles(mesh)
+        return mesh_io.vertices(mesh), tris, tri_poly, True
+
+    @staticmethod
+    def _evaluated(obj, depsgraph):
+        if not obj.modifiers:
+            return None
+        depsgraph = depsgraph or bpy.context.evaluated_depsgraph_get()
+        mesh = obj.evaluated_get(depsgraph).data
+        origin = mesh_io.read_int_attribute(mesh, writeback.ORIGIN_ATTR)
+        n = len(obj.data.polygons)
+        if origin is None or len(mesh.polygons) == 0 or origin.min() < 0 or origin.max() >= n:
+            return None
+        tris, tri_eval = mesh_io.triangles(mesh)
+        return mesh_io.vertices(mesh), tris, origin[tri_eval], False
 
     def cast_world(self, obj, origin, direction):
         inv = obj.matrix_world.inverted()
@@ -41,6 +65,17 @@ class MeshRay:
         if tri is None:
             return -1, -1, None
         return int(tri), int(self.tri_poly[tri]), np.array(loc)
+
+    def original_click(self, tri: int, poly: int, loc):
+        """(triangle of the uploaded ORIGINAL mesh, object-space point) for a prompt click: with
+        modifiers the hit lies on the evaluated surface, so the original polygon's first triangle
+        and its centre stand in for it."""
+        if self.exact:
+            return tri, loc
+        vertices, tris, tri_poly, _ = self.original
+        first = int(np.searchsorted(tri_poly, poly)) if np.all(np.diff(tri_poly) >= 0) else \
+            int(np.flatnonzero(tri_poly == poly)[0])
+        return first, vertices[tris[first]].mean(axis=0)
 
 
 def pick_at_ray(obj, origin, direction, level: int = 0):
@@ -139,8 +174,8 @@ class PickTool:
         return f"{len(chosen)} parts selected"
 
     def _prompt(self, obj, positive: bool, extend: bool) -> str:
-        tri, _poly, loc = self.hit
-        click = picking.click_prompt(tri, loc, positive)
+        tri, poly, loc = self.hit
+        click = picking.click_prompt(*self.ray.original_click(tri, poly, loc), positive)
         self.clicks = (self.clicks + [click]) if extend else [click]
         try:
             runtime.ensure_started()

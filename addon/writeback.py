@@ -27,6 +27,7 @@ SAVED_MATERIAL_ATTR = "segparts_material"
 HIDDEN_ATTR = "segparts_hidden"
 PARENT_PROP, HEIGHT_PROP = "segparts_parent", "segparts_height"
 USER_SLOTS_PROP = "segparts_user_slots"
+ORIGIN_ATTR = ".segparts_face"  # each face's own index: modifiers carry it, so picks map back
 LEVELS_PROP = "segparts_levels"  # the slider's cut scales, fixed at segmentation (edits add none)
 AUTO_ATTR, AUTO_AT_PROP = "segparts_auto", "segparts_auto_at"  # the engine's own result and its slider spot
 NAMES_PROP = "segparts_names"  # hierarchy node -> the name the user gave that part
@@ -62,6 +63,15 @@ def make_hierarchy(arrays):
         return Hierarchy(*arrays)
     except ValueError:
         return None
+
+
+def mark_original_faces(obj) -> None:
+    """Give every face its own index in ORIGIN_ATTR (after Segment, after faces were separated)."""
+    mesh = obj.data
+    index = np.arange(len(mesh.polygons), dtype=np.int32)
+    current = mesh_io.read_int_attribute(mesh, ORIGIN_ATTR)
+    if current is None or not np.array_equal(current, index):
+        mesh_io.write_face_attribute(mesh, ORIGIN_ATTR, index)
 
 
 def slider_levels(obj):
@@ -148,6 +158,7 @@ def write_parts(obj, poly_labels: np.ndarray, topo, preview: bool = True, keep_p
     # main-thread work waits for the thread: both at once fight over the GIL and the ticks grow
     update = yield from background.wait(background.submit(partdata.group_update, known_old, poly_labels, topo))
     mesh_io.write_face_attribute(mesh, LABEL_ATTR, poly_labels)
+    mark_original_faces(obj)
     yield
     if preview:
         write_preview_materials(obj, poly_labels, keep_parts)

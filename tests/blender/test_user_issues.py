@@ -299,3 +299,29 @@ def test_slider_away_and_back_returns_the_automatic_result(runtime, backend):
     seen = {writeback.current_scale(obj, g) for g in np.linspace(0, 1, 4 * len(levels) + 1)}
     assert seen == set(levels.tolist())
     del torus
+
+
+# ---- 5. mirror modifier: the mirrored half can be picked and maps to the faces it mirrors ---------
+def test_pick_on_the_mirrored_half_maps_to_the_original_faces(runtime, backend):
+    from mathutils import Vector
+
+    pickview = sub(runtime, "pickview")
+    obj = boxes_object(offsets=((3, 0, 0), (6, 0, 0), (3, 4, 0)), with_tris=False)
+    obj.modifiers.new("Mirror", "MIRROR")  # mirrored across x = 0: copies at x = -3, -6
+    bpy.context.view_layer.update()
+    _segment(runtime, obj)
+    labels = _labels(obj)
+    box2_top = next(p.index for p in obj.data.polygons if p.index // 6 == 1 and p.normal.z > 0.9)
+    centre = obj.data.polygons[box2_top].center
+    for x in (centre.x, -centre.x):  # the original box and its mirror image
+        origin = Vector((x, centre.y, 10.0))
+        target = pickview.pick_at_ray(obj, origin, Vector((0, 0, -1)))
+        assert target is not None, f"nothing picked at x={x}"
+        assert target.polygon == box2_top and target.parts == {int(labels[box2_top])}
+    # the hover overlay draws the part on both halves
+    tool = pickview.PickTool(obj, "geometric")
+    tris = tool._world_tris(obj, labels == labels[box2_top])
+    assert tris[:, 0].min() < -5 and tris[:, 0].max() > 5
+    # a prompt click on the mirrored half goes to the backend as a triangle of the ORIGINAL mesh
+    tri, point = tool.ray.original_click(*tool.ray.cast_world(obj, (-centre.x, centre.y, 10.0), (0, 0, -1)))
+    assert point[0] > 0 and tool.ray.original[2][tri] == box2_top
