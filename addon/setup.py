@@ -90,12 +90,20 @@ def setup_backend_task(python: str, venv: Path, bundle: Path, log_file: Path, le
         raise ValueError(f"no bundled backend at {bundle} (build the add-on with build_addon.py)")
     vpy = str(venv_python(venv))
     target = str(bundle) + ("[ml]" if learned else "")
-    return Task("Set up backend", [
+    steps = [
         ("creating the virtual environment", [python, "-m", "venv", str(venv)]),
-        ("updating pip", [vpy, "-m", "pip", "install", "--upgrade", "pip"]),
+        ("updating pip", [vpy, "-m", "pip", "install", "--upgrade", "pip", "setuptools", "wheel"]),
         ("installing the backend and its requirements", [vpy, "-m", "pip", "install", target]),
-        ("checking the installation", [vpy, "-m", "segparts", "--version"]),
-    ], log_file)
+    ]
+    if learned:  # what pip's extras cannot say (as scripts/setup_env.sh does on a CPU machine)
+        steps += [
+            ("installing spconv (SAMPart3D's backbone)", [vpy, "-m", "pip", "install", "spconv==2.3.8"]),
+            # sam2 from its sdist without its torchvision pin (it would pull another torch build)
+            ("installing sam2", [vpy, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "sam2==1.1.0"]),
+        ]
+    steps.append(("checking the installation", [vpy, "-m", "segparts", "--version"]))
+    env = dict(os.environ, SAM2_BUILD_CUDA="0")  # sam2's optional CUDA extension needs a compiler
+    return Task("Set up backend", steps, log_file, env)
 
 
 def models_for_engine(manifest: Path, engine: str) -> list[str]:
