@@ -1,6 +1,6 @@
 """The viewport side of the pick tool: ray casting the mesh as it is drawn, the hover overlay, clicks.
 
-Rays are cast against a BVHTree of the EVALUATED mesh (modifiers applied: subdivision, mirror...)
+Rays are cast against a grid index (picking.TriangleGrid) of the EVALUATED mesh (modifiers applied: subdivision, mirror...)
 in object space and every hit is mapped back to the ORIGINAL polygon the labels belong to, so a
 mirrored half picks (and highlights) the part of the faces it mirrors.
 """
@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import bpy
 import numpy as np
-from mathutils import Vector
-from mathutils.bvhtree import BVHTree
 
 from . import background, editing, mesh_io, partdata, picking, runtime, writeback
 
@@ -26,17 +24,35 @@ def build_picker(obj) -> picking.PartPicker | None:
 
 
 class MeshRay:
-    """BVH over the EVALUATED mesh (modifiers applied: a mirrored half can be hit) in object space;
-    each triangle knows its ORIGINAL polygon through the face attribute `.segparts_face` that the
-    write-back puts on the original mesh and modifiers carry along. A hit -> (triangle, original
-    polygon, point). Without that attribute on the evaluated mesh (a modifier that drops
-    attributes) the original mesh is used, as before."""
+    """Ray casts on the EVALUATED mesh (modifiers applied: a mirrored half can be hit) in object
+    space; each triangle knows its ORIGINAL polygon through the face attribute `.segparts_face`
+    that the write-back puts on the original mesh and modifiers carry along. A hit -> (triangle,
+    original polygon, point). Without that attribute on the evaluated mesh (a modifier that drops
+    attributes) the original mesh is used.
 
-    def __init__(self, obj, depsgraph=None):
-        self.original = self._arrays(obj)
-        self.vertices, self.tris, self.tri_poly, self.exact = self.original
-        self.vertices, self.tris, self.tri_poly, self.exact = self._evaluated(obj, depsgraph) or self.original
-        self.bvh = BVHTree.FromPolygons(self.vertices.tolist(), self.tris.tolist(), all_triangles=True)
+    The index (picking.TriangleGrid, numpy only) is built in the background thread: starting the
+    tool never waits for it, and after Segment it is built ahead (`prebuild`)."""
+
+    def __init__(self, obj=None, depsgraph=None, arrays=None, build: bool = True):
+        if arrays is not None:  # (vertices, tris, tri_poly) of the original mesh, e.g. a job's arrays
+            self.original = (*arrays, True)
+        else:
+            self.original = self._arrays(obj)
+        evaluated = self._evaluated(obj, depsgraph) if arrays is None else None
+        self.vertices, self.tris, self.tri_poly, self.exact = evaluated or self.original
+        self.future = background.submit(picking.TriangleGrid, self.vertices, self.tris) if build else None
+
+    @property
+    def ready(self) -> bool:
+        return self.future.done()
+
+    def wait(self):
+        return self.future.result()
+
+    def same_as(self, other) -> bool:
+        return (other is not None and self.vertices.shape == other.vertices.shape
+                and self.tris.shape == other.tris.shape and np.array_equal(self.tris, other.tris)
+                and np.array_equal(self.tri_poly, other.tri_poly) and np.array_equal(self.vertices, other.vertices))
 
     @staticmethod
     def _arrays(obj):
@@ -58,13 +74,16 @@ class MeshRay:
         return mesh_io.vertices(mesh), tris, origin[tri_eval], False
 
     def cast_world(self, obj, origin, direction):
-        inv = obj.matrix_world.inverted()
-        o = inv @ Vector(origin)
-        d = inv.to_3x3() @ Vector(direction)
-        loc, _normal, tri, _dist = self.bvh.ray_cast(o, d.normalized())
-        if tri is None:
+        """(triangle, original polygon, object-space point) of the nearest hit; a miss while the
+        index is still being built."""
+        if not self.ready:
             return -1, -1, None
-        return int(tri), int(self.tri_poly[tri]), np.array(loc)
+        inv = np.array(obj.matrix_world.inverted(), dtype=np.float64)
+        o, d = picking.ray_to_object(origin, direction, inv)
+        tri, t = self.wait().cast(o, d)
+        if tri < 0:
+            return -1, -1, None
+        return tri, int(self.tri_poly[tri]), o + t * d
 
     def original_click(self, tri: int, poly: int, loc):
         """(triangle of the uploaded ORIGINAL mesh, object-space point) for a prompt click: with
@@ -78,9 +97,30 @@ class MeshRay:
         return first, vertices[tris[first]].mean(axis=0)
 
 
+_rays: dict[str, MeshRay] = {}  # object name -> the latest index made for it
+
+
+def ray_for(obj) -> MeshRay:
+    """The pick index of `obj`: the one built ahead when the geometry is still the same, else a new
+    one (built in the background)."""
+    probe = MeshRay(obj, build=False)
+    cached = _rays.get(obj.name)
+    if probe.same_as(cached):
+        return cached
+    probe.future = background.submit(picking.TriangleGrid, probe.vertices, probe.tris)
+    _rays[obj.name] = probe
+    return probe
+
+
+def prebuild(obj_name: str, vertices, tris, tri_poly) -> None:
+    """After Segment of a mesh without modifiers: its index from the job's arrays, in the background."""
+    _rays[obj_name] = MeshRay(arrays=(vertices, tris, tri_poly))
+
+
 def pick_at_ray(obj, origin, direction, level: int = 0):
     """World-space ray -> PickTarget on `obj` (what a click would pick), or None."""
-    ray = MeshRay(obj)
+    ray = ray_for(obj)
+    ray.wait()
     _tri, poly, _loc = ray.cast_world(obj, origin, direction)
     picker = build_picker(obj)
     if poly < 0 or picker is None:
@@ -92,7 +132,7 @@ class PickTool:
     def __init__(self, obj, engine: str):
         self.obj_name, self.engine = obj.name, engine
         self.prompt_mode = engine in PROMPT_ENGINES
-        self.ray = MeshRay(obj)
+        self.ray = ray_for(obj)  # built ahead after Segment, or now in the background
         self.picker = build_picker(obj)
         self.level = 0
         self.target = None

@@ -430,6 +430,10 @@ def _apply_segmentation(name, arrays, mid, engine, msg):
     yield
     yield from write_all(obj, poly_labels, arrays.topology)
     obj.segparts.engine, obj.segparts.mesh_id = engine, mid
+    if not obj.modifiers:  # the pick tool's index from the arrays at hand, built in the background now
+        from . import pickview
+
+        pickview.prebuild(name, arrays.vertices, arrays.faces, arrays.tri_poly)
     set_message(f"{name}: {len(obj.segparts.parts)} parts ({engine})", name)
 
 

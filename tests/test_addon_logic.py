@@ -416,3 +416,26 @@ def test_plain_build_needs_no_blender_and_matches_blenders_zip(tmp_path):
     build_addon.run_cli(cli, "validate", str(zips["plain"]))
     names = {b: sorted(zipfile.ZipFile(z).namelist()) for b, z in zips.items()}
     assert names["plain"] == names["blender"]
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 10_000))
+def test_triangle_grid_finds_the_same_hit_as_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    # a soup of small and a few large triangles, some flat in z (a degenerate grid axis)
+    centres = rng.uniform(-5, 5, (300, 3)) * np.array([1, 1, rng.choice([0.0, 1.0])])
+    size = np.where(rng.random(300) < 0.05, 4.0, 0.4)[:, None, None]
+    tri = centres[:, None, :] + rng.normal(size=(300, 3, 3)) * size
+    verts, tris = tri.reshape(-1, 3), np.arange(900).reshape(-1, 3)
+    grid = picking.TriangleGrid(verts, tris, per_cell=2.0)
+    for _ in range(40):
+        o = rng.uniform(-12, 12, 3)
+        target = tri[rng.integers(300)].mean(axis=0) if rng.random() < 0.8 else rng.uniform(-6, 6, 3)
+        d = target - o
+        if rng.random() < 0.25:  # straight down an axis: zero direction components
+            o, d = np.append(target[:2], 20.0), np.array([0.0, 0.0, -1.0])
+        want_k, want_t = picking.first_hit(o, d, tri)
+        got_k, got_t = grid.cast(o, d)
+        assert (got_k < 0) == (want_k < 0)
+        if want_k >= 0:
+            assert abs(got_t - want_t) <= 1e-9 * max(1.0, want_t), (got_k, want_k)

@@ -223,6 +223,7 @@ def test_pick_tool_hover_click_and_levels_in_the_viewport(runtime, backend):
         return int(round(x)) + region.x, int(round(y)) + region.y
 
     tool = pickview.PickTool(obj, "geometric")
+    tool.ray.wait()  # the index is built in the background
     top_of_box2, top_of_box3 = 6 + 5, 12 + 5  # the +Z quads of the 2nd and 3rd boxes
     # the rays go to the drawn (subdivided, slightly shrunk) surface: aim just under the top centres
     target = tool.hover(bpy.context, *mouse_at((4.0, 0.0, 0.45)))
@@ -281,6 +282,7 @@ def test_prompt_clicks_round_trip_and_unavailable_engine(runtime, backend):
 
     x, y = view3d_utils.location_3d_to_region_2d(region, rv3d, Vector((4.0, 0.0, 0.6)))
     tool = pickview.PickTool(obj, "geosam2")
+    tool.ray.wait()  # the index is built in the background
     assert tool.hover(bpy.context, int(x) + region.x, int(y) + region.y) is not None
     text = tool.click(shift=False, ctrl=False)
     assert "click sent" in text

@@ -320,8 +320,22 @@ def test_pick_on_the_mirrored_half_maps_to_the_original_faces(runtime, backend):
         assert target.polygon == box2_top and target.parts == {int(labels[box2_top])}
     # the hover overlay draws the part on both halves
     tool = pickview.PickTool(obj, "geometric")
+    tool.ray.wait()  # the index is built in the background
     tris = tool._world_tris(obj, labels == labels[box2_top])
     assert tris[:, 0].min() < -5 and tris[:, 0].max() > 5
     # a prompt click on the mirrored half goes to the backend as a triangle of the ORIGINAL mesh
     tri, point = tool.ray.original_click(*tool.ray.cast_world(obj, (-centre.x, centre.y, 10.0), (0, 0, -1)))
     assert point[0] > 0 and tool.ray.original[2][tri] == box2_top
+
+
+# ---- 9. big meshes: the pick index is built ahead, off the main thread ---------------------------
+def test_pick_index_is_built_ahead_and_reused_by_the_tool(runtime, backend):
+    pickview = sub(runtime, "pickview")
+    obj = boxes_object()
+    _segment(runtime, obj)
+    built = pickview._rays.get(obj.name)
+    assert built is not None, "Segment must start building the pick index"
+    tool = pickview.PickTool(obj, "geometric")
+    assert tool.ray is built, "the tool must reuse the index built after Segment"
+    obj.data.vertices[0].co.x += 0.5  # the geometry changed: a new index
+    assert pickview.PickTool(obj, "geometric").ray is not built
