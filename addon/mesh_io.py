@@ -6,6 +6,10 @@ import numpy as np
 from .jobs import MeshArrays
 from .partdata import Topology, fan_triangles
 
+# the user's own per-face material indices while the part preview shows (see writeback.py)
+SAVED_MATERIAL_ATTR = "segparts_material"
+FACE_SET_ATTR = ".sculpt_face_set"  # sculpt-mode face sets, when the user made some
+
 
 def _get(collection, attr: str, count: int, dtype, width: int = 1) -> np.ndarray:
     out = np.empty(count * width, dtype=dtype)
@@ -78,7 +82,20 @@ def mesh_arrays(obj) -> MeshArrays:
     tris, tri_poly = triangles(mesh, topo)
     if len(tris) == 0:
         raise ValueError(f"{obj.name!r} has no faces to segment")
-    return MeshArrays(vertices(mesh), tris, tri_poly, len(mesh.polygons), topo)
+    cues = {name: values[tri_poly] for name, values in authoring_cues(mesh).items()}
+    return MeshArrays(vertices(mesh), tris, tri_poly, len(mesh.polygons), topo, cues)
+
+
+def authoring_cues(mesh) -> dict[str, np.ndarray]:
+    """Per-polygon part cues the artist already made: the user's material of each face (not the
+    add-on's preview materials) and the sculpt face sets. A cue with one value says nothing and
+    is left out, so single-material meshes keep their geometry-only mesh id."""
+    material = read_int_attribute(mesh, SAVED_MATERIAL_ATTR)
+    if material is None:
+        material = material_indices(mesh)
+    cues = {"material": material, "group": read_int_attribute(mesh, FACE_SET_ATTR)}
+    return {name: np.maximum(values, 0) for name, values in cues.items()  # Blender allows negative face sets
+            if values is not None and values.size and values.min() != values.max()}
 
 
 def polygons_as_lists(mesh) -> list[list[int]]:

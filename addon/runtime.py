@@ -283,7 +283,7 @@ def start_segment(obj, engine: str) -> None:
     if obj.name in jobs and jobs[obj.name].active:
         raise RuntimeError(f"{obj.name!r} is already being segmented")
     arrays = mesh_io.mesh_arrays(obj)
-    mid = mesh_id(arrays.vertices, arrays.faces)
+    mid = mesh_id(arrays.vertices, arrays.faces, arrays.cues)
     name = obj.name
 
     def done(job, msg):
@@ -335,7 +335,7 @@ def start_pick(obj, engine: str, clicks: list[dict]) -> None:
     if not s.ready:
         raise RuntimeError(s.message)
     arrays = mesh_io.mesh_arrays(obj)
-    mid = mesh_id(arrays.vertices, arrays.faces)
+    mid = mesh_id(arrays.vertices, arrays.faces, arrays.cues)
     name = obj.name
 
     def done(job, msg):

@@ -359,10 +359,10 @@ def test_setup_backend_task_commands(tmp_path):
     task = setup.setup_backend_task("/usr/bin/python3", tmp_path / "venv", bundle, tmp_path / "log", learned=True)
     cmds = [c for _, c in task.steps]
     assert cmds[0] == ["/usr/bin/python3", "-m", "venv", str(tmp_path / "venv")]
-    assert cmds[2][-1] == f"{bundle}[ml]"
-    assert any("sam2==1.1.0" in c and "--no-deps" in c for c in cmds) and any("spconv==2.3.8" in c for c in cmds)
-    plain = [c for _, c in setup.setup_backend_task("/usr/bin/python3", tmp_path / "v", bundle, tmp_path / "l").steps]
-    assert plain[2][-1] == str(bundle) and not any("sam2==1.1.0" in c for c in plain)
+    assert cmds[2][-1] == str(bundle)
+    assert cmds[3][-5:] == ["segparts", "setup", "--learned", "--device", "auto"]  # the same path as make setup
+    plain = setup.setup_backend_task("/usr/bin/python3", tmp_path / "venv", bundle, tmp_path / "log")
+    assert not any("setup" in c for _, c in plain.steps)
     with pytest.raises(ValueError):
         setup.setup_backend_task("", tmp_path / "venv", bundle, tmp_path / "log")
     names = setup.models_for_engine(ROOT / "models" / "manifest.json", "geosam2")

@@ -68,14 +68,22 @@ def read_token(path: str | Path) -> str | None:
         return None
 
 
-def mesh_id(vertices, faces) -> str:
-    """The server's id for these arrays (the same digest as segparts.mesh.mesh_hash)."""
+FACE_CUES = ("material", "group")  # optional per-face authoring cues of upload_mesh, in hash order
+
+
+def mesh_id(vertices, faces, cues: dict | None = None) -> str:
+    """The server's id for these arrays (the same digest as segparts.mesh.mesh_hash; this copy
+    needs numpy only, for the add-on). `cues`: optional per-face `material`/`group` ids."""
     h = hashlib.sha256()
     v = np.ascontiguousarray(vertices, dtype="<f8")
     f = np.ascontiguousarray(faces, dtype="<i8")
     for a in (v, f):
         h.update(np.asarray(a.shape, dtype="<i8").tobytes())
         h.update(memoryview(a).cast("B"))
+    for name in FACE_CUES:
+        if cues and cues.get(name) is not None:
+            h.update(name.encode())
+            h.update(memoryview(np.ascontiguousarray(cues[name], dtype="<i4")).cast("B"))
     return h.hexdigest()[:32]
 
 
@@ -170,24 +178,26 @@ class BackendClient:
         return self.call("hello").result
 
     def upload_mesh(self, vertices, faces, face_map=None, n_polygons: int | None = None,
-                    check_first: bool = False) -> str:
+                    check_first: bool = False, cues: dict | None = None) -> str:
         """Upload a triangle mesh; returns its id (the content hash, see `mesh_id`).
 
         The server keeps meshes by content, so re-uploading one it holds re-validates and hashes
         the arrays but recomputes nothing else (its segmentations stay cached). Over loopback
         that is as fast as hashing here first; `check_first=True` hashes locally and asks before
-        sending, which saves the transfer to a remote backend."""
+        sending, which saves the transfer to a remote backend. `cues`: optional per-triangle
+        integer arrays `material` and `group` (authoring cues; they belong to the mesh id)."""
+        cues = {k: np.ascontiguousarray(v, dtype="<i4") for k, v in (cues or {}).items() if v is not None}
         vertices = np.ascontiguousarray(vertices, dtype="<f8")
         faces = np.asarray(faces)
         if check_first:
             try:
-                return self.call("upload_mesh", {"mesh_id": mesh_id(vertices, faces)}).result["mesh_id"]
+                return self.call("upload_mesh", {"mesh_id": mesh_id(vertices, faces, cues)}).result["mesh_id"]
             except BackendError as exc:
                 if exc.code != wire.UNKNOWN_MESH:
                     raise
         if faces.size and faces.max() < 2**31 and faces.min() >= 0:
             faces = faces.astype("<i4", copy=False)  # half the bytes; the id is over int64 values
-        arrays = {"vertices": vertices, "faces": faces}
+        arrays = {"vertices": vertices, "faces": faces, **cues}
         args = {}
         if face_map is not None:
             arrays["face_map"] = np.ascontiguousarray(face_map, dtype="<i8")

@@ -37,7 +37,7 @@ from .engines import ENGINES, _MissingEngine, create_engine
 from .engines.base import (CancelToken, Cancelled, Click, EngineUnavailable, PickRequest, Segmentation,
                            SegmentParams, recut)
 from .hierarchy import Hierarchy
-from .mesh import DEFAULT_MAX_FACES, Mesh, MeshError, validate_mesh
+from .mesh import DEFAULT_MAX_FACES, FACE_CUES, Mesh, MeshError, validate_mesh
 
 log = logging.getLogger("segparts.server")
 
@@ -302,16 +302,18 @@ class Server:
                 self._reply(envelope, req_id, "reply", self._mesh_info(claimed, mesh, cached=True))
                 return
             raise wire.ProtocolError(wire.UNKNOWN_MESH, "this mesh is not on the backend; send its arrays")
-        unknown = set(arrays) - {"vertices", "faces", "face_map"}
+        unknown = set(arrays) - {"vertices", "faces", "face_map", *FACE_CUES}
         if unknown:
-            raise ArgError(f"unexpected arrays {sorted(unknown)}; send vertices, faces and optionally face_map")
+            raise ArgError(f"unexpected arrays {sorted(unknown)}; send vertices, faces and optionally "
+                           f"face_map, {', '.join(FACE_CUES)}")
         if "vertices" not in arrays or "faces" not in arrays:
             raise ArgError("upload_mesh needs arrays 'vertices' (V,3) and 'faces' (F,3)")
         face_map = arrays.get("face_map")
         n_polygons = _opt_int(args, "n_polygons", 1)
         if face_map is not None and not np.issubdtype(face_map.dtype, np.integer):
             raise MeshError("bad_face_map", f"face_map must be integers, got dtype {face_map.dtype}")
-        mesh = validate_mesh(arrays["vertices"], arrays["faces"], face_map, n_polygons, max_faces=self.max_faces)
+        mesh = validate_mesh(arrays["vertices"], arrays["faces"], face_map, n_polygons, max_faces=self.max_faces,
+                             **{name: arrays.get(name) for name in FACE_CUES})
         if not mesh.vertices.flags.writeable:  # detach from the zmq frame, engines may need a writable copy
             mesh.vertices = mesh.vertices.copy()
         mid = mesh.content_hash
@@ -319,7 +321,8 @@ class Server:
         if cached:
             mesh = self._cache.get(("mesh", mid))
         else:
-            self._cache.put(("mesh", mid), mesh, estimate_nbytes([mesh.vertices, mesh.faces, mesh.face_map]))
+            self._cache.put(("mesh", mid), mesh,
+                            estimate_nbytes([mesh.vertices, mesh.faces, mesh.face_map, *mesh.cues.values()]))
         self._reply(envelope, req_id, "reply", self._mesh_info(mid, mesh, cached=cached))
 
     @staticmethod
