@@ -41,6 +41,7 @@ class MeshRay:
         evaluated = self._evaluated(obj, depsgraph) if arrays is None else None
         self.vertices, self.tris, self.tri_poly, self.exact = evaluated or self.original
         self.future = background.submit(picking.TriangleGrid, self.vertices, self.tris) if build else None
+        self.key = None  # set by ray_for / prebuild
 
     @property
     def ready(self) -> bool:
@@ -48,11 +49,6 @@ class MeshRay:
 
     def wait(self):
         return self.future.result()
-
-    def same_as(self, other) -> bool:
-        return (other is not None and self.vertices.shape == other.vertices.shape
-                and self.tris.shape == other.tris.shape and np.array_equal(self.tris, other.tris)
-                and np.array_equal(self.tri_poly, other.tri_poly) and np.array_equal(self.vertices, other.vertices))
 
     @staticmethod
     def _arrays(obj):
@@ -100,21 +96,39 @@ class MeshRay:
 _rays: dict[str, MeshRay] = {}  # object name -> the latest index made for it
 
 
+def _key(obj, mesh) -> tuple:
+    """What must match for a cached index to still fit: modifiers and element counts (the
+    positions are compared too; topology edits change the counts)."""
+    mods = tuple((m.name, m.type, m.show_viewport) for m in obj.modifiers)
+    return mods, len(mesh.vertices), len(mesh.polygons), len(mesh.loops)
+
+
+def _drawn_mesh(obj):
+    if not obj.modifiers:
+        return obj.data
+    return obj.evaluated_get(bpy.context.evaluated_depsgraph_get()).data
+
+
 def ray_for(obj) -> MeshRay:
-    """The pick index of `obj`: the one built ahead when the geometry is still the same, else a new
-    one (built in the background)."""
-    probe = MeshRay(obj, build=False)
+    """The pick index of `obj`: the one built ahead when modifiers, counts and positions are the
+    same (reading positions is cheap; re-triangulating 1M faces is not), else a new one (built in
+    the background)."""
+    mesh = _drawn_mesh(obj)
+    key = _key(obj, mesh)
     cached = _rays.get(obj.name)
-    if probe.same_as(cached):
+    if cached is not None and cached.key == key and np.array_equal(mesh_io.vertices(mesh), cached.vertices):
         return cached
-    probe.future = background.submit(picking.TriangleGrid, probe.vertices, probe.tris)
-    _rays[obj.name] = probe
-    return probe
+    ray = MeshRay(obj)
+    ray.key = key
+    _rays[obj.name] = ray
+    return ray
 
 
-def prebuild(obj_name: str, vertices, tris, tri_poly) -> None:
+def prebuild(obj, vertices, tris, tri_poly) -> None:
     """After Segment of a mesh without modifiers: its index from the job's arrays, in the background."""
-    _rays[obj_name] = MeshRay(arrays=(vertices, tris, tri_poly))
+    ray = MeshRay(arrays=(vertices, tris, tri_poly))
+    ray.key = _key(obj, obj.data)
+    _rays[obj.name] = ray
 
 
 def pick_at_ray(obj, origin, direction, level: int = 0):

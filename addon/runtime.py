@@ -433,7 +433,7 @@ def _apply_segmentation(name, arrays, mid, engine, msg):
     if not obj.modifiers:  # the pick tool's index from the arrays at hand, built in the background now
         from . import pickview
 
-        pickview.prebuild(name, arrays.vertices, arrays.faces, arrays.tri_poly)
+        pickview.prebuild(obj, arrays.vertices, arrays.faces, arrays.tri_poly)
     set_message(f"{name}: {len(obj.segparts.parts)} parts ({engine})", name)
 
 
