@@ -5,7 +5,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix, Vector
 
-from . import background, mesh_io, palette, partdata, partedits, runtime, writeback
+from . import background, mesh_io, palette, partdata, partedits, runtime, similar, writeback
 
 
 def selected_parts(obj) -> list[int]:
@@ -174,6 +174,8 @@ def _apply_edit(obj, edit) -> int:
     runtime.ensure_object_mode(obj)
     writeback.forget_automatic(obj)
     writeback.remap_node_names(obj, edit.node_map)
+    if obj.get(writeback.REPEATS_PROP):
+        obj[writeback.REPEATS_PROP] = similar.remap_groups(repeat_groups(obj), edit.node_map)
     writeback.store_hierarchy(obj, edit.leaf_labels, edit.parent, edit.height)
     hierarchy = Hierarchy(edit.leaf_labels, edit.parent, edit.height)
     labels = hierarchy.cut(scale=_scale(obj))
@@ -212,3 +214,17 @@ def rename_part(obj, part: int, name: str) -> None:
         for node in part_nodes(obj, hierarchy, [part]):
             writeback.set_node_name(obj, node, name)
     runtime.rename_quietly(obj, part, name)
+
+
+def repeat_groups(obj) -> list[list[int]]:
+    return [[int(n) for n in g] for g in (obj.get(writeback.REPEATS_PROP) or [])]
+
+
+def similar_parts(obj, parts) -> set[int]:
+    """`parts` and every part in a copy of one of them (from the engine's repetition groups)."""
+    groups = repeat_groups(obj)
+    hierarchy = writeback.load_hierarchy(obj)
+    if not groups or hierarchy is None:
+        return set(int(p) for p in parts)
+    nodes = partedits.active_nodes(hierarchy, _scale(obj))
+    return similar.similar_parts(hierarchy, _labels(obj), nodes, parts, groups)

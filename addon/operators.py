@@ -360,13 +360,30 @@ class SEGPARTS_OT_rename_part(_OnSegmentedObject, bpy.types.Operator):
         return {"FINISHED"}
 
 
+class SEGPARTS_OT_select_similar(_OnSegmentedObject, bpy.types.Operator):
+    bl_idname = "segparts.select_similar"
+    bl_label = "Select Similar"
+    bl_description = "Also select every copy of the selected parts (repeated pieces the engine recognised)"
+
+    def execute(self, context):
+        obj = _segmented_object(context)
+        chosen = editing.selected_parts(obj)
+        if not editing.repeat_groups(obj):
+            self.report({"INFO"}, "This result has no repeated parts")
+            return {"CANCELLED"}
+        found = editing.similar_parts(obj, chosen)
+        editing.set_selected_parts(obj, found)
+        self.report({"INFO"}, f"{len(found)} parts selected")
+        return {"FINISHED"}
+
+
 # ---- the modal pick tool ---------------------------------------------------------------------
 class SEGPARTS_OT_pick(bpy.types.Operator):
     bl_idname = "segparts.pick"
     bl_label = "Pick Parts"
     bl_description = ("Hover to highlight a part, click to select, Shift adds, Ctrl removes; wheel or +/- goes "
-                      "coarser/finer. With GeoSAM2 a click is a positive prompt, Ctrl-click a negative one. "
-                      "Right-click or Esc ends")
+                      "coarser/finer, S selects every copy of the part. With GeoSAM2 a click is a positive prompt, "
+                      "Ctrl-click a negative one. Right-click or Esc ends")
     bl_options = {"REGISTER"}
 
     @classmethod
@@ -383,7 +400,7 @@ class SEGPARTS_OT_pick(bpy.types.Operator):
         self.handler = bpy.types.SpaceView3D.draw_handler_add(self.tool.draw, (), "WINDOW", "POST_VIEW")
         context.window_manager.modal_handler_add(self)
         context.workspace.status_text_set(
-            "Pick parts: click select · Shift add · Ctrl remove · wheel/+/- coarser/finer · RMB/Esc done")
+            "Pick parts: click select · Shift add · Ctrl remove · wheel/+/- coarser/finer · S similar · RMB/Esc done")
         return {"RUNNING_MODAL"}
 
     def _finish(self, context):
@@ -407,6 +424,12 @@ class SEGPARTS_OT_pick(bpy.types.Operator):
         if step is not None and event.value in {"PRESS", "NOTHING"} and not event.alt:
             tool.change_level(step)
             return {"RUNNING_MODAL"}
+        if event.type == "S" and event.value == "PRESS":  # every copy of the part under the mouse
+            text = tool.select_similar()
+            if text:
+                self.report({"INFO"}, text)
+            runtime.undo_push("Select Similar")
+            return {"RUNNING_MODAL"}
         if event.type == "LEFTMOUSE" and event.value == "PRESS":
             if tool.hover(context, event.mouse_x, event.mouse_y) is None:
                 return {"PASS_THROUGH"}  # not over the object: let the click through
@@ -423,7 +446,7 @@ CLASSES = (
     SEGPARTS_OT_fetch_models, SEGPARTS_OT_segment, SEGPARTS_OT_cancel, SEGPARTS_OT_clear_preview,
     SEGPARTS_OT_apply_materials, SEGPARTS_OT_part_select, SEGPARTS_OT_select_faces, SEGPARTS_OT_assign_material,
     SEGPARTS_OT_separate, SEGPARTS_OT_visibility, SEGPARTS_OT_merge_parts, SEGPARTS_OT_split_part,
-    SEGPARTS_OT_rename_part, SEGPARTS_OT_pick,
+    SEGPARTS_OT_rename_part, SEGPARTS_OT_select_similar, SEGPARTS_OT_pick,
 )
 
 

@@ -227,6 +227,19 @@ class PickTool:
         editing.set_selected_parts(obj, chosen)
         return f"{len(chosen)} parts selected"
 
+    def select_similar(self) -> str:
+        """S in the tool: the part under the mouse (else the selection) and all its copies, added."""
+        obj = self.obj
+        if obj is None or self.picker is None:
+            return ""
+        current = {it.part_id for it in obj.segparts.parts if it.selected}
+        seeds = self.target.parts if self.target is not None else current
+        if not editing.repeat_groups(obj):
+            return "This result has no repeated parts"
+        found = editing.similar_parts(obj, seeds)
+        editing.set_selected_parts(obj, current | found)
+        return f"{len(found)} copies selected"
+
     def _prompt(self, obj, positive: bool, extend: bool) -> str:
         tri, poly, loc = self.hit
         click = picking.click_prompt(*self.ray.original_click(tri, poly, loc), positive)

@@ -422,6 +422,10 @@ def _apply_segmentation(name, arrays, mid, engine, msg):
     writeback.store_hierarchy(obj, poly_leaf, parent, height)
     if writeback.NAMES_PROP in obj:  # names belonged to the previous hierarchy's nodes
         del obj[writeback.NAMES_PROP]
+    from . import similar
+
+    info = msg.result.get("info") if isinstance(msg.result.get("info"), dict) else {}
+    obj[writeback.REPEATS_PROP] = similar.clean_groups(info.get("repeats"), len(parent))
     levels = partdata.slider_levels(height)
     obj[writeback.LEVELS_PROP] = levels.tolist()
     position = partdata.slider_position(levels, scale)

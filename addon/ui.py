@@ -65,6 +65,7 @@ class SEGPARTS_PT_panel(bpy.types.Panel):
         layout.template_list("SEGPARTS_UL_parts", "", props, "parts", props, "active_part", rows=6)
         row = layout.row(align=True)
         row.operator("segparts.pick", icon="RESTRICT_SELECT_OFF")
+        row.operator("segparts.select_similar", text="Similar", icon="DUPLICATE")
         row.operator("segparts.select_faces", icon="EDITMODE_HLT")
         row = layout.row(align=True)
         row.operator("segparts.merge_parts", text="Merge", icon="AUTOMERGE_ON")

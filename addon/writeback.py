@@ -30,6 +30,7 @@ USER_SLOTS_PROP = "segparts_user_slots"
 ORIGIN_ATTR = ".segparts_face"  # each face's own index: modifiers carry it, so picks map back
 LEVELS_PROP = "segparts_levels"  # the slider's cut scales, fixed at segmentation (edits add none)
 AUTO_ATTR, AUTO_AT_PROP = "segparts_auto", "segparts_auto_at"  # the engine's own result and its slider spot
+REPEATS_PROP = "segparts_repeats"  # groups of hierarchy nodes that are copies (the engine's info["repeats"])
 NAMES_PROP = "segparts_names"  # hierarchy node -> the name the user gave that part
 GROUPS_PROP = "segparts_groups"  # part id -> the vertex group the add-on made for it
 GROUP_PREFIX = "Part_"

@@ -15,7 +15,7 @@ from hypothesis import given, settings, strategies as st
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from addon import jobs, palette, partdata, partedits, picking, session, setup  # noqa: E402
+from addon import jobs, palette, partdata, partedits, picking, session, setup, similar  # noqa: E402
 from segparts.client import BackendClient, mesh_id  # noqa: E402
 from segparts.hierarchy import Hierarchy  # noqa: E402
 
@@ -439,3 +439,32 @@ def test_triangle_grid_finds_the_same_hit_as_brute_force(seed):
         assert (got_k < 0) == (want_k < 0)
         if want_k >= 0:
             assert abs(got_t - want_t) <= 1e-9 * max(1.0, want_t), (got_k, want_k)
+
+
+def _car():
+    """A body (leaf 0) and four wheels, each a hub (leaves 1..4) and a tyre (leaves 5..8):
+    wheel k = node 9+k (hub k+1, tyre k+5), the wheels under node 13, the root 14."""
+    leaf = np.array([0, 0, 1, 5, 2, 6, 3, 7, 4, 8])  # 10 faces: two body faces, then hub, tyre per wheel
+    parent = np.array([14, 9, 10, 11, 12, 9, 10, 11, 12, 13, 13, 13, 13, 14, -1])
+    height = np.array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0.2, 0.2, 0.2, 0.2, 0.6, 1.0])
+    return Hierarchy(leaf, parent, height)
+
+
+def test_select_similar_takes_every_copy_of_the_part():
+    h = _car()
+    groups = similar.clean_groups([[9, 10, 11, 12], [3], "junk", [99, 100]], h.n_nodes)
+    assert groups == [[9, 10, 11, 12]], "groups of one, junk and unknown nodes are dropped"
+    for scale, wheel_faces in ((0.3, [2, 3]), (0.1, [2])):  # whole wheels; then hubs (a piece of a copy)
+        labels = h.cut(scale=scale)
+        nodes = partedits.active_nodes(h, scale)
+        part = int(labels[wheel_faces[0]])
+        got = similar.similar_parts(h, labels, nodes, {part}, groups)
+        wheels = set(labels[2:].tolist())  # every face of the four wheels
+        assert got == wheels, (scale, got)
+        assert int(labels[0]) not in got
+    body = int(h.cut(scale=0.3)[0])
+    assert similar.similar_parts(h, h.cut(scale=0.3), partedits.active_nodes(h, 0.3), {body}, groups) == {body}
+    # groups follow a hand edit that renumbers the tree
+    edit = partedits.merge(h, {int(partedits.active_nodes(h, 0.3)[0]), 9}, 0.3)
+    moved = similar.remap_groups(groups, edit.node_map)
+    assert len(moved) == 1 and len(moved[0]) == 4

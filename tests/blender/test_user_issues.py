@@ -339,3 +339,29 @@ def test_pick_index_is_built_ahead_and_reused_by_the_tool(runtime, backend):
     assert tool.ray is built, "the tool must reuse the index built after Segment"
     obj.data.vertices[0].co.x += 0.5  # the geometry changed: a new index
     assert pickview.PickTool(obj, "geometric").ray is not built
+
+
+# ---- issue 18 item 5: Select Similar (the engine's repetition groups; set here by hand until the
+# geometric engine reports info["repeats"]) ------------------------------------------------------
+def test_select_similar_button_and_pick_key(runtime, backend):
+    editing, partedits, writeback = sub(runtime, "editing"), sub(runtime, "partedits"), sub(runtime, "writeback")
+    pickview = sub(runtime, "pickview")
+    obj = boxes_object()
+    _segment(runtime, obj)
+    _set_granularity(runtime, obj, 1.0)
+    assert bpy.ops.segparts.select_similar() == {"CANCELLED"}, "no groups: nothing to do, said so"
+    hierarchy = writeback.load_hierarchy(obj)
+    nodes = partedits.active_nodes(hierarchy, writeback.current_scale(obj))
+    box2, box3 = int(nodes[6]), int(nodes[12])  # the second and third boxes are "copies"
+    obj[writeback.REPEATS_PROP] = [[box2, box3]]
+    labels = _labels(obj)
+    editing.set_selected_parts(obj, {int(labels[6])})
+    assert bpy.ops.segparts.select_similar() == {"FINISHED"}
+    assert {it.part_id for it in obj.segparts.parts if it.selected} == {int(labels[6]), int(labels[12])}
+    # the pick tool's S key: the part under the mouse and its copies, added to the selection
+    editing.set_selected_parts(obj, {int(labels[0])})
+    tool = pickview.PickTool(obj, "geometric")
+    tool.ray.wait()
+    tool.target = tool.picker.target(12)
+    assert "2 copies" in tool.select_similar()
+    assert {it.part_id for it in obj.segparts.parts if it.selected} == {int(labels[0]), int(labels[6]), int(labels[12])}
