@@ -9,6 +9,7 @@ of the current cut is one node on that path; `level` moves up (coarser, > 0) or 
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,18 +49,18 @@ class TriangleGrid:
 
     CHUNK = 16  # cells tested together
 
+    BLOCK = 32_768  # triangles per numpy step while building: each step holds the GIL only briefly
+
     def __init__(self, vertices: np.ndarray, tris: np.ndarray, per_cell: float = 4.0, max_dim: int = 256):
+        # Built in a background thread while Blender runs Python on the main thread: numpy calls on
+        # whole 1M-face arrays would hold the GIL for tens of ms at a time, so work goes in blocks
+        # with a yield of the GIL between them.
         self.vertices = np.ascontiguousarray(vertices, dtype=np.float64)
         self.tris = np.ascontiguousarray(tris, dtype=np.int32)
         v32 = self.vertices.astype(np.float32)
-        lo_t = v32[self.tris[:, 0]]
-        hi_t = lo_t.copy()
-        for corner in (1, 2):
-            p = v32[self.tris[:, corner]]
-            np.minimum(lo_t, p, out=lo_t)
-            np.maximum(hi_t, p, out=hi_t)
-        del v32, p
-        lo, hi = lo_t.min(axis=0).astype(np.float64), hi_t.max(axis=0).astype(np.float64)
+        blocks = [self._bounds(v32, self.tris[i:i + self.BLOCK]) for i in range(0, len(self.tris), self.BLOCK)]
+        lo = np.min([b[0].min(axis=0) for b in blocks], axis=0).astype(np.float64)
+        hi = np.max([b[1].max(axis=0) for b in blocks], axis=0).astype(np.float64)
         extent = np.maximum(hi - lo, 1e-9 * max(float((hi - lo).max()), 1e-12))
         # about `per_cell` triangles per cell on a surface: cells ~ T / per_cell, spread by extent
         n_cells = max(len(self.tris) / per_cell, 1.0)
@@ -67,14 +68,38 @@ class TriangleGrid:
         side = (n_cells / max(np.prod(np.maximum(flat, 1.0 / max_dim)), 1e-12)) ** (1 / 3)
         self.dims = np.clip(np.ceil(flat * side), 1, max_dim).astype(np.int64)
         self.lo, self.cell = lo, extent / self.dims
+        owners, cell_ids = [], []
+        for b, (lo_t, hi_t) in enumerate(blocks):
+            owner, cell_id = self._cells_of_block(lo_t, hi_t, b * self.BLOCK)
+            owners.append(owner)
+            cell_ids.append(cell_id)
+            blocks[b] = None
+            time.sleep(0)  # let the main thread run
+        owner, cell_id = np.concatenate(owners), np.concatenate(cell_ids)
+        del owners, cell_ids
+        order = np.argsort(cell_id, kind="stable")  # numpy sorts without the GIL
+        self.cell_tris = owner[order]
+        self.cell_start = np.concatenate([[0], np.cumsum(np.bincount(cell_id, minlength=int(self.dims.prod())))])
+
+    @staticmethod
+    def _bounds(v32, tris):
+        lo_t = v32[tris[:, 0]]
+        hi_t = lo_t.copy()
+        for corner in (1, 2):
+            p = v32[tris[:, corner]]
+            np.minimum(lo_t, p, out=lo_t)
+            np.maximum(hi_t, p, out=hi_t)
+        time.sleep(0)
+        return lo_t, hi_t
+
+    def _cells_of_block(self, lo_t, hi_t, offset: int):
+        """(triangle, cell) pairs of one block: one per cell each triangle's box overlaps."""
         first, last = self._cell_of(lo_t), self._cell_of(hi_t)
-        del lo_t, hi_t
         span = last - first + 1
-        del last
         counts = span[:, 0] * span[:, 1] * span[:, 2]
         one = counts == 1  # most triangles lie in one cell: no expansion for them
         dy, dz = int(self.dims[1]), int(self.dims[2])
-        owner = np.flatnonzero(one).astype(np.int32)
+        owner = (np.flatnonzero(one) + offset).astype(np.int32)
         cell_id = (first[one, 0] * dy + first[one, 1]) * dz + first[one, 2]
         many = np.flatnonzero(~one)
         if many.size:  # larger triangles: one entry per overlapped cell
@@ -83,11 +108,9 @@ class TriangleGrid:
             k = np.arange(int(c.sum()), dtype=np.int64) - np.repeat(np.cumsum(c) - c, c)
             sy, sz = sp[rep, 1], sp[rep, 2]
             ids = ((f[rep, 0] + k // (sy * sz)) * dy + f[rep, 1] + (k // sz) % sy) * dz + f[rep, 2] + k % sz
-            owner = np.concatenate([owner, many[rep].astype(np.int32)])
+            owner = np.concatenate([owner, (many[rep] + offset).astype(np.int32)])
             cell_id = np.concatenate([cell_id, ids.astype(np.int32)])
-        order = np.argsort(cell_id, kind="stable")
-        self.cell_tris = owner[order]
-        self.cell_start = np.concatenate([[0], np.cumsum(np.bincount(cell_id, minlength=int(self.dims.prod())))])
+        return owner, cell_id
 
     def _cell_of(self, points: np.ndarray) -> np.ndarray:
         cells = ((points - self.lo.astype(points.dtype)) / self.cell.astype(points.dtype)).astype(np.int32)

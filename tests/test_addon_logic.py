@@ -427,7 +427,8 @@ def test_triangle_grid_finds_the_same_hit_as_brute_force(seed):
     size = np.where(rng.random(300) < 0.05, 4.0, 0.4)[:, None, None]
     tri = centres[:, None, :] + rng.normal(size=(300, 3, 3)) * size
     verts, tris = tri.reshape(-1, 3), np.arange(900).reshape(-1, 3)
-    grid = picking.TriangleGrid(verts, tris, per_cell=2.0)
+    small_blocks = type("SmallBlocks", (picking.TriangleGrid,), {"BLOCK": 64})  # the blockwise build too
+    grid = (picking.TriangleGrid if seed % 2 else small_blocks)(verts, tris, per_cell=2.0)
     for _ in range(40):
         o = rng.uniform(-12, 12, 3)
         target = tri[rng.integers(300)].mean(axis=0) if rng.random() < 0.8 else rng.uniform(-6, 6, 3)
