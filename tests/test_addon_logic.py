@@ -469,3 +469,25 @@ def test_select_similar_takes_every_copy_of_the_part():
     edit = partedits.merge(h, {int(partedits.active_nodes(h, 0.3)[0]), 9}, 0.3)
     moved = similar.remap_groups(groups, edit.node_map)
     assert len(moved) == 1 and len(moved[0]) == 4
+
+
+def test_cancel_frees_the_job_at_once_and_reports_once(live_session):
+    """Cancel ends the job for the user immediately (the backend stops at its next check); the
+    backend's late 'cancelled' answer is not reported a second time."""
+    s = live_session
+    verts, corners, sizes = _grid(200)  # 80k quads: the backend is still busy when Cancel comes
+    verts = verts + np.column_stack([np.zeros((len(verts), 2)), np.sin(verts[:, 0] / 7) * 3])
+    tris, tri_poly = partdata.fan_triangles(corners, sizes)
+    arrays = jobs.MeshArrays(verts, tris, tri_poly, len(sizes), partdata.Topology(corners, sizes, len(verts)))
+    errors, done = [], []
+    job = jobs.SegmentJob(s, arrays, mesh_id(arrays.vertices, arrays.faces), "geometric",
+                          lambda j, m: done.append(m), lambda j, e: errors.append(e))
+    job.start()
+    _drive(s, lambda: job.job_id is not None or not job.active)
+    assert job.active, f"the job ended before Cancel: {job.state}"
+    t0 = time.monotonic()
+    job.cancel()
+    assert not job.active and job.state == "cancelled" and errors == ["Cancelled"]
+    assert time.monotonic() - t0 < 0.1
+    _drive(s, lambda: not s.pending, timeout=60)  # the backend's own answer arrives later
+    assert errors == ["Cancelled"] and not done
