@@ -378,6 +378,9 @@ class SEGPARTS_OT_select_similar(_OnSegmentedObject, bpy.types.Operator):
 
 
 # ---- the modal pick tool ---------------------------------------------------------------------
+PICK_HELP = "Pick parts: click select · Shift add · Ctrl remove · wheel/+/- coarser/finer · S similar · RMB/Esc done"
+
+
 class SEGPARTS_OT_pick(bpy.types.Operator):
     bl_idname = "segparts.pick"
     bl_label = "Pick Parts"
@@ -389,7 +392,8 @@ class SEGPARTS_OT_pick(bpy.types.Operator):
     @classmethod
     def poll(cls, context):
         obj = _mesh_object(context)
-        return obj is not None and (len(obj.segparts.parts) > 0 or context.scene.segparts_engine == "geosam2")
+        return obj is not None and len(obj.data.polygons) > 0 and (
+            len(obj.segparts.parts) > 0 or context.scene.segparts_engine == "geosam2")
 
     def invoke(self, context, event):
         from . import pickview
@@ -399,8 +403,8 @@ class SEGPARTS_OT_pick(bpy.types.Operator):
         self.tool = pickview.PickTool(obj, context.scene.segparts_engine)
         self.handler = bpy.types.SpaceView3D.draw_handler_add(self.tool.draw, (), "WINDOW", "POST_VIEW")
         context.window_manager.modal_handler_add(self)
-        context.workspace.status_text_set(
-            "Pick parts: click select · Shift add · Ctrl remove · wheel/+/- coarser/finer · S similar · RMB/Esc done")
+        self.index_ready = True
+        context.workspace.status_text_set(PICK_HELP)
         return {"RUNNING_MODAL"}
 
     def _finish(self, context):
@@ -417,6 +421,10 @@ class SEGPARTS_OT_pick(bpy.types.Operator):
             self._finish(context)
             return {"FINISHED"}
         if event.type == "MOUSEMOVE":
+            if tool.ray.ready != self.index_ready:  # a big mesh's index is still being built
+                self.index_ready = tool.ray.ready
+                context.workspace.status_text_set(PICK_HELP if self.index_ready else
+                                                  "Pick parts: preparing the mesh for picking…")
             tool.hover(context, event.mouse_x, event.mouse_y)
             return {"PASS_THROUGH"}
         step = {"WHEELUPMOUSE": 1, "NUMPAD_PLUS": 1, "EQUAL": 1, "PAGE_UP": 1,
