@@ -282,23 +282,36 @@ def start_segment(obj, engine: str) -> None:
         raise RuntimeError(s.message)
     if obj.name in jobs and jobs[obj.name].active:
         raise RuntimeError(f"{obj.name!r} is already being segmented")
+    from . import background
+
     arrays = mesh_io.mesh_arrays(obj)
-    mid = mesh_id(arrays.vertices, arrays.faces, arrays.cues)
     name = obj.name
 
     def done(job, msg):
         jobs.pop(name, None)
-        queue_work(("segment", name), _apply_segmentation(name, arrays, mid, engine, msg),
+        queue_work(("segment", name), _apply_segmentation(name, arrays, job.mesh_id, engine, msg),
                    on_done=lambda: undo_push("Segment Parts"))
 
     def failed(job, text):
         jobs.pop(name, None)
         set_message(f"{name}: {text}", name)
 
-    job = jobs_mod.SegmentJob(s, arrays, mid, engine, done, failed)
+    job = jobs_mod.SegmentJob(s, arrays, None, engine, done, failed)
     jobs[name] = job
     set_message(f"Segmenting {name} with {engine}…", name)
-    job.start()
+    # the content hash (~60 MB at 1M faces) in the background thread; the upload starts after it
+    queue_work(("hash", name), _start_when_hashed(job, background.submit(mesh_id, arrays.vertices, arrays.faces,
+                                                                          arrays.cues)))
+
+
+def _start_when_hashed(job, future):
+    from . import background
+
+    job.mesh_id = yield from background.wait(future)
+    if job.cancelled:
+        job._finish_cancelled()
+    elif job.active:
+        job.start()
 
 
 _waiting: list[tuple[str, str]] = []  # (object name, engine) to segment once the backend is up
