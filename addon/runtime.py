@@ -469,8 +469,9 @@ def matching_scale(hierarchy, n_parts: int) -> float:
 
 def write_all(obj, poly_labels, topo, keep: bool = False):
     """Generator: labels -> attribute, preview materials, vertex groups, part list."""
-    from . import writeback
+    from . import naming_ops, writeback
 
+    naming_ops.restore_group_names(obj)  # the write-back finds groups by their canonical names
     preview = bpy.context.scene.segparts_preview if bpy.context.scene else True
     if not preview:
         writeback.clear_preview(obj)

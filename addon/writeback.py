@@ -204,6 +204,14 @@ def part_groups(obj) -> dict[int, str]:
     return {int(part): name for part, name in recorded.items() if obj.vertex_groups.get(name) is not None}
 
 
+def record_group(obj, part: int, name: str) -> None:
+    """One of our groups was renamed (Name Parts): keep the record pointing at it."""
+    recorded = {int(k): v for k, v in (obj.get(GROUPS_PROP) or {}).items()}
+    if int(part) in recorded:
+        recorded[int(part)] = name
+        _record_groups(obj, recorded)
+
+
 def _record_groups(obj, groups: dict[int, str]) -> None:
     obj[GROUPS_PROP] = {str(part): name for part, name in groups.items()}
 

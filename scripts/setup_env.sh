@@ -19,7 +19,7 @@ device=auto
 [ "${SEGPARTS_DEVICE:-}" = cpu ] && device=cpu
 
 # the project, its light dependencies and the test tools (bpy 5.0.1 needs Python 3.11); no torch yet
-"${pip[@]}" install -q -e ".[bench,test]"
+"${pip[@]}" install -q -e ".[bench,batch,test]"
 
 # the learned engines' stack, the same way the add-on's "Set up Backend" installs it: torch in the
 # build for this machine first (TORCH_INDEX_URL picks a wheel index when the default one would serve
