@@ -55,9 +55,9 @@ class TriangleGrid:
         # Built in a background thread while Blender runs Python on the main thread: numpy calls on
         # whole 1M-face arrays would hold the GIL for tens of ms at a time, so work goes in blocks
         # with a yield of the GIL between them.
-        self.vertices = np.ascontiguousarray(vertices, dtype=np.float64)
+        # float32 like Blender's own positions (half the memory); hits are computed in float64
+        self.vertices = v32 = np.ascontiguousarray(vertices, dtype=np.float32)
         self.tris = np.ascontiguousarray(tris, dtype=np.int32)
-        v32 = self.vertices.astype(np.float32)
         blocks = [self._bounds(v32, self.tris[i:i + self.BLOCK]) for i in range(0, len(self.tris), self.BLOCK)]
         lo = np.min([b[0].min(axis=0) for b in blocks], axis=0).astype(np.float64)
         hi = np.max([b[1].max(axis=0) for b in blocks], axis=0).astype(np.float64)

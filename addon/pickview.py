@@ -39,7 +39,10 @@ class MeshRay:
         else:
             self.original = self._arrays(obj)
         evaluated = self._evaluated(obj, depsgraph) if arrays is None else None
-        self.vertices, self.tris, self.tri_poly, self.exact = evaluated or self.original
+        vertices, self.tris, self.tri_poly, self.exact = evaluated or self.original
+        self.vertices = np.asarray(vertices, dtype=np.float32)  # as Blender stores them: half the memory
+        if self.exact:
+            self.original = None  # the same faces: nothing else to keep (original_click needs none)
         self.future = background.submit(picking.TriangleGrid, self.vertices, self.tris) if build else None
         self.key = None  # set by ray_for / prebuild
 

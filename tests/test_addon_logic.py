@@ -426,6 +426,7 @@ def test_triangle_grid_finds_the_same_hit_as_brute_force(seed):
     centres = rng.uniform(-5, 5, (300, 3)) * np.array([1, 1, rng.choice([0.0, 1.0])])
     size = np.where(rng.random(300) < 0.05, 4.0, 0.4)[:, None, None]
     tri = centres[:, None, :] + rng.normal(size=(300, 3, 3)) * size
+    tri = tri.astype(np.float32).astype(np.float64)  # the grid keeps float32 positions, as Blender does
     verts, tris = tri.reshape(-1, 3), np.arange(900).reshape(-1, 3)
     small_blocks = type("SmallBlocks", (picking.TriangleGrid,), {"BLOCK": 64})  # the blockwise build too
     grid = (picking.TriangleGrid if seed % 2 else small_blocks)(verts, tris, per_cell=2.0)
