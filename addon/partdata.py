@@ -126,6 +126,7 @@ class GroupUpdate:
     changes: dict  # part -> (vertices to remove, vertices to add, all its vertices)
     drop: list  # parts whose group must go
     counts: dict  # part -> vertex count under the new labels
+    face_counts: np.ndarray | None = None  # faces per part id under the new labels
 
 
 def group_update(old_labels: np.ndarray | None, new_labels: np.ndarray, topo: Topology) -> GroupUpdate:
@@ -142,7 +143,9 @@ def group_update(old_labels: np.ndarray | None, new_labels: np.ndarray, topo: To
         else:
             changes[part] = (np.setdiff1d(before, verts, assume_unique=True),
                              np.setdiff1d(verts, before, assume_unique=True), verts)
-    return GroupUpdate(changes, sorted(set(old) - set(new)), part_vertex_counts(new))
+    labels = np.asarray(new_labels)
+    faces = np.bincount(labels[labels >= 0]) if labels.size else np.zeros(0, dtype=np.int64)
+    return GroupUpdate(changes, sorted(set(old) - set(new)), part_vertex_counts(new), faces)
 
 
 def chunks(values: np.ndarray, size: int):
@@ -156,7 +159,8 @@ def part_vertex_counts(groups: dict[int, np.ndarray]) -> dict[int, int]:
 
 def preview_material_indices(poly_labels: np.ndarray, first_preview_slot: int) -> np.ndarray:
     """Material index per polygon in preview mode: part k uses slot first_preview_slot + k."""
-    return (np.asarray(poly_labels, dtype=np.int32) + np.int32(first_preview_slot)).clip(0)
+    out = np.add(np.asarray(poly_labels, dtype=np.int32), np.int32(first_preview_slot))
+    return np.maximum(out, 0, out=out)  # in place: np.clip on 1M ints costs ~10x more
 
 
 def part_centres(poly_labels: np.ndarray, poly_centres: np.ndarray, poly_areas: np.ndarray) -> dict[int, np.ndarray]:

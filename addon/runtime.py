@@ -447,6 +447,10 @@ def _apply_segmentation(name, arrays, mid, engine, msg):
     yield
     yield from write_all(obj, poly_labels, arrays.topology)
     obj.segparts.engine, obj.segparts.mesh_id = engine, mid
+    yield
+    obj = _live_object(name, arrays.n_polygons)
+    if obj is None:
+        return
     if not obj.modifiers:  # the pick tool's index from the arrays at hand, built in the background now
         from . import pickview
 
@@ -478,10 +482,12 @@ def write_all(obj, poly_labels, topo, keep: bool = False):
     kept = {it.part_id: 0 for it in obj.segparts.parts if it.material} if keep else None
     counts = {}
     yield from writeback.write_parts(obj, poly_labels, topo, preview=preview, keep_parts=kept, vertex_counts=counts)
-    refresh_parts(obj, poly_labels, keep, counts)
+    yield
+    refresh_parts(obj, poly_labels, keep, counts, counts.pop("faces", None))
 
 
-def refresh_parts(obj, poly_labels=None, keep: bool = False, vertex_counts: dict | None = None) -> None:
+def refresh_parts(obj, poly_labels=None, keep: bool = False, vertex_counts: dict | None = None,
+                  faces: np.ndarray | None = None) -> None:
     """Rebuild the part list from the `part_id` attribute (the source of truth). keep=True keeps
     the names and materials of part ids that survive (editing); new labels start fresh."""
     from . import mesh_io, writeback
@@ -499,7 +505,8 @@ def refresh_parts(obj, poly_labels=None, keep: bool = False, vertex_counts: dict
         topo = mesh_io.topology(obj.data)
         vertex_counts = partdata.part_vertex_counts(
             partdata.vertex_groups(poly_labels, topo.corner_verts, topo.loop_total, topo.n_vertices))
-    faces = np.bincount(poly_labels[poly_labels >= 0])
+    if faces is None:  # faces per part (the write-back counts them in the background thread)
+        faces = np.bincount(poly_labels[poly_labels >= 0])
     given = _names_from_nodes(obj, poly_labels)
     global _suppress_rename
     _suppress_rename = True

@@ -159,6 +159,7 @@ def write_parts(obj, poly_labels: np.ndarray, topo, preview: bool = True, keep_p
     # main-thread work waits for the thread: both at once fight over the GIL and the ticks grow
     update = yield from background.wait(background.submit(partdata.group_update, known_old, poly_labels, topo))
     mesh_io.write_face_attribute(mesh, LABEL_ATTR, poly_labels)
+    yield
     mark_original_faces(obj)
     yield
     if preview:
@@ -171,6 +172,7 @@ def write_parts(obj, poly_labels: np.ndarray, topo, preview: bool = True, keep_p
     yield from _write_group_update(obj, update)
     if vertex_counts is not None:
         vertex_counts.update(update.counts)
+        vertex_counts["faces"] = update.face_counts
     update_visibility(obj, poly_labels)
     mesh.update_tag()  # redraw; mesh.update() would recompute derived data (~80 ms at 1M faces)
 
