@@ -174,7 +174,8 @@ def drain() -> float:
             except StopIteration:
                 work.popleft()
                 if on_done is not None:
-                    on_done()
+                    on_done()  # an undo push: Blender saves its undo state, a tick of its own
+                    break
             except Exception as exc:  # a failed write-back must not kill the timer
                 work.popleft()
                 set_message(f"Write-back failed: {exc}", key[1] if isinstance(key, tuple) else None)
