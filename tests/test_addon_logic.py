@@ -2,6 +2,7 @@
 backend session + jobs against a real `segparts serve` process over real ZeroMQ."""
 from __future__ import annotations
 
+import colorsys
 import os
 import signal
 import sys
@@ -106,7 +107,10 @@ def test_preview_material_indices_and_selection_modes():
 def test_palette_distinct_and_stable():
     colours = palette.part_colours(64)
     assert len({tuple(round(c, 2) for c in col[:3]) for col in colours}) == 64
-    assert palette.part_colour(5) == palette.part_colour(5)
+    assert colours[5] == palette.part_colour(5)  # the list and a single lookup agree
+    hues = [colorsys.rgb_to_hsv(*c[:3])[0] for c in colours]
+    steps = [min(abs(a - b), 1 - abs(a - b)) for a, b in zip(hues, hues[1:])]
+    assert min(steps) > 0.2, "neighbouring part ids must get far-apart hues"
     assert palette.part_name(7) == "Part_007"
 
 
@@ -320,10 +324,12 @@ def test_unreachable_backend_is_reported(tmp_path):
     try:
         s.start()
         _drive(s, lambda: s.state != "starting", timeout=5)
+        state, message = s.state, s.message  # before stop(), which always ends in "off"
     finally:
         session.CONNECT_TIMEOUT_S = old
         s.stop()
-    assert s.state == "off"  # stopped after the error was seen
+    assert state == "error", (state, message)
+    assert f"No backend answers at 127.0.0.1:{cfg.port}" in message and "segparts serve" in message
 
 
 def test_missing_python_is_a_clear_error(tmp_path):
