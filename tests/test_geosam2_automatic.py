@@ -3,6 +3,7 @@ post-processing and NMS, the release's shrink_mask and the per-view filters."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from segparts.engines.geosam2.automatic import (AutoMask, area_consistent, box_nms, flip_small_regions, mask_boxes,
@@ -92,3 +93,47 @@ def test_filters_accept_no_objects():
     empty = np.zeros((12, 0, 8, 8), bool)
     assert area_consistent(empty, anchor=0, alpha=1.0).shape == (0,)
     assert novel_objects(empty, [], anchor=0).shape == (0,)
+
+
+class _ScriptedHeads:
+    """SAM's prompt encoder and mask decoder with scripted answers (the network is not what these
+    tests check; the generator's order of refine and filter is): every first-pass mask has a
+    predicted IoU of 0.1; refining a mask with itself as prompt gives 0.9 from the decoder's
+    single-mask token, 0.1 if the video predictor's dynamic multimask is left on."""
+
+    image_size = 64
+
+    def __init__(self):
+        self.no_mem_embed = torch.zeros(1, 1, 8)
+        self.sam_prompt_encoder = self
+        self.sam_mask_decoder = self
+        self.dynamic_multimask_via_stability = True  # as the engine's (video) model is built
+
+    def __call__(self, points=None, boxes=None, masks=None, **decoder_args):
+        if decoder_args:  # the decoder
+            pts, has_mask = decoder_args["sparse_prompt_embeddings"]
+            n = len(pts)
+            yy, xx = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+            disk = ((xx - pts[:, 0, 0, None, None] / 4) ** 2 + (yy - pts[:, 0, 1, None, None] / 4) ** 2 <= 9)
+            logits = torch.where(disk, 8.0, -8.0)[:, None]
+            if decoder_args["multimask_output"]:
+                return logits.repeat(1, 3, 1, 1), torch.full((n, 3), 0.1), None, None
+            iou = 0.1 if self.dynamic_multimask_via_stability or not has_mask else 0.9
+            return logits, torch.full((n, 1), iou), None, None
+        return (points[0], masks is not None), None  # the prompt encoder
+
+    def get_dense_pe(self):
+        return None
+
+
+def test_generator_refines_every_candidate_before_filtering_with_single_mask_output():
+    from segparts.engines.geosam2.automatic import AutoMaskSettings, generate_masks
+
+    heads = _ScriptedHeads()
+    allowed = np.zeros((64, 64), bool)
+    allowed[20:44, 20:44] = True
+    settings = AutoMaskSettings(max_points=4, points_per_batch=2, min_region=0)
+    masks = generate_masks(heads, torch.zeros(1, 8, 16, 16), [], allowed, settings)
+    assert masks and all(m.predicted_iou == pytest.approx(0.9) for m in masks)
+    assert all(float(m.point[0]).is_integer() and allowed[int(m.point[1]), int(m.point[0])] for m in masks)
+    assert heads.dynamic_multimask_via_stability  # restored for the video predictor

@@ -186,8 +186,7 @@ class GeoSAM2Engine:
         if masks is None:
             mask = np.zeros(mesh.n_faces, bool)
         else:
-            pa = float(request.options.get("pa", POSTPROCESS_PA))
-            mask = self._lift(s, paint_objects([masks], prompted=(0,)), pa) == 0
+            mask = self.object_faces(s, masks, float(request.options.get("pa", POSTPROCESS_PA)))
         t2 = time.perf_counter()
         self.last_timings = {"session_s": t1 - t0, "click_s": t2 - t1}
         return PickResult(mask=mask, info={**info, "click_s": round(t2 - t1, 3)})
@@ -347,6 +346,11 @@ class GeoSAM2Engine:
         largest first (prompted objects on top), object pixels no object covers voting "no object"
         (which becomes a part of its own), lifted, cleaned up with the release's settings."""
         return _consecutive(self._lift(s, paint_objects(objects, prompted), pa))
+
+    def object_faces(self, s: _Session, masks: np.ndarray, pa: float = POSTPROCESS_PA) -> np.ndarray:
+        """(F,) bool faces of one object's (V, S, S) view masks, lifted against "no object" and
+        cleaned up as the release does for a click (small components removed there too)."""
+        return self._lift(s, paint_objects([masks], prompted=(0,)), pa) == 0
 
     def _lift(self, s: _Session, label_images: np.ndarray, pa: float) -> np.ndarray:
         """Label images (painted, -1 nowhere on the object) -> per-face labels after the release's

@@ -101,7 +101,7 @@ def _score_batch(model, emb, high_res, points: np.ndarray, settings: AutoMaskSet
         stable = calculate_stability_score(up, 0.0, settings.stability_offset) >= settings.stability_thresh
         keep[part] = stable
         boxes[part] = mask_boxes(up > 0).float()
-    kept = torch.flatnonzero(keep)
+    kept = torch.nonzero(keep).flatten()
     return kept.numpy(), iou[kept], boxes[kept]
 
 
