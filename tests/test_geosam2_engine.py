@@ -169,6 +169,22 @@ def test_automatic_mode_labels_every_face(engine):
     assert engine.model().encoder_calls == 12  # same mesh as the pick test: still cached
 
 
+def test_segment_with_clicks_is_the_release_prompted_run(engine):
+    """The clicked object (two stages) plus the generator on the opposite view: a full labelling."""
+    mesh, truth = _parts_mesh()
+    head_face = int(np.flatnonzero(truth == 1)[0])
+    stages = []
+    options = {"clicks": [{"face": head_face}], "auto_points": 8, "auto_pred_iou": -1.0, "auto_stability": -1.0}
+    seg = engine.segment(mesh, SegmentParams(options=options), lambda f, s: stages.append(s), CancelToken())
+    assert seg.labels.shape == (mesh.n_faces,) and (seg.labels >= 0).all()
+    start = seg.info["start_view"]
+    assert any(s.startswith("clicked object") for s in stages)
+    assert [s for s in stages if s.startswith("automatic masks")] == [f"automatic masks on view {(start + 6) % 12}"]
+    assert "clicked_part" in seg.info or "empty" in seg.info
+    with pytest.raises(ValueError, match="clicks"):
+        engine.segment(mesh, SegmentParams(options={"clicks": [{"positive": True}]}), lambda f, s: None, CancelToken())
+
+
 def test_automatic_mask_generator_respects_the_allowed_pixels(engine):
     from segparts.engines.geosam2.automatic import AutoMaskSettings, generate_masks, mask_iou, select_masks
 
