@@ -138,7 +138,7 @@ class GeoSAM2Engine:
 
         t0 = time.perf_counter()
         vertices, norm = normalize_for_rendering(mesh.vertices)
-        nmesh = Mesh(vertices, mesh.faces)
+        nmesh = Mesh(vertices, mesh.faces, appearance=mesh.appearance)  # the file's normals, if any, are rendered
         rig = geosam2_rig(size=self.image_size, extents=norm.extents)
         views = render_views(nmesh, rig, outputs=("face_id", "depth", "alpha", "normal", "point"))
         s = _Session(nmesh, norm, rig, views, None, info={"render_s": round(time.perf_counter() - t0, 3)})
