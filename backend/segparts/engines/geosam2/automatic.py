@@ -80,7 +80,7 @@ def generate_masks(model: GeoSAM2Model, image_embedding: torch.Tensor, high_res:
     for i in range(0, len(survivors), settings.chunk):
         ids = survivors[i:i + settings.chunk]
         logits, ious = _candidates(model, emb, high_res, points[ids // 3], settings, which=ids % 3)
-        masks = _at_image_size(logits, model.image_size) > 0
+        masks = (_at_image_size(logits.to(emb.device), model.image_size) > 0).cpu()
         for j, k in enumerate(ids):
             out.append(AutoMask((float(points[k // 3, 0]), float(points[k // 3, 1])), masks[j].numpy(),
                                 float(ious[j]), int(masks[j].sum())))
@@ -97,10 +97,10 @@ def _score_batch(model, emb, high_res, points: np.ndarray, settings: AutoMaskSet
         part = part[keep[part]]
         if len(part) == 0:
             continue
-        up = _at_image_size(logits[part], model.image_size)
+        up = _at_image_size(logits[part].to(emb.device), model.image_size)  # on the GPU when there is one
         stable = calculate_stability_score(up, 0.0, settings.stability_offset) >= settings.stability_thresh
-        keep[part] = stable
-        boxes[part] = mask_boxes(up > 0).float()
+        keep[part] = stable.cpu()
+        boxes[part] = mask_boxes(up > 0).float().cpu()
     kept = torch.nonzero(keep).flatten()
     return kept.numpy(), iou[kept], boxes[kept]
 
@@ -178,7 +178,7 @@ def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
     (SAM's batched_mask_to_box)."""
     n, h, w = masks.shape
     any_y, any_x = masks.any(dim=2), masks.any(dim=1)
-    cols, rows = torch.arange(w), torch.arange(h)
+    cols, rows = torch.arange(w, device=masks.device), torch.arange(h, device=masks.device)
     x0 = torch.where(any_x, cols, w).min(1).values
     x1 = torch.where(any_x, cols, -1).max(1).values
     y0 = torch.where(any_y, rows, h).min(1).values
