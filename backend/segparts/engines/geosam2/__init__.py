@@ -214,11 +214,12 @@ class GeoSAM2Engine:
     def _clicked_object(self, s: _Session, start: int, prompts: dict, cancel) -> tuple[np.ndarray | None, dict]:
         """(V, S, S) view masks of the clicked object, or None, and facts for `info`."""
         logits, stage1 = s.predictor.propagate_clicks(start, prompts, cancel=cancel)
-        info = {"start_view": int(start), "views": sorted(prompts), "stage1_px": {int(v): int(m.sum()) for v, m in stage1.items()}}
+        anchor = int(start if start in stage1 or not stage1 else next(iter(stage1)))  # the ring's start
+        info = {"start_view": anchor, "views": sorted(prompts),
+                "stage1_px": {int(v): int(m.sum()) for v, m in stage1.items()}}
         if logits is None:
             info["empty"] = "the click's refined mask is under 64 px in every view (the release skips it)"
             return None, info
-        anchor = int(start if start in stage1 else next(iter(stage1)))
         kept = self._filter_objects(logits, s, anchor, PROMPTED_STABILITY, PROMPTED_AREA_RATIO, [])
         if not kept:
             info["empty"] = "the propagated object was filtered out"
@@ -284,7 +285,7 @@ class GeoSAM2Engine:
             masks, info = self._clicked_object(s, start, prompts, cancel)
             if masks is not None:
                 objects, prompted = [masks], (0,)
-            seed_views = [(start + OPPOSITE) % N_VIEWS]
+            seed_views = [(info["start_view"] + OPPOSITE) % N_VIEWS]
         else:
             start = int(opts.get("start_view", 0)) % N_VIEWS
             seed_views = [start, (start + OPPOSITE) % N_VIEWS]

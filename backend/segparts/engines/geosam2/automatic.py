@@ -120,9 +120,9 @@ def _candidates(model, emb, high_res, points: np.ndarray, settings: AutoMaskSett
     logits, iou = logits.flatten(0, 1), iou.flatten(0, 1)
     if settings.use_m2m:
         pts = pts.repeat_interleave(per_point, dim=0)
+        ones = torch.ones(pts.shape[:2], dtype=torch.int32, device=device)
         with single_mask_output(model):
-            logits, iou = _decode(model, emb, high_res, pts, torch.ones(pts.shape[:2], dtype=torch.int32, device=device),
-                                  logits.clamp(-32.0, 32.0)[:, None], multimask=False)
+            logits, iou = _decode(model, emb, high_res, pts, ones, logits.clamp(-32.0, 32.0)[:, None], multimask=False)
         logits, iou = logits[:, 0], iou[:, 0]
     return flip_small_regions(logits.float().cpu(), settings.min_region), iou.float().cpu()
 
@@ -176,7 +176,7 @@ def flip_small_regions(logits: torch.Tensor, max_area: int) -> torch.Tensor:
 def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
     """(n, H, W) bool -> (n, 4) [x0, y0, x1, y1] inclusive pixel bounds; zeros for empty masks
     (SAM's batched_mask_to_box)."""
-    n, h, w = masks.shape
+    h, w = masks.shape[1:]
     any_y, any_x = masks.any(dim=2), masks.any(dim=1)
     cols, rows = torch.arange(w, device=masks.device), torch.arange(h, device=masks.device)
     x0 = torch.where(any_x, cols, w).min(1).values
