@@ -231,24 +231,28 @@ SHRINK_ITERATIONS = 3
 SHRINK_LOGIT = 1024.0
 
 
-def opening(masks: np.ndarray, size: int = SHRINK_KERNEL, iterations: int = SHRINK_ITERATIONS) -> np.ndarray:
-    """Morphological opening of (..., H, W) bool masks as cv2's erode/dilate with a size x size
-    rectangle `iterations` times (the image border counts as foreground for the erosion and as
-    background for the dilation, cv2's defaults). Repeated square erosions are one erosion by the
-    (iterations * (size - 1) + 1) square, so each is a single separable min/max filter."""
+def opening(masks, size: int = SHRINK_KERNEL, iterations: int = SHRINK_ITERATIONS):
+    """Morphological opening of (..., H, W) bool masks (numpy or torch, on any device) as cv2's
+    erode/dilate with a size x size rectangle `iterations` times: the image border counts as
+    foreground for the erosion and as background for the dilation (cv2's defaults). Repeated
+    square erosions are one erosion by the (iterations * (size - 1) + 1) square, i.e. one max
+    pool, whose padding is ignored as both borders require."""
+    as_numpy = isinstance(masks, np.ndarray)
+    m = torch.from_numpy(masks) if as_numpy else masks
+    shape = m.shape
+    x = m.reshape(-1, 1, *shape[-2:]).float()
     reach = iterations * (size - 1) + 1
-    flat = masks.reshape(-1, *masks.shape[-2:]).astype(np.uint8)
-    eroded = ndimage.minimum_filter(flat, size=(1, reach, reach), mode="constant", cval=1)
-    opened = ndimage.maximum_filter(eroded, size=(1, reach, reach), mode="constant", cval=0)
-    return opened.astype(bool).reshape(masks.shape)
+    eroded = 1.0 - F.max_pool2d(1.0 - x, reach, stride=1, padding=reach // 2)
+    opened = (F.max_pool2d(eroded, reach, stride=1, padding=reach // 2) > 0.5).reshape(shape)
+    return opened.numpy() if as_numpy else opened
 
 
 def shrink_mask(logits: torch.Tensor) -> torch.Tensor:
     """The release's `shrink_mask` on (..., H, W) logits: the pixels an opening would remove are set
     to +1024 (the release first writes -1024 there, then +1024 into `opened ^ mask`, the same
     pixels), so the binary mask is unchanged and only the stability score sees a crisper edge."""
-    mask = (logits > 0).cpu().numpy()
-    removed = torch.from_numpy(mask & ~opening(mask)).to(logits.device)
+    mask = logits > 0
+    removed = mask & ~opening(mask)
     return torch.where(removed, torch.full_like(logits, SHRINK_LOGIT), logits)
 
 
