@@ -6,7 +6,7 @@ only when the backend does not hold it (e.g. after a restart).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -17,16 +17,20 @@ CANCELLED = "cancelled"
 
 @dataclass
 class MeshArrays:
-    vertices: np.ndarray  # (V,3) float64, object space of the ORIGINAL mesh
+    vertices: np.ndarray  # (V,3) float64, the ORIGINAL mesh in world orientation (orientation.py)
     faces: np.ndarray  # (T,3) int32 triangles
     tri_poly: np.ndarray  # (T,) polygon of each triangle
     n_polygons: int
     topology: object = None  # partdata.Topology, for the write-back
+    cues: dict = field(default_factory=dict)  # optional per-triangle `material` / `group` ids
+    appearance: dict = field(default_factory=dict)  # optional colours / uv + texture (atlas.compose)
 
     def wire_arrays(self) -> dict:
         return {"vertices": np.ascontiguousarray(self.vertices, dtype="<f8"),
                 "faces": np.ascontiguousarray(self.faces, dtype="<i4"),
-                "face_map": np.ascontiguousarray(self.tri_poly, dtype="<i8")}
+                "face_map": np.ascontiguousarray(self.tri_poly, dtype="<i8"),
+                **{name: np.ascontiguousarray(values, dtype="<i4") for name, values in self.cues.items()},
+                **{name: np.ascontiguousarray(values) for name, values in self.appearance.items()}}
 
 
 class _Job:
@@ -72,12 +76,15 @@ class _Job:
         self._submit()
 
     def _on_job_message(self, msg, error):
+        if self.state in ("done", "error", "cancelled"):
+            return  # e.g. the backend's own 'cancelled' after the user's Cancel already ended the job
         if msg is None:  # the session failed (backend died, timed out, stopped)
             return self._fail(error)
         if msg.kind == "accepted":
             self.job_id = msg.result.get("job_id")
             if self.cancelled:
                 self._send_cancel()
+                self._finish_cancelled()
             return
         if msg.kind == "progress":
             self.state = "running" if self.state != "cancelling" else self.state
@@ -92,17 +99,23 @@ class _Job:
         self.on_done(self, msg)
 
     def cancel(self):
+        """Ends the job for the user at once: the backend is told (it stops at its next check) and
+        whatever it still sends for this job is ignored."""
         if not self.active:
             return
         self.cancelled = True
-        self.state, self.stage = "cancelling", "cancelling"
         if self.job_id is not None:
             self._send_cancel()
+            self._finish_cancelled()
+        else:  # not accepted yet: the next answer (upload or 'accepted') sends the cancel
+            self.state, self.stage = "cancelling", "cancelling"
 
     def _send_cancel(self):
         self._request("cancel", {"job_id": self.job_id}, None, None)
 
     def _finish_cancelled(self):
+        if self.state == "cancelled":
+            return
         self.state, self.stage = "cancelled", "cancelled"
         self.on_error(self, "Cancelled")
 

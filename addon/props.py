@@ -1,5 +1,8 @@
-"""Preferences and the per-object part list (bpy properties)."""
-from __future__ import annotations
+"""Preferences and the per-object part list (bpy properties).
+
+No `from __future__ import annotations` here: Blender evaluates string annotations in a namespace
+without this module's globals, so an `update=` callback naming `runtime` would raise NameError.
+"""
 
 import bpy
 from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, FloatVectorProperty,
@@ -22,8 +25,9 @@ class SegPartsPreferences(bpy.types.AddonPreferences):
         description="Python interpreter that has the segparts backend installed (empty: the one made by "
                     "'Set up backend')", update=_session_settings_changed)
     host: StringProperty(name="Host", default="127.0.0.1", update=_session_settings_changed)
-    port: IntProperty(name="Port", default=5555, min=0, max=65535,
-                      description="TCP port of the backend (0: pick a free port when starting)",
+    port: IntProperty(name="Port", default=0, min=0, max=65535,
+                      description="TCP port of the backend. 0 (default): with Auto-start, each Blender starts its "
+                                  "own backend on a free port; without, connect to `segparts serve` on 5555",
                       update=_session_settings_changed)
     auto_start: BoolProperty(name="Auto-start", default=True,
                              description="Start the backend when needed and stop it when Blender exits",
@@ -38,6 +42,16 @@ class SegPartsPreferences(bpy.types.AddonPreferences):
                                  description="Python 3.11+ used to create the backend's virtual environment")
     setup_learned: BoolProperty(name="Learned engines (torch)", default=False,
                                 description="Also install torch and the learned engines' dependencies")
+    # Name Parts (naming_ops.py): empty URL = off, nothing is sent (SEGPARTS_VLM_* are the fallback)
+    vlm_url: StringProperty(name="Endpoint URL",
+                            description="OpenAI-compatible chat-completions base URL of a vision model, e.g. "
+                                        "http://localhost:11434/v1 for Ollama (empty: naming is off)")
+    vlm_model: StringProperty(name="Model", description="Model name at that endpoint, e.g. qwen2.5vl:7b")
+    vlm_api_key: StringProperty(name="API key", subtype="PASSWORD",
+                                description="Sent as a Bearer token (stored in your preferences; "
+                                            "SEGPARTS_VLM_API_KEY is used when empty)")
+    vlm_views: IntProperty(name="Views per part", default=3, min=1, max=8,
+                           description="Highlighted views of each part in the image sent (plus the whole object)")
 
     def draw(self, context):
         from . import ui
@@ -45,13 +59,24 @@ class SegPartsPreferences(bpy.types.AddonPreferences):
         ui.draw_preferences(self, context)
 
 
+def _visibility_changed(self, context):
+    runtime.on_visibility_changed(self, context)
+
+
+def _part_renamed(self, context):
+    from . import naming_ops
+
+    naming_ops.on_part_renamed(self, context)  # the part's vertex group and material follow the name
+    runtime.on_part_renamed(self, context)  # the name sticks to the part's hierarchy node
+
+
 class SegPartsPart(bpy.types.PropertyGroup):
     part_id: IntProperty(name="Part id")
-    name: StringProperty(name="Name")
+    name: StringProperty(name="Name", update=_part_renamed)
     color: FloatVectorProperty(name="Colour", subtype="COLOR", size=4, min=0.0, max=1.0)
     vertex_count: IntProperty(name="Vertices")
     face_count: IntProperty(name="Faces")
-    visible: BoolProperty(name="Visible", default=True, update=lambda self, ctx: runtime.on_visibility_changed(self, ctx))
+    visible: BoolProperty(name="Visible", default=True, update=_visibility_changed)
     selected: BoolProperty(name="Selected", default=False)
     material: PointerProperty(name="Material", type=bpy.types.Material)
 
@@ -86,7 +111,8 @@ def register():
                                                    description="Segmentation engine (availability from the backend)")
     bpy.types.Scene.segparts_preview = BoolProperty(
         name="Preview colours", default=True,
-        description="Show parts with temporary colour materials (your materials are kept)")
+        description="Show parts with temporary colour materials (your materials are kept)",
+        update=lambda self, context: runtime.on_preview_changed(self))
 
 
 def unregister():

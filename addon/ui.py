@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import runtime, writeback
+from . import naming_ops, runtime, writeback
 
 
 class SEGPARTS_UL_parts(bpy.types.UIList):
@@ -54,8 +54,10 @@ class SEGPARTS_PT_panel(bpy.types.Panel):
             row.operator("segparts.cancel", text="", icon="X")
         else:
             layout.operator("segparts.segment", icon="MOD_EXPLODE")
-        if runtime.message():
-            layout.label(text=runtime.message(), icon="INFO")
+        text = runtime.message(obj)  # this object's own message, never another's
+        if text:
+            for i, line in enumerate(_wrap(text, 48)):
+                layout.label(text=line, icon="INFO" if i == 0 else "BLANK1")
         props = obj.segparts
         if not props.parts:
             return
@@ -63,7 +65,12 @@ class SEGPARTS_PT_panel(bpy.types.Panel):
         layout.template_list("SEGPARTS_UL_parts", "", props, "parts", props, "active_part", rows=6)
         row = layout.row(align=True)
         row.operator("segparts.pick", icon="RESTRICT_SELECT_OFF")
+        row.operator("segparts.select_similar", text="Similar", icon="DUPLICATE")
         row.operator("segparts.select_faces", icon="EDITMODE_HLT")
+        row = layout.row(align=True)
+        row.operator("segparts.merge_parts", text="Merge", icon="AUTOMERGE_ON")
+        row.operator("segparts.split_part", text="Split", icon="MOD_EDGESPLIT")
+        row.operator("segparts.rename_part", text="Rename", icon="SORTALPHA")
         row = layout.row(align=True)
         row.operator("segparts.assign_material", icon="MATERIAL")
         row.operator("segparts.separate", icon="MOD_EXPLODE")
@@ -74,8 +81,9 @@ class SEGPARTS_PT_panel(bpy.types.Panel):
         row = layout.row(align=True)
         row.prop(context.scene, "segparts_preview", text="Preview Colours")
         if writeback.preview_active(obj):
-            row.operator("segparts.clear_preview", text="", icon="LOOP_BACK")
+            row.operator("segparts.clear_preview", text="Restore", icon="LOOP_BACK")
         row.operator("segparts.apply_materials", text="Apply", icon="CHECKMARK")
+        naming_ops.draw_panel(layout, obj)
 
 
 def _draw_backend(layout, s):
@@ -90,7 +98,8 @@ def _draw_backend(layout, s):
                      icon="PLAY")
     else:
         row.operator("segparts.backend_restart", text="Restart", icon="FILE_REFRESH")
-        row.operator("segparts.backend_stop", text="Stop", icon="PAUSE")
+    if state in ("starting", "ready") or (s is not None and s.process is not None):
+        row.operator("segparts.backend_stop", text="Stop", icon="PAUSE")  # whenever a process of ours exists
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -133,6 +142,7 @@ def draw_preferences(prefs, context):
     row.label(text="Fetch models:")
     for engine in ("sampart3d", "geosam2"):
         row.operator("segparts.fetch_models", text=engine).engine = engine
+    naming_ops.draw_preferences(layout, prefs)
 
 
 CLASSES = (SEGPARTS_UL_parts, SEGPARTS_PT_panel)

@@ -218,3 +218,15 @@ def test_engine_loads_the_checkpoint_from_the_models_folder(engine, tmp_path, mo
     assert fresh.availability().available
     key = "pos_map_encoder.trunk.blocks.4.attn.qkv.linear_a_v.weight"
     assert torch.equal(fresh.model().state_dict()[key], state[key].float())
+
+
+def test_the_clicks_option_is_checked_before_a_job_starts():
+    from segparts.engines.base import OptionError, check_options
+
+    engine = GeoSAM2Engine("cpu", image_size=128, weights="random")
+    good = [{"face": 3}, {"point": [0.1, 0.2, 0.3], "positive": False}]
+    assert check_options(engine, {"clicks": good}) == {"clicks": good}
+    for bad in ([], [{"positive": True}], [{"face": -1}], [{"face": 2.5}], [{"point": [0, 1]}],
+                [{"face": 1, "positive": "yes"}], [{"face": 1, "colour": 3}], [{"face": 1}] * 65, {"face": 1}):
+        with pytest.raises(OptionError, match="click"):
+            check_options(engine, {"clicks": bad})

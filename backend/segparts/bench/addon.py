@@ -7,7 +7,10 @@ Needs bpy (Python 3.11, `pip install bpy==5.0.1`) and the built extension zip (d
 - write-back of 1M face labels: face attribute `part_id` + per-part preview material slots and
   material indices + `Part_###` vertex groups on a 1M-quad grid, 32 parts (target <= 1 s);
 - timer ticks: every call of the add-on's timer function while (a) that 1M write-back is applied
-  from the queue and (b) a real backend segments a 20k-face mesh (polling only); worst and median.
+  from the queue and (b) a real backend segments a 20k-face mesh (polling only); worst and median;
+- mesh export (`mesh_io.mesh_arrays`: what Segment / a pick reads before uploading) of the 1M grid:
+  plain, rotated + mirrored, with a CORNER colour attribute, with a 2048² image texture + UV map
+  (the image read once, then from the add-on's cache).
 """
 from __future__ import annotations
 
@@ -33,6 +36,9 @@ def register(sub):
     p.add_argument("--parts", type=int, default=32)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--json", default=None, metavar="OUT")
+    p.add_argument("--big-faces", type=int, default=0, metavar="N",
+                   help="also segment a bumpy N-face grid with the real backend: ticks, pick tool start, "
+                        "Cancel and memory (issue 16's targets; e.g. 1000000)")
     p.add_argument("--install-only", action="store_true", help=argparse.SUPPRESS)  # child of the install timing
     p.set_defaults(func=run)
 
@@ -109,7 +115,10 @@ def run(args) -> int:
     writeback = importlib.import_module(MODULE + ".writeback")
     figures = {"install_enable_s": installs}
     figures.update(_bench_writeback(bpy, runtime, writeback, args))
+    figures.update(_bench_export(bpy, args))
     figures.update(_bench_job_ticks(bpy, runtime, args))
+    if args.big_faces:
+        figures.update(_bench_big(bpy, runtime, args))
     runtime.shutdown()
 
     med = {k: statistics.median(v) for k, v in figures.items() if isinstance(v, list) and v}
@@ -125,11 +134,32 @@ def run(args) -> int:
         ("median timer tick, 1M write-back queued", "tick_median_writeback_s", ""),
         ("worst timer tick, polling a running job", "tick_worst_polling_s", "<= 20 ms"),
         ("median timer tick, polling a running job", "tick_median_polling_s", ""),
+        ("mesh export, plain", "export_plain_s", ""),
+        ("mesh export, rotated + mirrored", "export_mirrored_s", ""),
+        ("mesh export, corner colour attribute", "export_corner_colors_s", ""),
+        ("mesh export, 2048² texture + UV (cached)", "export_texture_s", ""),
+        ("big mesh: Segment, start to parts written", "big_segment_s", ""),
+        ("big mesh: worst timer tick, whole Segment", "big_tick_worst_s", "<= 20 ms"),
+        ("big mesh: median timer tick, whole Segment", "big_tick_median_s", ""),
+        ("big mesh: Segment operator (export + hash)", "big_operator_s", ""),
+        ("big mesh: pick tool start, index built ahead", "big_tool_start_s", "<= 0.3 s"),
+        ("big mesh: pick tool start, no index yet", "big_tool_start_cold_s", "<= 0.3 s"),
+        ("big mesh: pick index build (background)", "big_index_build_s", ""),
+        ("big mesh: hover ray cast", "big_cast_s", ""),
+        ("big mesh: Cancel to cancelled", "big_cancel_s", "<= 1 s"),
+        ("big mesh: Blender memory growth / mesh", "big_memory_ratio", "<= 2x"),
+        ("big mesh: the mesh's own arrays (MB)", "big_mesh_mb", ""),
+        ("big mesh: RSS growth, Segment + pick (MB)", "big_growth_mb", ""),
     ]
     for label, key, target in rows:
         if key in med:
             v = med[key]
-            text = f"{v * 1000:8.1f} ms" if v < 1 else f"{v:8.2f} s "
+            if key.endswith("_ratio"):
+                text = f"{v:8.2f} x "
+            elif key.endswith("_mb"):
+                text = f"{v:8.0f} MB"
+            else:
+                text = f"{v * 1000:8.1f} ms" if v < 1 else f"{v:8.2f} s "
             print(f"  {label:46s} {text}  {target}")
     if args.json:
         Path(args.json).write_text(json.dumps({"medians": med, "runs": figures}, indent=1))
@@ -205,6 +235,46 @@ def _bench_writeback(bpy, runtime, writeback, args) -> dict:
     return out
 
 
+def _bench_export(bpy, args) -> dict:
+    """mesh_arrays of the grid in the states the add-on meets (appearance.py, orientation.py)."""
+    import numpy as np
+
+    _clear(bpy)
+    obj, _ = _grid(bpy, args.faces)
+    mesh_io = importlib.import_module(f"{MODULE}.mesh_io")
+    rng = np.random.default_rng(0)
+
+    def timed(key: str, expect: set) -> dict:
+        times = []
+        for _ in range(args.runs):
+            t0 = time.perf_counter()
+            arrays = mesh_io.mesh_arrays(obj)
+            times.append(time.perf_counter() - t0)
+        assert set(arrays.appearance) == expect, (key, sorted(arrays.appearance))
+        return {key: times}
+
+    out = timed("export_plain_s", set())
+    obj.rotation_euler, obj.scale = (0.3, 0.2, 0.1), (1.0, -1.0, 1.0)
+    bpy.context.view_layer.update()
+    out.update(timed("export_mirrored_s", set()))
+    colours = obj.data.color_attributes.new("Paint", "BYTE_COLOR", "CORNER")
+    obj.data.color_attributes.active_color = colours
+    colours.data.foreach_set("color_srgb", rng.random(len(colours.data) * 4).astype(np.float32))
+    out.update(timed("export_corner_colors_s", {"corner_colors"}))
+    obj.data.uv_layers.new(name="UVMap").uv.foreach_set("vector", rng.random(len(obj.data.loops) * 2).astype(np.float32))
+    image = bpy.data.images.new("BenchTexture", 2048, 2048)
+    image.pixels.foreach_set(rng.random(2048 * 2048 * 4).astype(np.float32))
+    image.pack()  # saved: cached by identity
+    material = bpy.data.materials.new("BenchTextured")
+    bsdf = next(n for n in material.node_tree.nodes if n.type == "BSDF_PRINCIPLED")
+    node = material.node_tree.nodes.new("ShaderNodeTexImage")
+    node.image = image
+    material.node_tree.links.new(node.outputs["Color"], bsdf.inputs["Base Color"])
+    obj.data.materials.append(material)
+    out.update(timed("export_texture_s", {"uv", "texture"}))
+    return out
+
+
 def _tick_times(runtime, busy, pause: float) -> list[float]:
     """Run the add-on's timer function by hand while `busy()`; the duration of every tick."""
     ticks = []
@@ -233,4 +303,90 @@ def _bench_job_ticks(bpy, runtime, args) -> dict:
         out["tick_worst_polling_s"].append(max(ticks))
         out["tick_median_polling_s"].append(statistics.median(ticks))
         runtime.run_until_idle(timeout=60)
+    return out
+
+
+def _rss_mb() -> float:
+    """Resident memory of this (Blender) process now, from /proc (Linux), else the peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return float(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _bench_big(bpy, runtime, args) -> dict:
+    """One run on a bumpy grid of --big-faces quads through the add-on and a real backend."""
+    import gc
+
+    import numpy as np
+
+    pickview = importlib.import_module(MODULE + ".pickview")
+    _clear(bpy)
+    gc.collect()
+    rss0 = _rss_mb()
+    obj, _ = _grid(bpy, args.big_faces)
+    pos = np.empty(len(obj.data.vertices) * 3, dtype=np.float32)
+    obj.data.vertices.foreach_get("co", pos)
+    pos = pos.reshape(-1, 3)
+    pos[:, 2] = 8 * np.sin(pos[:, 0] / 40) * np.cos(pos[:, 1] / 55)  # hills: something to cut
+    obj.data.vertices.foreach_set("co", pos.ravel())
+    obj.data.update()
+    me = obj.data  # the mesh's own arrays: positions, edges, corner vertex + edge, face offsets
+    mesh_mb = (12 * len(me.vertices) + 8 * len(me.edges) + 8 * len(me.loops) + 4 * len(me.polygons)) / 2**20
+    rss0 = _rss_mb()  # from here on: what Segment and the pick tool add
+    out = {}
+    ticks_before = runtime.tick_stats["ticks"]
+    t0 = time.perf_counter()
+    runtime.start_segment(obj, "geometric")
+    out["big_operator_s"] = [time.perf_counter() - t0]
+    ticks = _tick_times(runtime, lambda: runtime.jobs or runtime.work, pause=0.005)
+    out["big_segment_s"] = [time.perf_counter() - t0]
+    if not obj.segparts.parts:
+        raise RuntimeError(f"big mesh: segmentation failed: {runtime.message()}")
+    out["big_tick_worst_s"], out["big_tick_median_s"] = [max(ticks)], [statistics.median(ticks)]
+    del ticks_before
+    t1 = time.perf_counter()
+    tool = pickview.PickTool(obj, "geometric")
+    out["big_tool_start_s"] = [time.perf_counter() - t1]
+    tool.ray.wait()
+    pickview._rays.pop(obj.name, None)
+    t1 = time.perf_counter()
+    tool = pickview.PickTool(obj, "geometric")
+    out["big_tool_start_cold_s"] = [time.perf_counter() - t1]
+    tool.ray.wait()
+    out["big_index_build_s"] = [time.perf_counter() - t1]
+    casts = []
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        x, y = rng.uniform(0, np.sqrt(args.big_faces), 2)
+        t1 = time.perf_counter()
+        tool.ray.cast_world(obj, (x, y, 100.0), (0.2, 0.1, -1.0))
+        casts.append(time.perf_counter() - t1)
+    out["big_cast_s"] = [statistics.median(casts)]
+    gc.collect()
+    growth = _rss_mb() - rss0
+    out["big_memory_ratio"] = [growth / mesh_mb]
+    out["big_mesh_mb"], out["big_growth_mb"] = [mesh_mb], [growth]
+    # Cancel: the geometry changed a little (no cached result), cancel once the job runs
+    pos[0, 2] += 1.0
+    obj.data.vertices.foreach_set("co", pos.ravel())
+    obj.data.update()
+    runtime.start_segment(obj, "geometric")
+    job = runtime.jobs[obj.name]
+    deadline = time.monotonic() + 120
+    while job.state not in ("running",) and job.active and time.monotonic() < deadline:
+        runtime.drain()
+        time.sleep(0.005)
+    t1 = time.perf_counter()
+    runtime.cancel(obj.name)
+    while job.active and time.monotonic() < deadline:
+        runtime.drain()
+        time.sleep(0.005)
+    out["big_cancel_s"] = [time.perf_counter() - t1]
+    runtime.run_until_idle(timeout=60)
     return out
