@@ -75,6 +75,52 @@ def test_lifting_view_masks_of_known_parts_gives_the_parts_back():
     assert _miou(engine.labels_from_view_masks(s, swapped), truth) < 0.95
 
 
+def test_object_pixels_no_mask_covers_become_a_part_of_their_own():
+    """The release paints 999 ("no object") under the masks and lifts it like a label: the lower half
+    of the head, which no mask covers, is its own part instead of being absorbed by the upper half."""
+    mesh, truth = _parts_mesh()
+    engine = GeoSAM2Engine("cpu", image_size=256, weights="random")
+    s = engine.render_session(mesh)
+    centre_z = mesh.vertices[mesh.faces].mean(axis=1)[:, 2]
+    upper_head = (truth == 1) & (centre_z > 0.65)
+    lower_head = (truth == 1) & (centre_z < 0.6)
+    part = np.where(upper_head, 3, truth)  # body 0, lower head 1, arm 2, upper head 3
+    fid = s.views.face_id
+    pixels = np.where(fid >= 0, part[np.maximum(fid, 0)], -1)
+    labels = engine.labels_from_view_masks(s, [pixels == 0, pixels == 2, pixels == 3])  # lower head: no mask
+    lower = np.bincount(labels[lower_head]).argmax()
+    assert np.mean(labels[lower_head] == lower) > 0.9
+    assert lower not in set(labels[truth == 0]) | set(labels[truth == 2]) | set(labels[upper_head])
+
+
+def test_disconnected_pieces_of_one_object_stay_one_part():
+    """The release's split step never fires (its labels are tensors, see docs/geosam2.md): head and
+    arm masked as one object stay one part."""
+    mesh, truth = _parts_mesh()
+    engine = GeoSAM2Engine("cpu", image_size=256, weights="random")
+    s = engine.render_session(mesh)
+    fid = s.views.face_id
+    pixels = np.where(fid >= 0, truth[np.maximum(fid, 0)], -1)
+    labels = engine.labels_from_view_masks(s, [pixels == 0, (pixels == 1) | (pixels == 2)])
+    assert len(set(labels[truth == 1]) | set(labels[truth == 2])) == 1
+    assert labels[truth == 0][0] != labels[truth == 1][0]
+
+
+def test_a_click_answer_loses_its_specks_as_in_the_release():
+    """Click mode runs the release's small-component removal too: one stray head face masked with
+    the arm is not part of the answer."""
+    mesh, truth = _parts_mesh()
+    engine = GeoSAM2Engine("cpu", image_size=256, weights="random")
+    s = engine.render_session(mesh)
+    stray = int(np.flatnonzero(truth == 1)[5])
+    wanted = (truth == 2)
+    wanted[stray] = True
+    masks = np.isin(s.views.face_id, np.flatnonzero(wanted))
+    faces = engine.object_faces(s, masks)
+    assert faces[truth == 2].mean() > 0.95 and not faces[stray]
+    assert engine.object_faces(s, masks, pa=0.0)[stray]  # without the clean-up the speck is kept
+
+
 def test_bad_clicks_fail_clearly_before_encoding(engine):
     mesh, _ = _parts_mesh()
     inner = trimesh.creation.box((0.2, 0.2, 0.2))  # sealed inside the body: never visible
@@ -101,6 +147,7 @@ def test_clicks_refine_without_re_encoding(engine):
     model = engine.model()
     assert model.encoder_calls == 12  # each view encoded exactly once
     assert first.mask.shape == (mesh.n_faces,) and first.mask.dtype == bool
+    assert set(first.info["stage1_px"]) <= set(first.info["views"])  # two stages: refined on its view first
     body_point = tuple(mesh.vertices[mesh.faces[0]].mean(axis=0))
     second = engine.pick(mesh, None, PickRequest([Click(face=head_face), Click(point=body_point, positive=False)]),
                          cancel)
@@ -120,6 +167,22 @@ def test_automatic_mode_labels_every_face(engine):
     assert seg.hierarchy is not None and seg.info["hierarchy"] == "flat"
     assert any("view 0" in s for s in stages) and any("view 6" in s for s in stages)  # start and opposite
     assert engine.model().encoder_calls == 12  # same mesh as the pick test: still cached
+
+
+def test_segment_with_clicks_is_the_release_prompted_run(engine):
+    """The clicked object (two stages) plus the generator on the opposite view: a full labelling."""
+    mesh, truth = _parts_mesh()
+    head_face = int(np.flatnonzero(truth == 1)[0])
+    stages = []
+    options = {"clicks": [{"face": head_face}], "auto_points": 8, "auto_pred_iou": -1.0, "auto_stability": -1.0}
+    seg = engine.segment(mesh, SegmentParams(options=options), lambda f, s: stages.append(s), CancelToken())
+    assert seg.labels.shape == (mesh.n_faces,) and (seg.labels >= 0).all()
+    start = seg.info["start_view"]
+    assert any(s.startswith("clicked object") for s in stages)
+    assert [s for s in stages if s.startswith("automatic masks")] == [f"automatic masks on view {(start + 6) % 12}"]
+    assert "clicked_part" in seg.info or "empty" in seg.info
+    with pytest.raises(ValueError, match="clicks"):
+        engine.segment(mesh, SegmentParams(options={"clicks": [{"positive": True}]}), lambda f, s: None, CancelToken())
 
 
 def test_automatic_mask_generator_respects_the_allowed_pixels(engine):
@@ -155,3 +218,15 @@ def test_engine_loads_the_checkpoint_from_the_models_folder(engine, tmp_path, mo
     assert fresh.availability().available
     key = "pos_map_encoder.trunk.blocks.4.attn.qkv.linear_a_v.weight"
     assert torch.equal(fresh.model().state_dict()[key], state[key].float())
+
+
+def test_the_clicks_option_is_checked_before_a_job_starts():
+    from segparts.engines.base import OptionError, check_options
+
+    engine = GeoSAM2Engine("cpu", image_size=128, weights="random")
+    good = [{"face": 3}, {"point": [0.1, 0.2, 0.3], "positive": False}]
+    assert check_options(engine, {"clicks": good}) == {"clicks": good}
+    for bad in ([], [{"positive": True}], [{"face": -1}], [{"face": 2.5}], [{"point": [0, 1]}],
+                [{"face": 1, "positive": "yes"}], [{"face": 1, "colour": 3}], [{"face": 1}] * 65, {"face": 1}):
+        with pytest.raises(OptionError, match="click"):
+            check_options(engine, {"clicks": bad})

@@ -187,6 +187,15 @@ def test_postprocess_removes_specks_fills_and_splits():
     assert (lifting.postprocess_labels(mesh, np.full(2 * n * n, -1)) == -1).all()
     with pytest.raises(ValueError):
         lifting.postprocess_labels(mesh, np.zeros(3))
+    # three nearest labels all different: the nearest wins, or the smallest (the release's torch.mode)
+    three = np.full(2 * n * n, -1)
+    three[[0, 100, 199]] = [7, 3, 5]
+    kw = dict(min_fraction=0.0, fill_iterations=0, k_nearest=3, split_disconnected=False)
+    near = lifting.postprocess_labels(mesh, three, **kw)
+    smallest = lifting.postprocess_labels(mesh, three, nearest_ties="smallest", **kw)
+    assert near[1] == 7 and (smallest[three < 0] == 3).all()
+    with pytest.raises(ValueError, match="nearest_ties"):
+        lifting.postprocess_labels(mesh, three, nearest_ties="random")
 
 
 def test_lift_masks_rejects_bad_masks():

@@ -11,8 +11,9 @@ normalised units) - or, more robustly than the release, the pixel shows the samp
 Each sample takes the most frequent label over the views that see it, each face the most frequent
 label over its samples. Ties go to the smaller label. A sample is looked up in the pixel that
 contains its projection (the release samples with grid_sample(align_corners=True), up to half a
-pixel off). Invisible samples never vote; samples on unlabelled pixels abstain by default (the
-release counts them as a "no object" label, 999: `unlabelled_votes=True`).
+pixel off). Invisible samples never vote; samples on unlabelled pixels abstain by default, or vote
+for "nothing" with `unlabelled_votes=True`. GeoSAM2 paints the release's "no object" (999) as a
+label of its own before lifting, so there it is a part like any other.
 """
 from __future__ import annotations
 
@@ -344,17 +345,21 @@ def label_components(labels: np.ndarray, adjacency: np.ndarray) -> np.ndarray:
 
 
 def postprocess_labels(mesh: Mesh, labels, min_fraction: float = 0.02, fill_iterations: int = 64, k_nearest: int = 3,
-                       split_disconnected: bool = True, adjacency: np.ndarray | None = None) -> np.ndarray:
+                       split_disconnected: bool = True, adjacency: np.ndarray | None = None,
+                       nearest_ties: str = "nearest") -> np.ndarray:
     """GeoSAM2's clean-up of lifted face labels (-1 = unlabelled), each step optional:
     1. unlabel face-connected same-label components smaller than `min_fraction` x the largest
        component both in face count and in area (0 disables);
     2. `fill_iterations` rounds of majority fill: unlabelled faces take the most common label of
        their labelled neighbours;
     3. faces still unlabelled take the mode of the `k_nearest` labelled face centroids (0 disables;
-       ties go to the nearest);
+       ties go to the nearest, or with `nearest_ties="smallest"` to the smallest label, as the
+       release's torch.mode);
     4. `split_disconnected`: a label's disconnected pieces get their own labels (the largest piece
        keeps the label).
     Returns (F,) int32; all -1 stays all -1."""
+    if nearest_ties not in ("nearest", "smallest"):
+        raise ValueError(f"nearest_ties must be 'nearest' or 'smallest', got {nearest_ties!r}")
     labels = np.asarray(labels).astype(np.int64).copy()
     if labels.shape != (mesh.n_faces,):
         raise ValueError(f"labels must have shape ({mesh.n_faces},), got {labels.shape}")
@@ -366,7 +371,7 @@ def postprocess_labels(mesh: Mesh, labels, min_fraction: float = 0.02, fill_iter
     if fill_iterations > 0:
         labels = _majority_fill(labels, adj, fill_iterations)
     if k_nearest > 0 and (labels < 0).any():
-        labels = _nearest_fill(mesh, labels, k_nearest)
+        labels = _nearest_fill(mesh, labels, k_nearest, nearest_ties)
     if split_disconnected:
         labels = _split_components(labels, adj)
     return labels.astype(np.int32)
@@ -395,7 +400,7 @@ def _majority_fill(labels, adj, iterations):
     return labels
 
 
-def _nearest_fill(mesh, labels, k):
+def _nearest_fill(mesh, labels, k, ties="nearest"):
     from scipy.spatial import cKDTree
 
     centroids = np.asarray(mesh.vertices, dtype=np.float64)[np.asarray(mesh.faces)].mean(axis=1)
@@ -405,7 +410,12 @@ def _nearest_fill(mesh, labels, k):
     _, idx = cKDTree(centroids[known]).query(centroids[unknown], k=k)
     near = labels[known][idx.reshape(len(unknown), k)]  # (U, k), nearest first
     votes = (near[:, :, None] == near[:, None, :]).sum(axis=2)
-    labels[unknown] = near[np.arange(len(unknown)), votes.argmax(axis=1)]  # first max = nearest tie
+    if ties == "smallest":  # among the most voted, the smallest label: rank by (-votes, label)
+        most = votes == votes.max(axis=1, keepdims=True)
+        best = np.argmin(np.where(most, near, np.iinfo(np.int64).max), axis=1)
+        labels[unknown] = near[np.arange(len(unknown)), best]
+    else:
+        labels[unknown] = near[np.arange(len(unknown)), votes.argmax(axis=1)]  # first max = nearest tie
     return labels
 
 

@@ -74,7 +74,8 @@ class OptionError(ValueError):
 class Option:
     """One engine option as an engine declares it (`options = (Option(...), ...)` on the class), so
     the server and the CLI check options before a job starts instead of failing inside it.
-    `kind`: int, float, str, bool, "numbers" (a list of `length` finite numbers) or object (a Python
+    `kind`: int, float, str, bool, "numbers" (a list of `length` finite numbers), "clicks" (a list of
+    1..`length` maps {face: int >= 0 | point: [x, y, z], positive: bool}) or object (a Python
     object, accepted in-process only, never from the wire). Ranges are inclusive."""
     name: str
     kind: object
@@ -88,6 +89,8 @@ class Option:
             if from_wire:
                 raise OptionError(f"option {self.name!r} can only be given in-process")
             return value
+        if self.kind == "clicks":
+            return self._clicks(value)
         if self.kind == "numbers":
             if (not isinstance(value, (list, tuple)) or len(value) != self.length
                     or not all(_is_number(x) and math.isfinite(x) for x in value)):
@@ -111,6 +114,23 @@ class Option:
             allowed = f" one of {', '.join(map(str, self.choices))}" if self.choices else self._range()
             raise OptionError(f"option {self.name!r} must be{allowed}, not {_show(value)}")
         return self.kind(value)
+
+    def _clicks(self, value) -> list[dict]:
+        shape = f"option {self.name!r} must be a list of 1..{self.length} clicks {{face | point, positive}}"
+        if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= (self.length or len(value)):
+            raise OptionError(shape)
+        for c in value:
+            if not isinstance(c, dict) or not ({"face", "point"} & set(c)) or set(c) - {"face", "point", "positive"}:
+                raise OptionError(shape)
+            face, point = c.get("face"), c.get("point")
+            if face is not None and not (isinstance(face, int) and not isinstance(face, bool) and face >= 0):
+                raise OptionError(f"option {self.name!r}: a click's face must be an integer >= 0, not {_show(face)}")
+            if point is not None and not (isinstance(point, (list, tuple)) and len(point) == 3
+                                          and all(_is_number(x) and math.isfinite(x) for x in point)):
+                raise OptionError(f"option {self.name!r}: a click's point must be 3 finite numbers")
+            if not isinstance(c.get("positive", True), bool):
+                raise OptionError(f"option {self.name!r}: a click's positive must be true or false")
+        return [dict(c) for c in value]
 
     def _range(self) -> str:
         if self.low is None and self.high is None:

@@ -28,7 +28,7 @@ from .cameras import (  # noqa: F401  (re-exported)
     sampart3d_rig,
 )
 from .encodings import IMAGENET_MEAN, IMAGENET_STD, geosam2_inputs, normal_map_rgb  # noqa: F401
-from .normals import face_normals, smooth_corner_normals
+from .normals import face_normals, file_corner_normals, smooth_corner_normals
 from .raycast import SmallLRU
 
 ALL_OUTPUTS = ("face_id", "depth", "alpha", "normal", "point", "bary", "color")
@@ -75,6 +75,7 @@ class Appearance:
     uv: np.ndarray | None = None  # (V, 2) or (F, 3, 2)
     texture: np.ndarray | None = None  # (h, w, 3|4) uint8, row 0 = top (v = 1)
     corner_colors: np.ndarray | None = None  # (F, 3, 3|4) per triangle corner, interpolated
+    normals: np.ndarray | None = None  # the file's shading normals, (V, 3) or (F, 3, 3): rendered as given
 
     @classmethod
     def from_trimesh(cls, tm) -> "Appearance | None":
@@ -130,8 +131,9 @@ def render_views(
     "nvdiffrast". `face_id` is always computed. `appearance` defaults to `mesh.appearance` (the
     file's colours, set by segparts.meshio); grey when neither is given.
 
-    Normals (and the shading of `color`) are Blender auto-smooth shading normals at
-    `smooth_angle_deg` (30, as the references render them); 0 gives flat face normals."""
+    Normals (and the shading of `color`) are the mesh's own normals when `appearance.normals`
+    holds them (as Blender shows a file's split normals), else Blender auto-smooth shading normals
+    at `smooth_angle_deg` (30, as the references render them); 0 gives flat face normals."""
     outputs = tuple(outputs)
     unknown = set(outputs) - set(ALL_OUTPUTS)
     if unknown:
@@ -149,7 +151,10 @@ def render_views(
     if {"depth", "normal", "point", "color"} & set(outputs):
         tables = _face_tables(vertices, faces, _cache_key(mesh))
         corners = None
-        if smooth_angle_deg > 0 and {"normal", "color"} & set(outputs):
+        own = getattr(appearance, "normals", None)
+        if own is not None and {"normal", "color"} & set(outputs):  # the file's normals, as Blender shows them
+            corners = file_corner_normals(own, faces, tables.fnormal).reshape(len(faces), 9).astype(np.float32)
+        elif smooth_angle_deg > 0 and {"normal", "color"} & set(outputs):
             corners = tables.smooth_normals(smooth_angle_deg)
         _fill_geometry(views, hits, tables, faces, outputs, appearance, corners)
     return views

@@ -1,4 +1,8 @@
-"""Face normals and Blender-style auto-smooth corner normals.
+"""Face normals, the file's own shading normals, and Blender-style auto-smooth corner normals.
+
+When the mesh carries its own normals (`Appearance.normals`: glTF NORMAL, OBJ vn, Blender's split
+normals and flat/smooth faces) they are what Blender shows and what GeoSAM2's release renders, so
+they are used as given (`file_corner_normals`); only meshes without normals get the auto smooth.
 
 Both reference render scripts turn on Blender's auto smooth at 30 degrees before rendering the
 normal pass, so the models were trained on shading normals: smooth across edges flatter than
@@ -19,6 +23,29 @@ def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     length = np.linalg.norm(n, axis=1, keepdims=True)
     return np.divide(n, length, out=np.zeros_like(n), where=length > 0)
+
+
+def file_corner_normals(normals: np.ndarray, faces: np.ndarray, fnormal: np.ndarray | None = None,
+                        vertices: np.ndarray | None = None) -> np.ndarray:
+    """(F, 3, 3) unit corner normals from a file's normals: per vertex (V, 3), gathered by the
+    faces, or per face corner (F, 3, 3) (split normals; a flat face has its face normal at all
+    three corners). Zero-length or non-finite normals fall back to the face normal."""
+    faces = np.asarray(faces, dtype=np.int64)
+    n = np.asarray(normals, dtype=np.float64)
+    if n.ndim == 3 and n.shape == (len(faces), 3, 3):
+        corner = n.copy()
+    elif n.ndim == 2 and n.shape[1] == 3 and (len(faces) == 0 or int(faces.max()) < len(n)):
+        corner = n[faces]
+    else:
+        raise ValueError(f"normals must be per vertex (V, 3) or per face corner ({len(faces)}, 3, 3), got {n.shape}")
+    length = np.linalg.norm(corner, axis=2, keepdims=True)
+    usable = np.isfinite(length) & (length > 1e-12)
+    if fnormal is None:
+        if vertices is None:
+            raise ValueError("file_corner_normals needs the face normals or the vertices")
+        fnormal = face_normals(np.asarray(vertices, dtype=np.float64), faces)
+    fallback = np.repeat(np.asarray(fnormal, dtype=np.float64)[:, None, :], 3, axis=1)
+    return np.where(usable, corner / np.where(usable, length, 1.0), fallback)
 
 
 def corner_angles(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:

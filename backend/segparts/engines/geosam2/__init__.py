@@ -1,11 +1,20 @@
 """`geosam2`: GeoSAM2 (SAM2.1 Hiera-B+ with a geometry encoder, LoRA and feature fusion).
 
 - `pick`: 3D clicks (faces or surface points; positive and negative) -> the best of the 12 ring
-  views and pixel -> SAM prompt there -> propagation around the ring -> lifted to faces. The 12
-  views are encoded once per mesh and cached, so further clicks only re-run the light heads.
+  views and pixel -> the release's two-stage click: SAM on that view alone refines the click into a
+  mask, which seeds the propagation around the ring -> lifted to faces; the answer is the clicked
+  object. The 12 views are encoded once per mesh and cached, so further clicks only re-run the
+  light heads.
 - `segment`: automatic mode as the release: an automatic mask generator on the start view, each
   kept mask's point becomes an object, propagate; then the same on the opposite view over the
-  pixels not yet covered; lift everything to the faces and clean up.
+  pixels not yet covered; lift everything to the faces and clean up. With `options["clicks"]`, the
+  release's prompted run: the clicked object plus the generator on the opposite view, a full
+  labelling (`info["clicked_part"]` names the clicked object's part).
+
+Lifting and clean-up as the release: object pixels no mask covers vote "no object" (the release's
+999), which becomes a part of its own; small components are removed (pa 0.02, in click mode too),
+gaps filled; disconnected pieces are not split (the release's split step never fires, see
+docs/geosam2.md). See docs/geosam2.md for every remaining difference from the release.
 
 Hierarchy: GeoSAM2 gives one flat partition, returned as `Hierarchy.flat(labels)`.
 Torch, sam2 and the model are imported only when the engine runs (never for availability()).
@@ -22,8 +31,8 @@ import numpy as np
 
 from ...hierarchy import Hierarchy
 from ...mesh import Mesh
-from ..base import (Availability, CancelToken, EngineUnavailable, Option, PickRequest, PickResult, Progress,
-                    Segmentation, SegmentParams)
+from ..base import (Availability, CancelToken, Click, EngineUnavailable, Option, PickRequest, PickResult,
+                    Progress, Segmentation, SegmentParams)
 
 # geosam2.pt holds every parameter of the model (SAM2.1 Hiera-B+ included), so the base SAM2.1
 # checkpoint is not needed to run; only this file is required.
@@ -66,7 +75,8 @@ class GeoSAM2Engine:
     options = (Option("auto_points", int, 1, 1_000_000), Option("auto_pred_iou", float, 0.0, 1.0),
                Option("auto_stability", float, 0.0, 1.0), Option("start_view", int, 0, 11),
                Option("seed", int, 0, 2**32 - 1), Option("pa", float, 0.0, 1.0),
-               Option("box", "numbers", length=4))  # box: pick only, [x0, y0, x1, y1] pixels of the start view
+               Option("box", "numbers", length=4),  # [x0, y0, x1, y1] pixels of the start view (pick, clicks)
+               Option("clicks", "clicks", length=64))  # segment: the release's prompted run (docs/geosam2.md)
 
     def __init__(self, device: str = "cpu", image_size: int = 1024, weights: str | None = None,
                  encode_batch: int | None = None):
@@ -133,7 +143,7 @@ class GeoSAM2Engine:
 
         t0 = time.perf_counter()
         vertices, norm = normalize_for_rendering(mesh.vertices)
-        nmesh = Mesh(vertices, mesh.faces)
+        nmesh = Mesh(vertices, mesh.faces, appearance=mesh.appearance)  # the file's normals, if any, are rendered
         rig = geosam2_rig(size=self.image_size, extents=norm.extents)
         views = render_views(nmesh, rig, outputs=("face_id", "depth", "alpha", "normal", "point"))
         s = _Session(nmesh, norm, rig, views, None, info={"render_s": round(time.perf_counter() - t0, 3)})
@@ -166,40 +176,60 @@ class GeoSAM2Engine:
     # --- pick -----------------------------------------------------------------------------------
     def pick(self, mesh: Mesh, segmentation: Segmentation | None, request: PickRequest,
              cancel: CancelToken) -> PickResult:
+        """The release's click pipeline for one object (two stages, see `propagate_clicks`), lifted
+        with the release's votes and clean-up; the answer is that object's faces. (The release
+        also auto-segments the opposite view: `segment` with the `clicks` option does that.)"""
         if not request.clicks:
             raise ValueError("pick needs at least one click")
         t0 = time.perf_counter()
         s = self.render_session(mesh)
-        placed = [self._place_click(s, c) for c in request.clicks]  # bad clicks fail before encoding
+        start, prompts = self._prompts(s, request.clicks, request.options.get("box"))  # fails before encoding
         s = self.session(mesh)
         cancel.check()
         t1 = time.perf_counter()
+        masks, info = self._clicked_object(s, start, prompts, cancel)
+        if masks is None:
+            mask = np.zeros(mesh.n_faces, bool)
+        else:
+            mask = self.object_faces(s, masks, float(request.options.get("pa", POSTPROCESS_PA)))
+        t2 = time.perf_counter()
+        self.last_timings = {"session_s": t1 - t0, "click_s": t2 - t1}
+        return PickResult(mask=mask, info={**info, "click_s": round(t2 - t1, 3)})
+
+    def _prompts(self, s: _Session, clicks, box=None):
+        """(start view, {view: Prompt}): every click placed in the best view that shows it,
+        preferring the first click's view; `box` ([x0, y0, x1, y1] pixels) goes to the start view."""
         from .predictor import Prompt
 
+        placed = [self._place_click(s, c) for c in clicks]
         start = placed[0][0][0]
         by_view: dict[int, list] = {}
-        for views_seen, click in zip(placed, request.clicks):
+        for views_seen, click in zip(placed, clicks):
             in_start = [xy for v, xy in views_seen if v == start]
             view, xy = (start, in_start[0]) if in_start else views_seen[0]
             by_view.setdefault(view, []).append((xy, 1 if click.positive else 0))
-        box = request.options.get("box")
-        if box is not None:  # [x0, y0, x1, y1] in pixels of the start view
+        if box is not None:
             box = np.asarray(box, np.float32).reshape(4)
-        cond = {}
+        prompts = {}
         for view, items in by_view.items():
             pts = np.array([xy for xy, _ in items], np.float32) + 0.5  # pixel centres
-            prompt = Prompt(pts, np.array([lab for _, lab in items], np.int32), box if view == start else None)
-            frame = s.predictor.frame_index(start, view)
-            cond[frame] = [s.predictor.prompt(view, prompt, frame_idx=frame)]
-        logits = s.predictor.propagate(start, cond, cancel)
-        masks = self._binarize(logits, s)[:, 0]  # (V, S, S)
-        other = s.views.face_id >= 0
-        label_images = np.where(masks, 0, np.where(other, 1, -1)).astype(np.int32)
-        labels = self._lift(s, label_images, min_fraction=0.0, split=False)
-        t2 = time.perf_counter()
-        self.last_timings = {"session_s": t1 - t0, "click_s": t2 - t1}
-        return PickResult(mask=labels == 0, info={"start_view": int(start), "views": sorted(by_view),
-                                                   "click_s": round(t2 - t1, 3)})
+            prompts[view] = Prompt(pts, np.array([lab for _, lab in items], np.int32), box if view == start else None)
+        return start, prompts
+
+    def _clicked_object(self, s: _Session, start: int, prompts: dict, cancel) -> tuple[np.ndarray | None, dict]:
+        """(V, S, S) view masks of the clicked object, or None, and facts for `info`."""
+        logits, stage1 = s.predictor.propagate_clicks(start, prompts, cancel=cancel)
+        anchor = int(start if start in stage1 or not stage1 else next(iter(stage1)))  # the ring's start
+        info = {"start_view": anchor, "views": sorted(prompts),
+                "stage1_px": {int(v): int(m.sum()) for v, m in stage1.items()}}
+        if logits is None:
+            info["empty"] = "the click's refined mask is under 64 px in every view (the release skips it)"
+            return None, info
+        kept = self._filter_objects(logits, s, anchor, PROMPTED_STABILITY, PROMPTED_AREA_RATIO, [])
+        if not kept:
+            info["empty"] = "the propagated object was filtered out"
+            return None, info
+        return kept[0], info
 
     def _place_click(self, s: _Session, click) -> list[tuple[int, tuple[int, int]]]:
         """Views (best first) and pixel where a click shows; clear errors for bad clicks."""
@@ -232,23 +262,41 @@ class GeoSAM2Engine:
 
     # --- segment (automatic) --------------------------------------------------------------------
     def segment(self, mesh: Mesh, params: SegmentParams, progress: Progress, cancel: CancelToken) -> Segmentation:
+        """Automatic mode (no `clicks` option): the generator on the start view, then on the opposite
+        view over what is not yet covered. With `options["clicks"]` ([{face | point, positive}]) the
+        release's prompted run: the clicked object (two stages) plus the generator on the view
+        opposite its start view; the full labelling is returned."""
         from .automatic import AutoMaskSettings, generate_masks, select_masks
         from .predictor import Prompt
 
         opts = params.options
         t0 = time.perf_counter()
+        clicks = _clicks_option(opts.get("clicks"))
         progress(0.0, "rendering")
+        s = self.render_session(mesh)
+        if clicks:
+            start, prompts = self._prompts(s, clicks, opts.get("box"))  # bad clicks fail before encoding
         s = self.session(mesh, progress)
         t1 = time.perf_counter()
         settings = AutoMaskSettings(max_points=int(opts.get("auto_points", 4096)))
         # benchmark-only: random weights predict low IoU, so timing runs may open these thresholds
         settings.pred_iou_thresh = float(opts.get("auto_pred_iou", settings.pred_iou_thresh))
         settings.stability_thresh = float(opts.get("auto_stability", settings.stability_thresh))
-        start = int(opts.get("start_view", 0)) % N_VIEWS
         objects: list[np.ndarray] = []  # (V, S, S) bool each
-        n_propagated = 0
+        prompted: tuple[int, ...] = ()
+        info: dict = {}
+        if clicks:
+            progress(0.1, f"clicked object from view {start}")
+            masks, info = self._clicked_object(s, start, prompts, cancel)
+            if masks is not None:
+                objects, prompted = [masks], (0,)
+            seed_views = [(info["start_view"] + OPPOSITE) % N_VIEWS]
+        else:
+            start = int(opts.get("start_view", 0)) % N_VIEWS
+            seed_views = [start, (start + OPPOSITE) % N_VIEWS]
+        n_propagated = len(objects)
         foreground = s.views.face_id >= 0
-        for step, seed_view in enumerate((start, (start + OPPOSITE) % N_VIEWS)):
+        for step, seed_view in enumerate(seed_views):
             cancel.check()
             progress(0.1 + 0.4 * step, f"automatic masks on view {seed_view}")
             covered = np.zeros_like(foreground[seed_view])
@@ -270,63 +318,89 @@ class GeoSAM2Engine:
         if not objects:
             labels = np.zeros(mesh.n_faces, np.int32)  # nothing found: one part
         else:
-            labels = self.labels_from_view_masks(s, objects, pa=float(opts.get("pa", POSTPROCESS_PA)))
+            raw = self._lift(s, paint_objects(objects, prompted), float(opts.get("pa", POSTPROCESS_PA)))
+            labels = _consecutive(raw)
+            if prompted:
+                info["clicked_part"] = int(labels[raw == 0][0]) if (raw == 0).any() else -1
         t2 = time.perf_counter()
         progress(1.0, "done")
-        info = {"n_objects": len(objects), "n_propagated": n_propagated, "render_s": s.info["render_s"],
-                "encode_s": s.info.get("encode_s"),
-                "segment_s": round(t2 - t1, 3), "total_s": round(t2 - t0, 3), "image_size": self.image_size,
-                "hierarchy": "flat"}
+        info = {**info, "n_objects": len(objects), "n_propagated": n_propagated, "render_s": s.info["render_s"],
+                "encode_s": s.info.get("encode_s"), "segment_s": round(t2 - t1, 3), "total_s": round(t2 - t0, 3),
+                "image_size": self.image_size, "hierarchy": "flat"}
         hierarchy = Hierarchy.flat(labels)
         if params.parts is not None or params.scale is not None:
             labels = hierarchy.cut(parts=params.parts, scale=params.scale).astype(np.int32)
         return Segmentation(labels.astype(np.int32), hierarchy, state=None, info=info)
 
     # --- helpers --------------------------------------------------------------------------------
-    def _binarize(self, logits, s: _Session) -> np.ndarray:
-        """(V, n, h, w) low-res logits -> (V, n, S, S) bool masks at the views' size, opened (5x5, 3+3)."""
-        import torch.nn.functional as F
-
-        from .automatic import open_masks
-
-        h, w = s.views.face_id.shape[1:]
-        out = np.zeros((logits.shape[0], logits.shape[1], h, w), bool)
-        for v in range(logits.shape[0]):  # one view at a time keeps memory at n x S²
-            up = F.interpolate(logits[v][:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0] > 0
-            out[v] = open_masks(up.numpy()) & (s.views.face_id[v] >= 0)
-        return out
-
     def _filter_objects(self, logits, s: _Session, anchor: int, stability: float, area_ratio: float,
                         existing: list[np.ndarray]) -> list[np.ndarray]:
-        from .automatic import area_consistent, novel_objects, stable_objects
+        """The release's treatment of one propagation: shrink_mask, stability filter, area filter,
+        binarise, IoU filter against each other and the objects found before."""
+        from .automatic import area_consistent, novel_objects, stable_objects, view_masks
 
-        keep = stable_objects(logits, anchor, stability)
-        if not keep.any():
-            return []
-        masks = self._binarize(logits[:, keep], s)
-        keep2 = area_consistent(masks, anchor, area_ratio)
-        masks = masks[:, keep2]
-        keep3 = novel_objects(masks, existing, anchor, IOU_DUPLICATE)
-        return [masks[:, j] for j in np.flatnonzero(keep3) if masks[:, j].any()]
+        masks, scores = view_masks(logits, s.views.face_id.shape[-1])
+        keep = stable_objects(scores, masks.any(axis=(-2, -1)), anchor, stability)
+        keep &= area_consistent(masks, anchor, area_ratio)
+        masks = masks[:, keep]
+        keep = novel_objects(masks, existing, anchor, IOU_DUPLICATE)
+        return [masks[:, j] for j in np.flatnonzero(keep) if masks[:, j].any()]
 
     def labels_from_view_masks(self, s: _Session, objects: list[np.ndarray], prompted=(),
                                pa: float = POSTPROCESS_PA) -> np.ndarray:
-        """Per-object (V, S, S) view masks -> per-face labels 0..k-1: painted largest first
-        (prompted objects on top), lifted, cleaned up with the release's settings."""
-        from ...lifting import paint_masks
+        """Per-object (V, S, S) view masks -> per-face labels 0..k-1 (largest part first): painted
+        largest first (prompted objects on top), object pixels no object covers voting "no object"
+        (which becomes a part of its own), lifted, cleaned up with the release's settings."""
+        return _consecutive(self._lift(s, paint_objects(objects, prompted), pa))
 
-        painted = paint_masks({i: o for i, o in enumerate(objects)}, first=prompted)
-        return _consecutive(self._lift(s, painted, min_fraction=pa, split=True))
+    def object_faces(self, s: _Session, masks: np.ndarray, pa: float = POSTPROCESS_PA) -> np.ndarray:
+        """(F,) bool faces of one object's (V, S, S) view masks, lifted against "no object" and
+        cleaned up as the release does for a click (small components removed there too)."""
+        return self._lift(s, paint_objects([masks], prompted=(0,)), pa) == 0
 
-    def _lift(self, s: _Session, label_images: np.ndarray, min_fraction: float, split: bool) -> np.ndarray:
+    def _lift(self, s: _Session, label_images: np.ndarray, pa: float) -> np.ndarray:
+        """Label images (painted, -1 nowhere on the object) -> per-face labels after the release's
+        clean-up (`complete_labels`): small components removed (pa), gaps filled; no splitting."""
         from ...lifting import face_adjacency, face_visible_samples, lift_masks, postprocess_labels
 
         if s.samples is None:
             s.samples = face_visible_samples(s.mesh, s.rig, s.views, samples_per_face=5, seed=0)
             s.adjacency = face_adjacency(s.mesh)
         labels = lift_masks(s.mesh, s.rig, s.views, label_images, samples=s.samples)
-        return postprocess_labels(s.mesh, labels, min_fraction=min_fraction, fill_iterations=64, k_nearest=3,
-                                  split_disconnected=split, adjacency=s.adjacency)
+        return postprocess_labels(s.mesh, labels, min_fraction=pa, fill_iterations=64, k_nearest=3,
+                                  split_disconnected=False, adjacency=s.adjacency, nearest_ties="smallest")
+
+
+def paint_objects(objects: list[np.ndarray], prompted=()) -> np.ndarray:
+    """(V, S, S) label images of objects 0..k-1 as the release's `mask_aggregation`: largest object
+    first, prompted ones on top, and k ("no object", the release's 999) everywhere else, so that
+    object pixels most views leave unlabelled vote for a part of their own instead of abstaining."""
+    from ...lifting import paint_masks
+
+    painted = paint_masks({i: o for i, o in enumerate(objects)}, first=prompted)
+    painted[painted < 0] = len(objects)
+    return painted
+
+
+def _clicks_option(raw) -> list[Click]:
+    """`options["clicks"]` ([{face | point, positive}] or Click objects) -> clicks; clear errors."""
+    if raw is None:
+        return []
+    if not isinstance(raw, (list, tuple)) or not raw:
+        raise ValueError("option 'clicks' must be a non-empty list of {face | point, positive}")
+    clicks = []
+    for c in raw:
+        if isinstance(c, Click):
+            clicks.append(c)
+            continue
+        if not isinstance(c, dict) or ("face" not in c and "point" not in c):
+            raise ValueError("each click in option 'clicks' needs 'face' or 'point'")
+        positive = c.get("positive", True)
+        if not isinstance(positive, bool):
+            raise ValueError("click 'positive' must be true or false")
+        clicks.append(Click(face=c.get("face"), point=None if c.get("point") is None else tuple(c["point"]),
+                            positive=positive))
+    return clicks
 
 
 def _consecutive(labels: np.ndarray) -> np.ndarray:

@@ -1,14 +1,23 @@
-"""GeoSAM2's automatic mode pieces: a minimal automatic mask generator on the fused GeoSAM2
-features (no torchvision), and the release's per-view filtering of propagated masks.
+"""GeoSAM2's automatic mode pieces: the release's automatic mask generator on the fused GeoSAM2
+features (no torchvision), and its per-view treatment of propagated masks.
 
-Generator settings are the release's (inference.py): up to 4096 random foreground points over
-not-yet-covered pixels, 128 per batch, predicted IoU >= 0.7, stability >= 0.7 with offset 0.7,
-box NMS 0.7, regions under 25 px removed, mask-to-mask refinement. Deviation: IoU/stability
-filtering runs on the decoder's low-resolution logits (S/4), not on logits upsampled to S, which
-keeps CPU memory bounded (128 x 3 masks at 1024² would be 1.6 GB).
+Generator (`sam2/automatic_mask_generator_geosam2.py` with `inference.py`'s settings): up to 4096
+random foreground pixels not yet covered, prompted at their integer pixel coordinates, 128 per
+batch, three masks per point; with `use_m2m` every candidate is refined first (the same point plus
+its own low-res logits, clamped to +-32, as a mask prompt; single-mask output, the image model
+being built without the video predictor's dynamic multimask), then filtered: predicted IoU > 0.7
+and stability (offset 0.7, on the logits at image size) >= 0.7; box NMS at 0.7 by predicted IoU.
+Each candidate's low-res logits get SAM2Transforms' post-processing first: holes and islands of at
+most 25 low-res pixels (8-connected) are flipped, as `max_hole_area` / `max_sprinkle_area` = 25 do.
+The release's `postprocess_small_regions` is never called by its `generate`, so there is no
+full-resolution clean-up.
+
+Memory: candidates are first scored (IoU, stability, box) chunk by chunk without being kept; the
+masks of the NMS survivors are then decoded again (same prompts, same network).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,9 +38,10 @@ class AutoMaskSettings:
     stability_thresh: float = 0.7
     stability_offset: float = 0.7
     nms_thresh: float = 0.7
-    min_region: int = 25
+    min_region: int = 25  # holes / islands flipped in the low-res (S/4) logits, as the release's predictor
     use_m2m: bool = True
     accept_iou: float = 0.85  # a mask overlapping an accepted one by more is skipped
+    chunk: int = 32  # candidates upsampled to the image size at once (memory bound)
 
 
 @dataclass
@@ -46,51 +56,92 @@ class AutoMask:
 def generate_masks(model: GeoSAM2Model, image_embedding: torch.Tensor, high_res: list[torch.Tensor],
                    allowed: np.ndarray, settings: AutoMaskSettings = AutoMaskSettings(), seed: int = 0,
                    cancel=None) -> list[AutoMask]:
-    """Masks from random point prompts inside `allowed` (S, S) bool, filtered as SAM's AMG."""
-    size = model.image_size
+    """Masks from random point prompts inside `allowed` (S, S) bool, as the release's generator."""
     ys, xs = np.nonzero(allowed)
     if len(xs) == 0:
         return []
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(xs), size=min(settings.max_points, len(xs)), replace=False)
-    points = np.stack([xs[pick] + 0.5, ys[pick] + 0.5], axis=1).astype(np.float32)
-    # Single-image SAM on the view: features with the no-memory embedding, as SAM2's image mode.
+    points = np.stack([xs[pick], ys[pick]], axis=1).astype(np.float32)  # integer pixels, as the release
     emb = image_embedding + model.no_mem_embed.view(1, -1, 1, 1).to(image_embedding.dtype)
-    device = emb.device
-    kept_logits, kept_iou, kept_pts = [], [], []
-    for i in range(0, len(points), settings.points_per_batch):
+    index, iou, boxes = [], [], []
+    for start in range(0, len(points), settings.points_per_batch):
         if cancel is not None:
             cancel.check()
-        pts = torch.from_numpy(points[i:i + settings.points_per_batch]).to(device)[:, None]
-        lbl = torch.ones(pts.shape[:2], dtype=torch.int32, device=device)
-        logits, iou = _decode(model, emb, high_res, pts, lbl, None, multimask=True)  # (B,3,h,w), (B,3)
-        logits, iou = logits.flatten(0, 1), iou.flatten(0, 1)
-        pts_rep = pts.repeat_interleave(3, dim=0)
-        keep = iou > settings.pred_iou_thresh
-        keep &= calculate_stability_score(logits, 0.0, settings.stability_offset) >= settings.stability_thresh
-        logits, iou, pts_rep = logits[keep], iou[keep], pts_rep[keep]
-        if settings.use_m2m and len(logits):
-            # refine: the same point again with the mask's own logits as the mask prompt
-            logits, iou = _decode(model, emb, high_res, pts_rep, torch.ones(pts_rep.shape[:2], dtype=torch.int32,
-                                  device=device), logits[:, None], multimask=False)
-            logits, iou = logits[:, 0], iou[:, 0]
-            keep = iou > settings.pred_iou_thresh
-            keep &= calculate_stability_score(logits, 0.0, settings.stability_offset) >= settings.stability_thresh
-            logits, iou, pts_rep = logits[keep], iou[keep], pts_rep[keep]
-        kept_logits.append(logits.float().cpu()), kept_iou.append(iou.float().cpu()), kept_pts.append(pts_rep[:, 0].cpu())
-    logits, iou, pts = torch.cat(kept_logits), torch.cat(kept_iou), torch.cat(kept_pts)
-    if len(logits) == 0:
+        kept, kept_iou, kept_boxes = _score_batch(model, emb, high_res, points[start:start + settings.points_per_batch],
+                                                  settings)
+        index.append(kept + 3 * start), iou.append(kept_iou), boxes.append(kept_boxes)
+    index = np.concatenate(index)
+    if len(index) == 0:
         return []
-    masks = torch.cat([F.interpolate(chunk[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0] > 0
-                       for chunk in logits.split(64)])  # chunks: n x S² floats at once would be GBs at 1024
-    order = box_nms(masks, iou, settings.nms_thresh)
+    iou, boxes = torch.cat(iou), torch.cat(boxes)
+    survivors = index[box_nms(boxes, iou, settings.nms_thresh)]  # best predicted IoU first
     out = []
-    for j in order:
-        m = remove_small_regions(masks[j].numpy(), settings.min_region)
-        area = int(m.sum())
-        if area:
-            out.append(AutoMask((float(pts[j, 0]), float(pts[j, 1])), m, float(iou[j]), area))
-    return out
+    for i in range(0, len(survivors), settings.chunk):
+        ids = survivors[i:i + settings.chunk]
+        logits, ious = _candidates(model, emb, high_res, points[ids // 3], settings, which=ids % 3)
+        masks = (_at_image_size(logits.to(emb.device), model.image_size) > 0).cpu()
+        for j, k in enumerate(ids):
+            out.append(AutoMask((float(points[k // 3, 0]), float(points[k // 3, 1])), masks[j].numpy(),
+                                float(ious[j]), int(masks[j].sum())))
+    return [m for m in out if m.area]
+
+
+def _score_batch(model, emb, high_res, points: np.ndarray, settings: AutoMaskSettings):
+    """(kept candidate indices k = 3 * point + mask, their predicted IoU, their boxes) of one batch."""
+    logits, iou = _candidates(model, emb, high_res, points, settings)
+    keep = iou > settings.pred_iou_thresh
+    boxes = torch.zeros((len(iou), 4))
+    for i in range(0, len(iou), settings.chunk):
+        part = torch.arange(i, min(i + settings.chunk, len(iou)))
+        part = part[keep[part]]
+        if len(part) == 0:
+            continue
+        up = _at_image_size(logits[part].to(emb.device), model.image_size)  # on the GPU when there is one
+        stable = calculate_stability_score(up, 0.0, settings.stability_offset) >= settings.stability_thresh
+        keep[part] = stable.cpu()
+        boxes[part] = mask_boxes(up > 0).float().cpu()
+    kept = torch.nonzero(keep).flatten()
+    return kept.numpy(), iou[kept], boxes[kept]
+
+
+def _candidates(model, emb, high_res, points: np.ndarray, settings: AutoMaskSettings, which=None):
+    """Low-res logits (3n or n, h, w) and predicted IoU of the candidates of `points` (n, 2): every
+    multimask output, refined with itself as mask prompt when `use_m2m`; `which` (n,) keeps one
+    output per point. Post-processed (small holes / islands) as the release's image predictor."""
+    device = emb.device
+    pts = torch.from_numpy(points).to(device)[:, None]
+    ones = torch.ones(pts.shape[:2], dtype=torch.int32, device=device)
+    logits, iou = _decode(model, emb, high_res, pts, ones, None, multimask=True)  # (n, 3, h, w), (n, 3)
+    if which is not None:
+        rows = torch.arange(len(points))
+        logits, iou = logits[rows, torch.as_tensor(which)][:, None], iou[rows, torch.as_tensor(which)][:, None]
+    per_point = logits.shape[1]
+    logits, iou = logits.flatten(0, 1), iou.flatten(0, 1)
+    if settings.use_m2m:
+        pts = pts.repeat_interleave(per_point, dim=0)
+        ones = torch.ones(pts.shape[:2], dtype=torch.int32, device=device)
+        with single_mask_output(model):
+            logits, iou = _decode(model, emb, high_res, pts, ones, logits.clamp(-32.0, 32.0)[:, None], multimask=False)
+        logits, iou = logits[:, 0], iou[:, 0]
+    return flip_small_regions(logits.float().cpu(), settings.min_region), iou.float().cpu()
+
+
+def _at_image_size(logits: torch.Tensor, size: int) -> torch.Tensor:
+    return F.interpolate(logits[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+
+
+@contextmanager
+def single_mask_output(model):
+    """The release's generator runs on an image model built without the video predictor's dynamic
+    multimask: single-mask output is the decoder's first mask token."""
+    decoder = model.sam_mask_decoder
+    saved = decoder.dynamic_multimask_via_stability
+    decoder.dynamic_multimask_via_stability = False
+    try:
+        yield
+    finally:
+        decoder.dynamic_multimask_via_stability = saved
 
 
 def _decode(model, emb, high_res, pts, lbl, mask_input, multimask: bool):
@@ -102,45 +153,61 @@ def _decode(model, emb, high_res, pts, lbl, mask_input, multimask: bool):
     return logits.float(), iou.float()
 
 
-def box_nms(masks: torch.Tensor, scores: torch.Tensor, thresh: float) -> list[int]:
-    """Greedy non-maximum suppression on the masks' bounding boxes; indices kept, best first."""
+EIGHT_CONNECTED = np.zeros((3, 3, 3), bool)
+EIGHT_CONNECTED[1] = True  # 8-connected within a mask, never across the batch
+
+
+def flip_small_regions(logits: torch.Tensor, max_area: int) -> torch.Tensor:
+    """SAM2Transforms.postprocess_masks on (n, h, w) logits: background components of at most
+    `max_area` pixels become +10, then foreground components (of the input) of at most `max_area`
+    become -10 (8-connected, border-touching ones included)."""
+    if max_area <= 0 or len(logits) == 0:
+        return logits
+    out = logits.clone()
+    for target, value in ((False, 10.0), (True, -10.0)):
+        lab, n = ndimage.label((logits > 0).numpy() == target, structure=EIGHT_CONNECTED)
+        if n:
+            small = np.bincount(lab.ravel()) <= max_area
+            small[0] = False
+            out[torch.from_numpy(small[lab])] = value
+    return out
+
+
+def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """(n, H, W) bool -> (n, 4) [x0, y0, x1, y1] inclusive pixel bounds; zeros for empty masks
+    (SAM's batched_mask_to_box)."""
+    h, w = masks.shape[1:]
     any_y, any_x = masks.any(dim=2), masks.any(dim=1)
-    n = len(masks)
-    ar = torch.arange(masks.shape[-1])
-    x0 = torch.where(any_x, ar, 10**9).min(1).values
-    x1 = torch.where(any_x, ar, -1).max(1).values
-    y0 = torch.where(any_y, ar[: masks.shape[1]], 10**9).min(1).values
-    y1 = torch.where(any_y, ar[: masks.shape[1]], -1).max(1).values
-    boxes = torch.stack([x0, y0, x1, y1], 1).float()
-    area = (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
-    lt = torch.maximum(boxes[:, None, :2], boxes[None, :, :2])
-    rb = torch.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    iou = inter / (area[:, None] + area[None] - inter).clamp(min=1e-9)
-    order = torch.argsort(scores, descending=True).tolist()
-    suppressed = np.zeros(n, bool)
+    cols, rows = torch.arange(w, device=masks.device), torch.arange(h, device=masks.device)
+    x0 = torch.where(any_x, cols, w).min(1).values
+    x1 = torch.where(any_x, cols, -1).max(1).values
+    y0 = torch.where(any_y, rows, h).min(1).values
+    y1 = torch.where(any_y, rows, -1).max(1).values
+    boxes = torch.stack([x0, y0, x1, y1], 1)
+    boxes[~any_x.any(1)] = 0
+    return boxes
+
+
+def box_nms(boxes: torch.Tensor, scores: torch.Tensor, thresh: float) -> np.ndarray:
+    """Greedy non-maximum suppression (torchvision's nms): indices kept, best score first; a box is
+    dropped when its IoU with a kept better one exceeds `thresh`."""
+    order = torch.argsort(scores, descending=True, stable=True)
+    boxes = boxes[order].double()
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    alive = torch.ones(len(boxes), dtype=torch.bool)
     keep = []
-    for i in order:
-        if suppressed[i]:
+    for i in range(len(boxes)):
+        if not alive[i]:
             continue
         keep.append(i)
-        suppressed |= (iou[i] > thresh).numpy()
-    return keep
-
-
-def remove_small_regions(mask: np.ndarray, min_area: int) -> np.ndarray:
-    """Drop islands and fill holes smaller than `min_area` pixels (SAM's AMG post-processing)."""
-    if min_area <= 0:
-        return mask
-    out = mask.copy()
-    for target in (False, True):  # holes, then islands
-        region = out == target
-        lab, n = ndimage.label(region)
-        if n:
-            small = np.bincount(lab.ravel()) < min_area
-            small[0] = False
-            out[small[lab]] = not target
-    return out
+        rest = torch.arange(i + 1, len(boxes))
+        rest = rest[alive[rest]]
+        lt = torch.maximum(boxes[i, :2], boxes[rest, :2])
+        rb = torch.minimum(boxes[i, 2:], boxes[rest, 2:])
+        inter = (rb - lt).clamp(min=0).prod(-1)
+        iou = inter / (area[i] + area[rest] - inter)
+        alive[rest[iou > thresh]] = False
+    return order[keep].numpy()
 
 
 def select_masks(masks: list[AutoMask], accept_iou: float = 0.85) -> list[AutoMask]:
@@ -159,28 +226,61 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 # ----------------------------------------------------------------------------- per-view filtering
-def open_masks(masks: np.ndarray, size: int = 5, iterations: int = 3) -> np.ndarray:
-    """Morphological opening of (..., H, W) bool masks: `iterations` erosions then dilations with a
-    size x size square (the release's cv2 erode/dilate, border treated as foreground for erosion
-    as cv2's default border does)."""
-    structure = np.ones((size, size), bool)
-    flat = masks.reshape(-1, *masks.shape[-2:])
-    out = np.empty_like(flat)
-    for i, m in enumerate(flat):
-        e = ndimage.binary_erosion(m, structure, iterations=iterations, border_value=1)
-        out[i] = ndimage.binary_dilation(e, structure, iterations=iterations)
-    return out.reshape(masks.shape)
+SHRINK_KERNEL = 5  # shrink_mask's cv2 5x5 rectangle, 3 erosions then 3 dilations
+SHRINK_ITERATIONS = 3
+SHRINK_LOGIT = 1024.0
 
 
-def stable_objects(logits: torch.Tensor, anchor: int, thresh: float, offset: float = 0.7,
+def opening(masks, size: int = SHRINK_KERNEL, iterations: int = SHRINK_ITERATIONS):
+    """Morphological opening of (..., H, W) bool masks (numpy or torch, on any device) as cv2's
+    erode/dilate with a size x size rectangle `iterations` times: the image border counts as
+    foreground for the erosion and as background for the dilation (cv2's defaults). Repeated
+    square erosions are one erosion by the (iterations * (size - 1) + 1) square, i.e. one max
+    pool, whose padding is ignored as both borders require."""
+    as_numpy = isinstance(masks, np.ndarray)
+    m = torch.from_numpy(masks) if as_numpy else masks
+    shape = m.shape
+    x = m.reshape(-1, 1, *shape[-2:]).float()
+    reach = iterations * (size - 1) + 1
+    eroded = 1.0 - F.max_pool2d(1.0 - x, reach, stride=1, padding=reach // 2)
+    opened = (F.max_pool2d(eroded, reach, stride=1, padding=reach // 2) > 0.5).reshape(shape)
+    return opened.numpy() if as_numpy else opened
+
+
+def shrink_mask(logits: torch.Tensor) -> torch.Tensor:
+    """The release's `shrink_mask` on (..., H, W) logits: the pixels an opening would remove are set
+    to +1024 (the release first writes -1024 there, then +1024 into `opened ^ mask`, the same
+    pixels), so the binary mask is unchanged and only the stability score sees a crisper edge."""
+    mask = logits > 0
+    removed = mask & ~opening(mask)
+    return torch.where(removed, torch.full_like(logits, SHRINK_LOGIT), logits)
+
+
+def view_masks(logits: torch.Tensor, size: int, offset: float = 0.7, chunk: int = 16):
+    """Propagated (V, n, h, w) low-res logits -> ((V, n, size, size) bool masks, (V, n) stability),
+    as the release treats them at video resolution: upsampled (bilinear), `shrink_mask`, stability
+    score (threshold 0, `offset`), binarised at 0. One view and `chunk` objects at a time."""
+    v_count, n = logits.shape[:2]
+    masks = np.zeros((v_count, n, size, size), bool)
+    stability = torch.zeros((v_count, n))
+    for v in range(v_count):
+        for i in range(0, n, chunk):
+            up = F.interpolate(logits[v, i:i + chunk, None].float(), size=(size, size), mode="bilinear",
+                               align_corners=False)[:, 0]
+            up = shrink_mask(up)
+            stability[v, i:i + chunk] = calculate_stability_score(up, 0.0, offset)
+            masks[v, i:i + chunk] = (up > 0).numpy()
+    return masks, stability
+
+
+def stable_objects(stability: torch.Tensor, shows: np.ndarray, anchor: int, thresh: float,
                    other_margin: float = 0.07) -> np.ndarray:
-    """(V, n_obj, h, w) logits -> (n_obj,) bool: kept unless some view where the object shows has
-    stability < thresh (anchor view) or < thresh - other_margin (other views)."""
-    stability = calculate_stability_score(logits.float(), 0.0, offset)  # (V, n_obj)
-    shows = (logits > 0).flatten(2).any(-1)
-    limit = torch.full((logits.shape[0], 1), thresh - other_margin)
+    """The release's `filter_mask_stability`: (V, n_obj) stability and (V, n_obj) "mask not empty"
+    -> (n_obj,) bool: kept unless some view where the object shows has stability < thresh (anchor
+    view) or < thresh - other_margin (other views)."""
+    limit = torch.full((stability.shape[0], 1), thresh - other_margin)
     limit[anchor] = thresh
-    bad = shows & (stability < limit)
+    bad = torch.from_numpy(np.asarray(shows)) & (stability < limit)
     return (~bad.any(0)).numpy()
 
 

@@ -18,6 +18,9 @@ import torch.nn.functional as F
 from .model import GeoSAM2Model
 
 
+MASK_MIN_AREA_PX = 64  # inference.py: mask-prompt segments smaller than this are skipped
+
+
 def ring_order(start: int, n_views: int) -> list[tuple[int, int]]:
     """[(memory index, view index)] in processing order for a prompt on view `start`."""
     if not 0 <= start < n_views:
@@ -40,10 +43,21 @@ def pointer_frames(frame_idx: int, num_frames: int, max_obj_ptrs: int = 16) -> l
 
 @dataclass
 class Prompt:
-    """Clicks (pixel x, y in the view's image; label 1 positive / 0 negative) and/or a box."""
+    """Clicks (pixel x, y in the view's image; label 1 positive / 0 negative) and/or a box, or a
+    binary mask of the view (the release's `add_new_mask`; points and box are then ignored)."""
     points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
     labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int32))
     box: np.ndarray | None = None  # (x0, y0, x1, y1)
+    mask: np.ndarray | None = None  # (H, W) bool
+
+    def mask_inputs(self, size: int, device) -> torch.Tensor:
+        """(1, 1, size, size) float mask; resized as `add_new_mask` does (bilinear, antialiased,
+        >= 0.5) when the mask has another size."""
+        mask = torch.from_numpy(np.asarray(self.mask, bool))[None, None].float()
+        if mask.shape[-2:] != (size, size):
+            mask = (F.interpolate(mask, size=(size, size), mode="bilinear", align_corners=False,
+                                  antialias=True) >= 0.5).float()
+        return mask.to(device)
 
     def point_inputs(self, scale: float, device) -> dict:
         pts, lbl = np.asarray(self.points, np.float32).reshape(-1, 2), np.asarray(self.labels, np.int32).reshape(-1)
@@ -128,11 +142,14 @@ class MultiViewPredictor:
         m = self.model
         frame_idx = view if frame_idx is None else frame_idx
         vision, vision_pos, sizes = self._frame(view, 1)
+        if prompt.mask is not None:  # SAM2 turns a mask prompt straight into the output (+-10 logits)
+            points, mask = None, prompt.mask_inputs(m.image_size, self.device)
+        else:
+            points, mask = prompt.point_inputs(m.image_size / self._image_width(), self.device), None
         with self._autocast():
             out = m.track_step(frame_idx=frame_idx, is_init_cond_frame=True, current_vision_feats=vision,
-                               current_vision_pos_embeds=vision_pos, feat_sizes=sizes,
-                               point_inputs=prompt.point_inputs(m.image_size / self._image_width(), self.device),
-                               mask_inputs=None, output_dict={"cond_frame_outputs": {}, "non_cond_frame_outputs": {}},
+                               current_vision_pos_embeds=vision_pos, feat_sizes=sizes, point_inputs=points,
+                               mask_inputs=mask, output_dict={"cond_frame_outputs": {}, "non_cond_frame_outputs": {}},
                                num_frames=self.num_frames, run_mem_encoder=False)
             # As the video predictor's preflight: memory from the (binarised) click mask.
             low = fill_small_holes(out["pred_masks"].float(), m.fill_hole_area)
@@ -185,6 +202,43 @@ class MultiViewPredictor:
                 "pred_masks": low, "obj_ptr": out["obj_ptr"], "object_score_logits": out["object_score_logits"]}
             logits[view] = low[:, 0].cpu()  # the second visit of `start` overwrites the first
         return logits
+
+    def refine_on_view(self, view: int, prompt: Prompt) -> torch.Tensor:
+        """Stage 1 of the release's click pipeline (`single_view_point_prompt_infer.py`): the prompt
+        on a one-view "video" of `view`, which the ring visits twice; returns the second visit's
+        low-res logits (1, S/4, S/4), the mask the release then gives the 12-view ring as prompt."""
+        self.encode()
+        single = MultiViewPredictor.from_features(self.model, [f[view:view + 1] for f in self._features], self._pos)
+        return single.propagate(0, {0: [single.prompt(0, prompt)]})[0]
+
+    def refined_click_mask(self, view: int, prompt: Prompt) -> np.ndarray:
+        """Stage 1's (S, S) bool mask at the model's image size (the release's video resolution)."""
+        size = self.model.image_size
+        low = self.refine_on_view(view, prompt)
+        return (F.interpolate(low[None], size=(size, size), mode="bilinear", align_corners=False)[0, 0] > 0).numpy()
+
+    def propagate_clicks(self, start: int, prompts: dict[int, Prompt], min_area: int = MASK_MIN_AREA_PX,
+                         cancel=None):
+        """The release's two-stage click pipeline for one object: each view's clicks are refined on
+        that view alone (stage 1), masks under `min_area` pixels are dropped (inference.py's
+        MASK_MIN_AREA_PX), and the rest seed the ring as mask prompts (stage 2, `add_new_mask`).
+        Returns (ring logits (V, 1, S/4, S/4) or None when no mask is left, {view: stage-1 mask}); the
+        ring starts at `start`, or at the first kept view when `start`'s mask was dropped."""
+        stage1 = {}
+        for view, prompt in prompts.items():
+            if cancel is not None:
+                cancel.check()
+            mask = self.refined_click_mask(view, prompt)
+            if mask.sum() >= min_area:
+                stage1[view] = mask
+        if not stage1:
+            return None, stage1
+        start = start if start in stage1 else next(iter(stage1))
+        cond = {}
+        for view, mask in stage1.items():
+            frame = self.frame_index(start, view)
+            cond[frame] = [self.prompt(view, Prompt(mask=mask), frame_idx=frame)]
+        return self.propagate(start, cond, cancel), stage1
 
     @property
     def encoded(self) -> bool:
