@@ -7,6 +7,7 @@ import pytest
 import trimesh
 
 from backend_fixtures import thread_server
+from segparts.appearance import wire_arrays
 from segparts.client import BackendError, mesh_id
 from segparts.mesh import MeshError, validate_mesh
 from segparts.meshio import load_mesh, y_up_to_z_up
@@ -164,3 +165,45 @@ def test_cues_on_the_wire_belong_to_the_mesh_id(tmp_path):
         # the server is still up and segments the mesh with its cues
         result = client.segment(with_cues)
         assert result.arrays["labels"].shape == (len(faces),)
+
+
+def test_file_normals_are_read_turned_z_up_and_sent(tmp_path):
+    """glTF NORMAL and PLY nx/ny/nz become Appearance.normals (world space, Z-up like the
+    vertices), go over the wire, and change the mesh id (they change what the renders show)."""
+    box = trimesh.creation.box()
+    flat = np.repeat(box.face_normals, 3, axis=0)  # split per corner: every corner its own vertex
+    soup = trimesh.Trimesh(box.vertices[box.faces].reshape(-1, 3), np.arange(36).reshape(-1, 3),
+                           vertex_normals=flat, process=False)
+    scene = trimesh.Scene()
+    turn = trimesh.transformations.rotation_matrix(0.5, [1, 0, 0])
+    scene.add_geometry(soup, node_name="n", geom_name="g", transform=turn)
+    path = tmp_path / "flat.glb"
+    path.write_bytes(scene.export(file_type="glb"))
+    mesh = load_mesh(path)
+    normals = mesh.appearance.normals
+    expected = y_up_to_z_up(flat @ turn[:3, :3].T)
+    np.testing.assert_allclose(normals, expected, atol=1e-6)
+    # the file's normals are the faces' own (flat), as the vertices say after the same transforms
+    tri = mesh.vertices[mesh.faces]
+    geometric = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    geometric /= np.linalg.norm(geometric, axis=1, keepdims=True)
+    np.testing.assert_allclose(normals[mesh.faces[:, 0]], geometric, atol=1e-6)
+
+    ply = tmp_path / "n.ply"
+    header = ["ply", "format ascii 1.0", "element vertex 3", "property float x", "property float y",
+              "property float z", "property float nx", "property float ny", "property float nz",
+              "element face 1", "property list uchar int vertex_indices", "end_header"]
+    ply.write_text("\n".join(header + ["0 0 0 0 0 1", "1 0 0 0 0 1", "0 1 0 0 0 1", "3 0 1 2"]) + "\n")
+    np.testing.assert_allclose(load_mesh(ply).appearance.normals, [[0, 0, 1]] * 3)
+
+    with thread_server(tmp_path) as (server, client):
+        looks = wire_arrays(mesh.appearance, mesh.faces)
+        assert "normals" in looks
+        unshaded = client.upload_mesh(mesh.vertices, mesh.faces, cues=mesh.cues,
+                                      appearance={k: v for k, v in looks.items() if k != "normals"})
+        shaded = client.upload_mesh(mesh.vertices, mesh.faces, cues=mesh.cues, appearance=looks)
+        assert shaded == mesh.content_hash != unshaded
+        np.testing.assert_allclose(server._cache.get(("mesh", shaded)).appearance.normals, normals, atol=1e-6)
+        with pytest.raises(BackendError) as err:
+            client.upload_mesh(mesh.vertices, mesh.faces, appearance={"normals": normals[:-1]})
+        assert err.value.code == "bad_appearance"

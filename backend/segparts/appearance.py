@@ -9,10 +9,12 @@ Names, in the fixed order in which they join the mesh id (`segparts.mesh.mesh_ha
 | `face_colors` | (F, 3\|4) | colour per triangle |
 | `uv` | (F, 3, 2) | float, per triangle corner, any range (the texture repeats) |
 | `texture` | (H, W, 3\|4) | uint8, row 0 = top (v = 1); at most MAX_TEXTURE_SIDE per side |
+| `normals` | (V, 3) or (F, 3, 3) | float, the mesh's own shading normals (per vertex, or split per triangle corner) |
 
 `uv` and `texture` come together. In canonical form (what is hashed and stored) float arrays are
 float32 and uint8 arrays stay uint8; `segparts.client.mesh_id` canonicalises the same way.
-The renderer uses the first present of: texture, corner, vertex, face colours.
+The renderer uses the first present of: texture, corner, vertex, face colours; and `normals`,
+when present, instead of its 30-degree auto smooth (as Blender shows the file's or object's own normals).
 """
 from __future__ import annotations
 
@@ -49,6 +51,9 @@ def wire_arrays(appearance, faces) -> dict[str, np.ndarray]:
         uv = np.asarray(uv)
         out["uv"] = canonical("uv", uv if uv.ndim == 3 else uv[np.asarray(faces, dtype=np.int64)])
         out["texture"] = canonical("texture", texture)
+    normals = getattr(appearance, "normals", None)
+    if normals is not None:
+        out["normals"] = canonical("normals", normals)
     return out
 
 
@@ -68,6 +73,8 @@ def from_wire(arrays: dict, n_vertices: int, n_faces: int):
     if "uv" in arrays:
         _check_uv(arrays["uv"], n_faces)
         _check_texture(arrays["texture"])
+    if "normals" in arrays:
+        _check_normals(arrays["normals"], n_vertices, n_faces)
     from .render import Appearance
 
     return Appearance(**{name: np.array(canonical(name, values), copy=True) for name, values in arrays.items()})
@@ -98,6 +105,16 @@ def _check_uv(uv: np.ndarray, n_faces: int) -> None:
         raise _bad(f"uv must be float, got dtype {uv.dtype}")
     if not np.isfinite(uv).all():
         raise _bad("uv has NaN or infinite values")
+
+
+def _check_normals(normals: np.ndarray, n_vertices: int, n_faces: int) -> None:
+    if normals.shape not in ((n_vertices, 3), (n_faces, 3, 3)):
+        raise _bad(f"normals must have shape ({n_vertices}, 3) per vertex or ({n_faces}, 3, 3) per triangle "
+                   f"corner, got {normals.shape}")
+    if normals.dtype.kind != "f":
+        raise _bad(f"normals must be float, got dtype {normals.dtype}")
+    if not np.isfinite(normals).all():
+        raise _bad("normals have NaN or infinite values")
 
 
 def _check_texture(texture: np.ndarray) -> None:

@@ -83,7 +83,7 @@ def read_token(path: str | Path) -> str | None:
 
 FACE_CUES = ("material", "group")  # optional per-face authoring cues of upload_mesh, in hash order
 # optional appearance arrays of upload_mesh, in hash order (see docs/protocol.md)
-APPEARANCE_ARRAYS = ("vertex_colors", "corner_colors", "face_colors", "uv", "texture")
+APPEARANCE_ARRAYS = ("vertex_colors", "corner_colors", "face_colors", "uv", "texture", "normals")
 
 
 def appearance_arrays(appearance: dict | None) -> dict:

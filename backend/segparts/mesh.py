@@ -28,7 +28,7 @@ DEFAULT_MAX_FACES = 5_000_000
 MAX_COORDINATE = 1e100
 FACE_CUES = ("material", "group")  # optional per-face integer arrays: the authoring cues
 # optional appearance arrays, in hash order (segparts.appearance validates them)
-APPEARANCE_ARRAYS = ("vertex_colors", "corner_colors", "face_colors", "uv", "texture")
+APPEARANCE_ARRAYS = ("vertex_colors", "corner_colors", "face_colors", "uv", "texture", "normals")
 
 
 class MeshError(ValueError):
@@ -187,7 +187,7 @@ def _check_appearance(appearance, n_vertices: int, n_faces: int) -> None:
     if appearance is None:
         return
     sizes = {"vertex_colors": (n_vertices,), "corner_colors": (n_faces,), "face_colors": (n_faces,),
-             "uv": (n_vertices, n_faces)}
+             "uv": (n_vertices, n_faces), "normals": (n_vertices, n_faces)}
     for name, allowed in sizes.items():
         value = getattr(appearance, name, None)
         if value is not None and len(value) not in allowed:

@@ -81,10 +81,12 @@ def load_mesh(path: str | Path, max_faces: int = DEFAULT_MAX_FACES, up_axis: str
     except Exception as exc:  # parsers raise anything on garbage; report it as one line
         raise MeshError("unreadable", f"{path.name}: cannot read as {suffix[1:].upper()}: "
                                       f"{_one_line(exc)}") from None
+    appearance = extra[0] if extra else None
     if (up_axis or ("y" if suffix in Y_UP_SUFFIXES else "z")) == "y" and len(vertices):
         vertices = y_up_to_z_up(np.asarray(vertices, dtype=np.float64))
+        if appearance is not None and appearance.normals is not None:
+            appearance.normals = y_up_to_z_up(appearance.normals)  # a rotation: normals turn alike
     triangles, face_map, n_polygons = _triangulate(polygons)
-    appearance = extra[0] if extra else None
     cues = extra[1] if len(extra) > 1 else {}
     if face_map is not None:  # per polygon -> per triangle
         if appearance is not None and appearance.face_colors is not None:
@@ -335,14 +337,18 @@ def _ply_cues(face) -> dict[str, np.ndarray]:
 
 
 def _ply_appearance(vertex, face):
-    """Vertex colours, else face colours (per polygon here; load_mesh spreads them to triangles)."""
+    """Vertex colours, else face colours (per polygon here; load_mesh spreads them to triangles),
+    and the vertex normals nx/ny/nz when the file has them."""
     from .render import Appearance
 
+    names = _field_names(vertex)
+    normals = (np.column_stack([np.asarray(vertex[k], dtype=np.float64).ravel() for k in ("nx", "ny", "nz")])
+               if all(k in names for k in ("nx", "ny", "nz")) else None)
     vertex_colors = _ply_colours(vertex)
     if vertex_colors is not None:
-        return Appearance(vertex_colors=vertex_colors)
+        return _with_normals(Appearance(vertex_colors=vertex_colors), normals)
     face_colors = _ply_colours(face)
-    return None if face_colors is None else Appearance(face_colors=face_colors)
+    return _with_normals(None if face_colors is None else Appearance(face_colors=face_colors), normals)
 
 
 def _ply_colours(data) -> np.ndarray | None:
@@ -477,7 +483,9 @@ def _read_scene(path: Path):
     import trimesh
 
     loaded = trimesh.load(path, process=False)
+    normals = None
     if isinstance(loaded, trimesh.Scene):
+        normals = _scene_normals(loaded)  # before dump(), which drops the file's normals
         # same as the deprecated dump(concatenate=True): geometry in graph order, transforms baked
         meshes = [g for g in loaded.dump() if isinstance(g, trimesh.Trimesh) and len(g.faces)]
         if not meshes:
@@ -496,7 +504,35 @@ def _read_scene(path: Path):
     from .render import Appearance
 
     vertices, faces = np.asarray(loaded.vertices), np.asarray(loaded.faces, dtype=np.int64)
-    return vertices, faces, Appearance.from_trimesh(loaded), cues
+    return vertices, faces, _with_normals(Appearance.from_trimesh(loaded), normals), cues
+
+
+def _with_normals(appearance, normals):
+    """The appearance carrying the file's shading normals (one is made for an uncoloured mesh)."""
+    if normals is None:
+        return appearance
+    from .render import Appearance
+
+    appearance = appearance if appearance is not None else Appearance()
+    appearance.normals = normals
+    return appearance
+
+
+def _scene_normals(scene) -> np.ndarray | None:
+    """(V, 3) vertex normals of the concatenated scene as stored in the file, in world space (the
+    same node order and transforms as dump()), or None unless every mesh node carries its own.
+    trimesh keeps a file's NORMAL attribute only in the geometry's cache, so that is where to look."""
+    out = []
+    for node in scene.graph.nodes_geometry:
+        transform, name = scene.graph[node]
+        geometry = scene.geometry[name]
+        if not hasattr(geometry, "faces") or not len(geometry.faces):
+            continue
+        if "vertex_normals" not in geometry._cache:
+            return None
+        turned = np.asarray(geometry.vertex_normals, dtype=np.float64) @ np.linalg.inv(np.asarray(transform)[:3, :3])
+        out.append(turned / np.maximum(np.linalg.norm(turned, axis=1, keepdims=True), 1e-12))
+    return np.concatenate(out) if out else None
 
 
 def _scene_cues(meshes: list) -> dict[str, np.ndarray]:
