@@ -31,7 +31,6 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import msgpack
 import numpy as np
 import zmq
 
@@ -963,13 +962,16 @@ def _request_id(header: dict):
 _PATH = re.compile(r"\s*\([^)]*\)|(?<![\w.])(?:[A-Za-z]:\\|/|~)\S*")
 
 
+def _strip_paths(text) -> str:
+    return _PATH.sub("", str(text)).strip()
+
+
 def _without_paths(availability: dict) -> dict:
     """An engine's availability for a peer without the token: what is missing and the command
     that fetches it, with file system paths left out."""
-    strip = lambda text: _PATH.sub("", str(text)).strip()  # noqa: E731
-    missing = [strip(m) for m in availability.get("missing", [])]
+    missing = [_strip_paths(m) for m in availability.get("missing", [])]
     out = {"available": bool(availability.get("available")), "missing": missing,
-           "fix": strip(availability.get("fix", ""))}
+           "fix": _strip_paths(availability.get("fix", ""))}
     out["message"] = "available" if out["available"] else (
         "missing: " + "; ".join(missing) + (f". To fix: {out['fix']}" if out["fix"] else ""))
     return out

@@ -1,5 +1,7 @@
 """`segparts bench hardening`: the figures of issue 12 on a real `segparts serve` process.
 
+0. pre-authentication memory: token-less messages with big array frames, back to back; their
+   answers and the server's peak RSS;
 1. malformed messages: the structured fuzzer of segparts.bench.fuzzing (every field of every op
    made wrong, with the right token) plus raw garbage; messages tried per op and the answers;
    server RSS before and after;
@@ -11,6 +13,7 @@ Needs hypothesis and psutil (the test/bench extras).
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -34,8 +37,10 @@ def register(sub):
     p.add_argument("--cache-mb", type=float, default=64)
     p.add_argument("--cancel-faces", type=int, default=400_000, help="mesh for the cancel latencies")
     p.add_argument("--cancel-runs", type=int, default=3)
-    p.add_argument("--sections", default="malformed,rounds,cancel",
-                   help="comma-separated subset of malformed,rounds,cancel (default: all)")
+    p.add_argument("--preauth-messages", type=int, default=8,
+                   help="token-less messages of two 60 MB frames sent at once (default 8)")
+    p.add_argument("--sections", default="preauth,malformed,rounds,cancel",
+                   help="comma-separated subset of preauth,malformed,rounds,cancel (default: all)")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the figures as JSON")
     p.set_defaults(func=run)
 
@@ -43,6 +48,9 @@ def register(sub):
 def run(args) -> int:
     sections = set(args.sections.split(","))
     figures: dict = {}
+    if "preauth" in sections:
+        with _server(args.cache_mb, ["--max-message-mb", "128"]) as (client, port, server):
+            figures["preauth"] = token_less_arrays(port, server, args.preauth_messages)
     if "malformed" in sections:
         for name in ("SEGPARTS_VLM_URL", "SEGPARTS_VLM_MODEL", "SEGPARTS_VLM_API_KEY"):
             os.environ.pop(name, None)  # the fuzzed name_parts must stay refused: nothing goes out
@@ -67,8 +75,32 @@ def run(args) -> int:
     return 0
 
 
+def token_less_arrays(port: int, server, n_messages: int, frame_mb: int = 60) -> dict:
+    """Token-less messages carrying two big frames each, sent back to back on one connection:
+    all must be answered `unauthorized`, and the server's peak RSS must stay near a couple of
+    messages, not all of them."""
+    import msgpack
+    import zmq
+
+    idle = server.memory_info().rss
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(f"tcp://127.0.0.1:{port}")
+    frame = bytes(frame_mb << 20)
+    spec = {"name": "a", "dtype": "|u1", "shape": [frame_mb << 20]}
+    for i in range(n_messages):
+        sock.send_multipart([msgpack.packb({"v": 1, "id": i, "op": "status", "arrays": [spec, spec]}), frame, frame])
+    codes = []
+    while len(codes) < n_messages and sock.poll(60_000):
+        header = msgpack.unpackb(sock.recv_multipart()[0])
+        codes.append((header.get("error") or {}).get("code"))
+    sock.close(0)
+    return {"messages": n_messages, "message_mb": 2 * frame_mb, "answers": dict(collections.Counter(codes)),
+            "idle_rss_mb": round(idle / MB, 1), "peak_rss_mb": round(_peak_rss(server) / MB, 1)}
+
+
 @contextlib.contextmanager
-def _server(cache_mb: float):
+def _server(cache_mb: float, extra: tuple = ()):
     """A fresh `segparts serve` process for one section; yields (client, port, psutil.Process)."""
     import psutil
 
@@ -76,7 +108,7 @@ def _server(cache_mb: float):
     from .transport import start_server
 
     with tempfile.TemporaryDirectory() as runtime:
-        proc, port = start_server(runtime, ["--cache-mb", str(cache_mb), "--log-level", "ERROR"])
+        proc, port = start_server(runtime, ["--cache-mb", str(cache_mb), "--log-level", "ERROR", *extra])
         try:
             client = BackendClient(port=port, token_file=Path(runtime) / f"token-{port}", timeout=60)
             client.hello()
