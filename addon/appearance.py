@@ -53,6 +53,14 @@ def triangle_loops(mesh, topo) -> np.ndarray:
     return out.reshape(n, 3)
 
 
+def corner_normals(mesh, tri_loops: np.ndarray) -> np.ndarray:
+    """(T, 3, 3) float32 shading normal at each triangle corner, in object space (Blender's
+    corner normals: flat faces, smooth faces, sharp edges and custom split normals)."""
+    values = np.empty(len(mesh.loops) * 3, dtype=np.float32)
+    mesh.corner_normals.foreach_get("vector", values)
+    return values.reshape(-1, 3)[tri_loops]
+
+
 def corner_uv(mesh, tri_loops) -> np.ndarray | None:
     """(T, 3, 2) active UV map at each triangle corner, or None without a UV map.
     `tri_loops()` gives triangle_loops (called only when there is a UV map)."""

@@ -68,10 +68,18 @@ def triangles(mesh, topo: Topology | None = None) -> tuple[np.ndarray, np.ndarra
     return tris, tri_poly
 
 
-def mesh_arrays(obj) -> MeshArrays:
+def renders(engine: str) -> bool:
+    """Whether an engine renders the mesh (and so needs its shading normals): the learned ones
+    do; the weight-free geometric engine works on the geometry alone."""
+    return engine != "geometric"
+
+
+def mesh_arrays(obj, normals: bool = False) -> MeshArrays:
     """The ORIGINAL mesh of `obj` (modifiers not applied), triangulated, in world orientation
     (the object's rotation and scale applied, see orientation.py), with its authoring cues and
-    what the user sees (appearance.py).
+    what the user sees (appearance.py); with `normals`, its shading normals per triangle corner
+    too (flat/smooth faces, sharp edges and custom normals as the viewport shows them), for the
+    engines that render the mesh.
 
     Labels come back per triangle and are mapped to these polygons; with modifiers the evaluated
     mesh has other faces, which is why we never send it."""
@@ -88,6 +96,8 @@ def mesh_arrays(obj) -> MeshArrays:
         raise ValueError(f"{obj.name!r} has no faces to segment")
     cues = {name: values[tri_poly] for name, values in authoring_cues(mesh).items()}
     looks = appearance.surface_arrays(obj, topo, tri_poly)
+    if normals:
+        looks["normals"] = appearance.corner_normals(mesh, appearance.triangle_loops(mesh, topo))
     world, tris, looks = orientation.to_world(vertices(mesh), tris, looks, orientation.linear_part(obj.matrix_world))
     return MeshArrays(world, tris, tri_poly, len(mesh.polygons), topo, cues, looks)
 

@@ -285,7 +285,7 @@ def start_segment(obj, engine: str) -> None:
         raise RuntimeError(f"{obj.name!r} is already being segmented")
     from . import background
 
-    arrays = mesh_io.mesh_arrays(obj)
+    arrays = mesh_io.mesh_arrays(obj, normals=mesh_io.renders(engine))
     name = obj.name
 
     def done(job, msg):
@@ -348,7 +348,7 @@ def start_pick(obj, engine: str, clicks: list[dict]) -> None:
     s = get_session()
     if not s.ready:
         raise RuntimeError(s.message)
-    arrays = mesh_io.mesh_arrays(obj)
+    arrays = mesh_io.mesh_arrays(obj, normals=mesh_io.renders(engine))
     mid = mesh_id(arrays.vertices, arrays.faces, arrays.cues, arrays.appearance)
     name = obj.name
 

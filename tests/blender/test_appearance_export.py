@@ -257,3 +257,29 @@ def test_a_rotated_mirrored_object_is_sent_in_world_orientation(runtime, backend
                                abs(np.linalg.det(linear)) * signed_volume(local, tris))  # ... and uploaded
     check_corner_colours(mesh, arrays, colours[:, :3])  # colours swapped with their corners
     segment_and_check_id(runtime, obj, arrays)
+
+
+@pytest.mark.parametrize("smooth", [False, True])
+def test_shading_normals_follow_the_object_for_rendering_engines(runtime, smooth):
+    """Engines that render get Blender's own corner normals, turned with the mesh (inverse
+    transpose, mirror included): flat faces show their face normal, smooth ones blend."""
+    obj = boxes_object(with_tris=False)
+    obj.data.shade_smooth() if smooth else obj.data.shade_flat()
+    obj.rotation_euler = (0.4, 0.2, -0.9)
+    obj.scale = (2.0, -0.5, 1.0)  # non-uniform and mirroring
+    bpy.context.view_layer.update()
+    mesh_io = sub(runtime, "mesh_io")
+    assert "normals" not in mesh_io.mesh_arrays(obj).appearance  # the geometric engine renders nothing
+    assert mesh_io.renders("geosam2") and not mesh_io.renders("geometric")
+    arrays = mesh_io.mesh_arrays(obj, normals=True)
+    normals = arrays.appearance["normals"]
+    assert normals.shape == (len(arrays.faces), 3, 3)
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=2), 1.0, atol=1e-5)
+    tri = arrays.vertices[arrays.faces]
+    face = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    face /= np.linalg.norm(face, axis=1, keepdims=True)
+    agreement = np.einsum("fck,fk->fc", normals, face)
+    if smooth:  # box corners blend three faces: never the face normal, still on its side
+        assert (agreement > 0.1).all() and (agreement < 0.99).all()
+    else:  # outward face normals of the uploaded (turned, re-wound) triangles
+        np.testing.assert_allclose(agreement, 1.0, atol=1e-4)
