@@ -245,3 +245,42 @@ def test_points_follow_the_release_transform_chain():
     assert np.isclose(coord[:, 0].min(), -coord[:, 0].max(), atol=1e-6)  # centred in x
     # every sample's grid point lies in the same voxel neighbourhood
     assert np.abs(pts.grid_xyz[pts.inverse] - pts.sample_xyz).max() < 0.05
+
+
+def _flat_grid_points(h, w):
+    """Grid points one per pixel of an (h, w) image lying flat at z = 0, spacing 0.01."""
+    ys, xs = np.mgrid[0:h, 0:w]
+    xyz = np.stack([xs * 0.01, ys * 0.01, np.zeros_like(xs)], axis=-1).astype(np.float64)
+    flat = xyz.reshape(-1, 3)
+    points = grouping.ObjectPoints(flat, np.zeros(len(flat), np.int64), np.arange(len(flat)), flat,
+                                   np.zeros((len(flat), 3), np.int64), np.zeros((len(flat), 9), np.float32))
+    return points, xyz
+
+
+def test_a_view_with_exactly_one_kept_mask_supervises_its_pixels_at_the_mask_scale():
+    """The release takes a one-column view's only mask whatever level was drawn (its CDF is 0),
+    at the mask's full scale; the other view has two nested masks, so the keys are two wide."""
+    h = w = 12
+    points, xyz = _flat_grid_points(h, w)
+    fg = np.ones((h, w), bool)
+    half = np.zeros((h, w), bool)
+    half[:, :6] = True
+    quarter = np.zeros((h, w), bool)
+    quarter[:6, :6] = True
+    groups = grouping.build_view_groups(points, [xyz, xyz], [fg, fg], [[half], [quarter, half]])
+    assert groups.keys.shape[1] == 2
+    single_scale = groups.mask_scale[groups.mask_view == 0][0]
+    cfg = grouping.TrainConfig(views_per_batch=40, pixels_per_view=32)
+    rng = np.random.default_rng(0)
+    seen = 0
+    for _ in range(5):
+        batch = grouping.sample_batch(groups, cfg, rng)
+        rows = batch.point.numpy()
+        ids, scales = batch.mask_id.numpy(), batch.scale.numpy()[:, 0]
+        of_view0 = (ids >= 0) & (groups.mask_view[np.maximum(ids, 0)] == 0)
+        inside = half.reshape(-1)[rows]
+        seen += of_view0.sum()
+        assert np.allclose(scales[of_view0], single_scale, rtol=1e-5)
+        assert inside[of_view0].all()
+    # about half the batches' views are view 0, and the eroded half mask covers ~40% of its pixels
+    assert seen > 0.1 * 5 * cfg.views_per_batch * cfg.pixels_per_view

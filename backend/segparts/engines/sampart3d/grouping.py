@@ -115,6 +115,7 @@ class ViewGroups:
     cdf: np.ndarray  # (T, L) group-sampling CDF (1.0 on padding)
     mask_scale: np.ndarray  # (G,) 3D scale of every kept mask (global ids)
     mask_view: np.ndarray  # (G,) view of every kept mask
+    view_depth: np.ndarray | None = None  # (N,) most kept masks on one pixel of each view (the release's key width)
     n_masks_in: int = 0  # after the foreground/background filter
     n_masks_kept: int = 0  # after the scale filter
     n_masks_raw: int = 0  # as the mask source gave them
@@ -162,7 +163,7 @@ def build_view_groups(points: ObjectPoints, pixel_xyz: list[np.ndarray], foregro
                       masks_per_view: list[list[np.ndarray]]) -> ViewGroups:
     """Per view: pixel -> point mapping, filtered/eroded masks, their scales, per-pixel group lists."""
     tree = cKDTree(points.grid_xyz)
-    starts, counts, point_rows, key_rows, cdf_rows, scales, views = [], [], [], [], [], [], []
+    starts, counts, point_rows, key_rows, cdf_rows, scales, views, depths = [], [], [], [], [], [], [], []
     n_in = n_kept = n_raw = 0
     offset = total = 0
     for v, (xyz, fg, masks) in enumerate(zip(pixel_xyz, foreground, masks_per_view)):
@@ -177,6 +178,7 @@ def build_view_groups(points: ObjectPoints, pixel_xyz: list[np.ndarray], foregro
         s = mask_scales(cover, xyz[valid])
         keep = s < MAX_SCALE  # NaN compares False, as in the release
         cover, s = cover[keep], s[keep]
+        depths.append(int(eroded[keep].sum(axis=0).max()) if keep.any() else 0)  # over all pixels, as the release
         n_kept += len(s)
         keys, cdf = _pixel_groups(cover)
         starts.append(total)
@@ -192,7 +194,7 @@ def build_view_groups(points: ObjectPoints, pixel_xyz: list[np.ndarray], foregro
     keys = np.concatenate([np.pad(k, ((0, 0), (0, width - k.shape[1])), constant_values=-1) for k in key_rows])
     cdf = np.concatenate([np.pad(c, ((0, 0), (0, width - c.shape[1])), constant_values=1.0) for c in cdf_rows])
     return ViewGroups(np.array(starts), np.array(counts), np.concatenate(point_rows), keys, cdf.astype(np.float32),
-                      np.concatenate(scales), np.concatenate(views), n_in, n_kept, n_raw)
+                      np.concatenate(scales), np.concatenate(views), np.array(depths), n_in, n_kept, n_raw)
 
 
 def _pixel_groups(cover: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -311,12 +313,22 @@ def sample_batch(groups: ViewGroups, cfg: TrainConfig, rng: np.random.Generator)
 
     u_level, u_scale = rng.random(2)
     keys, cdf = groups.keys[rows], groups.cdf[rows]
-    level = np.minimum((u_level > cdf).sum(axis=1), keys.shape[1] - 1)
+    drawn = (u_level > cdf).sum(axis=1)  # the release's `random_index`
+    level = np.minimum(drawn, keys.shape[1] - 1)
     mask = keys[np.arange(len(rows)), level]
     smaller = keys[np.arange(len(rows)), np.maximum(level - 1, 0)]
     s_mask = np.where(mask >= 0, groups.mask_scale[np.maximum(mask, 0)], 0.0) if len(groups.mask_scale) else np.zeros(len(rows))
     s_smaller = np.where(smaller >= 0, groups.mask_scale[np.maximum(smaller, 0)], 0.0) if len(groups.mask_scale) else s_mask
     scale = np.where(level == 0, s_mask * u_scale, s_smaller + (s_mask - s_smaller) * u_scale)
+    if groups.view_depth is not None:
+        # views whose pixels lie in at most one mask: the release takes that mask whatever was
+        # drawn (its key array has one column), at its full scale unless the draw was level 0.
+        # A view with exactly one mask has CDF 0 (log of share 1), so every draw is past it.
+        flat = np.repeat(groups.view_depth[views] <= 1, cfg.pixels_per_view)
+        first = keys[:, 0]
+        s_first = np.where(first >= 0, groups.mask_scale[np.maximum(first, 0)], 0.0) if len(groups.mask_scale) else np.zeros(len(rows))
+        mask = np.where(flat, first, mask)
+        scale = np.where(flat, np.where(drawn == 0, s_first * u_scale, s_first), scale)
     return Batch(torch.from_numpy(groups.point[rows]), torch.from_numpy(mask.astype(np.int64)),
                  torch.from_numpy(scale.astype(np.float32)).view(-1, 1))
 
