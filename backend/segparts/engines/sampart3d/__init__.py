@@ -130,8 +130,7 @@ class SAMPart3DEngine:
 
         t = time.perf_counter()
         seed = int(options.get("seed", 0))
-        face_colors = None if mesh.appearance is None else mesh.appearance.face_base_colors(mesh.faces, mesh.n_vertices)
-        points = grouping.prepare_points(render_mesh.vertices, render_mesh.faces, face_colors=face_colors, seed=seed,
+        points = grouping.prepare_points(render_mesh.vertices, render_mesh.faces, appearance=mesh.appearance, seed=seed,
                                          n_points=int(options.get("n_points", grouping.N_POINTS)))
         progress(0.25, "backbone features")
         backbone_feat = self._features(mesh, points, options, seed)

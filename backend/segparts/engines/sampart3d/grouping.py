@@ -25,6 +25,7 @@ MAX_SCALE = 2.0
 MAPPING_DISTANCE = 0.03
 FEATURE_DIM = 384
 RAW_DIM = 9
+UNTEXTURED_GREY = 102  # trimesh's default face colour: what the release's points get without colours
 ITERATIONS = {"paper": 5000, "fast": 800}
 
 
@@ -70,16 +71,42 @@ def sample_surface(vertices: np.ndarray, faces: np.ndarray, count: int, seed: in
     return t[:, 0] + u * (t[:, 1] - t[:, 0]) + v * (t[:, 2] - t[:, 0]), face
 
 
+def sample_colors(appearance, vertices: np.ndarray, faces: np.ndarray, xyz: np.ndarray, face: np.ndarray) -> np.ndarray:
+    """(P, 3) uint8 colour of each surface sample as the release reads it (trimesh): a base-colour
+    texture is sampled at the sample's UV, bilinearly (`uv_to_interpolated_color`); otherwise the
+    face's colour; a mesh without colours gets trimesh's default grey 102 (-0.2 after scaling)."""
+    if appearance is None:
+        return np.full((len(face), 3), UNTEXTURED_GREY, np.uint8)
+    if appearance.texture is not None and appearance.uv is not None:
+        from PIL import Image
+        from trimesh.triangles import points_to_barycentric
+        from trimesh.visual.color import uv_to_interpolated_color
+
+        uv = np.asarray(appearance.uv, dtype=np.float64)
+        corner_uv = uv[face] if uv.ndim == 3 else uv[np.asarray(faces)[face]]  # (P, 3, 2)
+        weights = points_to_barycentric(vertices[np.asarray(faces)[face]], xyz)
+        texture = np.asarray(appearance.texture)
+        if texture.dtype != np.uint8:
+            texture = np.clip(np.rint(texture * 255.0), 0, 255).astype(np.uint8)
+        image = Image.fromarray(np.ascontiguousarray(texture[..., :3]))
+        return uv_to_interpolated_color(np.einsum("pk,pkc->pc", weights, corner_uv), image)[:, :3]
+    return appearance.face_base_colors(faces, len(vertices))[face, :3]
+
+
 def prepare_points(render_vertices: np.ndarray, faces: np.ndarray, face_colors: np.ndarray | None = None,
-                   n_points: int = N_POINTS, seed: int = 0) -> ObjectPoints:
+                   n_points: int = N_POINTS, seed: int = 0, appearance=None) -> ObjectPoints:
     """Samples of the (render-normalised, Z-up) mesh and the release's transform chain on them.
 
-    `face_colors` (F, 3) uint8 is the base colour per face; None = untextured (colour 0)."""
+    Colour (3 of the backbone's 9 input channels): `face_colors` (F, 3) uint8 per face when given,
+    else sampled per point from `appearance` (a `segparts.render.Appearance`, see `sample_colors`)."""
     xyz, face = sample_surface(render_vertices, faces, n_points, seed)
     tri = render_vertices[faces]
     normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
-    color = np.zeros((n_points, 3)) if face_colors is None else np.asarray(face_colors, float)[face, :3]
+    if face_colors is not None:
+        color = np.asarray(face_colors, float)[face, :3]
+    else:
+        color = sample_colors(appearance, render_vertices, faces, xyz, face).astype(float)
 
     coord = to_y_up(xyz)
     coord = coord - coord.mean(axis=0)  # NormalizeCoord: unit sphere around the centroid
@@ -412,8 +439,9 @@ def train_field(backbone_feat: np.ndarray, raw_feat: np.ndarray, groups: ViewGro
         feat, feat_larger = both[: len(point)], both[len(point):]
         loss, parts = contrastive_loss(feat, feat_larger, batch.mask_id.to(device), cfg.views_per_batch)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if loss.requires_grad:  # a batch without one valid pair (all drawn views maskless) teaches nothing
+            loss.backward()
+            opt.step()
         sched.step()
         if it % cfg.check_every == 0 or it == cfg.iterations - 1:
             result.losses.append((it, loss.item(), parts))
