@@ -116,6 +116,26 @@ def test_oracle_run_reports_progress_hierarchy_and_scale_statistics(oracle_run):
     assert len(np.unique(h.cut(scale=0.0))) >= len(np.unique(h.cut(scale=0.999)))
 
 
+def test_recut_reclusters_the_trained_field_at_the_chosen_scale(oracle_run):
+    """A new slider position is HDBSCAN at that scale on the cached field (not a merge of the finest
+    clustering), clustered once per scale; `parts` still cuts the hierarchy."""
+    from segparts.engines.base import recut
+
+    engine, mesh, part, coarse, seg, events = oracle_run
+    trained = seg.state.trained
+    coarse_cut = recut(engine, seg, SegmentParams(scale=0.75))
+    assert coarse_cut.state.trained is trained and coarse_cut.info["sampart3d_scale"] == 1.5
+    assert np.array_equal(coarse_cut.labels, seg.state.face_labels_at[1.5])
+    between = recut(engine, seg, SegmentParams(scale=0.3))  # not one of the five standard scales
+    assert 0.6 in seg.state.face_labels_at and np.array_equal(between.labels, seg.state.face_labels_at[0.6])
+    assert "cluster_0.6_s" in seg.state.timings
+    again = recut(engine, seg, SegmentParams(scale=0.3))
+    assert np.array_equal(again.labels, between.labels)
+    assert class_agnostic_miou(between.labels, part) >= 0.9 or class_agnostic_miou(between.labels, coarse) >= 0.9
+    two = recut(engine, seg, SegmentParams(parts=2))
+    assert len(np.unique(two.labels)) == 2 and two.info["sampart3d_scale"] is None
+
+
 def test_cancellation_stops_training():
     mesh, part = four_blocks()
     token = CancelToken()
@@ -309,6 +329,9 @@ def test_textured_points_sample_the_texture_per_point_not_per_face():
     options = dict(ORACLE_OPTIONS, iterations=2, views_per_batch=2, pixels_per_view=16, n_points=2000, render_size=64,
                    mask_source=masks)
     seg = SAMPart3DEngine("cpu").segment(mesh, SegmentParams(options=options))
+    # no scale asked: the paper's best scale, SAMPart3D 0.0 (the finest clustering)
+    assert seg.info["auto_scale"] == 0.0 and seg.info["sampart3d_scale"] == 0.0
+    assert np.array_equal(seg.labels, seg.state.face_labels_at[0.0])
     points = seg.state.points
     _, norm = normalize_for_rendering(mesh.vertices)
     u = norm.inverse(points.grid_xyz)[:, 0] + 0.5
