@@ -182,7 +182,7 @@ def test_missing_checkpoints_name_the_file_and_the_fix(tmp_path, monkeypatch):
     availability = engine.availability()
     assert not availability.available
     text = availability.message()
-    assert str(tmp_path / "ptv3-object.pth") in text and "sam2.1_hiera_large.pt" in text
+    assert str(tmp_path / "ptv3-object.pth") in text and "sam_vit_h_4b8939.pth" in text  # the paper preset
     assert "segparts models fetch ptv3-object" in availability.fix
     mesh, _ = four_blocks()
     with pytest.raises(EngineUnavailable, match="ptv3-object"):

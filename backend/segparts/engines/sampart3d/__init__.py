@@ -7,11 +7,13 @@ release's contrastive loss -> HDBSCAN per scale -> per-face labels by voting. Sc
 `scale` in [0, 1] is SAMPart3D's scale 2 * scale (0 = finest groups, 2 = largest); the default is 0
 (the paper's best), and `recut` re-clusters the trained field at any other scale.
 
-Options (SegmentParams.options): quality "paper" (5000 iterations) | "fast" (800); iterations,
-views_per_batch, pixels_per_view, lr, n_points (override the release's values); n_views 16 | 36; render_size (512);
-mask_source: a MaskSource object (e.g. ProvidedMasks) instead of SAM 2; sam2_model (checkpoint
-name, default sam2.1-hiera-large); backbone "ptv3" | "none" ("none" = zero backbone features,
-for tests only: it is never chosen automatically); up_axis "z" (Blender) | "y"; seed.
+Options (SegmentParams.options): quality "paper" (the release: SAM ViT-H masks, 5000 iterations) |
+"fast" (SAM 2.1 Hiera-L masks, 800 iterations); mask_model "sam-vit-h" | a SAM 2.1 checkpoint name
+(overrides the preset's; `sam2_model` is its older name); iterations, views_per_batch,
+pixels_per_view, lr, n_points (override the release's values); n_views 16 | 36; render_size (512);
+mask_source: a MaskSource object (e.g. ProvidedMasks) instead of SAM; backbone "ptv3" | "none"
+("none" = zero backbone features, for tests only: it is never chosen automatically);
+up_axis "z" (Blender) | "y"; seed.
 """
 from __future__ import annotations
 
@@ -30,7 +32,21 @@ from ...mesh import Mesh, MeshError
 
 BACKBONE_MODEL = "ptv3-object"
 DEFAULT_SAM2 = "sam2.1-hiera-large"
-PACKAGES = ("torch", "spconv", "sam2", "hdbscan", "sklearn")
+SAM_VIT_H = "sam-vit-h"  # the release's mask model (segment-anything's sam_vit_h_4b8939.pth)
+MASK_MODEL_OF_QUALITY = {"paper": SAM_VIT_H, "fast": DEFAULT_SAM2}
+PACKAGES = ("torch", "spconv", "hdbscan", "sklearn")
+
+
+def mask_model_name(options: dict) -> str:
+    """The mask model an options dict asks for: explicit `mask_model` / `sam2_model`, else the
+    quality preset's (paper: the release's SAM ViT-H; fast: SAM 2.1 Hiera-L)."""
+    name = options.get("mask_model") or options.get("sam2_model")
+    if name is None:
+        quality = options.get("quality", "paper")
+        if quality not in MASK_MODEL_OF_QUALITY:
+            raise ValueError(f"quality must be one of {', '.join(MASK_MODEL_OF_QUALITY)}, not {quality!r}")
+        name = MASK_MODEL_OF_QUALITY[quality]
+    return name
 MIN_FACES = 4
 # the first result: engine scale 0 = SAMPart3D scale 0.0, the paper's best single scale on
 # PartObjaverse-Tiny (class-agnostic mIoU 49.1 at 0.0 vs 39.6 at 1.0)
@@ -69,18 +85,20 @@ class SAMPart3DEngine:
 
     def __init__(self, device: str = "cpu"):
         self.device = "cuda" if device == "cuda" else "cpu"
-        self._sam2 = {}
+        self._mask_generators = {}
 
     # ------------------------------------------------------------------ availability
     def availability(self, options: dict | None = None) -> Availability:
         """Checks files and packages without importing torch."""
         options = options or {}
-        missing = _missing_packages(PACKAGES)
+        packages = list(PACKAGES)
         models = []
         if options.get("backbone", "ptv3") != "none":
             models.append(BACKBONE_MODEL)
         if options.get("mask_source") is None:
-            models.append(options.get("sam2_model", DEFAULT_SAM2))
+            models.append(mask_model_name(options))
+            packages.append("segment_anything" if models[-1] == SAM_VIT_H else "sam2")
+        missing = _missing_packages(packages)
         fix = []
         if models:
             absent, fetch = _missing_models(models)
@@ -88,7 +106,7 @@ class SAMPart3DEngine:
             if fetch:
                 fix.append(fetch)
         if any(m.startswith("python package") for m in missing):
-            fix.append("make setup (installs spconv, sam2, hdbscan, scikit-learn)")
+            fix.append("make setup (installs spconv, sam2, segment-anything, hdbscan, scikit-learn)")
         return Availability(not missing, missing, " && ".join(fix))
 
     def _require(self, options: dict):
@@ -125,7 +143,7 @@ class SAMPart3DEngine:
         progress(0.05, "masks")
         source = options.get("mask_source")
         if source is None:
-            masks = self._sam2_source(options).masks_for_views(
+            masks = self._mask_generator(options).masks_for_views(
                 views, progress=lambda f: progress(0.05 + 0.15 * f, "masks"), check=cancel.check)
         else:
             masks = source.masks_for_views(views)
@@ -235,17 +253,20 @@ class SAMPart3DEngine:
         _FEATURE_CACHE.move_to_end(key)
         return _FEATURE_CACHE[key]
 
-    def _sam2_source(self, options: dict):
+    def _mask_generator(self, options: dict):
+        """The automatic mask generator of the requested model, built once per engine."""
         from ... import models
-        from .masks import SAM2_CONFIGS, Sam2AutomaticMasks
+        from .masks import SAM2_CONFIGS, Sam2AutomaticMasks, SamAutomaticMasks
 
-        name = options.get("sam2_model", DEFAULT_SAM2)
-        if name not in SAM2_CONFIGS:
-            raise ValueError(f"unknown SAM 2 model {name!r}; choose one of {', '.join(SAM2_CONFIGS)}")
-        if name not in self._sam2:
-            self._sam2[name] = Sam2AutomaticMasks(checkpoint=str(models.model_path(name)), config=SAM2_CONFIGS[name],
-                                                  device=self.device)
-        return self._sam2[name]
+        name = mask_model_name(options)
+        if name != SAM_VIT_H and name not in SAM2_CONFIGS:
+            raise ValueError(f"unknown mask model {name!r}; choose {SAM_VIT_H} or one of {', '.join(SAM2_CONFIGS)}")
+        if name not in self._mask_generators:
+            path = str(models.model_path(name))
+            self._mask_generators[name] = (
+                SamAutomaticMasks(checkpoint=path, device=self.device) if name == SAM_VIT_H else
+                Sam2AutomaticMasks(checkpoint=path, config=SAM2_CONFIGS[name], device=self.device))
+        return self._mask_generators[name]
 
     # ------------------------------------------------------------------ pick
     def pick(self, mesh: Mesh, segmentation: Segmentation | None, request: PickRequest,
