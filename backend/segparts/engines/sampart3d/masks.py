@@ -314,7 +314,7 @@ class SamAutomaticMasks(PointGridMasks):
 
         h, w = image.shape[:2]
         nh, nw = self._resized_shape(h, w)
-        resized = np.asarray(Image.fromarray(np.ascontiguousarray(image[..., :3])).resize((nw, nh), Image.BILINEAR))
+        resized = np.array(Image.fromarray(np.ascontiguousarray(image[..., :3])).resize((nw, nh), Image.BILINEAR))
         x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
         x = self.model.preprocess(x)  # normalise and pad to the encoder's square
         return {"embedding": self.model.image_encoder(x), "input_size": (nh, nw)}
