@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup test test-backend test-blender demo addon clean
+.PHONY: setup test test-backend test-blender demo addon addon-local clean
 
 setup: $(STAMP)
 
@@ -20,14 +20,19 @@ test-backend: setup
 	$(PY) -m pytest tests --ignore=tests/blender -q -p no:cacheprovider
 
 # bpy tests run in their own process (bpy is imported once per process)
-test-blender: setup addon
+test-blender: setup addon-local
 	@if [ -d tests/blender ]; then $(PY) -m pytest tests/blender -q -p no:cacheprovider; \
 	else echo "no Blender tests yet"; fi
 
-addon: setup
-	@if [ -f build_addon.py ]; then $(PY) build_addon.py --local; fi
+# the add-on's zips for every platform (dist/): needs only Python 3.11+ with pip, no `make setup`
+addon:
+	$(PYTHON) build_addon.py
 
-demo: setup addon
+# this platform's zip, built in the developer set-up (the tests and the demo install it)
+addon-local: setup
+	$(PY) build_addon.py --local
+
+demo: setup addon-local
 	$(PY) scripts/demo.py
 
 clean:

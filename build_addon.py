@@ -4,6 +4,10 @@
     python build_addon.py            # every platform: windows-x64, macos-arm64, macos-x64, linux-x64
     python build_addon.py --local    # only this machine's platform (tests, `make demo`)
 
+Needs only Python 3.11+ with pip (and the network for the wheels, once): Blender's extension CLI
+is used when importable (the `bpy` wheel of the developer set-up) or named by $BLENDER_EXT_CLI,
+else the zips are written with zipfile in the same layout (`--builder plain` forces that).
+
 Steps: download the pyzmq and msgpack wheels for each platform and for Python 3.11 (Blender
 4.2-5.0) and 3.13 (Blender 5.1+) with `pip download --only-binary` (cached under build/wheels, so a
 second run is quick) and FAIL if any platform lacks a wheel for any dependency; stage addon/ with
@@ -171,8 +175,9 @@ def run_cli(cli: Path, *args: str) -> str:
     return done.stdout
 
 
-def check_zip(zip_path: Path, platform_name: str, wheels: dict[str, list[Path]], cli: Path) -> None:
-    run_cli(cli, "validate", str(zip_path))
+def check_zip(zip_path: Path, platform_name: str, wheels: dict[str, list[Path]], cli: Path | None) -> None:
+    if cli is not None:
+        run_cli(cli, "validate", str(zip_path))
     with zipfile.ZipFile(zip_path) as zf:
         names = set(zf.namelist())
         manifest = tomllib.loads(zf.read("blender_manifest.toml").decode())
@@ -199,8 +204,47 @@ def effective_manifest(manifest: dict) -> dict:
     return {**manifest, **{k: generated[k] for k in ("platforms", "wheels") if k in generated}}
 
 
-def build(platforms: list[str], output_dir: Path) -> list[Path]:
-    cli = find_extension_cli()
+def zip_name(manifest: dict, platform_name: str) -> str:
+    return f"{manifest['id']}-{manifest['version']}-{platform_name.replace('-', '_')}.zip"
+
+
+def build_plain(source: Path, platforms: list[str], wheels: dict[str, list[Path]], output_dir: Path) -> None:
+    """What `extension build --split-platforms` makes, with zipfile only (no bpy/Blender needed):
+    per platform, the staged files with only that platform's wheels and a manifest naming them."""
+    manifest_text = (source / "blender_manifest.toml").read_text()
+    manifest = tomllib.loads(manifest_text)
+    all_wheels = {p.name for p in (source / "wheels").glob("*.whl")}
+    for platform_name in platforms:
+        mine = sorted(w.name for w in wheels[platform_name])
+        head, _, _ = manifest_text.partition("\nplatforms = [")
+        tail = manifest_text[manifest_text.index("\n[", len(head) + 1):] if "\n[" in manifest_text[len(head) + 1:] else ""
+        text = (head.rstrip() + f'\nplatforms = ["{platform_name}"]\nwheels = [\n'
+                + "".join(f'  "./wheels/{w}",\n' for w in mine) + "]\n" + tail)
+        tomllib.loads(text)
+        with zipfile.ZipFile(output_dir / zip_name(manifest, platform_name), "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in sorted(source.rglob("*")):
+                rel = path.relative_to(source).as_posix()
+                if path.is_dir() or "__pycache__" in rel or rel.endswith(".pyc"):
+                    continue
+                if rel.startswith("wheels/") and path.name in all_wheels and path.name not in mine:
+                    continue
+                if rel == "blender_manifest.toml":
+                    zf.writestr(rel, text)
+                else:
+                    zf.write(path, rel)
+
+
+def build(platforms: list[str], output_dir: Path, builder: str = "auto") -> list[Path]:
+    """builder: "blender" (Blender's extension CLI from the bpy wheel or $BLENDER_EXT_CLI), "plain"
+    (zipfile only: works from a fresh clone with plain Python 3.11+ and pip), "auto" (Blender's
+    when it is there)."""
+    cli = None
+    if builder in ("auto", "blender"):
+        try:
+            cli = find_extension_cli()
+        except BuildError:
+            if builder == "blender":
+                raise
     wheels = {}
     for platform_name in platforms:
         wheels[platform_name] = [w for py in PYTHONS for w in download_wheels(platform_name, py)]
@@ -209,10 +253,13 @@ def build(platforms: list[str], output_dir: Path) -> list[Path]:
     manifest = tomllib.loads((source / "blender_manifest.toml").read_text())
     for old in output_dir.glob(f"{manifest['id']}-{manifest['version']}*.zip"):
         old.unlink()
-    run_cli(cli, "build", "--source-dir", str(source), "--output-dir", str(output_dir), "--split-platforms")
+    if cli is not None:
+        run_cli(cli, "build", "--source-dir", str(source), "--output-dir", str(output_dir), "--split-platforms")
+    else:
+        build_plain(source, platforms, wheels, output_dir)
     zips = []
     for platform_name in platforms:
-        zip_path = output_dir / f"{manifest['id']}-{manifest['version']}-{platform_name.replace('-', '_')}.zip"
+        zip_path = output_dir / zip_name(manifest, platform_name)
         if not zip_path.exists():
             raise BuildError(f"the extension CLI made no zip for {platform_name} ({zip_path.name})")
         check_zip(zip_path, platform_name, wheels, cli)
@@ -225,10 +272,13 @@ def main(argv=None) -> int:
     ap.add_argument("--local", action="store_true", help="build only this machine's platform")
     ap.add_argument("--platform", action="append", choices=sorted(PLATFORMS), help="build only these platforms")
     ap.add_argument("--output-dir", type=Path, default=ROOT / "dist")
+    ap.add_argument("--builder", choices=("auto", "blender", "plain"), default="auto",
+                    help="zip with Blender's extension CLI (needs bpy or $BLENDER_EXT_CLI), with plain zipfile, "
+                         "or Blender's when available (default)")
     args = ap.parse_args(argv)
     platforms = [local_platform()] if args.local else (args.platform or list(PLATFORMS))
     try:
-        zips = build(platforms, args.output_dir)
+        zips = build(platforms, args.output_dir, args.builder)
     except BuildError as exc:
         print(f"build_addon: error: {exc}", file=sys.stderr)
         return 1

@@ -5,7 +5,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix, Vector
 
-from . import mesh_io, palette, partdata, runtime, writeback
+from . import background, mesh_io, palette, partdata, partedits, runtime, similar, writeback
 
 
 def selected_parts(obj) -> list[int]:
@@ -104,8 +104,9 @@ def separate_parts(context, obj, parts) -> list:
             raise RuntimeError(f"separating part {part} made {len(new)} objects")
         created.append(_tidy_separated(new[0], obj, part, names.get(part, palette.part_name(part))))
     # the original keeps the remaining parts; groups of the parts that left are dropped
-    for vg in [vg for vg in obj.vertex_groups if vg.name in {palette.part_name(p) for p in parts}]:
-        obj.vertex_groups.remove(vg)
+    for part in parts:
+        writeback.forget_group(obj, part)
+    writeback.mark_original_faces(obj)  # the remaining faces were renumbered
     runtime.refresh_parts(obj, keep=True)
     _make_active(context, obj)
     return created
@@ -119,13 +120,13 @@ def _tidy_separated(new, source, part: int, name: str):
     if modifier is not None:
         new.modifiers.remove(modifier)
     mesh_io.remove_attribute(new.data, writeback.HIDDEN_ATTR)
-    keep = palette.part_name(part)
-    for vg in [vg for vg in new.vertex_groups if vg.name.startswith(writeback.GROUP_PREFIX) and vg.name != keep]:
-        new.vertex_groups.remove(vg)
+    for other in [p for p in writeback.part_groups(new) if p != part]:  # the copy's groups of other parts
+        writeback.forget_group(new, other)
     for key in (writeback.PARENT_PROP, writeback.HEIGHT_PROP):
         if key in new:
             del new[key]
     mesh_io.remove_attribute(new.data, writeback.LEAF_ATTR)
+    writeback.mark_original_faces(new)
     # origin at the part's centre, so it rotates and animates about itself
     centres, areas = mesh_io.polygon_centres_areas(new.data)
     centre = partdata.part_centres(np.zeros(len(areas), dtype=np.int32), centres, areas).get(0)
@@ -145,3 +146,85 @@ def set_visible_parts(obj, visible) -> None:
     runtime.set_visibility_quietly(obj, visible)
     hidden = {it.part_id for it in obj.segparts.parts if it.part_id not in visible}
     writeback.set_hidden_parts(obj, hidden)
+
+
+# ---- fixing a result by hand: merge, split, rename (kept in the hierarchy) ----------------------
+def _scale(obj) -> float:
+    return writeback.current_scale(obj)
+
+
+def _hierarchy(obj):
+    hierarchy = writeback.load_hierarchy(obj)
+    if hierarchy is None:
+        raise RuntimeError(f"{obj.name} has no usable part hierarchy; segment it again")
+    return hierarchy
+
+
+def part_nodes(obj, hierarchy, parts) -> set[int]:
+    """Hierarchy nodes (at the slider's scale) under the faces of `parts`."""
+    mask = np.isin(_labels(obj), np.asarray(list(parts), dtype=np.int32))
+    return set(np.unique(partedits.active_nodes(hierarchy, _scale(obj))[mask]).tolist())
+
+
+def _apply_edit(obj, edit) -> int:
+    """Store the edited tree, re-cut it at the slider's scale, write everything; returns the part
+    id of the edited node."""
+    from ._shared.hierarchy import Hierarchy
+
+    runtime.ensure_object_mode(obj)
+    writeback.forget_automatic(obj)
+    writeback.remap_node_names(obj, edit.node_map)
+    if obj.get(writeback.REPEATS_PROP):
+        obj[writeback.REPEATS_PROP] = similar.remap_groups(repeat_groups(obj), edit.node_map)
+    writeback.store_hierarchy(obj, edit.leaf_labels, edit.parent, edit.height)
+    hierarchy = Hierarchy(edit.leaf_labels, edit.parent, edit.height)
+    labels = hierarchy.cut(scale=_scale(obj))
+    background.run(runtime.write_all(obj, labels, mesh_io.topology(obj.data), keep=True))
+    part = int(labels[np.argmax(hierarchy.face_mask(edit.new_node))])
+    set_selected_parts(obj, {part})
+    return part
+
+
+def merge_parts(obj, parts) -> int:
+    """The parts become one (at this slider position and coarser)."""
+    hierarchy = _hierarchy(obj)
+    nodes = part_nodes(obj, hierarchy, parts)
+    return _apply_edit(obj, partedits.merge(hierarchy, nodes, _scale(obj)))
+
+
+def split_part(obj, part: int) -> int:
+    """The part shows its next finer pieces (at this slider position and finer)."""
+    hierarchy = _hierarchy(obj)
+    nodes = part_nodes(obj, hierarchy, [part])
+    if len(nodes) != 1:
+        raise RuntimeError("this part is made of several pieces of the hierarchy: merge it first")
+    return _apply_edit(obj, partedits.split_finer(hierarchy, nodes.pop(), _scale(obj)))
+
+
+def split_faces(obj, face_mask) -> int:
+    """The faces become a new part (selected in Edit Mode)."""
+    hierarchy = _hierarchy(obj)
+    return _apply_edit(obj, partedits.split_faces(hierarchy, face_mask, _scale(obj)))
+
+
+def rename_part(obj, part: int, name: str) -> None:
+    """A part's name sticks to its node of the hierarchy: it comes back with the part on the slider."""
+    hierarchy = writeback.load_hierarchy(obj)
+    if hierarchy is not None:
+        for node in part_nodes(obj, hierarchy, [part]):
+            writeback.set_node_name(obj, node, name)
+    runtime.rename_quietly(obj, part, name)
+
+
+def repeat_groups(obj) -> list[list[int]]:
+    return [[int(n) for n in g] for g in (obj.get(writeback.REPEATS_PROP) or [])]
+
+
+def similar_parts(obj, parts) -> set[int]:
+    """`parts` and every part in a copy of one of them (from the engine's repetition groups)."""
+    groups = repeat_groups(obj)
+    hierarchy = writeback.load_hierarchy(obj)
+    if not groups or hierarchy is None:
+        return set(int(p) for p in parts)
+    nodes = partedits.active_nodes(hierarchy, _scale(obj))
+    return similar.similar_parts(hierarchy, _labels(obj), nodes, parts, groups)

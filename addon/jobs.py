@@ -76,12 +76,15 @@ class _Job:
         self._submit()
 
     def _on_job_message(self, msg, error):
+        if self.state in ("done", "error", "cancelled"):
+            return  # e.g. the backend's own 'cancelled' after the user's Cancel already ended the job
         if msg is None:  # the session failed (backend died, timed out, stopped)
             return self._fail(error)
         if msg.kind == "accepted":
             self.job_id = msg.result.get("job_id")
             if self.cancelled:
                 self._send_cancel()
+                self._finish_cancelled()
             return
         if msg.kind == "progress":
             self.state = "running" if self.state != "cancelling" else self.state
@@ -96,17 +99,23 @@ class _Job:
         self.on_done(self, msg)
 
     def cancel(self):
+        """Ends the job for the user at once: the backend is told (it stops at its next check) and
+        whatever it still sends for this job is ignored."""
         if not self.active:
             return
         self.cancelled = True
-        self.state, self.stage = "cancelling", "cancelling"
         if self.job_id is not None:
             self._send_cancel()
+            self._finish_cancelled()
+        else:  # not accepted yet: the next answer (upload or 'accepted') sends the cancel
+            self.state, self.stage = "cancelling", "cancelling"
 
     def _send_cancel(self):
         self._request("cancel", {"job_id": self.job_id}, None, None)
 
     def _finish_cancelled(self):
+        if self.state == "cancelled":
+            return
         self.state, self.stage = "cancelled", "cancelled"
         self.on_error(self, "Cancelled")
 

@@ -80,6 +80,8 @@ def mesh_arrays(obj) -> MeshArrays:
     mesh = obj.data
     if obj.mode == "EDIT":
         obj.update_from_editmode()
+    if len(mesh.polygons) == 0:  # no corner arrays exist then either
+        raise ValueError(f"{obj.name}: no faces to segment")
     topo = topology(mesh)
     tris, tri_poly = triangles(mesh, topo)
     if len(tris) == 0:
@@ -124,6 +126,13 @@ def material_indices(mesh) -> np.ndarray:
 def set_material_indices(mesh, indices: np.ndarray) -> None:
     # through the attribute: polygons.foreach_set("material_index") is ~500x slower at 1M faces
     write_face_attribute(mesh, "material_index", indices)
+    if len(indices):
+        # A raw attribute write does not clear the mesh's cached highest material index, which
+        # the original and evaluated meshes share: a mesh drawn before would keep drawing every
+        # face past the old maximum in one colour (mesh.update() does not clear it, Edit Mode
+        # does). One write through the polygon API runs Blender's material-index change tag.
+        mesh.polygons[0].material_index = int(indices[0])
+    mesh.update_tag()
 
 
 def read_int_attribute(mesh, name: str) -> np.ndarray | None:
@@ -162,6 +171,14 @@ def _repair_select_attributes(mesh) -> None:
         if attr is not None and (attr.data_type != "BOOLEAN" or attr.domain != domain):
             mesh.attributes.remove(attr)
             mesh.attributes.new(name, "BOOLEAN", domain)
+
+
+def selected_faces(mesh) -> np.ndarray:
+    """Per-polygon selection flags (Object Mode data; call obj.update_from_editmode() first)."""
+    attr = mesh.attributes.get(".select_poly")
+    if attr is None or attr.domain != "FACE" or attr.data_type != "BOOLEAN":
+        return np.zeros(len(mesh.polygons), dtype=bool)
+    return _get(attr.data, "value", len(mesh.polygons), bool)
 
 
 def set_selection(mesh, poly_mask: np.ndarray) -> None:

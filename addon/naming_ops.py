@@ -44,7 +44,7 @@ def start_naming(obj) -> None:
     if poly_labels is None:
         raise RuntimeError(f"{obj.name!r} has no parts yet: segment it first")
     arrays = mesh_io.mesh_arrays(obj)
-    mid = mesh_id(arrays.vertices, arrays.faces, arrays.cues)
+    mid = mesh_id(arrays.vertices, arrays.faces, arrays.cues, arrays.appearance)
     digest = naming.labels_digest(poly_labels)
     name = obj.name
     describe = settings.describe()
@@ -105,6 +105,9 @@ def _remember_group_name(obj, part: int, name: str | None) -> None:
 
 
 def _part_group(obj, part: int):
+    ours = writeback.part_groups(obj).get(part)  # the groups the add-on made are recorded (segparts_groups)
+    if ours is not None:
+        return obj.vertex_groups.get(ours)
     name = _stored_group_name(obj, part)
     vg = obj.vertex_groups.get(name) if name else None
     return vg if vg is not None else obj.vertex_groups.get(palette.part_name(part))
@@ -125,6 +128,7 @@ def on_part_renamed(item, context) -> None:
         taken = obj.vertex_groups.get(wanted) is not None
         if not taken and not (wanted.startswith(writeback.GROUP_PREFIX) and wanted != canonical):
             vg.name = wanted
+            writeback.record_group(obj, part, vg.name)
             _remember_group_name(obj, part, None if vg.name == canonical else vg.name)
     if wanted != canonical:  # materials follow given names only
         _rename_part_material(obj, item, wanted)
@@ -184,6 +188,7 @@ def restore_group_names(obj) -> None:
         canonical = palette.part_name(int(part))
         if vg is not None and obj.vertex_groups.get(canonical) is None:
             vg.name = canonical
+            writeback.record_group(obj, int(part), vg.name)
     if GROUP_NAMES_PROP in obj:
         del obj[GROUP_NAMES_PROP]
 

@@ -4,12 +4,22 @@ from __future__ import annotations
 import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
-from . import editing, partdata, runtime, writeback
+from . import editing, mesh_io, palette, partdata, runtime, writeback
 
 
 def _mesh_object(context):
     obj = context.active_object
     return obj if obj is not None and obj.type == "MESH" else None
+
+
+def mesh_problem(obj) -> str:
+    """Why `obj` cannot be segmented ("" when it can)."""
+    mesh = obj.data
+    if len(mesh.polygons) == 0:
+        what = "is empty" if len(mesh.vertices) == 0 else "has only loose edges" if len(mesh.edges) else \
+            "has only vertices"
+        return f"{obj.name}: no faces to segment (the mesh {what})"
+    return ""
 
 
 def _segmented_object(context):
@@ -121,6 +131,11 @@ class SEGPARTS_OT_segment(bpy.types.Operator):
         obj = _mesh_object(context)
         if obj.mode != "OBJECT":  # results are written in Object Mode; Edit Mode would overwrite them
             bpy.ops.object.mode_set(mode="OBJECT")
+        problem = mesh_problem(obj)
+        if problem:
+            runtime.set_message(problem, obj.name)
+            self.report({"WARNING"}, problem)
+            return {"CANCELLED"}
         s = runtime.ensure_started()
         if not s.ready:
             # not up yet: start the job once hello arrives (the timer does it; nothing waits here)
@@ -160,7 +175,7 @@ class SEGPARTS_OT_clear_preview(bpy.types.Operator):
 
     def execute(self, context):
         writeback.clear_preview(_mesh_object(context))
-        context.scene.segparts_preview = False
+        runtime.set_preview_quietly(context.scene, False)  # the other objects keep their colours
         return {"FINISHED"}
 
 
@@ -280,19 +295,108 @@ class SEGPARTS_OT_visibility(_OnSegmentedObject, bpy.types.Operator):
         return {"FINISHED"}
 
 
+class SEGPARTS_OT_merge_parts(_OnSegmentedObject, bpy.types.Operator):
+    bl_idname = "segparts.merge_parts"
+    bl_label = "Merge Parts"
+    bl_description = "Make the selected parts one part (kept in the part hierarchy: the slider still works)"
+
+    def execute(self, context):
+        obj = _segmented_object(context)
+        parts = [it.part_id for it in obj.segparts.parts if it.selected]
+        try:
+            part = editing.merge_parts(obj, parts)
+        except (ValueError, RuntimeError) as exc:
+            self.report({"WARNING"}, str(exc))
+            return {"CANCELLED"}
+        runtime.set_message(f"{obj.name}: merged {len(parts)} parts into {palette.part_name(part)}", obj.name)
+        return {"FINISHED"}
+
+
+class SEGPARTS_OT_split_part(_OnSegmentedObject, bpy.types.Operator):
+    bl_idname = "segparts.split_part"
+    bl_label = "Split Part"
+    bl_description = ("Split the active part into its next finer pieces; in Edit Mode, the selected faces "
+                      "become a new part instead")
+
+    def execute(self, context):
+        obj = _segmented_object(context)
+        try:
+            if obj.mode == "EDIT":
+                runtime.ensure_object_mode(obj)  # writes the Edit Mode selection back to the mesh
+                selected = mesh_io.selected_faces(obj.data)
+                part = editing.split_faces(obj, selected)
+                text = f"{int(selected.sum())} selected faces are now {palette.part_name(part)}"
+            else:
+                chosen = editing.selected_parts(obj)
+                if len(chosen) != 1:
+                    raise ValueError("select one part to split (or faces in Edit Mode)")
+                editing.split_part(obj, chosen[0])
+                text = f"split {palette.part_name(chosen[0])} one level finer"
+        except (ValueError, RuntimeError) as exc:
+            self.report({"WARNING"}, str(exc))
+            return {"CANCELLED"}
+        runtime.set_message(f"{obj.name}: {text}", obj.name)
+        return {"FINISHED"}
+
+
+class SEGPARTS_OT_rename_part(_OnSegmentedObject, bpy.types.Operator):
+    bl_idname = "segparts.rename_part"
+    bl_label = "Rename Part"
+    bl_description = "Give the active part a name (it stays with the part when the slider moves)"
+
+    name: StringProperty(name="Name")
+
+    def invoke(self, context, event):
+        obj = _segmented_object(context)
+        items = obj.segparts.parts
+        if 0 <= obj.segparts.active_part < len(items):
+            self.name = items[obj.segparts.active_part].name
+        return context.window_manager.invoke_props_dialog(self)
+
+    def execute(self, context):
+        obj = _segmented_object(context)
+        items = obj.segparts.parts
+        if not self.name.strip() or not 0 <= obj.segparts.active_part < len(items):
+            self.report({"WARNING"}, "no part or no name")
+            return {"CANCELLED"}
+        editing.rename_part(obj, items[obj.segparts.active_part].part_id, self.name.strip())
+        return {"FINISHED"}
+
+
+class SEGPARTS_OT_select_similar(_OnSegmentedObject, bpy.types.Operator):
+    bl_idname = "segparts.select_similar"
+    bl_label = "Select Similar"
+    bl_description = "Also select every copy of the selected parts (repeated pieces the engine recognised)"
+
+    def execute(self, context):
+        obj = _segmented_object(context)
+        chosen = editing.selected_parts(obj)
+        if not editing.repeat_groups(obj):
+            self.report({"INFO"}, "This result has no repeated parts")
+            return {"CANCELLED"}
+        found = editing.similar_parts(obj, chosen)
+        editing.set_selected_parts(obj, found)
+        self.report({"INFO"}, f"{len(found)} parts selected")
+        return {"FINISHED"}
+
+
 # ---- the modal pick tool ---------------------------------------------------------------------
+PICK_HELP = "Pick parts: click select · Shift add · Ctrl remove · wheel/+/- coarser/finer · S similar · RMB/Esc done"
+
+
 class SEGPARTS_OT_pick(bpy.types.Operator):
     bl_idname = "segparts.pick"
     bl_label = "Pick Parts"
     bl_description = ("Hover to highlight a part, click to select, Shift adds, Ctrl removes; wheel or +/- goes "
-                      "coarser/finer. With GeoSAM2 a click is a positive prompt, Ctrl-click a negative one. "
-                      "Right-click or Esc ends")
+                      "coarser/finer, S selects every copy of the part. With GeoSAM2 a click is a positive prompt, "
+                      "Ctrl-click a negative one. Right-click or Esc ends")
     bl_options = {"REGISTER"}
 
     @classmethod
     def poll(cls, context):
         obj = _mesh_object(context)
-        return obj is not None and (len(obj.segparts.parts) > 0 or context.scene.segparts_engine == "geosam2")
+        return obj is not None and len(obj.data.polygons) > 0 and (
+            len(obj.segparts.parts) > 0 or context.scene.segparts_engine == "geosam2")
 
     def invoke(self, context, event):
         from . import pickview
@@ -302,8 +406,8 @@ class SEGPARTS_OT_pick(bpy.types.Operator):
         self.tool = pickview.PickTool(obj, context.scene.segparts_engine)
         self.handler = bpy.types.SpaceView3D.draw_handler_add(self.tool.draw, (), "WINDOW", "POST_VIEW")
         context.window_manager.modal_handler_add(self)
-        context.workspace.status_text_set(
-            "Pick parts: click select · Shift add · Ctrl remove · wheel/+/- coarser/finer · RMB/Esc done")
+        self.index_ready = True
+        context.workspace.status_text_set(PICK_HELP)
         return {"RUNNING_MODAL"}
 
     def _finish(self, context):
@@ -320,12 +424,22 @@ class SEGPARTS_OT_pick(bpy.types.Operator):
             self._finish(context)
             return {"FINISHED"}
         if event.type == "MOUSEMOVE":
+            if tool.ray.ready != self.index_ready:  # a big mesh's index is still being built
+                self.index_ready = tool.ray.ready
+                context.workspace.status_text_set(PICK_HELP if self.index_ready else
+                                                  "Pick parts: preparing the mesh for picking…")
             tool.hover(context, event.mouse_x, event.mouse_y)
             return {"PASS_THROUGH"}
         step = {"WHEELUPMOUSE": 1, "NUMPAD_PLUS": 1, "EQUAL": 1, "PAGE_UP": 1,
                 "WHEELDOWNMOUSE": -1, "NUMPAD_MINUS": -1, "MINUS": -1, "PAGE_DOWN": -1}.get(event.type)
         if step is not None and event.value in {"PRESS", "NOTHING"} and not event.alt:
             tool.change_level(step)
+            return {"RUNNING_MODAL"}
+        if event.type == "S" and event.value == "PRESS":  # every copy of the part under the mouse
+            text = tool.select_similar()
+            if text:
+                self.report({"INFO"}, text)
+            runtime.undo_push("Select Similar")
             return {"RUNNING_MODAL"}
         if event.type == "LEFTMOUSE" and event.value == "PRESS":
             if tool.hover(context, event.mouse_x, event.mouse_y) is None:
@@ -342,7 +456,8 @@ CLASSES = (
     SEGPARTS_OT_backend_start, SEGPARTS_OT_backend_stop, SEGPARTS_OT_backend_restart, SEGPARTS_OT_setup_backend,
     SEGPARTS_OT_fetch_models, SEGPARTS_OT_segment, SEGPARTS_OT_cancel, SEGPARTS_OT_clear_preview,
     SEGPARTS_OT_apply_materials, SEGPARTS_OT_part_select, SEGPARTS_OT_select_faces, SEGPARTS_OT_assign_material,
-    SEGPARTS_OT_separate, SEGPARTS_OT_visibility, SEGPARTS_OT_pick,
+    SEGPARTS_OT_separate, SEGPARTS_OT_visibility, SEGPARTS_OT_merge_parts, SEGPARTS_OT_split_part,
+    SEGPARTS_OT_rename_part, SEGPARTS_OT_select_similar, SEGPARTS_OT_pick,
 )
 
 

@@ -126,6 +126,7 @@ class GroupUpdate:
     changes: dict  # part -> (vertices to remove, vertices to add, all its vertices)
     drop: list  # parts whose group must go
     counts: dict  # part -> vertex count under the new labels
+    face_counts: np.ndarray | None = None  # faces per part id under the new labels
 
 
 def group_update(old_labels: np.ndarray | None, new_labels: np.ndarray, topo: Topology) -> GroupUpdate:
@@ -142,7 +143,9 @@ def group_update(old_labels: np.ndarray | None, new_labels: np.ndarray, topo: To
         else:
             changes[part] = (np.setdiff1d(before, verts, assume_unique=True),
                              np.setdiff1d(verts, before, assume_unique=True), verts)
-    return GroupUpdate(changes, sorted(set(old) - set(new)), part_vertex_counts(new))
+    labels = np.asarray(new_labels)
+    faces = np.bincount(labels[labels >= 0]) if labels.size else np.zeros(0, dtype=np.int64)
+    return GroupUpdate(changes, sorted(set(old) - set(new)), part_vertex_counts(new), faces)
 
 
 def chunks(values: np.ndarray, size: int):
@@ -156,7 +159,8 @@ def part_vertex_counts(groups: dict[int, np.ndarray]) -> dict[int, int]:
 
 def preview_material_indices(poly_labels: np.ndarray, first_preview_slot: int) -> np.ndarray:
     """Material index per polygon in preview mode: part k uses slot first_preview_slot + k."""
-    return (np.asarray(poly_labels, dtype=np.int32) + np.int32(first_preview_slot)).clip(0)
+    out = np.add(np.asarray(poly_labels, dtype=np.int32), np.int32(first_preview_slot))
+    return np.maximum(out, 0, out=out)  # in place: np.clip on 1M ints costs ~10x more
 
 
 def part_centres(poly_labels: np.ndarray, poly_centres: np.ndarray, poly_areas: np.ndarray) -> dict[int, np.ndarray]:
@@ -194,3 +198,27 @@ class SelectionUpdate:
         if self.mode == "REMOVE":
             return set(selected) - parts
         return parts
+
+
+# ---- the granularity slider ---------------------------------------------------------------------
+def slider_levels(height: np.ndarray) -> np.ndarray:
+    """The distinct cut scales of a hierarchy (0 = the leaves ... 1 = the root), ascending."""
+    h = np.asarray(height, dtype=np.float64)
+    return np.unique(np.concatenate([[0.0], h[(h >= 0) & (h <= 1.0)], [1.0]]))
+
+
+def slider_scale(levels: np.ndarray, granularity: float) -> float:
+    """Slider position (coarse 0 ... fine 1) -> cut scale. Every distinct cut gets an equal share of
+    the slider, however the engine spread its merge heights."""
+    levels = np.asarray(levels, dtype=np.float64)
+    k = int(round((1.0 - float(np.clip(granularity, 0.0, 1.0))) * (len(levels) - 1)))
+    return float(levels[k])
+
+
+def slider_position(levels: np.ndarray, scale: float) -> float:
+    """Cut scale -> the slider position that gives it (the nearest level)."""
+    levels = np.asarray(levels, dtype=np.float64)
+    if len(levels) < 2:
+        return 0.5
+    k = int(np.argmin(np.abs(levels - float(scale))))
+    return 1.0 - k / (len(levels) - 1)

@@ -1,14 +1,13 @@
-"""The viewport side of the pick tool: ray casting the ORIGINAL mesh, the hover overlay, clicks.
+"""The viewport side of the pick tool: ray casting the mesh as it is drawn, the hover overlay, clicks.
 
-Rays are cast against a BVHTree of the original mesh's triangles in object space, so with
-modifiers (subdivision, mirror...) the hit is still a face the labels belong to.
+Rays are cast against a grid index (picking.TriangleGrid) of the EVALUATED mesh (modifiers applied: subdivision, mirror...)
+in object space and every hit is mapped back to the ORIGINAL polygon the labels belong to, so a
+mirrored half picks (and highlights) the part of the faces it mirrors.
 """
 from __future__ import annotations
 
 import bpy
 import numpy as np
-from mathutils import Vector
-from mathutils.bvhtree import BVHTree
 
 from . import background, editing, mesh_io, orientation, partdata, picking, runtime, writeback
 
@@ -21,31 +20,124 @@ def build_picker(obj) -> picking.PartPicker | None:
     labels = writeback.labels(obj)
     if labels is None:
         return None
-    return picking.PartPicker(labels, writeback.load_hierarchy(obj), scale=1.0 - obj.segparts.granularity)
+    return picking.PartPicker(labels, writeback.load_hierarchy(obj), scale=writeback.current_scale(obj))
 
 
 class MeshRay:
-    """BVH over the original mesh's loop triangles (object space); hit -> (triangle, polygon, point)."""
+    """Ray casts on the EVALUATED mesh (modifiers applied: a mirrored half can be hit) in object
+    space; each triangle knows its ORIGINAL polygon through the face attribute `.segparts_face`
+    that the write-back puts on the original mesh and modifiers carry along. A hit -> (triangle,
+    original polygon, point). Without that attribute on the evaluated mesh (a modifier that drops
+    attributes) the original mesh is used.
 
-    def __init__(self, obj):
+    The index (picking.TriangleGrid, numpy only) is built in the background thread: starting the
+    tool never waits for it, and after Segment it is built ahead (`prebuild`)."""
+
+    def __init__(self, obj=None, depsgraph=None, arrays=None, build: bool = True):
+        if arrays is not None:  # (vertices, tris, tri_poly) of the original mesh, e.g. a job's arrays
+            self.original = (*arrays, True)
+        else:
+            self.original = self._arrays(obj)
+        evaluated = self._evaluated(obj, depsgraph) if arrays is None else None
+        vertices, self.tris, self.tri_poly, self.exact = evaluated or self.original
+        self.vertices = np.asarray(vertices, dtype=np.float32)  # as Blender stores them: half the memory
+        if self.exact:
+            self.original = None  # the same faces: nothing else to keep (original_click needs none)
+        self.future = background.submit(picking.TriangleGrid, self.vertices, self.tris) if build else None
+        self.key = None  # set by ray_for / prebuild
+
+    @property
+    def ready(self) -> bool:
+        return self.future.done()
+
+    def wait(self):
+        return self.future.result()
+
+    @staticmethod
+    def _arrays(obj):
         mesh = obj.data
-        self.vertices = mesh_io.vertices(mesh)
-        self.tris, self.tri_poly = mesh_io.triangles(mesh)
-        self.bvh = BVHTree.FromPolygons(self.vertices.tolist(), self.tris.tolist(), all_triangles=True)
+        tris, tri_poly = mesh_io.triangles(mesh)
+        return mesh_io.vertices(mesh), tris, tri_poly, True
+
+    @staticmethod
+    def _evaluated(obj, depsgraph):
+        if not obj.modifiers:
+            return None
+        depsgraph = depsgraph or bpy.context.evaluated_depsgraph_get()
+        mesh = obj.evaluated_get(depsgraph).data
+        origin = mesh_io.read_int_attribute(mesh, writeback.ORIGIN_ATTR)
+        n = len(obj.data.polygons)
+        if origin is None or len(mesh.polygons) == 0 or origin.min() < 0 or origin.max() >= n:
+            return None
+        tris, tri_eval = mesh_io.triangles(mesh)
+        return mesh_io.vertices(mesh), tris, origin[tri_eval], False
 
     def cast_world(self, obj, origin, direction):
-        inv = obj.matrix_world.inverted()
-        o = inv @ Vector(origin)
-        d = inv.to_3x3() @ Vector(direction)
-        loc, _normal, tri, _dist = self.bvh.ray_cast(o, d.normalized())
-        if tri is None:
+        """(triangle, original polygon, object-space point) of the nearest hit; a miss while the
+        index is still being built."""
+        if not self.ready:
             return -1, -1, None
-        return int(tri), int(self.tri_poly[tri]), np.array(loc)
+        inv = np.array(obj.matrix_world.inverted(), dtype=np.float64)
+        o, d = picking.ray_to_object(origin, direction, inv)
+        tri, t = self.wait().cast(o, d)
+        if tri < 0:
+            return -1, -1, None
+        return tri, int(self.tri_poly[tri]), o + t * d
+
+    def original_click(self, tri: int, poly: int, loc):
+        """(triangle of the uploaded ORIGINAL mesh, object-space point) for a prompt click: with
+        modifiers the hit lies on the evaluated surface, so the original polygon's first triangle
+        and its centre stand in for it."""
+        if self.exact:
+            return tri, loc
+        vertices, tris, tri_poly, _ = self.original
+        first = int(np.searchsorted(tri_poly, poly)) if np.all(np.diff(tri_poly) >= 0) else \
+            int(np.flatnonzero(tri_poly == poly)[0])
+        return first, vertices[tris[first]].mean(axis=0)
+
+
+_rays: dict[str, MeshRay] = {}  # object name -> the latest index made for it
+
+
+def _key(obj, mesh) -> tuple:
+    """What must match for a cached index to still fit: modifiers and element counts (the
+    positions are compared too; topology edits change the counts)."""
+    mods = tuple((m.name, m.type, m.show_viewport) for m in obj.modifiers)
+    return mods, len(mesh.vertices), len(mesh.polygons), len(mesh.loops)
+
+
+def _drawn_mesh(obj):
+    if not obj.modifiers:
+        return obj.data
+    return obj.evaluated_get(bpy.context.evaluated_depsgraph_get()).data
+
+
+def ray_for(obj) -> MeshRay:
+    """The pick index of `obj`: the one built ahead when modifiers, counts and positions are the
+    same (reading positions is cheap; re-triangulating 1M faces is not), else a new one (built in
+    the background)."""
+    mesh = _drawn_mesh(obj)
+    key = _key(obj, mesh)
+    cached = _rays.get(obj.name)
+    if cached is not None and cached.key == key and np.array_equal(mesh_io.vertices(mesh), cached.vertices):
+        return cached
+    ray = MeshRay(obj)
+    ray.key = key
+    _rays[obj.name] = ray
+    return ray
+
+
+def prebuild(obj, vertices, tris, tri_poly) -> None:
+    """After Segment of a mesh without modifiers: its index from the job's arrays, in the background."""
+    ray = MeshRay(arrays=(vertices, tris, tri_poly))
+    ray.key = _key(obj, obj.data)
+    _rays[obj.name] = ray
 
 
 def pick_at_ray(obj, origin, direction, level: int = 0):
     """World-space ray -> PickTarget on `obj` (what a click would pick), or None."""
-    ray = MeshRay(obj)
+    ray = ray_for(obj)
+    ray.wait()
     _tri, poly, _loc = ray.cast_world(obj, origin, direction)
     picker = build_picker(obj)
     if poly < 0 or picker is None:
@@ -57,7 +149,7 @@ class PickTool:
     def __init__(self, obj, engine: str):
         self.obj_name, self.engine = obj.name, engine
         self.prompt_mode = engine in PROMPT_ENGINES
-        self.ray = MeshRay(obj)
+        self.ray = ray_for(obj)  # built ahead after Segment, or now in the background
         self.picker = build_picker(obj)
         self.level = 0
         self.target = None
@@ -122,12 +214,15 @@ class PickTool:
             return ""
         if self.prompt_mode:
             return self._prompt(obj, positive=not ctrl, extend=shift or ctrl)
-        if target.level < 0:  # finer than the current parts: that piece becomes a part
-            labels, new_id = picking.split_off(self.picker.poly_labels, target.mask)
-            background.run(runtime.write_all(obj, labels, mesh_io.topology(obj.data), keep=True))
+        if target.level < 0:  # finer than the current parts: that piece becomes a part, in the hierarchy too
+            if self.picker.hierarchy is not None:
+                editing.split_faces(obj, target.mask)
+            else:
+                labels, new_id = picking.split_off(self.picker.poly_labels, target.mask)
+                background.run(runtime.write_all(obj, labels, mesh_io.topology(obj.data), keep=True))
+                editing.set_selected_parts(obj, {new_id})
             self.picker = build_picker(obj)
             self._revision, self._selected_key = runtime.parts_revision, None
-            editing.set_selected_parts(obj, {new_id})
             self.level = 0
             return f"Split off a new part ({int(target.mask.sum())} faces)"
         current = {it.part_id for it in obj.segparts.parts if it.selected}
@@ -135,9 +230,23 @@ class PickTool:
         editing.set_selected_parts(obj, chosen)
         return f"{len(chosen)} parts selected"
 
+    def select_similar(self) -> str:
+        """S in the tool: the part under the mouse (else the selection) and all its copies, added."""
+        obj = self.obj
+        if obj is None or self.picker is None:
+            return ""
+        current = {it.part_id for it in obj.segparts.parts if it.selected}
+        seeds = self.target.parts if self.target is not None else current
+        if not editing.repeat_groups(obj):
+            return "This result has no repeated parts"
+        found = editing.similar_parts(obj, seeds)
+        editing.set_selected_parts(obj, current | found)
+        return f"{len(found)} copies selected"
+
     def _prompt(self, obj, positive: bool, extend: bool) -> str:
-        tri, _poly, loc = self.hit
-        click = picking.click_prompt(tri, loc, positive, orientation.linear_part(obj.matrix_world))
+        tri, poly, loc = self.hit
+        click = picking.click_prompt(*self.ray.original_click(tri, poly, loc), positive,
+                                     orientation.linear_part(obj.matrix_world))
         self.clicks = (self.clicks + [click]) if extend else [click]
         try:
             runtime.ensure_started()

@@ -1,5 +1,8 @@
-"""Preferences and the per-object part list (bpy properties)."""
-from __future__ import annotations
+"""Preferences and the per-object part list (bpy properties).
+
+No `from __future__ import annotations` here: Blender evaluates string annotations in a namespace
+without this module's globals, so an `update=` callback naming `runtime` would raise NameError.
+"""
 
 import bpy
 from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, FloatVectorProperty,
@@ -22,8 +25,9 @@ class SegPartsPreferences(bpy.types.AddonPreferences):
         description="Python interpreter that has the segparts backend installed (empty: the one made by "
                     "'Set up backend')", update=_session_settings_changed)
     host: StringProperty(name="Host", default="127.0.0.1", update=_session_settings_changed)
-    port: IntProperty(name="Port", default=5555, min=0, max=65535,
-                      description="TCP port of the backend (0: pick a free port when starting)",
+    port: IntProperty(name="Port", default=0, min=0, max=65535,
+                      description="TCP port of the backend. 0 (default): with Auto-start, each Blender starts its "
+                                  "own backend on a free port; without, connect to `segparts serve` on 5555",
                       update=_session_settings_changed)
     auto_start: BoolProperty(name="Auto-start", default=True,
                              description="Start the backend when needed and stop it when Blender exits",
@@ -55,10 +59,15 @@ class SegPartsPreferences(bpy.types.AddonPreferences):
         ui.draw_preferences(self, context)
 
 
+def _visibility_changed(self, context):
+    runtime.on_visibility_changed(self, context)
+
+
 def _part_renamed(self, context):
     from . import naming_ops
 
-    naming_ops.on_part_renamed(self, context)
+    naming_ops.on_part_renamed(self, context)  # the part's vertex group and material follow the name
+    runtime.on_part_renamed(self, context)  # the name sticks to the part's hierarchy node
 
 
 class SegPartsPart(bpy.types.PropertyGroup):
@@ -67,7 +76,7 @@ class SegPartsPart(bpy.types.PropertyGroup):
     color: FloatVectorProperty(name="Colour", subtype="COLOR", size=4, min=0.0, max=1.0)
     vertex_count: IntProperty(name="Vertices")
     face_count: IntProperty(name="Faces")
-    visible: BoolProperty(name="Visible", default=True, update=lambda self, ctx: runtime.on_visibility_changed(self, ctx))
+    visible: BoolProperty(name="Visible", default=True, update=_visibility_changed)
     selected: BoolProperty(name="Selected", default=False)
     material: PointerProperty(name="Material", type=bpy.types.Material)
 
@@ -102,7 +111,8 @@ def register():
                                                    description="Segmentation engine (availability from the backend)")
     bpy.types.Scene.segparts_preview = BoolProperty(
         name="Preview colours", default=True,
-        description="Show parts with temporary colour materials (your materials are kept)")
+        description="Show parts with temporary colour materials (your materials are kept)",
+        update=lambda self, context: runtime.on_preview_changed(self))
 
 
 def unregister():

@@ -64,12 +64,13 @@ def backend_python(p) -> str:
 
 def make_config() -> session_mod.Config:
     p = prefs()
-    port = p.port if p else 5555
-    if port == 0:
-        port = session_mod.free_port()
+    auto_start = p.auto_start if p else True
+    port = p.port if p else 0
+    if port == 0:  # our own backend on a free port (two Blenders never share one), or serve's default
+        port = session_mod.free_port() if auto_start else session_mod.SERVE_DEFAULT_PORT
     return session_mod.Config(
         python=backend_python(p), host=p.host if p else "127.0.0.1", port=port,
-        device=p.device if p else "auto", auto_start=p.auto_start if p else True,
+        device=p.device if p else "auto", auto_start=auto_start,
         models_dir=bpy.path.abspath(p.models_dir) if p and p.models_dir else "", state_dir=str(state_dir()),
         manifest=str(bundled_backend() / "models" / "manifest.json"))
 
@@ -100,7 +101,12 @@ def configure_from_prefs() -> None:
 
 def ensure_started() -> session_mod.Session:
     s = get_session()
-    if s.state in ("off", "error"):
+    if s.state == "error":
+        # a backend in the error state died, froze or stopped answering: the process we started is
+        # ended (never reconnect to a hung one) and a new one is started
+        stop_backend()
+        s = get_session()
+    if s.state == "off":
         s.config = make_config()
         s.start()
     ensure_timer()
@@ -141,6 +147,7 @@ def on_load_pre(*_args) -> None:
     jobs.clear()
     work.clear()
     _waiting.clear()
+    _object_messages.clear()
     set_message("")
 
 
@@ -167,10 +174,11 @@ def drain() -> float:
             except StopIteration:
                 work.popleft()
                 if on_done is not None:
-                    on_done()
+                    on_done()  # an undo push: Blender saves its undo state, a tick of its own
+                    break
             except Exception as exc:  # a failed write-back must not kill the timer
                 work.popleft()
-                set_message(f"Write-back failed: {exc}")
+                set_message(f"Write-back failed: {exc}", key[1] if isinstance(key, tuple) else None)
     finally:
         dt = time.perf_counter() - t0
         tick_stats["ticks"] += 1
@@ -212,18 +220,25 @@ def redraw() -> None:
 
 
 _message = ""
+_object_messages: dict[str, str] = {}  # object name -> the last message about it (the panel shows the active one's)
 
 
-def set_message(text: str) -> None:
+def set_message(text: str, obj_name: str | None = None) -> None:
+    """The latest message; with obj_name it is also that object's own (shown only while it is active)."""
     global _message
     _message = text
+    if obj_name is not None:
+        _object_messages[obj_name] = text
     if session is not None:
         session.changed = True
     redraw()
 
 
-def message() -> str:
-    return _message
+def message(obj=None) -> str:
+    """The message about `obj` (an object or its name), or the latest message of any kind."""
+    if obj is None:
+        return _message
+    return _object_messages.get(obj if isinstance(obj, str) else obj.name, "")
 
 
 def undo_push(text: str) -> None:
@@ -268,23 +283,36 @@ def start_segment(obj, engine: str) -> None:
         raise RuntimeError(s.message)
     if obj.name in jobs and jobs[obj.name].active:
         raise RuntimeError(f"{obj.name!r} is already being segmented")
+    from . import background
+
     arrays = mesh_io.mesh_arrays(obj)
-    mid = mesh_id(arrays.vertices, arrays.faces, arrays.cues, arrays.appearance)
     name = obj.name
 
     def done(job, msg):
         jobs.pop(name, None)
-        queue_work(("segment", name), _apply_segmentation(name, arrays, mid, engine, msg),
+        queue_work(("segment", name), _apply_segmentation(name, arrays, job.mesh_id, engine, msg),
                    on_done=lambda: undo_push("Segment Parts"))
 
     def failed(job, text):
         jobs.pop(name, None)
-        set_message(f"{name}: {text}")
+        set_message(f"{name}: {text}", name)
 
-    job = jobs_mod.SegmentJob(s, arrays, mid, engine, done, failed)
+    job = jobs_mod.SegmentJob(s, arrays, None, engine, done, failed)
     jobs[name] = job
-    set_message(f"Segmenting {name} with {engine}…")
-    job.start()
+    set_message(f"Segmenting {name} with {engine}…", name)
+    # the content hash (~60 MB at 1M faces) in the background thread; the upload starts after it
+    queue_work(("hash", name), _start_when_hashed(job, background.submit(mesh_id, arrays.vertices, arrays.faces,
+                                                                          arrays.cues, arrays.appearance)))
+
+
+def _start_when_hashed(job, future):
+    from . import background
+
+    job.mesh_id = yield from background.wait(future)
+    if job.cancelled:
+        job._finish_cancelled()
+    elif job.active:
+        job.start()
 
 
 _waiting: list[tuple[str, str]] = []  # (object name, engine) to segment once the backend is up
@@ -304,17 +332,17 @@ def _start_waiting() -> None:
     for name, engine in waiting:
         obj = bpy.data.objects.get(name)
         if s.state != "ready":
-            set_message(f"{name}: {s.message}")
+            set_message(f"{name}: {s.message}", name)
         elif obj is not None:
             try:
                 start_segment(obj, engine)
             except (RuntimeError, ValueError) as exc:
-                set_message(f"{name}: {exc}")
+                set_message(f"{name}: {exc}", name)
 
 
 def start_pick(obj, engine: str, clicks: list[dict]) -> None:
     """Prompt clicks for an engine that answers them itself: the mask it returns becomes a new part."""
-    from . import jobs as jobs_mod, mesh_io, picking
+    from . import jobs as jobs_mod, mesh_io, picking, writeback
     from ._shared.client import mesh_id
 
     s = get_session()
@@ -330,10 +358,10 @@ def start_pick(obj, engine: str, clicks: list[dict]) -> None:
 
     def failed(job, text):
         jobs.pop(name, None)
-        set_message(f"{name}: {text}")
+        set_message(f"{name}: {text}", name)
 
     job = jobs_mod.PickJob(s, arrays, mid, engine, clicks, done, failed,
-                           scale=1.0 - obj.segparts.granularity)
+                           scale=writeback.current_scale(obj))
     jobs[name] = job
     job.start()
 
@@ -343,7 +371,7 @@ def _apply_pick(name, arrays, msg):
 
     obj = bpy.data.objects.get(name)
     if obj is None or len(obj.data.polygons) != arrays.n_polygons:
-        set_message(f"{name} changed; pick dropped")
+        set_message(f"{name} changed; pick dropped", name)
         return
     mask = partdata.polygon_mask(msg.arrays["mask"], arrays.tri_poly, arrays.n_polygons)
     labels = writeback.labels(obj)
@@ -353,7 +381,7 @@ def _apply_pick(name, arrays, msg):
     yield
     yield from write_all(obj, labels, arrays.topology, keep=True)
     editing.set_selected_parts(obj, {new_id})
-    set_message(f"{name}: picked {int(mask.sum())} faces as {palette.part_name(new_id)}")
+    set_message(f"{name}: picked {int(mask.sum())} faces as {palette.part_name(new_id)}", name)
 
 
 def cancel(obj_name: str) -> None:
@@ -388,10 +416,10 @@ def _prepare_segmentation(result_arrays: dict, tri_poly, n_poly: int):
 def _live_object(name, n_polygons):
     obj = bpy.data.objects.get(name)
     if obj is None or obj.type != "MESH":
-        set_message(f"{name} is gone; result dropped")
+        set_message(f"{name} is gone; result dropped", name)
         return None
     if len(obj.data.polygons) != n_polygons:
-        set_message(f"{name} changed while it was segmented; segment it again")
+        set_message(f"{name} changed while it was segmented; segment it again", name)
         return None
     return obj
 
@@ -406,11 +434,29 @@ def _apply_segmentation(name, arrays, mid, engine, msg):
         return
     ensure_object_mode(obj)
     writeback.store_hierarchy(obj, poly_leaf, parent, height)
+    if writeback.NAMES_PROP in obj:  # names belonged to the previous hierarchy's nodes
+        del obj[writeback.NAMES_PROP]
+    from . import similar
+
+    info = msg.result.get("info") if isinstance(msg.result.get("info"), dict) else {}
+    obj[writeback.REPEATS_PROP] = similar.clean_groups(info.get("repeats"), len(parent))
+    levels = partdata.slider_levels(height)
+    obj[writeback.LEVELS_PROP] = levels.tolist()
+    position = partdata.slider_position(levels, scale)
+    writeback.store_automatic(obj, poly_labels, position)
+    set_granularity_quietly(obj, position)
     yield
     yield from write_all(obj, poly_labels, arrays.topology)
     obj.segparts.engine, obj.segparts.mesh_id = engine, mid
-    set_granularity_quietly(obj, 1.0 - scale)
-    set_message(f"{name}: {len(obj.segparts.parts)} parts ({engine})")
+    yield
+    obj = _live_object(name, arrays.n_polygons)
+    if obj is None:
+        return
+    if not obj.modifiers:  # the pick tool's index from the arrays at hand, built in the background now
+        from . import pickview
+
+        pickview.prebuild(obj, arrays.vertices, arrays.faces, arrays.tri_poly)
+    set_message(f"{name}: {len(obj.segparts.parts)} parts ({engine})", name)
 
 
 def matching_scale(hierarchy, n_parts: int) -> float:
@@ -437,10 +483,12 @@ def write_all(obj, poly_labels, topo, keep: bool = False):
     kept = {it.part_id: 0 for it in obj.segparts.parts if it.material} if keep else None
     counts = {}
     yield from writeback.write_parts(obj, poly_labels, topo, preview=preview, keep_parts=kept, vertex_counts=counts)
-    refresh_parts(obj, poly_labels, keep, counts)
+    yield
+    refresh_parts(obj, poly_labels, keep, counts, counts.pop("faces", None))
 
 
-def refresh_parts(obj, poly_labels=None, keep: bool = False, vertex_counts: dict | None = None) -> None:
+def refresh_parts(obj, poly_labels=None, keep: bool = False, vertex_counts: dict | None = None,
+                  faces: np.ndarray | None = None) -> None:
     """Rebuild the part list from the `part_id` attribute (the source of truth). keep=True keeps
     the names and materials of part ids that survive (editing); new labels start fresh."""
     from . import mesh_io, writeback
@@ -458,15 +506,61 @@ def refresh_parts(obj, poly_labels=None, keep: bool = False, vertex_counts: dict
         topo = mesh_io.topology(obj.data)
         vertex_counts = partdata.part_vertex_counts(
             partdata.vertex_groups(poly_labels, topo.corner_verts, topo.loop_total, topo.n_vertices))
-    faces = np.bincount(poly_labels[poly_labels >= 0])
-    for part in np.flatnonzero(faces).tolist():
-        it = items.add()
-        name, material = old.get(part, (palette.part_name(part), None))
-        it.part_id, it.name, it.material = part, name, material
-        it.color = palette.part_colour(part)
-        it.face_count = int(faces[part])
-        it.vertex_count = int(vertex_counts.get(part, 0))
+    if faces is None:  # faces per part (the write-back counts them in the background thread)
+        faces = np.bincount(poly_labels[poly_labels >= 0])
+    given = _names_from_nodes(obj, poly_labels)
+    global _suppress_rename
+    _suppress_rename = True
+    try:
+        for part in np.flatnonzero(faces).tolist():
+            it = items.add()
+            name, material = old.get(part, (palette.part_name(part), None))
+            it.part_id, it.name, it.material = part, given.get(part, name), material
+            _fill_item(it, part, faces, vertex_counts)
+    finally:
+        _suppress_rename = False
     obj.segparts.active_part = min(obj.segparts.active_part, max(len(items) - 1, 0))
+
+
+def _names_from_nodes(obj, poly_labels) -> dict[int, str]:
+    """part -> the name the user gave its hierarchy node (Rename Part), if any."""
+    from . import partedits, writeback
+
+    names = writeback.node_names(obj)
+    hierarchy = writeback.load_hierarchy(obj) if names else None
+    if hierarchy is None or len(hierarchy.leaf_labels) != len(poly_labels):
+        return {}
+    nodes = partedits.active_nodes(hierarchy, writeback.current_scale(obj))
+    parts, first = np.unique(poly_labels, return_index=True)
+    return {int(p): names[int(nodes[f])] for p, f in zip(parts, first) if p >= 0 and int(nodes[f]) in names}
+
+
+_suppress_rename = False
+
+
+def rename_quietly(obj, part: int, name: str) -> None:
+    global _suppress_rename
+    _suppress_rename = True
+    try:
+        for it in obj.segparts.parts:
+            if it.part_id == part:
+                it.name = name
+    finally:
+        _suppress_rename = False
+
+
+def on_part_renamed(item, context) -> None:
+    """A name typed in the parts list: remembered on the part's hierarchy node."""
+    from . import editing
+
+    if not _suppress_rename:
+        editing.rename_part(item.id_data, item.part_id, item.name)
+
+
+def _fill_item(it, part, faces, vertex_counts) -> None:
+    it.color = palette.part_colour(part)
+    it.face_count = int(faces[part])
+    it.vertex_count = int(vertex_counts.get(part, 0))
 
 
 def set_granularity_quietly(obj, value: float) -> None:
@@ -494,21 +588,25 @@ def _recut(name, granularity, topo):
     if obj is None:
         return
     arrays = writeback.hierarchy_arrays(obj)
-    scale = 1.0 - float(granularity)
+    scale = writeback.current_scale(obj, granularity)
+    automatic = writeback.automatic_labels(obj, granularity)  # back at the engine's spot: its own result
 
     def cut():  # in the background thread: building the tree walks every node
         hierarchy = writeback.make_hierarchy(arrays)
         return None if hierarchy is None else hierarchy.cut(scale=scale)
 
-    poly_labels = yield from background.wait(background.submit(cut))
+    if automatic is not None and len(automatic) == topo.n_polygons:
+        poly_labels = automatic
+    else:
+        poly_labels = yield from background.wait(background.submit(cut))
     if poly_labels is None:
-        set_message(f"{name} has no usable part hierarchy; segment it again")
+        set_message(f"{name} has no usable part hierarchy; segment it again", name)
         return
     obj = _live_object(name, topo.n_polygons)
     if obj is None:
         return
     yield from write_all(obj, poly_labels, topo)
-    set_message(f"{name}: {len(obj.segparts.parts)} parts")
+    set_message(f"{name}: {len(obj.segparts.parts)} parts", name)
 
 
 _suppress_visibility = False
@@ -532,6 +630,37 @@ def on_visibility_changed(item, context) -> None:
     obj = item.id_data
     hidden = {it.part_id for it in obj.segparts.parts if not it.visible}
     writeback.set_hidden_parts(obj, hidden)
+
+
+_suppress_preview = False
+
+
+def set_preview_quietly(scene, value: bool) -> None:
+    global _suppress_preview
+    _suppress_preview = True
+    try:
+        scene.segparts_preview = value
+    finally:
+        _suppress_preview = False
+
+
+def on_preview_changed(scene) -> None:
+    """The Preview Colours tick box: part colours on or off for every segmented mesh of the scene."""
+    from . import writeback
+
+    if _suppress_preview:
+        return
+    for obj in scene.objects:
+        if obj.type != "MESH" or not obj.segparts.parts:
+            continue
+        ensure_object_mode(obj)
+        if not scene.segparts_preview:
+            writeback.clear_preview(obj)
+            continue
+        poly_labels = writeback.labels(obj)
+        if poly_labels is not None and len(poly_labels) == len(obj.data.polygons):
+            kept = {it.part_id: 0 for it in obj.segparts.parts if it.material}
+            writeback.write_preview_materials(obj, poly_labels, kept)
 
 
 def ensure_object_mode(obj) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+SERVE_DEFAULT_PORT = 5555  # `segparts serve`'s default: where a server started by hand listens
 HELLO_RETRY_S = 1.0
 START_TIMEOUT_S = 60.0  # first start may compile/import a lot; hello answers as soon as it is up
 CONNECT_TIMEOUT_S = 5.0  # a backend we did not start must answer hello this fast
@@ -33,7 +34,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 class Config:
     python: str = ""  # backend interpreter (with segparts installed); "" = not set
     host: str = "127.0.0.1"
-    port: int = 5555
+    port: int = SERVE_DEFAULT_PORT
     device: str = "auto"
     auto_start: bool = True
     models_dir: str = ""
@@ -94,16 +95,18 @@ class BackendProcess:
     def exit_code(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
 
-    def stop(self, timeout: float = 3.0) -> None:
+    def stop(self, timeout: float = 1.0) -> None:
+        """End the process: SIGTERM (the server stops its workers and removes its token), then
+        SIGKILL if it has not gone after `timeout` s (a frozen process ignores SIGTERM)."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
-            self.proc.terminate()  # SIGTERM: the server stops its workers and removes its token
+            self.proc.terminate()
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.wait(timeout)
+                self.proc.wait(5.0)
         self.proc = None
 
     def log_tail(self, n_lines: int = 3) -> str:
@@ -111,6 +114,9 @@ class BackendProcess:
             lines = self.config.log_file.read_text(errors="replace").strip().splitlines()
         except OSError:
             return ""
+        # what went wrong, not the start-up chatter (token file paths, "listening on ...")
+        lines = [ln for ln in lines[-200:] if ln.strip() and "token" not in ln.lower() and " INFO " not in ln
+                 and "listening on" not in ln]
         return " | ".join(lines[-n_lines:])
 
 
@@ -297,8 +303,9 @@ class Session:
             self._fail("Backend is unreachable (no answer to status); press Restart")
 
     def _ready_message(self) -> str:
-        h = self.hello
-        return f"Backend {h.get('version', '?')} ready on {h.get('device', '?')}"
+        h, c = self.hello, self.config
+        where = f"own backend on port {c.port}" if c.auto_start else f"connected to {c.host}:{c.port}"
+        return f"Ready: {where} ({h.get('version', '?')}, {h.get('device', '?')})"
 
     def engines(self) -> dict[str, dict]:
         return dict(self.hello.get("engines") or {})

@@ -54,8 +54,10 @@ class SEGPARTS_PT_panel(bpy.types.Panel):
             row.operator("segparts.cancel", text="", icon="X")
         else:
             layout.operator("segparts.segment", icon="MOD_EXPLODE")
-        if runtime.message():
-            layout.label(text=runtime.message(), icon="INFO")
+        text = runtime.message(obj)  # this object's own message, never another's
+        if text:
+            for i, line in enumerate(_wrap(text, 48)):
+                layout.label(text=line, icon="INFO" if i == 0 else "BLANK1")
         props = obj.segparts
         if not props.parts:
             return
@@ -63,7 +65,12 @@ class SEGPARTS_PT_panel(bpy.types.Panel):
         layout.template_list("SEGPARTS_UL_parts", "", props, "parts", props, "active_part", rows=6)
         row = layout.row(align=True)
         row.operator("segparts.pick", icon="RESTRICT_SELECT_OFF")
+        row.operator("segparts.select_similar", text="Similar", icon="DUPLICATE")
         row.operator("segparts.select_faces", icon="EDITMODE_HLT")
+        row = layout.row(align=True)
+        row.operator("segparts.merge_parts", text="Merge", icon="AUTOMERGE_ON")
+        row.operator("segparts.split_part", text="Split", icon="MOD_EDGESPLIT")
+        row.operator("segparts.rename_part", text="Rename", icon="SORTALPHA")
         row = layout.row(align=True)
         row.operator("segparts.assign_material", icon="MATERIAL")
         row.operator("segparts.separate", icon="MOD_EXPLODE")
@@ -74,7 +81,7 @@ class SEGPARTS_PT_panel(bpy.types.Panel):
         row = layout.row(align=True)
         row.prop(context.scene, "segparts_preview", text="Preview Colours")
         if writeback.preview_active(obj):
-            row.operator("segparts.clear_preview", text="", icon="LOOP_BACK")
+            row.operator("segparts.clear_preview", text="Restore", icon="LOOP_BACK")
         row.operator("segparts.apply_materials", text="Apply", icon="CHECKMARK")
         naming_ops.draw_panel(layout, obj)
 
@@ -91,7 +98,8 @@ def _draw_backend(layout, s):
                      icon="PLAY")
     else:
         row.operator("segparts.backend_restart", text="Restart", icon="FILE_REFRESH")
-        row.operator("segparts.backend_stop", text="Stop", icon="PAUSE")
+    if state in ("starting", "ready") or (s is not None and s.process is not None):
+        row.operator("segparts.backend_stop", text="Stop", icon="PAUSE")  # whenever a process of ours exists
 
 
 def _wrap(text: str, width: int) -> list[str]:

@@ -5,7 +5,8 @@ What a segmentation leaves on the object:
   is derived from it and can be rebuilt (`rebuild_from_attribute`);
 - face attribute `segparts_leaf` + object properties `segparts_parent`/`segparts_height`: the part
   hierarchy, so the granularity slider re-cuts without asking the backend;
-- vertex groups `Part_###` (policy for shared vertices: see partdata.py — a border vertex is in
+- vertex groups `Part_###` (recorded in the object property `segparts_groups`; only those are
+  ever changed, and a user's own group of the same name makes ours `Part_###.001`; policy for shared vertices: see partdata.py — a border vertex is in
   every part it touches, weight 1.0);
 - material slots. PREVIEW mode: one coloured material per part is appended after the user's own
   slots and the user's per-face material indices are kept in the face attribute
@@ -26,6 +27,12 @@ LEAF_ATTR = "segparts_leaf"
 HIDDEN_ATTR = "segparts_hidden"
 PARENT_PROP, HEIGHT_PROP = "segparts_parent", "segparts_height"
 USER_SLOTS_PROP = "segparts_user_slots"
+ORIGIN_ATTR = ".segparts_face"  # each face's own index: modifiers carry it, so picks map back
+LEVELS_PROP = "segparts_levels"  # the slider's cut scales, fixed at segmentation (edits add none)
+AUTO_ATTR, AUTO_AT_PROP = "segparts_auto", "segparts_auto_at"  # the engine's own result and its slider spot
+REPEATS_PROP = "segparts_repeats"  # groups of hierarchy nodes that are copies (the engine's info["repeats"])
+NAMES_PROP = "segparts_names"  # hierarchy node -> the name the user gave that part
+GROUPS_PROP = "segparts_groups"  # part id -> the vertex group the add-on made for it
 GROUP_PREFIX = "Part_"
 MATERIAL_PREFIX = "SegParts "
 VISIBILITY_MODIFIER = "SegParts Visibility"
@@ -59,6 +66,70 @@ def make_hierarchy(arrays):
         return None
 
 
+def mark_original_faces(obj) -> None:
+    """Give every face its own index in ORIGIN_ATTR (after Segment, after faces were separated)."""
+    mesh = obj.data
+    index = np.arange(len(mesh.polygons), dtype=np.int32)
+    current = mesh_io.read_int_attribute(mesh, ORIGIN_ATTR)
+    if current is None or not np.array_equal(current, index):
+        mesh_io.write_face_attribute(mesh, ORIGIN_ATTR, index)
+
+
+def slider_levels(obj):
+    if LEVELS_PROP in obj:
+        return np.asarray(obj[LEVELS_PROP], dtype=np.float64)
+    if HEIGHT_PROP in obj:
+        return partdata.slider_levels(np.asarray(obj[HEIGHT_PROP]))
+    return np.array([0.0, 1.0])
+
+
+def current_scale(obj, granularity: float | None = None) -> float:
+    """The cut scale of the slider's position (or of `granularity`)."""
+    g = obj.segparts.granularity if granularity is None else granularity
+    return partdata.slider_scale(slider_levels(obj), g)
+
+
+def store_automatic(obj, poly_labels, granularity: float) -> None:
+    """Keep the engine's own result: the slider returns to it at its position."""
+    mesh_io.write_face_attribute(obj.data, AUTO_ATTR, poly_labels)
+    obj[AUTO_AT_PROP] = float(granularity)
+
+
+def automatic_labels(obj, granularity: float):
+    """The engine's result when `granularity` is its slider position, else None."""
+    if AUTO_AT_PROP not in obj:
+        return None
+    levels = slider_levels(obj)
+    if partdata.slider_scale(levels, granularity) != partdata.slider_scale(levels, obj[AUTO_AT_PROP]):
+        return None
+    return mesh_io.read_int_attribute(obj.data, AUTO_ATTR)
+
+
+def forget_automatic(obj) -> None:
+    """After a hand edit the engine's result is no longer what the tree gives there."""
+    mesh_io.remove_attribute(obj.data, AUTO_ATTR)
+    if AUTO_AT_PROP in obj:
+        del obj[AUTO_AT_PROP]
+
+
+def node_names(obj) -> dict[int, str]:
+    return {int(k): str(v) for k, v in (obj.get(NAMES_PROP) or {}).items()}
+
+
+def set_node_name(obj, node: int, name: str) -> None:
+    names = node_names(obj)
+    names[int(node)] = name
+    obj[NAMES_PROP] = {str(k): v for k, v in names.items()}
+
+
+def remap_node_names(obj, node_map) -> None:
+    """Names follow their nodes through a hierarchy edit (node_map: old -> new, -1 gone)."""
+    names = node_names(obj)
+    if names:
+        obj[NAMES_PROP] = {str(int(node_map[k])): v for k, v in names.items()
+                           if 0 <= k < len(node_map) and node_map[k] >= 0}
+
+
 def load_hierarchy(obj):
     """The polygon-level hierarchy stored on the object, or None."""
     return make_hierarchy(hierarchy_arrays(obj))
@@ -82,23 +153,26 @@ def write_parts(obj, poly_labels: np.ndarray, topo, preview: bool = True, keep_p
     if poly_labels.shape != (len(mesh.polygons),) or topo.n_polygons != len(mesh.polygons):
         raise ValueError(f"{len(poly_labels)} labels for {len(mesh.polygons)} polygons of {obj.name!r}")
     old = labels(obj)
-    ours = [vg.name for vg in obj.vertex_groups if vg.name.startswith(GROUP_PREFIX)]
+    ours = part_groups(obj)  # only groups the add-on made: the user's own `Part_*` groups stay
     # the groups are derived from the previous labels: only the difference needs writing
     known_old = old if (old is not None and ours) else None
     # main-thread work waits for the thread: both at once fight over the GIL and the ticks grow
     update = yield from background.wait(background.submit(partdata.group_update, known_old, poly_labels, topo))
     mesh_io.write_face_attribute(mesh, LABEL_ATTR, poly_labels)
     yield
+    mark_original_faces(obj)
+    yield
     if preview:
         write_preview_materials(obj, poly_labels, keep_parts)
         yield
     if known_old is None:
-        for name in ours:  # groups of unknown origin: start again
-            obj.vertex_groups.remove(obj.vertex_groups[name])
+        for part in list(ours):  # our groups without the labels they came from: start again
+            forget_group(obj, part)
             yield
     yield from _write_group_update(obj, update)
     if vertex_counts is not None:
         vertex_counts.update(update.counts)
+        vertex_counts["faces"] = update.face_counts
     update_visibility(obj, poly_labels)
     mesh.update_tag()  # redraw; mesh.update() would recompute derived data (~80 ms at 1M faces)
 
@@ -106,16 +180,14 @@ def write_parts(obj, poly_labels: np.ndarray, topo, preview: bool = True, keep_p
 def _write_group_update(obj, update):
     """Apply a partdata.GroupUpdate in small steps (one yield per chunk)."""
     for part in update.drop:
-        vg = obj.vertex_groups.get(palette.part_name(part))
-        if vg is not None:
-            obj.vertex_groups.remove(vg)  # ~10-20 ms at 1M vertices: Blender rescans every vertex
-            yield
+        forget_group(obj, part)  # ~10-20 ms at 1M vertices: Blender rescans every vertex
+        yield
     for part in sorted(update.changes):
         remove, add, full = update.changes[part]
-        name = palette.part_name(part)
-        vg = obj.vertex_groups.get(name)
+        name = part_groups(obj).get(part)
+        vg = obj.vertex_groups.get(name) if name else None
         if vg is None:
-            vg = obj.vertex_groups.new(name=name)
+            vg = new_part_group(obj, part)
             remove, add = full[:0], full
         for chunk in partdata.chunks(remove, GROUP_CHUNK):
             vg.remove(chunk.tolist())
@@ -123,6 +195,50 @@ def _write_group_update(obj, update):
         for chunk in partdata.chunks(add, GROUP_CHUNK):
             vg.add(chunk.tolist(), 1.0, "REPLACE")
             yield
+
+
+# ---- vertex groups: only those the add-on made, recorded on the object ------------------------
+def part_groups(obj) -> dict[int, str]:
+    """part id -> name of the vertex group the add-on made for it (groups since deleted are left out)."""
+    recorded = obj.get(GROUPS_PROP)
+    if not recorded:
+        return {}
+    return {int(part): name for part, name in recorded.items() if obj.vertex_groups.get(name) is not None}
+
+
+def record_group(obj, part: int, name: str) -> None:
+    """One of our groups was renamed (Name Parts): keep the record pointing at it."""
+    recorded = {int(k): v for k, v in (obj.get(GROUPS_PROP) or {}).items()}
+    if int(part) in recorded:
+        recorded[int(part)] = name
+        _record_groups(obj, recorded)
+
+
+def _record_groups(obj, groups: dict[int, str]) -> None:
+    obj[GROUPS_PROP] = {str(part): name for part, name in groups.items()}
+
+
+def new_part_group(obj, part: int):
+    """A new group for `part`, named Part_### or, when the user has a group of that name, Part_###.001 ..."""
+    base = name = palette.part_name(part)
+    k = 0
+    while obj.vertex_groups.get(name) is not None:
+        k += 1
+        name = f"{base}.{k:03d}"
+    vg = obj.vertex_groups.new(name=name)
+    groups = part_groups(obj)
+    groups[int(part)] = vg.name
+    _record_groups(obj, groups)
+    return vg
+
+
+def forget_group(obj, part: int) -> None:
+    """Remove the add-on's group of `part` (never a group the user made)."""
+    groups = part_groups(obj)
+    name = groups.pop(int(part), None)
+    if name is not None:
+        obj.vertex_groups.remove(obj.vertex_groups[name])
+    _record_groups(obj, groups)
 
 
 # ---- materials ------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from hypothesis import given, settings, strategies as st
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from addon import jobs, palette, partdata, picking, session, setup  # noqa: E402
+from addon import jobs, palette, partdata, partedits, picking, session, setup, similar  # noqa: E402
 from segparts.client import BackendClient, mesh_id  # noqa: E402
 from segparts.hierarchy import Hierarchy  # noqa: E402
 
@@ -144,6 +144,61 @@ def test_picker_moves_along_the_hierarchy():
     assert down.mask.tolist() == [True, False, False, False, False]
     new_labels, new_id = picking.split_off(labels, down.mask)
     assert new_labels[0] == new_id and (new_labels[1:] == labels[1:]).all()
+
+
+def _same_partition(a, b) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    pairs = set(zip(a.tolist(), b.tolist()))
+    return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
+
+
+def _tree():
+    """8 faces on leaves 0..5; (0,1)->6 at 0.2, (2,3)->7 at 0.3, (6,7)->8 at 0.5, (4,5)->9 at 0.6, root 10."""
+    leaf = np.array([0, 1, 2, 3, 4, 5, 5, 0])
+    parent = np.array([6, 6, 7, 7, 9, 9, 8, 8, 10, 10, -1])
+    height = np.array([0, 0, 0, 0, 0, 0, 0.2, 0.3, 0.5, 0.6, 1.0])
+    return Hierarchy(leaf, parent, height)
+
+
+def test_merge_parts_holds_at_its_scale_and_coarser_only():
+    h = _tree()
+    s = 0.35  # parts: {0,1}, {2,3}, {4}, {5}
+    nodes = partedits.active_nodes(h, s)
+    before = h.cut(scale=s)
+    edit = partedits.merge(h, {nodes[0], nodes[4]}, s)  # merge part {0,1} with leaf 4
+    e = Hierarchy(edit.leaf_labels, edit.parent, edit.height)
+    after = e.cut(scale=s)
+    assert after[0] == after[4] == after[1] == after[7] and after[2] != after[0] and after[5] != after[4]
+    assert len(set(after.tolist())) == len(set(before.tolist())) - 1
+    assert _same_partition(e.cut(scale=0.25), h.cut(scale=0.25)), "finer than the edit: as before"
+    assert _same_partition(e.cut(scale=1.0), h.cut(scale=1.0))
+    assert e.face_mask(edit.new_node).tolist() == (after == after[0]).tolist()
+    with pytest.raises(ValueError):
+        partedits.merge(h, {nodes[0]}, s)
+
+
+def test_split_finer_and_split_faces_keep_a_valid_tree():
+    h = _tree()
+    s = 0.55  # parts: {0,1,2,3}, {4}, {5}
+    node = int(partedits.active_nodes(h, s)[0])
+    edit = partedits.split_finer(h, node, s)
+    e = Hierarchy(edit.leaf_labels, edit.parent, edit.height)
+    assert _same_partition(e.cut(scale=s), h.cut(scale=0.45)), "one level finer for that part only"
+    assert _same_partition(e.cut(scale=0.9), h.cut(scale=0.9))
+    with pytest.raises(ValueError):
+        partedits.split_finer(h, 4, s)  # a leaf has nothing finer
+    # faces 1 (leaf 1) and 6 (half of leaf 5) become one new part at s; the rest stays as it was
+    mask = np.zeros(8, dtype=bool)
+    mask[[1, 6]] = True
+    edit = partedits.split_faces(h, mask, s)
+    e = Hierarchy(edit.leaf_labels, edit.parent, edit.height)
+    cut = e.cut(scale=s)
+    assert cut[1] == cut[6] and len(set(cut[mask].tolist()) & set(cut[~mask].tolist())) == 0
+    assert _same_partition(cut[~mask], h.cut(scale=s)[~mask])
+    assert e.face_mask(edit.new_node).tolist() == mask.tolist()
+    whole = partedits.split_faces(h, mask, 1.0)  # at the coarsest setting too (a new root above)
+    w = Hierarchy(whole.leaf_labels, whole.parent, whole.height)
+    assert len(set(w.cut(scale=1.0).tolist())) == 2
 
 
 def test_region_under_mouse_skips_the_sidebar():
@@ -314,3 +369,126 @@ def test_setup_backend_task_commands(tmp_path):
     assert names and all(isinstance(n, str) for n in names)
     with pytest.raises(ValueError):
         setup.models_for_engine(ROOT / "models" / "manifest.json", "geometric")
+
+
+def test_error_message_leaves_out_token_file_log_lines(live_session):
+    """The panel's error box shows the log's last lines; lines about the token file say nothing
+    to a user and once filled it."""
+    s = live_session
+    assert "token file" in s.config.log_file.read_text(), "the backend logs its token file"
+    os.kill(s.process.proc.pid, signal.SIGKILL)
+    _drive(s, lambda: s.state == "error", timeout=10)
+    assert "Restart" in s.message and "token" not in s.message.lower(), s.message
+
+
+def test_slider_spreads_the_cuts_evenly():
+    # heights bunched as engines give them: most merges between 0.5 and 0.85
+    height = np.array([0, 0, 0, 0, 0, 0.5, 0.6, 0.7, 0.85, 1.0])
+    levels = partdata.slider_levels(height)
+    assert levels.tolist() == [0.0, 0.5, 0.6, 0.7, 0.85, 1.0]
+    positions = np.linspace(0, 1, 101)
+    scales = [partdata.slider_scale(levels, g) for g in positions]
+    share = {lv: scales.count(lv) for lv in levels.tolist()}
+    assert min(share.values()) >= 101 // len(levels) - 11, share  # no cut squeezed into a sliver
+    assert scales[0] == 1.0 and scales[-1] == 0.0
+    for lv in levels:  # every cut has a slider position that gives it back
+        assert partdata.slider_scale(levels, partdata.slider_position(levels, lv)) == lv
+
+
+def test_plain_build_needs_no_blender_and_matches_blenders_zip(tmp_path):
+    """`python build_addon.py --builder plain` (what a fresh clone without bpy gets) makes the zip
+    that Blender's own extension CLI makes: same files, and the CLI validates it."""
+    import subprocess
+    import zipfile
+
+    import build_addon
+
+    try:
+        cli = build_addon.find_extension_cli()
+    except build_addon.BuildError:
+        pytest.skip("Blender's extension CLI (bpy) is not installed here: nothing to compare with")
+    zips = {}
+    for builder in ("plain", "blender"):
+        done = subprocess.run([sys.executable, str(ROOT / "build_addon.py"), "--local", "--builder", builder,
+                               "--output-dir", str(tmp_path / builder)], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        zips[builder] = next((tmp_path / builder).glob("*.zip"))
+    build_addon.run_cli(cli, "validate", str(zips["plain"]))
+    names = {b: sorted(zipfile.ZipFile(z).namelist()) for b, z in zips.items()}
+    assert names["plain"] == names["blender"]
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 10_000))
+def test_triangle_grid_finds_the_same_hit_as_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    # a soup of small and a few large triangles, some flat in z (a degenerate grid axis)
+    centres = rng.uniform(-5, 5, (300, 3)) * np.array([1, 1, rng.choice([0.0, 1.0])])
+    size = np.where(rng.random(300) < 0.05, 4.0, 0.4)[:, None, None]
+    tri = centres[:, None, :] + rng.normal(size=(300, 3, 3)) * size
+    tri = tri.astype(np.float32).astype(np.float64)  # the grid keeps float32 positions, as Blender does
+    verts, tris = tri.reshape(-1, 3), np.arange(900).reshape(-1, 3)
+    small_blocks = type("SmallBlocks", (picking.TriangleGrid,), {"BLOCK": 64})  # the blockwise build too
+    grid = (picking.TriangleGrid if seed % 2 else small_blocks)(verts, tris, per_cell=2.0)
+    for _ in range(40):
+        o = rng.uniform(-12, 12, 3)
+        target = tri[rng.integers(300)].mean(axis=0) if rng.random() < 0.8 else rng.uniform(-6, 6, 3)
+        d = target - o
+        if rng.random() < 0.25:  # straight down an axis: zero direction components
+            o, d = np.append(target[:2], 20.0), np.array([0.0, 0.0, -1.0])
+        want_k, want_t = picking.first_hit(o, d, tri)
+        got_k, got_t = grid.cast(o, d)
+        assert (got_k < 0) == (want_k < 0)
+        if want_k >= 0:
+            assert abs(got_t - want_t) <= 1e-9 * max(1.0, want_t), (got_k, want_k)
+
+
+def _car():
+    """A body (leaf 0) and four wheels, each a hub (leaves 1..4) and a tyre (leaves 5..8):
+    wheel k = node 9+k (hub k+1, tyre k+5), the wheels under node 13, the root 14."""
+    leaf = np.array([0, 0, 1, 5, 2, 6, 3, 7, 4, 8])  # 10 faces: two body faces, then hub, tyre per wheel
+    parent = np.array([14, 9, 10, 11, 12, 9, 10, 11, 12, 13, 13, 13, 13, 14, -1])
+    height = np.array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0.2, 0.2, 0.2, 0.2, 0.6, 1.0])
+    return Hierarchy(leaf, parent, height)
+
+
+def test_select_similar_takes_every_copy_of_the_part():
+    h = _car()
+    groups = similar.clean_groups([[9, 10, 11, 12], [3], "junk", [99, 100]], h.n_nodes)
+    assert groups == [[9, 10, 11, 12]], "groups of one, junk and unknown nodes are dropped"
+    for scale, wheel_faces in ((0.3, [2, 3]), (0.1, [2])):  # whole wheels; then hubs (a piece of a copy)
+        labels = h.cut(scale=scale)
+        nodes = partedits.active_nodes(h, scale)
+        part = int(labels[wheel_faces[0]])
+        got = similar.similar_parts(h, labels, nodes, {part}, groups)
+        wheels = set(labels[2:].tolist())  # every face of the four wheels
+        assert got == wheels, (scale, got)
+        assert int(labels[0]) not in got
+    body = int(h.cut(scale=0.3)[0])
+    assert similar.similar_parts(h, h.cut(scale=0.3), partedits.active_nodes(h, 0.3), {body}, groups) == {body}
+    # groups follow a hand edit that renumbers the tree
+    edit = partedits.merge(h, {int(partedits.active_nodes(h, 0.3)[0]), 9}, 0.3)
+    moved = similar.remap_groups(groups, edit.node_map)
+    assert len(moved) == 1 and len(moved[0]) == 4
+
+
+def test_cancel_frees_the_job_at_once_and_reports_once(live_session):
+    """Cancel ends the job for the user immediately (the backend stops at its next check); the
+    backend's late 'cancelled' answer is not reported a second time."""
+    s = live_session
+    verts, corners, sizes = _grid(200)  # 80k quads: the backend is still busy when Cancel comes
+    verts = verts + np.column_stack([np.zeros((len(verts), 2)), np.sin(verts[:, 0] / 7) * 3])
+    tris, tri_poly = partdata.fan_triangles(corners, sizes)
+    arrays = jobs.MeshArrays(verts, tris, tri_poly, len(sizes), partdata.Topology(corners, sizes, len(verts)))
+    errors, done = [], []
+    job = jobs.SegmentJob(s, arrays, mesh_id(arrays.vertices, arrays.faces), "geometric",
+                          lambda j, m: done.append(m), lambda j, e: errors.append(e))
+    job.start()
+    _drive(s, lambda: job.job_id is not None or not job.active)
+    assert job.active, f"the job ended before Cancel: {job.state}"
+    t0 = time.monotonic()
+    job.cancel()
+    assert not job.active and job.state == "cancelled" and errors == ["Cancelled"]
+    assert time.monotonic() - t0 < 0.1
+    _drive(s, lambda: not s.pending, timeout=60)  # the backend's own answer arrives later
+    assert errors == ["Cancelled"] and not done

@@ -122,3 +122,13 @@ def test_paper_preset_uses_the_release_masks_and_fast_uses_sam2(tmp_path, monkey
     assert "sam2.1_hiera_large.pt" in fast.message() and "sam_vit_h" not in fast.message()
     with pytest.raises(ValueError, match="quality must be one of"):
         mask_model_name({"quality": "best"})
+
+
+def test_mask_model_is_a_declared_option():
+    from segparts.engines.base import OptionError, check_options
+
+    engine = SAMPart3DEngine()
+    assert check_options(engine, {"mask_model": "sam-vit-h", "quality": "fast"}) == {"mask_model": "sam-vit-h",
+                                                                                     "quality": "fast"}
+    with pytest.raises(OptionError, match="mask_model"):
+        check_options(engine, {"mask_model": "sam-vit-x"})

@@ -205,7 +205,8 @@ def _view3d(context):
 
 def test_pick_tool_hover_click_and_levels_in_the_viewport(runtime, backend):
     """The modal tool's work, minus the modal loop (not invokable in the bpy module): the WINDOW
-    region under the mouse, the view ray, the BVH of the original mesh, Shift/Ctrl clicks."""
+    region under the mouse, the view ray, the BVH of the drawn mesh mapped to the original faces,
+    Shift/Ctrl clicks."""
     from bpy_extras import view3d_utils
     from mathutils import Vector
 
@@ -222,14 +223,16 @@ def test_pick_tool_hover_click_and_levels_in_the_viewport(runtime, backend):
         return int(round(x)) + region.x, int(round(y)) + region.y
 
     tool = pickview.PickTool(obj, "geometric")
+    tool.ray.wait()  # the index is built in the background
     top_of_box2, top_of_box3 = 6 + 5, 12 + 5  # the +Z quads of the 2nd and 3rd boxes
-    target = tool.hover(bpy.context, *mouse_at((4.0, 0.0, 0.6)))
+    # the rays go to the drawn (subdivided, slightly shrunk) surface: aim just under the top centres
+    target = tool.hover(bpy.context, *mouse_at((4.0, 0.0, 0.45)))
     assert target is not None and target.polygon == top_of_box2
     assert target.parts == {int(labels[top_of_box2])}
     tool.click(shift=False, ctrl=False)
     selected = lambda: {it.part_id for it in obj.segparts.parts if it.selected}  # noqa: E731
     assert selected() == {int(labels[top_of_box2])}
-    tool.hover(bpy.context, *mouse_at((0.0, 5.0, 0.8)))
+    tool.hover(bpy.context, *mouse_at((0.0, 5.0, 0.6)))
     tool.click(shift=True, ctrl=False)
     assert selected() == {int(labels[top_of_box2]), int(labels[top_of_box3])}
     tool.click(shift=False, ctrl=True)
@@ -244,17 +247,26 @@ def test_pick_tool_hover_click_and_levels_in_the_viewport(runtime, backend):
     obj.segparts.granularity = 0.0
     runtime.run_until_idle(timeout=30)
     assert len(obj.segparts.parts) == 1
-    target = tool.hover(bpy.context, *mouse_at((4.0, 0.0, 0.6)))
+    target = tool.hover(bpy.context, *mouse_at((4.0, 0.0, 0.45)))
     assert target.parts == {0} and target.mask.all()
     tool.change_level(-1)
     finer = tool.target
     assert finer.level == -1 and finer.mask[top_of_box2] and not finer.mask.all()
     tool.click(shift=False, ctrl=False)
     labels = _labels(obj)
-    assert set(np.unique(labels)) == {0, 1} and np.array_equal(labels == 1, finer.mask)
-    assert selected() == {1}
-    overlay = tool._world_tris(obj, labels == 1)
-    assert overlay.shape == (3 * int(sum(len(p.vertices) - 2 for p in obj.data.polygons if labels[p.index] == 1)), 3)
+    new = int(labels[top_of_box2])
+    assert set(np.unique(labels)) == {0, 1} and np.array_equal(labels == new, finer.mask)
+    assert selected() == {new}
+    overlay = tool._world_tris(obj, labels == new)
+    # drawn on the subdivided surface: 4 quads (8 triangles) per original quad of the part
+    original_tris = int(sum(len(p.vertices) - 2 for p in obj.data.polygons if labels[p.index] == new))
+    assert overlay.shape == (3 * int((labels[tool.ray.tri_poly] == new).sum()), 3)
+    assert overlay.shape[0] >= 3 * 4 * original_tris
+    obj.segparts.granularity = 0.5  # the split is in the hierarchy: it comes back with the slider
+    runtime.run_until_idle(timeout=30)
+    obj.segparts.granularity = 0.0
+    runtime.run_until_idle(timeout=30)
+    assert np.array_equal(_labels(obj) == _labels(obj)[top_of_box2], finer.mask)
 
 
 def test_prompt_clicks_round_trip_and_unavailable_engine(runtime, backend):
@@ -270,6 +282,7 @@ def test_prompt_clicks_round_trip_and_unavailable_engine(runtime, backend):
 
     x, y = view3d_utils.location_3d_to_region_2d(region, rv3d, Vector((4.0, 0.0, 0.6)))
     tool = pickview.PickTool(obj, "geosam2")
+    tool.ray.wait()  # the index is built in the background
     assert tool.hover(bpy.context, int(x) + region.x, int(y) + region.y) is not None
     text = tool.click(shift=False, ctrl=False)
     assert "click sent" in text

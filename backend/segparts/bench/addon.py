@@ -36,6 +36,9 @@ def register(sub):
     p.add_argument("--parts", type=int, default=32)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--json", default=None, metavar="OUT")
+    p.add_argument("--big-faces", type=int, default=0, metavar="N",
+                   help="also segment a bumpy N-face grid with the real backend: ticks, pick tool start, "
+                        "Cancel and memory (issue 16's targets; e.g. 1000000)")
     p.add_argument("--install-only", action="store_true", help=argparse.SUPPRESS)  # child of the install timing
     p.set_defaults(func=run)
 
@@ -114,6 +117,8 @@ def run(args) -> int:
     figures.update(_bench_writeback(bpy, runtime, writeback, args))
     figures.update(_bench_export(bpy, args))
     figures.update(_bench_job_ticks(bpy, runtime, args))
+    if args.big_faces:
+        figures.update(_bench_big(bpy, runtime, args))
     runtime.shutdown()
 
     med = {k: statistics.median(v) for k, v in figures.items() if isinstance(v, list) and v}
@@ -133,11 +138,28 @@ def run(args) -> int:
         ("mesh export, rotated + mirrored", "export_mirrored_s", ""),
         ("mesh export, corner colour attribute", "export_corner_colors_s", ""),
         ("mesh export, 2048² texture + UV (cached)", "export_texture_s", ""),
+        ("big mesh: Segment, start to parts written", "big_segment_s", ""),
+        ("big mesh: worst timer tick, whole Segment", "big_tick_worst_s", "<= 20 ms"),
+        ("big mesh: median timer tick, whole Segment", "big_tick_median_s", ""),
+        ("big mesh: Segment operator (export + hash)", "big_operator_s", ""),
+        ("big mesh: pick tool start, index built ahead", "big_tool_start_s", "<= 0.3 s"),
+        ("big mesh: pick tool start, no index yet", "big_tool_start_cold_s", "<= 0.3 s"),
+        ("big mesh: pick index build (background)", "big_index_build_s", ""),
+        ("big mesh: hover ray cast", "big_cast_s", ""),
+        ("big mesh: Cancel to cancelled", "big_cancel_s", "<= 1 s"),
+        ("big mesh: Blender memory growth / mesh", "big_memory_ratio", "<= 2x"),
+        ("big mesh: the mesh's own arrays (MB)", "big_mesh_mb", ""),
+        ("big mesh: RSS growth, Segment + pick (MB)", "big_growth_mb", ""),
     ]
     for label, key, target in rows:
         if key in med:
             v = med[key]
-            text = f"{v * 1000:8.1f} ms" if v < 1 else f"{v:8.2f} s "
+            if key.endswith("_ratio"):
+                text = f"{v:8.2f} x "
+            elif key.endswith("_mb"):
+                text = f"{v:8.0f} MB"
+            else:
+                text = f"{v * 1000:8.1f} ms" if v < 1 else f"{v:8.2f} s "
             print(f"  {label:46s} {text}  {target}")
     if args.json:
         Path(args.json).write_text(json.dumps({"medians": med, "runs": figures}, indent=1))
@@ -281,4 +303,90 @@ def _bench_job_ticks(bpy, runtime, args) -> dict:
         out["tick_worst_polling_s"].append(max(ticks))
         out["tick_median_polling_s"].append(statistics.median(ticks))
         runtime.run_until_idle(timeout=60)
+    return out
+
+
+def _rss_mb() -> float:
+    """Resident memory of this (Blender) process now, from /proc (Linux), else the peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return float(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _bench_big(bpy, runtime, args) -> dict:
+    """One run on a bumpy grid of --big-faces quads through the add-on and a real backend."""
+    import gc
+
+    import numpy as np
+
+    pickview = importlib.import_module(MODULE + ".pickview")
+    _clear(bpy)
+    gc.collect()
+    rss0 = _rss_mb()
+    obj, _ = _grid(bpy, args.big_faces)
+    pos = np.empty(len(obj.data.vertices) * 3, dtype=np.float32)
+    obj.data.vertices.foreach_get("co", pos)
+    pos = pos.reshape(-1, 3)
+    pos[:, 2] = 8 * np.sin(pos[:, 0] / 40) * np.cos(pos[:, 1] / 55)  # hills: something to cut
+    obj.data.vertices.foreach_set("co", pos.ravel())
+    obj.data.update()
+    me = obj.data  # the mesh's own arrays: positions, edges, corner vertex + edge, face offsets
+    mesh_mb = (12 * len(me.vertices) + 8 * len(me.edges) + 8 * len(me.loops) + 4 * len(me.polygons)) / 2**20
+    rss0 = _rss_mb()  # from here on: what Segment and the pick tool add
+    out = {}
+    ticks_before = runtime.tick_stats["ticks"]
+    t0 = time.perf_counter()
+    runtime.start_segment(obj, "geometric")
+    out["big_operator_s"] = [time.perf_counter() - t0]
+    ticks = _tick_times(runtime, lambda: runtime.jobs or runtime.work, pause=0.005)
+    out["big_segment_s"] = [time.perf_counter() - t0]
+    if not obj.segparts.parts:
+        raise RuntimeError(f"big mesh: segmentation failed: {runtime.message()}")
+    out["big_tick_worst_s"], out["big_tick_median_s"] = [max(ticks)], [statistics.median(ticks)]
+    del ticks_before
+    t1 = time.perf_counter()
+    tool = pickview.PickTool(obj, "geometric")
+    out["big_tool_start_s"] = [time.perf_counter() - t1]
+    tool.ray.wait()
+    pickview._rays.pop(obj.name, None)
+    t1 = time.perf_counter()
+    tool = pickview.PickTool(obj, "geometric")
+    out["big_tool_start_cold_s"] = [time.perf_counter() - t1]
+    tool.ray.wait()
+    out["big_index_build_s"] = [time.perf_counter() - t1]
+    casts = []
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        x, y = rng.uniform(0, np.sqrt(args.big_faces), 2)
+        t1 = time.perf_counter()
+        tool.ray.cast_world(obj, (x, y, 100.0), (0.2, 0.1, -1.0))
+        casts.append(time.perf_counter() - t1)
+    out["big_cast_s"] = [statistics.median(casts)]
+    gc.collect()
+    growth = _rss_mb() - rss0
+    out["big_memory_ratio"] = [growth / mesh_mb]
+    out["big_mesh_mb"], out["big_growth_mb"] = [mesh_mb], [growth]
+    # Cancel: the geometry changed a little (no cached result), cancel once the job runs
+    pos[0, 2] += 1.0
+    obj.data.vertices.foreach_set("co", pos.ravel())
+    obj.data.update()
+    runtime.start_segment(obj, "geometric")
+    job = runtime.jobs[obj.name]
+    deadline = time.monotonic() + 120
+    while job.state not in ("running",) and job.active and time.monotonic() < deadline:
+        runtime.drain()
+        time.sleep(0.005)
+    t1 = time.perf_counter()
+    runtime.cancel(obj.name)
+    while job.active and time.monotonic() < deadline:
+        runtime.drain()
+        time.sleep(0.005)
+    out["big_cancel_s"] = [time.perf_counter() - t1]
+    runtime.run_until_idle(timeout=60)
     return out

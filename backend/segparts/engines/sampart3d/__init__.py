@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..base import (Availability, CancelToken, EngineUnavailable, PickRequest, PickResult, Progress, SegmentParams,
+from ..base import (Availability, CancelToken, EngineUnavailable, Option, PickRequest, PickResult, Progress, SegmentParams,
                     Segmentation, nearest_face, no_progress)
 from ...mesh import Mesh, MeshError
 
@@ -34,6 +34,7 @@ BACKBONE_MODEL = "ptv3-object"
 DEFAULT_SAM2 = "sam2.1-hiera-large"
 SAM_VIT_H = "sam-vit-h"  # the release's mask model (segment-anything's sam_vit_h_4b8939.pth)
 MASK_MODEL_OF_QUALITY = {"paper": SAM_VIT_H, "fast": DEFAULT_SAM2}
+MASK_MODELS = (SAM_VIT_H, "sam2.1-hiera-large", "sam2.1-hiera-base-plus", "sam2.1-hiera-small", "sam2.1-hiera-tiny")
 PACKAGES = ("torch", "spconv", "hdbscan", "sklearn")
 
 
@@ -82,6 +83,13 @@ class SAMPart3DState:
 
 class SAMPart3DEngine:
     name = "sampart3d"
+    options = (Option("quality", str, choices=("paper", "fast")), Option("iterations", int, 1, 100_000),
+               Option("views_per_batch", int, 1, 10_000), Option("pixels_per_view", int, 2, 1 << 20),
+               Option("lr", float, 1e-9, 1.0), Option("n_points", int, 100, 1_000_000),
+               Option("n_views", int, choices=(16, 36)), Option("render_size", int, 64, 4096),
+               Option("mask_source", object), Option("mask_model", str, choices=MASK_MODELS),
+               Option("sam2_model", str, choices=MASK_MODELS), Option("backbone", str, choices=("ptv3", "none")),
+               Option("up_axis", str, choices=("z", "y")), Option("seed", int, 0, 2**32 - 1))  # see the docstring
 
     def __init__(self, device: str = "cpu"):
         self.device = "cuda" if device == "cuda" else "cpu"
