@@ -20,13 +20,22 @@ def two_tone_sphere():
     return tm, colours
 
 
+def interior(mask):
+    """Pixels whose 3x3 neighbourhood is all in `mask` (per view): the colour pass is
+    anti-aliased, so pixels on a boundary mix both sides."""
+    from scipy.ndimage import binary_erosion
+
+    return np.stack([binary_erosion(m, np.ones((3, 3), bool)) for m in mask])
+
+
 def sides(mesh, views):
-    """Foreground pixels whose face lies clearly on the +X / -X side (all corners agree)."""
+    """Foreground pixels whose face lies clearly on the +X / -X side (all corners agree), away
+    from the boundary."""
     corner_x = mesh.vertices[mesh.faces][:, :, 0]
     plus, minus = (corner_x > 0).all(axis=1), (corner_x <= 0).all(axis=1)
     fid = views.face_id
     hit = fid >= 0
-    return hit & plus[np.maximum(fid, 0)], hit & minus[np.maximum(fid, 0)]
+    return interior(hit & plus[np.maximum(fid, 0)]), interior(hit & minus[np.maximum(fid, 0)])
 
 
 @pytest.mark.parametrize("encoding", ["binary", "ascii"])
@@ -44,8 +53,9 @@ def test_ply_vertex_colours_are_rendered_and_change_the_id(tmp_path, encoding):
     plus, minus = sides(mesh, views)
     assert plus.sum() > 100 and minus.sum() > 100
     red, green = views.color[plus].astype(int), views.color[minus].astype(int)
-    assert (red[:, 0] > red[:, 1]).all() and (red[:, 1:] == 0).all()
-    assert (green[:, 1] > green[:, 0]).all() and (green[:, [0, 2]] == 0).all()
+    # the other two channels carry only the white specular (Fresnel) reflection, equally
+    assert (red[:, 0] > red[:, 1]).all() and (red[:, 1] == red[:, 2]).all()
+    assert (green[:, 1] > green[:, 0]).all() and (green[:, 0] == green[:, 2]).all()
     grey = render_views(plain, rig, outputs=("face_id", "color")).color[plus].astype(int)
     assert (grey[:, 0] == grey[:, 1]).all()  # same geometry without colours renders grey
 
@@ -157,7 +167,7 @@ def test_sampart3d_sees_the_colours_in_its_images_and_points():
     seg = SAMPart3DEngine("cpu").segment(mesh, SegmentParams(options=options), lambda f, s: None, CancelToken())
     hit = source.face_id >= 0
     shown = part[np.maximum(source.face_id, 0)]
-    red, blue = source.color[hit & (shown == 0)].astype(int), source.color[hit & (shown == 1)].astype(int)
+    red, blue = source.color[interior(hit & (shown == 0))].astype(int), source.color[interior(hit & (shown == 1))].astype(int)
     assert (red[:, 0] > red[:, 2]).all() and (blue[:, 2] > blue[:, 0]).all()
     points = seg.state.points
     rgb = np.round((points.feat[:, 6:9] + 1.0) * 127.5).astype(int)  # the release's NormalizeColor, undone

@@ -105,6 +105,7 @@ def test_oracle_run_reports_progress_hierarchy_and_scale_statistics(oracle_run):
     fractions = [f for f, _ in events]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert any(s == "training grouping field" for _, s in events)
+    assert np.allclose(seg.state.points.feat[:, 6:9], -0.2)  # untextured: the release's grey 102
     losses = [loss for _, loss, _ in seg.state.trained.losses]
     assert np.mean(losses[-5:]) < np.mean(losses[:3])  # it learned
     st = seg.info["scale_transform"]
@@ -113,6 +114,26 @@ def test_oracle_run_reports_progress_hierarchy_and_scale_statistics(oracle_run):
     h = seg.hierarchy
     assert h.leaf_labels.shape == (mesh.n_faces,)
     assert len(np.unique(h.cut(scale=0.0))) >= len(np.unique(h.cut(scale=0.999)))
+
+
+def test_recut_reclusters_the_trained_field_at_the_chosen_scale(oracle_run):
+    """A new slider position is HDBSCAN at that scale on the cached field (not a merge of the finest
+    clustering), clustered once per scale; `parts` still cuts the hierarchy."""
+    from segparts.engines.base import recut
+
+    engine, mesh, part, coarse, seg, events = oracle_run
+    trained = seg.state.trained
+    coarse_cut = recut(engine, seg, SegmentParams(scale=0.75))
+    assert coarse_cut.state.trained is trained and coarse_cut.info["sampart3d_scale"] == 1.5
+    assert np.array_equal(coarse_cut.labels, seg.state.face_labels_at[1.5])
+    between = recut(engine, seg, SegmentParams(scale=0.3))  # not one of the five standard scales
+    assert 0.6 in seg.state.face_labels_at and np.array_equal(between.labels, seg.state.face_labels_at[0.6])
+    assert "cluster_0.6_s" in seg.state.timings
+    again = recut(engine, seg, SegmentParams(scale=0.3))
+    assert np.array_equal(again.labels, between.labels)
+    assert class_agnostic_miou(between.labels, part) >= 0.9 or class_agnostic_miou(between.labels, coarse) >= 0.9
+    two = recut(engine, seg, SegmentParams(parts=2))
+    assert len(np.unique(two.labels)) == 2 and two.info["sampart3d_scale"] is None
 
 
 def test_cancellation_stops_training():
@@ -161,7 +182,7 @@ def test_missing_checkpoints_name_the_file_and_the_fix(tmp_path, monkeypatch):
     availability = engine.availability()
     assert not availability.available
     text = availability.message()
-    assert str(tmp_path / "ptv3-object.pth") in text and "sam2.1_hiera_large.pt" in text
+    assert str(tmp_path / "ptv3-object.pth") in text and "sam_vit_h_4b8939.pth" in text  # the paper preset
     assert "segparts models fetch ptv3-object" in availability.fix
     mesh, _ = four_blocks()
     with pytest.raises(EngineUnavailable, match="ptv3-object"):
@@ -238,10 +259,100 @@ def test_points_follow_the_release_transform_chain():
     assert np.array_equal(pts.feat, again.feat)  # fixed seed
     assert pts.sample_xyz.shape == (5000, 3) and pts.inverse.shape == (5000,)
     assert len(np.unique(pts.grid_coord, axis=0)) == pts.n_grid and pts.grid_coord.min() == 0
-    assert np.allclose(pts.feat[:, 6:], -1.0)  # untextured: colour 0 scaled to [-1, 1]
+    assert np.allclose(pts.feat[:, 6:], -0.2)  # untextured: trimesh's default grey 102, as the release's points
     assert np.allclose(np.linalg.norm(pts.feat[:, 3:6], axis=1), 1.0, atol=1e-5)
     coord = pts.feat[:, :3]
     assert np.linalg.norm(coord - coord.mean(0), axis=1).max() <= 2.0 + 1e-6
     assert np.isclose(coord[:, 0].min(), -coord[:, 0].max(), atol=1e-6)  # centred in x
     # every sample's grid point lies in the same voxel neighbourhood
     assert np.abs(pts.grid_xyz[pts.inverse] - pts.sample_xyz).max() < 0.05
+
+
+def _flat_grid_points(h, w):
+    """Grid points one per pixel of an (h, w) image lying flat at z = 0, spacing 0.01."""
+    ys, xs = np.mgrid[0:h, 0:w]
+    xyz = np.stack([xs * 0.01, ys * 0.01, np.zeros_like(xs)], axis=-1).astype(np.float64)
+    flat = xyz.reshape(-1, 3)
+    points = grouping.ObjectPoints(flat, np.zeros(len(flat), np.int64), np.arange(len(flat)), flat,
+                                   np.zeros((len(flat), 3), np.int64), np.zeros((len(flat), 9), np.float32))
+    return points, xyz
+
+
+def test_a_view_with_exactly_one_kept_mask_supervises_its_pixels_at_the_mask_scale():
+    """The release takes a one-column view's only mask whatever level was drawn (its CDF is 0),
+    at the mask's full scale; the other view has two nested masks, so the keys are two wide."""
+    h = w = 12
+    points, xyz = _flat_grid_points(h, w)
+    fg = np.ones((h, w), bool)
+    half = np.zeros((h, w), bool)
+    half[:, :6] = True
+    quarter = np.zeros((h, w), bool)
+    quarter[:6, :6] = True
+    groups = grouping.build_view_groups(points, [xyz, xyz], [fg, fg], [[half], [quarter, half]])
+    assert groups.keys.shape[1] == 2
+    single_scale = groups.mask_scale[groups.mask_view == 0][0]
+    cfg = grouping.TrainConfig(views_per_batch=40, pixels_per_view=32)
+    rng = np.random.default_rng(0)
+    seen = 0
+    for _ in range(5):
+        batch = grouping.sample_batch(groups, cfg, rng)
+        rows = batch.point.numpy()
+        ids, scales = batch.mask_id.numpy(), batch.scale.numpy()[:, 0]
+        of_view0 = (ids >= 0) & (groups.mask_view[np.maximum(ids, 0)] == 0)
+        inside = half.reshape(-1)[rows]
+        seen += of_view0.sum()
+        assert np.allclose(scales[of_view0], single_scale, rtol=1e-5)
+        assert inside[of_view0].all()
+    # about half the batches' views are view 0, and the eroded half mask covers ~40% of its pixels
+    assert seen > 0.1 * 5 * cfg.views_per_batch * cfg.pixels_per_view
+
+
+def ramp_textured_boxes():
+    """Two boxes whose texture is a red ramp along x: u = x + 0.5 per corner, red = 255 u."""
+    boxes = [trimesh.creation.box((0.4, 0.4, 0.4)).apply_translation((x, 0, 0)).subdivide() for x in (-0.25, 0.25)]
+    tm = trimesh.util.concatenate(boxes)
+    part = np.repeat([0, 1], [len(b.faces) for b in boxes])
+    corner_uv = np.stack([tm.vertices[tm.faces][..., 0] + 0.5, tm.vertices[tm.faces][..., 2] + 0.5], axis=-1)
+    ramp = np.round(np.linspace(0, 255, 256)).astype(np.uint8)
+    texture = np.zeros((8, 256, 3), np.uint8)
+    texture[..., 0] = ramp[None, :]
+    texture[..., 2] = 255 - ramp[None, :]
+    from segparts.render import Appearance
+
+    mesh = Mesh(np.asarray(tm.vertices, float), np.asarray(tm.faces), appearance=Appearance(uv=corner_uv, texture=texture))
+    return mesh, part
+
+
+def test_textured_points_sample_the_texture_per_point_not_per_face():
+    mesh, part = ramp_textured_boxes()
+    masks = ProvidedMasks(oracle_masks(mesh, [part], size=64))
+    options = dict(ORACLE_OPTIONS, iterations=2, views_per_batch=2, pixels_per_view=16, n_points=2000, render_size=64,
+                   mask_source=masks)
+    seg = SAMPart3DEngine("cpu").segment(mesh, SegmentParams(options=options))
+    # no scale asked: the paper's best scale, SAMPart3D 0.0 (the finest clustering)
+    assert seg.info["auto_scale"] == 0.0 and seg.info["sampart3d_scale"] == 0.0
+    assert np.array_equal(seg.labels, seg.state.face_labels_at[0.0])
+    points = seg.state.points
+    _, norm = normalize_for_rendering(mesh.vertices)
+    u = norm.inverse(points.grid_xyz)[:, 0] + 0.5
+    rgb = (points.feat[:, 6:9].astype(np.float64) + 1.0) * 127.5
+    assert np.abs(rgb[:, 0] - 255.0 * u).max() <= 1.5  # bilinear ramp at each point's own UV
+    assert np.abs(rgb[:, 2] - (255.0 - 255.0 * u)).max() <= 1.5
+    # far more distinct colours than faces carrying points: not one colour per face
+    assert len(np.unique(np.round(rgb[:, 0]))) > 100
+
+
+def test_training_survives_batches_without_a_single_pair():
+    """One view has masks, the other none: one-view batches of the maskless view have no pair to
+    learn from; they are skipped (the release's loss would be NaN there), the others train."""
+    h = w = 12
+    points, xyz = _flat_grid_points(h, w)
+    fg = np.ones((h, w), bool)
+    quarter = np.zeros((h, w), bool)
+    quarter[:6, :6] = True
+    groups = grouping.build_view_groups(points, [xyz, xyz], [fg, fg], [[quarter, ~quarter], []])
+    cfg = grouping.TrainConfig(iterations=12, views_per_batch=1, pixels_per_view=16, seed=0)
+    backbone_feat = np.random.default_rng(0).normal(size=(points.n_grid, grouping.FEATURE_DIM)).astype(np.float32)
+    trained = grouping.train_field(backbone_feat, points.feat, groups, cfg)
+    assert trained.iterations == 12
+    assert all(torch.isfinite(p).all() for p in trained.field.parameters())

@@ -37,7 +37,7 @@ def test_dry_run_prints_the_plan():
                           capture_output=True, text=True, check=True)
     steps = [json.loads(line) for line in done.stdout.splitlines()]
     assert [s["pip"][1] for s in steps] == [f"torch=={installer.TORCH_VERSION}", "spconv==2.3.8",
-                                           "hydra-core>=1.3", "--no-build-isolation"]
+                                           "segment-anything>=1.0", "--no-build-isolation"]
 
 
 def _bundle(tmp_path: Path) -> Path:

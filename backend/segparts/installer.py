@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 TORCH_VERSION = "2.13.0"
 SPCONV = {"cpu": "spconv==2.3.8", "cuda": "spconv-cu120"}
-LIGHT_REQUIREMENTS = ["hydra-core>=1.3", "iopath>=0.1.10"]
+# segment-anything: SAMPart3D's paper-preset masks (no dependencies; its torchvision modules unused)
+LIGHT_REQUIREMENTS = ["segment-anything>=1.0", "hydra-core>=1.3", "iopath>=0.1.10"]
 SAM2 = "sam2==1.1.0"
 # what a user is told when a learned engine lacks packages (a zip user has no Makefile)
 LEARNED_FIX = ("python -m segparts setup --learned with the backend's Python "
@@ -50,7 +51,7 @@ def learned_steps(device: str, torch_version: str = TORCH_VERSION, torch_index_u
     torch = ["install", f"torch=={torch_version}"] + (["--index-url", torch_index_url] if torch_index_url else [])
     steps = [Step(f"torch {torch_version} ({device} build)", torch),
              Step(f"spconv ({SPCONV[device]})", ["install", SPCONV[device]]),
-             Step("hydra-core and iopath", ["install", *LIGHT_REQUIREMENTS]),
+             Step("segment-anything, hydra-core and iopath", ["install", *LIGHT_REQUIREMENTS]),
              Step("sam2 (no torchvision, no CUDA extension)",
                   ["install", "--no-build-isolation", "--no-deps", SAM2], {"SAM2_BUILD_CUDA": "0"}, "sam2")]
     if device == "cuda":  # optional: the renderer falls back to Embree without it

@@ -1,8 +1,9 @@
 """`segparts bench sampart3d`: per-stage times of the SAMPart3D pipeline on this machine.
 
 A procedural ~30k-face object (three spheres and a box) is run through each stage with random
-weights (no checkpoints needed): render (16 views, 512 px, Embree or nvdiffrast), SAM 2 automatic
-masks (Hiera-L, random weights, 32x32 points; timed on `--mask-views` views and scaled to 16),
+weights (no checkpoints needed): render (16 views, 512 px, Embree or nvdiffrast), automatic masks
+(`--mask-model`: the release's SAM ViT-H by default, or a SAM 2.1 model; random weights, 32x32
+points; timed on `--mask-views` views and scaled to 16),
 PTv3-object forward (15,000 samples -> grid points), grouping-field training (the release's batch
 of 90 views x 256 pixels, supervised by the object's part masks; timed over `--train-iterations`
 and scaled to 100), HDBSCAN at one scale, face voting. Medians over `--runs`.
@@ -19,9 +20,10 @@ import numpy as np
 def register(sub):
     p = sub.add_parser("sampart3d", help="per-stage times of the SAMPart3D pipeline (random weights)")
     p.add_argument("--runs", type=int, default=1)
-    p.add_argument("--mask-views", type=int, default=1, help="views to run SAM 2 on (time scaled to 16); 0 skips the stage")
+    p.add_argument("--mask-views", type=int, default=1, help="views to run SAM on (time scaled to 16); 0 skips the stage")
     p.add_argument("--train-iterations", type=int, default=5, help="iterations timed (scaled to 100)")
-    p.add_argument("--sam2-config", default="sam2.1-hiera-large")
+    p.add_argument("--mask-model", default="sam-vit-h",
+                   help="sam-vit-h (the release's, the paper preset) or a SAM 2.1 name, e.g. sam2.1-hiera-large")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--json", default=None, metavar="OUT")
     p.set_defaults(func=run)
@@ -58,7 +60,7 @@ def run_once(args) -> dict:
 
     from ..engines.sampart3d import cluster, grouping
     from ..engines.sampart3d.backbone import PTv3Object, backbone_features
-    from ..engines.sampart3d.masks import SAM2_CONFIGS, Sam2AutomaticMasks
+    from ..engines.sampart3d.masks import SAM2_CONFIGS, SAM_VIT_H, Sam2AutomaticMasks, SamAutomaticMasks, build_sam_vit_h
     from ..mesh import Mesh
     from ..render import normalize_for_rendering, render_views, sampart3d_rig
 
@@ -70,11 +72,15 @@ def run_once(args) -> dict:
     views, out["render_s"] = _timed(lambda: render_views(render_mesh, rig, outputs=("face_id", "depth", "point", "color", "alpha")), "render")
 
     if args.mask_views > 0:
-        from sam2.build_sam import build_sam2
-
         torch.manual_seed(0)
-        sam = build_sam2(SAM2_CONFIGS[args.sam2_config], None, device=args.device)
-        generator = Sam2AutomaticMasks(model=sam, device=args.device)
+        if args.mask_model == SAM_VIT_H:
+            sam = build_sam_vit_h(None, device=args.device)
+            generator = SamAutomaticMasks(model=sam, device=args.device)
+        else:
+            from sam2.build_sam import build_sam2
+
+            sam = build_sam2(SAM2_CONFIGS[args.mask_model], None, device=args.device)
+            generator = Sam2AutomaticMasks(model=sam, device=args.device)
         _, t = _timed(lambda: [generator.masks_for_image(views.color[k]) for k in range(args.mask_views)], "masks")
         out["masks_per_view_s"] = t / args.mask_views
         out["masks_16_views_s"] = 16 * out["masks_per_view_s"]

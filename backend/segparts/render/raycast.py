@@ -84,6 +84,20 @@ class _Scene:
         return res["primID"], res["u"], res["v"]
 
 
+    def occluded(self, origins: np.ndarray, directions: np.ndarray, max_distance: float) -> np.ndarray:
+        """(P,) bool: does each world-space ray (unit `directions`) hit the mesh within
+        `max_distance` (world units)? Embree's any-hit query, cheaper than a closest hit."""
+        o = ((origins - self.center) * self.scale).astype(np.float32)
+        d = np.ascontiguousarray(directions, dtype=np.float32)
+        far = np.full(len(d), max_distance * self.scale, dtype=np.float32)
+        return self.scene.run(o, d, dists=far, query="OCCLUDED") >= 0
+
+
+def scene_for(vertices: np.ndarray, faces: np.ndarray, key) -> _Scene:
+    """The cached Embree scene of a mesh (key None: built and not cached)."""
+    return _scene_for(vertices, faces, key)
+
+
 def _scene_for(vertices: np.ndarray, faces: np.ndarray, key) -> _Scene:
     return _scene_cache.get_or_build(key, lambda: _Scene(vertices, faces))
 

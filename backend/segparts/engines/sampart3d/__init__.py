@@ -4,13 +4,16 @@ Pipeline (see shared/reference/sampart3d.md): normalise and render 16 views -> 2
 automatic masks, or masks the caller provides) -> 15,000 surface points, grid-sampled -> frozen
 PTv3-object features (cached per mesh) -> scale-conditioned grouping MLPs trained with the
 release's contrastive loss -> HDBSCAN per scale -> per-face labels by voting. Scales: the engine's
-`scale` in [0, 1] is SAMPart3D's scale 2 * scale (0 = finest groups, 2 = largest).
+`scale` in [0, 1] is SAMPart3D's scale 2 * scale (0 = finest groups, 2 = largest); the default is 0
+(the paper's best), and `recut` re-clusters the trained field at any other scale.
 
-Options (SegmentParams.options): quality "paper" (5000 iterations) | "fast" (800); iterations,
-views_per_batch, pixels_per_view, lr, n_points (override the release's values); n_views 16 | 36; render_size (512);
-mask_source: a MaskSource object (e.g. ProvidedMasks) instead of SAM 2; sam2_model (checkpoint
-name, default sam2.1-hiera-large); backbone "ptv3" | "none" ("none" = zero backbone features,
-for tests only: it is never chosen automatically); up_axis "z" (Blender) | "y"; seed.
+Options (SegmentParams.options): quality "paper" (the release: SAM ViT-H masks, 5000 iterations) |
+"fast" (SAM 2.1 Hiera-L masks, 800 iterations); mask_model "sam-vit-h" | a SAM 2.1 checkpoint name
+(overrides the preset's; `sam2_model` is its older name); iterations, views_per_batch,
+pixels_per_view, lr, n_points (override the release's values); n_views 16 | 36; render_size (512);
+mask_source: a MaskSource object (e.g. ProvidedMasks) instead of SAM; backbone "ptv3" | "none"
+("none" = zero backbone features, for tests only: it is never chosen automatically);
+up_axis "z" (Blender) | "y"; seed.
 """
 from __future__ import annotations
 
@@ -29,8 +32,26 @@ from ...mesh import Mesh, MeshError
 
 BACKBONE_MODEL = "ptv3-object"
 DEFAULT_SAM2 = "sam2.1-hiera-large"
-PACKAGES = ("torch", "spconv", "sam2", "hdbscan", "sklearn")
+SAM_VIT_H = "sam-vit-h"  # the release's mask model (segment-anything's sam_vit_h_4b8939.pth)
+MASK_MODEL_OF_QUALITY = {"paper": SAM_VIT_H, "fast": DEFAULT_SAM2}
+MASK_MODELS = (SAM_VIT_H, "sam2.1-hiera-large", "sam2.1-hiera-base-plus", "sam2.1-hiera-small", "sam2.1-hiera-tiny")
+PACKAGES = ("torch", "spconv", "hdbscan", "sklearn")
+
+
+def mask_model_name(options: dict) -> str:
+    """The mask model an options dict asks for: explicit `mask_model` / `sam2_model`, else the
+    quality preset's (paper: the release's SAM ViT-H; fast: SAM 2.1 Hiera-L)."""
+    name = options.get("mask_model") or options.get("sam2_model")
+    if name is None:
+        quality = options.get("quality", "paper")
+        if quality not in MASK_MODEL_OF_QUALITY:
+            raise ValueError(f"quality must be one of {', '.join(MASK_MODEL_OF_QUALITY)}, not {quality!r}")
+        name = MASK_MODEL_OF_QUALITY[quality]
+    return name
 MIN_FACES = 4
+# the first result: engine scale 0 = SAMPart3D scale 0.0, the paper's best single scale on
+# PartObjaverse-Tiny (class-agnostic mIoU 49.1 at 0.0 vs 39.6 at 1.0)
+DEFAULT_SCALE = 0.0
 _FEATURE_CACHE: "OrderedDict[tuple, np.ndarray]" = OrderedDict()  # (mesh hash, seed, ...) -> features
 _FEATURE_CACHE_SIZE = 4
 
@@ -66,23 +87,26 @@ class SAMPart3DEngine:
                Option("views_per_batch", int, 1, 10_000), Option("pixels_per_view", int, 2, 1 << 20),
                Option("lr", float, 1e-9, 1.0), Option("n_points", int, 100, 1_000_000),
                Option("n_views", int, choices=(16, 36)), Option("render_size", int, 64, 4096),
-               Option("mask_source", object), Option("sam2_model", str), Option("backbone", str, choices=("ptv3", "none")),
+               Option("mask_source", object), Option("mask_model", str, choices=MASK_MODELS),
+               Option("sam2_model", str, choices=MASK_MODELS), Option("backbone", str, choices=("ptv3", "none")),
                Option("up_axis", str, choices=("z", "y")), Option("seed", int, 0, 2**32 - 1))  # see the docstring
 
     def __init__(self, device: str = "cpu"):
         self.device = "cuda" if device == "cuda" else "cpu"
-        self._sam2 = {}
+        self._mask_generators = {}
 
     # ------------------------------------------------------------------ availability
     def availability(self, options: dict | None = None) -> Availability:
         """Checks files and packages without importing torch."""
         options = options or {}
-        missing = _missing_packages(PACKAGES)
+        packages = list(PACKAGES)
         models = []
         if options.get("backbone", "ptv3") != "none":
             models.append(BACKBONE_MODEL)
         if options.get("mask_source") is None:
-            models.append(options.get("sam2_model", DEFAULT_SAM2))
+            models.append(mask_model_name(options))
+            packages.append("segment_anything" if models[-1] == SAM_VIT_H else "sam2")
+        missing = _missing_packages(packages)
         fix = []
         if models:
             absent, fetch = _missing_models(models)
@@ -90,7 +114,7 @@ class SAMPart3DEngine:
             if fetch:
                 fix.append(fetch)
         if any(m.startswith("python package") for m in missing):
-            fix.append("make setup (installs spconv, sam2, hdbscan, scikit-learn)")
+            fix.append("make setup (installs spconv, sam2, segment-anything, hdbscan, scikit-learn)")
         return Availability(not missing, missing, " && ".join(fix))
 
     def _require(self, options: dict):
@@ -127,7 +151,7 @@ class SAMPart3DEngine:
         progress(0.05, "masks")
         source = options.get("mask_source")
         if source is None:
-            masks = self._sam2_source(options).masks_for_views(
+            masks = self._mask_generator(options).masks_for_views(
                 views, progress=lambda f: progress(0.05 + 0.15 * f, "masks"), check=cancel.check)
         else:
             masks = source.masks_for_views(views)
@@ -136,8 +160,7 @@ class SAMPart3DEngine:
 
         t = time.perf_counter()
         seed = int(options.get("seed", 0))
-        face_colors = None if mesh.appearance is None else mesh.appearance.face_base_colors(mesh.faces, mesh.n_vertices)
-        points = grouping.prepare_points(render_mesh.vertices, render_mesh.faces, face_colors=face_colors, seed=seed,
+        points = grouping.prepare_points(render_mesh.vertices, render_mesh.faces, appearance=mesh.appearance, seed=seed,
                                          n_points=int(options.get("n_points", grouping.N_POINTS)))
         progress(0.25, "backbone features")
         backbone_feat = self._features(mesh, points, options, seed)
@@ -166,15 +189,9 @@ class SAMPart3DEngine:
             levels.append(self._labels_at(state, s))
             progress(0.8 + 0.19 * (i + 1) / len(cluster.SCALES), "clustering")
         hierarchy = cluster.hierarchy_from_levels(levels)
-        if params.parts is not None:
-            labels = hierarchy.cut(parts=params.parts)
-            s3d_scale = None
-        else:
-            scale = 0.5 if params.scale is None else float(params.scale)
-            s3d_scale = 2.0 * float(np.clip(scale, 0.0, 1.0))
-            labels = self._labels_at(state, s3d_scale)
+        labels, s3d_scale = self._labels_for(state, hierarchy, params)
         info = {
-            "engine": self.name, "auto_scale": 0.5, "sampart3d_scale": s3d_scale,
+            "engine": self.name, "auto_scale": DEFAULT_SCALE, "sampart3d_scale": s3d_scale,
             "iterations": trained.iterations, "final_loss": trained.losses[-1][1] if trained.losses else None,
             "n_points": points.n_grid, "n_masks": groups.n_masks_kept, "n_masks_before_scale_filter": groups.n_masks_in,
             "backbone": options.get("backbone", "ptv3"),
@@ -184,6 +201,25 @@ class SAMPart3DEngine:
         }
         progress(1.0, "done")
         return Segmentation(labels=np.asarray(labels, dtype=np.int32), hierarchy=hierarchy, state=state, info=info)
+
+    def recut(self, segmentation: Segmentation, params: SegmentParams) -> Segmentation:
+        """A new granularity of a trained field: HDBSCAN at the chosen scale (cached per scale in
+        the state, so each scale is clustered once); `parts` cuts the hierarchy. Never retrains."""
+        state = segmentation.state
+        if not isinstance(state, SAMPart3DState):
+            raise ValueError("this result has no SAMPart3D state to re-cluster; segment again")
+        labels, s3d_scale = self._labels_for(state, segmentation.hierarchy, params)
+        info = {**segmentation.info, "recut": True, "sampart3d_scale": s3d_scale,
+                "timings": {k: round(v, 3) for k, v in state.timings.items()}}
+        return Segmentation(np.asarray(labels, dtype=np.int32), segmentation.hierarchy, state, info)
+
+    def _labels_for(self, state: SAMPart3DState, hierarchy, params: SegmentParams):
+        """(labels, SAMPart3D scale or None): a cut into `parts`, else the clustering at the scale."""
+        if params.parts is not None:
+            return hierarchy.cut(parts=params.parts), None
+        scale = DEFAULT_SCALE if params.scale is None else float(params.scale)
+        s3d_scale = 2.0 * float(np.clip(scale, 0.0, 1.0))
+        return self._labels_at(state, s3d_scale), s3d_scale
 
     def _labels_at(self, state: SAMPart3DState, s3d_scale: float) -> np.ndarray:
         """Per-face labels at a SAMPart3D scale in [0, 2] (clustered once, then cached)."""
@@ -225,17 +261,20 @@ class SAMPart3DEngine:
         _FEATURE_CACHE.move_to_end(key)
         return _FEATURE_CACHE[key]
 
-    def _sam2_source(self, options: dict):
+    def _mask_generator(self, options: dict):
+        """The automatic mask generator of the requested model, built once per engine."""
         from ... import models
-        from .masks import SAM2_CONFIGS, Sam2AutomaticMasks
+        from .masks import SAM2_CONFIGS, Sam2AutomaticMasks, SamAutomaticMasks
 
-        name = options.get("sam2_model", DEFAULT_SAM2)
-        if name not in SAM2_CONFIGS:
-            raise ValueError(f"unknown SAM 2 model {name!r}; choose one of {', '.join(SAM2_CONFIGS)}")
-        if name not in self._sam2:
-            self._sam2[name] = Sam2AutomaticMasks(checkpoint=str(models.model_path(name)), config=SAM2_CONFIGS[name],
-                                                  device=self.device)
-        return self._sam2[name]
+        name = mask_model_name(options)
+        if name != SAM_VIT_H and name not in SAM2_CONFIGS:
+            raise ValueError(f"unknown mask model {name!r}; choose {SAM_VIT_H} or one of {', '.join(SAM2_CONFIGS)}")
+        if name not in self._mask_generators:
+            path = str(models.model_path(name))
+            self._mask_generators[name] = (
+                SamAutomaticMasks(checkpoint=path, device=self.device) if name == SAM_VIT_H else
+                Sam2AutomaticMasks(checkpoint=path, config=SAM2_CONFIGS[name], device=self.device))
+        return self._mask_generators[name]
 
     # ------------------------------------------------------------------ pick
     def pick(self, mesh: Mesh, segmentation: Segmentation | None, request: PickRequest,
@@ -257,7 +296,7 @@ class SAMPart3DEngine:
             node = h.node_at(face, parts=request.parts)
             return PickResult(mask=h.face_mask(node), node=node, parent=int(h.parent[node]),
                               children=h.children(node).tolist(), info={"face": int(face)})
-        scale = segmentation.info.get("auto_scale", 0.5) if request.scale is None else float(request.scale)
+        scale = segmentation.info.get("auto_scale", DEFAULT_SCALE) if request.scale is None else float(request.scale)
         labels = self._labels_at(state, 2.0 * float(np.clip(scale, 0.0, 1.0)))
         node = h.node_at(face, scale=scale)
         return PickResult(mask=labels == labels[face], node=node, parent=int(h.parent[node]),

@@ -25,6 +25,7 @@ MAX_SCALE = 2.0
 MAPPING_DISTANCE = 0.03
 FEATURE_DIM = 384
 RAW_DIM = 9
+UNTEXTURED_GREY = 102  # trimesh's default face colour: what the release's points get without colours
 ITERATIONS = {"paper": 5000, "fast": 800}
 
 
@@ -70,16 +71,42 @@ def sample_surface(vertices: np.ndarray, faces: np.ndarray, count: int, seed: in
     return t[:, 0] + u * (t[:, 1] - t[:, 0]) + v * (t[:, 2] - t[:, 0]), face
 
 
+def sample_colors(appearance, vertices: np.ndarray, faces: np.ndarray, xyz: np.ndarray, face: np.ndarray) -> np.ndarray:
+    """(P, 3) uint8 colour of each surface sample as the release reads it (trimesh): a base-colour
+    texture is sampled at the sample's UV, bilinearly (`uv_to_interpolated_color`); otherwise the
+    face's colour; a mesh without colours gets trimesh's default grey 102 (-0.2 after scaling)."""
+    if appearance is None:
+        return np.full((len(face), 3), UNTEXTURED_GREY, np.uint8)
+    if appearance.texture is not None and appearance.uv is not None:
+        from PIL import Image
+        from trimesh.triangles import points_to_barycentric
+        from trimesh.visual.color import uv_to_interpolated_color
+
+        uv = np.asarray(appearance.uv, dtype=np.float64)
+        corner_uv = uv[face] if uv.ndim == 3 else uv[np.asarray(faces)[face]]  # (P, 3, 2)
+        weights = points_to_barycentric(vertices[np.asarray(faces)[face]], xyz)
+        texture = np.asarray(appearance.texture)
+        if texture.dtype != np.uint8:
+            texture = np.clip(np.rint(texture * 255.0), 0, 255).astype(np.uint8)
+        image = Image.fromarray(np.ascontiguousarray(texture[..., :3]))
+        return uv_to_interpolated_color(np.einsum("pk,pkc->pc", weights, corner_uv), image)[:, :3]
+    return appearance.face_base_colors(faces, len(vertices))[face, :3]
+
+
 def prepare_points(render_vertices: np.ndarray, faces: np.ndarray, face_colors: np.ndarray | None = None,
-                   n_points: int = N_POINTS, seed: int = 0) -> ObjectPoints:
+                   n_points: int = N_POINTS, seed: int = 0, appearance=None) -> ObjectPoints:
     """Samples of the (render-normalised, Z-up) mesh and the release's transform chain on them.
 
-    `face_colors` (F, 3) uint8 is the base colour per face; None = untextured (colour 0)."""
+    Colour (3 of the backbone's 9 input channels): `face_colors` (F, 3) uint8 per face when given,
+    else sampled per point from `appearance` (a `segparts.render.Appearance`, see `sample_colors`)."""
     xyz, face = sample_surface(render_vertices, faces, n_points, seed)
     tri = render_vertices[faces]
     normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
-    color = np.zeros((n_points, 3)) if face_colors is None else np.asarray(face_colors, float)[face, :3]
+    if face_colors is not None:
+        color = np.asarray(face_colors, float)[face, :3]
+    else:
+        color = sample_colors(appearance, render_vertices, faces, xyz, face).astype(float)
 
     coord = to_y_up(xyz)
     coord = coord - coord.mean(axis=0)  # NormalizeCoord: unit sphere around the centroid
@@ -115,6 +142,7 @@ class ViewGroups:
     cdf: np.ndarray  # (T, L) group-sampling CDF (1.0 on padding)
     mask_scale: np.ndarray  # (G,) 3D scale of every kept mask (global ids)
     mask_view: np.ndarray  # (G,) view of every kept mask
+    view_depth: np.ndarray | None = None  # (N,) most kept masks on one pixel of each view (the release's key width)
     n_masks_in: int = 0  # after the foreground/background filter
     n_masks_kept: int = 0  # after the scale filter
     n_masks_raw: int = 0  # as the mask source gave them
@@ -162,7 +190,7 @@ def build_view_groups(points: ObjectPoints, pixel_xyz: list[np.ndarray], foregro
                       masks_per_view: list[list[np.ndarray]]) -> ViewGroups:
     """Per view: pixel -> point mapping, filtered/eroded masks, their scales, per-pixel group lists."""
     tree = cKDTree(points.grid_xyz)
-    starts, counts, point_rows, key_rows, cdf_rows, scales, views = [], [], [], [], [], [], []
+    starts, counts, point_rows, key_rows, cdf_rows, scales, views, depths = [], [], [], [], [], [], [], []
     n_in = n_kept = n_raw = 0
     offset = total = 0
     for v, (xyz, fg, masks) in enumerate(zip(pixel_xyz, foreground, masks_per_view)):
@@ -177,6 +205,7 @@ def build_view_groups(points: ObjectPoints, pixel_xyz: list[np.ndarray], foregro
         s = mask_scales(cover, xyz[valid])
         keep = s < MAX_SCALE  # NaN compares False, as in the release
         cover, s = cover[keep], s[keep]
+        depths.append(int(eroded[keep].sum(axis=0).max()) if keep.any() else 0)  # over all pixels, as the release
         n_kept += len(s)
         keys, cdf = _pixel_groups(cover)
         starts.append(total)
@@ -192,7 +221,7 @@ def build_view_groups(points: ObjectPoints, pixel_xyz: list[np.ndarray], foregro
     keys = np.concatenate([np.pad(k, ((0, 0), (0, width - k.shape[1])), constant_values=-1) for k in key_rows])
     cdf = np.concatenate([np.pad(c, ((0, 0), (0, width - c.shape[1])), constant_values=1.0) for c in cdf_rows])
     return ViewGroups(np.array(starts), np.array(counts), np.concatenate(point_rows), keys, cdf.astype(np.float32),
-                      np.concatenate(scales), np.concatenate(views), n_in, n_kept, n_raw)
+                      np.concatenate(scales), np.concatenate(views), np.array(depths), n_in, n_kept, n_raw)
 
 
 def _pixel_groups(cover: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -311,12 +340,22 @@ def sample_batch(groups: ViewGroups, cfg: TrainConfig, rng: np.random.Generator)
 
     u_level, u_scale = rng.random(2)
     keys, cdf = groups.keys[rows], groups.cdf[rows]
-    level = np.minimum((u_level > cdf).sum(axis=1), keys.shape[1] - 1)
+    drawn = (u_level > cdf).sum(axis=1)  # the release's `random_index`
+    level = np.minimum(drawn, keys.shape[1] - 1)
     mask = keys[np.arange(len(rows)), level]
     smaller = keys[np.arange(len(rows)), np.maximum(level - 1, 0)]
     s_mask = np.where(mask >= 0, groups.mask_scale[np.maximum(mask, 0)], 0.0) if len(groups.mask_scale) else np.zeros(len(rows))
     s_smaller = np.where(smaller >= 0, groups.mask_scale[np.maximum(smaller, 0)], 0.0) if len(groups.mask_scale) else s_mask
     scale = np.where(level == 0, s_mask * u_scale, s_smaller + (s_mask - s_smaller) * u_scale)
+    if groups.view_depth is not None:
+        # views whose pixels lie in at most one mask: the release takes that mask whatever was
+        # drawn (its key array has one column), at its full scale unless the draw was level 0.
+        # A view with exactly one mask has CDF 0 (log of share 1), so every draw is past it.
+        flat = np.repeat(groups.view_depth[views] <= 1, cfg.pixels_per_view)
+        first = keys[:, 0]
+        s_first = np.where(first >= 0, groups.mask_scale[np.maximum(first, 0)], 0.0) if len(groups.mask_scale) else np.zeros(len(rows))
+        mask = np.where(flat, first, mask)
+        scale = np.where(flat, np.where(drawn == 0, s_first * u_scale, s_first), scale)
     return Batch(torch.from_numpy(groups.point[rows]), torch.from_numpy(mask.astype(np.int64)),
                  torch.from_numpy(scale.astype(np.float32)).view(-1, 1))
 
@@ -400,8 +439,9 @@ def train_field(backbone_feat: np.ndarray, raw_feat: np.ndarray, groups: ViewGro
         feat, feat_larger = both[: len(point)], both[len(point):]
         loss, parts = contrastive_loss(feat, feat_larger, batch.mask_id.to(device), cfg.views_per_batch)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if loss.requires_grad:  # a batch without one valid pair (all drawn views maskless) teaches nothing
+            loss.backward()
+            opt.step()
         sched.step()
         if it % cfg.check_every == 0 or it == cfg.iterations - 1:
             result.losses.append((it, loss.item(), parts))

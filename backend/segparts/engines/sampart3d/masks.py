@@ -1,9 +1,10 @@
 """2D masks of the rendered views: where the grouping field's supervision comes from.
 
 `MaskSource.masks_for_views(views)` returns, per view, a list of (H, W) bool masks.
-- `Sam2AutomaticMasks`: SAM 2 automatic mask generation (point grid, batched prompts, IoU and
-  stability filtering, NMS) written on the sam2 package's model classes only: sam2's own
-  automatic generator and transforms need torchvision, which this project does not ship.
+- `SamAutomaticMasks` (the `paper` preset, the release's masks): segment-anything's ViT-H with
+  its automatic generator's steps and the release's thresholds, on the package's model code only
+  (its automatic generator and transforms import torchvision, which this project does not ship).
+- `Sam2AutomaticMasks`: the same generator on SAM 2.1 (sam2's model classes only, same reason).
 - `ProvidedMasks`: masks the user (or a test) supplies - the paper's "segmentation controlled by
   2D masks".
 """
@@ -125,54 +126,29 @@ def box_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> 
     return order[torch.tensor(keep, dtype=torch.long)]
 
 
-class Sam2AutomaticMasks:
-    """SAM 2 automatic masks with SAMPart3D's settings (32 x 32 points, IoU and stability 0.9)."""
+class PointGridMasks:
+    """Automatic masks from a grid of single-point prompts, as segment-anything's and sam2's
+    automatic generators without crops: three masks per point, kept when the predicted IoU >
+    `pred_iou_thresh` and the stability score >= `stability_score_thresh`, then box NMS.
+    Subclasses give the model: `_embed(image)` and `_predict(feats, points_px, (h, w))`."""
 
-    def __init__(self, model=None, checkpoint: str | None = None, config: str = SAM2_CONFIGS["sam2.1-hiera-large"],
-                 device: str = "cpu", points_per_side: int = 32, points_per_batch: int = 64,
+    def __init__(self, device: str = "cpu", points_per_side: int = 32, points_per_batch: int = 64,
                  pred_iou_thresh: float = 0.9, stability_score_thresh: float = 0.9,
                  stability_score_offset: float = 1.0, mask_threshold: float = 0.0, box_nms_thresh: float = 0.7,
                  max_masks_per_view: int | None = None):
-        if model is None:
-            from sam2.build_sam import build_sam2
-
-            model = build_sam2(config, checkpoint, device=device)
-        self.model = model.eval()
         self.device = device
         self.points_per_side, self.points_per_batch = points_per_side, points_per_batch
         self.pred_iou_thresh, self.stability_score_thresh = pred_iou_thresh, stability_score_thresh
         self.stability_score_offset, self.mask_threshold = stability_score_offset, mask_threshold
         self.box_nms_thresh, self.max_masks_per_view = box_nms_thresh, max_masks_per_view
 
-    # -- image embedding (SAM2ImagePredictor.set_image without torchvision) --
-    def _embed(self, image: np.ndarray) -> dict:
-        size = self.model.image_size
-        x = torch.from_numpy(np.ascontiguousarray(image[..., :3])).permute(2, 0, 1)[None].float() / 255.0
-        x = F.interpolate(x, (size, size), mode="bilinear", align_corners=False, antialias=True)
-        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        x = ((x - mean) / std).to(self.device)
-        out = self.model.forward_image(x)
-        _, vision_feats, _, feat_sizes = self.model._prepare_backbone_features(out)
-        if self.model.directly_add_no_mem_embed:
-            vision_feats[-1] = vision_feats[-1] + self.model.no_mem_embed
-        feats = [f.permute(1, 2, 0).reshape(1, -1, *s) for f, s in zip(vision_feats, feat_sizes)]
-        return {"image_embed": feats[-1], "high_res_feats": feats[:-1]}
+    name = "automatic masks"
 
-    def _predict(self, feats: dict, points_px: torch.Tensor, hw: tuple[int, int]):
-        """Three masks (logits at image size) and IoU predictions per single-point prompt."""
-        size = self.model.image_size
-        h, w = hw
-        coords = points_px / torch.tensor([w, h], dtype=torch.float32) * size
-        labels = torch.ones(len(coords), 1, dtype=torch.int, device=self.device)
-        sparse, dense = self.model.sam_prompt_encoder(points=(coords[:, None].to(self.device), labels),
-                                                      boxes=None, masks=None)
-        low_res, iou, _, _ = self.model.sam_mask_decoder(
-            image_embeddings=feats["image_embed"], image_pe=self.model.sam_prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=True,
-            repeat_image=len(coords) > 1, high_res_features=feats["high_res_feats"])
-        logits = F.interpolate(low_res, (h, w), mode="bilinear", align_corners=False)
-        return logits.flatten(0, 1).cpu(), iou.flatten(0, 1).cpu()
+    def _embed(self, image: np.ndarray):
+        raise NotImplementedError
+
+    def _predict(self, feats, points_px: torch.Tensor, hw: tuple[int, int]):
+        raise NotImplementedError
 
     @torch.no_grad()
     def masks_for_image(self, image: np.ndarray) -> list[np.ndarray]:
@@ -208,4 +184,149 @@ class Sam2AutomaticMasks:
             if progress is not None:
                 progress((k + 1) / views.n_views)
         h, w = views.face_id.shape[1:]
-        return check_masks(per_view, (h, w), "SAM 2 automatic masks")
+        return check_masks(per_view, (h, w), self.name)
+
+
+class Sam2AutomaticMasks(PointGridMasks):
+    """SAM 2 automatic masks with SAMPart3D's settings (32 x 32 points, IoU and stability 0.9)."""
+
+    name = "SAM 2 automatic masks"
+
+    def __init__(self, model=None, checkpoint: str | None = None, config: str = SAM2_CONFIGS["sam2.1-hiera-large"],
+                 device: str = "cpu", **settings):
+        if model is None:
+            from sam2.build_sam import build_sam2
+
+            model = build_sam2(config, checkpoint, device=device)
+        super().__init__(device=device, **settings)
+        self.model = model.eval()
+
+    # -- image embedding (SAM2ImagePredictor.set_image without torchvision) --
+    def _embed(self, image: np.ndarray) -> dict:
+        size = self.model.image_size
+        x = torch.from_numpy(np.ascontiguousarray(image[..., :3])).permute(2, 0, 1)[None].float() / 255.0
+        x = F.interpolate(x, (size, size), mode="bilinear", align_corners=False, antialias=True)
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        x = ((x - mean) / std).to(self.device)
+        out = self.model.forward_image(x)
+        _, vision_feats, _, feat_sizes = self.model._prepare_backbone_features(out)
+        if self.model.directly_add_no_mem_embed:
+            vision_feats[-1] = vision_feats[-1] + self.model.no_mem_embed
+        feats = [f.permute(1, 2, 0).reshape(1, -1, *s) for f, s in zip(vision_feats, feat_sizes)]
+        return {"image_embed": feats[-1], "high_res_feats": feats[:-1]}
+
+    def _predict(self, feats: dict, points_px: torch.Tensor, hw: tuple[int, int]):
+        """Three masks (logits at image size) and IoU predictions per single-point prompt."""
+        size = self.model.image_size
+        h, w = hw
+        coords = points_px / torch.tensor([w, h], dtype=torch.float32) * size
+        labels = torch.ones(len(coords), 1, dtype=torch.int, device=self.device)
+        sparse, dense = self.model.sam_prompt_encoder(points=(coords[:, None].to(self.device), labels),
+                                                      boxes=None, masks=None)
+        low_res, iou, _, _ = self.model.sam_mask_decoder(
+            image_embeddings=feats["image_embed"], image_pe=self.model.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=True,
+            repeat_image=len(coords) > 1, high_res_features=feats["high_res_feats"])
+        logits = F.interpolate(low_res, (h, w), mode="bilinear", align_corners=False)
+        return logits.flatten(0, 1).cpu(), iou.flatten(0, 1).cpu()
+
+
+# ------------------------------------------------------------------------------ SAM ViT-H
+SAM_VIT_H = "sam-vit-h"
+_SAM_ALIAS = "_segparts_segment_anything"
+
+
+def segment_anything_module(name: str):
+    """A module of the segment-anything package (`build_sam`, `modeling`) without running the
+    package's `__init__`, which imports its automatic mask generator and so torchvision (not
+    shipped here). The package directory is mounted under a private name: the model code only
+    uses relative imports, and the public name `segment_anything` is left untouched."""
+    import importlib
+    import importlib.machinery
+    import importlib.util
+    import sys
+
+    if _SAM_ALIAS not in sys.modules:
+        spec = importlib.util.find_spec("segment_anything")
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError("the python package segment-anything is not installed (make setup)")
+        alias = importlib.machinery.ModuleSpec(_SAM_ALIAS, None, is_package=True)
+        alias.submodule_search_locations = list(spec.submodule_search_locations)
+        sys.modules[_SAM_ALIAS] = importlib.util.module_from_spec(alias)
+    return importlib.import_module(f"{_SAM_ALIAS}.{name}")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file whose tensors do not fit the model (names or shapes)."""
+
+
+SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)  # segment-anything's build_sam (not stored in checkpoints)
+SAM_PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+def build_sam_vit_h(checkpoint: str | None = None, device: str = "cpu"):
+    """segment-anything's ViT-H SAM; `checkpoint` (sam_vit_h_4b8939.pth) loaded strictly: every
+    tensor name and shape must match. With a checkpoint the model is laid out on the meta device
+    and takes the file's tensors (no 2.5 GB random initialisation first)."""
+    build = segment_anything_module("build_sam").build_sam_vit_h
+    if checkpoint is None:
+        return build(None).to(device).eval()
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    with torch.device("meta"):
+        model = build(None)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != tuple(expected[k].shape))
+    if missing or unexpected or wrong:
+        raise CheckpointError(
+            f"{checkpoint} is not a SAM ViT-H checkpoint: {len(missing)} missing ({', '.join(missing[:3])}), "
+            f"{len(unexpected)} unexpected ({', '.join(unexpected[:3])}), {len(wrong)} of another shape "
+            f"({', '.join(wrong[:3])}); fetch it again: segparts models fetch {SAM_VIT_H} --force")
+    model.load_state_dict(state, strict=True, assign=True)
+    model.register_buffer("pixel_mean", torch.tensor(SAM_PIXEL_MEAN).view(-1, 1, 1), False)
+    model.register_buffer("pixel_std", torch.tensor(SAM_PIXEL_STD).view(-1, 1, 1), False)
+    return model.float().to(device).eval()
+
+
+class SamAutomaticMasks(PointGridMasks):
+    """segment-anything's `SamAutomaticMaskGenerator` as SAMPart3D's release runs it on ViT-H:
+    32 x 32 points, predicted IoU > 0.9, stability >= 0.9 (offset 1), box NMS 0.7, one crop, no
+    small-region clean-up. Preprocessing as its `SamPredictor`: longest side resized to 1024
+    (PIL bilinear), pixel mean/std, zero padding; masks upsampled 256 -> 1024 -> crop -> image."""
+
+    name = "SAM ViT-H automatic masks"
+
+    def __init__(self, model=None, checkpoint: str | None = None, device: str = "cpu", **settings):
+        super().__init__(device=device, **settings)
+        self.model = (model if model is not None else build_sam_vit_h(checkpoint, device)).eval()
+
+    def _resized_shape(self, h: int, w: int) -> tuple[int, int]:
+        size = self.model.image_encoder.img_size
+        scale = size / max(h, w)
+        return int(h * scale + 0.5), int(w * scale + 0.5)
+
+    def _embed(self, image: np.ndarray) -> dict:
+        from PIL import Image
+
+        h, w = image.shape[:2]
+        nh, nw = self._resized_shape(h, w)
+        resized = np.array(Image.fromarray(np.ascontiguousarray(image[..., :3])).resize((nw, nh), Image.BILINEAR))
+        x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
+        x = self.model.preprocess(x)  # normalise and pad to the encoder's square
+        return {"embedding": self.model.image_encoder(x), "input_size": (nh, nw)}
+
+    def _predict(self, feats: dict, points_px: torch.Tensor, hw: tuple[int, int]):
+        h, w = hw
+        nh, nw = feats["input_size"]
+        coords = points_px * torch.tensor([nw / w, nh / h], dtype=torch.float32)
+        labels = torch.ones(len(coords), 1, dtype=torch.int, device=self.device)
+        sparse, dense = self.model.prompt_encoder(points=(coords[:, None].to(self.device), labels), boxes=None, masks=None)
+        low_res, iou = self.model.mask_decoder(
+            image_embeddings=feats["embedding"], image_pe=self.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=True)
+        logits = self.model.postprocess_masks(low_res, (nh, nw), (h, w))
+        return logits.flatten(0, 1).cpu(), iou.flatten(0, 1).cpu()
