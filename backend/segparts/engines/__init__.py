@@ -33,7 +33,7 @@ class _MissingEngine:
 
     def __init__(self, name: str, error: str):
         self.name = name
-        self._availability = Availability(False, [f"engine module: {error}"], "reinstall segparts (make setup)")
+        self._availability = Availability(False, [f"engine module: {error}"], "reinstall segparts (pip install segparts, or the add-on's Set up Backend)")
 
     def availability(self) -> Availability:
         return self._availability

@@ -31,6 +31,7 @@ import numpy as np
 
 from ...hierarchy import Hierarchy
 from ...mesh import Mesh
+from ...installer import LEARNED_FIX
 from ..base import (Availability, CancelToken, Click, EngineUnavailable, Option, PickRequest, PickResult,
                     Progress, Segmentation, SegmentParams)
 
@@ -94,7 +95,7 @@ class GeoSAM2Engine:
     # --- availability -------------------------------------------------------------------------
     def availability(self) -> Availability:
         missing = [f"python package {p}" for p in PACKAGES if importlib.util.find_spec(p) is None]
-        fix = "make setup (installs torch, sam2 without torchvision, hydra-core, scipy, embreex)" if missing else ""
+        fix = LEARNED_FIX if missing else ""
         if self.weights == "random":
             return Availability(not missing, missing, fix)
         if self.weights is not None:

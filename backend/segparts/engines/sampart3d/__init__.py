@@ -29,6 +29,7 @@ import numpy as np
 from ..base import (Availability, CancelToken, EngineUnavailable, Option, PickRequest, PickResult, Progress, SegmentParams,
                     Segmentation, nearest_face, no_progress)
 from ...mesh import Mesh, MeshError
+from ...installer import LEARNED_FIX
 
 BACKBONE_MODEL = "ptv3-object"
 DEFAULT_SAM2 = "sam2.1-hiera-large"
@@ -114,7 +115,7 @@ class SAMPart3DEngine:
             if fetch:
                 fix.append(fetch)
         if any(m.startswith("python package") for m in missing):
-            fix.append("make setup (installs spconv, sam2, segment-anything, hdbscan, scikit-learn)")
+            fix.append(LEARNED_FIX)
         return Availability(not missing, missing, " && ".join(fix))
 
     def _require(self, options: dict):

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...installer import LEARNED_FIX
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SAM2_CONFIGS = {  # checkpoint name -> sam2 package config
@@ -250,7 +252,7 @@ def segment_anything_module(name: str):
     if _SAM_ALIAS not in sys.modules:
         spec = importlib.util.find_spec("segment_anything")
         if spec is None or not spec.submodule_search_locations:
-            raise ImportError("the python package segment-anything is not installed (make setup)")
+            raise ImportError(f"the python package segment-anything is not installed; to fix: {LEARNED_FIX}")
         alias = importlib.machinery.ModuleSpec(_SAM_ALIAS, None, is_package=True)
         alias.submodule_search_locations = list(spec.submodule_search_locations)
         sys.modules[_SAM_ALIAS] = importlib.util.module_from_spec(alias)
