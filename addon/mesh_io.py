@@ -69,10 +69,14 @@ def triangles(mesh, topo: Topology | None = None) -> tuple[np.ndarray, np.ndarra
 
 
 def mesh_arrays(obj) -> MeshArrays:
-    """The ORIGINAL mesh of `obj` (modifiers not applied), triangulated, in object space.
+    """The ORIGINAL mesh of `obj` (modifiers not applied), triangulated, in world orientation
+    (the object's rotation and scale applied, see orientation.py), with its authoring cues and
+    what the user sees (appearance.py).
 
     Labels come back per triangle and are mapped to these polygons; with modifiers the evaluated
     mesh has other faces, which is why we never send it."""
+    from . import appearance, orientation
+
     mesh = obj.data
     if obj.mode == "EDIT":
         obj.update_from_editmode()
@@ -83,7 +87,9 @@ def mesh_arrays(obj) -> MeshArrays:
     if len(tris) == 0:
         raise ValueError(f"{obj.name!r} has no faces to segment")
     cues = {name: values[tri_poly] for name, values in authoring_cues(mesh).items()}
-    return MeshArrays(vertices(mesh), tris, tri_poly, len(mesh.polygons), topo, cues)
+    looks = appearance.surface_arrays(obj, topo, tri_poly)
+    world, tris, looks = orientation.to_world(vertices(mesh), tris, looks, orientation.linear_part(obj.matrix_world))
+    return MeshArrays(world, tris, tri_poly, len(mesh.polygons), topo, cues, looks)
 
 
 def authoring_cues(mesh) -> dict[str, np.ndarray]:

@@ -44,7 +44,7 @@ def start_naming(obj) -> None:
     if poly_labels is None:
         raise RuntimeError(f"{obj.name!r} has no parts yet: segment it first")
     arrays = mesh_io.mesh_arrays(obj)
-    mid = mesh_id(arrays.vertices, arrays.faces, arrays.cues)
+    mid = mesh_id(arrays.vertices, arrays.faces, arrays.cues, arrays.appearance)
     digest = naming.labels_digest(poly_labels)
     name = obj.name
     describe = settings.describe()

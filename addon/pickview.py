@@ -9,7 +9,7 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
-from . import background, editing, mesh_io, partdata, picking, runtime, writeback
+from . import background, editing, mesh_io, orientation, partdata, picking, runtime, writeback
 
 PROMPT_ENGINES = {"geosam2"}  # engines whose clicks are prompts answered by the backend
 HOVER_RGBA = (1.0, 0.85, 0.1, 0.45)
@@ -271,7 +271,8 @@ class PickTool:
 
     def _prompt(self, obj, positive: bool, extend: bool) -> str:
         tri, poly, loc = self.hit
-        click = picking.click_prompt(*self.ray.original_click(tri, poly, loc), positive)
+        click = picking.click_prompt(*self.ray.original_click(tri, poly, loc), positive,
+                                     orientation.linear_part(obj.matrix_world))
         self.clicks = (self.clicks + [click]) if extend else [click]
         try:
             runtime.ensure_started()

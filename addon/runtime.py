@@ -309,7 +309,7 @@ def start_segment(obj, engine: str) -> None:
     set_message(f"Segmenting {name} with {engine}…", name)
     # the content hash (~60 MB at 1M faces) in the background thread; the upload starts after it
     queue_work(("hash", name), _start_when_hashed(job, background.submit(mesh_id, arrays.vertices, arrays.faces,
-                                                                          arrays.cues)))
+                                                                          arrays.cues, arrays.appearance)))
 
 
 def _start_when_hashed(job, future):
@@ -356,7 +356,7 @@ def start_pick(obj, engine: str, clicks: list[dict]) -> None:
     if not s.ready:
         raise RuntimeError(s.message)
     arrays = mesh_io.mesh_arrays(obj)
-    mid = mesh_id(arrays.vertices, arrays.faces, arrays.cues)
+    mid = mesh_id(arrays.vertices, arrays.faces, arrays.cues, arrays.appearance)
     name = obj.name
 
     def done(job, msg):

@@ -118,10 +118,10 @@ def test_engine_failures_are_one_line_with_nonzero_exit(tmp_path, capsys, monkey
     path = tmp_path / "boxes.ply"
     trimesh.Trimesh(vertices, faces).export(path)
     out = tmp_path / "x.npy"
-    # a bad option value: the geometric engine's int() raises ValueError inside segment()
+    # a bad option value: refused against the engine's declaration before it runs
     assert main(["segment", str(path), "--out", str(out), "--option", "patches=many"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "engine geometric failed" in err[0] and "many" in err[0]
+    assert len(err) == 1 and "bad --option" in err[0] and "patches" in err[0] and "many" in err[0]
     # an engine whose checkpoints are missing (empty models folder): EngineUnavailable
     monkeypatch.setenv("SEGPARTS_MODELS", str(tmp_path / "no-models"))
     assert main(["segment", str(path), "--out", str(out), "--engine", "sampart3d"]) == 2
@@ -138,3 +138,71 @@ def test_engine_value_error_in_a_subprocess_has_no_traceback(tmp_path):
                            "--option", "weld_tolerance=\"wide\""], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "wide" in done.stderr
+
+
+@pytest.mark.parametrize("flags", [["--port", "70000"], ["--port", "-1"], ["--cache-mb", "0"], ["--cache-mb", "-10"],
+                                   ["--cache-mb", "nan"], ["--max-faces", "0"], ["--max-faces", "-5"],
+                                   ["--max-message-mb", "inf"], ["--port", "http"]])
+def test_serve_refuses_bad_flags_before_binding(tmp_path, flags):
+    env = dict(os.environ, SEGPARTS_RUNTIME_DIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "-m", "segparts", "serve", *flags], capture_output=True, text=True,
+                          env=env, timeout=30)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert flags[0] in done.stderr and "listening" not in done.stdout
+    assert not list(tmp_path.iterdir()), "a token file was written for a server that must not start"
+
+
+def test_serve_on_ipv6_loopback_and_rotated_log_file(tmp_path):
+    env = dict(os.environ, SEGPARTS_RUNTIME_DIR=str(tmp_path))
+    log_file = tmp_path / "backend.log"
+    proc = subprocess.Popen([sys.executable, "-m", "segparts", "serve", "--host", "::1", "--port", "0",
+                             "--log-file", str(log_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        assert "listening on tcp://[::1]:" in line, line + (proc.stderr.read() if proc.poll() is not None else "")
+        port = int(line.split("]:", 1)[1].split()[0])
+        ping = subprocess.run([sys.executable, "-m", "segparts", "ping", "--host", "::1", "--port", str(port)],
+                              capture_output=True, text=True, timeout=30)
+        assert ping.returncode == 0, ping.stderr
+        assert json.loads(ping.stdout)["endpoint"] == f"tcp://[::1]:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stdout.close()
+        proc.stderr.close()
+    assert "listening on" in log_file.read_text()
+
+
+def test_segment_port_timeout_when_nothing_listens(tmp_path, quad_obj):
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "segparts", "segment", str(quad_obj), "--port", str(port),
+                           "--timeout", "0.5", "--out", str(tmp_path / "x.npy")], capture_output=True, text=True,
+                          timeout=60, env=dict(os.environ, SEGPARTS_RUNTIME_DIR=str(tmp_path)))
+    assert done.returncode == 2 and "no backend answered" in done.stderr and "0.5 s" in done.stderr
+    assert time.perf_counter() - started < 15  # the interpreter's start-up, not a 30 s wait
+
+
+def test_a_backend_that_dies_mid_job_is_reported_as_lost(tmp_path):
+    from backend_fixtures import grid
+    from segparts.client import BackendClient, BackendLost
+
+    vertices, faces = grid(1_000_000)
+    with process_server(tmp_path) as (proc, port, token_file, _):
+        with BackendClient(port=port, token_file=token_file, timeout=1) as c:
+            mid = c.upload_mesh(vertices, faces)
+            started = []
+
+            def kill_when_running(fraction, stage):
+                if not started:
+                    started.append(stage)
+                    proc.kill()
+
+            with pytest.raises(BackendLost, match="stopped answering"):
+                c.segment(mid, on_progress=kill_when_running)

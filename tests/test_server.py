@@ -233,6 +233,8 @@ def test_protocol_errors_and_the_server_keeps_serving(tmp_path):
         cases = [
             ({"v": 1, "id": 2, "op": "frobnicate", "token": tok}, wire.UNKNOWN_OP),
             ({"v": 99, "id": 3, "op": "hello"}, wire.BAD_VERSION),
+            ({"v": True, "id": 3, "op": "status", "token": tok}, wire.BAD_VERSION),
+            ({"v": 1.0, "id": 3, "op": "status", "token": tok}, wire.BAD_VERSION),
             ({"v": 1, "op": "hello"}, wire.BAD_MESSAGE),  # no id
             ({"v": 1, "id": 4, "op": 7}, wire.BAD_MESSAGE),
             ({"v": 1, "id": 5, "op": "segment", "token": tok, "args": [1, 2]}, wire.BAD_ARGS),
@@ -338,3 +340,302 @@ def test_client_works_as_a_copied_package_and_as_plain_modules(tmp_path):
     assert done.returncode == 0, done.stderr
     v = np.arange(9.0).reshape(3, 3)
     assert done.stdout.strip() == mesh_id(v, np.array([[0, 1, 2]])) == validate_mesh(v, [[0, 1, 2]]).content_hash
+
+
+# ---- hardening (issue 12) ---------------------------------------------------------------------
+def raw_socket(server) -> zmq.Socket:
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(f"tcp://127.0.0.1:{server.port}")
+    return sock
+
+
+def test_arrays_are_not_decoded_before_the_token_and_messages_have_a_total_cap(tmp_path):
+    vertices, faces = two_boxes()
+    with thread_server(tmp_path, max_message_mb=2) as (server, client):
+        sock = raw_socket(server)
+        big = np.zeros(600_000 // 8, np.float64)  # 0.6 MB: under the 2 MB cap alone, over it four together
+        # a token-less hello carrying arrays is refused, not answered as a hello
+        frames = wire.request("hello", "h1", arrays={"a": big})
+        sock.send_multipart(frames)
+        assert sock.poll(5000)
+        header, _ = wire.decode(sock.recv_multipart())
+        assert header["id"] == "h1" and header["error"]["code"] == wire.BAD_MESSAGE
+        # token-less arrays are refused before their specs are even read
+        frames = wire.request("upload_mesh", "u1", arrays={"vertices": vertices, "faces": faces})
+        frames[0] = msgpack.packb({**msgpack.unpackb(frames[0]), "arrays": [{"name": "x", "dtype": ["bad"]}] * 2})
+        sock.send_multipart(frames)
+        assert sock.poll(5000)
+        assert wire.decode(sock.recv_multipart())[0]["error"]["code"] == wire.UNAUTHORIZED
+        # with the token, frames under the cap one by one but over it together: an answer, not a crash
+        frames = wire.request("upload_mesh", "u2", token=server.token,
+                              arrays={"vertices": vertices, "faces": faces, "a": big, "b": big, "c": big, "d": big})
+        sock.send_multipart(frames)
+        assert sock.poll(5000)
+        header, _ = wire.decode(sock.recv_multipart())
+        assert header["id"] == "u2" and header["error"]["code"] == wire.BAD_MESSAGE
+        assert "limit" in header["error"]["message"]
+        # a header over its own limit is answered without being read
+        sock.send_multipart([b"\x80" + b" " * (wire.MAX_HEADER_BYTES + 1)])
+        assert sock.poll(5000)
+        assert wire.decode(sock.recv_multipart())[0]["error"]["code"] == wire.BAD_MESSAGE
+        # one frame over the whole cap: the transport closes that connection; the client refuses to send it
+        sock.send_multipart([msgpack.packb({"v": 1, "id": 9, "op": "hello"}), b"\0" * (3 << 20)])
+        assert not sock.poll(1000)
+        sock.close(0)
+        client.hello()
+        with pytest.raises(ValueError, match="limit"):
+            client.upload_mesh(np.zeros((100_000, 3)), np.zeros((1, 3), np.int64))  # 2.4 MB
+        assert client.segment(client.upload_mesh(vertices, faces)).kind == "result"
+
+
+def test_finished_jobs_keep_no_mesh_and_the_cache_bounds_memory(tmp_path):
+    import gc
+
+    from segparts.mesh import Mesh
+
+    with thread_server(tmp_path, cache_mb=1) as (server, client):
+        for i in range(12):  # each grid mesh is ~0.5 MB with its result: the cache holds about one
+            vertices, faces = grid(16_000 + 2 * i)
+            mid = client.upload_mesh(vertices, faces)
+            assert client.segment(mid, parts=2).kind == "result"
+        status = client.status()
+        assert len(status["recent_jobs"]) == 12
+        assert status["cache"]["bytes"] <= status["cache"]["limit_bytes"]
+        gc.collect()
+        live = [o for o in gc.get_objects() if isinstance(o, Mesh)]
+        assert len(live) <= 2, f"{len(live)} meshes still alive: finished jobs keep them"
+
+
+def test_results_never_evict_their_own_mesh(tmp_path):
+    vertices, faces = grid(40_000)  # ~1.7 MB of mesh: more than the whole 1 MB budget
+    with thread_server(tmp_path, cache_mb=1) as (server, client):
+        mid = client.upload_mesh(vertices, faces)
+        labels = client.segment(mid).arrays["labels"]
+        pick = client.pick(mid, face=0)  # the mesh is still there
+        np.testing.assert_array_equal(pick.arrays["mask"], labels == labels[0])
+        before = client.status()["cache"]["bytes"]
+        point = vertices[faces[7]].mean(axis=0)
+        by_point = client.pick(mid, point=point)  # builds the mesh's closest-point index: it is charged too
+        np.testing.assert_array_equal(by_point.arrays["mask"], labels == labels[7])
+        assert client.status()["cache"]["bytes"] >= before + len(faces) * 8
+
+
+def test_token_file_replaces_a_planted_symlink_and_narrows_an_open_folder(tmp_path):
+    from segparts.server import Server
+
+    folder = tmp_path / "runtime"
+    folder.mkdir()
+    os.chmod(folder, 0o777)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    os.chmod(victim, 0o644)
+    token_file = folder / "token"
+    token_file.symlink_to(victim)
+    server = Server(port=0, token_file=token_file)
+    try:
+        assert victim.read_text() == "precious" and stat.S_IMODE(os.stat(victim).st_mode) == 0o644
+        assert not token_file.is_symlink() and token_file.read_text() == server.token
+        assert stat.S_IMODE(os.lstat(token_file).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+        assert [p.name for p in folder.iterdir()] == ["token"]  # no temporary file left
+    finally:
+        server._close()
+    linked = tmp_path / "linked"
+    linked.symlink_to(folder)
+    with pytest.raises(OSError, match="symlink"):
+        Server(port=0, token_file=linked / "token")
+
+
+def test_bad_field_types_answer_bad_message_with_the_id_and_logging_is_rate_limited(tmp_path, caplog):
+    import logging
+
+    with thread_server(tmp_path) as (server, client):
+        sock = raw_socket(server)
+        with caplog.at_level(logging.WARNING, logger="segparts.server"):
+            for i, dtype in enumerate([["<f8"], {"a": 1}, 7, None] * 50):
+                header = {"v": 1, "id": i, "op": "hello", "arrays": [{"name": "a", "dtype": dtype, "shape": [1]}]}
+                reply = raw_request(sock, {**header, "token": server.token}, [b"\0" * 8])
+                assert reply["id"] == i and reply["error"]["code"] == wire.BAD_MESSAGE, reply
+        sock.close(0)
+        lines = [r for r in caplog.records if r.name == "segparts.server"]
+        assert 1 <= len(lines) <= 25, f"{len(lines)} log lines for 200 bad messages"
+        assert not any("Traceback" in r.getMessage() for r in lines)
+
+
+def _serve_with_few_files(tmp_path, soft_limit: int):
+    import resource
+
+    def lower_limit():
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft_limit, hard))
+
+    env = dict(os.environ, SEGPARTS_RUNTIME_DIR=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-m", "segparts", "serve", "--port", "0", "--log-level", "ERROR"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+                            preexec_fn=lower_limit)
+    line = proc.stdout.readline()
+    assert "listening on" in line, line
+    return proc, int(line.split("listening on ", 1)[1].split()[0].rsplit(":", 1)[1])
+
+
+def test_idle_connections_do_not_lock_the_owner_out(tmp_path):
+    import socket
+
+    proc, port = _serve_with_few_files(tmp_path, soft_limit=128)
+    idle = []
+    try:
+        for _ in range(200):  # more connections than the server's file limit, none says anything
+            s = socket.create_connection(("127.0.0.1", port))
+            idle.append(s)
+        with BackendClient(port=port, token_file=tmp_path / f"token-{port}", timeout=3) as c:
+            assert c.hello()["name"] == "segparts"
+            assert c.status()["device"]
+    finally:
+        for s in idle:
+            s.close()
+        proc.terminate()
+        proc.wait(10)
+        proc.stdout.close()
+
+
+@pytest.mark.parametrize("options", [{"patches": 0}, {"patches": -1}, {"patches": float("nan")}, {"patches": "8"},
+                                     {"seed": -1}, {"weld_tolerance": "x"}, {"weld_tolerance": float("nan")},
+                                     {"weld_tolerance": float("inf")}, {"weld_tolerance": 1e-300},
+                                     {"weld_tolerance": 0.5}, {"patches": [[[[1]]]]},
+                                     {"nested": {"a": {"b": {"c": {}}}}}, {"patches": True}])
+def test_engine_options_are_checked_before_the_job_is_accepted(tmp_path, options):
+    vertices, faces = two_boxes()
+    with thread_server(tmp_path) as (server, client):
+        mid = client.upload_mesh(vertices, faces)
+        req = client.send("segment", {"mesh_id": mid, "engine": "geometric", "options": options})
+        first, _ = wait_for(client, req, timeout=20, kinds=("accepted",) + wire.FINAL_KINDS)
+        assert first.kind == "error" and first.error["code"] == wire.BAD_ARGS, (first.kind, first.error)
+        assert list(options)[0] in first.error["message"]
+        ok = client.segment(mid, options={"patches": 50, "seed": 3, "weld_tolerance": 1e-5})
+        assert ok.kind == "result"
+
+
+def test_status_after_a_result_never_shows_the_job_running(tmp_path):
+    vertices, faces = two_boxes()
+    with thread_server(tmp_path) as (server, client):
+        mid = client.upload_mesh(vertices, faces)
+        for i in range(150):
+            msg = client.segment(mid, parts=1 + i % 2)
+            status = client.status()
+            assert status["jobs"] == [] and status["workers"]["cpu"]["running"] is None, (i, status)
+            assert status["recent_jobs"][-1]["job_id"] == msg.result["job_id"]
+            assert status["recent_jobs"][-1]["state"] == "done"
+
+
+def test_server_settings_are_checked(tmp_path):
+    from segparts.server import Server
+
+    for kwargs in ({"port": 70000}, {"port": -1}, {"cache_mb": 0}, {"cache_mb": -10}, {"cache_mb": float("nan")},
+                   {"max_faces": 0}, {"max_faces": -5}, {"max_message_mb": 0}, {"max_message_mb": 4096}):
+        with pytest.raises(ValueError, match=list(kwargs)[0].replace("_", "-")):
+            Server(token_file=tmp_path / "token", **{"port": 0, **kwargs})
+    assert not (tmp_path / "token").exists()
+    with thread_server(tmp_path, host="::1") as (server, _):  # IPv6 loopback
+        assert server.endpoint == f"tcp://[::1]:{server.port}"
+        with BackendClient("::1", server.port, token_file=tmp_path / "token", timeout=5) as c:
+            assert c.hello()["name"] == "segparts" and c.status()["device"] == "cpu"
+
+
+def test_a_client_reads_a_new_token_after_the_backend_restarts(tmp_path):
+    from segparts.server import Server
+
+    with thread_server(tmp_path) as (server, client):
+        port = server.port
+        assert client.status()
+    old_token = client.token
+    server = Server(port=port, token_file=tmp_path / "token")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with BackendClient(port=port, token=None, token_file=tmp_path / "token", timeout=5) as c:
+            c._token = old_token  # as if it had read the previous backend's file
+            assert c.status()["device"] == "cpu"
+            assert c.token == server.token != old_token
+    finally:
+        server.stop()
+        thread.join(10)
+
+
+def test_a_job_whose_client_is_gone_is_cancelled(tmp_path):
+    vertices, faces = grid(1_000_000)
+    with thread_server(tmp_path) as (server, client):
+        mid = client.upload_mesh(vertices, faces)
+        leaver = BackendClient(port=server.port, token_file=tmp_path / "token", timeout=20)
+        req = leaver.send("segment", {"mesh_id": mid, "options": {}})
+        accepted, _ = wait_for(leaver, req, kinds=("accepted",))
+        job_id = accepted.result["job_id"]
+        leaver.close()
+        deadline = time.monotonic() + 30
+        state = None
+        while time.monotonic() < deadline:
+            recent = {j["job_id"]: j["state"] for j in client.status()["recent_jobs"]}
+            state = recent.get(job_id)
+            if state is not None:
+                break
+            time.sleep(0.2)
+        assert state == "cancelled", f"the job of a gone client ended {state!r}"
+
+
+def test_picks_use_the_segmentation_they_name_never_another_clients(tmp_path):
+    vertices, faces = grid(4_000)
+    with thread_server(tmp_path) as (server, alice):
+        mid = alice.upload_mesh(vertices, faces)
+        mine = alice.segment(mid, parts=4, options={"patches": 8})
+        with BackendClient(port=server.port, token_file=tmp_path / "token", timeout=20) as bob:
+            theirs = bob.segment(mid, parts=4, options={"patches": 40, "seed": 1})
+            assert mine.result["segmentation_id"] != theirs.result["segmentation_id"]
+            # bob segmented last, but alice's pick answers from alice's segmentation
+            h_mine = Hierarchy(mine.arrays["leaf_labels"], mine.arrays["parent"], mine.arrays["height"])
+            h_theirs = Hierarchy(theirs.arrays["leaf_labels"], theirs.arrays["parent"], theirs.arrays["height"])
+            face = next(f for f in range(len(faces))
+                        if not np.array_equal(h_mine.face_mask(h_mine.node_at(f, parts=4)),
+                                              h_theirs.face_mask(h_theirs.node_at(f, parts=4))))
+            pick = alice.pick(mid, face=face, parts=4)
+            np.testing.assert_array_equal(pick.arrays["mask"], h_mine.face_mask(h_mine.node_at(face, parts=4)))
+            named = alice.pick(mid, face=face, parts=4, segmentation_id=theirs.result["segmentation_id"])
+            np.testing.assert_array_equal(named.arrays["mask"], h_theirs.face_mask(h_theirs.node_at(face, parts=4)))
+            with pytest.raises(BackendError) as err:
+                alice.pick(mid, face=face, segmentation_id="no-such-segmentation")
+            assert err.value.code == wire.NO_SEGMENTATION
+
+
+def test_hello_before_the_token_reveals_no_pid_or_paths(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGPARTS_MODELS", str(tmp_path / "secret-models-folder"))
+    with thread_server(tmp_path) as (server, client):
+        with BackendClient(port=server.port, token_file=tmp_path / "absent", timeout=10) as stranger:
+            hello = stranger.hello()
+            assert "pid" not in hello and hello["authorized"] is False
+            assert str(tmp_path) not in repr(hello) and "secret-models-folder" not in repr(hello)
+            assert set(hello["engines"]) == {"geometric", "sampart3d", "geosam2"}
+            with pytest.raises(BackendError) as err:
+                stranger.status()
+            assert err.value.code == wire.UNAUTHORIZED and str(tmp_path) not in err.value.message
+        full = client.hello()  # with the token: the details, paths included
+        assert full["pid"] == os.getpid() and full["authorized"] is True
+        unavailable = [e for e in full["engines"].values() if not e["available"]]
+        assert not unavailable or any("secret-models-folder" in m for e in unavailable for m in e["missing"])
+
+
+def test_every_engine_declares_its_options():
+    from segparts.engines import ENGINES
+    from segparts.engines.base import OptionError, check_options
+
+    good = {"geometric": {"patches": 12, "seed": 1, "weld_tolerance": 1e-5},
+            "sampart3d": {"quality": "fast", "iterations": 300, "n_views": 36, "lr": 1e-3, "backbone": "none"},
+            "geosam2": {"auto_points": 64, "start_view": 11, "pa": 0.02, "box": [0, 0, 10, 10]}}
+    bad = {"geometric": [{"patches": 0}, {"weld_tolerance": float("nan")}, {"iterations": 5}],
+           "sampart3d": [{"quality": "best"}, {"n_views": 20}, {"lr": "fast"}, {"mask_source": "masks.npz"}],
+           "geosam2": [{"start_view": 12}, {"box": [0, 0, 10]}, {"pa": True}, {"patches": 3}]}
+    for name in ENGINES:
+        engine = create_engine(name)
+        assert {o.name for o in engine.options} >= set(good[name])
+        assert check_options(engine, good[name]) == good[name]
+        for options in bad[name]:
+            with pytest.raises(OptionError, match=list(options)[0]):
+                check_options(engine, options)

@@ -8,11 +8,17 @@ import numpy as np
 
 
 class LRUCache:
-    """Not thread-safe on purpose: only the server's main loop touches it."""
+    """Not thread-safe on purpose: only the server's main loop touches it.
+
+    Entries are evicted least recently used first until the total fits, except the ones in use:
+    `pin(owner, mesh_id)` keeps ("mesh", mesh_id) while a job needs it, and `put(..., keep=[...])`
+    never evicts the listed keys (a result does not push out its own mesh). So the total may pass
+    the budget by what is in use, never by what is idle."""
 
     def __init__(self, max_bytes: int):
         self.max_bytes = int(max_bytes)
         self._items: OrderedDict = OrderedDict()  # key -> (value, nbytes)
+        self._pins: dict = {}  # owner -> mesh id
         self.bytes = 0
 
     def __contains__(self, key) -> bool:
@@ -28,16 +34,36 @@ class LRUCache:
         self._items.move_to_end(key)
         return item[0]
 
-    def put(self, key, value, nbytes: int | None = None) -> None:
-        """Insert (most recent). Older entries are evicted until the total fits; an entry larger
-        than the whole budget is still kept, alone, so a big mesh can be worked on."""
+    def put(self, key, value, nbytes: int | None = None, keep=()) -> None:
+        """Insert (most recent), then evict down to the budget. An entry larger than the whole
+        budget is still kept, so a big mesh can be worked on."""
         nbytes = estimate_nbytes(value) if nbytes is None else int(nbytes)
         self.pop(key)
         self._items[key] = (value, nbytes)
         self.bytes += nbytes
-        while self.bytes > self.max_bytes and len(self._items) > 1:
-            _, (_, old) = self._items.popitem(last=False)
-            self.bytes -= old
+        self._evict(protected={key, *keep})
+
+    def resize(self, key, nbytes: int) -> None:
+        """Charge an entry anew (it grew, e.g. a mesh gained a pick index)."""
+        item = self._items.get(key)
+        if item is not None:
+            self.bytes += int(nbytes) - item[1]
+            self._items[key] = (item[0], int(nbytes))
+            self._evict(protected={key})
+
+    def pin(self, owner, mesh_id: str) -> None:
+        self._pins[owner] = mesh_id
+
+    def unpin(self, owner) -> None:
+        self._pins.pop(owner, None)
+
+    def _evict(self, protected: set) -> None:
+        protected = protected | {("mesh", m) for m in self._pins.values()}
+        for key in list(self._items):
+            if self.bytes <= self.max_bytes:
+                return
+            if key not in protected:
+                self.bytes -= self._items.pop(key)[1]
 
     def pop(self, key):
         item = self._items.pop(key, None)

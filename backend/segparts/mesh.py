@@ -9,10 +9,11 @@ PLY face properties, Blender's `material_index`). Ids are arbitrary non-negative
 use only which faces share an id. They ARE part of the content hash: the same geometry with other
 materials is another input. Absent arrays leave the id of the geometry unchanged.
 
-`appearance` (optional, a `segparts.render.Appearance`) carries the file's surface colours to
-the renderer. It is NOT part of the content hash: the mesh id names the geometry and its cues, so
-the same shape with other colours has the same id and shares every geometry cache (engines that
-use colour key their own caches on it).
+`appearance` (optional, a `segparts.render.Appearance`) carries the surface colours (a file's,
+or an upload's appearance arrays, see `segparts.appearance`) to the renderer. It IS part of the
+content hash, in its canonical wire form: what the engines see is the input, so the same shape
+with other colours is another mesh (a coloured re-upload never reuses a grey mesh's results).
+Without colours the id is the geometry's (and cues') id, as before.
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ DEFAULT_MAX_FACES = 5_000_000
 # products of float64 need ~1e154 of headroom); real meshes are many orders of magnitude smaller.
 MAX_COORDINATE = 1e100
 FACE_CUES = ("material", "group")  # optional per-face integer arrays: the authoring cues
+# optional appearance arrays, in hash order (segparts.appearance validates them)
+APPEARANCE_ARRAYS = ("vertex_colors", "corner_colors", "face_colors", "uv", "texture")
 
 
 class MeshError(ValueError):
@@ -43,7 +46,7 @@ class Mesh:
     faces: np.ndarray  # (F, 3) int64, triangles
     face_map: np.ndarray | None = None  # (F,) int64 original polygon per triangle
     n_polygons: int | None = None  # number of original polygons (== F when face_map is None)
-    appearance: object | None = None  # segparts.render.Appearance: colours for rendering; not hashed
+    appearance: object | None = None  # segparts.render.Appearance: colours for rendering (hashed)
     material: np.ndarray | None = None  # (F,) int32 material id per triangle (authoring cue)
     group: np.ndarray | None = None  # (F,) int32 object/group id per triangle (authoring cue)
     _hash: str | None = field(default=None, repr=False)
@@ -58,9 +61,12 @@ class Mesh:
 
     @property
     def content_hash(self) -> str:
-        """Stable id of the geometry: same vertices and faces give the same id (re-upload is free)."""
+        """Stable id of the content: same vertices, faces, cues and colours give the same id
+        (re-upload is free). Set `appearance` before the first call: the id is computed once."""
         if self._hash is None:
-            self._hash = mesh_hash(self.vertices, self.faces, self.cues)
+            from .appearance import wire_arrays
+
+            self._hash = mesh_hash(self.vertices, self.faces, self.cues, wire_arrays(self.appearance, self.faces))
         return self._hash
 
     @property
@@ -83,8 +89,10 @@ class Mesh:
         return polygon_labels if self.face_map is None else polygon_labels[self.face_map]
 
 
-def mesh_hash(vertices: np.ndarray, faces: np.ndarray, cues: dict[str, np.ndarray] | None = None) -> str:
-    """Content id of a mesh; `segparts.client.mesh_id` computes the same digest on the client."""
+def mesh_hash(vertices: np.ndarray, faces: np.ndarray, cues: dict[str, np.ndarray] | None = None,
+              appearance: dict[str, np.ndarray] | None = None) -> str:
+    """Content id of a mesh; `segparts.client.mesh_id` computes the same digest on the client.
+    `appearance`: named arrays in canonical form (`segparts.appearance.wire_arrays`)."""
     h = hashlib.sha256()  # SHA-NI makes it ~2x faster than blake2b here (1M faces: ~30 ms)
     v = np.ascontiguousarray(vertices, dtype="<f8")
     f = np.ascontiguousarray(faces, dtype="<i8")
@@ -96,6 +104,13 @@ def mesh_hash(vertices: np.ndarray, faces: np.ndarray, cues: dict[str, np.ndarra
         if cues and cues.get(name) is not None:
             values = np.ascontiguousarray(cues[name], dtype="<i4")
             h.update(name.encode())
+            h.update(memoryview(values).cast("B"))
+    for name in APPEARANCE_ARRAYS:  # fixed order; name, dtype, shape and bytes of each present
+        if appearance and appearance.get(name) is not None:
+            values = np.ascontiguousarray(appearance[name])
+            h.update(name.encode())
+            h.update(values.dtype.str.encode())
+            h.update(np.asarray(values.shape, dtype="<i8").tobytes())
             h.update(memoryview(values).cast("B"))
     return h.hexdigest()[:32]
 
@@ -171,7 +186,8 @@ def _check_appearance(appearance, n_vertices: int, n_faces: int) -> None:
     """Colour arrays must match the (triangulated) mesh, or rendering would fail much later."""
     if appearance is None:
         return
-    sizes = {"vertex_colors": (n_vertices,), "face_colors": (n_faces,), "uv": (n_vertices, n_faces)}
+    sizes = {"vertex_colors": (n_vertices,), "corner_colors": (n_faces,), "face_colors": (n_faces,),
+             "uv": (n_vertices, n_faces)}
     for name, allowed in sizes.items():
         value = getattr(appearance, name, None)
         if value is not None and len(value) not in allowed:

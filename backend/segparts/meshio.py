@@ -17,7 +17,7 @@ glTF is loaded by trimesh with process=False so no face is dropped or moved.
 
 Colours: `Mesh.appearance` is set from PLY vertex or face colours and from glTF/GLB vertex
 colours, face colours or a base-colour texture with UVs, so renders (SAM's images) show them.
-OBJ materials/textures and OFF colours are not read. Colours are not part of the mesh id.
+OBJ materials/textures and OFF colours are not read. Colours are part of the mesh id.
 
 Authoring cues (`Mesh.material`, `Mesh.group`, part of the mesh id): glTF/GLB — the material of
 each primitive (equal materials share an id) and the scene node it came from; OBJ — `usemtl`

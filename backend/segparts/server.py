@@ -8,6 +8,8 @@ imported by engines when a job needs them.
 """
 from __future__ import annotations
 
+import errno
+import hashlib
 import hmac
 import importlib.util
 import itertools
@@ -16,8 +18,10 @@ import logging
 import math
 import os
 import queue
+import re
 import secrets
 import shutil
+import stat
 import sys
 import threading
 import time
@@ -32,22 +36,28 @@ import numpy as np
 import zmq
 
 from . import __version__, wire
+from .appearance import from_wire as appearance_from_wire
 from .cache import LRUCache, estimate_nbytes
 from .engines import ENGINES, _MissingEngine, create_engine
-from .engines.base import (CancelToken, Cancelled, Click, EngineUnavailable, PickRequest, Segmentation,
-                           SegmentParams, recut)
+from .engines.base import (CancelToken, Cancelled, Click, EngineUnavailable, OptionError, PickRequest,
+                           Segmentation, SegmentParams, check_options, recut)
 from .hierarchy import Hierarchy
-from .mesh import DEFAULT_MAX_FACES, FACE_CUES, Mesh, MeshError, validate_mesh
+from .mesh import APPEARANCE_ARRAYS, DEFAULT_MAX_FACES, FACE_CUES, Mesh, MeshError, validate_mesh
 
 log = logging.getLogger("segparts.server")
 
 DEFAULT_CACHE_MB = 2048
+MIN_CACHE_MB = 1.0
 MAX_CLICKS = 64
-MAX_FRAME_BYTES = 1 << 30  # one array frame; a 5M-face mesh needs ~120 MB of int64 faces
+MAX_FRAMES = wire.MAX_ARRAYS + 3  # peer identity, a REQ delimiter, the header, the arrays
 PROGRESS_INTERVAL_S = 0.1
 HEARTBEAT_S = 2.0  # queued/running jobs repeat their progress this often, so clients can tell a hung backend
-KEEP_FINISHED_JOBS = 256
-_ID_TYPES = (str, int)
+HANDSHAKE_MS = 5000  # a connection that has not finished the ZeroMQ handshake by then is closed
+KEEP_FINISHED_JOBS = 256  # summaries only: a finished job drops its mesh, engine and result
+MAX_REMEMBERED_PICKS = 1024  # (peer, mesh, engine) -> the segmentation a pick without an id refers to
+BAD_MESSAGE_LOG_LINES = 20  # at most this many log lines about bad messages per ...
+BAD_MESSAGE_LOG_WINDOW_S = 60.0  # ... window; the rest are counted and reported in one line
+TRIM_INTERVAL_S = 2.0  # at most this often, a finished job hands the heap's free memory back to the OS
 HEAVY_MODULES = ("torch", "sam2", "spconv")  # only engines running a job may load these
 
 
@@ -73,15 +83,70 @@ def detect_device(requested: str = "auto") -> str:
 
 
 def write_token_file(path: Path, token: str) -> None:
-    """Write the token readable by this user only (directory 0700, file 0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Write the token readable by this user only: into a folder only this user can enter (made
+    0700, or an existing one of ours narrowed to it; one that another user owns or that is a
+    symlink is refused), through a new temporary file (O_EXCL|O_NOFOLLOW, 0600) renamed over the
+    name, so a symlink planted at the name is replaced, never followed."""
+    folder = path.parent
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _secure_folder(folder)
+    tmp = folder / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(tmp, flags, 0o600)
     try:
-        if hasattr(os, "fchmod"):  # an older file may have had wider permissions (POSIX only)
-            os.fchmod(fd, 0o600)
-        os.write(fd, token.encode())
-    finally:
-        os.close(fd)
+        try:
+            os.write(fd, token.encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _secure_folder(folder: Path) -> None:
+    if os.name != "posix":  # Windows: the per-user profile folder is already private
+        return
+    st = os.lstat(folder)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise OSError(errno.EPERM, f"token folder {folder} is a symlink or not a folder; refusing to write there")
+    if st.st_uid != os.getuid():
+        raise OSError(errno.EPERM, f"token folder {folder} belongs to another user; refusing to write there")
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        os.chmod(folder, 0o700)  # our folder, but others could list or plant files in it
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's open-file limit to its hard limit (many idle connections must not
+    starve the owner's client of file descriptors). Returns the new soft limit."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1 << 20)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def check_settings(port=None, cache_mb=None, max_faces=None, max_message_mb=None) -> None:
+    """Reject settings that would be silently wrong (a port ZeroMQ wraps around, a cache that can
+    hold nothing, NaN); ValueError with the flag's name."""
+    if port is not None and (not _is_int(port) or not 0 <= port <= 65535):
+        raise ValueError(f"--port must be an integer in 0..65535 (0 = a free port), not {port!r}")
+    if cache_mb is not None and (not _is_number(cache_mb) or not math.isfinite(cache_mb) or cache_mb < MIN_CACHE_MB):
+        raise ValueError(f"--cache-mb must be a number of megabytes >= {MIN_CACHE_MB:g}, not {cache_mb!r}")
+    if max_faces is not None and (not _is_int(max_faces) or max_faces < 1):
+        raise ValueError(f"--max-faces must be an integer >= 1, not {max_faces!r}")
+    if max_message_mb is not None and (not _is_number(max_message_mb) or not math.isfinite(max_message_mb)
+                                       or not 1 <= max_message_mb <= 2047):
+        raise ValueError(f"--max-message-mb must be a number of megabytes in [1, 2047], not {max_message_mb!r}")
 
 
 @dataclass(eq=False)
@@ -105,6 +170,15 @@ class Job:
     started: float | None = None
     finished: float | None = None
 
+    def release(self) -> None:
+        """A finished job keeps only what its summary needs; the mesh, the engine and the result
+        stay in the cache, which bounds them."""
+        self.engine = self.mesh = self.params = self.segmentation = None
+
+    @property
+    def peer(self) -> bytes:
+        return bytes(self.envelope[0])
+
     def summary(self) -> dict:
         return {"job_id": self.id, "op": self.op, "engine": self.engine_name, "mesh_id": self.mesh_id,
                 "state": self.state, "progress": self.progress, "stage": self.stage,
@@ -120,23 +194,34 @@ class Server:
     def __init__(self, host: str = "127.0.0.1", port: int = 5555, device: str = "auto",
                  token: str | None = None, token_file: str | Path | None = None,
                  max_faces: int = DEFAULT_MAX_FACES, cache_mb: float = DEFAULT_CACHE_MB,
+                 max_message_mb: float = wire.DEFAULT_MAX_MESSAGE_BYTES / 2**20,
                  parent_pid: int | None = None, context: zmq.Context | None = None):
+        from .client import default_token_path, tcp_endpoint
+
+        check_settings(port=port, cache_mb=cache_mb, max_faces=max_faces, max_message_mb=max_message_mb)
         self.device = detect_device(device)
         self.max_faces = int(max_faces)
+        self.max_message_bytes = int(max_message_mb * 2**20)
         self.parent_pid = parent_pid
         self.token = token or secrets.token_urlsafe(32)
         self._ctx = context or zmq.Context.instance()
         self._router = self._ctx.socket(zmq.ROUTER)
         self._router.setsockopt(zmq.LINGER, 0)
-        self._router.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
+        # the transport refuses (closes the connection on) any frame bigger than a whole message
+        # may be, before allocating it; smaller frames are summed per message in _recv_message
+        self._router.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
+        self._router.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_MS)
+        self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a gone peer raises: cancel its jobs
+        self._router.setsockopt(zmq.TCP_KEEPALIVE, 1)
+        if ":" in host:
+            self._router.setsockopt(zmq.IPV6, 1)
         if port == 0:
-            self.port = self._router.bind_to_random_port(f"tcp://{host}")
+            self.port = self._router.bind_to_random_port(tcp_endpoint(host, None))
         else:
-            self._router.bind(f"tcp://{host}:{port}")
+            self._router.bind(tcp_endpoint(host, port))
             self.port = int(port)
         self.host = host
-        self.endpoint = f"tcp://{host}:{self.port}"
-        from .client import default_token_path
+        self.endpoint = tcp_endpoint(host, self.port)
 
         self.token_file = Path(token_file) if token_file else default_token_path(self.port)
         write_token_file(self.token_file, self.token)
@@ -145,7 +230,9 @@ class Server:
         self._wake.bind(self._wake_endpoint)
         self._events: queue.Queue = queue.Queue()
         self._cache = LRUCache(int(cache_mb * 1024 * 1024))
-        self._latest_segmentation: dict[tuple, tuple] = {}  # (mesh_id, engine) -> cache key
+        self._latest_segmentation: OrderedDict[tuple, str] = OrderedDict()  # (peer, mesh_id, engine) -> segmentation id
+        self._bad_log = _RateLimitedLog(log, BAD_MESSAGE_LOG_LINES, BAD_MESSAGE_LOG_WINDOW_S)
+        self._next_trim = 0.0
         self._engines: dict[str, object] = {}
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._workers: dict[str, _Worker] = {}
@@ -171,10 +258,10 @@ class Server:
                 if self._router in ready:
                     for _ in range(64):  # bounded burst, then look at worker events again
                         try:
-                            frames = self._router.recv_multipart(zmq.NOBLOCK, copy=False)
+                            frames, too_big = self._recv_message()
                         except zmq.Again:
                             break
-                        self._handle(frames)
+                        self._handle(frames, too_big)
                 if self._wake in ready:
                     while True:
                         try:
@@ -219,27 +306,65 @@ class Server:
         except OSError:
             pass
 
+    def _recv_message(self) -> tuple[list, str | None]:
+        """One multipart message, read frame by frame: past the frame count or the byte limit the
+        rest is read and dropped at once (never kept or joined), and the reason is returned so the
+        sender gets a `bad_message` answer. Raises zmq.Again when nothing is waiting."""
+        frames, total, too_big = [], 0, None
+        frame = self._router.recv(zmq.NOBLOCK, copy=False)
+        while True:
+            total += len(frame)
+            if too_big is None:
+                if len(frames) >= MAX_FRAMES:
+                    too_big = f"message has more than {MAX_FRAMES - 3} array frames"
+                elif total > self.max_message_bytes:
+                    too_big = (f"message is over the backend's limit of {self.max_message_bytes} bytes "
+                               "(segparts serve --max-message-mb)")
+            if too_big is None or len(frames) < 3:  # keep identity and header to answer the sender
+                frames.append(frame)
+            if not frame.more:
+                return frames, too_big
+            frame = self._router.recv(copy=False)  # the rest of a message is already here
+
     def _send(self, envelope: list, frames: list) -> None:
         try:
-            self._router.send_multipart(envelope + frames, copy=False)
-        except zmq.ZMQError as exc:  # peer gone or socket closing: nothing to do
-            log.debug("send failed: %s", exc)
+            self._router.send_multipart(envelope + frames, copy=False, flags=zmq.NOBLOCK)
+        except zmq.Again:  # the peer does not read its answers: drop this one rather than block
+            log.debug("peer's queue is full; answer dropped")
+        except zmq.ZMQError as exc:
+            if exc.errno == errno.EHOSTUNREACH:
+                self._peer_gone(bytes(envelope[0]))
+            else:  # socket closing: nothing to do
+                log.debug("send failed: %s", exc)
+
+    def _peer_gone(self, peer: bytes) -> None:
+        """A client disconnected (closed, crashed, killed): nobody will read its jobs' answers, so
+        stop them instead of running them to the end. Answers nothing (it is gone)."""
+        for job in list(self._jobs.values()):
+            if job.peer != peer:
+                continue
+            with self._lock:
+                job.cancel.cancel()
+                if job.state == "queued":
+                    job.state, job.finished = "cancelled", time.time()
+            if job.state == "cancelled":
+                self._job_over(job)
+        for key in [k for k in self._latest_segmentation if k[0] == peer]:
+            del self._latest_segmentation[key]
 
     # ---- requests ------------------------------------------------------------------------
-    def _handle(self, frames: list) -> None:
+    def _handle(self, frames: list, too_big: str | None = None) -> None:
         # ROUTER prepends the peer identity; a REQ peer also adds an empty delimiter frame
         n_env = 2 if len(frames) > 2 and len(frames[1]) == 0 else 1
         envelope, body = frames[:n_env], frames[n_env:]
         req_id = None
         try:
-            header, arrays = wire.decode(body)
-            raw_id = header.get("id")
-            if isinstance(raw_id, _ID_TYPES) and not isinstance(raw_id, bool):
-                req_id = raw_id
-            else:
-                raise wire.ProtocolError(wire.BAD_MESSAGE, "header needs an 'id' (string or integer)")
-            if header.get("v") != wire.PROTOCOL_VERSION:
-                raise wire.ProtocolError(wire.BAD_VERSION, f"protocol version {header.get('v')!r} is not "
+            if too_big:
+                raise wire.ProtocolError(wire.BAD_MESSAGE, too_big)
+            header = wire.decode_header(body)
+            req_id = _request_id(header)
+            if not _is_int(header.get("v")) or header["v"] != wire.PROTOCOL_VERSION:  # true == 1 in Python
+                raise wire.ProtocolError(wire.BAD_VERSION, f"protocol version {repr(header.get('v'))[:20]} is not "
                                          f"supported; this backend speaks v{wire.PROTOCOL_VERSION}")
             op = header.get("op")
             if not isinstance(op, str):
@@ -247,26 +372,34 @@ class Server:
             handler = self._ops.get(op)
             if handler is None:
                 raise wire.ProtocolError(wire.UNKNOWN_OP, f"unknown op {op[:40]!r}; ops: {', '.join(self._ops)}")
-            if op != "hello":
-                token = header.get("token")
-                if not isinstance(token, str) or not hmac.compare_digest(token.encode(), self.token.encode()):
-                    raise wire.ProtocolError(wire.UNAUTHORIZED, "missing or wrong token (read it from "
-                                             f"{self.token_file})")
+            authorized = self._authorized(header.get("token"))
+            if len(body) > 1 and not authorized:  # arrays are only decoded for a peer that holds the token
+                raise wire.ProtocolError(wire.UNAUTHORIZED if op != "hello" else wire.BAD_MESSAGE,
+                                         "arrays need the token" if op != "hello" else "hello takes no arrays")
+            if op != "hello" and not authorized:
+                raise wire.ProtocolError(wire.UNAUTHORIZED, "missing or wrong token (read it from the token "
+                                         "file this backend wrote when it started)")
+            arrays = wire.decode_arrays(header, body)
             args = header.get("args", {})
             if args is None:
                 args = {}
             if not isinstance(args, dict):
                 raise ArgError("'args' must be a map")
-            handler(envelope, req_id, args, arrays)
-        except wire.ProtocolError as exc:
+            if op == "hello":
+                handler(envelope, req_id, args, authorized)
+            else:
+                handler(envelope, req_id, args, arrays)
+        except (wire.ProtocolError, MeshError) as exc:
             if req_id is None:
                 req_id = _salvage_id(body)
-            self._send(envelope, wire.error(req_id, exc.code, exc.message))
-        except MeshError as exc:
+            self._bad_log.line("%s from peer %s: %s", exc.code, bytes(envelope[0]).hex()[:10], exc.message[:200])
             self._send(envelope, wire.error(req_id, exc.code, exc.message))
         except Exception as exc:  # a bug must not kill the server: report it and keep serving
-            log.error("internal error: %s", traceback.format_exc())
+            self._bad_log.line("internal error: %s", traceback.format_exc())
             self._send(envelope, wire.error(req_id, wire.INTERNAL, f"{type(exc).__name__}: {exc}"[:500]))
+
+    def _authorized(self, token) -> bool:
+        return isinstance(token, str) and hmac.compare_digest(token.encode(), self.token.encode())
 
     def _reply(self, envelope, req_id, kind: str, result: dict | None = None, arrays: dict | None = None):
         self._send(envelope, wire.reply(req_id, kind, result, arrays))
@@ -282,18 +415,23 @@ class Server:
                 self._engines[name] = _MissingEngine(name, f"{type(exc).__name__}: {exc}")
         return self._engines[name]
 
-    def _op_hello(self, envelope, req_id, args, arrays):
+    def _op_hello(self, envelope, req_id, args, authorized: bool):
+        """Before the token, only what a client needs to connect: no pid, no paths. With the token
+        (the Python client sends it when it has it), the engines' full availability too."""
         engines = {}
         for name in ENGINES:
             try:
-                engines[name] = self._engine(name).availability().to_dict()
+                availability = self._engine(name).availability().to_dict()
             except Exception as exc:  # a broken engine must not break hello
-                engines[name] = {"available": False, "missing": [f"{type(exc).__name__}: {exc}"],
-                                 "fix": "", "message": f"engine failed to load: {exc}"}
-        self._reply(envelope, req_id, "reply", {
-            "name": "segparts", "version": __version__, "protocol": wire.PROTOCOL_VERSION,
-            "device": self.device, "engines": engines, "max_faces": self.max_faces, "pid": os.getpid(),
-            "ops": list(self._ops)})
+                availability = {"available": False, "missing": [f"{type(exc).__name__}: {exc}"],
+                                "fix": "", "message": f"engine failed to load: {exc}"}
+            engines[name] = availability if authorized else _without_paths(availability)
+        result = {"name": "segparts", "version": __version__, "protocol": wire.PROTOCOL_VERSION,
+                  "device": self.device, "engines": engines, "max_faces": self.max_faces,
+                  "max_message_bytes": self.max_message_bytes, "ops": list(self._ops), "authorized": authorized}
+        if authorized:
+            result["pid"] = os.getpid()
+        self._reply(envelope, req_id, "reply", result)
 
     def _op_upload_mesh(self, envelope, req_id, args, arrays):
         claimed = args.get("mesh_id")
@@ -303,10 +441,10 @@ class Server:
                 self._reply(envelope, req_id, "reply", self._mesh_info(claimed, mesh, cached=True))
                 return
             raise wire.ProtocolError(wire.UNKNOWN_MESH, "this mesh is not on the backend; send its arrays")
-        unknown = set(arrays) - {"vertices", "faces", "face_map", *FACE_CUES}
+        unknown = set(arrays) - {"vertices", "faces", "face_map", *FACE_CUES, *APPEARANCE_ARRAYS}
         if unknown:
             raise ArgError(f"unexpected arrays {sorted(unknown)}; send vertices, faces and optionally "
-                           f"face_map, {', '.join(FACE_CUES)}")
+                           f"face_map, {', '.join(FACE_CUES + APPEARANCE_ARRAYS)}")
         if "vertices" not in arrays or "faces" not in arrays:
             raise ArgError("upload_mesh needs arrays 'vertices' (V,3) and 'faces' (F,3)")
         face_map = arrays.get("face_map")
@@ -315,6 +453,7 @@ class Server:
             raise MeshError("bad_face_map", f"face_map must be integers, got dtype {face_map.dtype}")
         mesh = validate_mesh(arrays["vertices"], arrays["faces"], face_map, n_polygons, max_faces=self.max_faces,
                              **{name: arrays.get(name) for name in FACE_CUES})
+        mesh.appearance = appearance_from_wire(arrays, mesh.n_vertices, mesh.n_faces)  # before the id
         if not mesh.vertices.flags.writeable:  # detach from the zmq frame, engines may need a writable copy
             mesh.vertices = mesh.vertices.copy()
         mid = mesh.content_hash
@@ -322,8 +461,7 @@ class Server:
         if cached:
             mesh = self._cache.get(("mesh", mid))
         else:
-            self._cache.put(("mesh", mid), mesh,
-                            estimate_nbytes([mesh.vertices, mesh.faces, mesh.face_map, *mesh.cues.values()]))
+            self._cache.put(("mesh", mid), mesh, _mesh_nbytes(mesh))
         self._reply(envelope, req_id, "reply", self._mesh_info(mid, mesh, cached=cached))
 
     @staticmethod
@@ -353,29 +491,38 @@ class Server:
     def _op_segment(self, envelope, req_id, args, arrays):
         mid, mesh = self._mesh(args)
         parts, scale = _granularity(args, mesh.n_faces)
-        options = _options(args)
         name, engine = self._engine_arg(args)
-        # granularity is not part of the key: a new granularity re-cuts the cached result
-        key = ("seg", mid, name, json.dumps(options, sort_keys=True, default=str))
+        options = _options(engine, args)
+        # granularity is not part of the id: a new granularity re-cuts the cached result
+        seg_id = _segmentation_id(mid, name, options)
+        cached = self._cache.get(("seg", seg_id))
         job = Job(uuid.uuid4().hex[:16], "segment", envelope, req_id, name, engine, mid, mesh,
-                  SegmentParams(parts=parts, scale=scale, options=options), result_key=key,
-                  segmentation=self._cache.get(key))
+                  SegmentParams(parts=parts, scale=scale, options=options), result_key=("seg", seg_id),
+                  segmentation=cached.segmentation if cached is not None else None)
         self._submit(job)
 
     def _op_pick(self, envelope, req_id, args, arrays):
         mid, mesh = self._mesh(args)
         parts, scale = _granularity(args, mesh.n_faces)
         clicks = _clicks(args, mesh.n_faces)
-        options = _options(args)
         name, engine = self._engine_arg(args)
-        key = self._latest_segmentation.get((mid, name))
-        segmentation = self._cache.get(key) if key else None
-        if segmentation is None:
+        options = _options(engine, args)
+        seg_id = args.get("segmentation_id")
+        if seg_id is None:  # the latest segmentation this client asked for (never another client's)
+            seg_id = self._latest_segmentation.get((bytes(envelope[0]), mid, name))
+        elif not isinstance(seg_id, str):
+            raise ArgError("'segmentation_id' must be a string (the one `segment` answered)")
+        cached = self._cache.get(("seg", seg_id)) if seg_id else None
+        if cached is not None and (cached.mesh_id, cached.engine) != (mid, name):
+            raise ArgError(f"segmentation {seg_id[:40]!r} is of another mesh or engine")
+        if cached is None:
             raise wire.ProtocolError(wire.NO_SEGMENTATION,
-                                     f"no {name} segmentation of this mesh on the backend; run segment first")
+                                     f"no {name} segmentation of this mesh on the backend"
+                                     + (f" with id {seg_id[:40]!r}" if args.get("segmentation_id") else "")
+                                     + "; run segment first")
         job = Job(uuid.uuid4().hex[:16], "pick", envelope, req_id, name, engine, mid, mesh,
                   PickRequest(clicks=clicks, parts=parts, scale=scale, options=options),
-                  segmentation=segmentation)
+                  result_key=("seg", seg_id), segmentation=cached.segmentation)
         self._submit(job)
 
     def _submit(self, job: Job) -> None:
@@ -390,6 +537,7 @@ class Server:
 
     def _remember(self, job: Job) -> None:
         self._jobs[job.id] = job
+        self._cache.pin(job.id, job.mesh_id)  # the mesh of a queued or running job is not evicted
         while len(self._jobs) > KEEP_FINISHED_JOBS:
             oldest = next((j for j in self._jobs.values() if j.state not in ("queued", "running")), None)
             if oldest is None:
@@ -409,6 +557,7 @@ class Server:
             if before == "queued":  # never started: finish it now, the worker will skip it
                 job.state, job.finished = "cancelled", time.time()
         if before == "queued":
+            self._job_over(job)
             self._send(job.envelope, wire.error(job.req_id, wire.CANCELLED, "cancelled before it started"))
         state = {"queued": "cancelled", "running": "cancelling"}.get(before, before)
         self._reply(envelope, req_id, "reply", {"job_id": job_id, "state": state})
@@ -416,14 +565,15 @@ class Server:
     def _op_status(self, envelope, req_id, args, arrays):
         active = [j.summary() for j in self._jobs.values() if j.state in ("queued", "running")]
         recent = [j.summary() for j in list(self._jobs.values())[-20:] if j.state not in ("queued", "running")]
-        workers = {d: {"running": w.current.id if w.current else None, "queued": w.jobs.qsize()}
-                   for d, w in self._workers.items()}
+        with self._lock:
+            workers = {d: {"running": w.current.id if w.current else None, "queued": w.jobs.qsize()}
+                       for d, w in self._workers.items()}
         self._reply(envelope, req_id, "reply", {
             "version": __version__, "device": self.device, "uptime_s": round(time.time() - self._started, 3),
             "jobs": active, "recent_jobs": recent, "workers": workers,
             "cache": {"entries": len(self._cache), "bytes": self._cache.bytes, "limit_bytes": self._cache.max_bytes,
                       "meshes": sum(1 for k in self._cache.keys() if k[0] == "mesh")},
-            "max_faces": self.max_faces, "pid": os.getpid(),
+            "max_faces": self.max_faces, "max_message_bytes": self.max_message_bytes, "pid": os.getpid(),
             "heavy_modules": [m for m in HEAVY_MODULES if m in sys.modules]})
 
     def _op_name_parts(self, envelope, req_id, args, arrays):
@@ -484,6 +634,15 @@ class Server:
             except Exception as exc:
                 log.error("failed to deliver %s of job %s: %s", kind, job.id, traceback.format_exc())
                 self._send(job.envelope, wire.error(job.req_id, wire.INTERNAL, f"{type(exc).__name__}: {exc}"[:500]))
+            if kind != "progress":  # the job's final answer is out
+                self._job_over(job)
+
+    def _job_over(self, job: Job) -> None:
+        self._cache.unpin(job.id)
+        job.release()
+        if time.monotonic() >= self._next_trim:
+            self._next_trim = time.monotonic() + TRIM_INTERVAL_S
+            _return_free_memory()
 
     def _on_event(self, kind: str, job: Job, payload) -> None:
         if kind == "progress":
@@ -496,13 +655,15 @@ class Server:
         elif kind == "segmentation":
             payload.info["n_parts"] = _count_parts(payload.labels)
             recut = job.segmentation is not None  # a new granularity of a cached result
-            if not recut:
-                self._cache.put(job.result_key, payload)
-            self._latest_segmentation[(job.mesh_id, job.engine_name)] = job.result_key
+            if not recut:  # kept with the mesh: a result never evicts the mesh it belongs to
+                self._cache.put(job.result_key, _CachedResult(job.mesh_id, job.engine_name, payload),
+                                keep=[("mesh", job.mesh_id)])
+            self._remember_segmentation(job)
             self._send_segmentation(job, payload, cached=recut)
         elif kind == "reply":  # a finished job whose result is a plain map (name_parts)
             self._reply(job.envelope, job.req_id, "result", _plain(payload))
         elif kind == "pick":
+            self._charge_pick_index(job)
             result = payload
             self._reply(job.envelope, job.req_id, "result",
                         {"job_id": job.id, "engine": job.engine_name, "node": int(result.node),
@@ -510,13 +671,29 @@ class Server:
                          "info": _plain(result.info)},
                         {"mask": np.asarray(result.mask, dtype=bool)})
 
+    def _remember_segmentation(self, job: Job) -> None:
+        key = (job.peer, job.mesh_id, job.engine_name)
+        self._latest_segmentation.pop(key, None)
+        self._latest_segmentation[key] = job.result_key[1]
+        while len(self._latest_segmentation) > MAX_REMEMBERED_PICKS:
+            self._latest_segmentation.popitem(last=False)
+
+    def _charge_pick_index(self, job: Job) -> None:
+        """3D-point picks build a closest-point index that lives as long as the mesh: count it
+        in the mesh's cache entry."""
+        from .proximity import _INDEXES
+
+        index = _INDEXES.get(job.mesh)
+        if index is not None and ("mesh", job.mesh_id) in self._cache:
+            self._cache.resize(("mesh", job.mesh_id), _mesh_nbytes(job.mesh) + _index_nbytes(index, job.mesh))
+
     def _send_segmentation(self, job: Job, seg: Segmentation, cached: bool) -> None:
         hierarchy = seg.hierarchy if seg.hierarchy is not None else Hierarchy.flat(seg.labels)
         labels = np.asarray(seg.labels, dtype=np.int32)
         n_parts = int(seg.info.get("n_parts", _count_parts(labels)))
         self._reply(job.envelope, job.req_id, "result",
                     {"job_id": job.id, "engine": job.engine_name, "mesh_id": job.mesh_id, "n_parts": n_parts,
-                     "cached": cached, "info": _plain(seg.info)},
+                     "cached": cached, "segmentation_id": job.result_key[1], "info": _plain(seg.info)},
                     {"labels": labels, "leaf_labels": hierarchy.leaf_labels, "parent": hierarchy.parent,
                      "height": hierarchy.height})
 
@@ -593,7 +770,9 @@ class _Worker(threading.Thread):
             try:
                 self._run(job)
             finally:
-                self.current = None
+                with self.server._lock:
+                    if self.current is job:
+                        self.current = None
 
     def _run(self, job: Job) -> None:
         post = self.post
@@ -640,9 +819,13 @@ class _Worker(threading.Thread):
                                                         f"{job.engine_name} {job.op} failed: {type(exc).__name__}: {exc}"[:500])))
 
     def _finish(self, job: Job, state: str, event: tuple) -> None:
-        job.state, job.finished = state, time.time()
-        if state == "done":
-            job.progress = 1.0
+        # the job's state and this worker's are final before its answer is posted, so a `status`
+        # asked after the answer never sees the job still running
+        with self.server._lock:
+            job.state, job.finished = state, time.time()
+            if state == "done":
+                job.progress = 1.0
+            self.current = None
         self.post(event)
 
 
@@ -651,13 +834,9 @@ def _salvage_id(body: list):
     """The request id of a message that failed validation, when its header can still be read,
     so the sender can match the error to its request."""
     try:
-        if len(body[0]) > wire.MAX_HEADER_BYTES:
-            return None
-        header = msgpack.unpackb(bytes(body[0]), raw=False, max_bin_len=0, max_ext_len=0)
-    except Exception:
+        return _request_id(wire.decode_header(body))
+    except wire.ProtocolError:
         return None
-    rid = header.get("id") if isinstance(header, dict) else None
-    return rid if isinstance(rid, _ID_TYPES) and not isinstance(rid, bool) else None
 
 
 def _count_parts(labels) -> int:
@@ -669,6 +848,25 @@ def _count_parts(labels) -> int:
     if labels.max() > 4 * labels.size:  # sparse label values: don't allocate a huge histogram
         return int(np.unique(labels).size)
     return int(np.count_nonzero(np.bincount(labels)))
+
+
+def _return_free_memory() -> None:
+    """glibc keeps freed heap memory (a job's working set) in its arenas; give it back so the
+    process's RSS follows what the cache holds. No-op elsewhere."""
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6") if sys.platform == "linux" else False
+        except OSError:
+            _LIBC = False
+    if _LIBC and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
+
+
+_LIBC = None
 
 
 def _process_alive(pid: int) -> bool:
@@ -696,6 +894,10 @@ def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
 def _opt_int(args: dict, name: str, minimum: int) -> int | None:
     value = args.get(name)
     if value is None:
@@ -718,11 +920,81 @@ def _granularity(args: dict, n_faces: int) -> tuple[int | None, float | None]:
     return parts, scale
 
 
-def _options(args: dict) -> dict:
-    options = args.get("options") or {}
-    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
-        raise ArgError("'options' must be a map with string keys")
-    return options
+def _options(engine, args: dict) -> dict:
+    """The engine's options, checked against its declaration before any job is accepted."""
+    try:
+        return check_options(engine, args.get("options") or {}, from_wire=True)
+    except OptionError as exc:
+        raise ArgError(str(exc)) from None
+
+
+def _segmentation_id(mesh_id: str, engine: str, options: dict) -> str:
+    text = json.dumps([mesh_id, engine, options], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+@dataclass
+class _CachedResult:
+    mesh_id: str
+    engine: str
+    segmentation: Segmentation
+
+
+def _mesh_nbytes(mesh: Mesh) -> int:
+    return estimate_nbytes([mesh.vertices, mesh.faces, mesh.face_map, *mesh.cues.values(), mesh.appearance])
+
+
+def _index_nbytes(index, mesh: Mesh) -> int:
+    """Arrays of a proximity.SurfaceIndex that the mesh does not already hold."""
+    total = sum(g.faces.nbytes + g.tree.data.nbytes + g.tree.indices.nbytes for g in index.groups)
+    for own, shared in ((index.vertices, mesh.vertices), (index.faces, mesh.faces)):
+        if own is not shared:
+            total += own.nbytes
+    return int(total)
+
+
+def _request_id(header: dict):
+    raw_id = header.get("id")
+    if isinstance(raw_id, str) and len(raw_id) <= 128 or _is_int(raw_id) and -2**63 <= raw_id < 2**64:
+        return raw_id
+    raise wire.ProtocolError(wire.BAD_MESSAGE, "header needs an 'id' (string of at most 128 characters or integer)")
+
+
+_PATH = re.compile(r"\s*\([^)]*\)|(?<![\w.])(?:[A-Za-z]:\\|/|~)\S*")
+
+
+def _without_paths(availability: dict) -> dict:
+    """An engine's availability for a peer without the token: what is missing and the command
+    that fetches it, with file system paths left out."""
+    strip = lambda text: _PATH.sub("", str(text)).strip()  # noqa: E731
+    missing = [strip(m) for m in availability.get("missing", [])]
+    out = {"available": bool(availability.get("available")), "missing": missing,
+           "fix": strip(availability.get("fix", ""))}
+    out["message"] = "available" if out["available"] else (
+        "missing: " + "; ".join(missing) + (f". To fix: {out['fix']}" if out["fix"] else ""))
+    return out
+
+
+class _RateLimitedLog:
+    """At most `lines` log lines per `window_s` (bad messages from a flood must not fill the disk);
+    the number left out is reported with the next line that gets through."""
+
+    def __init__(self, logger: logging.Logger, lines: int, window_s: float):
+        self.logger, self.lines, self.window_s = logger, lines, window_s
+        self._window_start, self._count, self._dropped = 0.0, 0, 0
+
+    def line(self, fmt: str, *args) -> None:
+        now = time.monotonic()
+        if now - self._window_start >= self.window_s:
+            self._window_start, self._count = now, 0
+        if self._count >= self.lines:
+            self._dropped += 1
+            return
+        self._count += 1
+        if self._dropped:
+            self.logger.warning("(%d similar messages not logged)", self._dropped)
+            self._dropped = 0
+        self.logger.warning(fmt, *args)
 
 
 def _clicks(args: dict, n_faces: int) -> list[Click]:

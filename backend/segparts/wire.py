@@ -16,6 +16,7 @@ import numpy as np
 
 PROTOCOL_VERSION = 1
 MAX_HEADER_BYTES = 1 << 20
+DEFAULT_MAX_MESSAGE_BYTES = 1 << 30  # a whole message (header + arrays); `segparts serve --max-message-mb`
 MAX_ARRAYS = 32
 MAX_NDIM = 4
 # dtypes allowed on the wire (little-endian or byte-order-free)
@@ -71,39 +72,51 @@ def encode(header: dict, arrays: dict[str, np.ndarray] | None = None) -> list[by
 
 def decode(frames: list) -> tuple[dict, dict[str, np.ndarray]]:
     """Frames -> (header, arrays), checking everything an untrusted peer could get wrong."""
+    header = decode_header(frames)
+    return header, decode_arrays(header, frames)
+
+
+def decode_header(frames: list) -> dict:
+    """The header alone: its size is checked before it is read (an oversized header is never
+    copied), so a server can check the token before it looks at any array frame."""
     if not frames:
         raise ProtocolError(BAD_MESSAGE, "empty message")
-    raw = bytes(frames[0])
-    if len(raw) > MAX_HEADER_BYTES:
-        raise ProtocolError(BAD_MESSAGE, "header frame too large")
-    try:
-        header = msgpack.unpackb(raw, raw=False, strict_map_key=True, max_bin_len=0, max_ext_len=0)
+    if len(frames[0]) > MAX_HEADER_BYTES:
+        raise ProtocolError(BAD_MESSAGE, f"header frame of {len(frames[0])} bytes is over the {MAX_HEADER_BYTES} limit")
+    try:  # msgpack reads the frame through the buffer protocol: no copy
+        header = msgpack.unpackb(memoryview(frames[0]), raw=False, strict_map_key=True, max_bin_len=MAX_HEADER_BYTES,
+                                 max_ext_len=0)
     except Exception as exc:  # msgpack raises many different types on garbage
         raise ProtocolError(BAD_MESSAGE, f"header is not valid msgpack: {type(exc).__name__}") from None
     if not isinstance(header, dict):
         raise ProtocolError(BAD_MESSAGE, "header must be a msgpack map")
+    return header
+
+
+def decode_arrays(header: dict, frames: list) -> dict[str, np.ndarray]:
     specs = header.get("arrays", [])
     if not isinstance(specs, list) or len(specs) > MAX_ARRAYS:
-        raise ProtocolError(BAD_MESSAGE, "header 'arrays' must be a list of at most 32 entries")
+        raise ProtocolError(BAD_MESSAGE, f"header 'arrays' must be a list of at most {MAX_ARRAYS} entries")
     if len(specs) != len(frames) - 1:
         raise ProtocolError(BAD_MESSAGE, f"header describes {len(specs)} arrays but {len(frames) - 1} array frames came")
     arrays = {}
     for spec, frame in zip(specs, frames[1:]):
         name, arr = _decode_array(spec, frame)
         if name in arrays:
-            raise ProtocolError(BAD_MESSAGE, f"array {name!r} sent twice")
+            raise ProtocolError(BAD_MESSAGE, f"array {name[:40]!r} sent twice")
         arrays[name] = arr
-    return header, arrays
+    return arrays
 
 
 def _decode_array(spec, frame) -> tuple[str, np.ndarray]:
     if not isinstance(spec, dict):
         raise ProtocolError(BAD_MESSAGE, "each array spec must be a map {name, dtype, shape}")
     name, dtype, shape = spec.get("name"), spec.get("dtype"), spec.get("shape")
-    if not isinstance(name, str) or not name:
-        raise ProtocolError(BAD_MESSAGE, "array spec needs a string name")
-    if dtype not in ALLOWED_DTYPES:
-        raise ProtocolError(BAD_MESSAGE, f"array {name!r}: dtype {dtype!r} not allowed")
+    if not isinstance(name, str) or not name or len(name) > 64:
+        raise ProtocolError(BAD_MESSAGE, "array spec needs a string name of 1..64 characters")
+    if not isinstance(dtype, str) or dtype not in ALLOWED_DTYPES:  # a list or map is not hashable
+        raise ProtocolError(BAD_MESSAGE, f"array {name!r}: dtype {repr(dtype)[:40]} not allowed; "
+                                         f"use one of {' '.join(sorted(ALLOWED_DTYPES))}")
     if (not isinstance(shape, list) or len(shape) > MAX_NDIM
             or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**40 for d in shape)):
         raise ProtocolError(BAD_MESSAGE, f"array {name!r}: shape must be a list of up to 4 non-negative ints")

@@ -12,6 +12,7 @@ BENCHES = {
     "geosam2": "segparts.bench.geosam2",
     "addon": "segparts.bench.addon",
     "batch": "segparts.bench.batch",
+    "hardening": "segparts.bench.hardening",
 }
 
 

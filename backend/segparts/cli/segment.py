@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from . import CliError
+from .serve import port_number
 
 
 def register(sub):
@@ -26,7 +27,10 @@ def register(sub):
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="engine option (value parsed as JSON when possible); repeatable")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="in-process device")
-    p.add_argument("--port", type=int, default=None, help="use the backend running on this port instead")
+    p.add_argument("--port", type=port_number, default=None, help="use the backend running on this port instead")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="with --port: seconds to wait for the backend to answer (default 10; a running job "
+                        "may take longer, it reports progress every 2 s)")
     p.add_argument("--host", default="127.0.0.1", help="backend host (with --port)")
     p.add_argument("--token-file", default=None, help="backend token file (with --port; default: the one "
                                                       "`segparts serve --port PORT` writes)")
@@ -45,6 +49,8 @@ def run(args) -> int:
         raise CliError("--parts must be at least 1")
     if args.scale is not None and not 0.0 <= args.scale <= 1.0:
         raise CliError("--scale must be in [0, 1]")
+    if not args.timeout > 0:
+        raise CliError("--timeout must be a positive number of seconds")
     options = _parse_options(args.option)
     try:
         mesh = load_mesh(args.mesh, up_axis=args.up_axis)
@@ -82,12 +88,16 @@ def _segment_here(mesh, args, options, progress):
     import numpy as np
 
     from ..engines import ENGINES, create_engine
-    from ..engines.base import CancelToken, EngineUnavailable, SegmentParams
+    from ..engines.base import CancelToken, EngineUnavailable, OptionError, SegmentParams, check_options
     from ..server import detect_device
 
     if args.engine not in ENGINES:
         raise CliError(f"unknown engine {args.engine!r}; choose one of {', '.join(ENGINES)}")
     engine = create_engine(args.engine, detect_device(args.device))
+    try:
+        options = check_options(engine, options)
+    except OptionError as exc:
+        raise CliError(f"bad --option for engine {args.engine}: {exc}") from None
     availability = engine.availability()
     if not availability.available:
         raise CliError(f"engine {args.engine} is unavailable: {availability.message()}")
@@ -110,15 +120,19 @@ def _one_line(exc: Exception) -> str:
 
 
 def _segment_remote(mesh, args, options, progress):
-    from ..client import BackendClient, BackendError
+    from ..appearance import wire_arrays
+    from ..client import BackendClient, BackendError, BackendLost
 
-    client = BackendClient(args.host, args.port, token_file=args.token_file)
+    client = BackendClient(args.host, args.port, token_file=args.token_file, timeout=args.timeout)
     try:
-        mid = client.upload_mesh(mesh.vertices, mesh.faces, cues=mesh.cues)
+        mid = client.upload_mesh(mesh.vertices, mesh.faces, cues=mesh.cues,
+                                 appearance=wire_arrays(mesh.appearance, mesh.faces))
         msg = client.segment(mid, engine=args.engine, parts=args.parts, scale=args.scale, options=options,
                              on_progress=progress)
+    except BackendLost as exc:
+        raise CliError(str(exc)) from None
     except TimeoutError:
-        raise CliError(f"no backend answered at tcp://{args.host}:{args.port} "
+        raise CliError(f"no backend answered at {client.endpoint} within {args.timeout:g} s "
                        f"(start one with `segparts serve --port {args.port}`)") from None
     except BackendError as exc:
         raise CliError(f"backend error {exc.code}: {exc.message}") from None

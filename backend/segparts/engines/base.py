@@ -1,6 +1,7 @@
 """The one interface every engine implements; the server and CLI know nothing else about engines."""
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
@@ -63,6 +64,80 @@ class Availability:
     def to_dict(self) -> dict:
         return {"available": self.available, "missing": list(self.missing), "fix": self.fix,
                 "message": self.message()}
+
+
+class OptionError(ValueError):
+    """An engine option with an undeclared name, a wrong type or a value out of range."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One engine option as an engine declares it (`options = (Option(...), ...)` on the class), so
+    the server and the CLI check options before a job starts instead of failing inside it.
+    `kind`: int, float, str, bool, "numbers" (a list of `length` finite numbers) or object (a Python
+    object, accepted in-process only, never from the wire). Ranges are inclusive."""
+    name: str
+    kind: object
+    low: float | None = None
+    high: float | None = None
+    choices: tuple = ()
+    length: int | None = None
+
+    def check(self, value, from_wire: bool):
+        if self.kind is object:
+            if from_wire:
+                raise OptionError(f"option {self.name!r} can only be given in-process")
+            return value
+        if self.kind == "numbers":
+            if (not isinstance(value, (list, tuple)) or len(value) != self.length
+                    or not all(_is_number(x) and math.isfinite(x) for x in value)):
+                raise OptionError(f"option {self.name!r} must be a list of {self.length} finite numbers")
+            return [float(x) for x in value]
+        if self.kind is bool:
+            if not isinstance(value, bool):
+                raise OptionError(f"option {self.name!r} must be true or false, not {_show(value)}")
+            return value
+        if self.kind is str:
+            if not isinstance(value, str) or (self.choices and value not in self.choices):
+                raise OptionError(f"option {self.name!r} must be one of {', '.join(map(repr, self.choices))}, "
+                                  f"not {_show(value)}")
+            return value
+        if self.kind is int and not (isinstance(value, int) and not isinstance(value, bool)):
+            raise OptionError(f"option {self.name!r} must be an integer{self._range()}, not {_show(value)}")
+        if self.kind is float and not (_is_number(value) and math.isfinite(value)):
+            raise OptionError(f"option {self.name!r} must be a finite number{self._range()}, not {_show(value)}")
+        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high) \
+                or (self.choices and value not in self.choices):
+            allowed = f" one of {', '.join(map(str, self.choices))}" if self.choices else self._range()
+            raise OptionError(f"option {self.name!r} must be{allowed}, not {_show(value)}")
+        return self.kind(value)
+
+    def _range(self) -> str:
+        if self.low is None and self.high is None:
+            return ""
+        return f" in [{self.low if self.low is not None else '-inf'}, {self.high if self.high is not None else 'inf'}]"
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _show(value) -> str:
+    return repr(value)[:40]
+
+
+def check_options(engine, options, from_wire: bool = True) -> dict:
+    """Options checked against the engine's declaration: unknown names, wrong types and values out
+    of range raise OptionError. An engine without a declaration accepts only an empty map."""
+    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+        raise OptionError("'options' must be a map with string keys")
+    declared = {o.name: o for o in getattr(engine, "options", ())}
+    unknown = sorted(set(options) - set(declared))
+    if unknown:
+        known = ", ".join(declared) or "none"
+        raise OptionError(f"unknown option(s) {', '.join(repr(k[:40]) for k in unknown[:5])} for engine "
+                          f"{getattr(engine, 'name', '?')}; its options: {known}")
+    return {name: declared[name].check(value, from_wire) for name, value in options.items()}
 
 
 @dataclass

@@ -8,13 +8,15 @@ import time
 import numpy as np
 
 from ...mesh import Mesh
-from ..base import (Availability, CancelToken, PickRequest, PickResult, Progress, Segmentation,
+from ..base import (Availability, CancelToken, Option, PickRequest, PickResult, Progress, Segmentation,
                     SegmentParams, pick_from_hierarchy)
 from .components import DEFAULT_WELD_TOLERANCE, face_components, weld_vertices  # noqa: F401 (re-export)
 
 
 class GeometricEngine:
     name = "geometric"
+    options = (Option("patches", int, 1, 100_000), Option("seed", int, 0, 2**32 - 1),
+               Option("weld_tolerance", float, 1e-12, 0.1))  # checked by the server before a job starts
 
     def __init__(self, device: str = "cpu"):
         self.device = "cpu"  # numpy/scipy/embree only

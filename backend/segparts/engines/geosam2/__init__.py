@@ -22,7 +22,7 @@ import numpy as np
 
 from ...hierarchy import Hierarchy
 from ...mesh import Mesh
-from ..base import (Availability, CancelToken, EngineUnavailable, PickRequest, PickResult, Progress,
+from ..base import (Availability, CancelToken, EngineUnavailable, Option, PickRequest, PickResult, Progress,
                     Segmentation, SegmentParams)
 
 # geosam2.pt holds every parameter of the model (SAM2.1 Hiera-B+ included), so the base SAM2.1
@@ -63,6 +63,10 @@ class _Session:
 
 class GeoSAM2Engine:
     name = "geosam2"
+    options = (Option("auto_points", int, 1, 1_000_000), Option("auto_pred_iou", float, 0.0, 1.0),
+               Option("auto_stability", float, 0.0, 1.0), Option("start_view", int, 0, 11),
+               Option("seed", int, 0, 2**32 - 1), Option("pa", float, 0.0, 1.0),
+               Option("box", "numbers", length=4))  # box: pick only, [x0, y0, x1, y1] pixels of the start view
 
     def __init__(self, device: str = "cpu", image_size: int = 1024, weights: str | None = None,
                  encode_batch: int | None = None):

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..base import (Availability, CancelToken, EngineUnavailable, PickRequest, PickResult, Progress, SegmentParams,
+from ..base import (Availability, CancelToken, EngineUnavailable, Option, PickRequest, PickResult, Progress, SegmentParams,
                     Segmentation, nearest_face, no_progress)
 from ...mesh import Mesh, MeshError
 
@@ -62,6 +62,12 @@ class SAMPart3DState:
 
 class SAMPart3DEngine:
     name = "sampart3d"
+    options = (Option("quality", str, choices=("paper", "fast")), Option("iterations", int, 1, 100_000),
+               Option("views_per_batch", int, 1, 10_000), Option("pixels_per_view", int, 2, 1 << 20),
+               Option("lr", float, 1e-9, 1.0), Option("n_points", int, 100, 1_000_000),
+               Option("n_views", int, choices=(16, 36)), Option("render_size", int, 64, 4096),
+               Option("mask_source", object), Option("sam2_model", str), Option("backbone", str, choices=("ptv3", "none")),
+               Option("up_axis", str, choices=("z", "y")), Option("seed", int, 0, 2**32 - 1))  # see the docstring
 
     def __init__(self, device: str = "cpu"):
         self.device = "cuda" if device == "cuda" else "cpu"
