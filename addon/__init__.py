@@ -21,7 +21,7 @@ bl_info = {
 def register():
     import bpy
 
-    from . import naming_ops, operators, props, runtime, ui
+    from . import naming_ops, operators, pickview, props, runtime, ui  # noqa: F401 (pickview: compiled now, not mid-Segment)
 
     props.register()
     operators.register()

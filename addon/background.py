@@ -14,7 +14,35 @@ def submit(fn, *args, **kwargs) -> Future:
     global _pool
     if _pool is None:
         _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segparts-prep")
-    return _pool.submit(fn, *args, **kwargs)
+    return _pool.submit(_then_trim, fn, *args, **kwargs)
+
+
+def _then_trim(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _return_free_memory()
+
+
+_LIBC = None
+
+
+def _return_free_memory() -> None:
+    """glibc keeps the freed temporaries of array work (hundreds of MB at 1M faces) in its arenas,
+    and Blender's memory would stay that high; hand them back (as the backend does). Linux only;
+    ctypes releases the GIL meanwhile."""
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+        import ctypes.util
+        import sys
+
+        try:
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6") if sys.platform == "linux" else False
+        except OSError:
+            _LIBC = False
+    if _LIBC and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
 
 
 def wait(future: Future):

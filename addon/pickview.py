@@ -33,17 +33,19 @@ class MeshRay:
     The index (picking.TriangleGrid, numpy only) is built in the background thread: starting the
     tool never waits for it, and after Segment it is built ahead (`prebuild`)."""
 
-    def __init__(self, obj=None, depsgraph=None, arrays=None, build: bool = True):
-        if arrays is not None:  # (vertices, tris, tri_poly) of the original mesh, e.g. a job's arrays
-            self.original = (*arrays, True)
+    def __init__(self, obj=None, depsgraph=None, arrays=None):
+        """From `obj` (its drawn mesh, read now; triangulated and indexed in the background) or
+        from `arrays` = (vertices, tris, tri_poly) of the original mesh (e.g. a job's)."""
+        self.obj_name = obj.name if obj is not None else None
+        if arrays is not None:
+            vertices, tris, tri_poly = arrays
+            self.exact, source = True, (tris, tri_poly, None)
         else:
-            self.original = self._arrays(obj)
-        evaluated = self._evaluated(obj, depsgraph) if arrays is None else None
-        vertices, self.tris, self.tri_poly, self.exact = evaluated or self.original
+            mesh, origin = self._drawn(obj, depsgraph)
+            self.exact = origin is None
+            vertices, source = mesh_io.vertices(mesh), self._corners(mesh) + (origin,)
         self.vertices = np.asarray(vertices, dtype=np.float32)  # as Blender stores them: half the memory
-        if self.exact:
-            self.original = None  # the same faces: nothing else to keep (original_click needs none)
-        self.future = background.submit(picking.TriangleGrid, self.vertices, self.tris) if build else None
+        self.future = background.submit(_build_index, self.vertices, *source)
         self.key = None  # set by ray_for / prebuild
 
     @property
@@ -51,26 +53,38 @@ class MeshRay:
         return self.future.done()
 
     def wait(self):
-        return self.future.result()
+        return self.future.result()[0]
+
+    @property
+    def tris(self) -> np.ndarray:
+        return self.future.result()[1]
+
+    @property
+    def tri_poly(self) -> np.ndarray:
+        """ORIGINAL polygon of each indexed triangle."""
+        return self.future.result()[2]
 
     @staticmethod
-    def _arrays(obj):
-        mesh = obj.data
-        tris, tri_poly = mesh_io.triangles(mesh)
-        return mesh_io.vertices(mesh), tris, tri_poly, True
+    def _drawn(obj, depsgraph):
+        """(mesh to index, evaluated->original face map or None): the evaluated mesh when the
+        modifiers carry `.segparts_face`, else the original mesh."""
+        if obj.modifiers:
+            depsgraph = depsgraph or bpy.context.evaluated_depsgraph_get()
+            mesh = obj.evaluated_get(depsgraph).data
+            origin = mesh_io.read_int_attribute(mesh, writeback.ORIGIN_ATTR)
+            n = len(obj.data.polygons)
+            if origin is not None and len(mesh.polygons) and origin.min() >= 0 and origin.max() < n:
+                return mesh, origin
+        return obj.data, None
 
     @staticmethod
-    def _evaluated(obj, depsgraph):
-        if not obj.modifiers:
-            return None
-        depsgraph = depsgraph or bpy.context.evaluated_depsgraph_get()
-        mesh = obj.evaluated_get(depsgraph).data
-        origin = mesh_io.read_int_attribute(mesh, writeback.ORIGIN_ATTR)
-        n = len(obj.data.polygons)
-        if origin is None or len(mesh.polygons) == 0 or origin.min() < 0 or origin.max() >= n:
-            return None
-        tris, tri_eval = mesh_io.triangles(mesh)
-        return mesh_io.vertices(mesh), tris, origin[tri_eval], False
+    def _corners(mesh) -> tuple:
+        """What the background thread needs to triangulate: the corner arrays (numpy fans), or
+        Blender's own triangles for meshes with larger n-gons (bpy: read here, on the main thread)."""
+        topo = mesh_io.topology(mesh)
+        if topo.loop_total.size and topo.loop_total.max() > 4:
+            return mesh_io.triangles(mesh, topo)
+        return topo, None
 
     def cast_world(self, obj, origin, direction):
         """(triangle, original polygon, object-space point) of the nearest hit; a miss while the
@@ -90,10 +104,22 @@ class MeshRay:
         and its centre stand in for it."""
         if self.exact:
             return tri, loc
-        vertices, tris, tri_poly, _ = self.original
-        first = int(np.searchsorted(tri_poly, poly)) if np.all(np.diff(tri_poly) >= 0) else \
-            int(np.flatnonzero(tri_poly == poly)[0])
-        return first, vertices[tris[first]].mean(axis=0)
+        mesh = bpy.data.objects[self.obj_name].data
+        tris, tri_poly = mesh_io.triangles(mesh)
+        first = int(np.flatnonzero(tri_poly == poly)[0])
+        return first, mesh_io.vertices(mesh)[tris[first]].mean(axis=0)
+
+
+def _build_index(vertices, tris_or_topo, tri_poly, origin):
+    """Background thread: triangles (numpy fans when given the corner arrays), their ORIGINAL
+    polygons, and the grid. Returns (grid, tris, tri_poly)."""
+    if isinstance(tris_or_topo, partdata.Topology):
+        tris, tri_poly = partdata.fan_triangles(tris_or_topo.corner_verts, tris_or_topo.loop_total)
+    else:
+        tris = tris_or_topo
+    if origin is not None:
+        tri_poly = origin[tri_poly]
+    return picking.TriangleGrid(vertices, tris), tris, tri_poly
 
 
 _rays: dict[str, MeshRay] = {}  # object name -> the latest index made for it
@@ -121,7 +147,7 @@ def ray_for(obj) -> MeshRay:
     cached = _rays.get(obj.name)
     if cached is not None and cached.key == key and np.array_equal(mesh_io.vertices(mesh), cached.vertices):
         return cached
-    ray = MeshRay(obj)
+    ray = MeshRay(obj)  # reads the drawn mesh now; triangulates and indexes it in the background
     ray.key = key
     _rays[obj.name] = ray
     return ray
@@ -129,7 +155,7 @@ def ray_for(obj) -> MeshRay:
 
 def prebuild(obj, vertices, tris, tri_poly) -> None:
     """After Segment of a mesh without modifiers: its index from the job's arrays, in the background."""
-    ray = MeshRay(arrays=(vertices, tris, tri_poly))
+    ray = MeshRay(obj, arrays=(vertices, tris, tri_poly))
     ray.key = _key(obj, obj.data)
     _rays[obj.name] = ray
 

@@ -173,8 +173,8 @@ def drain() -> float:
                     break  # array work in the background thread: come back next tick
             except StopIteration:
                 work.popleft()
-                if on_done is not None:
-                    on_done()  # an undo push: Blender saves its undo state, a tick of its own
+                if on_done is not None:  # an undo push (Blender saves its undo state): a tick of its own
+                    work.appendleft((key, _call(on_done), None))
                     break
             except Exception as exc:  # a failed write-back must not kill the timer
                 work.popleft()
@@ -188,6 +188,13 @@ def drain() -> float:
         s.changed = False
         redraw()
     return BUSY_INTERVAL_S if _busy() else IDLE_INTERVAL_S
+
+
+def _call(fn):
+    """A one-step generator that calls fn."""
+    fn()
+    return
+    yield  # noqa: unreachable - makes this a generator
 
 
 def _busy() -> bool:
