@@ -94,10 +94,18 @@ def border_concavity(graph: DualGraph, labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def patch_thickness(caster, graph: DualGraph, labels, sample, n_patches, diag, pieces) -> np.ndarray:
+SDF_CHUNK = 4096  # sampled faces per batch of rays (the cancel check runs between batches)
+
+
+def patch_thickness(caster, graph: DualGraph, labels, sample, n_patches, diag, pieces,
+                    cancel_check=lambda: None) -> np.ndarray:
     """log SDF per patch: median SDF of a few sampled faces of the patch."""
-    sdf = shape_diameter(caster, graph.centroids[sample], graph.normals[sample], offset=1e-5 * diag,
-                         piece=pieces[sample])
+    sdf = np.empty(len(sample))
+    for lo in range(0, len(sample), SDF_CHUNK):
+        part = sample[lo:lo + SDF_CHUNK]
+        sdf[lo:lo + SDF_CHUNK] = shape_diameter(caster, graph.centroids[part], graph.normals[part],
+                                                offset=1e-5 * diag, piece=pieces[part])
+        cancel_check()
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.log(group_median(sdf, labels[sample], n_patches))
 
@@ -148,8 +156,13 @@ def build_tree(vertices: np.ndarray, faces: np.ndarray, *, material: np.ndarray 
 
     progress(0.5, "thickness")
     caster = RayCaster(vertices, faces, pieces)
-    sample = sample_per_group(labels, graph.areas > 0, SDF_SAMPLES_PER_PATCH, rng)
-    log_sdf = patch_thickness(caster, graph, labels, sample, n_leaves, diag, pieces)
+    # thickness and visibility only matter where patches meet: a patch alone in its unit (a
+    # bolt, a triangle of a soup) gets no rays
+    bordered = np.zeros(n_leaves, dtype=bool)
+    between = labels[graph.pairs[:, 0]] != labels[graph.pairs[:, 1]]
+    bordered[labels[graph.pairs[between].ravel()]] = True
+    sample = sample_per_group(labels, (graph.areas > 0) & bordered[labels], SDF_SAMPLES_PER_PATCH, rng)
+    log_sdf = patch_thickness(caster, graph, labels, sample, n_leaves, diag, pieces, cancel_check)
     lap("thickness")
 
     progress(0.7, "borders")
@@ -176,6 +189,7 @@ def build_tree(vertices: np.ndarray, faces: np.ndarray, *, material: np.ndarray 
     centroids = np.stack([np.bincount(labels, weights=graph.areas * graph.centroids[:, k], minlength=n_leaves)
                           for k in range(3)], axis=1) / np.maximum(area, 1e-300)[:, None]
     hierarchy = finish_tree(labels, parent, height, centroids, area, auto_scale())
+    cancel_check()
     repeats = []
     if n_units > 1:
         hierarchy, repeats = _gather_repeats(hierarchy, units, n_units, vertices, faces, graph, diag)
@@ -210,6 +224,7 @@ def _group_units(parent, height, labels, units, unit_of_patch, n_units, vertices
     unit_root[unit_of_patch] = root[:len(unit_of_patch)]
     unit_area = np.bincount(units, weights=graph.areas, minlength=n_units)
     pairs, gap = unit_contacts(vertices, faces, graph.areas, units, rng)
+    cancel_check()
     centre = np.stack([np.bincount(units, weights=graph.areas * graph.centroids[:, k], minlength=n_units)
                        for k in range(3)], axis=1) / np.maximum(unit_area, 1e-300)[:, None]
     far = unit_centres_pairs(centre)
@@ -227,6 +242,7 @@ def _group_units(parent, height, labels, units, unit_of_patch, n_units, vertices
     repeat = np.full(n_units, -1, dtype=np.int64)
     for k, members in enumerate(congruent_groups(signatures, np.arange(n_units), diag)):
         repeat[members] = k
+    cancel_check()
     merges = group_units(unit_area, unit_cues, repeat, pairs, gap, float(unit_area.sum()), cancel_check)
     node_of = list(unit_root)
     parent, height = list(parent), list(height)
