@@ -8,10 +8,11 @@ units, `group_units` merges them greedily, cheapest first, by
     cost = (UNIT_BASE + gap / sqrt(area of the smaller) / GAP_UNIT) x material x repeat x size
 
 - `gap`: the surface distance between the two clusters (0 when they touch or intersect),
-  relative to the smaller one's size: a washer on a bolt joins it, two bolts a hand apart don't;
-- `material`: x SAME_MATERIAL when they share a material (and the gap then counts relative to
-  the larger one: scattered pieces of one leather join it), x OTHER_MATERIAL when both have
-  materials and share none; x 1 without materials (geometry only);
+  relative to the smaller one's size (at least GAP_FLOOR of the mesh): a washer on a bolt joins
+  it, two bolts a hand apart don't, specks a hair apart do;
+- `material`: x SAME_MATERIAL when they share a material or a group (and the gap then counts
+  relative to the larger one and the whole: scattered pieces of one leather join it),
+  x OTHER_MATERIAL when they share neither; nothing without cues (geometry only);
 - `repeat`: x REPEAT when a lone copy of a repeated shape would join something that is not a copy
   of it (bolts, wheels and keys stay parts);
 - `size`: (smaller area / mesh area / UNIT_REF) ** 0.5, so tiny bits (hair, particles, rivets)
@@ -33,11 +34,14 @@ import heapq
 import numpy as np
 from scipy.spatial import cKDTree
 
-UNIT_BASE = 0.5
-GAP_UNIT = 0.3  # a gap of 0.3 x the smaller unit's size doubles the base cost
+# tuned once on both development samples together (assemblies, both tracks; never per model)
+UNIT_BASE = 1.0
+GAP_UNIT = 0.1  # a gap of 0.1 x the smaller unit's size doubles the base cost
 SAME_MATERIAL = 0.1
 OTHER_MATERIAL = 30.0
-REPEAT = 4.0
+SHARED_GAP_MIX = 0.25  # with a shared cue the gap counts relative to big^0.75 x mesh^0.25 (areas)
+GAP_FLOOR = 0.01  # bits smaller than 1% of the area measure their gaps as if they had 1%
+REPEAT = 2.0
 UNIT_REF = 0.01
 SIZE_POWER = 0.5
 NEIGHBOURS = 12  # nearest surface samples asked per sample for unit contacts
@@ -196,16 +200,16 @@ def group_units(area: np.ndarray, cues: list[np.ndarray], repeat: np.ndarray,
 
     def cost(i: int, j: int) -> float:
         small, big = min(slot_area[i], slot_area[j]), max(slot_area[i], slot_area[j])
-        factor = 1.0
-        size_for_gap = small
-        for sets in slot_cues:
-            if sets[i] & sets[j]:
-                factor, size_for_gap = factor * SAME_MATERIAL, big
-            else:
-                factor *= OTHER_MATERIAL
-        if slot_repeat[i] != slot_repeat[j] and (slot_repeat[i] >= 0 or slot_repeat[j] >= 0):
+        # authoring cues (material, group) count once: shared if any cue is shared
+        shared = any(sets[i] & sets[j] for sets in slot_cues)
+        factor = (SAME_MATERIAL if shared else OTHER_MATERIAL) if slot_cues else 1.0
+        if shared:  # scattered pieces of one material join relative to the larger or the whole
+            size_for_gap = big ** (1.0 - SHARED_GAP_MIX) * total_area ** SHARED_GAP_MIX
+        else:
+            size_for_gap = small
+        if not shared and slot_repeat[i] != slot_repeat[j] and (slot_repeat[i] >= 0 or slot_repeat[j] >= 0):
             factor *= REPEAT
-        rel_gap = nbr[i][j] / np.sqrt(max(size_for_gap, 1e-300))
+        rel_gap = nbr[i][j] / np.sqrt(max(size_for_gap, GAP_FLOOR * total_area, 1e-300))
         size = (small / max(total_area, 1e-300) / UNIT_REF) ** SIZE_POWER
         return (UNIT_BASE + rel_gap / GAP_UNIT) * factor * size
 
