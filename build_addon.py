@@ -142,9 +142,20 @@ def stage(platforms: list[str], wheels: dict[str, list[Path]]) -> Path:
     return out
 
 
+def backend_version() -> str:
+    """The project's one version: `__version__` of backend/segparts/__init__.py."""
+    found = re.search(r'^__version__ = "([^"]+)"', (BACKEND / "__init__.py").read_text(), re.M)
+    if not found:
+        raise BuildError("backend/segparts/__init__.py has no __version__")
+    return found.group(1)
+
+
 def write_manifest(path: Path, platforms: list[str], wheel_names: list[str]) -> None:
     text = path.read_text()
-    tomllib.loads(text)  # the source manifest must parse
+    version = tomllib.loads(text)["version"]  # the source manifest must parse
+    if version != backend_version():  # Blender needs the literal; it must follow the backend's
+        raise BuildError(f"addon/blender_manifest.toml version {version} != segparts.__version__ "
+                         f"{backend_version()}: bump both together")
     lines = [f"platforms = [{', '.join(repr(p).replace(chr(39), chr(34)) for p in platforms)}]",
              "wheels = ["] + [f'  "./wheels/{w}",' for w in wheel_names] + ["]", ""]
     # top-level keys must come before the first [table]

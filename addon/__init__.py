@@ -21,10 +21,11 @@ bl_info = {
 def register():
     import bpy
 
-    from . import operators, props, runtime, ui
+    from . import naming_ops, operators, props, runtime, ui
 
     props.register()
     operators.register()
+    naming_ops.register()
     ui.register()
     bpy.app.handlers.load_pre.append(runtime.on_load_pre)
     runtime.ensure_timer()
@@ -33,7 +34,7 @@ def register():
 def unregister():
     import bpy
 
-    from . import operators, props, runtime, ui
+    from . import naming_ops, operators, props, runtime, ui
 
     if bpy.app.timers.is_registered(runtime.drain):
         bpy.app.timers.unregister(runtime.drain)
@@ -44,5 +45,6 @@ def unregister():
 
     atexit.unregister(runtime.shutdown)  # this module instance is going away
     ui.unregister()
+    naming_ops.unregister()
     operators.unregister()
     props.unregister()

@@ -6,7 +6,7 @@ only when the backend does not hold it (e.g. after a restart).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -17,16 +17,20 @@ CANCELLED = "cancelled"
 
 @dataclass
 class MeshArrays:
-    vertices: np.ndarray  # (V,3) float64, object space of the ORIGINAL mesh
+    vertices: np.ndarray  # (V,3) float64, the ORIGINAL mesh in world orientation (orientation.py)
     faces: np.ndarray  # (T,3) int32 triangles
     tri_poly: np.ndarray  # (T,) polygon of each triangle
     n_polygons: int
     topology: object = None  # partdata.Topology, for the write-back
+    cues: dict = field(default_factory=dict)  # optional per-triangle `material` / `group` ids
+    appearance: dict = field(default_factory=dict)  # optional colours / uv + texture (atlas.compose)
 
     def wire_arrays(self) -> dict:
         return {"vertices": np.ascontiguousarray(self.vertices, dtype="<f8"),
                 "faces": np.ascontiguousarray(self.faces, dtype="<i4"),
-                "face_map": np.ascontiguousarray(self.tri_poly, dtype="<i8")}
+                "face_map": np.ascontiguousarray(self.tri_poly, dtype="<i8"),
+                **{name: np.ascontiguousarray(values, dtype="<i4") for name, values in self.cues.items()},
+                **{name: np.ascontiguousarray(values) for name, values in self.appearance.items()}}
 
 
 class _Job:

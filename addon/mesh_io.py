@@ -6,6 +6,10 @@ import numpy as np
 from .jobs import MeshArrays
 from .partdata import Topology, fan_triangles
 
+# the user's own per-face material indices while the part preview shows (see writeback.py)
+SAVED_MATERIAL_ATTR = "segparts_material"
+FACE_SET_ATTR = ".sculpt_face_set"  # sculpt-mode face sets, when the user made some
+
 
 def _get(collection, attr: str, count: int, dtype, width: int = 1) -> np.ndarray:
     out = np.empty(count * width, dtype=dtype)
@@ -65,10 +69,14 @@ def triangles(mesh, topo: Topology | None = None) -> tuple[np.ndarray, np.ndarra
 
 
 def mesh_arrays(obj) -> MeshArrays:
-    """The ORIGINAL mesh of `obj` (modifiers not applied), triangulated, in object space.
+    """The ORIGINAL mesh of `obj` (modifiers not applied), triangulated, in world orientation
+    (the object's rotation and scale applied, see orientation.py), with its authoring cues and
+    what the user sees (appearance.py).
 
     Labels come back per triangle and are mapped to these polygons; with modifiers the evaluated
     mesh has other faces, which is why we never send it."""
+    from . import appearance, orientation
+
     mesh = obj.data
     if obj.mode == "EDIT":
         obj.update_from_editmode()
@@ -76,7 +84,22 @@ def mesh_arrays(obj) -> MeshArrays:
     tris, tri_poly = triangles(mesh, topo)
     if len(tris) == 0:
         raise ValueError(f"{obj.name!r} has no faces to segment")
-    return MeshArrays(vertices(mesh), tris, tri_poly, len(mesh.polygons), topo)
+    cues = {name: values[tri_poly] for name, values in authoring_cues(mesh).items()}
+    looks = appearance.surface_arrays(obj, topo, tri_poly)
+    world, tris, looks = orientation.to_world(vertices(mesh), tris, looks, orientation.linear_part(obj.matrix_world))
+    return MeshArrays(world, tris, tri_poly, len(mesh.polygons), topo, cues, looks)
+
+
+def authoring_cues(mesh) -> dict[str, np.ndarray]:
+    """Per-polygon part cues the artist already made: the user's material of each face (not the
+    add-on's preview materials) and the sculpt face sets. A cue with one value says nothing and
+    is left out, so single-material meshes keep their geometry-only mesh id."""
+    material = read_int_attribute(mesh, SAVED_MATERIAL_ATTR)
+    if material is None:
+        material = material_indices(mesh)
+    cues = {"material": material, "group": read_int_attribute(mesh, FACE_SET_ATTR)}
+    return {name: np.maximum(values, 0) for name, values in cues.items()  # Blender allows negative face sets
+            if values is not None and values.size and values.min() != values.max()}
 
 
 def polygons_as_lists(mesh) -> list[list[int]]:

@@ -254,7 +254,10 @@ class SEGPARTS_OT_separate(_OnSegmentedObject, bpy.types.Operator):
     bl_description = "Move each selected part into its own object (origin at the part's centre)"
 
     def execute(self, context):
+        from . import naming_ops
+
         obj = _segmented_object(context)
+        naming_ops.restore_group_names(obj)  # the separation finds groups by their canonical names
         new = editing.separate_parts(context, obj, editing.selected_parts(obj))
         self.report({"INFO"}, f"{len(new)} new objects")
         return {"FINISHED"}

@@ -116,9 +116,12 @@ def split_off(poly_labels: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, in
     return labels, new_id
 
 
-def click_prompt(tri_index: int, point, positive: bool) -> dict:
+def click_prompt(tri_index: int, point, positive: bool, linear=None) -> dict:
     """One click of a prompt-driven engine (GeoSAM2) in the wire format: face is a triangle index
-    of the uploaded (triangulated) mesh, point in object space."""
+    of the uploaded (triangulated) mesh; `point` in object space is turned by `linear` (the
+    object's rotation and scale, orientation.linear_part) into the uploaded mesh's coordinates."""
+    if linear is not None:
+        point = np.asarray(linear, dtype=np.float64) @ np.asarray(point, dtype=np.float64)
     return {"face": int(tri_index), "point": [float(x) for x in point], "positive": bool(positive)}
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from mathutils import Vector
 from mathutils.bvhtree import BVHTree
 
-from . import background, editing, mesh_io, partdata, picking, runtime, writeback
+from . import background, editing, mesh_io, orientation, partdata, picking, runtime, writeback
 
 PROMPT_ENGINES = {"geosam2"}  # engines whose clicks are prompts answered by the backend
 HOVER_RGBA = (1.0, 0.85, 0.1, 0.45)
@@ -137,7 +137,7 @@ class PickTool:
 
     def _prompt(self, obj, positive: bool, extend: bool) -> str:
         tri, _poly, loc = self.hit
-        click = picking.click_prompt(tri, loc, positive)
+        click = picking.click_prompt(tri, loc, positive, orientation.linear_part(obj.matrix_world))
         self.clicks = (self.clicks + [click]) if extend else [click]
         try:
             runtime.ensure_started()

@@ -38,6 +38,16 @@ class SegPartsPreferences(bpy.types.AddonPreferences):
                                  description="Python 3.11+ used to create the backend's virtual environment")
     setup_learned: BoolProperty(name="Learned engines (torch)", default=False,
                                 description="Also install torch and the learned engines' dependencies")
+    # Name Parts (naming_ops.py): empty URL = off, nothing is sent (SEGPARTS_VLM_* are the fallback)
+    vlm_url: StringProperty(name="Endpoint URL",
+                            description="OpenAI-compatible chat-completions base URL of a vision model, e.g. "
+                                        "http://localhost:11434/v1 for Ollama (empty: naming is off)")
+    vlm_model: StringProperty(name="Model", description="Model name at that endpoint, e.g. qwen2.5vl:7b")
+    vlm_api_key: StringProperty(name="API key", subtype="PASSWORD",
+                                description="Sent as a Bearer token (stored in your preferences; "
+                                            "SEGPARTS_VLM_API_KEY is used when empty)")
+    vlm_views: IntProperty(name="Views per part", default=3, min=1, max=8,
+                           description="Highlighted views of each part in the image sent (plus the whole object)")
 
     def draw(self, context):
         from . import ui
@@ -45,9 +55,15 @@ class SegPartsPreferences(bpy.types.AddonPreferences):
         ui.draw_preferences(self, context)
 
 
+def _part_renamed(self, context):
+    from . import naming_ops
+
+    naming_ops.on_part_renamed(self, context)
+
+
 class SegPartsPart(bpy.types.PropertyGroup):
     part_id: IntProperty(name="Part id")
-    name: StringProperty(name="Name")
+    name: StringProperty(name="Name", update=_part_renamed)
     color: FloatVectorProperty(name="Colour", subtype="COLOR", size=4, min=0.0, max=1.0)
     vertex_count: IntProperty(name="Vertices")
     face_count: IntProperty(name="Faces")

@@ -269,7 +269,7 @@ def start_segment(obj, engine: str) -> None:
     if obj.name in jobs and jobs[obj.name].active:
         raise RuntimeError(f"{obj.name!r} is already being segmented")
     arrays = mesh_io.mesh_arrays(obj)
-    mid = mesh_id(arrays.vertices, arrays.faces)
+    mid = mesh_id(arrays.vertices, arrays.faces, arrays.cues, arrays.appearance)
     name = obj.name
 
     def done(job, msg):
@@ -321,7 +321,7 @@ def start_pick(obj, engine: str, clicks: list[dict]) -> None:
     if not s.ready:
         raise RuntimeError(s.message)
     arrays = mesh_io.mesh_arrays(obj)
-    mid = mesh_id(arrays.vertices, arrays.faces)
+    mid = mesh_id(arrays.vertices, arrays.faces, arrays.cues, arrays.appearance)
     name = obj.name
 
     def done(job, msg):
@@ -428,8 +428,9 @@ def matching_scale(hierarchy, n_parts: int) -> float:
 
 def write_all(obj, poly_labels, topo, keep: bool = False):
     """Generator: labels -> attribute, preview materials, vertex groups, part list."""
-    from . import writeback
+    from . import naming_ops, writeback
 
+    naming_ops.restore_group_names(obj)  # the write-back finds groups by their canonical names
     preview = bpy.context.scene.segparts_preview if bpy.context.scene else True
     if not preview:
         writeback.clear_preview(obj)

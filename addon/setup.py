@@ -4,9 +4,14 @@ watched by the timer (no bpy, never waits). Output goes to a log file in the ext
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+DETAIL_INTERVAL_S = 0.5  # how often a running step's log is read for its progress line
+_SUBSTEP = re.compile(r"^setup: \[(\d+)/(\d+)\] (.+)$")  # printed by `segparts setup`
 
 
 class Task:
@@ -19,10 +24,14 @@ class Task:
         self.ok = False
         self.status = f"{title}: waiting"
         self.changed = True
+        self.substep = 0.0  # fraction of the running step done, from its `setup: [i/n]` lines
+        self._detail_at = 0.0
 
     @property
     def progress(self) -> float:
-        return max(self.index, 0) / max(len(self.steps), 1) if not self.finished else 1.0
+        if self.finished:
+            return 1.0
+        return (max(self.index, 0) + self.substep) / max(len(self.steps), 1)
 
     def start(self) -> None:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -36,6 +45,7 @@ class Task:
             return
         label, cmd = self.steps[self.index]
         self.status = f"{self.title}: {label} ({self.index + 1}/{len(self.steps)})"
+        self.substep = 0.0
         self.changed = True
         with open(self.log_file, "ab") as log:
             log.write(f"$ {' '.join(cmd)}\n".encode())
@@ -55,6 +65,7 @@ class Task:
             return
         code = self.proc.poll()
         if code is None:
+            self._read_substep()
             return
         self.proc = None
         if code != 0:
@@ -62,12 +73,29 @@ class Task:
         else:
             self._next()
 
-    def last_line(self) -> str:
+    def last_line(self, prefix: str = "") -> str:
+        """The log's last non-empty line (starting with `prefix`), read from its tail only."""
         try:
-            lines = [ln for ln in self.log_file.read_text(errors="replace").splitlines() if ln.strip()]
+            with open(self.log_file, "rb") as f:
+                f.seek(max(f.seek(0, os.SEEK_END) - 16384, 0))
+                text = f.read().decode(errors="replace")
         except OSError:
             return ""
+        lines = [ln for ln in text.splitlines() if ln.strip() and ln.startswith(prefix)]
         return lines[-1][:200] if lines else ""
+
+    def _read_substep(self) -> None:
+        """A long step (the learned engines' install) reports `setup: [i/n] what`: show it."""
+        now = time.monotonic()
+        if now - self._detail_at < DETAIL_INTERVAL_S:
+            return
+        self._detail_at = now
+        found = _SUBSTEP.match(self.last_line("setup: ["))
+        if found:
+            i, n, what = int(found[1]), int(found[2]), found[3]
+            status = f"{self.title}: {self.steps[self.index][0]} ({self.index + 1}/{len(self.steps)}): {what}"
+            if status != self.status:
+                self.status, self.substep, self.changed = status, (i - 1) / max(n, 1), True
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -82,20 +110,26 @@ def venv_python(venv: Path) -> Path:
     return venv / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
 
 
-def setup_backend_task(python: str, venv: Path, bundle: Path, log_file: Path, learned: bool = False) -> Task:
-    """Create `venv` with `python` and install the bundled backend (plus torch etc. if `learned`)."""
+def setup_backend_task(python: str, venv: Path, bundle: Path, log_file: Path, learned: bool = False,
+                       device: str = "auto") -> Task:
+    """Create `venv` with `python` and install the bundled backend; with `learned`, then the learned
+    engines' stack through `segparts setup --learned` (the same path as `make setup`: torch for
+    this machine's device, spconv, hydra-core, iopath, sam2 without torchvision)."""
     if not python:
         raise ValueError("choose the Python (3.11 or newer) to create the backend's environment with")
     if not (bundle / "pyproject.toml").exists():
         raise ValueError(f"no bundled backend at {bundle} (build the add-on with build_addon.py)")
     vpy = str(venv_python(venv))
-    target = str(bundle) + ("[ml]" if learned else "")
-    return Task("Set up backend", [
+    steps = [
         ("creating the virtual environment", [python, "-m", "venv", str(venv)]),
-        ("updating pip", [vpy, "-m", "pip", "install", "--upgrade", "pip"]),
-        ("installing the backend and its requirements", [vpy, "-m", "pip", "install", target]),
-        ("checking the installation", [vpy, "-m", "segparts", "--version"]),
-    ], log_file)
+        ("updating pip", [vpy, "-m", "pip", "install", "--upgrade", "pip", "setuptools", "wheel"]),
+        ("installing the backend and its requirements", [vpy, "-m", "pip", "install", str(bundle)]),
+    ]
+    if learned:
+        steps.append(("installing the learned engines (torch, spconv, sam2)",
+                      [vpy, "-m", "segparts", "setup", "--learned", "--device", device]))
+    steps.append(("checking the installation", [vpy, "-m", "segparts", "--version"]))
+    return Task("Set up backend", steps, log_file)
 
 
 def models_for_engine(manifest: Path, engine: str) -> list[str]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import runtime, writeback
+from . import naming_ops, runtime, writeback
 
 
 class SEGPARTS_UL_parts(bpy.types.UIList):
@@ -76,6 +76,7 @@ class SEGPARTS_PT_panel(bpy.types.Panel):
         if writeback.preview_active(obj):
             row.operator("segparts.clear_preview", text="", icon="LOOP_BACK")
         row.operator("segparts.apply_materials", text="Apply", icon="CHECKMARK")
+        naming_ops.draw_panel(layout, obj)
 
 
 def _draw_backend(layout, s):
@@ -133,6 +134,7 @@ def draw_preferences(prefs, context):
     row.label(text="Fetch models:")
     for engine in ("sampart3d", "geosam2"):
         row.operator("segparts.fetch_models", text=engine).engine = engine
+    naming_ops.draw_preferences(layout, prefs)
 
 
 CLASSES = (SEGPARTS_UL_parts, SEGPARTS_PT_panel)

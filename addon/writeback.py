@@ -19,10 +19,10 @@ import bpy
 import numpy as np
 
 from . import background, mesh_io, palette, partdata
+from .mesh_io import SAVED_MATERIAL_ATTR
 
 LABEL_ATTR = "part_id"
 LEAF_ATTR = "segparts_leaf"
-SAVED_MATERIAL_ATTR = "segparts_material"
 HIDDEN_ATTR = "segparts_hidden"
 PARENT_PROP, HEIGHT_PROP = "segparts_parent", "segparts_height"
 USER_SLOTS_PROP = "segparts_user_slots"

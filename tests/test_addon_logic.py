@@ -304,7 +304,10 @@ def test_setup_backend_task_commands(tmp_path):
     task = setup.setup_backend_task("/usr/bin/python3", tmp_path / "venv", bundle, tmp_path / "log", learned=True)
     cmds = [c for _, c in task.steps]
     assert cmds[0] == ["/usr/bin/python3", "-m", "venv", str(tmp_path / "venv")]
-    assert cmds[2][-1] == f"{bundle}[ml]"
+    assert cmds[2][-1] == str(bundle)
+    assert cmds[3][-5:] == ["segparts", "setup", "--learned", "--device", "auto"]  # the same path as make setup
+    plain = setup.setup_backend_task("/usr/bin/python3", tmp_path / "venv", bundle, tmp_path / "log")
+    assert not any("setup" in c for _, c in plain.steps)
     with pytest.raises(ValueError):
         setup.setup_backend_task("", tmp_path / "venv", bundle, tmp_path / "log")
     names = setup.models_for_engine(ROOT / "models" / "manifest.json", "geosam2")

@@ -1,5 +1,5 @@
 """A file's colours reach the renderer: meshio sets Mesh.appearance (PLY vertex/face colours,
-GLB vertex colours or texture), render_views uses it, and the mesh id stays geometry-only."""
+GLB vertex colours or texture), render_views uses it, and the colours belong to the mesh id."""
 from __future__ import annotations
 
 import numpy as np
@@ -30,14 +30,14 @@ def sides(mesh, views):
 
 
 @pytest.mark.parametrize("encoding", ["binary", "ascii"])
-def test_ply_vertex_colours_are_rendered_and_do_not_change_the_id(tmp_path, encoding):
+def test_ply_vertex_colours_are_rendered_and_change_the_id(tmp_path, encoding):
     tm, colours = two_tone_sphere()
     path = tmp_path / "sphere.ply"
     path.write_bytes(tm.export(file_type="ply", encoding=encoding))
     mesh = load_mesh(path)
     np.testing.assert_array_equal(mesh.appearance.vertex_colors, colours[:, :3])
     plain = validate_mesh(mesh.vertices, mesh.faces)
-    assert plain.appearance is None and plain.content_hash == mesh.content_hash  # colours are not in the id
+    assert plain.appearance is None and plain.content_hash != mesh.content_hash  # colours are in the id
 
     rig = geosam2_rig(size=48)
     views = render_views(mesh, rig, outputs=("face_id", "color"))

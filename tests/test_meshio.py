@@ -10,7 +10,7 @@ import pytest
 import trimesh
 
 from segparts.mesh import MeshError
-from segparts.meshio import load_mesh, part_colours, save_labels
+from segparts.meshio import load_mesh, part_colours, save_labels, y_up_to_z_up
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 RNG = np.random.default_rng(7)
@@ -158,8 +158,10 @@ def test_gltf_scene_concatenated_like_partobjaverse(tmp_path, suffix):
         (tmp_path / "model.gltf").rename(path)
     else:
         path.write_bytes(exported)
-    mesh = load_mesh(path)
+    mesh = load_mesh(path, up_axis="z")  # as stored (Y-up), to compare with trimesh
     assert mesh.face_map is None
+    # by default glTF turns Z-up as in Blender's importer: (x, y, z) -> (x, -z, y)
+    np.testing.assert_array_equal(load_mesh(path).vertices, mesh.vertices[:, [0, 2, 1]] * [1, -1, 1])
     # the PartObjaverse-Tiny reference: trimesh.load(...).dump(concatenate=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -184,7 +186,7 @@ def test_coloured_outputs_keep_triangle_order(tmp_path):
     np.testing.assert_array_equal(ply.visual.face_colors, colours)
     save_labels(tmp_path / "out.glb", mesh, labels)
     glb = trimesh.load(tmp_path / "out.glb", process=False).to_geometry()
-    assert_same_triangles(mesh, glb.vertices, glb.faces)
+    assert_same_triangles(mesh, y_up_to_z_up(glb.vertices), glb.faces)  # written Y-up, as glTF requires
     np.testing.assert_array_equal(glb.visual.vertex_colors[glb.faces[:, 0]], colours)
 
 

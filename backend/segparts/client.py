@@ -68,14 +68,44 @@ def read_token(path: str | Path) -> str | None:
         return None
 
 
-def mesh_id(vertices, faces) -> str:
-    """The server's id for these arrays (the same digest as segparts.mesh.mesh_hash)."""
+FACE_CUES = ("material", "group")  # optional per-face authoring cues of upload_mesh, in hash order
+# optional appearance arrays of upload_mesh, in hash order (see docs/protocol.md)
+APPEARANCE_ARRAYS = ("vertex_colors", "corner_colors", "face_colors", "uv", "texture")
+
+
+def appearance_arrays(appearance: dict | None) -> dict:
+    """The canonical wire form of appearance arrays, as the server stores and hashes them: float
+    arrays (and uv) as little-endian float32, uint8 kept (the copy of segparts.appearance.canonical)."""
+    out = {}
+    for name in APPEARANCE_ARRAYS:
+        values = (appearance or {}).get(name)
+        if values is None:
+            continue
+        values = np.asarray(values)
+        float32 = values.dtype.kind == "f" or name == "uv"
+        out[name] = np.ascontiguousarray(values, dtype="<f4") if float32 else np.ascontiguousarray(values)
+    return out
+
+
+def mesh_id(vertices, faces, cues: dict | None = None, appearance: dict | None = None) -> str:
+    """The server's id for these arrays (the same digest as segparts.mesh.mesh_hash; this copy
+    needs numpy only, for the add-on). `cues`: optional per-face `material`/`group` ids;
+    `appearance`: optional appearance arrays by name (`APPEARANCE_ARRAYS`)."""
     h = hashlib.sha256()
     v = np.ascontiguousarray(vertices, dtype="<f8")
     f = np.ascontiguousarray(faces, dtype="<i8")
     for a in (v, f):
         h.update(np.asarray(a.shape, dtype="<i8").tobytes())
         h.update(memoryview(a).cast("B"))
+    for name in FACE_CUES:
+        if cues and cues.get(name) is not None:
+            h.update(name.encode())
+            h.update(memoryview(np.ascontiguousarray(cues[name], dtype="<i4")).cast("B"))
+    for name, values in appearance_arrays(appearance).items():  # name, dtype, shape, bytes
+        h.update(name.encode())
+        h.update(values.dtype.str.encode())
+        h.update(np.asarray(values.shape, dtype="<i8").tobytes())
+        h.update(memoryview(values).cast("B"))
     return h.hexdigest()[:32]
 
 
@@ -170,24 +200,29 @@ class BackendClient:
         return self.call("hello").result
 
     def upload_mesh(self, vertices, faces, face_map=None, n_polygons: int | None = None,
-                    check_first: bool = False) -> str:
+                    check_first: bool = False, cues: dict | None = None, appearance: dict | None = None) -> str:
         """Upload a triangle mesh; returns its id (the content hash, see `mesh_id`).
 
         The server keeps meshes by content, so re-uploading one it holds re-validates and hashes
         the arrays but recomputes nothing else (its segmentations stay cached). Over loopback
         that is as fast as hashing here first; `check_first=True` hashes locally and asks before
-        sending, which saves the transfer to a remote backend."""
+        sending, which saves the transfer to a remote backend. `cues`: optional per-triangle
+        integer arrays `material` and `group` (authoring cues; they belong to the mesh id).
+        `appearance`: optional colour / UV / texture arrays by name (`APPEARANCE_ARRAYS`, shapes in
+        docs/protocol.md; they belong to the mesh id too)."""
+        cues = {k: np.ascontiguousarray(v, dtype="<i4") for k, v in (cues or {}).items() if v is not None}
+        looks = appearance_arrays(appearance)  # sent as they are hashed
         vertices = np.ascontiguousarray(vertices, dtype="<f8")
         faces = np.asarray(faces)
         if check_first:
             try:
-                return self.call("upload_mesh", {"mesh_id": mesh_id(vertices, faces)}).result["mesh_id"]
+                return self.call("upload_mesh", {"mesh_id": mesh_id(vertices, faces, cues, looks)}).result["mesh_id"]
             except BackendError as exc:
                 if exc.code != wire.UNKNOWN_MESH:
                     raise
         if faces.size and faces.max() < 2**31 and faces.min() >= 0:
             faces = faces.astype("<i4", copy=False)  # half the bytes; the id is over int64 values
-        arrays = {"vertices": vertices, "faces": faces}
+        arrays = {"vertices": vertices, "faces": faces, **cues, **looks}
         args = {}
         if face_map is not None:
             arrays["face_map"] = np.ascontiguousarray(face_map, dtype="<i8")

@@ -3,10 +3,17 @@
 A `Mesh` is always triangulated. When the source had polygons, `face_map[i]` is the index of the
 original polygon that triangle i came from, so labels can be reported per original polygon.
 
-`appearance` (optional, a `segparts.render.Appearance`) carries the file's surface colours to
-the renderer. It is NOT part of the content hash: the mesh id names the geometry only, so the
-same shape with other colours has the same id and shares every geometry cache (engines that
-use colour key their own caches on it). The wire protocol uploads geometry only.
+`material` and `group` (optional, (F,) int32 per triangle) are authoring cues: the material of
+each face and the object/group it came from (glTF materials and nodes, OBJ `usemtl` and `o`/`g`,
+PLY face properties, Blender's `material_index`). Ids are arbitrary non-negative integers; engines
+use only which faces share an id. They ARE part of the content hash: the same geometry with other
+materials is another input. Absent arrays leave the id of the geometry unchanged.
+
+`appearance` (optional, a `segparts.render.Appearance`) carries the surface colours (a file's,
+or an upload's appearance arrays, see `segparts.appearance`) to the renderer. It IS part of the
+content hash, in its canonical wire form: what the engines see is the input, so the same shape
+with other colours is another mesh (a coloured re-upload never reuses a grey mesh's results).
+Without colours the id is the geometry's (and cues') id, as before.
 """
 from __future__ import annotations
 
@@ -16,6 +23,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 DEFAULT_MAX_FACES = 5_000_000
+# Coordinates beyond this cannot be normalised without overflow (squared distances, areas, cross
+# products of float64 need ~1e154 of headroom); real meshes are many orders of magnitude smaller.
+MAX_COORDINATE = 1e100
+FACE_CUES = ("material", "group")  # optional per-face integer arrays: the authoring cues
+# optional appearance arrays, in hash order (segparts.appearance validates them)
+APPEARANCE_ARRAYS = ("vertex_colors", "corner_colors", "face_colors", "uv", "texture")
 
 
 class MeshError(ValueError):
@@ -33,7 +46,9 @@ class Mesh:
     faces: np.ndarray  # (F, 3) int64, triangles
     face_map: np.ndarray | None = None  # (F,) int64 original polygon per triangle
     n_polygons: int | None = None  # number of original polygons (== F when face_map is None)
-    appearance: object | None = None  # segparts.render.Appearance: colours for rendering; not hashed
+    appearance: object | None = None  # segparts.render.Appearance: colours for rendering (hashed)
+    material: np.ndarray | None = None  # (F,) int32 material id per triangle (authoring cue)
+    group: np.ndarray | None = None  # (F,) int32 object/group id per triangle (authoring cue)
     _hash: str | None = field(default=None, repr=False)
 
     @property
@@ -46,10 +61,18 @@ class Mesh:
 
     @property
     def content_hash(self) -> str:
-        """Stable id of the geometry: same vertices and faces give the same id (re-upload is free)."""
+        """Stable id of the content: same vertices, faces, cues and colours give the same id
+        (re-upload is free). Set `appearance` before the first call: the id is computed once."""
         if self._hash is None:
-            self._hash = mesh_hash(self.vertices, self.faces)
+            from .appearance import wire_arrays
+
+            self._hash = mesh_hash(self.vertices, self.faces, self.cues, wire_arrays(self.appearance, self.faces))
         return self._hash
+
+    @property
+    def cues(self) -> dict[str, np.ndarray]:
+        """The authoring cues this mesh carries, by name (only those present)."""
+        return {name: getattr(self, name) for name in FACE_CUES if getattr(self, name) is not None}
 
     def polygon_labels(self, face_labels: np.ndarray) -> np.ndarray:
         """Map per-triangle labels to per-original-polygon labels (first triangle wins)."""
@@ -66,7 +89,10 @@ class Mesh:
         return polygon_labels if self.face_map is None else polygon_labels[self.face_map]
 
 
-def mesh_hash(vertices: np.ndarray, faces: np.ndarray) -> str:
+def mesh_hash(vertices: np.ndarray, faces: np.ndarray, cues: dict[str, np.ndarray] | None = None,
+              appearance: dict[str, np.ndarray] | None = None) -> str:
+    """Content id of a mesh; `segparts.client.mesh_id` computes the same digest on the client.
+    `appearance`: named arrays in canonical form (`segparts.appearance.wire_arrays`)."""
     h = hashlib.sha256()  # SHA-NI makes it ~2x faster than blake2b here (1M faces: ~30 ms)
     v = np.ascontiguousarray(vertices, dtype="<f8")
     f = np.ascontiguousarray(faces, dtype="<i8")
@@ -74,11 +100,24 @@ def mesh_hash(vertices: np.ndarray, faces: np.ndarray) -> str:
     h.update(memoryview(v).cast("B"))  # no copy of the data
     h.update(np.asarray(f.shape, dtype="<i8").tobytes())
     h.update(memoryview(f).cast("B"))
+    for name in FACE_CUES:  # fixed order; an absent cue adds nothing (geometry-only ids unchanged)
+        if cues and cues.get(name) is not None:
+            values = np.ascontiguousarray(cues[name], dtype="<i4")
+            h.update(name.encode())
+            h.update(memoryview(values).cast("B"))
+    for name in APPEARANCE_ARRAYS:  # fixed order; name, dtype, shape and bytes of each present
+        if appearance and appearance.get(name) is not None:
+            values = np.ascontiguousarray(appearance[name])
+            h.update(name.encode())
+            h.update(values.dtype.str.encode())
+            h.update(np.asarray(values.shape, dtype="<i8").tobytes())
+            h.update(memoryview(values).cast("B"))
     return h.hexdigest()[:32]
 
 
 def validate_mesh(
-    vertices, faces, face_map=None, n_polygons=None, max_faces: int = DEFAULT_MAX_FACES, appearance=None
+    vertices, faces, face_map=None, n_polygons=None, max_faces: int = DEFAULT_MAX_FACES, appearance=None,
+    material=None, group=None,
 ) -> Mesh:
     """Check untrusted arrays and build a Mesh, or raise MeshError with a clear message.
 
@@ -104,6 +143,10 @@ def validate_mesh(
     if not np.isfinite(vertices).all():
         bad = int((~np.isfinite(vertices).all(axis=1)).sum())
         raise MeshError("non_finite_vertices", f"{bad} vertices have NaN or infinite coordinates")
+    extent = float(np.abs(vertices).max())
+    if extent > MAX_COORDINATE:
+        raise MeshError("coordinates_too_large", f"a coordinate is {extent:.3g}; coordinates must be within "
+                                                 f"±{MAX_COORDINATE:.0e} (scale the mesh down)")
     lo, hi = int(faces.min()), int(faces.max())
     if lo < 0 or hi >= vertices.shape[0]:
         raise MeshError(
@@ -120,14 +163,31 @@ def validate_mesh(
         if face_map.min() < 0 or face_map.max() >= n_polygons:
             raise MeshError("bad_face_map", "face_map refers to polygons outside [0, n_polygons)")
     _check_appearance(appearance, vertices.shape[0], faces.shape[0])
-    return Mesh(vertices, faces, face_map, n_polygons if face_map is not None else faces.shape[0], appearance)
+    cues = {name: _face_cue(name, values, faces.shape[0]) for name, values in (("material", material), ("group", group))}
+    return Mesh(vertices, faces, face_map, n_polygons if face_map is not None else faces.shape[0], appearance,
+                **cues)
+
+
+def _face_cue(name: str, values, n_faces: int) -> np.ndarray | None:
+    """An authoring cue: one non-negative integer id per triangle (int32), or None."""
+    if values is None:
+        return None
+    values = np.asarray(values)
+    if values.shape != (n_faces,):
+        raise MeshError(f"bad_{name}", f"{name} must have one id per face, shape ({n_faces},), got {values.shape}")
+    if not np.issubdtype(values.dtype, np.integer):
+        raise MeshError(f"bad_{name}", f"{name} ids must be integers, got dtype {values.dtype}")
+    if n_faces and (values.min() < 0 or values.max() > np.iinfo(np.int32).max):
+        raise MeshError(f"bad_{name}", f"{name} ids must be in [0, 2^31), found [{values.min()}, {values.max()}]")
+    return np.ascontiguousarray(values, dtype=np.int32)
 
 
 def _check_appearance(appearance, n_vertices: int, n_faces: int) -> None:
     """Colour arrays must match the (triangulated) mesh, or rendering would fail much later."""
     if appearance is None:
         return
-    sizes = {"vertex_colors": (n_vertices,), "face_colors": (n_faces,), "uv": (n_vertices, n_faces)}
+    sizes = {"vertex_colors": (n_vertices,), "corner_colors": (n_faces,), "face_colors": (n_faces,),
+             "uv": (n_vertices, n_faces)}
     for name, allowed in sizes.items():
         value = getattr(appearance, name, None)
         if value is not None and len(value) not in allowed:

@@ -17,7 +17,17 @@ glTF is loaded by trimesh with process=False so no face is dropped or moved.
 
 Colours: `Mesh.appearance` is set from PLY vertex or face colours and from glTF/GLB vertex
 colours, face colours or a base-colour texture with UVs, so renders (SAM's images) show them.
-OBJ materials/textures and OFF colours are not read. Colours are not part of the mesh id.
+OBJ materials/textures and OFF colours are not read. Colours are part of the mesh id.
+
+Authoring cues (`Mesh.material`, `Mesh.group`, part of the mesh id): glTF/GLB — the material of
+each primitive (equal materials share an id) and the scene node it came from; OBJ — `usemtl`
+names and the (`o`, `g`) names in force at each face; PLY — integer face properties
+`material_index`/`material` and `group`/`object_index`. STL and OFF carry none.
+
+Orientation: engines work Z-up, like Blender. glTF is Y-up by its specification, so `.glb/.gltf`
+are turned to Z-up on reading exactly as Blender's importer does ((x, y, z) -> (x, -z, y)) and back
+on writing; `up_axis="y"` does the same for an OBJ/PLY/OFF/STL file that was exported Y-up, and
+`up_axis="z"` keeps a file's coordinates as stored. Face order is never affected.
 """
 from __future__ import annotations
 
@@ -32,10 +42,25 @@ from .mesh import DEFAULT_MAX_FACES, Mesh, MeshError, validate_mesh
 
 MESH_SUFFIXES = (".obj", ".ply", ".off", ".stl", ".glb", ".gltf")
 COLOURED_SUFFIXES = (".ply", ".glb")
+Y_UP_SUFFIXES = (".glb", ".gltf")  # Y-up by the format's specification
+UP_AXES = ("y", "z")
 
 
-def load_mesh(path: str | Path, max_faces: int = DEFAULT_MAX_FACES) -> Mesh:
-    """Read a mesh file into a validated triangle `Mesh`, or raise MeshError with one clear line."""
+def y_up_to_z_up(points: np.ndarray) -> np.ndarray:
+    """Blender's glTF import rotation: (x, y, z) -> (x, -z, y)."""
+    return np.column_stack([points[:, 0], -points[:, 2], points[:, 1]])
+
+
+def z_up_to_y_up(points: np.ndarray) -> np.ndarray:
+    """Inverse of y_up_to_z_up (glTF export)."""
+    return np.column_stack([points[:, 0], points[:, 2], -points[:, 1]])
+
+
+def load_mesh(path: str | Path, max_faces: int = DEFAULT_MAX_FACES, up_axis: str | None = None) -> Mesh:
+    """Read a mesh file into a validated triangle `Mesh`, or raise MeshError with one clear line.
+
+    `up_axis`: the file's up axis, "y" or "z"; None = the format's own (Y for glTF, else Z).
+    Y-up files are turned Z-up, the orientation every engine expects."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in MESH_SUFFIXES:
@@ -45,21 +70,29 @@ def load_mesh(path: str | Path, max_faces: int = DEFAULT_MAX_FACES) -> Mesh:
         raise MeshError("unreadable", f"{path}: no such file")
     if path.stat().st_size == 0:
         raise MeshError("empty_mesh", f"{path}: the file is empty")
+    if up_axis not in (None, *UP_AXES):
+        raise MeshError("bad_up_axis", f"up axis must be one of {', '.join(UP_AXES)}, got {up_axis!r}")
     reader = {".obj": _read_obj, ".off": _read_off, ".ply": _read_ply,
               ".stl": _read_stl, ".glb": _read_scene, ".gltf": _read_scene}[suffix]
     try:
-        vertices, polygons, *colours = reader(path)
+        vertices, polygons, *extra = reader(path)
     except MeshError:
         raise
     except Exception as exc:  # parsers raise anything on garbage; report it as one line
         raise MeshError("unreadable", f"{path.name}: cannot read as {suffix[1:].upper()}: "
                                       f"{_one_line(exc)}") from None
+    if (up_axis or ("y" if suffix in Y_UP_SUFFIXES else "z")) == "y" and len(vertices):
+        vertices = y_up_to_z_up(np.asarray(vertices, dtype=np.float64))
     triangles, face_map, n_polygons = _triangulate(polygons)
-    appearance = colours[0] if colours else None
-    if appearance is not None and appearance.face_colors is not None and face_map is not None:
-        appearance.face_colors = appearance.face_colors[face_map]  # per polygon -> per triangle
+    appearance = extra[0] if extra else None
+    cues = extra[1] if len(extra) > 1 else {}
+    if face_map is not None:  # per polygon -> per triangle
+        if appearance is not None and appearance.face_colors is not None:
+            appearance.face_colors = appearance.face_colors[face_map]
+        cues = {name: values[face_map] for name, values in cues.items()}
     try:
-        return validate_mesh(vertices, triangles, face_map, n_polygons, max_faces=max_faces, appearance=appearance)
+        return validate_mesh(vertices, triangles, face_map, n_polygons, max_faces=max_faces, appearance=appearance,
+                             **cues)
     except MeshError as exc:
         raise MeshError(exc.code, f"{path.name}: {exc.message}") from None
 
@@ -145,12 +178,18 @@ def _polygon_layout(items: np.ndarray, n: np.ndarray):
 
 
 # ---- OBJ ---------------------------------------------------------------------------------
+_OBJ_RECORDS = ("v ", "v\t", "f ", "f\t", "o ", "o\t", "g ", "g\t", "usemtl")
+
+
 def _read_obj(path: Path):
-    """`v` and `f` records only; `f` tokens like 7, 7/1, 7//3, 7/1/3, and negative (relative)
-    indices. Other records (o, g, usemtl, vt, vn, ...) are ignored: faces stay in file order."""
+    """`v` and `f` records; `f` tokens like 7, 7/1, 7//3, 7/1/3, and negative (relative) indices.
+    `usemtl`, `o` and `g` give the faces' material and group ids; other records (vt, vn, ...) are
+    ignored: faces stay in file order."""
     name = path.name
     text = path.read_bytes().decode("utf-8", errors="replace").replace("\\\n", " ")
-    lines = [ln for ln in text.splitlines() if ln[:2] in ("v ", "v\t", "f ", "f\t")]
+    records = [ln for ln in text.splitlines() if ln.startswith(_OBJ_RECORDS)]
+    cues = _obj_cues(records)
+    lines = [ln for ln in records if ln[0] in "vf"]
     is_face = np.fromiter((ln[0] == "f" for ln in lines), dtype=bool, count=len(lines))
     v_lines = [ln[2:] for ln, f in zip(lines, is_face) if not f]
     f_lines = [ln[2:] for ln, f in zip(lines, is_face) if f]
@@ -161,7 +200,7 @@ def _read_obj(path: Path):
         raise MeshError("unreadable", f"{name}: a vertex line has fewer than 3 coordinates")
     vertices = _row_items(values, counts, 0, np.full(len(counts), 3)).reshape(-1, 3)
     if not f_lines:
-        return vertices, np.zeros((0, 3), np.int64)
+        return vertices, np.zeros((0, 3), np.int64), None, {}
     f_values, n = _numbers(re.sub(r"/\S*", "", "\n".join(f_lines)).split("\n"), name)
     idx = _as_indices(f_values, name)
     if (idx == 0).any():
@@ -170,7 +209,43 @@ def _read_obj(path: Path):
     if negative.any():  # relative to the vertices defined before that face line
         vertices_before = np.cumsum(~is_face)[is_face]
         idx[negative] += np.repeat(vertices_before, n)[negative] + 1
-    return vertices, _polygon_layout(idx - 1, n)
+    return vertices, _polygon_layout(idx - 1, n), None, cues
+
+
+def _obj_cues(records: list[str]) -> dict[str, np.ndarray]:
+    """Per-face material (the `usemtl` name in force) and group (the `o` and `g` names in force)
+    ids, numbered in order of first use; a cue the file never sets is left out."""
+    kind = np.array([ln[0] for ln in records], dtype="<U1")  # v f o g u(semtl)
+    faces = np.flatnonzero(kind == "f")
+    names = np.array([ln.split(None, 1)[1].strip() if len(ln.split(None, 1)) > 1 else "" for ln in records],
+                     dtype=object)
+
+    def in_force(marker: str) -> np.ndarray | None:
+        """For each face, the name of the latest `marker` record before it ('' before the first)."""
+        where = kind == marker
+        if not where.any():
+            return None
+        last = np.maximum.accumulate(np.where(where, np.arange(len(kind)), -1))[faces]
+        return np.where(last >= 0, names[np.maximum(last, 0)], "").astype(str)
+
+    cues = {}
+    material = in_force("u")
+    if material is not None:
+        cues["material"] = _first_use_ids(material)
+    obj, group = in_force("o"), in_force("g")
+    if obj is not None or group is not None:
+        blank = np.full(len(faces), "")
+        pairs = np.char.add(np.char.add(obj if obj is not None else blank, "\x00"), group if group is not None else blank)
+        cues["group"] = _first_use_ids(pairs)
+    return cues
+
+
+def _first_use_ids(keys: np.ndarray) -> np.ndarray:
+    """Dense ids of `keys`, numbered in order of first appearance."""
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), np.int64)
+    rank[np.argsort(first)] = np.arange(len(first))
+    return rank[inverse.ravel()]
 
 
 # ---- OFF ---------------------------------------------------------------------------------
@@ -234,11 +309,29 @@ def _read_ply(path: Path):
     if isinstance(faces, np.ndarray) and faces.dtype.names:  # binary, equal-length lists: (count, indices)
         faces = faces[faces.dtype.names[-1]]
     appearance = _ply_appearance(vertex, face)
+    cues = _ply_cues(face)
     if isinstance(faces, tuple):  # our binary reader, mixed sizes: (flat indices, counts)
-        return vertices, faces, appearance
+        return vertices, faces, appearance, cues
     if isinstance(faces, np.ndarray) and faces.dtype != object:
-        return vertices, faces.astype(np.int64).reshape(len(faces), -1), appearance
-    return vertices, _polygon_layout(*_ragged([np.asarray(p, dtype=np.int64).ravel() for p in faces])), appearance
+        return vertices, faces.astype(np.int64).reshape(len(faces), -1), appearance, cues
+    polygons = _polygon_layout(*_ragged([np.asarray(p, dtype=np.int64).ravel() for p in faces]))
+    return vertices, polygons, appearance, cues
+
+
+_PLY_CUE_PROPERTIES = {"material": ("material_index", "material"), "group": ("group", "object_index")}
+
+
+def _ply_cues(face) -> dict[str, np.ndarray]:
+    """Integer face properties naming each face's material and group, when the file has them."""
+    names = _field_names(face)
+    cues = {}
+    for cue, candidates in _PLY_CUE_PROPERTIES.items():
+        key = next((k for k in candidates if k in names), None)
+        if key is not None:
+            values = np.asarray(face[key]).ravel()
+            if np.issubdtype(values.dtype, np.integer) or (values == np.round(values)).all():
+                cues[cue] = values.astype(np.int64)
+    return cues
 
 
 def _ply_appearance(vertex, face):
@@ -389,6 +482,7 @@ def _read_scene(path: Path):
         meshes = [g for g in loaded.dump() if isinstance(g, trimesh.Trimesh) and len(g.faces)]
         if not meshes:
             raise MeshError("empty_mesh", f"{path.name}: the scene has no triangle meshes")
+        cues = _scene_cues(meshes)  # before any visual is replaced below
         kinds = {g.visual.kind for g in meshes}
         if len(meshes) > 1 and "texture" in kinds and len(kinds) > 1:
             # trimesh drops all colours when textured and colour-only parts are concatenated:
@@ -397,9 +491,21 @@ def _read_scene(path: Path):
                 if g.visual.kind == "texture":
                     g.visual = g.visual.to_color()
         loaded = trimesh.util.concatenate(meshes)
+    else:
+        cues = {}
     from .render import Appearance
 
-    return np.asarray(loaded.vertices), np.asarray(loaded.faces, dtype=np.int64), Appearance.from_trimesh(loaded)
+    vertices, faces = np.asarray(loaded.vertices), np.asarray(loaded.faces, dtype=np.int64)
+    return vertices, faces, Appearance.from_trimesh(loaded), cues
+
+
+def _scene_cues(meshes: list) -> dict[str, np.ndarray]:
+    """Per-face material (primitives with equal materials share an id) and scene node (each
+    mesh instance of the scene graph is one group), for the concatenated scene."""
+    sizes = [len(g.faces) for g in meshes]
+    keys = [hash(g.visual.material) if hasattr(g.visual, "material") else 0 for g in meshes]
+    material = _first_use_ids(np.asarray(keys, dtype=np.int64))
+    return {"material": np.repeat(material, sizes), "group": np.repeat(np.arange(len(meshes)), sizes)}
 
 
 # ---- writing -----------------------------------------------------------------------------
@@ -452,7 +558,7 @@ def save_coloured(path: str | Path, mesh: Mesh, labels: np.ndarray) -> None:
     path = Path(path)
     colours = part_colours(labels)
     if path.suffix.lower() == ".glb":
-        corners = mesh.vertices[mesh.faces].reshape(-1, 3)
+        corners = z_up_to_y_up(mesh.vertices[mesh.faces].reshape(-1, 3))  # glTF is Y-up
         tm = trimesh.Trimesh(corners, np.arange(len(corners)).reshape(-1, 3),
                              vertex_colors=np.repeat(colours, 3, axis=0), process=False)
     else:

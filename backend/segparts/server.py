@@ -32,12 +32,13 @@ import numpy as np
 import zmq
 
 from . import __version__, wire
+from .appearance import from_wire as appearance_from_wire
 from .cache import LRUCache, estimate_nbytes
 from .engines import ENGINES, _MissingEngine, create_engine
 from .engines.base import (CancelToken, Cancelled, Click, EngineUnavailable, PickRequest, Segmentation,
                            SegmentParams, recut)
 from .hierarchy import Hierarchy
-from .mesh import DEFAULT_MAX_FACES, Mesh, MeshError, validate_mesh
+from .mesh import APPEARANCE_ARRAYS, DEFAULT_MAX_FACES, FACE_CUES, Mesh, MeshError, validate_mesh
 
 log = logging.getLogger("segparts.server")
 
@@ -154,7 +155,8 @@ class Server:
         self._started = time.time()
         self._ops = {"hello": self._op_hello, "upload_mesh": self._op_upload_mesh, "segment": self._op_segment,
                      "pick": self._op_pick, "cancel": self._op_cancel, "status": self._op_status,
-                     "shutdown": self._op_shutdown}
+                     "shutdown": self._op_shutdown, "name_parts": self._op_name_parts}
+        self._name_cache = None  # naming.NameCache, made on the first name_parts
 
     # ---- main loop -----------------------------------------------------------------------
     def serve_forever(self) -> None:
@@ -302,16 +304,19 @@ class Server:
                 self._reply(envelope, req_id, "reply", self._mesh_info(claimed, mesh, cached=True))
                 return
             raise wire.ProtocolError(wire.UNKNOWN_MESH, "this mesh is not on the backend; send its arrays")
-        unknown = set(arrays) - {"vertices", "faces", "face_map"}
+        unknown = set(arrays) - {"vertices", "faces", "face_map", *FACE_CUES, *APPEARANCE_ARRAYS}
         if unknown:
-            raise ArgError(f"unexpected arrays {sorted(unknown)}; send vertices, faces and optionally face_map")
+            raise ArgError(f"unexpected arrays {sorted(unknown)}; send vertices, faces and optionally "
+                           f"face_map, {', '.join(FACE_CUES + APPEARANCE_ARRAYS)}")
         if "vertices" not in arrays or "faces" not in arrays:
             raise ArgError("upload_mesh needs arrays 'vertices' (V,3) and 'faces' (F,3)")
         face_map = arrays.get("face_map")
         n_polygons = _opt_int(args, "n_polygons", 1)
         if face_map is not None and not np.issubdtype(face_map.dtype, np.integer):
             raise MeshError("bad_face_map", f"face_map must be integers, got dtype {face_map.dtype}")
-        mesh = validate_mesh(arrays["vertices"], arrays["faces"], face_map, n_polygons, max_faces=self.max_faces)
+        mesh = validate_mesh(arrays["vertices"], arrays["faces"], face_map, n_polygons, max_faces=self.max_faces,
+                             **{name: arrays.get(name) for name in FACE_CUES})
+        mesh.appearance = appearance_from_wire(arrays, mesh.n_vertices, mesh.n_faces)  # before the id
         if not mesh.vertices.flags.writeable:  # detach from the zmq frame, engines may need a writable copy
             mesh.vertices = mesh.vertices.copy()
         mid = mesh.content_hash
@@ -319,7 +324,9 @@ class Server:
         if cached:
             mesh = self._cache.get(("mesh", mid))
         else:
-            self._cache.put(("mesh", mid), mesh, estimate_nbytes([mesh.vertices, mesh.faces, mesh.face_map]))
+            self._cache.put(("mesh", mid), mesh,
+                            estimate_nbytes([mesh.vertices, mesh.faces, mesh.face_map, *mesh.cues.values(),
+                                             mesh.appearance]))
         self._reply(envelope, req_id, "reply", self._mesh_info(mid, mesh, cached=cached))
 
     @staticmethod
@@ -422,6 +429,48 @@ class Server:
             "max_faces": self.max_faces, "pid": os.getpid(),
             "heavy_modules": [m for m in HEAVY_MODULES if m in sys.modules]})
 
+    def _op_name_parts(self, envelope, req_id, args, arrays):
+        """Name parts with the vision-language endpoint the client configured (docs/naming.md).
+        Runs in its own thread: it waits on the network, not on a device."""
+        from . import naming
+
+        mid, mesh = self._mesh(args)
+        endpoint, object_name, n_views, parallel = naming.server_args(args, arrays, mesh.n_faces)
+        if self._name_cache is None:
+            self._name_cache = naming.NameCache(naming.default_cache_path())
+        job = Job(uuid.uuid4().hex[:16], "name_parts", envelope, req_id, endpoint.model, None, mid, mesh,
+                  params=None)
+        self._remember(job)
+        self._reply(envelope, req_id, "accepted", {"job_id": job.id, "device": "network"})
+        events = _EventPoster(self)
+        job.state, job.started, job.stage = "running", time.time(), "naming"
+
+        def run():
+            def progress(fraction, stage):
+                job.cancel.check()
+                job.progress, job.stage = float(fraction), str(stage)
+                events.post(("progress", job, (job.progress, job.stage)))
+
+            try:
+                names = naming.name_parts(mesh, arrays["labels"], endpoint, object_name, self._name_cache,
+                                          n_views=n_views, progress=progress, cancel=job.cancel,
+                                          parallel=parallel)
+                job.state, job.finished, job.progress = "done", time.time(), 1.0
+                events.post(("reply", job, {"job_id": job.id, "model": endpoint.model,
+                                            "endpoint": endpoint.describe(),
+                                            "parts": [n.to_dict() for n in names]}))
+            except Cancelled:
+                job.state, job.finished = "cancelled", time.time()
+                events.post(("error", job, (wire.CANCELLED, "cancelled")))
+            except Exception as exc:  # a bug must not kill the server: report it to the client
+                log.error("name_parts job %s failed: %s", job.id, traceback.format_exc())
+                job.state, job.finished = "failed", time.time()
+                events.post(("error", job, (wire.INTERNAL, f"name_parts failed: {type(exc).__name__}: {exc}"[:500])))
+            finally:
+                events.close()
+
+        threading.Thread(target=run, name=f"segparts-naming-{job.id}", daemon=True).start()
+
     def _op_shutdown(self, envelope, req_id, args, arrays):
         self._reply(envelope, req_id, "reply", {"stopping": True})
         self._stop.set()
@@ -454,6 +503,8 @@ class Server:
                 self._cache.put(job.result_key, payload)
             self._latest_segmentation[(job.mesh_id, job.engine_name)] = job.result_key
             self._send_segmentation(job, payload, cached=recut)
+        elif kind == "reply":  # a finished job whose result is a plain map (name_parts)
+            self._reply(job.envelope, job.req_id, "result", _plain(payload))
         elif kind == "pick":
             result = payload
             self._reply(job.envelope, job.req_id, "result",
@@ -471,6 +522,31 @@ class Server:
                      "cached": cached, "info": _plain(seg.info)},
                     {"labels": labels, "leaf_labels": hierarchy.leaf_labels, "parent": hierarchy.parent,
                      "height": hierarchy.height})
+
+
+class _EventPoster:
+    """Posts events to the main loop from a thread of its own, waking it through a PUSH socket
+    created in that thread (ZeroMQ sockets are not shared between threads)."""
+
+    def __init__(self, server: Server):
+        self.server = server
+        self._wake: zmq.Socket | None = None
+
+    def post(self, event: tuple) -> None:
+        self.server._events.put(event)
+        try:
+            if self._wake is None:
+                self._wake = self.server._ctx.socket(zmq.PUSH)
+                self._wake.setsockopt(zmq.LINGER, 0)
+                self._wake.connect(self.server._wake_endpoint)
+            self._wake.send(b"", zmq.NOBLOCK)
+        except zmq.ZMQError:  # wake-ups already queued, or the server is closing: it polls anyway
+            pass
+
+    def close(self) -> None:
+        if self._wake is not None:
+            self._wake.close(0)
+            self._wake = None
 
 
 class _Worker(threading.Thread):

@@ -43,17 +43,40 @@ def install_result(built_zip):
     return result, seconds
 
 
+def backend_python(folder: Path) -> Path:
+    """This venv's Python with THIS checkout's backend first on its path: the add-on starts the
+    backend without PYTHONPATH, and the venv's editable install may point at another checkout."""
+    wrapper = folder / "python"
+    backend = ROOT / "backend"
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH="{backend}" exec "{sys.executable}" "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def configure(python: Path) -> None:
+    """The add-on's preferences for the tests (again after a test re-enabled the add-on, which
+    resets them)."""
+    prefs = bpy.context.preferences.addons[MODULE].preferences
+    if prefs.python_path == str(python):
+        return
+    prefs.python_path = str(python)  # this venv has segparts
+    prefs.port = free_port()
+    prefs.auto_start = True
+    prefs.device = "cpu"
+
+
 @pytest.fixture(scope="session")
-def addon(install_result):
+def python(tmp_path_factory) -> Path:
+    return backend_python(tmp_path_factory.mktemp("python"))
+
+
+@pytest.fixture(scope="session")
+def addon(install_result, python):
     result, _ = install_result
     assert result == {"FINISHED"}, result
     assert MODULE in bpy.context.preferences.addons, "the extension was installed but not enabled"
     module = importlib.import_module(MODULE)
-    prefs = bpy.context.preferences.addons[MODULE].preferences
-    prefs.python_path = sys.executable  # this venv has segparts installed
-    prefs.port = free_port()
-    prefs.auto_start = True
-    prefs.device = "cpu"
+    configure(python)
     return module
 
 
@@ -63,8 +86,9 @@ def runtime(addon):
 
 
 @pytest.fixture()
-def backend(runtime):
+def backend(runtime, python):
     """A ready backend session (started once, restarted if a test killed it)."""
+    configure(python)
     s = runtime.ensure_started()
     runtime.run_until_idle(timeout=60)
     assert s.ready, s.message

@@ -7,7 +7,10 @@ Needs bpy (Python 3.11, `pip install bpy==5.0.1`) and the built extension zip (d
 - write-back of 1M face labels: face attribute `part_id` + per-part preview material slots and
   material indices + `Part_###` vertex groups on a 1M-quad grid, 32 parts (target <= 1 s);
 - timer ticks: every call of the add-on's timer function while (a) that 1M write-back is applied
-  from the queue and (b) a real backend segments a 20k-face mesh (polling only); worst and median.
+  from the queue and (b) a real backend segments a 20k-face mesh (polling only); worst and median;
+- mesh export (`mesh_io.mesh_arrays`: what Segment / a pick reads before uploading) of the 1M grid:
+  plain, rotated + mirrored, with a CORNER colour attribute, with a 2048² image texture + UV map
+  (the image read once, then from the add-on's cache).
 """
 from __future__ import annotations
 
@@ -109,6 +112,7 @@ def run(args) -> int:
     writeback = importlib.import_module(MODULE + ".writeback")
     figures = {"install_enable_s": installs}
     figures.update(_bench_writeback(bpy, runtime, writeback, args))
+    figures.update(_bench_export(bpy, args))
     figures.update(_bench_job_ticks(bpy, runtime, args))
     runtime.shutdown()
 
@@ -125,6 +129,10 @@ def run(args) -> int:
         ("median timer tick, 1M write-back queued", "tick_median_writeback_s", ""),
         ("worst timer tick, polling a running job", "tick_worst_polling_s", "<= 20 ms"),
         ("median timer tick, polling a running job", "tick_median_polling_s", ""),
+        ("mesh export, plain", "export_plain_s", ""),
+        ("mesh export, rotated + mirrored", "export_mirrored_s", ""),
+        ("mesh export, corner colour attribute", "export_corner_colors_s", ""),
+        ("mesh export, 2048² texture + UV (cached)", "export_texture_s", ""),
     ]
     for label, key, target in rows:
         if key in med:
@@ -202,6 +210,46 @@ def _bench_writeback(bpy, runtime, writeback, args) -> dict:
         ticks = _tick_times(runtime, lambda: runtime.work, pause=0.001)
         out["tick_worst_writeback_s"].append(max(ticks))
         out["tick_median_writeback_s"].append(statistics.median(ticks))
+    return out
+
+
+def _bench_export(bpy, args) -> dict:
+    """mesh_arrays of the grid in the states the add-on meets (appearance.py, orientation.py)."""
+    import numpy as np
+
+    _clear(bpy)
+    obj, _ = _grid(bpy, args.faces)
+    mesh_io = importlib.import_module(f"{MODULE}.mesh_io")
+    rng = np.random.default_rng(0)
+
+    def timed(key: str, expect: set) -> dict:
+        times = []
+        for _ in range(args.runs):
+            t0 = time.perf_counter()
+            arrays = mesh_io.mesh_arrays(obj)
+            times.append(time.perf_counter() - t0)
+        assert set(arrays.appearance) == expect, (key, sorted(arrays.appearance))
+        return {key: times}
+
+    out = timed("export_plain_s", set())
+    obj.rotation_euler, obj.scale = (0.3, 0.2, 0.1), (1.0, -1.0, 1.0)
+    bpy.context.view_layer.update()
+    out.update(timed("export_mirrored_s", set()))
+    colours = obj.data.color_attributes.new("Paint", "BYTE_COLOR", "CORNER")
+    obj.data.color_attributes.active_color = colours
+    colours.data.foreach_set("color_srgb", rng.random(len(colours.data) * 4).astype(np.float32))
+    out.update(timed("export_corner_colors_s", {"corner_colors"}))
+    obj.data.uv_layers.new(name="UVMap").uv.foreach_set("vector", rng.random(len(obj.data.loops) * 2).astype(np.float32))
+    image = bpy.data.images.new("BenchTexture", 2048, 2048)
+    image.pixels.foreach_set(rng.random(2048 * 2048 * 4).astype(np.float32))
+    image.pack()  # saved: cached by identity
+    material = bpy.data.materials.new("BenchTextured")
+    bsdf = next(n for n in material.node_tree.nodes if n.type == "BSDF_PRINCIPLED")
+    node = material.node_tree.nodes.new("ShaderNodeTexImage")
+    node.image = image
+    material.node_tree.links.new(node.outputs["Color"], bsdf.inputs["Base Color"])
+    obj.data.materials.append(material)
+    out.update(timed("export_texture_s", {"uv", "texture"}))
     return out
 
 

@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # subcommand modules, in the order `--help` lists them
-COMMANDS = ["serve", "ping", "segment", "eval", "models", "bench", "render"]
+COMMANDS = ["serve", "ping", "segment", "batch", "eval", "models", "bench", "render", "setup", "name"]
 
 
 class CliError(Exception):

@@ -11,6 +11,7 @@ BENCHES = {
     "sampart3d": "segparts.bench.sampart3d",
     "geosam2": "segparts.bench.geosam2",
     "addon": "segparts.bench.addon",
+    "batch": "segparts.bench.batch",
 }
 
 

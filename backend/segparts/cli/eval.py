@@ -1,7 +1,7 @@
 """`segparts eval princeton DIR [--engine E] [--json OUT]`: the Princeton segmentation benchmark
 protocol (../shared/reference/metrics.md) on a folder of `off/`, `seg/` (and `manifest.csv`).
 `segparts eval assemblies DIR [--track geometry|materials|both]`: artist assemblies (manifest.json
-+ `<name>.labels.npy`), class-agnostic mIoU per model."""
++ `<name>.labels.npy`), class-agnostic mIoU per model at the automatic and oracle level."""
 from __future__ import annotations
 
 import json
@@ -26,10 +26,140 @@ def register(sub):
     pp.add_argument("--reference", action="store_true",
                     help="also score people against each other, the best single person, and the best "
                          "grouping of the engine's leaves (the oracle's ceiling); slower")
+    _add_batch_flags(pp)
     pp.set_defaults(func=run_princeton)
+    _register_partobjaverse(esub)
+    _register_assemblies(esub)
 
+
+def run_princeton(args) -> int:
+    from ..engines import create_engine
+    from ..eval.princeton import evaluate_batch, format_table, list_models
+
+    root = Path(args.dir)
+    try:
+        list_models(root)
+    except FileNotFoundError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        engine = create_engine(args.engine, args.device)
+    except KeyError as exc:
+        raise CliError(exc.args[0]) from None
+    availability = engine.availability()
+    if not availability.available:
+        raise CliError(f"engine {args.engine} is unavailable: {availability.message()}")
+
+    def show(r):
+        if not args.quiet:
+            print(f"{r.model_id:>4} {r.category:<10} {r.n_faces:>6} faces {r.seconds:6.2f} s | auto "
+                  f"1-RI {r.auto['rand_index_error']:.3f} mIoU {r.auto['miou']:.3f} ({r.auto_parts} parts) | "
+                  f"oracle mIoU {r.oracle['miou']:.3f} ({r.oracle_parts} parts)", file=sys.stderr, flush=True)
+
+    started = time.perf_counter()
+    results, summary, report = evaluate_batch(root, args.engine, args.device, only=args.models,
+                                              reference=args.reference, on_model=show, **_batch_kwargs(args))
+    elapsed = time.perf_counter() - started
+    if not results:
+        raise CliError(f"no model could be scored; first error: {report.failed[0]['error']['message']}")
+    print(f"Princeton benchmark, engine {args.engine}, {len(results)} models (Spring excluded); "
+          f"each prediction split into connected parts and scored against every human segmentation")
+    print(format_table(summary))
+    print(f"engine time per model: {summary['overall']['seconds_per_model']:.2f} s (mean); total {elapsed:.0f} s")
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"engine": args.engine, "dir": str(root), "summary": summary,
+                                   "models": [asdict(r) for r in results], **_batch_facts(report)}, indent=1))
+    return _report_failures(report)
+
+
+# ---- the batch machinery (segparts.batch): --workers, --ray, --out records, failures ----------
+def _add_batch_flags(p) -> None:
+    from .batch import add_parallel_flags
+
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="keep one record per item here; a rerun skips the items already scored")
+    add_parallel_flags(p)
+
+
+def _batch_kwargs(args) -> dict:
+    from .batch import parallel_kwargs
+
+    return {"out": args.out, **parallel_kwargs(args)}
+
+
+def _batch_facts(report) -> dict:
+    return {"batch": {"mode": report.mode, "wall_seconds": round(report.wall_seconds, 3), "counts": report.counts,
+                      "workers": report.workers,
+                      "failed": [{"key": r["key"], **r["error"]} for r in report.failed]}}
+
+
+def _report_failures(report) -> int:
+    for r in report.failed:
+        print(f"failed: {r['key']}: {r['error']['code']}: {r['error']['message']}", file=sys.stderr)
+    if report.interrupted:
+        print(f"interrupted: the figures cover the {len(report.results)} item(s) finished before it "
+              "(with --out DIR a rerun resumes)", file=sys.stderr)
+        return 130
+    return 1 if report.failed else 0
+
+
+def _register_partobjaverse(esub) -> None:
+    pp = esub.add_parser("partobjaverse", help="PartObjaverse-Tiny in its published layout (class-agnostic mIoU)")
+    pp.add_argument("dir", metavar="DIR", help="folder with PartObjaverse-Tiny_mesh/, PartObjaverse-Tiny_instance_gt/ "
+                                               "and PartObjaverse-Tiny_semantic.json")
+    pp.add_argument("--engine", default="geometric", help="engine to score (default geometric)")
+    pp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    pp.add_argument("--json", metavar="OUT", default=None, help="also write per-shape and summary figures as JSON")
+    pp.add_argument("--uids", nargs="*", default=None, metavar="UID", help="only these shapes")
+    pp.add_argument("--quiet", action="store_true", help="no per-shape lines")
+    _add_batch_flags(pp)
+    pp.set_defaults(func=run_partobjaverse)
+
+
+def run_partobjaverse(args) -> int:
+    from ..engines import ENGINES, create_engine
+    from ..eval.partobjaverse import evaluate_batch, format_table, list_shapes
+    from ..server import detect_device
+
+    root = Path(args.dir)
+    try:
+        list_shapes(root)
+    except FileNotFoundError as exc:
+        raise CliError(str(exc)) from None
+    if args.engine not in ENGINES:
+        raise CliError(f"unknown engine {args.engine!r}; choose one of {', '.join(ENGINES)}")
+    device = "cpu" if args.engine == "geometric" else detect_device(args.device)
+    availability = create_engine(args.engine, device).availability()
+    if not availability.available:
+        raise CliError(f"engine {args.engine} is unavailable: {availability.message()}")
+
+    def show(r):
+        if not args.quiet:
+            print(f"{r['uid'][:12]:<12} {r['category']:<18} {r['n_faces']:>7} faces {r['seconds']:7.2f} s | "
+                  f"auto mIoU {r['auto']['miou']:5.1f} ({r['auto']['parts']} parts) | oracle mIoU "
+                  f"{r['oracle']['miou']:5.1f} ({r['oracle']['parts']} parts)", file=sys.stderr, flush=True)
+
+    results, summary, report = evaluate_batch(root, args.engine, device, only=args.uids, on_shape=show,
+                                              **_batch_kwargs(args))
+    if not results:
+        raise CliError(f"no shape could be scored; first error: {report.failed[0]['error']['message']}")
+    print(f"PartObjaverse-Tiny, engine {args.engine}, {len(results)} shapes: class-agnostic part mIoU (%) against "
+          f"the instance labels; oracle = best cut into 2..19 parts per shape")
+    print(format_table(summary))
+    print(f"engine time per shape: {summary['overall']['seconds_per_shape']:.2f} s (mean); "
+          f"total {report.wall_seconds:.0f} s ({report.mode})")
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"engine": args.engine, "dir": str(root), "summary": summary, "shapes": results,
+                                   **_batch_facts(report)}, indent=1))
+    return _report_failures(report)
+
+
+def _register_assemblies(esub) -> None:
     pa = esub.add_parser("assemblies", help="artist assemblies: class-agnostic mIoU against the artist's parts")
-    pa.add_argument("dir", metavar="DIR", help="benchmark folder with manifest.json (e.g. ../shared/benchmarks/assemblies)")
+    pa.add_argument("dir", metavar="DIR", help="folder with manifest.json (e.g. ../shared/benchmarks/assemblies)")
     pa.add_argument("--engine", default="geometric", help="engine to score (default geometric)")
     pa.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     pa.add_argument("--track", choices=["geometry", "materials", "both"], default="both",
@@ -42,9 +172,19 @@ def register(sub):
     pa.set_defaults(func=run_assemblies)
 
 
-def _engine(args):
+def run_assemblies(args) -> int:
     from ..engines import create_engine
+    from ..eval.assemblies import evaluate, format_table, list_models
 
+    root = Path(args.dir)
+    tracks = ("geometry", "materials") if args.track == "both" else (args.track,)
+    try:
+        for track in tracks:
+            missing = set(args.models or ()) - {m.name for m in list_models(root, track)}
+            if missing:
+                raise CliError(f"no model named {', '.join(sorted(missing))} in {root / 'manifest.json'}")
+    except (FileNotFoundError, ValueError) as exc:
+        raise CliError(str(exc)) from None
     try:
         engine = create_engine(args.engine, args.device)
     except KeyError as exc:
@@ -52,58 +192,6 @@ def _engine(args):
     availability = engine.availability()
     if not availability.available:
         raise CliError(f"engine {args.engine} is unavailable: {availability.message()}")
-    return engine
-
-
-def _write_json(path, report: dict) -> None:
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
-
-
-def run_princeton(args) -> int:
-    from ..eval.princeton import evaluate, format_table, list_models
-
-    root = Path(args.dir)
-    try:
-        list_models(root)
-    except FileNotFoundError as exc:
-        raise CliError(str(exc)) from None
-    engine = _engine(args)
-
-    def show(r):
-        if not args.quiet:
-            print(f"{r.model_id:>4} {r.category:<10} {r.n_faces:>6} faces {r.seconds:6.2f} s | auto "
-                  f"1-RI {r.auto['rand_index_error']:.3f} mIoU {r.auto['miou']:.3f} ({r.auto_parts} parts) | "
-                  f"oracle mIoU {r.oracle['miou']:.3f} ({r.oracle_parts} parts)", file=sys.stderr, flush=True)
-
-    started = time.perf_counter()
-    results, summary = evaluate(root, engine, show, only=args.models, reference=args.reference)
-    elapsed = time.perf_counter() - started
-    print(f"Princeton benchmark, engine {args.engine}, {len(results)} models (Spring excluded); "
-          f"each prediction split into connected parts and scored against every human segmentation")
-    print(format_table(summary))
-    print(f"engine time per model: {summary['overall']['seconds_per_model']:.2f} s (mean); total {elapsed:.0f} s")
-    if args.json:
-        _write_json(args.json, {"engine": args.engine, "dir": str(root), "summary": summary,
-                                "models": [asdict(r) for r in results]})
-    return 0
-
-
-def run_assemblies(args) -> int:
-    from ..eval.assemblies import evaluate, format_table, list_models
-
-    root = Path(args.dir)
-    tracks = ("geometry", "materials") if args.track == "both" else (args.track,)
-    try:
-        for track in tracks:
-            names = {m.name for m in list_models(root, track)}
-            missing = set(args.models or ()) - names
-            if missing:
-                raise CliError(f"no model named {', '.join(sorted(missing))} in {root / 'manifest.json'}")
-    except (FileNotFoundError, ValueError) as exc:
-        raise CliError(str(exc)) from None
-    engine = _engine(args)
 
     def show(r):
         if not args.quiet:
@@ -118,6 +206,8 @@ def run_assemblies(args) -> int:
     print(format_table(results, summary))
     print(f"total {time.perf_counter() - started:.0f} s")
     if args.json:
-        _write_json(args.json, {"engine": args.engine, "dir": str(root), "summary": summary,
-                                "models": [asdict(r) for r in results]})
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"engine": args.engine, "dir": str(root), "summary": summary,
+                                   "models": [asdict(r) for r in results]}, indent=1))
     return 0

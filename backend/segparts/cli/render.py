@@ -26,6 +26,8 @@ def register(sub):
     p.add_argument("--backend", choices=["auto", "embree", "nvdiffrast"], default="auto")
     p.add_argument("--labels", default=None, help="per-face labels (.npy, or text one per line) to paint and lift")
     p.add_argument("--out", required=True, help="output folder for the PNGs")
+    p.add_argument("--up-axis", choices=["y", "z"], default=None,
+                   help="the file's up axis (default: Y for .glb/.gltf, Z otherwise); Y-up is turned Z-up")
     p.set_defaults(func=run)
 
 
@@ -35,7 +37,7 @@ def run(args) -> int:
     from ..render import geosam2_rig, normalize_for_rendering, render_views, sampart3d_rig
 
     try:
-        mesh = load_mesh(args.mesh)
+        mesh = load_mesh(args.mesh, up_axis=args.up_axis)
     except MeshError as exc:
         raise CliError(exc.message) from None
     labels = _read_labels(args.labels, mesh) if args.labels else None

@@ -21,6 +21,8 @@ def register(sub):
     g.add_argument("--parts", type=int, default=None, help="number of parts")
     g.add_argument("--scale", type=float, default=None, help="granularity in [0, 1] (0 = finest)")
     p.add_argument("--out", required=True, metavar="OUT", help=".npy (labels), .ply or .glb (coloured mesh)")
+    p.add_argument("--up-axis", choices=["y", "z"], default=None,
+                   help="the file's up axis (default: Y for .glb/.gltf, Z otherwise); Y-up is turned Z-up")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="engine option (value parsed as JSON when possible); repeatable")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="in-process device")
@@ -45,7 +47,7 @@ def run(args) -> int:
         raise CliError("--scale must be in [0, 1]")
     options = _parse_options(args.option)
     try:
-        mesh = load_mesh(args.mesh)
+        mesh = load_mesh(args.mesh, up_axis=args.up_axis)
     except MeshError as exc:
         raise CliError(exc.message) from None
     started = time.perf_counter()
@@ -108,11 +110,13 @@ def _one_line(exc: Exception) -> str:
 
 
 def _segment_remote(mesh, args, options, progress):
+    from ..appearance import wire_arrays
     from ..client import BackendClient, BackendError
 
     client = BackendClient(args.host, args.port, token_file=args.token_file)
     try:
-        mid = client.upload_mesh(mesh.vertices, mesh.faces)
+        mid = client.upload_mesh(mesh.vertices, mesh.faces, cues=mesh.cues,
+                                 appearance=wire_arrays(mesh.appearance, mesh.faces))
         msg = client.segment(mid, engine=args.engine, parts=args.parts, scale=args.scale, options=options,
                              on_progress=progress)
     except TimeoutError:

@@ -5,7 +5,7 @@ model's `file` (.glb: materials kept) and `geometry_only` (.ply: the same triang
 Score: class-agnostic mIoU (../shared/reference/metrics.md), no connected-component split, at the
 engine's automatic granularity and at the oracle level of its tree (the cut with the best mIoU
 per model). Two tracks: `geometry` (the .ply files) and `materials` (the .glb files, whose
-per-face materials reach the engine through `Mesh.material`). `reference=True` adds yardsticks
+per-face materials and nodes reach the engine through `Mesh.material` / `Mesh.group`). `reference=True` adds yardsticks
 scored the same way: one part, welded connected components and (materials track) one part per
 material.
 """
@@ -77,23 +77,7 @@ def load_model(model: Model):
     gt = np.load(model.labels_path).astype(np.int64).ravel()
     if gt.shape != (mesh.n_faces,):
         raise ValueError(f"{model.labels_path}: {gt.size} labels for a mesh of {mesh.n_faces} triangles")
-    if getattr(mesh, "material", None) is None and model.mesh_path.suffix.lower() in (".glb", ".gltf"):
-        mesh.material = scene_materials(model.mesh_path, mesh.n_faces)
     return mesh, gt
-
-
-def scene_materials(path: Path, n_faces: int) -> np.ndarray | None:
-    """Per-triangle material of a glTF scene (one geometry per material primitive, concatenated in
-    scene order, the face order of `load_mesh`). Only used while `load_mesh` does not fill
-    `Mesh.material` itself."""
-    import trimesh
-
-    scene = trimesh.load(path, process=False)
-    geometries = scene.dump() if hasattr(scene, "dump") else [scene]
-    names = [id(getattr(g.visual, "material", None)) for g in geometries]
-    ids = {n: i for i, n in enumerate(dict.fromkeys(names))}
-    material = np.concatenate([np.full(len(g.faces), ids[n], np.int32) for g, n in zip(geometries, names)])
-    return material if len(material) == n_faces else None
 
 
 def oracle_levels(hierarchy, max_parts: int) -> list[np.ndarray]:
@@ -114,7 +98,7 @@ def reference_labels(mesh) -> dict[str, np.ndarray]:
 
     out = {"one_part": np.zeros(mesh.n_faces, np.int64),
            "components": face_components(mesh.faces, weld_vertices(mesh.vertices))}
-    material = getattr(mesh, "material", None)
+    material = mesh.material
     if material is not None:
         out["materials"] = np.asarray(material)
     return out

@@ -202,6 +202,38 @@ def evaluate(root: Path, engine, on_model: Callable[[ModelResult], None] | None 
     return results, summarise(results)
 
 
+def evaluate_item(engine, model: Model, reference: bool = False) -> dict:
+    """One model as a batch task (segparts.batch.evaluation): its ModelResult as a dict."""
+    from dataclasses import asdict
+
+    return asdict(evaluate_model(engine, model, reference))
+
+
+def evaluate_batch(root: Path, engine: str, device: str = "cpu", *, only: list[str] | None = None,
+                   reference: bool = False, out: str | None = None, workers: int = 0, ray: str | None = None,
+                   on_model: Callable[[ModelResult], None] | None = None, max_retries: int = 2,
+                   progress: bool | None = None):
+    """`evaluate` through the batch machinery: worker processes or Ray, per-model records in
+    `out` (a rerun skips the models already scored). Returns (results, summary, report);
+    models that failed are in `report.failed`, not in the results."""
+    from ..batch.evaluation import run_evaluation
+
+    models = list_models(root)
+    if only:
+        models = [m for m in models if m.model_id in set(only)]
+
+    def done(record: dict) -> None:
+        if on_model and record["status"] == "ok":
+            on_model(ModelResult(**record["result"]))
+
+    report = run_evaluation(models, key=lambda m: m.model_id, files=lambda m: [m.mesh_path, *m.seg_paths],
+                            evaluate=evaluate_item, engine=engine, device=device,
+                            options={"reference": reference}, out=out, workers=workers, ray=ray,
+                            on_result=done, max_retries=max_retries, progress=progress, desc="princeton")
+    results = [ModelResult(**r["result"]) for r in report.results if r["status"] in ("ok", "skipped")]
+    return results, (summarise(results) if results else {}), report
+
+
 def format_table(summary: dict) -> str:
     head = f"{'category':<11}{'n':>3} | {'1-RI':>6}{'GCE':>7}{'LCE':>7}{'mIoU':>7}{'parts':>7} | " \
            f"{'1-RI':>6}{'GCE':>7}{'LCE':>7}{'mIoU':>7}{'parts':>7}"

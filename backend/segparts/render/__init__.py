@@ -67,12 +67,14 @@ class Views:
 @dataclass
 class Appearance:
     """Optional surface colour for the shaded image. Give one of: per-vertex colours, per-face
-    colours, or a base-colour texture with UVs (per vertex (V, 2) or per face corner (F, 3, 2))."""
+    colours, per triangle-corner colours, or a base-colour texture with UVs (per vertex (V, 2) or
+    per face corner (F, 3, 2)). When several are given: texture, corner, vertex, face colours."""
 
     vertex_colors: np.ndarray | None = None  # (V, 3|4) uint8 or float in [0, 1]
     face_colors: np.ndarray | None = None  # (F, 3|4)
     uv: np.ndarray | None = None  # (V, 2) or (F, 3, 2)
     texture: np.ndarray | None = None  # (h, w, 3|4) uint8, row 0 = top (v = 1)
+    corner_colors: np.ndarray | None = None  # (F, 3, 3|4) per triangle corner, interpolated
 
     @classmethod
     def from_trimesh(cls, tm) -> "Appearance | None":
@@ -284,6 +286,11 @@ def _albedo(appearance: Appearance | None, fid, tri, b, n_vertices, n_faces) -> 
         x = np.mod(np.floor(st[:, 0] * tw), tw).astype(np.int64)
         y = np.mod(np.floor((1.0 - st[:, 1]) * th), th).astype(np.int64)
         return tex[y, x, :3]
+    if getattr(appearance, "corner_colors", None) is not None:
+        cc = _unit_colors(np.asarray(appearance.corner_colors))[..., :3]
+        if len(cc) != n_faces:
+            raise ValueError(f"{len(cc)} corner colour triples for {n_faces} faces")
+        return np.einsum("pk,pkc->pc", w, cc[fid])
     if appearance.vertex_colors is not None:
         vc = _unit_colors(np.asarray(appearance.vertex_colors))[:, :3]
         if len(vc) != n_vertices:
