@@ -45,6 +45,8 @@ REPEAT = 2.0
 UNIT_REF = 0.01
 SIZE_POWER = 0.5
 NEIGHBOURS = 12  # nearest surface samples asked per sample for unit contacts
+UNIT_NEIGHBOURS = 16  # closest other units kept per unit
+QUERY_CHUNK = 20_000
 MAX_SAMPLES = 300_000
 CONGRUENCE_TOLERANCE = 0.02  # relative, on area and sorted principal moments
 
@@ -85,7 +87,7 @@ def surface_samples(vertices, faces, areas, n_samples, rng):
     return points, owner
 
 
-def unit_contacts(vertices, faces, areas, units, rng, k: int = NEIGHBOURS):
+def unit_contacts(vertices, faces, areas, units, rng, k: int = NEIGHBOURS, cancel_check=lambda: None):
     """Pairs of units that are near each other and the smallest gap between them (mesh units,
     0 when within the sampling spacing): from the k nearest samples of every sample, so the
     number of pairs is at most k per sample however crowded the pieces are."""
@@ -96,7 +98,13 @@ def unit_contacts(vertices, faces, areas, units, rng, k: int = NEIGHBOURS):
     points, owner = surface_samples(vertices, faces, areas, n_samples, rng)
     unit = units[owner]
     k = min(k + 1, len(points))
-    dist, idx = cKDTree(points).query(points, k=k)
+    tree = cKDTree(points)
+    cancel_check()
+    dist = np.empty((len(points), k))
+    idx = np.empty((len(points), k), dtype=np.int64)
+    for lo in range(0, len(points), QUERY_CHUNK):  # in batches, so a cancel is heard meanwhile
+        dist[lo:lo + QUERY_CHUNK], idx[lo:lo + QUERY_CHUNK] = tree.query(points[lo:lo + QUERY_CHUNK], k=k)
+        cancel_check()
     a = np.repeat(unit, k)
     b = unit[idx.ravel()]
     d = dist.ravel()
@@ -110,7 +118,24 @@ def unit_contacts(vertices, faces, areas, units, rng, k: int = NEIGHBOURS):
     first = np.r_[True, key[1:] != key[:-1]]
     spacing = np.sqrt(max(float(areas.sum()), 1e-300) / max(n_samples, 1))
     gap = np.maximum(d[first] - 2.0 * spacing, 0.0)
-    return np.stack([key[first] // n_units, key[first] % n_units], axis=1), gap
+    pairs = np.stack([key[first] // n_units, key[first] % n_units], axis=1)
+    cancel_check()
+    keep = nearest_per_unit(pairs, gap, n_units, UNIT_NEIGHBOURS)
+    return pairs[keep], gap[keep]
+
+
+def nearest_per_unit(pairs: np.ndarray, gap: np.ndarray, n_units: int, k: int) -> np.ndarray:
+    """Mask of the pairs that are among the k smallest gaps of either of their units (bounds the
+    neighbours of a unit in a crowd, so the merging stays linear in the units)."""
+    side = np.concatenate([pairs[:, 0], pairs[:, 1]])
+    index = np.tile(np.arange(len(pairs)), 2)
+    order = np.lexsort((np.tile(gap, 2), side))
+    side, index = side[order], index[order]
+    starts = np.r_[0, np.flatnonzero(side[1:] != side[:-1]) + 1]
+    rank = np.arange(len(side)) - np.repeat(starts, np.diff(np.r_[starts, len(side)]))
+    keep = np.zeros(len(pairs), dtype=bool)
+    keep[index[rank < k]] = True
+    return keep
 
 
 def unit_centres_pairs(centres: np.ndarray, k: int = 4) -> np.ndarray:
@@ -219,6 +244,9 @@ def group_units(area: np.ndarray, cues: list[np.ndarray], repeat: np.ndarray,
     steps = 0
     while heap:
         c, i, j, vi, vj = heapq.heappop(heap)
+        steps += 1
+        if cancel_check is not None and steps % 4096 == 0:
+            cancel_check()
         if not (alive[i] and alive[j]) or j not in nbr[i]:
             continue
         if vi != version[i] or vj != version[j]:  # stale: re-price and put back
@@ -248,9 +276,6 @@ def group_units(area: np.ndarray, cues: list[np.ndarray], repeat: np.ndarray,
         for m in moved:
             if m in nbr[keep]:
                 heapq.heappush(heap, (cost(keep, m), keep, m, version[keep], version[m]))
-        steps += 1
-        if cancel_check is not None and steps % 256 == 0:
-            cancel_check()
     return merges
 
 

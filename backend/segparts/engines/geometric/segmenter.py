@@ -223,7 +223,7 @@ def _group_units(parent, height, labels, units, unit_of_patch, n_units, vertices
     unit_root = np.zeros(n_units, dtype=np.int64)
     unit_root[unit_of_patch] = root[:len(unit_of_patch)]
     unit_area = np.bincount(units, weights=graph.areas, minlength=n_units)
-    pairs, gap = unit_contacts(vertices, faces, graph.areas, units, rng)
+    pairs, gap = unit_contacts(vertices, faces, graph.areas, units, rng, cancel_check=cancel_check)
     cancel_check()
     centre = np.stack([np.bincount(units, weights=graph.areas * graph.centroids[:, k], minlength=n_units)
                        for k in range(3)], axis=1) / np.maximum(unit_area, 1e-300)[:, None]
