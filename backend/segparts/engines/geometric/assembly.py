@@ -100,28 +100,33 @@ def unit_contacts(vertices, faces, areas, units, rng, k: int = NEIGHBOURS, cance
     k = min(k + 1, len(points))
     tree = cKDTree(points)
     cancel_check()
-    dist = np.empty((len(points), k))
-    idx = np.empty((len(points), k), dtype=np.int64)
+    keys, dists = [], []
     for lo in range(0, len(points), QUERY_CHUNK):  # in batches, so a cancel is heard meanwhile
-        dist[lo:lo + QUERY_CHUNK], idx[lo:lo + QUERY_CHUNK] = tree.query(points[lo:lo + QUERY_CHUNK], k=k)
+        dist, idx = tree.query(points[lo:lo + QUERY_CHUNK], k=k)
+        key, d = _closest_per_pair(np.repeat(unit[lo:lo + QUERY_CHUNK], k), unit[idx.ravel()], dist.ravel(),
+                                   n_units)
+        keys.append(key)
+        dists.append(d)
         cancel_check()
-    a = np.repeat(unit, k)
-    b = unit[idx.ravel()]
-    d = dist.ravel()
-    between = a != b
-    a, b, d = a[between], b[between], d[between]
-    # every unit also meets its nearest other units by centre, so far pieces get neighbours too
-    lo, hi = np.minimum(a, b), np.maximum(a, b)
-    key = lo * n_units + hi
-    order = np.lexsort((d, key))
-    key, d = key[order], d[order]
-    first = np.r_[True, key[1:] != key[:-1]]
+    key, d = _closest_per_pair(np.concatenate(keys) // n_units, np.concatenate(keys) % n_units,
+                               np.concatenate(dists), n_units)
     spacing = np.sqrt(max(float(areas.sum()), 1e-300) / max(n_samples, 1))
-    gap = np.maximum(d[first] - 2.0 * spacing, 0.0)
-    pairs = np.stack([key[first] // n_units, key[first] % n_units], axis=1)
+    gap = np.maximum(d - 2.0 * spacing, 0.0)
+    pairs = np.stack([key // n_units, key % n_units], axis=1)
     cancel_check()
     keep = nearest_per_unit(pairs, gap, n_units, UNIT_NEIGHBOURS)
     return pairs[keep], gap[keep]
+
+
+def _closest_per_pair(a: np.ndarray, b: np.ndarray, d: np.ndarray, n_units: int):
+    """Unit pairs (as keys lo * n + hi, sorted) of different units and their smallest distance."""
+    between = a != b
+    a, b, d = a[between], b[between], d[between]
+    key = np.minimum(a, b) * n_units + np.maximum(a, b)
+    order = np.lexsort((d, key))
+    key, d = key[order], d[order]
+    first = np.r_[True, key[1:] != key[:-1]] if len(key) else np.zeros(0, dtype=bool)
+    return key[first], d[first]
 
 
 def nearest_per_unit(pairs: np.ndarray, gap: np.ndarray, n_units: int, k: int) -> np.ndarray:
@@ -238,7 +243,11 @@ def group_units(area: np.ndarray, cues: list[np.ndarray], repeat: np.ndarray,
         size = (small / max(total_area, 1e-300) / UNIT_REF) ** SIZE_POWER
         return (UNIT_BASE + rel_gap / GAP_UNIT) * factor * size
 
-    heap = [(cost(i, j), i, j, 0, 0) for i in range(n) for j in nbr[i] if i < j]
+    heap = []
+    for i in range(n):
+        heap.extend((cost(i, j), i, j, 0, 0) for j in nbr[i] if i < j)
+        if cancel_check is not None and i % 2048 == 2047:
+            cancel_check()
     heapq.heapify(heap)
     merges = []
     steps = 0
