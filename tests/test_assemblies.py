@@ -111,13 +111,14 @@ def test_eval_assemblies_command_on_two_sample_models(tmp_path, capsys):
     assert main(["eval", "assemblies", str(ASSEMBLIES), "--models", "GlassHurricaneCandleHolder", "Lantern",
                  "--reference", "--quiet", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "track: geometry" in printed and "track: materials" in printed
+    assert "track: geometry" in printed and "track: materials" in printed and "border length" in printed
     report = json.loads(out.read_text())
     assert len(report["models"]) == 4
     for m in report["models"]:
         assert 0 <= m["auto"] <= m["oracle"] <= 1
         ref = m["extra"]["reference"]
         assert ("materials" in ref) == (m["track"] == "materials")
+        assert 0 <= m["extra"]["borders"]["on_cue"] <= 1 and m["extra"]["borders"]["length_ratio"] >= 0
     # the materials track carries the candle holder's two materials: one part each is exact
     candle = [m for m in report["models"] if m["name"] == "GlassHurricaneCandleHolder" and m["track"] == "materials"]
     assert candle[0]["extra"]["reference"]["materials"] == 1.0

@@ -104,6 +104,31 @@ def reference_labels(mesh) -> dict[str, np.ndarray]:
     return out
 
 
+CREASE = np.deg2rad(30.0)  # a border edge on a crease at least this sharp is "on a cue"
+VALLEY = np.deg2rad(10.0)  # or in a concave valley at least this deep
+
+
+def border_figures(mesh, labels: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """Issue 18's border measures over shared (welded) edges: the fraction of our border length
+    that lies on a cue (a crease >= 30 deg, a valley >= 10 deg, or a material/group change;
+    borders between separate pieces share no edge and are cues by nature), and our border
+    length over the artist's."""
+    from ..engines.geometric.components import weld_vertices
+    from ..engines.geometric.graph import build_dual_graph
+
+    g = build_dual_graph(mesh.vertices, mesh.faces, weld_vertices(mesh.vertices))
+    a, b = g.pairs[:, 0], g.pairs[:, 1]
+    cue = (g.dihedral >= CREASE) | (g.concavity >= VALLEY)
+    for values in (mesh.material, mesh.group):
+        if values is not None:
+            cue |= np.asarray(values)[a] != np.asarray(values)[b]
+    ours = labels[a] != labels[b]
+    theirs = gt[a] != gt[b]
+    length = float(g.edge_length[ours].sum())
+    return {"on_cue": float(g.edge_length[ours & cue].sum() / length) if length > 0 else 1.0,
+            "length_ratio": length / max(float(g.edge_length[theirs].sum()), 1e-300)}
+
+
 def evaluate_model(engine, model: Model, track: str, reference: bool = False) -> ModelResult:
     mesh, gt = load_model(model)
     t0 = time.perf_counter()
@@ -121,6 +146,7 @@ def evaluate_model(engine, model: Model, track: str, reference: bool = False) ->
     extra = {k: v for k, v in seg.info.items() if k in ("n_leaves", "n_pieces", "repeats")}
     if "repeats" in extra:
         extra["repeats"] = len(extra["repeats"])
+    extra["borders"] = border_figures(mesh, seg.labels, gt)
     if reference:
         extra["reference"] = {name: miou(labels, gt) for name, labels in reference_labels(mesh).items()}
     return ModelResult(model.name, track, mesh.n_faces, int(gt.max()) + 1, seconds, auto, auto_parts,
@@ -136,7 +162,9 @@ def summarise(results: list[ModelResult]) -> dict:
                  "auto_parts": float(np.mean([r.auto_parts for r in rs])),
                  "oracle": float(np.mean([r.oracle for r in rs])),
                  "oracle_parts": float(np.mean([r.oracle_parts for r in rs])),
-                 "seconds_per_model": float(np.mean([r.seconds for r in rs]))}
+                 "seconds_per_model": float(np.mean([r.seconds for r in rs])),
+                 "border_on_cue": float(np.mean([r.extra["borders"]["on_cue"] for r in rs])),
+                 "border_length_ratio": float(np.median([r.extra["borders"]["length_ratio"] for r in rs]))}
         refs = [r.extra["reference"] for r in rs if "reference" in r.extra]
         if refs:
             entry["reference"] = {name: float(np.mean([ref[name] for ref in refs]))
@@ -174,5 +202,8 @@ def format_table(results: list[ModelResult], summary: dict) -> str:
         lines.append(f"{'mean (' + str(entry['n_models']) + ' models)':<41} | {entry['auto']:>6.3f}"
                      f"{entry['auto_parts']:>6.1f} | {entry['oracle']:>6.3f}{entry['oracle_parts']:>6.1f}"
                      + "".join(f" | {entry['reference'][n]:>10.3f}" for n in refs))
+        lines.append(f"borders at the automatic level: {entry['border_on_cue']:.3f} of their length on a crease, "
+                     f"valley or material/group change (mean); our / the artist's border length "
+                     f"{entry['border_length_ratio']:.2f} (median)")
         lines.append("")
     return "\n".join(lines)
