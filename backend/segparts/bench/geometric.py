@@ -181,7 +181,7 @@ def run(args) -> int:
         print("soup: N separate overlapping triangles in a unit cube; cancel s: the longest wait between two "
               "cancel checks of the engine")
     if args.json:
-        Path(args.json).write_text(json.dumps({"meshes": rows, "soups": soups} if soups else rows, indent=1))
+        Path(args.json).write_text(json.dumps({"meshes": rows, "soups": soups}, indent=1))
     if rows:
         plot(rows, Path(args.plot))
         print(f"plot: {args.plot}")
