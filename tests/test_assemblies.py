@@ -123,3 +123,16 @@ def test_eval_assemblies_command_on_two_sample_models(tmp_path, capsys):
     candle = [m for m in report["models"] if m["name"] == "GlassHurricaneCandleHolder" and m["track"] == "materials"]
     assert candle[0]["extra"]["reference"]["materials"] == 1.0
     assert main(["eval", "assemblies", str(ASSEMBLIES), "--models", "NoSuchModel"]) == 2
+
+
+def test_two_copies_alone_split_into_both_at_two_parts():
+    """Two identical boxes: they are one repeat group whose node is the root, so asking for two
+    parts gives the two boxes."""
+    a = trimesh.creation.box([1.0, 1.0, 1.0])
+    b = trimesh.creation.box([1.0, 1.0, 1.0])
+    b.apply_translation([3.0, 0.0, 0.0])
+    mesh = validate_mesh(np.concatenate([a.vertices, b.vertices]), np.concatenate([a.faces, b.faces + 8]))
+    seg = segment(mesh)
+    assert len(seg.info["repeats"]) == 1 and len(seg.info["repeats"][0]) == 2
+    two = seg.hierarchy.cut(parts=2)
+    assert len(np.unique(two[:12])) == 1 and len(np.unique(two[12:])) == 1 and two[0] != two[12]

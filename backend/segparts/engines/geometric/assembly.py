@@ -326,7 +326,7 @@ def gather_copies(parent: np.ndarray, height: np.ndarray, n_leaves: int, groups:
         kids = np.bincount(parent_a[alive & (parent_a >= 0)], minlength=len(parent_a))
         internal = np.arange(len(parent_a)) >= n_leaves
         empty = np.flatnonzero(alive & internal & (kids == 0))
-        single = np.flatnonzero(alive & internal & (kids == 1) & (parent_a >= 0))
+        single = np.flatnonzero(alive & internal & (kids == 1))  # a lone root hands over to its child
         if len(empty) == 0 and len(single) == 0:
             break
         if len(empty):
