@@ -80,9 +80,13 @@ def test_bench_geometric_command_writes_table_json_and_plot(tmp_path, capsys):
     (sample / "manifest.csv").write_text("model_id,category,n_faces\n81,Ant,12736\n")
     plot, rows = tmp_path / "time.png", tmp_path / "rows.json"
     assert main(["bench", "geometric", "--dir", str(sample), "--targets", "12000", "50000", "--repeats", "1",
-                 "--plot", str(plot), "--json", str(rows)]) == 0
+                 "--soups", "200", "--plot", str(plot), "--json", str(rows)]) == 0
     assert "peak MB" in capsys.readouterr().out
-    data = json.loads(rows.read_text())
+    report = json.loads(rows.read_text())
+    soup = report["soups"]
+    assert len(soup) == 1 and soup[0]["triangles"] == 200 and soup[0]["seconds"] > 0
+    assert 0 < soup[0]["max_cancel_gap_s"] <= soup[0]["seconds"] + 1
+    data = report["meshes"]
     assert len(data) == 2 and data[1]["faces"] > 3 * data[0]["faces"]  # the second is subdivided
     assert all(r["seconds"] > 0 and r["peak_rss_mb"] > 0 and r["pick_ms"] >= 0 for r in data)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

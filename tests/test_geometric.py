@@ -162,12 +162,13 @@ def _majority(labels: np.ndarray, group: int) -> np.ndarray:
 # ---- separate pieces ---------------------------------------------------------------------------
 
 def test_pieces_merge_by_contact_and_size():
-    """A big box with a small box resting on it (a knob), and a similar big box far away: the
-    knob joins its box before the two big boxes join; coincident duplicate vertices are welded."""
+    """A big box with a small box resting on it (a knob), and a similar (not congruent) big box
+    far away: the knob joins its box before the two big boxes join; coincident duplicate
+    vertices are welded."""
     big = trimesh.creation.box([2.0, 2.0, 1.0])
     knob = trimesh.creation.box([0.3, 0.3, 0.3])
     knob.apply_translation([0.0, 0.0, 0.65])
-    far = trimesh.creation.box([2.0, 2.0, 1.0])
+    far = trimesh.creation.box([2.0, 1.6, 1.0])
     far.apply_translation([6.0, 0.0, 0.0])
     parts = [big, knob, far]
     vertices = np.concatenate([p.vertices for p in parts])

@@ -5,6 +5,10 @@ nearest size to each target. Every size runs in a fresh subprocess so its peak R
 interpreter and libraries included) belongs to that size alone. Loading is excluded from the
 time. Also timed: pick (a face click at the automatic granularity; median of 200 clicks) and a
 re-cut of the tree at another granularity. Prints a table and saves a PNG plot of time vs faces.
+
+Then a dense soup: N separate triangles overlapping in a unit cube (every triangle a piece that
+touches hundreds of others), the worst case for grouping pieces; its time and the longest wait
+between two cancel checks of the engine (how long a cancel can take to be answered).
 """
 from __future__ import annotations
 
@@ -16,17 +20,61 @@ import time
 from pathlib import Path
 
 DEFAULT_TARGETS = (10_000, 30_000, 100_000, 300_000, 1_000_000)
+DEFAULT_SOUPS = (500, 1_000, 2_000, 10_000)
 DEFAULT_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "benchmarks" / "princeton"
 
 
 def register(sub):
     p = sub.add_parser("geometric", help="geometric engine: time and memory vs mesh size, pick latency")
     p.add_argument("--dir", default=str(DEFAULT_DIR), help="Princeton sample folder (meshes to subdivide)")
-    p.add_argument("--targets", type=int, nargs="+", default=list(DEFAULT_TARGETS), metavar="FACES")
+    p.add_argument("--targets", type=int, nargs="*", default=list(DEFAULT_TARGETS), metavar="FACES")
     p.add_argument("--repeats", type=int, default=3, help="runs per size (median reported)")
     p.add_argument("--plot", default="bench_out/geometric.png", help="PNG plot of time vs faces")
+    p.add_argument("--soups", type=int, nargs="*", default=list(DEFAULT_SOUPS), metavar="TRIANGLES",
+                   help="triangle soups to time (none: --soups with no value)")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the rows as JSON")
     p.set_defaults(func=run)
+
+
+def triangle_soup(n: int, seed: int = 0):
+    """n separate triangles (edges ~0.3) at random places and orientations in the unit cube."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    centres = rng.random((n, 1, 3))
+    vertices = (centres + 0.15 * rng.standard_normal((n, 3, 3))).reshape(-1, 3)
+    return vertices, np.arange(3 * n).reshape(n, 3)
+
+
+def soup_worker(n: int) -> dict:
+    """Runs in a subprocess: segment a soup of n triangles; time it and the cancel-check gaps."""
+    import resource
+
+    from ..engines.base import CancelToken, SegmentParams, no_progress
+    from ..engines.geometric import GeometricEngine
+    from ..mesh import validate_mesh
+
+    class TimedCancel(CancelToken):
+        """A cancel token that is never cancelled and records when the engine asks."""
+
+        def __init__(self):
+            super().__init__()
+            self.asked = [time.perf_counter()]
+
+        def check(self):
+            self.asked.append(time.perf_counter())
+            super().check()
+
+    mesh = validate_mesh(*triangle_soup(n))
+    token = TimedCancel()
+    t0 = time.perf_counter()
+    seg = GeometricEngine().segment(mesh, SegmentParams(), no_progress, token)
+    seconds = time.perf_counter() - t0
+    token.asked.append(time.perf_counter())
+    gaps = [b - a for a, b in zip(token.asked, token.asked[1:])]
+    return {"triangles": n, "seconds": seconds, "parts": int(seg.labels.max()) + 1,
+            "max_cancel_gap_s": max(gaps), "stages": seg.info.get("times", {}),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def choose_base(root: Path, target: int) -> tuple[Path, int]:
@@ -115,10 +163,28 @@ def run(args) -> int:
     print(f"time: median of {args.repeats} runs, loading excluded; peak MB: ru_maxrss of the worker process "
           "(Python, numpy, scipy, embree included); pick / point: median of 200 face / 3D-point clicks at automatic "
           "granularity (the first point click, which builds a k-d tree, is in the JSON); recut: cut(parts=5)")
+    soups = []
+    if args.soups:
+        print(f"{'soup':>9} {'time s':>8} {'peak MB':>8} {'parts':>6} {'cancel s':>9}  stages (s)")
+    for n in args.soups:
+        code = ("import json; from segparts.bench.geometric import soup_worker; "
+                f"print(json.dumps(soup_worker({int(n)})))")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise CliError(f"soup of {n}: worker failed: {proc.stderr.strip().splitlines()[-1:]}")
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        soups.append(row)
+        stages = " ".join(f"{k}={v:.2f}" for k, v in row["stages"].items())
+        print(f"{n:>9} {row['seconds']:>8.2f} {row['peak_rss_mb']:>8.0f} {row['parts']:>6} "
+              f"{row['max_cancel_gap_s']:>9.3f}  {stages}", flush=True)
+    if soups:
+        print("soup: N separate overlapping triangles in a unit cube; cancel s: the longest wait between two "
+              "cancel checks of the engine")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
-    plot(rows, Path(args.plot))
-    print(f"plot: {args.plot}")
+        Path(args.json).write_text(json.dumps({"meshes": rows, "soups": soups}, indent=1))
+    if rows:
+        plot(rows, Path(args.plot))
+        print(f"plot: {args.plot}")
     return 0
 
 

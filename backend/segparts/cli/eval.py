@@ -1,5 +1,7 @@
 """`segparts eval princeton DIR [--engine E] [--json OUT]`: the Princeton segmentation benchmark
-protocol (../shared/reference/metrics.md) on a folder of `off/`, `seg/` (and `manifest.csv`)."""
+protocol (../shared/reference/metrics.md) on a folder of `off/`, `seg/` (and `manifest.csv`).
+`segparts eval assemblies DIR [--track geometry|materials|both]`: artist assemblies (manifest.json
++ `<name>.labels.npy`), class-agnostic mIoU per model at the automatic and oracle level."""
 from __future__ import annotations
 
 import json
@@ -27,6 +29,7 @@ def register(sub):
     _add_batch_flags(pp)
     pp.set_defaults(func=run_princeton)
     _register_partobjaverse(esub)
+    _register_assemblies(esub)
 
 
 def run_princeton(args) -> int:
@@ -152,3 +155,59 @@ def run_partobjaverse(args) -> int:
         out.write_text(json.dumps({"engine": args.engine, "dir": str(root), "summary": summary, "shapes": results,
                                    **_batch_facts(report)}, indent=1))
     return _report_failures(report)
+
+
+def _register_assemblies(esub) -> None:
+    pa = esub.add_parser("assemblies", help="artist assemblies: class-agnostic mIoU against the artist's parts")
+    pa.add_argument("dir", metavar="DIR", help="folder with manifest.json (e.g. ../shared/benchmarks/assemblies)")
+    pa.add_argument("--engine", default="geometric", help="engine to score (default geometric)")
+    pa.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    pa.add_argument("--track", choices=["geometry", "materials", "both"], default="both",
+                    help="geometry: the .ply files (no materials); materials: the .glb files; both (default)")
+    pa.add_argument("--json", metavar="OUT", default=None, help="also write per-model and summary figures as JSON")
+    pa.add_argument("--models", nargs="*", default=None, metavar="NAME", help="only these models")
+    pa.add_argument("--quiet", action="store_true", help="no per-model lines")
+    pa.add_argument("--reference", action="store_true",
+                    help="also score one part, welded connected components and one part per material")
+    pa.set_defaults(func=run_assemblies)
+
+
+def run_assemblies(args) -> int:
+    from ..engines import create_engine
+    from ..eval.assemblies import evaluate, format_table, list_models
+
+    root = Path(args.dir)
+    tracks = ("geometry", "materials") if args.track == "both" else (args.track,)
+    try:
+        for track in tracks:
+            missing = set(args.models or ()) - {m.name for m in list_models(root, track)}
+            if missing:
+                raise CliError(f"no model named {', '.join(sorted(missing))} in {root / 'manifest.json'}")
+    except (FileNotFoundError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    try:
+        engine = create_engine(args.engine, args.device)
+    except KeyError as exc:
+        raise CliError(exc.args[0]) from None
+    availability = engine.availability()
+    if not availability.available:
+        raise CliError(f"engine {args.engine} is unavailable: {availability.message()}")
+
+    def show(r):
+        if not args.quiet:
+            print(f"{r.track:<9} {r.name:<28} {r.n_faces:>7} faces {r.seconds:6.2f} s | auto mIoU {r.auto:.3f} "
+                  f"({r.auto_parts} parts) | oracle {r.oracle:.3f} ({r.oracle_parts} parts) | artist {r.gt_parts}",
+                  file=sys.stderr, flush=True)
+
+    started = time.perf_counter()
+    results, summary = evaluate(root, engine, tracks, show, only=args.models, reference=args.reference)
+    print(f"Artist assemblies, engine {args.engine}: class-agnostic mIoU against the artist's parts "
+          f"(automatic granularity, and the oracle level of the tree per model)")
+    print(format_table(results, summary))
+    print(f"total {time.perf_counter() - started:.0f} s")
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"engine": args.engine, "dir": str(root), "summary": summary,
+                                   "models": [asdict(r) for r in results]}, indent=1))
+    return 0

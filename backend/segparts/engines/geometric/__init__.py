@@ -35,6 +35,7 @@ class GeometricEngine:
         t0 = time.perf_counter()
         hierarchy, info = build_tree(
             mesh.vertices, mesh.faces,
+            material=mesh.material, group=mesh.group,
             weld_tolerance=float(opts.get("weld_tolerance", DEFAULT_WELD_TOLERANCE)),
             n_patches=int(opts.get("patches", DEFAULT_PATCHES)),
             seed=int(opts.get("seed", 0)),

@@ -177,6 +177,23 @@ def agglomerate(leaf_labels: np.ndarray, g: PatchGraph, centroids: np.ndarray, c
     distant pieces) are then joined nearest first (single linkage on their patch centroids),
     above every contact merge and above `distant_floor` (the automatic level, so the default
     cut never fuses pieces that don't touch)."""
+    parent_a, height_a = merge_forest(g, cancel_check)
+    return finish_tree(leaf_labels, parent_a, height_a, centroids, g.area, distant_floor)
+
+
+def finish_tree(leaf_labels, parent_a, height_a, centroids, areas, distant_floor) -> Hierarchy:
+    """Join what is left apart by distance (above everything and the floor) into one tree."""
+    roots = np.flatnonzero(parent_a < 0)
+    if len(roots) > 1:
+        parent_a, height_a = _join_by_distance(parent_a, height_a, roots, leaf_labels, centroids, areas,
+                                               distant_floor)
+    height_a[-1] = 1.0
+    return Hierarchy(leaf_labels, parent_a, height_a)
+
+
+def merge_forest(g: PatchGraph, cancel_check=None) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy lowest-cost merging along the borders of `g`: (parent, height) per node, -1 for
+    the roots of what the borders leave apart."""
     clusters = _Clusters(g)
     n_leaves = len(g.area)
     heap = [(clusters.cost(i, j), i, j) for i, j in g.edges.tolist()]
@@ -198,14 +215,7 @@ def agglomerate(leaf_labels: np.ndarray, g: PatchGraph, centroids: np.ndarray, c
             heapq.heappush(heap, (clusters.cost(m, k), m, k))
         if cancel_check is not None and len(parent) % 64 == 0:
             cancel_check()
-    parent_a = np.array(parent, dtype=np.int64)
-    height_a = np.array(height, dtype=np.float64)
-    roots = np.flatnonzero(parent_a < 0)
-    if len(roots) > 1:
-        parent_a, height_a = _join_by_distance(parent_a, height_a, roots, leaf_labels, centroids, g.area,
-                                               distant_floor)
-    height_a[-1] = 1.0
-    return Hierarchy(leaf_labels, parent_a, height_a)
+    return np.array(parent, dtype=np.int64), np.array(height, dtype=np.float64)
 
 
 def _join_by_distance(parent, height, roots, leaf_labels, centroids, areas=None, floor=0.0):

@@ -3,28 +3,30 @@
 1. weld coincident vertices; split into edge-connected pieces;
 2. over-segment into a few hundred patches bounded by creases (oversegment.py);
 3. measure each patch's thickness (SDF, Embree rays from a sample of its faces);
-4. find borders between patches: shared edges inside a piece, contact/proximity between pieces;
-5. merge greedily by a concavity + thickness + size cost into a merge tree (merge.py).
+4. find borders between patches inside each unit (a piece cut by material/group borders);
+5. merge greedily by a concavity + thickness + size cost into one tree per unit (merge.py);
+6. merge the units by contact, gap, shared material/group and repetition (assembly.py), and
+   gather congruent copies under one node.
 """
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from ...hierarchy import Hierarchy
 from .components import DEFAULT_WELD_TOLERANCE, weld_vertices
 from .graph import DualGraph, build_dual_graph, dual_components
-from .merge import CONTACT_CONCAVITY, PatchGraph, agglomerate, border_stats, cost_to_height
+from .assembly import (congruent_groups, gather_copies, group_units, shape_signatures, unit_centres_pairs,
+                       unit_contacts, unit_labels)
+from .merge import PatchGraph, border_stats, cost_to_height, finish_tree, merge_forest
 from .oversegment import oversegment
 from .sdf import RayCaster, shape_diameter
 
 DEFAULT_PATCHES = 200  # leaves of the tree (more only when there are more separate pieces)
 SDF_SAMPLES_PER_PATCH = 12
-CONTACT_RADIUS = 2e-3  # pieces closer than this x bbox diagonal touch
-MAX_CONTACT_POINTS = 300_000
 AUTO_COST = 0.5  # automatic granularity: the merge-cost threshold, tuned once on the whole sample
 
 
@@ -92,68 +94,30 @@ def border_concavity(graph: DualGraph, labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def patch_thickness(caster, graph: DualGraph, labels, sample, n_patches, diag, pieces) -> np.ndarray:
+SDF_CHUNK = 4096  # sampled faces per batch of rays (the cancel check runs between batches)
+
+
+def patch_thickness(caster, graph: DualGraph, labels, sample, n_patches, diag, pieces,
+                    cancel_check=lambda: None) -> np.ndarray:
     """log SDF per patch: median SDF of a few sampled faces of the patch."""
-    sdf = shape_diameter(caster, graph.centroids[sample], graph.normals[sample], offset=1e-5 * diag,
-                         piece=pieces[sample])
+    sdf = np.empty(len(sample))
+    for lo in range(0, len(sample), SDF_CHUNK):
+        part = sample[lo:lo + SDF_CHUNK]
+        sdf[lo:lo + SDF_CHUNK] = shape_diameter(caster, graph.centroids[part], graph.normals[part],
+                                                offset=1e-5 * diag, piece=pieces[part])
+        cancel_check()
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.log(group_median(sdf, labels[sample], n_patches))
 
 
-def surface_points(vertices, faces, areas, n_samples, rng):
-    """Points on the surface with their face: every used vertex plus area-weighted random points
-    (so a small piece resting inside a large face still finds that face nearby)."""
-    n_faces = len(faces)
-    face_of_vertex = np.full(len(vertices), -1, dtype=np.int64)
-    face_of_vertex[faces.ravel()] = np.repeat(np.arange(n_faces), 3)
-    used = np.flatnonzero(face_of_vertex >= 0)
-    total = areas.sum()
-    if total > 0:
-        face = rng.choice(n_faces, size=n_samples, p=areas / total)
-        r1, r2 = rng.random((2, n_samples))
-        flip = r1 + r2 > 1
-        r1[flip], r2[flip] = 1 - r1[flip], 1 - r2[flip]
-        tri = vertices[faces[face]]
-        random_points = tri[:, 0] + r1[:, None] * (tri[:, 1] - tri[:, 0]) + r2[:, None] * (tri[:, 2] - tri[:, 0])
-    else:
-        face, random_points = np.empty(0, np.int64), np.empty((0, 3))
-    points = np.concatenate([vertices[used], random_points])
-    owner = np.concatenate([face_of_vertex[used], face])
-    if len(points) > MAX_CONTACT_POINTS:
-        keep = np.sort(rng.choice(len(points), MAX_CONTACT_POINTS, replace=False))
-        points, owner = points[keep], owner[keep]
-    return points, owner
-
-
-def contact_borders(vertices, faces, areas, pieces, labels, diag, rng):
-    """Patch pairs of different pieces that touch or nearly touch: (pairs, estimated length of
-    the contact), from surface points of different pieces closer than a small radius."""
-    n_samples = min(MAX_CONTACT_POINTS // 2, 20 * len(faces))
-    points, owner = surface_points(vertices, faces, areas, n_samples, rng)
-    spacing = np.sqrt(max(areas.sum(), 1e-300) / max(n_samples, 1))
-    radius = max(CONTACT_RADIUS * diag, 1.5 * spacing)
-    close = cKDTree(points).query_pairs(radius, output_type="ndarray")
-    fa, fb = owner[close[:, 0]], owner[close[:, 1]]
-    between = pieces[fa] != pieces[fb]
-    if not between.any():
-        return np.empty((0, 2), np.int64), np.empty(0)
-    pa, pb = labels[fa[between]], labels[fb[between]]
-    lo, hi = np.minimum(pa, pb), np.maximum(pa, pb)
-    n = int(labels.max()) + 1
-    key = lo * n + hi
-    uniq, inv = np.unique(key, return_inverse=True)
-    # contact area ~ distinct close points x spacing^2; its "border length" ~ 4 sqrt(area)
-    point_ids = np.concatenate([close[between, 0], close[between, 1]])
-    pair_ids = np.concatenate([inv, inv])
-    n_points = np.bincount(np.unique(pair_ids * len(points) + point_ids) // len(points), minlength=len(uniq))
-    return np.stack([uniq // n, uniq % n], axis=1), 4.0 * np.sqrt(n_points) * spacing
-
-
-def build_tree(vertices: np.ndarray, faces: np.ndarray, *, weld_tolerance: float = DEFAULT_WELD_TOLERANCE,
+def build_tree(vertices: np.ndarray, faces: np.ndarray, *, material: np.ndarray | None = None,
+               group: np.ndarray | None = None, weld_tolerance: float = DEFAULT_WELD_TOLERANCE,
                n_patches: int | None = None, seed: int = 0,
                progress: Callable[[float, str], None] | None = None,
                cancel_check: Callable[[], None] | None = None) -> tuple[Hierarchy, dict]:
-    """Merge tree (coarse -> fine) over all faces, and timings per stage."""
+    """Merge tree (coarse -> fine) over all faces, and timings per stage. `material` and `group`
+    (per face ids, optional) are authoring cues: units never straddle them, and units that share
+    one group early."""
     progress = progress or (lambda f, s: None)
     cancel_check = cancel_check or (lambda: None)
     rng = np.random.default_rng(seed)
@@ -170,60 +134,145 @@ def build_tree(vertices: np.ndarray, faces: np.ndarray, *, weld_tolerance: float
 
     vertices = np.asarray(vertices, dtype=np.float64)
     faces = np.asarray(faces, dtype=np.int64)
+    n_faces = len(faces)
     diag = float(np.linalg.norm(np.ptp(vertices[faces.ravel()], axis=0))) or 1.0
+    cues = [np.unique(np.asarray(c).ravel(), return_inverse=True)[1].ravel()
+            for c in (material, group) if c is not None]
     progress(0.0, "graph")
     welded = weld_vertices(vertices, weld_tolerance)
-    graph = build_dual_graph(vertices, faces, welded)
-    pieces = dual_components(graph.pairs, len(faces))
+    full_graph = build_dual_graph(vertices, faces, welded)
+    pieces = dual_components(full_graph.pairs, n_faces)
+    units = unit_labels(full_graph.pairs, n_faces, pieces, cues)
+    inner = units[full_graph.pairs[:, 0]] == units[full_graph.pairs[:, 1]]
+    graph = replace(full_graph, pairs=full_graph.pairs[inner], edge_length=full_graph.edge_length[inner],
+                    concavity=full_graph.concavity[inner], dihedral=full_graph.dihedral[inner])
+    n_units = int(units.max()) + 1
     lap("graph")
 
     progress(0.2, "patches")
-    labels = oversegment(graph, pieces, min(n_patches, max(1, len(faces) // 8)), diag, rng)
+    labels = oversegment(graph, units, min(n_patches, max(1, n_faces // 8)), diag, rng)
     n_leaves = int(labels.max()) + 1
     lap("patches")
 
     progress(0.5, "thickness")
     caster = RayCaster(vertices, faces, pieces)
-    sample = sample_per_group(labels, graph.areas > 0, SDF_SAMPLES_PER_PATCH, rng)
-    log_sdf = patch_thickness(caster, graph, labels, sample, n_leaves, diag, pieces)
+    # thickness and visibility only matter where patches meet: a patch alone in its unit (a
+    # bolt, a triangle of a soup) gets no rays
+    bordered = np.zeros(n_leaves, dtype=bool)
+    between = labels[graph.pairs[:, 0]] != labels[graph.pairs[:, 1]]
+    bordered[labels[graph.pairs[between].ravel()]] = True
+    sample = sample_per_group(labels, (graph.areas > 0) & bordered[labels], SDF_SAMPLES_PER_PATCH, rng)
+    log_sdf = patch_thickness(caster, graph, labels, sample, n_leaves, diag, pieces, cancel_check)
     lap("thickness")
 
     progress(0.7, "borders")
     area = np.bincount(labels, weights=graph.areas, minlength=n_leaves)
-    piece_of_patch = np.zeros(n_leaves, dtype=np.int64)
-    piece_of_patch[labels] = pieces
-    piece_area = np.bincount(pieces, weights=graph.areas)[piece_of_patch]
+    unit_of_patch = np.zeros(n_leaves, dtype=np.int64)
+    unit_of_patch[labels] = units
+    unit_area = np.bincount(units, weights=graph.areas, minlength=n_units)
     edges, length, concave = border_stats(labels, graph.pairs, graph.edge_length, border_concavity(graph, labels))
-    contact = np.zeros(len(edges), dtype=bool)
-    if pieces.max() > 0:
-        c_edges, c_length = contact_borders(vertices, faces, graph.areas, pieces, labels, diag, rng)
-        edges = np.concatenate([edges, c_edges])
-        length = np.concatenate([length, c_length])
-        concave = np.concatenate([concave, c_length * CONTACT_CONCAVITY])
-        contact = np.concatenate([contact, np.ones(len(c_edges), dtype=bool)])
-        edges, length, concave, contact = _merge_duplicate_borders(edges, length, concave, contact, n_leaves)
     # a tiny epsilon keeps zero-area (all degenerate) patches from dividing by zero
     eps = 1e-12 * diag * diag
-    patch_graph = PatchGraph(area + eps, log_sdf, piece_area + eps, edges, length, concave, contact,
-                             graph.centroids[sample], graph.normals[sample], labels[sample], caster, diag, pieces[sample])
+    patch_graph = PatchGraph(area + eps, log_sdf, unit_area[unit_of_patch] + eps, edges, length, concave,
+                             np.zeros(len(edges), dtype=bool), graph.centroids[sample], graph.normals[sample],
+                             labels[sample], caster, diag, pieces[sample])
     lap("borders")
 
     progress(0.8, "merging")
+    parent, height = merge_forest(patch_graph, cancel_check)
+    if is_assembly(unit_area):
+        height = height * (0.99 * auto_scale() / max(float(height.max(initial=0.0)), 1e-12))
+    unit_repeat = np.full(n_units, -1, dtype=np.int64)
+    if n_units > 1:
+        parent, height, unit_repeat = _group_units(parent, height, labels, units, unit_of_patch, n_units, vertices,
+                                                   faces, graph, cues, diag, rng, cancel_check)
     centroids = np.stack([np.bincount(labels, weights=graph.areas * graph.centroids[:, k], minlength=n_leaves)
                           for k in range(3)], axis=1) / np.maximum(area, 1e-300)[:, None]
-    hierarchy = agglomerate(labels, patch_graph, centroids, cancel_check, distant_floor=auto_scale())
+    hierarchy = finish_tree(labels, parent, height, centroids, area, auto_scale())
+    cancel_check()
+    repeats = []
+    if n_units > 1:
+        hierarchy, repeats = _gather_repeats(hierarchy, units, n_units, vertices, faces, graph, diag)
     lap("merge")
     progress(1.0, "done")
-    info = {"times": times, "n_leaves": n_leaves, "n_pieces": int(pieces.max()) + 1}
+    info = {"times": times, "n_leaves": n_leaves, "n_pieces": int(pieces.max()) + 1, "n_units": n_units,
+            "repeats": repeats}
     return hierarchy, info
 
 
-def _merge_duplicate_borders(edges, length, concave, contact, n):
-    """Sum the stats of borders listed twice (shared edges and proximity between the same pair)."""
-    key = edges[:, 0] * n + edges[:, 1]
-    uniq, inv = np.unique(key, return_inverse=True)
-    length = np.bincount(inv, weights=length)
-    concave = np.bincount(inv, weights=concave)
-    # a border is a contact only when the two patches share no edge at all
-    shared = np.bincount(inv, weights=~contact) > 0
-    return np.stack([uniq // n, uniq % n], axis=1), length, concave, ~shared
+ASSEMBLY_SHARE = 0.01  # a unit with this share of the area counts as a substantial piece
+
+
+def is_assembly(unit_area: np.ndarray) -> bool:
+    """Several substantial units (pieces or material regions): the artist's decomposition.
+    Their inner trees then sit below the automatic level (units are its parts; finer cuts
+    still split them along creases and thickness). A scan with specks of debris is not one."""
+    return int(np.count_nonzero(unit_area >= ASSEMBLY_SHARE * unit_area.sum())) >= 2
+
+
+def _group_units(parent, height, labels, units, unit_of_patch, n_units, vertices, faces, graph, cues, diag, rng,
+                 cancel_check):
+    """Merges of whole units (their patch trees' roots) by contact, gap, cues and repetition,
+    appended to the patch forest."""
+    root = np.arange(len(parent))
+    while True:  # each node's root, by pointer jumping
+        nxt = np.where(parent[root] >= 0, parent[root], root)
+        if np.array_equal(nxt, root):
+            break
+        root = nxt
+    unit_root = np.zeros(n_units, dtype=np.int64)
+    unit_root[unit_of_patch] = root[:len(unit_of_patch)]
+    unit_area = np.bincount(units, weights=graph.areas, minlength=n_units)
+    pairs, gap = unit_contacts(vertices, faces, graph.areas, units, rng, cancel_check=cancel_check)
+    cancel_check()
+    centre = np.stack([np.bincount(units, weights=graph.areas * graph.centroids[:, k], minlength=n_units)
+                       for k in range(3)], axis=1) / np.maximum(unit_area, 1e-300)[:, None]
+    far = unit_centres_pairs(centre)
+    if len(far):
+        radius = np.sqrt(unit_area / np.pi)
+        far_gap = np.maximum(np.linalg.norm(centre[far[:, 0]] - centre[far[:, 1]], axis=1)
+                             - radius[far[:, 0]] - radius[far[:, 1]], 0.0)
+        pairs, gap = np.concatenate([pairs, far]), np.concatenate([gap, far_gap])
+    unit_cues = []
+    for cue in cues:
+        per_unit = np.zeros(n_units, dtype=np.int64)
+        per_unit[units] = cue
+        unit_cues.append(per_unit)
+    signatures = shape_signatures(vertices, faces, graph.areas, units, n_units)
+    repeat = np.full(n_units, -1, dtype=np.int64)
+    for k, members in enumerate(congruent_groups(signatures, np.arange(n_units), diag)):
+        repeat[members] = k
+    cancel_check()
+    merges = group_units(unit_area, unit_cues, repeat, pairs, gap, float(unit_area.sum()), cancel_check)
+    node_of = list(unit_root)
+    parent, height = list(parent), list(height)
+    for a, b, c in merges:
+        k = len(parent)
+        na, nb = node_of[a], node_of[b]
+        parent[na] = parent[nb] = k
+        parent.append(-1)
+        height.append(max(cost_to_height(c), height[na], height[nb]))
+        node_of.append(k)
+    return np.array(parent, dtype=np.int64), np.array(height, dtype=np.float64), repeat
+
+
+def _gather_repeats(hierarchy, units, n_units, vertices, faces, graph, diag):
+    """Congruent parts at the automatic level that consist of whole units become siblings under
+    one node just above that level; returns the new tree and the groups (node ids)."""
+    level = auto_scale()
+    active = hierarchy.active_at_scale(level)
+    node_of_face = hierarchy.representative(active)[hierarchy.leaf_labels]
+    nodes, part = np.unique(node_of_face, return_inverse=True)
+    part = part.ravel()
+    # a part made of whole units: every unit it touches lies entirely inside it
+    per_unit_parts = np.unique(np.stack([units, part], axis=1), axis=0)
+    split_units = np.bincount(per_unit_parts[:, 0], minlength=n_units) > 1
+    whole = np.ones(len(nodes), dtype=bool)
+    whole[part[split_units[units]]] = False
+    signatures = shape_signatures(vertices, faces, graph.areas, part, len(nodes))
+    groups = [nodes[g] for g in congruent_groups(signatures, np.flatnonzero(whole), diag)]
+    if not groups:
+        return hierarchy, []
+    parent, height, renamed = gather_copies(hierarchy.parent, hierarchy.height, hierarchy.n_leaves, groups, level)
+    height[-1] = 1.0
+    return Hierarchy(hierarchy.leaf_labels, parent, height), renamed
