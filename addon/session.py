@@ -47,7 +47,14 @@ class Config:
 
     @property
     def log_file(self) -> Path:
+        """The backend's own log, rotated by the backend (`serve --log-file`: 5 MB x 3)."""
         return Path(self.state_dir) / "backend.log"
+
+    @property
+    def console_file(self) -> Path:
+        """What the process printed (start-up line, a crash before logging starts): one run's
+        worth, emptied at each start, so it never grows across sessions."""
+        return Path(self.state_dir) / "backend-console.log"
 
 
 class BackendProcess:
@@ -61,7 +68,8 @@ class BackendProcess:
     def command(self) -> list[str]:
         c = self.config
         return [c.python, "-m", "segparts", "serve", "--host", c.host, "--port", str(c.port),
-                "--device", c.device, "--token-file", str(c.token_file), "--parent-pid", str(self.parent_pid)]
+                "--device", c.device, "--token-file", str(c.token_file), "--parent-pid", str(self.parent_pid),
+                "--log-file", str(c.log_file)]
 
     def start(self) -> None:
         c = self.config
@@ -79,7 +87,7 @@ class BackendProcess:
             env["SEGPARTS_MODELS"] = c.models_dir
         if c.manifest and Path(c.manifest).exists() and "SEGPARTS_MANIFEST" not in env:
             env["SEGPARTS_MANIFEST"] = c.manifest
-        log = open(c.log_file, "ab")
+        log = open(c.console_file, "wb")
         try:
             flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
@@ -110,10 +118,12 @@ class BackendProcess:
         self.proc = None
 
     def log_tail(self, n_lines: int = 3) -> str:
-        try:
-            lines = self.config.log_file.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
+        lines = []
+        for path in (self.config.log_file, self.config.console_file):  # the log, then a crash's output
+            try:
+                lines += path.read_text(errors="replace").strip().splitlines()[-200:]
+            except OSError:
+                pass
         # what went wrong, not the start-up chatter (token file paths, "listening on ...")
         lines = [ln for ln in lines[-200:] if ln.strip() and "token" not in ln.lower() and " INFO " not in ln
                  and "listening on" not in ln]

@@ -498,3 +498,22 @@ def test_cancel_frees_the_job_at_once_and_reports_once(live_session):
     assert time.monotonic() - t0 < 0.1
     _drive(s, lambda: not s.pending, timeout=60)  # the backend's own answer arrives later
     assert errors == ["Cancelled"] and not done
+
+
+def test_backend_log_is_rotated_by_the_backend_and_console_output_kept_per_run(tmp_path):
+    """The add-on's backend logs through `serve --log-file` (rotated); what the process prints
+    goes to a console file emptied at each start, so neither grows without bound."""
+    cfg = session.Config(python=sys.executable, port=session.free_port(), device="cpu", state_dir=str(tmp_path))
+    process = session.BackendProcess(cfg)
+    assert process.command()[-2:] == ["--log-file", str(cfg.log_file)]
+    cfg.console_file.write_text("a previous run's output\n" * 1000)
+    process.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "listening on" not in cfg.console_file.read_text(errors="replace"):
+            time.sleep(0.1)
+        console = cfg.console_file.read_text(errors="replace")
+        assert "listening on" in console and "previous run" not in console
+        assert cfg.log_file.exists()  # the rotating handler's file
+    finally:
+        process.stop()
