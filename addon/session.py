@@ -137,6 +137,10 @@ class Pending:
     deadline: float  # inf while a job is accepted and running
     job_id: str | None = None
     last_seen: float = field(default_factory=time.monotonic)
+    resend: tuple | None = None  # (args, arrays) to send once more after a token change
+
+
+UNAUTHORIZED = "unauthorized"  # the wire's error code (wire.UNAUTHORIZED)
 
 
 class Session:
@@ -235,7 +239,7 @@ class Session:
         if not self.ready:
             raise RuntimeError(self.message if self.state == "error" else "the backend is not ready yet")
         req_id = self.client.send(op, args, arrays)
-        self.pending[req_id] = Pending(op, on_message, time.monotonic() + timeout)
+        self.pending[req_id] = Pending(op, on_message, time.monotonic() + timeout, resend=(args, arrays))
         return req_id
 
     # ---- the timer's work ----------------------------------------------------------------
@@ -273,6 +277,8 @@ class Session:
         p = self.pending.get(msg.id)
         if p is None:
             return  # an answer to a request we gave up on
+        if self._resent_with_new_token(msg, p):
+            return
         p.last_seen = now
         if msg.kind == "accepted":
             p.job_id = msg.result.get("job_id")
@@ -283,6 +289,20 @@ class Session:
             error = None if msg.ok else _error_text(msg.error)
             p.on_message(msg, error)
         self.changed = True
+
+    def _resent_with_new_token(self, msg, p: Pending) -> bool:
+        """A server we connected to restarted with a new token: read the token file again and
+        send the refused request once more (at most once per request)."""
+        if msg.ok or (msg.error or {}).get("code") != UNAUTHORIZED or p.resend is None:
+            return False
+        reload = getattr(self.client, "reload_token", None)
+        if reload is None or not reload():
+            return False
+        del self.pending[msg.id]
+        args, arrays = p.resend
+        req_id = self.client.send(p.op, args, arrays)
+        self.pending[req_id] = Pending(p.op, p.on_message, p.deadline, p.job_id)  # no second resend
+        return True
 
     def _check_starting(self, now: float) -> None:
         if self.process is not None and not self.process.running:

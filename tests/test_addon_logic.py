@@ -6,6 +6,7 @@ import colorsys
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -517,3 +518,38 @@ def test_backend_log_is_rotated_by_the_backend_and_console_output_kept_per_run(t
         assert cfg.log_file.exists()  # the rotating handler's file
     finally:
         process.stop()
+
+
+def test_a_request_refused_after_a_token_change_is_resent_with_the_new_token(tmp_path, monkeypatch):
+    """Connected to a running `segparts serve` that restarted with a new token: the add-on reads
+    the token file again and the refused request goes through, once."""
+    from segparts.server import Server, write_token_file
+
+    monkeypatch.setenv("SEGPARTS_RUNTIME_DIR", str(tmp_path / "runtime"))  # where serve writes its token
+    port = session.free_port()
+    server = Server(port=port)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    cfg = session.Config(python=sys.executable, port=port, auto_start=False, state_dir=str(tmp_path))
+    s = session.Session(cfg, lambda host, port, token_file: BackendClient(host, port, token_file=token_file))
+    try:
+        s.start()
+        _drive(s, lambda: s.state != "starting")
+        assert s.ready, s.message
+        server.token = "a-new-token-after-a-restart"
+        write_token_file(server.token_file, server.token)
+        answers = []
+        s.request("status", {}, None, lambda msg, error: answers.append((msg, error)))
+        _drive(s, lambda: answers)
+        msg, error = answers[0]
+        assert error is None and msg.ok, error
+        # a wrong token that the file does not fix is reported, not retried for ever
+        server.token = "yet-another-token"
+        s.request("status", {}, None, lambda msg, error: answers.append((msg, error)))
+        _drive(s, lambda: len(answers) > 1)
+        assert answers[1][0] is not None and not answers[1][0].ok and "unauthorized" in answers[1][1].lower() + \
+            str(answers[1][0].error)
+    finally:
+        s.stop()
+        server.stop()
+        thread.join(timeout=10)
