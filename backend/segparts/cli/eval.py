@@ -33,7 +33,6 @@ def register(sub):
 
 
 def run_princeton(args) -> int:
-    from ..engines import create_engine
     from ..eval.princeton import evaluate_batch, format_table, list_models
 
     root = Path(args.dir)
@@ -41,13 +40,7 @@ def run_princeton(args) -> int:
         list_models(root)
     except FileNotFoundError as exc:
         raise CliError(str(exc)) from None
-    try:
-        engine = create_engine(args.engine, args.device)
-    except KeyError as exc:
-        raise CliError(exc.args[0]) from None
-    availability = engine.availability()
-    if not availability.available:
-        raise CliError(f"engine {args.engine} is unavailable: {availability.message()}")
+    _available_engine(args)  # fail fast here, before any worker starts
 
     def show(r):
         if not args.quiet:
@@ -74,6 +67,20 @@ def run_princeton(args) -> int:
 
 
 # ---- the batch machinery (segparts.batch): --workers, --ray, --out records, failures ----------
+def _available_engine(args):
+    """The engine named by --engine on --device, or a one-line error saying why it can't run."""
+    from ..engines import create_engine
+
+    try:
+        engine = create_engine(args.engine, args.device)
+    except KeyError as exc:
+        raise CliError(exc.args[0]) from None
+    availability = engine.availability()
+    if not availability.available:
+        raise CliError(f"engine {args.engine} is unavailable: {availability.message()}")
+    return engine
+
+
 def _add_batch_flags(p) -> None:
     from .batch import add_parallel_flags
 
@@ -173,7 +180,6 @@ def _register_assemblies(esub) -> None:
 
 
 def run_assemblies(args) -> int:
-    from ..engines import create_engine
     from ..eval.assemblies import evaluate, format_table, list_models
 
     root = Path(args.dir)
@@ -185,13 +191,7 @@ def run_assemblies(args) -> int:
                 raise CliError(f"no model named {', '.join(sorted(missing))} in {root / 'manifest.json'}")
     except (FileNotFoundError, ValueError) as exc:
         raise CliError(str(exc)) from None
-    try:
-        engine = create_engine(args.engine, args.device)
-    except KeyError as exc:
-        raise CliError(exc.args[0]) from None
-    availability = engine.availability()
-    if not availability.available:
-        raise CliError(f"engine {args.engine} is unavailable: {availability.message()}")
+    engine = _available_engine(args)
 
     def show(r):
         if not args.quiet:
