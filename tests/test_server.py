@@ -542,6 +542,19 @@ def test_server_settings_are_checked(tmp_path):
             assert c.hello()["name"] == "segparts" and c.status()["device"] == "cpu"
 
 
+def _bind_again(make_server, seconds: float = 10.0):
+    """A new server on the port the previous one just closed: ZeroMQ releases a closed socket's
+    port in its I/O thread, so binding right away may briefly find it still in use."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return make_server()
+        except zmq.error.ZMQError as exc:
+            if exc.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def test_a_client_reads_a_new_token_after_the_backend_restarts(tmp_path):
     from segparts.server import Server
 
@@ -549,7 +562,7 @@ def test_a_client_reads_a_new_token_after_the_backend_restarts(tmp_path):
         port = server.port
         assert client.status()
     old_token = client.token
-    server = Server(port=port, token_file=tmp_path / "token")
+    server = _bind_again(lambda: Server(port=port, token_file=tmp_path / "token"))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
