@@ -138,10 +138,9 @@ def test_name_parts_names_list_groups_and_separated_objects(runtime, naming_back
 def test_failed_part_keeps_its_name_and_names_are_saved(runtime, naming_backend, tmp_path):
     prefs = naming_backend
     obj = lamp_object("Lamp_two")
-    for name in ("Brass", "Glass"):  # two materials of the user's: face cues go into the mesh id
+    for name in ("Brass", "Glass", "Steel", "Felt"):  # the user's materials, one per box: face cues in the mesh id
         obj.data.materials.append(bpy.data.materials.new(name))
-    indices = np.zeros(len(obj.data.polygons), dtype=np.int32)
-    indices[len(indices) // 2:] = 1
+    indices = np.repeat(np.arange(4, dtype=np.int32), len(obj.data.polygons) // 4)  # lamp_parts: 4 boxes in order
     obj.data.polygons.foreach_set("material_index", indices)
     segment(runtime, obj)
     heights = part_heights(obj)
