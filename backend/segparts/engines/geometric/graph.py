@@ -66,14 +66,17 @@ class DualGraph:
     centroids: np.ndarray  # (F, 3)
 
 
-def build_dual_graph(vertices: np.ndarray, faces: np.ndarray, vertex_ids: np.ndarray) -> DualGraph:
+def build_dual_graph(vertices: np.ndarray, faces: np.ndarray, vertex_ids: np.ndarray,
+                     cancel_check=lambda: None) -> DualGraph:
     tri = vertices[faces]
     centroids = tri.mean(axis=1)
     cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     norm = np.linalg.norm(cross, axis=1)
     areas = 0.5 * norm
     normals = np.divide(cross, norm[:, None], out=np.zeros_like(cross), where=norm[:, None] > 0)
+    cancel_check()
     pairs, shared = face_adjacency(faces, vertex_ids)
+    cancel_check()
     # shared edges are in welded ids; any original vertex with that id has (nearly) that position
     rep_pos = np.zeros((int(vertex_ids.max(initial=-1)) + 1, 3))
     rep_pos[vertex_ids] = vertices

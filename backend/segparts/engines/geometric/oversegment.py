@@ -52,10 +52,11 @@ def pick_seeds(graph: DualGraph, components: np.ndarray, n_patches: int, rng: np
 
 
 def oversegment(graph: DualGraph, components: np.ndarray, n_patches: int, scale: float,
-                rng: np.random.Generator) -> np.ndarray:
+                rng: np.random.Generator, cancel_check=lambda: None) -> np.ndarray:
     """(F,) patch label 0..P-1 per face; every patch is edge-connected and within one component."""
     n_faces = len(graph.areas)
     seeds = pick_seeds(graph, components, n_patches, rng)
+    cancel_check()
     a, b = graph.pairs[:, 0], graph.pairs[:, 1]
     step = np.linalg.norm(graph.centroids[a] - graph.centroids[b], axis=1) + 1e-9 * scale
     weight = step * (1.0 + CONCAVE_PENALTY * graph.concavity + SHARP_PENALTY * graph.dihedral)

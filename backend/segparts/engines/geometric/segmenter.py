@@ -140,7 +140,9 @@ def build_tree(vertices: np.ndarray, faces: np.ndarray, *, material: np.ndarray 
             for c in (material, group) if c is not None]
     progress(0.0, "graph")
     welded = weld_vertices(vertices, weld_tolerance)
-    full_graph = build_dual_graph(vertices, faces, welded)
+    cancel_check()  # between the graph's steps, so a cancel is answered within about a second
+    full_graph = build_dual_graph(vertices, faces, welded, cancel_check)
+    cancel_check()
     pieces = dual_components(full_graph.pairs, n_faces)
     units = unit_labels(full_graph.pairs, n_faces, pieces, cues)
     inner = units[full_graph.pairs[:, 0]] == units[full_graph.pairs[:, 1]]
@@ -150,12 +152,13 @@ def build_tree(vertices: np.ndarray, faces: np.ndarray, *, material: np.ndarray 
     lap("graph")
 
     progress(0.2, "patches")
-    labels = oversegment(graph, units, min(n_patches, max(1, n_faces // 8)), diag, rng)
+    labels = oversegment(graph, units, min(n_patches, max(1, n_faces // 8)), diag, rng, cancel_check)
     n_leaves = int(labels.max()) + 1
     lap("patches")
 
     progress(0.5, "thickness")
     caster = RayCaster(vertices, faces, pieces)
+    cancel_check()
     # thickness and visibility only matter where patches meet: a patch alone in its unit (a
     # bolt, a triangle of a soup) gets no rays
     bordered = np.zeros(n_leaves, dtype=bool)
@@ -170,7 +173,9 @@ def build_tree(vertices: np.ndarray, faces: np.ndarray, *, material: np.ndarray 
     unit_of_patch = np.zeros(n_leaves, dtype=np.int64)
     unit_of_patch[labels] = units
     unit_area = np.bincount(units, weights=graph.areas, minlength=n_units)
-    edges, length, concave = border_stats(labels, graph.pairs, graph.edge_length, border_concavity(graph, labels))
+    band_concavity = border_concavity(graph, labels)
+    cancel_check()
+    edges, length, concave = border_stats(labels, graph.pairs, graph.edge_length, band_concavity)
     # a tiny epsilon keeps zero-area (all degenerate) patches from dividing by zero
     eps = 1e-12 * diag * diag
     patch_graph = PatchGraph(area + eps, log_sdf, unit_area[unit_of_patch] + eps, edges, length, concave,
