@@ -43,6 +43,28 @@ class CancelToken:
             raise Cancelled("cancelled")
 
 
+def run_cancellable(fn: Callable[[], Any], cancel_check: Callable[[], None], poll_s: float = 0.05):
+    """`fn()` in a helper thread while this one keeps calling `cancel_check` every `poll_s`, so a
+    long native call that cannot be split (an Embree scene build, a Dijkstra over a million faces)
+    does not hold a cancel back. When cancel_check raises, `fn` finishes unseen and is dropped."""
+    result: dict[str, Any] = {}
+
+    def run():
+        try:
+            result["value"] = fn()
+        except BaseException as exc:  # handed to the caller's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=run, name="segparts-cancellable", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(poll_s)
+        cancel_check()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
 Progress = Callable[[float, str], None]  # (fraction in [0, 1], stage name)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.sparse.csgraph import dijkstra
 
+from ..base import run_cancellable
 from .graph import DualGraph, adjacency_matrix
 
 CONCAVE_PENALTY = 40.0  # extra cost per radian of concave crease crossed
@@ -61,7 +62,8 @@ def oversegment(graph: DualGraph, components: np.ndarray, n_patches: int, scale:
     step = np.linalg.norm(graph.centroids[a] - graph.centroids[b], axis=1) + 1e-9 * scale
     weight = step * (1.0 + CONCAVE_PENALTY * graph.concavity + SHARP_PENALTY * graph.dihedral)
     adj = adjacency_matrix(graph.pairs, n_faces, weight)
-    _, _, sources = dijkstra(adj, directed=False, indices=seeds, min_only=True, return_predecessors=True)
+    _, _, sources = run_cancellable(
+        lambda: dijkstra(adj, directed=False, indices=seeds, min_only=True, return_predecessors=True), cancel_check)
     patch_of_seed = np.full(n_faces, -1, dtype=np.int64)
     patch_of_seed[seeds] = np.arange(len(seeds))
     labels = np.where(sources >= 0, patch_of_seed[np.maximum(sources, 0)], -1)

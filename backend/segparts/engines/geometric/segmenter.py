@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from ...hierarchy import Hierarchy
+from ..base import run_cancellable
 from .components import DEFAULT_WELD_TOLERANCE, weld_vertices
 from .graph import DualGraph, build_dual_graph, dual_components
 from .assembly import (congruent_groups, gather_copies, group_units, shape_signatures, unit_centres_pairs,
@@ -157,8 +158,7 @@ def build_tree(vertices: np.ndarray, faces: np.ndarray, *, material: np.ndarray 
     lap("patches")
 
     progress(0.5, "thickness")
-    caster = RayCaster(vertices, faces, pieces)
-    cancel_check()
+    caster = run_cancellable(lambda: RayCaster(vertices, faces, pieces), cancel_check)
     # thickness and visibility only matter where patches meet: a patch alone in its unit (a
     # bolt, a triangle of a soup) gets no rays
     bordered = np.zeros(n_leaves, dtype=bool)
