@@ -274,7 +274,10 @@ def test_ray_batch_completes_when_a_worker_process_is_killed(ray_cluster, meshes
     assert killed, "no running Ray task to kill was found"
     assert [r["status"] for r in report.results] == ["ok"] * len(SMALL)  # Ray retried the lost task
     _labels_equal(out, expected, SMALL)
-    assert killed[0] not in {int(k.split(":")[1]) for k in report.workers}  # its task finished elsewhere
+    # the killed worker is gone (it may have finished earlier tasks, so it can be among the workers
+    # that reported); every mesh still came back ok above, so Ray retried the task it was running
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed[0], 0)
 
 
 def test_ray_actors_load_the_engine_once_each(ray_cluster, meshes, expected, tmp_path):
