@@ -86,7 +86,7 @@ class FakeVLM:
     `n` counts requests from 0. Use as a context manager; `url` is the base URL (.../v1)."""
 
     def __init__(self, respond=None):
-        self.requests: list[dict] = []  # {path, headers, body, verdict}
+        self.requests: list[dict] = []  # {path, headers, body, verdict, arrived (monotonic s)}
         self.in_flight = self.most_in_flight = 0
         self.respond = respond or (lambda n, body, verdict: (200, completion(json.dumps({"name": verdict["name"]})), 0))
         self._lock = threading.Lock()
@@ -103,7 +103,7 @@ class FakeVLM:
                 with fake._lock:
                     n = len(fake.requests)
                     fake.requests.append({"path": self.path, "headers": dict(self.headers), "body": body,
-                                          "verdict": verdict})
+                                          "verdict": verdict, "arrived": time.monotonic()})
                     fake.in_flight += 1
                     fake.most_in_flight = max(fake.most_in_flight, fake.in_flight)
                 status, payload, delay = fake.respond(n, body, verdict)
