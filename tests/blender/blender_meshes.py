@@ -1,4 +1,5 @@
-"""Small meshes made here (not benchmark data): quads and triangles in one object."""
+"""Small meshes made here (not benchmark data): quads and triangles in one object; and the two
+steps every Blender test repeats (Segment an object, read its part labels)."""
 from __future__ import annotations
 
 import bpy
@@ -49,3 +50,19 @@ def components(obj) -> np.ndarray:
     g = coo_matrix((np.ones(n_loops), (lp, lv + n_p)), shape=(n_p + n_v, n_p + n_v))
     _, comp = connected_components(g, directed=False)
     return comp[:n_p]
+
+
+def part_labels(obj) -> np.ndarray:
+    """The `part_id` face attribute the add-on wrote (one label per polygon)."""
+    out = np.empty(len(obj.data.polygons), dtype=np.int32)
+    obj.data.attributes["part_id"].data.foreach_get("value", out)
+    return out
+
+
+def segment_object(runtime, obj, engine="geometric"):
+    """Press Segment on `obj` and drive the add-on's timer until the result is written."""
+    bpy.context.view_layer.objects.active = obj
+    bpy.context.scene.segparts_engine = engine
+    assert bpy.ops.segparts.segment() == {"FINISHED"}
+    runtime.run_until_idle(timeout=60)
+    assert "part_id" in obj.data.attributes, runtime.message()

@@ -10,22 +10,7 @@ import numpy as np
 import pytest
 
 from blender_env import MODULE, bpy, sub
-from blender_meshes import boxes_object, components
-
-
-def _labels(obj):
-    attr = obj.data.attributes["part_id"]
-    out = np.empty(len(obj.data.polygons), dtype=np.int32)
-    attr.data.foreach_get("value", out)
-    return out
-
-
-def _segment(runtime, obj, engine="geometric"):
-    bpy.context.view_layer.objects.active = obj
-    bpy.context.scene.segparts_engine = engine
-    assert bpy.ops.segparts.segment() == {"FINISHED"}
-    runtime.run_until_idle(timeout=60)
-    assert "part_id" in obj.data.attributes, runtime.message()
+from blender_meshes import boxes_object, components, part_labels as _labels, segment_object as _segment
 
 
 # ---- packaging and registration --------------------------------------------------------------

@@ -7,21 +7,7 @@ import pytest
 
 import render_check
 from blender_env import bpy, sub
-from blender_meshes import boxes_object
-
-
-def _labels(obj):
-    out = np.empty(len(obj.data.polygons), dtype=np.int32)
-    obj.data.attributes["part_id"].data.foreach_get("value", out)
-    return out
-
-
-def _segment(runtime, obj, engine="geometric"):
-    bpy.context.view_layer.objects.active = obj
-    bpy.context.scene.segparts_engine = engine
-    assert bpy.ops.segparts.segment() == {"FINISHED"}
-    runtime.run_until_idle(timeout=60)
-    assert "part_id" in obj.data.attributes, runtime.message()
+from blender_meshes import boxes_object, part_labels as _labels, segment_object as _segment
 
 
 def _set_granularity(runtime, obj, value):
