@@ -618,6 +618,44 @@ def test_picks_use_the_segmentation_they_name_never_another_clients(tmp_path):
             assert err.value.code == wire.NO_SEGMENTATION
 
 
+def test_segment_with_a_segmentation_id_only_recuts_that_result(tmp_path):
+    """A new granularity of a named result (the add-on's slider): answered from that result, and
+    `no_segmentation` once it is gone instead of a new, possibly long, segmentation."""
+    vertices, faces = grid(4_000)
+    with thread_server(tmp_path) as (server, client):
+        mid = client.upload_mesh(vertices, faces)
+        first = client.segment(mid, parts=4, options={"patches": 8})
+        client.segment(mid, parts=4, options={"patches": 40, "seed": 1})  # another result, segmented last
+        h = Hierarchy(first.arrays["leaf_labels"], first.arrays["parent"], first.arrays["height"])
+        again = client.segment(mid, parts=2, segmentation_id=first.result["segmentation_id"])
+        assert again.result["cached"] is True and again.result["info"].get("recut") is True
+        assert again.result["segmentation_id"] == first.result["segmentation_id"]
+        np.testing.assert_array_equal(again.arrays["labels"], h.cut(parts=2))
+        jobs_before = len(client.status()["recent_jobs"])
+        with pytest.raises(BackendError) as err:
+            client.segment(mid, scale=0.5, segmentation_id="no-such-segmentation")
+        assert err.value.code == wire.NO_SEGMENTATION
+        assert len(client.status()["recent_jobs"]) == jobs_before, "nothing was segmented"
+        other = client.upload_mesh(*two_boxes())
+        with pytest.raises(BackendError) as err:
+            client.segment(other, scale=0.5, segmentation_id=first.result["segmentation_id"])
+        assert err.value.code == wire.BAD_ARGS
+
+
+def test_hello_describes_every_engine_without_loading_torch(tmp_path):
+    """What the add-on needs to know about an engine comes from the engine, not from a list of names."""
+    with thread_server(tmp_path) as (server, client):
+        engines = client.hello()["engines"]
+        assert engines["geometric"] == {**engines["geometric"], "label": "Geometric", "click_prompts": False,
+                                        "renders": False, "scales_on_backend": False, "models": []}
+        assert engines["sampart3d"] == {**engines["sampart3d"], "label": "SAMPart3D", "click_prompts": False,
+                                        "renders": True, "scales_on_backend": True,
+                                        "models": ["ptv3-object", "sam-vit-h"]}
+        assert engines["geosam2"] == {**engines["geosam2"], "label": "GeoSAM2", "click_prompts": True,
+                                      "renders": True, "scales_on_backend": False, "models": ["geosam2"]}
+        assert not client.status()["heavy_modules"]
+
+
 def test_hello_before_the_token_reveals_no_pid_or_paths(tmp_path, monkeypatch):
     monkeypatch.setenv("SEGPARTS_MODELS", str(tmp_path / "secret-models-folder"))
     with thread_server(tmp_path) as (server, client):

@@ -283,9 +283,14 @@ class BackendClient:
 
     def segment(self, mesh_id: str, engine: str = "geometric", parts: int | None = None,
                 scale: float | None = None, options: dict | None = None,
-                on_progress: Callable[[float, str], None] | None = None) -> Message:
-        """Arrays of the result: labels, leaf_labels (F,) int32, parent (N,) int32, height (N,) float32."""
+                on_progress: Callable[[float, str], None] | None = None,
+                segmentation_id: str | None = None) -> Message:
+        """Arrays of the result: labels, leaf_labels (F,) int32, parent (N,) int32, height (N,) float32.
+        With `segmentation_id` (from an earlier result) only a new granularity of that result:
+        error `no_segmentation` when the backend no longer holds it, never a new segmentation."""
         args = {"mesh_id": mesh_id, "engine": engine, "options": options or {}}
+        if segmentation_id is not None:
+            args["segmentation_id"] = segmentation_id
         if parts is not None:
             args["parts"] = int(parts)
         if scale is not None:

@@ -39,7 +39,7 @@ from .appearance import from_wire as appearance_from_wire
 from .cache import LRUCache, estimate_nbytes
 from .engines import ENGINES, _MissingEngine, create_engine
 from .engines.base import (CancelToken, Cancelled, Click, EngineUnavailable, OptionError, PickRequest,
-                           Segmentation, SegmentParams, check_options, recut)
+                           Segmentation, SegmentParams, check_options, describe, recut)
 from .hierarchy import Hierarchy
 from .mesh import APPEARANCE_ARRAYS, DEFAULT_MAX_FACES, FACE_CUES, Mesh, MeshError, validate_mesh
 
@@ -417,12 +417,18 @@ class Server:
         (the Python client sends it when it has it), the engines' full availability too."""
         engines = {}
         for name in ENGINES:
+            engine = self._engine(name)
             try:
-                availability = self._engine(name).availability().to_dict()
+                availability = engine.availability().to_dict()
             except Exception as exc:  # a broken engine must not break hello
                 availability = {"available": False, "missing": [f"{type(exc).__name__}: {exc}"],
                                 "fix": "", "message": f"engine failed to load: {exc}"}
-            engines[name] = availability if authorized else _without_paths(availability)
+            try:
+                description = describe(engine)
+            except Exception as exc:
+                log.error("engine %s cannot describe itself: %s", name, exc)
+                description = describe(_MissingEngine(name, str(exc)))
+            engines[name] = {**description, **(availability if authorized else _without_paths(availability))}
         result = {"name": "segparts", "version": __version__, "protocol": wire.PROTOCOL_VERSION,
                   "device": self.device, "engines": engines, "max_faces": self.max_faces,
                   "max_message_bytes": self.max_message_bytes, "ops": list(self._ops), "authorized": authorized}
@@ -491,8 +497,12 @@ class Server:
         name, engine = self._engine_arg(args)
         options = _options(engine, args)
         # granularity is not part of the id: a new granularity re-cuts the cached result
-        seg_id = _segmentation_id(mid, name, options)
-        cached = self._cache.get(("seg", seg_id))
+        seg_id = args.get("segmentation_id")
+        if seg_id is None:
+            seg_id = _segmentation_id(mid, name, options)
+            cached = self._cache.get(("seg", seg_id))
+        else:  # only a new granularity of that result: never a new (possibly long) segmentation
+            cached = self._cached_segmentation(seg_id, mid, name)
         job = Job(uuid.uuid4().hex[:16], "segment", envelope, req_id, name, engine, mid, mesh,
                   SegmentParams(parts=parts, scale=scale, options=options), result_key=("seg", seg_id),
                   segmentation=cached.segmentation if cached is not None else None)
@@ -507,20 +517,26 @@ class Server:
         seg_id = args.get("segmentation_id")
         if seg_id is None:  # the latest segmentation this client asked for (never another client's)
             seg_id = self._latest_segmentation.get((bytes(envelope[0]), mid, name))
-        elif not isinstance(seg_id, str):
-            raise ArgError("'segmentation_id' must be a string (the one `segment` answered)")
-        cached = self._cache.get(("seg", seg_id)) if seg_id else None
-        if cached is not None and (cached.mesh_id, cached.engine) != (mid, name):
-            raise ArgError(f"segmentation {seg_id[:40]!r} is of another mesh or engine")
-        if cached is None:
-            raise wire.ProtocolError(wire.NO_SEGMENTATION,
-                                     f"no {name} segmentation of this mesh on the backend"
-                                     + (f" with id {seg_id[:40]!r}" if args.get("segmentation_id") else "")
-                                     + "; run segment first")
+            if seg_id is None:
+                raise wire.ProtocolError(wire.NO_SEGMENTATION,
+                                         f"no {name} segmentation of this mesh on the backend; run segment first")
+        cached = self._cached_segmentation(seg_id, mid, name)
         job = Job(uuid.uuid4().hex[:16], "pick", envelope, req_id, name, engine, mid, mesh,
                   PickRequest(clicks=clicks, parts=parts, scale=scale, options=options),
                   result_key=("seg", seg_id), segmentation=cached.segmentation)
         self._submit(job)
+
+    def _cached_segmentation(self, seg_id, mid: str, name: str) -> _CachedResult:
+        """The cached result `seg_id` of this mesh and engine (`segmentation_id` of pick, segment)."""
+        if not isinstance(seg_id, str):
+            raise ArgError("'segmentation_id' must be a string (the one `segment` answered)")
+        cached = self._cache.get(("seg", seg_id))
+        if cached is None:
+            raise wire.ProtocolError(wire.NO_SEGMENTATION, f"no {name} segmentation of this mesh on the backend "
+                                                           f"with id {seg_id[:40]!r}; run segment first")
+        if (cached.mesh_id, cached.engine) != (mid, name):
+            raise ArgError(f"segmentation {seg_id[:40]!r} is of another mesh or engine")
+        return cached
 
     def _submit(self, job: Job) -> None:
         device = getattr(job.engine, "device", self.device) or "cpu"

@@ -223,6 +223,13 @@ class PickResult:
 
 
 class Engine(Protocol):
+    """What every engine has. Optional class attributes describe it to clients (`describe`, sent
+    in `hello`): `label` (display name), `click_prompts` (clicks are prompts the engine answers
+    itself, not cuts of its hierarchy), `renders` (it renders the mesh, so clients send the shading
+    normals), `scales_on_backend` (each scale is its own result: a client asks `segment` again at a
+    new scale instead of cutting the returned hierarchy) and `model_names()` (the checkpoints it
+    loads with its default options). Optionally `recut(segmentation, params)` (see `recut`)."""
+
     name: str
 
     def availability(self) -> Availability: ...
@@ -231,6 +238,16 @@ class Engine(Protocol):
 
     def pick(self, mesh: Mesh, segmentation: Segmentation | None, request: PickRequest,
              cancel: CancelToken) -> PickResult: ...
+
+
+def describe(engine) -> dict:
+    """An engine as clients see it (`hello`), from its optional class attributes (see Engine)."""
+    model_names = getattr(engine, "model_names", None)
+    return {"label": str(getattr(engine, "label", engine.name.capitalize())),
+            "click_prompts": bool(getattr(engine, "click_prompts", False)),
+            "renders": bool(getattr(engine, "renders", False)),
+            "scales_on_backend": bool(getattr(engine, "scales_on_backend", False)),
+            "models": [str(n) for n in model_names()] if model_names is not None else []}
 
 
 def recut(engine, segmentation: Segmentation, params: SegmentParams) -> Segmentation:

@@ -73,6 +73,9 @@ class _Session:
 
 class GeoSAM2Engine:
     name = "geosam2"
+    label = "GeoSAM2"
+    click_prompts = True  # a click is a prompt on the views, answered by the model
+    renders = True
     options = (Option("auto_points", int, 1, 1_000_000), Option("auto_pred_iou", float, 0.0, 1.0),
                Option("auto_stability", float, 0.0, 1.0), Option("start_view", int, 0, 11),
                Option("seed", int, 0, 2**32 - 1), Option("pa", float, 0.0, 1.0),
@@ -93,6 +96,10 @@ class GeoSAM2Engine:
         self.last_timings: dict[str, float] = {}
 
     # --- availability -------------------------------------------------------------------------
+    def model_names(self) -> list[str]:
+        """The checkpoints it loads (none with explicit or random weights)."""
+        return list(CHECKPOINTS) if self.weights is None else []
+
     def availability(self) -> Availability:
         missing = [f"python package {p}" for p in PACKAGES if importlib.util.find_spec(p) is None]
         fix = LEARNED_FIX if missing else ""

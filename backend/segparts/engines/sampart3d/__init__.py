@@ -84,6 +84,9 @@ class SAMPart3DState:
 
 class SAMPart3DEngine:
     name = "sampart3d"
+    label = "SAMPart3D"
+    renders = True
+    scales_on_backend = True  # every scale is its own clustering of the trained field (`recut`)
     options = (Option("quality", str, choices=("paper", "fast")), Option("iterations", int, 1, 100_000),
                Option("views_per_batch", int, 1, 10_000), Option("pixels_per_view", int, 2, 1 << 20),
                Option("lr", float, 1e-9, 1.0), Option("n_points", int, 100, 1_000_000),
@@ -97,15 +100,22 @@ class SAMPart3DEngine:
         self._mask_generators = {}
 
     # ------------------------------------------------------------------ availability
-    def availability(self, options: dict | None = None) -> Availability:
-        """Checks files and packages without importing torch."""
+    def model_names(self, options: dict | None = None) -> list[str]:
+        """The checkpoints a run with these options loads."""
         options = options or {}
-        packages = list(PACKAGES)
         models = []
         if options.get("backbone", "ptv3") != "none":
             models.append(BACKBONE_MODEL)
         if options.get("mask_source") is None:
             models.append(mask_model_name(options))
+        return models
+
+    def availability(self, options: dict | None = None) -> Availability:
+        """Checks files and packages without importing torch."""
+        options = options or {}
+        packages = list(PACKAGES)
+        models = self.model_names(options)
+        if options.get("mask_source") is None:
             packages.append("segment_anything" if models[-1] == SAM_VIT_H else "sam2")
         missing = _missing_packages(packages)
         fix = []
