@@ -18,6 +18,8 @@ bl_info = {
 }
 
 
+# bpy and the Blender-facing modules are imported in register(), not here: the logic tests import
+# the pure modules (`from addon import partdata`) as a plain package, outside Blender.
 def register():
     import bpy
 

@@ -5,22 +5,8 @@ import bpy
 import numpy as np
 from mathutils import Matrix, Vector
 
-from . import background, mesh_io, palette, partdata, partedits, runtime, similar, writeback
-
-
-def selected_parts(obj) -> list[int]:
-    """Parts ticked in the list; the active list entry when none is ticked."""
-    items = obj.segparts.parts
-    chosen = [it.part_id for it in items if it.selected]
-    if not chosen and 0 <= obj.segparts.active_part < len(items):
-        chosen = [items[obj.segparts.active_part].part_id]
-    return chosen
-
-
-def set_selected_parts(obj, parts) -> None:
-    parts = set(int(p) for p in parts)
-    for it in obj.segparts.parts:
-        it.selected = it.part_id in parts
+from . import background, mesh_io, palette, partdata, partedits, partlist, similar, writeback
+from ._shared.hierarchy import Hierarchy
 
 
 def _labels(obj) -> np.ndarray:
@@ -33,7 +19,7 @@ def _labels(obj) -> np.ndarray:
 def assign_material(obj, parts, material) -> None:
     """Give the faces of `parts` the material (a user slot is added if needed). With preview
     colours on, those parts show it and it stays when the preview is cleared."""
-    runtime.ensure_object_mode(obj)
+    partlist.ensure_object_mode(obj)
     labels = _labels(obj)
     preview = writeback.preview_active(obj)
     slot = writeback.user_slot_for(obj, material)
@@ -72,7 +58,7 @@ def _make_active(context, obj) -> None:
 
 def select_faces(context, obj, parts, edit_mode: bool = True) -> int:
     """Select exactly the faces of `parts` (Edit Mode, face select), ready to transform."""
-    runtime.ensure_object_mode(obj)
+    partlist.ensure_object_mode(obj)
     mask = np.isin(_labels(obj), np.asarray(list(parts), dtype=np.int32))
     mesh_io.set_selection(obj.data, mask)
     if edit_mode:
@@ -85,7 +71,7 @@ def select_faces(context, obj, parts, edit_mode: bool = True) -> int:
 def separate_parts(context, obj, parts) -> list:
     """Each part in `parts` becomes its own object: materials kept (preview colours removed),
     origin at the part's centre, named after the part. Returns the new objects."""
-    runtime.ensure_object_mode(obj)
+    partlist.ensure_object_mode(obj)
     names = {it.part_id: it.name for it in obj.segparts.parts}
     created = []
     for part in sorted(set(int(p) for p in parts)):
@@ -107,7 +93,7 @@ def separate_parts(context, obj, parts) -> list:
     for part in parts:
         writeback.forget_group(obj, part)
     writeback.mark_original_faces(obj)  # the remaining faces were renumbered
-    runtime.refresh_parts(obj, keep=True)
+    partlist.refresh(obj, keep=True)
     _make_active(context, obj)
     return created
 
@@ -134,18 +120,10 @@ def _tidy_separated(new, source, part: int, name: str):
         c = Vector(centre)
         new.data.transform(Matrix.Translation(-c))
         new.matrix_world = new.matrix_world @ Matrix.Translation(c)
-    runtime.refresh_parts(new, keep=False)
+    partlist.refresh(new, keep=False)
     if new.segparts.parts:
         new.segparts.parts[0].name = name
     return new
-
-
-def set_visible_parts(obj, visible) -> None:
-    """Show exactly `visible` (part ids); the rest are hidden in every mode and in renders."""
-    visible = set(int(p) for p in visible)
-    runtime.set_visibility_quietly(obj, visible)
-    hidden = {it.part_id for it in obj.segparts.parts if it.part_id not in visible}
-    writeback.set_hidden_parts(obj, hidden)
 
 
 # ---- fixing a result by hand: merge, split, rename (kept in the hierarchy) ----------------------
@@ -169,9 +147,7 @@ def part_nodes(obj, hierarchy, parts) -> set[int]:
 def _apply_edit(obj, edit) -> int:
     """Store the edited tree, re-cut it at the slider's scale, write everything; returns the part
     id of the edited node."""
-    from ._shared.hierarchy import Hierarchy
-
-    runtime.ensure_object_mode(obj)
+    partlist.ensure_object_mode(obj)
     writeback.forget_automatic(obj)
     writeback.remap_node_names(obj, edit.node_map)
     if obj.get(writeback.REPEATS_PROP):
@@ -179,9 +155,9 @@ def _apply_edit(obj, edit) -> int:
     writeback.store_hierarchy(obj, edit.leaf_labels, edit.parent, edit.height)
     hierarchy = Hierarchy(edit.leaf_labels, edit.parent, edit.height)
     labels = hierarchy.cut(scale=_scale(obj))
-    background.run(runtime.write_all(obj, labels, mesh_io.topology(obj.data), keep=True))
+    background.run(partlist.write_all(obj, labels, mesh_io.topology(obj.data), keep=True))
     part = int(labels[np.argmax(hierarchy.face_mask(edit.new_node))])
-    set_selected_parts(obj, {part})
+    partlist.set_selected_parts(obj, {part})
     return part
 
 
@@ -213,7 +189,7 @@ def rename_part(obj, part: int, name: str) -> None:
     if hierarchy is not None:
         for node in part_nodes(obj, hierarchy, [part]):
             writeback.set_node_name(obj, node, name)
-    runtime.rename_quietly(obj, part, name)
+    partlist.rename_quietly(obj, part, name)
 
 
 def repeat_groups(obj) -> list[list[int]]:

@@ -26,9 +26,10 @@ class MeshArrays:
     appearance: dict = field(default_factory=dict)  # optional colours / uv + texture (atlas.compose)
 
     def wire_arrays(self) -> dict:
+        """What `upload_mesh` sends. Not the polygon of each triangle (`face_map`): the backend
+        answers per triangle and the add-on maps labels to polygons itself (tri_poly)."""
         return {"vertices": np.ascontiguousarray(self.vertices, dtype="<f8"),
                 "faces": np.ascontiguousarray(self.faces, dtype="<i4"),
-                "face_map": np.ascontiguousarray(self.tri_poly, dtype="<i8"),
                 **{name: np.ascontiguousarray(values, dtype="<i4") for name, values in self.cues.items()},
                 **{name: np.ascontiguousarray(values) for name, values in self.appearance.items()}}
 
@@ -60,8 +61,7 @@ class _Job:
         if self.cancelled:
             return self._finish_cancelled()
         if msg is not None and not msg.ok and (msg.error or {}).get("code") == UNKNOWN_MESH:
-            self._request("upload_mesh", {"n_polygons": int(self.mesh.n_polygons)},
-                          self.mesh.wire_arrays(), self._on_uploaded)
+            self._request("upload_mesh", {}, self.mesh.wire_arrays(), self._on_uploaded)
             return
         self._on_uploaded(msg, error)
 
@@ -154,3 +154,23 @@ class PickJob(_Job):
         if self.scale is not None:
             args["scale"] = float(self.scale)
         self._request("pick", args, None, self._on_job_message)
+
+
+class ScaleJob(_Job):
+    """A new scale of a result the backend holds (`segment` with its `segmentation_id`), for
+    engines whose every scale is its own result (hello: `scales_on_backend`). Nothing is uploaded:
+    when the backend no longer holds the result the job fails (`no_segmentation`, `unknown_mesh`)."""
+
+    def __init__(self, session, mesh_id: str, engine: str, segmentation_id: str, scale: float, on_done, on_error):
+        super().__init__(session, None, mesh_id, on_done, on_error)
+        self.engine, self.segmentation_id, self.scale = engine, segmentation_id, float(scale)
+        self.stage = "re-clustering"
+
+    def start(self):
+        self.state = "queued"
+        self._submit()
+
+    def _submit(self):
+        args = {"mesh_id": self.mesh_id, "engine": self.engine, "segmentation_id": self.segmentation_id,
+                "scale": self.scale}
+        self._request("segment", args, None, self._on_job_message)

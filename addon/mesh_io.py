@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import appearance, orientation
 from .jobs import MeshArrays
 from .partdata import Topology, fan_triangles
 
@@ -68,12 +69,6 @@ def triangles(mesh, topo: Topology | None = None) -> tuple[np.ndarray, np.ndarra
     return tris, tri_poly
 
 
-def renders(engine: str) -> bool:
-    """Whether an engine renders the mesh (and so needs its shading normals): the learned ones
-    do; the weight-free geometric engine works on the geometry alone."""
-    return engine != "geometric"
-
-
 def mesh_arrays(obj, normals: bool = False) -> MeshArrays:
     """The ORIGINAL mesh of `obj` (modifiers not applied), triangulated, in world orientation
     (the object's rotation and scale applied, see orientation.py), with its authoring cues and
@@ -83,8 +78,6 @@ def mesh_arrays(obj, normals: bool = False) -> MeshArrays:
 
     Labels come back per triangle and are mapped to these polygons; with modifiers the evaluated
     mesh has other faces, which is why we never send it."""
-    from . import appearance, orientation
-
     mesh = obj.data
     if obj.mode == "EDIT":
         obj.update_from_editmode()

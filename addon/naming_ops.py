@@ -10,8 +10,10 @@ the part list's name update renames them again.
 from __future__ import annotations
 
 import bpy
+import numpy as np
 
-from . import naming, palette, runtime, writeback
+from . import config, mesh_io, naming, palette, runtime, writeback
+from ._shared.client import mesh_id
 
 GROUP_NAMES_PROP = "segparts_group_names"
 NAMED_MATERIAL_PROP = "segparts_named_part"  # on materials this add-on made and named for a part
@@ -19,7 +21,7 @@ _NEW_PART_MATERIAL = "Part " + writeback.GROUP_PREFIX  # editing.new_part_materi
 
 
 def endpoint_settings() -> naming.EndpointSettings | None:
-    p = runtime.prefs()
+    p = config.prefs()
     if p is None:
         return naming.endpoint_settings()
     return naming.endpoint_settings(p.vlm_url, p.vlm_model, p.vlm_api_key)
@@ -27,9 +29,6 @@ def endpoint_settings() -> naming.EndpointSettings | None:
 
 # ---- the job --------------------------------------------------------------------------------------
 def start_naming(obj) -> None:
-    from . import mesh_io
-    from ._shared.client import mesh_id
-
     settings = endpoint_settings()
     if settings is None:
         raise RuntimeError("Naming is off: set a vision-language endpoint in the add-on preferences")
@@ -38,7 +37,7 @@ def start_naming(obj) -> None:
     s = runtime.get_session()
     if not s.ready:
         raise RuntimeError(s.message)
-    if obj.name in runtime.jobs and runtime.jobs[obj.name].active:
+    if obj.name in runtime.object_jobs and runtime.object_jobs[obj.name].active:
         raise RuntimeError(f"{obj.name!r} is busy")
     poly_labels = writeback.labels(obj)
     if poly_labels is None:
@@ -50,17 +49,17 @@ def start_naming(obj) -> None:
     describe = settings.describe()
 
     def done(job, msg):
-        runtime.jobs.pop(name, None)
+        runtime.object_jobs.pop(name, None)
         runtime.queue_work(("name", name), _apply(name, digest, msg.result, describe),
                            on_done=lambda: runtime.undo_push("Name Parts"))
 
     def failed(job, text):
-        runtime.jobs.pop(name, None)
+        runtime.object_jobs.pop(name, None)
         runtime.set_message(f"{name}: naming failed: {text}")
 
     job = naming.NameJob(s, arrays, mid, poly_labels[arrays.tri_poly], settings, naming.object_hint(name),
-                         done, failed, views=runtime.prefs().vlm_views if runtime.prefs() else 3)
-    runtime.jobs[name] = job
+                         done, failed, views=config.prefs().vlm_views if config.prefs() else 3)
+    runtime.object_jobs[name] = job
     runtime.set_message(f"Naming the parts of {name} with {describe}…")
     job.start()
 
@@ -163,10 +162,6 @@ def _used_elsewhere(mat, obj) -> bool:
 
 def _applied_part_material(obj, part: int):
     """The material of the part's faces when they all use one slot that no other part uses."""
-    import numpy as np
-
-    from . import mesh_io
-
     labels = writeback.labels(obj)
     if labels is None:
         return None
@@ -207,7 +202,7 @@ class SEGPARTS_OT_name_parts(bpy.types.Operator):
         if obj is None or obj.type != "MESH" or not len(obj.segparts.parts):
             cls.poll_message_set("Segment the active mesh first")
             return False
-        if obj.name in runtime.jobs:
+        if obj.name in runtime.object_jobs:
             cls.poll_message_set("The object is busy")
             return False
         if endpoint_settings() is None:

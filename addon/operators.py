@@ -4,7 +4,8 @@ from __future__ import annotations
 import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
-from . import editing, mesh_io, palette, partdata, runtime, writeback
+from . import config, editing, engines, mesh_io, naming_ops, palette, partdata, partlist, pickview, results, runtime, \
+    setup, writeback
 
 
 def _mesh_object(context):
@@ -76,14 +77,12 @@ class SEGPARTS_OT_setup_backend(bpy.types.Operator):
                       "with the add-on (log in the extension's user folder)")
 
     def execute(self, context):
-        from . import setup
-
-        p = runtime.prefs()
+        p = config.prefs()
         python = bpy.path.abspath(p.setup_python) if p and p.setup_python else ""
-        venv = runtime.state_dir() / "venv"
+        venv = config.state_dir() / "venv"
         try:
-            task = setup.setup_backend_task(python, venv, runtime.bundled_backend(),
-                                            runtime.state_dir() / "setup.log", learned=bool(p and p.setup_learned))
+            task = setup.setup_backend_task(python, venv, config.bundled_backend(),
+                                            config.state_dir() / "setup.log", learned=bool(p and p.setup_learned))
             runtime.start_setup_task(task)
         except (ValueError, RuntimeError) as exc:
             self.report({"ERROR"}, str(exc))
@@ -99,15 +98,14 @@ class SEGPARTS_OT_fetch_models(bpy.types.Operator):
     engine: StringProperty()
 
     def execute(self, context):
-        from . import setup
-
-        p = runtime.prefs()
-        manifest = runtime.bundled_backend() / "models" / "manifest.json"
+        p = config.prefs()
+        manifest = config.manifest()
         try:
-            names = setup.models_for_engine(manifest, self.engine)
-            task = setup.fetch_models_task(runtime.backend_python(p), names, self.engine,
-                                           runtime.state_dir() / f"fetch-{self.engine}.log",
-                                           runtime.make_config().models_dir, manifest)
+            # what the backend says the engine loads; the manifest's list when it is not running
+            names = engines.models(runtime.engine_status(), self.engine) or setup.models_for_engine(manifest, self.engine)
+            task = setup.fetch_models_task(config.backend_python(p), names, self.engine,
+                                           config.state_dir() / f"fetch-{self.engine}.log",
+                                           config.make_config().models_dir, manifest)
             runtime.start_setup_task(task)
         except (ValueError, RuntimeError, OSError) as exc:
             self.report({"ERROR"}, str(exc))
@@ -125,7 +123,7 @@ class SEGPARTS_OT_segment(bpy.types.Operator):
     @classmethod
     def poll(cls, context):
         obj = _mesh_object(context)
-        return obj is not None and obj.name not in runtime.jobs
+        return obj is not None and obj.name not in runtime.object_jobs
 
     def execute(self, context):
         obj = _mesh_object(context)
@@ -139,11 +137,11 @@ class SEGPARTS_OT_segment(bpy.types.Operator):
         s = runtime.ensure_started()
         if not s.ready:
             # not up yet: start the job once hello arrives (the timer does it; nothing waits here)
-            runtime.segment_when_ready(obj.name, context.scene.segparts_engine)
+            results.segment_when_ready(obj.name, context.scene.segparts_engine)
             self.report({"INFO"}, "Starting the backend; segmentation follows")
             return {"FINISHED"}
         try:
-            runtime.start_segment(obj, context.scene.segparts_engine)
+            results.start_segment(obj, context.scene.segparts_engine)
         except (RuntimeError, ValueError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -175,7 +173,7 @@ class SEGPARTS_OT_clear_preview(bpy.types.Operator):
 
     def execute(self, context):
         writeback.clear_preview(_mesh_object(context))
-        runtime.set_preview_quietly(context.scene, False)  # the other objects keep their colours
+        results.set_preview_quietly(context.scene, False)  # the other objects keep their colours
         return {"FINISHED"}
 
 
@@ -213,7 +211,7 @@ class SEGPARTS_OT_part_select(bpy.types.Operator):
             return {"CANCELLED"}
         current = {it.part_id for it in obj.segparts.parts if it.selected}
         mode = partdata.SelectionUpdate("ADD" if self.extend else "SET")
-        editing.set_selected_parts(obj, mode.apply(current, [self.part_id]))
+        partlist.set_selected_parts(obj, mode.apply(current, [self.part_id]))
         return {"FINISHED"}
 
 
@@ -224,7 +222,7 @@ class SEGPARTS_OT_select_faces(_OnSegmentedObject, bpy.types.Operator):
 
     def execute(self, context):
         obj = _segmented_object(context)
-        n = editing.select_faces(context, obj, editing.selected_parts(obj))
+        n = editing.select_faces(context, obj, partlist.selected_parts(obj))
         self.report({"INFO"}, f"{n} faces selected")
         return {"FINISHED"}
 
@@ -251,7 +249,7 @@ class SEGPARTS_OT_assign_material(_OnSegmentedObject, bpy.types.Operator):
 
     def execute(self, context):
         obj = _segmented_object(context)
-        parts = editing.selected_parts(obj)
+        parts = partlist.selected_parts(obj)
         if not parts:
             self.report({"WARNING"}, "No part selected")
             return {"CANCELLED"}
@@ -269,11 +267,9 @@ class SEGPARTS_OT_separate(_OnSegmentedObject, bpy.types.Operator):
     bl_description = "Move each selected part into its own object (origin at the part's centre)"
 
     def execute(self, context):
-        from . import naming_ops
-
         obj = _segmented_object(context)
         naming_ops.restore_group_names(obj)  # the separation finds groups by their canonical names
-        new = editing.separate_parts(context, obj, editing.selected_parts(obj))
+        new = editing.separate_parts(context, obj, partlist.selected_parts(obj))
         self.report({"INFO"}, f"{len(new)} new objects")
         return {"FINISHED"}
 
@@ -289,9 +285,9 @@ class SEGPARTS_OT_visibility(_OnSegmentedObject, bpy.types.Operator):
         obj = _segmented_object(context)
         every = {it.part_id for it in obj.segparts.parts}
         shown = {it.part_id for it in obj.segparts.parts if it.visible}
-        chosen = set(editing.selected_parts(obj))
+        chosen = set(partlist.selected_parts(obj))
         visible = {"HIDE": shown - chosen, "ISOLATE": chosen, "REVEAL": every}[self.action]
-        editing.set_visible_parts(obj, visible)
+        partlist.set_visible_parts(obj, visible)
         return {"FINISHED"}
 
 
@@ -322,12 +318,12 @@ class SEGPARTS_OT_split_part(_OnSegmentedObject, bpy.types.Operator):
         obj = _segmented_object(context)
         try:
             if obj.mode == "EDIT":
-                runtime.ensure_object_mode(obj)  # writes the Edit Mode selection back to the mesh
+                partlist.ensure_object_mode(obj)  # writes the Edit Mode selection back to the mesh
                 selected = mesh_io.selected_faces(obj.data)
                 part = editing.split_faces(obj, selected)
                 text = f"{int(selected.sum())} selected faces are now {palette.part_name(part)}"
             else:
-                chosen = editing.selected_parts(obj)
+                chosen = partlist.selected_parts(obj)
                 if len(chosen) != 1:
                     raise ValueError("select one part to split (or faces in Edit Mode)")
                 editing.split_part(obj, chosen[0])
@@ -370,12 +366,12 @@ class SEGPARTS_OT_select_similar(_OnSegmentedObject, bpy.types.Operator):
 
     def execute(self, context):
         obj = _segmented_object(context)
-        chosen = editing.selected_parts(obj)
+        chosen = partlist.selected_parts(obj)
         if not editing.repeat_groups(obj):
             self.report({"INFO"}, "This result has no repeated parts")
             return {"CANCELLED"}
         found = editing.similar_parts(obj, chosen)
-        editing.set_selected_parts(obj, found)
+        partlist.set_selected_parts(obj, found)
         self.report({"INFO"}, f"{len(found)} parts selected")
         return {"FINISHED"}
 
@@ -396,14 +392,12 @@ class SEGPARTS_OT_pick(bpy.types.Operator):
     def poll(cls, context):
         obj = _mesh_object(context)
         return obj is not None and len(obj.data.polygons) > 0 and (
-            len(obj.segparts.parts) > 0 or context.scene.segparts_engine == "geosam2")
+            len(obj.segparts.parts) > 0 or engines.click_prompts(runtime.engine_status(), context.scene.segparts_engine))
 
     def invoke(self, context, event):
-        from . import pickview
-
         obj = _mesh_object(context)
         self.obj_name = obj.name
-        self.tool = pickview.PickTool(obj, context.scene.segparts_engine)
+        self.tool = pickview.PickTool(obj, context.scene.segparts_engine, results.start_pick)
         self.handler = bpy.types.SpaceView3D.draw_handler_add(self.tool.draw, (), "WINDOW", "POST_VIEW")
         context.window_manager.modal_handler_add(self)
         self.index_ready = True

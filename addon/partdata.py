@@ -201,6 +201,12 @@ class SelectionUpdate:
 
 
 # ---- the granularity slider ---------------------------------------------------------------------
+def granularity_to_scale(value: float) -> float:
+    """The UI's granularity (coarse 0 ... fine 1) as the hierarchy's scale (fine 0 ... coarse 1) and
+    back (the flip is its own inverse): the one place where the two directions meet."""
+    return 1.0 - float(np.clip(value, 0.0, 1.0))
+
+
 def slider_levels(height: np.ndarray) -> np.ndarray:
     """The distinct cut scales of a hierarchy (0 = the leaves ... 1 = the root), ascending."""
     h = np.asarray(height, dtype=np.float64)
@@ -211,7 +217,7 @@ def slider_scale(levels: np.ndarray, granularity: float) -> float:
     """Slider position (coarse 0 ... fine 1) -> cut scale. Every distinct cut gets an equal share of
     the slider, however the engine spread its merge heights."""
     levels = np.asarray(levels, dtype=np.float64)
-    k = int(round((1.0 - float(np.clip(granularity, 0.0, 1.0))) * (len(levels) - 1)))
+    k = int(round(granularity_to_scale(granularity) * (len(levels) - 1)))
     return float(levels[k])
 
 
@@ -221,4 +227,4 @@ def slider_position(levels: np.ndarray, scale: float) -> float:
     if len(levels) < 2:
         return 0.5
     k = int(np.argmin(np.abs(levels - float(scale))))
-    return 1.0 - k / (len(levels) - 1)
+    return granularity_to_scale(k / (len(levels) - 1))

@@ -9,9 +9,9 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
-from . import background, editing, mesh_io, orientation, partdata, picking, runtime, writeback
+from bpy_extras import view3d_utils
 
-PROMPT_ENGINES = {"geosam2"}  # engines whose clicks are prompts answered by the backend
+from . import background, editing, engines, mesh_io, orientation, partdata, partlist, picking, runtime, writeback
 HOVER_RGBA = (1.0, 0.85, 0.1, 0.45)
 SELECTED_RGBA = (0.1, 0.8, 1.0, 0.3)
 
@@ -172,9 +172,11 @@ def pick_at_ray(obj, origin, direction, level: int = 0):
 
 
 class PickTool:
-    def __init__(self, obj, engine: str):
-        self.obj_name, self.engine = obj.name, engine
-        self.prompt_mode = engine in PROMPT_ENGINES
+    def __init__(self, obj, engine: str, send_prompt=None):
+        """`send_prompt(obj, engine, clicks)` sends a prompt for engines whose clicks are prompts
+        (results.start_pick)."""
+        self.obj_name, self.engine, self.send_prompt = obj.name, engine, send_prompt
+        self.prompt_mode = engines.click_prompts(runtime.engine_status(), engine)
         self.ray = ray_for(obj)  # built ahead after Segment, or now in the background
         self.picker = build_picker(obj)
         self.level = 0
@@ -184,19 +186,17 @@ class PickTool:
         self._batch = None
         self._selected_batch = None
         self._selected_key = None
-        self._revision = runtime.parts_revision
+        self._revision = partlist.revision
 
     @property
     def obj(self):
         return bpy.data.objects.get(self.obj_name)
 
     def hover(self, context, mouse_x: int, mouse_y: int):
-        from bpy_extras import view3d_utils
-
         area, region = picking.region_under(context.window.screen.areas, mouse_x, mouse_y)
         obj = self.obj
-        if obj is not None and self._revision != runtime.parts_revision:  # new labels arrived
-            self._revision = runtime.parts_revision
+        if obj is not None and self._revision != partlist.revision:  # new labels arrived
+            self._revision = partlist.revision
             self.picker = build_picker(obj)
             self._batch = self._selected_key = None
         if region is None or obj is None:
@@ -245,15 +245,15 @@ class PickTool:
                 editing.split_faces(obj, target.mask)
             else:
                 labels, new_id = picking.split_off(self.picker.poly_labels, target.mask)
-                background.run(runtime.write_all(obj, labels, mesh_io.topology(obj.data), keep=True))
-                editing.set_selected_parts(obj, {new_id})
+                background.run(partlist.write_all(obj, labels, mesh_io.topology(obj.data), keep=True))
+                partlist.set_selected_parts(obj, {new_id})
             self.picker = build_picker(obj)
-            self._revision, self._selected_key = runtime.parts_revision, None
+            self._revision, self._selected_key = partlist.revision, None
             self.level = 0
             return f"Split off a new part ({int(target.mask.sum())} faces)"
         current = {it.part_id for it in obj.segparts.parts if it.selected}
         chosen = partdata.SelectionUpdate.from_modifiers(shift, ctrl).apply(current, target.parts)
-        editing.set_selected_parts(obj, chosen)
+        partlist.set_selected_parts(obj, chosen)
         return f"{len(chosen)} parts selected"
 
     def select_similar(self) -> str:
@@ -266,7 +266,7 @@ class PickTool:
         if not editing.repeat_groups(obj):
             return "This result has no repeated parts"
         found = editing.similar_parts(obj, seeds)
-        editing.set_selected_parts(obj, current | found)
+        partlist.set_selected_parts(obj, current | found)
         return f"{len(found)} copies selected"
 
     def _prompt(self, obj, positive: bool, extend: bool) -> str:
@@ -276,7 +276,7 @@ class PickTool:
         self.clicks = (self.clicks + [click]) if extend else [click]
         try:
             runtime.ensure_started()
-            runtime.start_pick(obj, self.engine, list(self.clicks))
+            self.send_prompt(obj, self.engine, list(self.clicks))
         except (RuntimeError, ValueError) as exc:  # backend not up (yet): say so, keep the tool running
             return f"Prompt not sent: {exc}"
         return f"{'positive' if positive else 'negative'} click sent ({len(self.clicks)} in this prompt)"

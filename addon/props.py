@@ -8,9 +8,7 @@ import bpy
 from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, FloatVectorProperty,
                        IntProperty, PointerProperty, StringProperty)
 
-from . import runtime
-
-ENGINE_NAMES = ("geometric", "sampart3d", "geosam2")
+from . import editing, naming_ops, partlist, results, runtime, ui
 
 
 def _session_settings_changed(self, context):
@@ -54,20 +52,17 @@ class SegPartsPreferences(bpy.types.AddonPreferences):
                            description="Highlighted views of each part in the image sent (plus the whole object)")
 
     def draw(self, context):
-        from . import ui
-
         ui.draw_preferences(self, context)
 
 
 def _visibility_changed(self, context):
-    runtime.on_visibility_changed(self, context)
+    partlist.on_visibility_changed(self)
 
 
 def _part_renamed(self, context):
-    from . import naming_ops
-
     naming_ops.on_part_renamed(self, context)  # the part's vertex group and material follow the name
-    runtime.on_part_renamed(self, context)  # the name sticks to the part's hierarchy node
+    if not partlist.renaming_quietly():  # typed in the list: the name sticks to the part's hierarchy node
+        editing.rename_part(self.id_data, self.part_id, self.name)
 
 
 class SegPartsPart(bpy.types.PropertyGroup):
@@ -82,7 +77,7 @@ class SegPartsPart(bpy.types.PropertyGroup):
 
 
 def _granularity_changed(self, context):
-    runtime.on_granularity_changed(self.id_data, self.granularity)
+    results.on_granularity_changed(self.id_data, self.granularity)
 
 
 class SegPartsObject(bpy.types.PropertyGroup):
@@ -94,6 +89,7 @@ class SegPartsObject(bpy.types.PropertyGroup):
         update=_granularity_changed)
     engine: StringProperty(name="Engine of the last result")
     mesh_id: StringProperty(name="Backend mesh id")
+    segmentation_id: StringProperty(name="Backend result id", description="Names the result for new scales")
 
 
 def _engine_items(self, context):
@@ -112,7 +108,7 @@ def register():
     bpy.types.Scene.segparts_preview = BoolProperty(
         name="Preview colours", default=True,
         description="Show parts with temporary colour materials (your materials are kept)",
-        update=lambda self, context: runtime.on_preview_changed(self))
+        update=lambda self, context: results.on_preview_changed(self))
 
 
 def unregister():

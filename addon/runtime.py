@@ -1,91 +1,54 @@
-"""The add-on's running state: one backend session, the jobs in flight, the write-back queue and
-the timer that drives them. Operators and the panel call in here; nothing here blocks.
+"""The add-on's running state: one backend session, the jobs in flight per object, the write-back
+queue, messages, set-up tasks and the timer that drives them. Nothing here blocks, and nothing here
+knows what a job does (results.py asks for results and applies them; parts.py keeps the part list;
+config.py the preferences and paths).
 
 The timer (`drain`) polls the socket, then runs queued write-back steps (generators) until ~8 ms
 have passed, so a large result is applied over several ticks instead of freezing the UI; array
-work runs in a background thread meanwhile (background.py). `drain` is a plain function: tests call it directly (timers don't fire in the
-bpy module).
+work runs in a background thread meanwhile (background.py). `drain` is a plain function: tests
+call it directly (timers don't fire in the bpy module).
 """
 from __future__ import annotations
 
 import atexit
-import sys
 import time
 from collections import deque
 from concurrent.futures import Future
-from pathlib import Path
 
 import bpy
-import numpy as np
 
-from . import partdata, palette, session as session_mod
+from . import background, config, engines, session
+from ._shared.client import BackendClient
 
 TICK_BUDGET_S = 0.008  # start no new write-back step after this; one step takes a few ms
 BUSY_INTERVAL_S, IDLE_INTERVAL_S = 0.05, 0.25
 
-session: session_mod.Session | None = None
-jobs: dict[str, object] = {}  # object name -> SegmentJob / PickJob in flight
-work: deque = deque()  # (key, generator) write-back steps
+_session: session.Session | None = None
+object_jobs: dict[str, object] = {}  # object name -> the job in flight for it (jobs.SegmentJob, ...)
+work: deque = deque()  # (key, generator, on_done) write-back steps
 tick_stats = {"ticks": 0, "worst_s": 0.0, "last_s": 0.0}
 setup_task = None  # setup.Task while "Set up backend" / "Fetch models" runs
-_suppress_recut = False
+_when_ready: list = []  # callbacks(session) to run once a starting backend is up (or failed)
+_message = ""
+_object_messages: dict[str, str] = {}  # object name -> the last message about it (the panel shows the active one's)
 _engine_items: list = []
-parts_revision = 0  # bumped whenever a part list is rebuilt (the pick tool re-reads labels then)
 
 
-# ---- configuration ---------------------------------------------------------------------------
-def prefs():
-    addon = bpy.context.preferences.addons.get(__package__)
-    return addon.preferences if addon else None
-
-
-def state_dir() -> Path:
-    """The extension's user folder (survives upgrades); a config folder for legacy installs."""
-    try:
-        return Path(bpy.utils.extension_path_user(__package__, create=True))
-    except (ValueError, RuntimeError, AttributeError):
-        return Path(bpy.utils.user_resource("CONFIG", path="segment_parts", create=True))
-
-
-def bundled_backend() -> Path:
-    return Path(__file__).with_name("bundled_backend")
-
-
-def venv_python(venv: Path) -> Path:
-    return venv / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
-
-
-def backend_python(p) -> str:
-    if p is not None and p.python_path:
-        return bpy.path.abspath(p.python_path)
-    candidate = venv_python(state_dir() / "venv")
-    return str(candidate) if candidate.exists() else ""
-
-
-def make_config() -> session_mod.Config:
-    p = prefs()
-    auto_start = p.auto_start if p else True
-    port = p.port if p else 0
-    if port == 0:  # our own backend on a free port (two Blenders never share one), or serve's default
-        port = session_mod.free_port() if auto_start else session_mod.SERVE_DEFAULT_PORT
-    return session_mod.Config(
-        python=backend_python(p), host=p.host if p else "127.0.0.1", port=port,
-        device=p.device if p else "auto", auto_start=auto_start,
-        models_dir=bpy.path.abspath(p.models_dir) if p and p.models_dir else "", state_dir=str(state_dir()),
-        manifest=str(bundled_backend() / "models" / "manifest.json"))
-
-
+# ---- the backend session ---------------------------------------------------------------------
 def _client_factory(host, port, token_file):
-    from ._shared.client import BackendClient
-
     return BackendClient(host=host, port=port, token_file=token_file)
 
 
-def get_session() -> session_mod.Session:
-    global session
-    if session is None:
-        session = session_mod.Session(make_config(), _client_factory)
-    return session
+def current_session() -> session.Session | None:
+    """The session, if one was made (None before the first start and after Stop)."""
+    return _session
+
+
+def get_session() -> session.Session:
+    global _session
+    if _session is None:
+        _session = session.Session(config.make_config(), _client_factory)
+    return _session
 
 
 def configure_from_prefs() -> None:
@@ -93,13 +56,13 @@ def configure_from_prefs() -> None:
     s = get_session()
     was_on = s.state in ("starting", "ready")
     s.stop()
-    s.config = make_config()
+    s.config = config.make_config()
     if was_on:
         s.start()
     ensure_timer()
 
 
-def ensure_started() -> session_mod.Session:
+def ensure_started() -> session.Session:
     s = get_session()
     if s.state == "error":
         # a backend in the error state died, froze or stopped answering: the process we started is
@@ -107,23 +70,44 @@ def ensure_started() -> session_mod.Session:
         stop_backend()
         s = get_session()
     if s.state == "off":
-        s.config = make_config()
+        s.config = config.make_config()
         s.start()
     ensure_timer()
     return s
 
 
+def when_ready(callback) -> None:
+    """Call `callback(session)` from the timer once the backend has started (or failed to)."""
+    _when_ready.append(callback)
+    ensure_timer()
+
+
+def _run_when_ready() -> None:
+    s = _session
+    if not _when_ready or s is None or s.state == "starting":
+        return
+    waiting = list(_when_ready)
+    _when_ready.clear()
+    for callback in waiting:
+        callback(s)
+
+
+def cancel_all() -> None:
+    """Cancel every job and drop queued write-backs."""
+    _when_ready.clear()
+    for job in list(object_jobs.values()):
+        job.cancel()
+    object_jobs.clear()
+    work.clear()
+
+
 def stop_backend() -> None:
     """Cancel the jobs and stop the backend we started (the Stop / Restart buttons)."""
-    global session
-    _waiting.clear()
-    for job in list(jobs.values()):
-        job.cancel()
-    jobs.clear()
-    work.clear()
-    if session is not None:
-        session.stop()
-        session = None
+    global _session
+    cancel_all()
+    if _session is not None:
+        _session.stop()
+        _session = None
 
 
 def shutdown() -> None:
@@ -131,8 +115,6 @@ def shutdown() -> None:
     stop_backend()
     if setup_task is not None:
         setup_task.stop()
-    from . import background
-
     background.shutdown()
 
 
@@ -142,25 +124,27 @@ atexit.register(shutdown)
 @bpy.app.handlers.persistent
 def on_load_pre(*_args) -> None:
     """Another .blend is opening: results for the old file's objects must not land in the new one."""
-    for job in list(jobs.values()):
-        job.cancel()
-    jobs.clear()
-    work.clear()
-    _waiting.clear()
+    cancel_all()
     _object_messages.clear()
     set_message("")
+
+
+def cancel(obj_name: str) -> None:
+    job = object_jobs.get(obj_name)
+    if job is not None:
+        job.cancel()
 
 
 # ---- the timer -------------------------------------------------------------------------------
 def drain() -> float:
     """One tick: socket, then write-back steps within the budget. Returns the next interval."""
     t0 = time.perf_counter()
-    s = session
+    s = _session
     try:
         if s is not None:
             try:
                 s.tick()
-                _start_waiting()
+                _run_when_ready()
             except Exception as exc:  # an exception would unregister the timer: report it instead
                 set_message(f"Backend connection error: {exc}")
         if setup_task is not None:
@@ -198,8 +182,8 @@ def _call(fn):
 
 
 def _busy() -> bool:
-    starting = session is not None and session.state == "starting"
-    return bool(work) or bool(jobs) or bool(_waiting) or starting or setup_task is not None
+    starting = _session is not None and _session.state == "starting"
+    return bool(work) or bool(object_jobs) or bool(_when_ready) or starting or setup_task is not None
 
 
 def ensure_timer() -> None:
@@ -218,185 +202,6 @@ def run_until_idle(timeout: float = 60.0, poll_s: float = 0.02) -> None:
     raise TimeoutError("the add-on did not become idle in time")
 
 
-def redraw() -> None:
-    wm = getattr(bpy.context, "window_manager", None)
-    for window in (wm.windows if wm else []):
-        for area in window.screen.areas:
-            if area.type in ("VIEW_3D", "PREFERENCES"):
-                area.tag_redraw()
-
-
-_message = ""
-_object_messages: dict[str, str] = {}  # object name -> the last message about it (the panel shows the active one's)
-
-
-def set_message(text: str, obj_name: str | None = None) -> None:
-    """The latest message; with obj_name it is also that object's own (shown only while it is active)."""
-    global _message
-    _message = text
-    if obj_name is not None:
-        _object_messages[obj_name] = text
-    if session is not None:
-        session.changed = True
-    redraw()
-
-
-def message(obj=None) -> str:
-    """The message about `obj` (an object or its name), or the latest message of any kind."""
-    if obj is None:
-        return _message
-    return _object_messages.get(obj if isinstance(obj, str) else obj.name, "")
-
-
-def undo_push(text: str) -> None:
-    """Results applied from the timer are not inside an operator: push the undo step ourselves."""
-    try:
-        bpy.ops.ed.undo_push(message=text)
-    except RuntimeError:
-        pass  # no undo stack (background mode / the bpy module)
-
-
-# ---- engines ---------------------------------------------------------------------------------
-def engine_status() -> dict[str, dict]:
-    s = session
-    return s.engines() if s is not None and s.ready else {}
-
-
-def engine_enum_items():
-    status = engine_status()
-    items = []
-    for i, name in enumerate(status or ("geometric", "sampart3d", "geosam2")):
-        info = status.get(name)
-        if info is None:
-            desc = "backend not connected"
-        elif info.get("available"):
-            desc = "available"
-        else:
-            desc = "unavailable: " + str(info.get("message", ""))
-        icon = "CHECKMARK" if info and info.get("available") else "ERROR" if info else "DOT"
-        label = {"geometric": "Geometric", "sampart3d": "SAMPart3D", "geosam2": "GeoSAM2"}.get(name, name)
-        items.append((name, label, desc, icon, i))
-    _engine_items[:] = items  # Blender needs the strings kept alive
-    return _engine_items
-
-
-# ---- segmentation ------------------------------------------------------------------------------
-def start_segment(obj, engine: str) -> None:
-    from . import jobs as jobs_mod, mesh_io
-    from ._shared.client import mesh_id
-
-    s = get_session()
-    if not s.ready:
-        raise RuntimeError(s.message)
-    if obj.name in jobs and jobs[obj.name].active:
-        raise RuntimeError(f"{obj.name!r} is already being segmented")
-    from . import background
-
-    arrays = mesh_io.mesh_arrays(obj, normals=mesh_io.renders(engine))
-    name = obj.name
-
-    def done(job, msg):
-        jobs.pop(name, None)
-        queue_work(("segment", name), _apply_segmentation(name, arrays, job.mesh_id, engine, msg),
-                   on_done=lambda: undo_push("Segment Parts"))
-
-    def failed(job, text):
-        jobs.pop(name, None)
-        set_message(f"{name}: {text}", name)
-
-    job = jobs_mod.SegmentJob(s, arrays, None, engine, done, failed)
-    jobs[name] = job
-    set_message(f"Segmenting {name} with {engine}…", name)
-    # the content hash (~60 MB at 1M faces) in the background thread; the upload starts after it
-    queue_work(("hash", name), _start_when_hashed(job, background.submit(mesh_id, arrays.vertices, arrays.faces,
-                                                                          arrays.cues, arrays.appearance)))
-
-
-def _start_when_hashed(job, future):
-    from . import background
-
-    job.mesh_id = yield from background.wait(future)
-    if job.cancelled:
-        job._finish_cancelled()
-    elif job.active:
-        job.start()
-
-
-_waiting: list[tuple[str, str]] = []  # (object name, engine) to segment once the backend is up
-
-
-def segment_when_ready(obj_name: str, engine: str) -> None:
-    _waiting.append((obj_name, engine))
-    ensure_timer()
-
-
-def _start_waiting() -> None:
-    s = session
-    if not _waiting or s is None or s.state == "starting":
-        return
-    waiting = list(_waiting)
-    _waiting.clear()
-    for name, engine in waiting:
-        obj = bpy.data.objects.get(name)
-        if s.state != "ready":
-            set_message(f"{name}: {s.message}", name)
-        elif obj is not None:
-            try:
-                start_segment(obj, engine)
-            except (RuntimeError, ValueError) as exc:
-                set_message(f"{name}: {exc}", name)
-
-
-def start_pick(obj, engine: str, clicks: list[dict]) -> None:
-    """Prompt clicks for an engine that answers them itself: the mask it returns becomes a new part."""
-    from . import jobs as jobs_mod, mesh_io, picking, writeback
-    from ._shared.client import mesh_id
-
-    s = get_session()
-    if not s.ready:
-        raise RuntimeError(s.message)
-    arrays = mesh_io.mesh_arrays(obj, normals=mesh_io.renders(engine))
-    mid = mesh_id(arrays.vertices, arrays.faces, arrays.cues, arrays.appearance)
-    name = obj.name
-
-    def done(job, msg):
-        jobs.pop(name, None)
-        queue_work(("pick", name), _apply_pick(name, arrays, msg), on_done=lambda: undo_push("Pick Part"))
-
-    def failed(job, text):
-        jobs.pop(name, None)
-        set_message(f"{name}: {text}", name)
-
-    job = jobs_mod.PickJob(s, arrays, mid, engine, clicks, done, failed,
-                           scale=writeback.current_scale(obj))
-    jobs[name] = job
-    job.start()
-
-
-def _apply_pick(name, arrays, msg):
-    from . import editing, picking, writeback
-
-    obj = bpy.data.objects.get(name)
-    if obj is None or len(obj.data.polygons) != arrays.n_polygons:
-        set_message(f"{name} changed; pick dropped", name)
-        return
-    mask = partdata.polygon_mask(msg.arrays["mask"], arrays.tri_poly, arrays.n_polygons)
-    labels = writeback.labels(obj)
-    if labels is None:
-        labels = np.zeros(arrays.n_polygons, dtype=np.int32)
-    labels, new_id = picking.split_off(labels, mask)
-    yield
-    yield from write_all(obj, labels, arrays.topology, keep=True)
-    editing.set_selected_parts(obj, {new_id})
-    set_message(f"{name}: picked {int(mask.sum())} faces as {palette.part_name(new_id)}", name)
-
-
-def cancel(obj_name: str) -> None:
-    job = jobs.get(obj_name)
-    if job is not None:
-        job.cancel()
-
-
 def queue_work(key, gen, on_done=None) -> None:
     """Queue write-back steps; a newer entry with the same key replaces a queued older one."""
     for i, (k, _g, _d) in enumerate(work):
@@ -407,273 +212,51 @@ def queue_work(key, gen, on_done=None) -> None:
     ensure_timer()
 
 
-def _prepare_segmentation(result_arrays: dict, tri_poly, n_poly: int):
-    """Triangle result -> polygon labels, polygon-level hierarchy and the matching slider scale.
-    Pure numpy: runs in the background thread."""
-    from ._shared.hierarchy import Hierarchy
-
-    poly_labels = partdata.compact_labels(partdata.polygon_labels(result_arrays["labels"], tri_poly, n_poly))
-    poly_leaf = partdata.polygon_labels(result_arrays["leaf_labels"], tri_poly, n_poly)
-    parent, height = np.array(result_arrays["parent"]), np.array(result_arrays["height"])
-    hierarchy = Hierarchy(poly_leaf, parent, height)
-    scale = matching_scale(hierarchy, int(poly_labels.max()) + 1)
-    return poly_labels, poly_leaf, parent, height, scale
+def redraw() -> None:
+    wm = getattr(bpy.context, "window_manager", None)
+    for window in (wm.windows if wm else []):
+        for area in window.screen.areas:
+            if area.type in ("VIEW_3D", "PREFERENCES"):
+                area.tag_redraw()
 
 
-def _live_object(name, n_polygons):
-    obj = bpy.data.objects.get(name)
-    if obj is None or obj.type != "MESH":
-        set_message(f"{name} is gone; result dropped", name)
-        return None
-    if len(obj.data.polygons) != n_polygons:
-        set_message(f"{name} changed while it was segmented; segment it again", name)
-        return None
-    return obj
+def undo_push(text: str) -> None:
+    """Results applied from the timer are not inside an operator: push the undo step ourselves."""
+    try:
+        bpy.ops.ed.undo_push(message=text)
+    except RuntimeError:
+        pass  # no undo stack (background mode / the bpy module)
 
 
-def _apply_segmentation(name, arrays, mid, engine, msg):
-    from . import background, writeback
+# ---- messages --------------------------------------------------------------------------------
+def set_message(text: str, obj_name: str | None = None) -> None:
+    """The latest message; with obj_name it is also that object's own (shown only while it is active)."""
+    global _message
+    _message = text
+    if obj_name is not None:
+        _object_messages[obj_name] = text
+    if _session is not None:
+        _session.changed = True
+    redraw()
 
-    future = background.submit(_prepare_segmentation, msg.arrays, arrays.tri_poly, arrays.n_polygons)
-    poly_labels, poly_leaf, parent, height, scale = yield from background.wait(future)
-    obj = _live_object(name, arrays.n_polygons)
+
+def message(obj=None) -> str:
+    """The message about `obj` (an object or its name), or the latest message of any kind."""
     if obj is None:
-        return
-    ensure_object_mode(obj)
-    writeback.store_hierarchy(obj, poly_leaf, parent, height)
-    if writeback.NAMES_PROP in obj:  # names belonged to the previous hierarchy's nodes
-        del obj[writeback.NAMES_PROP]
-    from . import similar
-
-    info = msg.result.get("info") if isinstance(msg.result.get("info"), dict) else {}
-    obj[writeback.REPEATS_PROP] = similar.clean_groups(info.get("repeats"), len(parent))
-    levels = partdata.slider_levels(height)
-    obj[writeback.LEVELS_PROP] = levels.tolist()
-    position = partdata.slider_position(levels, scale)
-    writeback.store_automatic(obj, poly_labels, position)
-    set_granularity_quietly(obj, position)
-    yield
-    yield from write_all(obj, poly_labels, arrays.topology)
-    obj.segparts.engine, obj.segparts.mesh_id = engine, mid
-    yield
-    obj = _live_object(name, arrays.n_polygons)
-    if obj is None:
-        return
-    if not obj.modifiers:  # the pick tool's index from the arrays at hand, built in the background now
-        from . import pickview
-
-        pickview.prebuild(obj, arrays.vertices, arrays.faces, arrays.tri_poly)
-    set_message(f"{name}: {len(obj.segparts.parts)} parts ({engine})", name)
+        return _message
+    return _object_messages.get(obj if isinstance(obj, str) else obj.name, "")
 
 
-def matching_scale(hierarchy, n_parts: int) -> float:
-    """The cut scale whose number of parts is closest to n_parts (binary search on node heights)."""
-    heights = np.unique(hierarchy.height)
-    lo, hi = 0, len(heights) - 1
-    while lo < hi:  # parts decrease as the scale grows
-        mid = (lo + hi) // 2
-        if int(hierarchy.active_at_scale(heights[mid]).sum()) > n_parts:
-            lo = mid + 1
-        else:
-            hi = mid
-    return float(heights[lo])
+# ---- engines ---------------------------------------------------------------------------------
+def engine_status() -> dict[str, dict]:
+    """The engines as the backend's hello describes them ({} until it is up)."""
+    s = _session
+    return s.engines() if s is not None and s.ready else {}
 
 
-def write_all(obj, poly_labels, topo, keep: bool = False):
-    """Generator: labels -> attribute, preview materials, vertex groups, part list."""
-    from . import naming_ops, writeback
-
-    naming_ops.restore_group_names(obj)  # the write-back finds groups by their canonical names
-    preview = bpy.context.scene.segparts_preview if bpy.context.scene else True
-    if not preview:
-        writeback.clear_preview(obj)
-    kept = {it.part_id: 0 for it in obj.segparts.parts if it.material} if keep else None
-    counts = {}
-    yield from writeback.write_parts(obj, poly_labels, topo, preview=preview, keep_parts=kept, vertex_counts=counts)
-    yield
-    refresh_parts(obj, poly_labels, keep, counts, counts.pop("faces", None))
-
-
-def refresh_parts(obj, poly_labels=None, keep: bool = False, vertex_counts: dict | None = None,
-                  faces: np.ndarray | None = None) -> None:
-    """Rebuild the part list from the `part_id` attribute (the source of truth). keep=True keeps
-    the names and materials of part ids that survive (editing); new labels start fresh."""
-    from . import mesh_io, writeback
-
-    global parts_revision
-    parts_revision += 1
-    if poly_labels is None:
-        poly_labels = writeback.labels(obj)
-    items = obj.segparts.parts
-    old = {it.part_id: (it.name, it.material) for it in items} if keep else {}
-    items.clear()
-    if poly_labels is None:
-        return
-    if vertex_counts is None:
-        topo = mesh_io.topology(obj.data)
-        vertex_counts = partdata.part_vertex_counts(
-            partdata.vertex_groups(poly_labels, topo.corner_verts, topo.loop_total, topo.n_vertices))
-    if faces is None:  # faces per part (the write-back counts them in the background thread)
-        faces = np.bincount(poly_labels[poly_labels >= 0])
-    given = _names_from_nodes(obj, poly_labels)
-    global _suppress_rename
-    _suppress_rename = True
-    try:
-        for part in np.flatnonzero(faces).tolist():
-            it = items.add()
-            name, material = old.get(part, (palette.part_name(part), None))
-            it.part_id, it.name, it.material = part, given.get(part, name), material
-            _fill_item(it, part, faces, vertex_counts)
-    finally:
-        _suppress_rename = False
-    obj.segparts.active_part = min(obj.segparts.active_part, max(len(items) - 1, 0))
-
-
-def _names_from_nodes(obj, poly_labels) -> dict[int, str]:
-    """part -> the name the user gave its hierarchy node (Rename Part), if any."""
-    from . import partedits, writeback
-
-    names = writeback.node_names(obj)
-    hierarchy = writeback.load_hierarchy(obj) if names else None
-    if hierarchy is None or len(hierarchy.leaf_labels) != len(poly_labels):
-        return {}
-    nodes = partedits.active_nodes(hierarchy, writeback.current_scale(obj))
-    parts, first = np.unique(poly_labels, return_index=True)
-    return {int(p): names[int(nodes[f])] for p, f in zip(parts, first) if p >= 0 and int(nodes[f]) in names}
-
-
-_suppress_rename = False
-
-
-def rename_quietly(obj, part: int, name: str) -> None:
-    global _suppress_rename
-    _suppress_rename = True
-    try:
-        for it in obj.segparts.parts:
-            if it.part_id == part:
-                it.name = name
-    finally:
-        _suppress_rename = False
-
-
-def on_part_renamed(item, context) -> None:
-    """A name typed in the parts list: remembered on the part's hierarchy node."""
-    from . import editing
-
-    if not _suppress_rename:
-        editing.rename_part(item.id_data, item.part_id, item.name)
-
-
-def _fill_item(it, part, faces, vertex_counts) -> None:
-    it.color = palette.part_colour(part)
-    it.face_count = int(faces[part])
-    it.vertex_count = int(vertex_counts.get(part, 0))
-
-
-def set_granularity_quietly(obj, value: float) -> None:
-    global _suppress_recut
-    _suppress_recut = True
-    try:
-        obj.segparts.granularity = value
-    finally:
-        _suppress_recut = False
-
-
-def on_granularity_changed(obj, granularity: float) -> None:
-    from . import mesh_io
-
-    if _suppress_recut:
-        return
-    topo = mesh_io.topology(obj.data)  # read now, in the user's action, not in a timer tick
-    queue_work(("recut", obj.name), _recut(obj.name, granularity, topo), on_done=lambda: undo_push("Granularity"))
-
-
-def _recut(name, granularity, topo):
-    from . import background, writeback
-
-    obj = bpy.data.objects.get(name)
-    if obj is None:
-        return
-    arrays = writeback.hierarchy_arrays(obj)
-    scale = writeback.current_scale(obj, granularity)
-    automatic = writeback.automatic_labels(obj, granularity)  # back at the engine's spot: its own result
-
-    def cut():  # in the background thread: building the tree walks every node
-        hierarchy = writeback.make_hierarchy(arrays)
-        return None if hierarchy is None else hierarchy.cut(scale=scale)
-
-    if automatic is not None and len(automatic) == topo.n_polygons:
-        poly_labels = automatic
-    else:
-        poly_labels = yield from background.wait(background.submit(cut))
-    if poly_labels is None:
-        set_message(f"{name} has no usable part hierarchy; segment it again", name)
-        return
-    obj = _live_object(name, topo.n_polygons)
-    if obj is None:
-        return
-    yield from write_all(obj, poly_labels, topo)
-    set_message(f"{name}: {len(obj.segparts.parts)} parts", name)
-
-
-_suppress_visibility = False
-
-
-def set_visibility_quietly(obj, visible: set[int]) -> None:
-    global _suppress_visibility
-    _suppress_visibility = True
-    try:
-        for it in obj.segparts.parts:
-            it.visible = it.part_id in visible
-    finally:
-        _suppress_visibility = False
-
-
-def on_visibility_changed(item, context) -> None:
-    from . import writeback
-
-    if _suppress_visibility:
-        return
-    obj = item.id_data
-    hidden = {it.part_id for it in obj.segparts.parts if not it.visible}
-    writeback.set_hidden_parts(obj, hidden)
-
-
-_suppress_preview = False
-
-
-def set_preview_quietly(scene, value: bool) -> None:
-    global _suppress_preview
-    _suppress_preview = True
-    try:
-        scene.segparts_preview = value
-    finally:
-        _suppress_preview = False
-
-
-def on_preview_changed(scene) -> None:
-    """The Preview Colours tick box: part colours on or off for every segmented mesh of the scene."""
-    from . import writeback
-
-    if _suppress_preview:
-        return
-    for obj in scene.objects:
-        if obj.type != "MESH" or not obj.segparts.parts:
-            continue
-        ensure_object_mode(obj)
-        if not scene.segparts_preview:
-            writeback.clear_preview(obj)
-            continue
-        poly_labels = writeback.labels(obj)
-        if poly_labels is not None and len(poly_labels) == len(obj.data.polygons):
-            kept = {it.part_id: 0 for it in obj.segparts.parts if it.material}
-            writeback.write_preview_materials(obj, poly_labels, kept)
-
-
-def ensure_object_mode(obj) -> None:
-    if obj.mode != "OBJECT":
-        with bpy.context.temp_override(active_object=obj, object=obj):
-            bpy.ops.object.mode_set(mode="OBJECT")
+def engine_enum_items():
+    _engine_items[:] = engines.enum_items(engine_status())  # Blender needs the strings kept alive
+    return _engine_items
 
 
 # ---- set-up tasks ----------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from . import engines
+
 SERVE_DEFAULT_PORT = 5555  # `segparts serve`'s default: where a server started by hand listens
 HELLO_RETRY_S = 1.0
 START_TIMEOUT_S = 60.0  # first start may compile/import a lot; hello answers as soon as it is up
@@ -40,6 +42,8 @@ class Config:
     models_dir: str = ""
     state_dir: str = ""  # where logs and the token file go (the extension's user folder)
     manifest: str = ""  # model manifest shipped with the bundled backend
+    protocol: int = 1  # the wire protocol this add-on speaks (its _shared/wire.py)
+    version: str = ""  # the add-on's version ("" = unknown: not compared)
 
     @property
     def token_file(self) -> Path:
@@ -87,13 +91,13 @@ class BackendProcess:
             env["SEGPARTS_MODELS"] = c.models_dir
         if c.manifest and Path(c.manifest).exists() and "SEGPARTS_MANIFEST" not in env:
             env["SEGPARTS_MANIFEST"] = c.manifest
-        log = open(c.console_file, "wb")
+        console = open(c.console_file, "wb")
         try:
             flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0
-            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=console,
                                          stderr=subprocess.STDOUT, env=env, creationflags=flags)
         finally:
-            log.close()
+            console.close()
 
     @property
     def running(self) -> bool:
@@ -154,6 +158,7 @@ class Session:
         self.state = "off"
         self.message = "Backend not started"
         self.hello: dict = {}
+        self.warning = ""  # set at hello when the backend's version is not the add-on's
         self.pending: dict[str, Pending] = {}
         self._hello_id: str | None = None
         self._hello_sent = 0.0
@@ -202,7 +207,7 @@ class Session:
         if self.process is not None:
             self.process.stop()
             self.process = None
-        self.state, self.message, self.hello = "off", "Backend stopped", {}
+        self.state, self.message, self.hello, self.warning = "off", "Backend stopped", {}, ""
         self.changed = True
 
     def restart(self) -> None:
@@ -263,8 +268,7 @@ class Session:
     def _dispatch(self, msg, now: float) -> None:
         if msg.id == self._hello_id and self.state == "starting":
             if msg.ok:
-                self.hello = msg.result
-                self.state, self.message = "ready", self._ready_message()
+                self._on_hello(msg.result)
             else:
                 self._fail(f"Backend refused hello: {(msg.error or {}).get('message', '')}")
             self.changed = True
@@ -303,6 +307,16 @@ class Session:
         req_id = self.client.send(p.op, args, arrays)
         self.pending[req_id] = Pending(p.op, p.on_message, p.deadline, p.job_id)  # no second resend
         return True
+
+    def _on_hello(self, hello: dict) -> None:
+        usable, note = engines.compatibility(hello, self.config.protocol, self.config.version or
+                                             str(hello.get("version", "")))
+        if not usable:
+            self._fail(note)
+            return
+        self.hello, self.warning = hello, note
+        self.state, self.message = "ready", self._ready_message()
+
 
     def _check_starting(self, now: float) -> None:
         if self.process is not None and not self.process.running:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import naming_ops, runtime, writeback
+from . import config, engines, naming_ops, runtime, writeback
 
 
 class SEGPARTS_UL_parts(bpy.types.UIList):
@@ -32,7 +32,7 @@ class SEGPARTS_PT_panel(bpy.types.Panel):
 
     def draw(self, context):
         layout = self.layout
-        s = runtime.session
+        s = runtime.current_session()
         _draw_backend(layout, s)
         obj = context.active_object
         col = layout.column()
@@ -47,7 +47,7 @@ class SEGPARTS_PT_panel(bpy.types.Panel):
         if obj is None or obj.type != "MESH":
             layout.label(text="Select a mesh object", icon="INFO")
             return
-        job = runtime.jobs.get(obj.name)
+        job = runtime.object_jobs.get(obj.name)
         if job is not None and job.active:
             row = layout.row(align=True)
             row.progress(factor=job.progress, type="BAR", text=f"{job.stage} {job.progress * 100:.0f}%")
@@ -92,6 +92,9 @@ def _draw_backend(layout, s):
     icon = {"ready": "CHECKMARK", "starting": "SORTTIME", "error": "ERROR"}.get(state, "RADIOBUT_OFF")
     for i, line in enumerate(_wrap(s.message if s is not None else "Backend not started", 44)):
         box.label(text=line, icon=icon if i == 0 else "BLANK1")
+    if s is not None and s.warning:  # e.g. another backend version than the add-on's
+        for i, line in enumerate(_wrap(s.warning, 44)):
+            box.label(text=line, icon="ERROR" if i == 0 else "BLANK1")
     row = box.row(align=True)
     if state in ("off", "error"):
         row.operator("segparts.backend_start", text="Restart" if state == "error" else "Start Backend",
@@ -137,11 +140,16 @@ def draw_preferences(prefs, context):
         box.label(text=task.last_line()[:80])
     else:
         box.operator("segparts.setup_backend", icon="CONSOLE")
-    box.label(text=f"Log and environment: {runtime.state_dir()}")
+    box.label(text=f"Log and environment: {config.state_dir()}")
+    status = runtime.engine_status() or engines.last_known()
+    needing = [name for name in status if engines.models(status, name)]
     row = layout.row()
-    row.label(text="Fetch models:")
-    for engine in ("sampart3d", "geosam2"):
-        row.operator("segparts.fetch_models", text=engine).engine = engine
+    if needing:
+        row.label(text="Fetch models:")
+        for engine in needing:
+            row.operator("segparts.fetch_models", text=engines.label(status, engine)).engine = engine
+    else:
+        row.label(text="Start the backend to fetch the models of its learned engines", icon="INFO")
     naming_ops.draw_preferences(layout, prefs)
 
 

@@ -20,6 +20,7 @@ import bpy
 import numpy as np
 
 from . import background, mesh_io, palette, partdata
+from ._shared.hierarchy import Hierarchy
 from .mesh_io import SAVED_MATERIAL_ATTR
 
 LABEL_ATTR = "part_id"
@@ -56,8 +57,6 @@ def hierarchy_arrays(obj):
 def make_hierarchy(arrays):
     """Hierarchy from hierarchy_arrays(), or None if the mesh was edited in a way that broke it.
     Pure numpy: safe in the background thread."""
-    from ._shared.hierarchy import Hierarchy
-
     if arrays is None:
         return None
     try:

@@ -17,7 +17,7 @@ from hypothesis import given, settings, strategies as st
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from addon import jobs, palette, partdata, partedits, picking, session, setup, similar  # noqa: E402
+from addon import engines, jobs, palette, partdata, partedits, picking, session, setup, similar  # noqa: E402
 from segparts.client import BackendClient, mesh_id  # noqa: E402
 from segparts.hierarchy import Hierarchy  # noqa: E402
 
@@ -239,15 +239,101 @@ def _drive(s, until, timeout=60):
         time.sleep(0.005)
 
 
-@pytest.fixture()
-def live_session(tmp_path):
-    cfg = session.Config(python=sys.executable, port=session.free_port(), device="cpu", state_dir=str(tmp_path))
+def backend_python(folder: Path) -> str:
+    """This venv's Python with THIS checkout's backend first on its path (the session starts the
+    backend without PYTHONPATH, and the venv's editable install may point at another checkout)."""
+    wrapper = folder / "backend-python"
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH="{ROOT / "backend"}" exec "{sys.executable}" "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def _start(tmp_path, **config):
+    cfg = session.Config(python=backend_python(tmp_path), port=session.free_port(), device="cpu",
+                         state_dir=str(tmp_path), **config)
     s = session.Session(cfg, lambda host, port, token_file: BackendClient(host, port, token_file=token_file))
     s.start()
     _drive(s, lambda: s.state != "starting")
+    return s
+
+
+@pytest.fixture()
+def live_session(tmp_path):
+    s = _start(tmp_path)
     assert s.ready, s.message
     yield s
     s.stop()
+
+
+def test_hello_is_checked_for_protocol_and_version(tmp_path):
+    """Another protocol cannot work (the session fails and says why); another version of the same
+    protocol works and the panel warns."""
+    import segparts
+
+    other = _start(tmp_path, protocol=2, version=segparts.__version__)
+    try:
+        assert other.state == "error" and "protocol 1" in other.message and "speaks 2" in other.message
+    finally:
+        other.stop()
+    older = _start(tmp_path, version="0.0.1")
+    try:
+        assert older.ready and segparts.__version__ in older.warning and "0.0.1" in older.warning
+    finally:
+        older.stop()
+    same = _start(tmp_path, version=segparts.__version__)
+    try:
+        assert same.ready and same.warning == ""
+    finally:
+        same.stop()
+
+
+def test_the_engine_menu_and_flags_come_from_hello(live_session):
+    """Nothing in the add-on names an engine: labels, prompts, rendering and backend scales are the
+    backend's words."""
+    status = live_session.engines()
+    items = engines.enum_items(status)
+    assert [i[0] for i in items] == list(status) and [i[4] for i in items] == list(range(len(status)))
+    by_label = {i[1]: i[0] for i in items}
+    assert by_label["SAMPart3D"] == "sampart3d" and by_label["GeoSAM2"] == "geosam2"
+    assert engines.click_prompts(status, "geosam2") and not engines.click_prompts(status, "geometric")
+    assert engines.renders(status, "sampart3d") and not engines.renders(status, "geometric")
+    assert engines.scales_on_backend(status, "sampart3d") and not engines.scales_on_backend(status, "geometric")
+    assert "ptv3-object" in engines.models(status, "sampart3d") and engines.models(status, "geometric") == []
+    # the backend stopped: the menu keeps its engines (a stored choice stays valid)
+    assert [i[0] for i in engines.enum_items({})] == list(status)
+
+
+def test_scale_job_recuts_the_named_result_and_never_segments_again(live_session):
+    """A new slider position of a result the backend holds: `segment` with its id and the scale,
+    nothing uploaded; a result the backend lost is an error, not a new segmentation."""
+    s = live_session
+    arrays = _mesh_arrays()
+    mid = mesh_id(arrays.vertices, arrays.faces)
+    done, errors = [], []
+    jobs.SegmentJob(s, arrays, mid, "geometric", lambda j, m: done.append(m), lambda j, e: errors.append(e)).start()
+    _drive(s, lambda: done or errors)
+    first = done[0]
+    h = Hierarchy(first.arrays["leaf_labels"], first.arrays["parent"], first.arrays["height"])
+    sent = []
+    real_send = s.client.send
+    s.client.send = lambda op, args=None, arrays=None: (sent.append((op, args, arrays)), real_send(op, args, arrays))[1]
+    jobs.ScaleJob(s, mid, "geometric", first.result["segmentation_id"], 1.0,
+                  lambda j, m: done.append(m), lambda j, e: errors.append(e)).start()
+    _drive(s, lambda: len(done) == 2 or errors)
+    assert not errors, errors
+    assert [(op, a["scale"], a["segmentation_id"], arr) for op, a, arr in sent] == \
+        [("segment", 1.0, first.result["segmentation_id"], None)]
+    assert np.array_equal(done[1].arrays["labels"], h.cut(scale=1.0))
+    jobs.ScaleJob(s, mid, "geometric", "gone", 0.5, lambda j, m: done.append(m), lambda j, e: errors.append(e)).start()
+    _drive(s, lambda: errors)
+    assert "no geometric segmentation" in errors[0] and len(done) == 2
+
+
+def test_granularity_and_scale_run_opposite_ways():
+    assert partdata.granularity_to_scale(0.0) == 1.0 and partdata.granularity_to_scale(1.0) == 0.0
+    assert partdata.granularity_to_scale(1.5) == 0.0 and partdata.granularity_to_scale(-1) == 1.0
+    for g in np.linspace(0, 1, 11):
+        assert partdata.granularity_to_scale(partdata.granularity_to_scale(g)) == pytest.approx(g)
 
 
 def _mesh_arrays():
@@ -266,6 +352,7 @@ def test_session_segments_through_real_backend(live_session):
     job.start()
     _drive(s, lambda: results or errors)
     assert not errors, errors
+    assert "face_map" not in arrays.wire_arrays(), "labels come back per triangle; the add-on maps them itself"
     labels = partdata.polygon_labels(results[0].arrays["labels"], arrays.tri_poly, arrays.n_polygons)
     half = arrays.n_polygons // 2
     assert labels.min() >= 0
@@ -553,3 +640,4 @@ def test_a_request_refused_after_a_token_change_is_resent_with_the_new_token(tmp
         s.stop()
         server.stop()
         thread.join(timeout=10)
+

@@ -93,7 +93,7 @@ def backend(runtime, python):
     runtime.run_until_idle(timeout=60)
     assert s.ready, s.message
     yield s
-    runtime.jobs.clear()
+    runtime.object_jobs.clear()
     runtime.work.clear()
 
 

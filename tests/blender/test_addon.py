@@ -80,10 +80,10 @@ def test_segment_writes_attribute_groups_and_materials(runtime, backend):
 
 def test_segment_starts_the_backend_on_demand(runtime, backend):
     runtime.stop_backend()
-    assert runtime.session is None
+    assert runtime.current_session() is None
     obj = boxes_object()
     _segment(runtime, obj)  # the operator starts the backend, then segments once hello answers
-    assert runtime.session.ready and len(obj.segparts.parts) >= 3
+    assert runtime.current_session().ready and len(obj.segparts.parts) >= 3
 
 
 def test_preview_keeps_and_restores_user_materials(runtime, backend):
@@ -272,7 +272,7 @@ def test_prompt_clicks_round_trip_and_unavailable_engine(runtime, backend):
     from mathutils import Vector
 
     x, y = view3d_utils.location_3d_to_region_2d(region, rv3d, Vector((4.0, 0.0, 0.6)))
-    tool = pickview.PickTool(obj, "geosam2")
+    tool = pickview.PickTool(obj, "geosam2", sub(runtime, "results").start_pick)
     tool.ray.wait()  # the index is built in the background
     assert tool.hover(bpy.context, int(x) + region.x, int(y) + region.y) is not None
     text = tool.click(shift=False, ctrl=False)
@@ -390,7 +390,7 @@ def test_assign_material_and_separate(runtime, backend):
     n_parts = int(labels.max()) + 1
     assert n_parts >= 2
     part = int(labels[-1])
-    editing.set_selected_parts(obj, {part})
+    sub(runtime, "partlist").set_selected_parts(obj, {part})
     gold = bpy.data.materials.new("Gold")
     assert bpy.ops.segparts.assign_material(material="Gold") == {"FINISHED"}
     mats = obj.data.materials
@@ -405,7 +405,7 @@ def test_assign_material_and_separate(runtime, backend):
     part_verts = {v for poly in obj.data.polygons if labels[poly.index] == part for v in poly.vertices}
     centre_world = np.mean([np.array(obj.matrix_world @ obj.data.vertices[v].co) for v in part_verts], axis=0)
     n_faces = int((labels == part).sum())
-    editing.set_selected_parts(obj, {part})
+    sub(runtime, "partlist").set_selected_parts(obj, {part})
     assert bpy.ops.segparts.separate() == {"FINISHED"}
     new = [o for o in bpy.data.objects if o != obj]
     assert len(new) == 1
@@ -427,7 +427,7 @@ def test_select_faces_hide_and_isolate(runtime, backend):
     _segment(runtime, obj)
     labels = _labels(obj)
     part = int(labels[0])
-    editing.set_selected_parts(obj, {part})
+    sub(runtime, "partlist").set_selected_parts(obj, {part})
     assert bpy.ops.segparts.visibility(action="ISOLATE") == {"FINISHED"}
     deps = bpy.context.evaluated_depsgraph_get()
     shown = len(obj.evaluated_get(deps).data.polygons)
@@ -443,7 +443,7 @@ def test_select_faces_hide_and_isolate(runtime, backend):
     # the operator: Edit Mode, face select, exactly the part's faces selected
     import bmesh
 
-    editing.set_selected_parts(obj, {part})
+    sub(runtime, "partlist").set_selected_parts(obj, {part})
     assert bpy.ops.segparts.select_faces() == {"FINISHED"}
     assert obj.mode == "EDIT"
     bm = bmesh.from_edit_mesh(obj.data)
@@ -457,7 +457,7 @@ def test_backend_killed_mid_job_gives_clear_error_without_hanging(runtime, backe
     obj = bpy.context.active_object
     bpy.context.scene.segparts_engine = "geometric"
     assert bpy.ops.segparts.segment() == {"FINISHED"}
-    job = runtime.jobs[obj.name]
+    job = runtime.object_jobs[obj.name]
     pid = backend.process.proc.pid
     deadline = time.monotonic() + 30
     while job.job_id is None and job.active and time.monotonic() < deadline:
@@ -475,7 +475,7 @@ def test_backend_killed_mid_job_gives_clear_error_without_hanging(runtime, backe
     # the panel offers a restart, and a restart works
     assert bpy.ops.segparts.backend_start() == {"FINISHED"}
     runtime.run_until_idle(timeout=60)
-    assert runtime.session.ready, runtime.session.message
+    assert runtime.current_session().ready, runtime.current_session().message
 
 
 # ---- lifecycle (keep last: it disables and re-enables the add-on) ---------------------------------

@@ -100,7 +100,7 @@ def test_name_parts_names_list_groups_and_separated_objects(runtime, naming_back
         prefs.vlm_url, prefs.vlm_model, prefs.vlm_api_key = vlm.url, "fake-vision", "sk-blender"
         assert bpy.ops.segparts.name_parts.poll()
         assert bpy.ops.segparts.name_parts() == {"FINISHED"}
-        job = runtime.jobs.get(obj.name)
+        job = runtime.object_jobs.get(obj.name)
         assert job is not None  # runs in the backend; Blender only polls
         runtime.run_until_idle(timeout=120)
     assert len(vlm.requests) == 4 and vlm.requests[0]["headers"]["Authorization"] == "Bearer sk-blender"
@@ -119,7 +119,7 @@ def test_name_parts_names_list_groups_and_separated_objects(runtime, naming_back
     assert "Shade" in obj.vertex_groups and "Body" not in obj.vertex_groups
     # a separated part's object is named after it and keeps its group
     editing = sub(runtime, "editing")
-    editing.set_selected_parts(obj, {by_height[3]})
+    sub(runtime, "partlist").set_selected_parts(obj, {by_height[3]})
     assert bpy.ops.segparts.separate() == {"FINISHED"}
     cap = bpy.data.objects.get(f"{obj.name}.Cap")
     assert cap is not None and [vg.name for vg in cap.vertex_groups] == ["Cap"]
@@ -185,7 +185,7 @@ def test_renaming_follows_to_owned_materials_only(runtime, naming_backend):
     # a new material made for one part follows its name
     editing = sub(runtime, "editing")
     bpy.context.view_layer.objects.active = obj
-    editing.set_selected_parts(obj, {cap})
+    sub(runtime, "partlist").set_selected_parts(obj, {cap})
     assert bpy.ops.segparts.assign_material(material="__NEW__") == {"FINISHED"}
     assert items[cap].material.name == f"Part Part_{cap:03d}"
     items[cap].name = "Lid"

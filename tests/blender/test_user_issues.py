@@ -45,7 +45,7 @@ def test_render_shows_current_part_colours_after_each_change(runtime, backend):
     by_part = render_check.colours_by_part(image, seen, labels)
     assert len({next(iter(c)) for c in by_part.values()}) == len(by_part) >= 3
     editing = sub(runtime, "editing")
-    editing.set_selected_parts(obj, {int(labels[-1])})
+    sub(runtime, "partlist").set_selected_parts(obj, {int(labels[-1])})
     bpy.data.materials.new("Gold").diffuse_color = (1.0, 0.7, 0.0, 1.0)
     assert bpy.ops.segparts.assign_material(material="Gold") == {"FINISHED"}
     check("after Assign Material")
@@ -158,7 +158,7 @@ def test_restart_replaces_a_frozen_backend(runtime, backend):
         assert ("operator", "segparts.backend_stop") in log, "Stop must be offered while a process exists"
         assert bpy.ops.segparts.backend_start() == {"FINISHED"}  # the panel's Restart in the error state
         runtime.run_until_idle(timeout=60)
-        s = runtime.session
+        s = runtime.current_session()
         assert s.ready, s.message
         assert s.process.proc.pid != proc.pid, "Restart reconnected to the frozen process"
         assert proc.poll() is not None, "the frozen process must be ended"
@@ -182,7 +182,7 @@ def test_second_blender_gets_its_own_backend_with_default_preferences(runtime, b
     runtime.run_until_idle(timeout=60)
     assert first.ready, first.message
     # a second Blender of the same user: same preferences, same extension folder
-    second = session_mod.Session(runtime.make_config(), runtime._client_factory)
+    second = session_mod.Session(sub(runtime, "config").make_config(), runtime._client_factory)
     second.start()
     try:
         deadline = time.monotonic() + 60
@@ -223,7 +223,7 @@ def test_merge_split_rename_are_kept_in_the_hierarchy(runtime, backend):
     box2, box3 = list(range(6, 12)), list(range(12, 18))
     labels = _labels(obj)
     n_before = len(np.unique(labels))
-    editing.set_selected_parts(obj, _parts_of(obj, box2) | _parts_of(obj, box3))
+    sub(runtime, "partlist").set_selected_parts(obj, _parts_of(obj, box2) | _parts_of(obj, box3))
     assert bpy.ops.segparts.merge_parts() == {"FINISHED"}
     assert len(_parts_of(obj, box2 + box3)) == 1 and len(np.unique(_labels(obj))) < n_before
     merged = _parts_of(obj, box2).pop()
@@ -238,7 +238,7 @@ def test_merge_split_rename_are_kept_in_the_hierarchy(runtime, backend):
     merged = _parts_of(obj, box2).pop()
     assert {it.part_id: it.name for it in obj.segparts.parts}[merged] == "Wheels"
     # Split Part on the merged part: one level finer, the two boxes again
-    editing.set_selected_parts(obj, {merged})
+    sub(runtime, "partlist").set_selected_parts(obj, {merged})
     assert bpy.ops.segparts.split_part() == {"FINISHED"}
     assert _parts_of(obj, box2) != _parts_of(obj, box3)
     # Split Part in Edit Mode: the selected faces (half of the second box) become a new part
@@ -342,11 +342,11 @@ def test_select_similar_button_and_pick_key(runtime, backend):
     box2, box3 = int(nodes[6]), int(nodes[12])  # the second and third boxes are "copies"
     obj[writeback.REPEATS_PROP] = [[box2, box3]]
     labels = _labels(obj)
-    editing.set_selected_parts(obj, {int(labels[6])})
+    sub(runtime, "partlist").set_selected_parts(obj, {int(labels[6])})
     assert bpy.ops.segparts.select_similar() == {"FINISHED"}
     assert {it.part_id for it in obj.segparts.parts if it.selected} == {int(labels[6]), int(labels[12])}
     # the pick tool's S key: the part under the mouse and its copies, added to the selection
-    editing.set_selected_parts(obj, {int(labels[0])})
+    sub(runtime, "partlist").set_selected_parts(obj, {int(labels[0])})
     tool = pickview.PickTool(obj, "geometric")
     tool.ray.wait()
     tool.target = tool.picker.target(12)

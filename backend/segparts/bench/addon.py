@@ -228,7 +228,7 @@ def _bench_writeback(bpy, runtime, writeback, args) -> dict:
         out["writeback_total_s"].append(t3 - t0)
         assert len(obj.vertex_groups) == args.parts
         # the whole write-back (with the part list) applied from the queue by the timer function
-        runtime.queue_work(("bench", run_index), runtime.write_all(obj, ((shifted + 1) % args.parts).astype(np.int32), topo))
+        runtime.queue_work(("bench", run_index), importlib.import_module(MODULE + ".partlist").write_all(obj, ((shifted + 1) % args.parts).astype(np.int32), topo))
         ticks = _tick_times(runtime, lambda: runtime.work, pause=0.001)
         out["tick_worst_writeback_s"].append(max(ticks))
         out["tick_median_writeback_s"].append(statistics.median(ticks))
@@ -298,8 +298,8 @@ def _bench_job_ticks(bpy, runtime, args) -> dict:
     for run_index in range(args.runs):
         bpy.ops.mesh.primitive_uv_sphere_add(segments=200 + run_index, ring_count=50)
         obj = bpy.context.active_object
-        runtime.start_segment(obj, "geometric")
-        ticks = _tick_times(runtime, lambda: runtime.jobs, pause=0.005)
+        importlib.import_module(MODULE + ".results").start_segment(obj, "geometric")
+        ticks = _tick_times(runtime, lambda: runtime.object_jobs, pause=0.005)
         out["tick_worst_polling_s"].append(max(ticks))
         out["tick_median_polling_s"].append(statistics.median(ticks))
         runtime.run_until_idle(timeout=60)
@@ -342,9 +342,9 @@ def _bench_big(bpy, runtime, args) -> dict:
     out = {}
     ticks_before = runtime.tick_stats["ticks"]
     t0 = time.perf_counter()
-    runtime.start_segment(obj, "geometric")
+    importlib.import_module(MODULE + ".results").start_segment(obj, "geometric")
     out["big_operator_s"] = [time.perf_counter() - t0]
-    ticks = _tick_times(runtime, lambda: runtime.jobs or runtime.work, pause=0.005)
+    ticks = _tick_times(runtime, lambda: runtime.object_jobs or runtime.work, pause=0.005)
     out["big_segment_s"] = [time.perf_counter() - t0]
     if not obj.segparts.parts:
         raise RuntimeError(f"big mesh: segmentation failed: {runtime.message()}")
@@ -376,8 +376,8 @@ def _bench_big(bpy, runtime, args) -> dict:
     pos[0, 2] += 1.0
     obj.data.vertices.foreach_set("co", pos.ravel())
     obj.data.update()
-    runtime.start_segment(obj, "geometric")
-    job = runtime.jobs[obj.name]
+    importlib.import_module(MODULE + ".results").start_segment(obj, "geometric")
+    job = runtime.object_jobs[obj.name]
     deadline = time.monotonic() + 120
     while job.state not in ("running",) and job.active and time.monotonic() < deadline:
         runtime.drain()
