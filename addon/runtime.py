@@ -17,8 +17,10 @@ from concurrent.futures import Future
 
 import bpy
 
-from . import background, config, engines, session
+from . import background, config, engines, logs, session
 from ._shared.client import BackendClient
+
+log = logs.get_logger(__name__)
 
 TICK_BUDGET_S = 0.008  # start no new write-back step after this; one step takes a few ms
 BUSY_INTERVAL_S, IDLE_INTERVAL_S = 0.05, 0.25
@@ -146,6 +148,7 @@ def drain() -> float:
                 s.tick()
                 _run_when_ready()
             except Exception as exc:  # an exception would unregister the timer: report it instead
+                log.exception("backend connection error")
                 set_message(f"Backend connection error: {exc}")
         if setup_task is not None:
             _tick_setup()
@@ -162,6 +165,7 @@ def drain() -> float:
                     break
             except Exception as exc:  # a failed write-back must not kill the timer
                 work.popleft()
+                log.exception("write-back %s failed", key)
                 set_message(f"Write-back failed: {exc}", key[1] if isinstance(key, tuple) else None)
     finally:
         dt = time.perf_counter() - t0
@@ -233,6 +237,8 @@ def set_message(text: str, obj_name: str | None = None) -> None:
     """The latest message; with obj_name it is also that object's own (shown only while it is active)."""
     global _message
     _message = text
+    if text:
+        log.info("%s", text)
     if obj_name is not None:
         _object_messages[obj_name] = text
     if _session is not None:

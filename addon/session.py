@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import engines
+from . import engines, logs
+
+log = logs.get_logger(__name__)
 
 SERVE_DEFAULT_PORT = 5555  # `segparts serve`'s default: where a server started by hand listens
 HELLO_RETRY_S = 1.0
@@ -94,6 +96,7 @@ class BackendProcess:
         console = open(c.console_file, "wb")
         try:
             flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0
+            log.info("starting the backend: %s", " ".join(self.command()))
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=console,
                                          stderr=subprocess.STDOUT, env=env, creationflags=flags)
         finally:
@@ -227,6 +230,7 @@ class Session:
         self._hello_sent = time.monotonic()
 
     def _fail(self, message: str) -> None:
+        log.warning("backend: %s", message)
         self.state, self.message = "error", message
         self._fail_pending(message)
         self.changed = True
@@ -316,7 +320,14 @@ class Session:
             return
         self.hello, self.warning = hello, note
         self.state, self.message = "ready", self._ready_message()
-
+        if self.process is not None:  # our backend's token: never in a log record
+            try:
+                logs.add_secret(self.config.token_file.read_text().strip())
+            except OSError:
+                pass
+        log.info("%s", self.message)
+        if note:
+            log.warning("%s", note)
 
     def _check_starting(self, now: float) -> None:
         if self.process is not None and not self.process.running:

@@ -3,6 +3,7 @@ backend session + jobs against a real `segparts serve` process over real ZeroMQ.
 from __future__ import annotations
 
 import colorsys
+import logging
 import os
 import signal
 import sys
@@ -17,7 +18,7 @@ from hypothesis import given, settings, strategies as st
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from addon import engines, jobs, palette, partdata, partedits, picking, session, setup, similar  # noqa: E402
+from addon import engines, jobs, logs, palette, partdata, partedits, picking, session, setup, similar  # noqa: E402
 from segparts.client import BackendClient, mesh_id  # noqa: E402
 from segparts.hierarchy import Hierarchy  # noqa: E402
 
@@ -641,3 +642,19 @@ def test_a_request_refused_after_a_token_change_is_resent_with_the_new_token(tmp
         server.stop()
         thread.join(timeout=10)
 
+
+def test_add_on_logs_never_show_the_backend_token(live_session, caplog):
+    """The token of the backend the session started is masked in every record the add-on logs:
+    in the message, its arguments and a traceback."""
+    token = live_session.config.token_file.read_text().strip()
+    log = logs.get_logger("addon.test")
+    with caplog.at_level(logging.INFO):
+        log.warning("request %s", {"op": "status", "token": token})
+        try:
+            raise RuntimeError(f"garbled frame {token}")
+        except RuntimeError:
+            log.exception("tick failed")
+        live_session._fail(f"no answer (sent {token[:3]}…)")
+    assert "garbled frame ***" in caplog.text and "'token': '***'" in caplog.text
+    assert token not in caplog.text
+    assert any(r.name == "addon.session" and r.levelno == logging.WARNING for r in caplog.records)
