@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import bpy
 import numpy as np
-
 from bpy_extras import view3d_utils
 
 from . import background, editing, engines, mesh_io, orientation, partdata, partlist, picking, runtime, writeback
+
 HOVER_RGBA = (1.0, 0.85, 0.1, 0.45)
 SELECTED_RGBA = (0.1, 0.8, 1.0, 0.3)
 
@@ -274,6 +274,8 @@ class PickTool:
         click = picking.click_prompt(*self.ray.original_click(tri, poly, loc), positive,
                                      orientation.linear_part(obj.matrix_world))
         self.clicks = (self.clicks + [click]) if extend else [click]
+        if self.send_prompt is None:
+            return "Prompt not sent: this tool has no way to send prompts"
         try:
             runtime.ensure_started()
             self.send_prompt(obj, self.engine, list(self.clicks))

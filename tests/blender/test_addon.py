@@ -344,6 +344,14 @@ def test_panel_and_list_draw_without_errors(runtime, backend):
 
     before = draw_panel()
     assert ("operator", "segparts.segment") in before
+    s = runtime.current_session()
+    s.warning = "Backend 9.9.9 differs from the add-on"  # what hello's version check leaves
+    try:
+        warned = draw_panel()
+    finally:
+        s.warning = ""
+    shown = " ".join(str(entry[2].get("text", "")) for entry in warned if entry[0] == "label")
+    assert "9.9.9" in shown and "9.9.9" not in " ".join(str(entry) for entry in before)
     _segment(runtime, obj)
     after = draw_panel()
     for needed in [("template_list", "parts"), ("prop", "granularity"), ("operator", "segparts.pick"),
@@ -364,6 +372,7 @@ def test_panel_and_list_draw_without_errors(runtime, backend):
 
     type(prefs).draw(PrefsWithLayout(), bpy.context)
     assert ("operator", "segparts.setup_backend") in log and ("prop", "python_path") in log
+    assert ("operator", "segparts.fetch_models") in log  # per engine that needs models (from hello)
 
 
 def test_concave_ngon_triangles_stay_inside_and_map_to_it(runtime, backend):
