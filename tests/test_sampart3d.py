@@ -134,6 +134,18 @@ def test_recut_reclusters_the_trained_field_at_the_chosen_scale(oracle_run):
     assert class_agnostic_miou(between.labels, part) >= 0.9 or class_agnostic_miou(between.labels, coarse) >= 0.9
     two = recut(engine, seg, SegmentParams(parts=2))
     assert len(np.unique(two.labels)) == 2 and two.info["sampart3d_scale"] is None
+    # with several top clusters the tree's coarsest level sits at 0.999, just under the root (the
+    # add-on's slider asks for that scale): the clustering at 2.0, not a new one at 1.998
+    top = recut(engine, seg, SegmentParams(scale=0.999))
+    assert top.info["sampart3d_scale"] == 2.0 and np.array_equal(top.labels, seg.state.face_labels_at[2.0])
+    assert sorted(seg.state.face_labels_at) == [0.0, 0.5, 0.6, 1.0, 1.5, 2.0], "no clustering at 1.998"
+
+
+def test_scales_near_a_standard_scale_are_that_scale():
+    from segparts.engines.sampart3d import sampart3d_scale
+
+    assert [sampart3d_scale(s) for s in (0.0, 0.25, 0.999, 1.0, 1.7)] == [0.0, 0.5, 2.0, 2.0, 2.0]
+    assert sampart3d_scale(0.3) == 0.6 and sampart3d_scale(0.99) == 1.98
 
 
 def test_cancellation_stops_training():

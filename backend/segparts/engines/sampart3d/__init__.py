@@ -228,8 +228,7 @@ class SAMPart3DEngine:
         """(labels, SAMPart3D scale or None): a cut into `parts`, else the clustering at the scale."""
         if params.parts is not None:
             return hierarchy.cut(parts=params.parts), None
-        scale = DEFAULT_SCALE if params.scale is None else float(params.scale)
-        s3d_scale = 2.0 * float(np.clip(scale, 0.0, 1.0))
+        s3d_scale = sampart3d_scale(DEFAULT_SCALE if params.scale is None else params.scale)
         return self._labels_at(state, s3d_scale), s3d_scale
 
     def _labels_at(self, state: SAMPart3DState, s3d_scale: float) -> np.ndarray:
@@ -308,11 +307,23 @@ class SAMPart3DEngine:
             return PickResult(mask=h.face_mask(node), node=node, parent=int(h.parent[node]),
                               children=h.children(node).tolist(), info={"face": int(face)})
         scale = segmentation.info.get("auto_scale", DEFAULT_SCALE) if request.scale is None else float(request.scale)
-        labels = self._labels_at(state, 2.0 * float(np.clip(scale, 0.0, 1.0)))
+        s3d_scale = sampart3d_scale(scale)
+        labels = self._labels_at(state, s3d_scale)
         node = h.node_at(face, scale=scale)
         return PickResult(mask=labels == labels[face], node=node, parent=int(h.parent[node]),
                           children=h.children(node).tolist(),
-                          info={"face": int(face), "sampart3d_scale": 2.0 * float(np.clip(scale, 0.0, 1.0))})
+                          info={"face": int(face), "sampart3d_scale": s3d_scale})
+
+
+def sampart3d_scale(scale: float) -> float:
+    """The engine's scale in [0, 1] as SAMPart3D's scale in [0, 2]. A scale within a hair of one of
+    the release's standard scales is that scale: the hierarchy puts its coarsest level at 0.999 (just
+    under the root), and a slider there must reuse the clustering at 2.0, not run HDBSCAN at 1.998."""
+    s3d = 2.0 * float(np.clip(scale, 0.0, 1.0))
+    from .cluster import SCALES
+
+    nearest = min(SCALES, key=lambda s: abs(s - s3d))
+    return float(nearest) if abs(nearest - s3d) <= 0.0025 else s3d
 
 
 def _train_config(options: dict):
