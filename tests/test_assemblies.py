@@ -136,3 +136,53 @@ def test_two_copies_alone_split_into_both_at_two_parts():
     assert len(seg.info["repeats"]) == 1 and len(seg.info["repeats"][0]) == 2
     two = seg.hierarchy.cut(parts=2)
     assert len(np.unique(two[:12])) == 1 and len(np.unique(two[12:])) == 1 and two[0] != two[12]
+
+
+def join(pieces: list[trimesh.Trimesh]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Vertices, faces and the piece index per face of pieces joined into one mesh."""
+    offsets = np.cumsum([0] + [len(p.vertices) for p in pieces[:-1]])
+    vertices = np.concatenate([p.vertices for p in pieces])
+    faces = np.concatenate([p.faces + o for p, o in zip(pieces, offsets)])
+    return vertices, faces, np.repeat(np.arange(len(pieces)), [len(p.faces) for p in pieces])
+
+
+def test_pieces_of_one_material_find_each_other_past_a_crowd_between_them():
+    """Two small halves of a leather cover (material 0) with a grid of tiny rivets of another
+    material (1) packed into the slit between them, beside a large base (material 2): every
+    nearest neighbour of a half is a rivet, yet the halves are one part (they share a material
+    and nearly touch) and neither the rivets nor the base are in it."""
+    base = trimesh.creation.box([10.0, 10.0, 1.0])
+    base.apply_translation([0.0, 0.0, -4.0])
+    left = trimesh.creation.box([1.0, 1.0, 1.0])
+    right = trimesh.creation.box([1.0, 1.0, 1.0])
+    right.apply_translation([1.15, 0.0, 0.0])  # a slit of 0.15
+    rivets = []
+    for y in np.linspace(-0.45, 0.45, 8):
+        for z in np.linspace(-0.45, 0.45, 8):
+            rivet = trimesh.creation.icosphere(subdivisions=1, radius=0.025)
+            rivet.apply_translation([0.575, y, z])
+            rivets.append(rivet)
+    vertices, faces, piece = join([left, right, base] + rivets)
+    mesh = validate_mesh(vertices, faces)
+    mesh.material = np.select([piece < 2, piece == 2], [0, 2], 1).astype(np.int32)
+    labels = segment(mesh).labels
+    assert labels[piece == 0][0] == labels[piece == 1][0]
+    assert not np.isin(labels[piece >= 2], labels[piece == 0][0]).any()
+
+
+def test_copies_stay_parts_even_when_they_share_the_material_of_what_they_sit_on():
+    """Eight identical bolts of the plate's own material, screwed into it, each about 5% of the
+    area: each copy is a part (a shared material does not fold repeated pieces into their support,
+    while a lone piece of that size would join it)."""
+    plate = trimesh.creation.box([2.0, 1.0, 0.2])
+    bolts = []
+    for k in range(8):
+        bolt = trimesh.creation.cylinder(radius=0.12, height=0.4, sections=12)
+        bolt.apply_translation([-0.75 + 0.5 * (k % 4), -0.25 + 0.5 * (k // 4), 0.15])
+        bolts.append(bolt)
+    vertices, faces, piece = join([plate] + bolts)
+    mesh = validate_mesh(vertices, faces)
+    mesh.material = np.zeros(len(faces), np.int32)
+    seg = segment(mesh)
+    assert len({int(seg.labels[piece == p][0]) for p in range(9)}) == 9
+    assert [len(group) for group in seg.info["repeats"]] == [8]

@@ -20,8 +20,8 @@ from ...hierarchy import Hierarchy
 from ..base import run_cancellable
 from .components import DEFAULT_WELD_TOLERANCE, weld_vertices
 from .graph import DualGraph, build_dual_graph, dual_components
-from .assembly import (congruent_groups, gather_copies, group_units, shape_signatures, unit_centres_pairs,
-                       unit_contacts, unit_labels)
+from .assembly import (centre_gaps, congruent_groups, gather_copies, group_units, same_cue_pairs, shape_signatures,
+                       unit_centres_pairs, unit_contacts, unit_labels)
 from .merge import PatchGraph, border_stats, cost_to_height, finish_tree, merge_forest
 from .oversegment import oversegment
 from .sdf import RayCaster, shape_diameter
@@ -232,17 +232,15 @@ def _group_units(parent, height, labels, units, unit_of_patch, n_units, vertices
     cancel_check()
     centre = np.stack([np.bincount(units, weights=graph.areas * graph.centroids[:, k], minlength=n_units)
                        for k in range(3)], axis=1) / np.maximum(unit_area, 1e-300)[:, None]
-    far = unit_centres_pairs(centre)
-    if len(far):
-        radius = np.sqrt(unit_area / np.pi)
-        far_gap = np.maximum(np.linalg.norm(centre[far[:, 0]] - centre[far[:, 1]], axis=1)
-                             - radius[far[:, 0]] - radius[far[:, 1]], 0.0)
-        pairs, gap = np.concatenate([pairs, far]), np.concatenate([gap, far_gap])
     unit_cues = []
     for cue in cues:
         per_unit = np.zeros(n_units, dtype=np.int64)
         per_unit[units] = cue
         unit_cues.append(per_unit)
+    far = np.concatenate([unit_centres_pairs(centre), same_cue_pairs(centre, unit_cues)])
+    if len(far):
+        pairs = np.concatenate([pairs, far])
+        gap = np.concatenate([gap, centre_gaps(centre, unit_area, far)])
     signatures = shape_signatures(vertices, faces, graph.areas, units, n_units)
     repeat = np.full(n_units, -1, dtype=np.int64)
     for k, members in enumerate(congruent_groups(signatures, np.arange(n_units), diag)):
