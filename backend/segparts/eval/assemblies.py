@@ -21,6 +21,7 @@ import numpy as np
 
 from ..engines.base import CancelToken, SegmentParams, no_progress
 from ..metrics import miou
+from .borders import border_figures
 
 TRACKS = {"geometry": "geometry_only", "materials": "file"}
 REFERENCE_ROWS = {"one_part": "one part per model", "components": "welded connected components",
@@ -107,35 +108,6 @@ def reference_labels(mesh) -> dict[str, np.ndarray]:
     if material is not None:
         out["materials"] = np.asarray(material)
     return out
-
-
-CREASE = np.deg2rad(30.0)  # a border edge on a crease at least this sharp is "on a cue"
-VALLEY = np.deg2rad(10.0)  # or in a concave valley at least this deep
-ARTIST_BORDER_FLOOR = 1e-3  # the artist's in-piece border must be this share of all edge length
-
-
-def border_figures(mesh, labels: np.ndarray, gt: np.ndarray) -> dict[str, float]:
-    """Issue 18's border measures over shared (welded) edges: the fraction of our border length
-    that lies on a cue (a crease >= 30 deg, a valley >= 10 deg, or a material/group change;
-    borders between separate pieces share no edge and are cues by nature), and our border
-    length over the artist's."""
-    from ..engines.geometric.components import weld_vertices
-    from ..engines.geometric.graph import build_dual_graph
-
-    g = build_dual_graph(mesh.vertices, mesh.faces, weld_vertices(mesh.vertices))
-    a, b = g.pairs[:, 0], g.pairs[:, 1]
-    cue = (g.dihedral >= CREASE) | (g.concavity >= VALLEY)
-    for values in (mesh.material, mesh.group):
-        if values is not None:
-            cue |= np.asarray(values)[a] != np.asarray(values)[b]
-    ours = labels[a] != labels[b]
-    theirs = gt[a] != gt[b]
-    length = float(g.edge_length[ours].sum())
-    artist = float(g.edge_length[theirs].sum())
-    # where the artist's parts are whole pieces their borders share no edge: no ratio to take
-    meaningful = artist > ARTIST_BORDER_FLOOR * float(g.edge_length.sum())
-    return {"on_cue": float(g.edge_length[ours & cue].sum() / length) if length > 0 else 1.0,
-            "length_ratio": length / artist if meaningful else float("nan")}
 
 
 def evaluate_model(engine, model: Model, reference: bool = False, sheets: str | None = None) -> ModelResult:
