@@ -6,7 +6,8 @@
 4. find borders between patches inside each unit (a piece cut by material/group borders);
 5. merge greedily by a concavity + thickness + size cost into one tree per unit (merge.py);
 6. merge the units by contact, gap, shared material/group and repetition (assembly.py), and
-   gather congruent copies under one node.
+   gather congruent copies under one node;
+7. move the automatic level's borders onto nearby creases by a minimum cut in a band (refine.py).
 """
 from __future__ import annotations
 
@@ -24,10 +25,12 @@ from .assembly import (centre_gaps, congruent_groups, gather_copies, group_units
                        unit_centres_pairs, unit_contacts, unit_labels)
 from .merge import PatchGraph, border_stats, cost_to_height, finish_tree, merge_forest
 from .oversegment import oversegment
+from .refine import refine_borders
 from .sdf import RayCaster, shape_diameter
 
 DEFAULT_PATCHES = 200  # leaves of the tree (more only when there are more separate pieces)
 SDF_SAMPLES_PER_PATCH = 12
+REFINE_BORDERS = True  # a min cut in a band moves the automatic level's borders onto creases (refine.py)
 AUTO_COST = 0.5  # automatic granularity: the merge-cost threshold, tuned once on the whole sample
 
 
@@ -194,13 +197,18 @@ def build_tree(vertices: np.ndarray, faces: np.ndarray, *, material: np.ndarray 
     centroids = np.stack([np.bincount(labels, weights=graph.areas * graph.centroids[:, k], minlength=n_leaves)
                           for k in range(3)], axis=1) / np.maximum(area, 1e-300)[:, None]
     hierarchy = finish_tree(labels, parent, height, centroids, area, auto_scale())
-    cancel_check()
+    lap("merge")
+    if REFINE_BORDERS:  # before gathering copies: it renumbers nodes (the copies are whole units)
+        progress(0.9, "borders")
+        leaves = refine_borders(graph, hierarchy.leaf_labels, hierarchy.cut(scale=auto_scale()), cancel_check)
+        hierarchy = Hierarchy(leaves, hierarchy.parent, hierarchy.height).without_empty_leaves()
+    lap("refine")
     repeats = []
     if n_units > 1:
         hierarchy, repeats = _gather_repeats(hierarchy, units, n_units, vertices, faces, graph, diag)
-    lap("merge")
+    lap("repeats")
     progress(1.0, "done")
-    info = {"times": times, "n_leaves": n_leaves, "n_pieces": int(pieces.max()) + 1, "n_units": n_units,
+    info = {"times": times, "n_leaves": hierarchy.n_leaves, "n_pieces": int(pieces.max()) + 1, "n_units": n_units,
             "repeats": repeats}
     return hierarchy, info
 
