@@ -3,6 +3,7 @@ backend session + jobs against a real `segparts serve` process over real ZeroMQ.
 from __future__ import annotations
 
 import colorsys
+import itertools
 import os
 import signal
 import sys
@@ -110,7 +111,7 @@ def test_palette_distinct_and_stable():
     assert len({tuple(round(c, 2) for c in col[:3]) for col in colours}) == 64
     assert colours[5] == palette.part_colour(5)  # the list and a single lookup agree
     hues = [colorsys.rgb_to_hsv(*c[:3])[0] for c in colours]
-    steps = [min(abs(a - b), 1 - abs(a - b)) for a, b in zip(hues, hues[1:])]
+    steps = [min(abs(a - b), 1 - abs(a - b)) for a, b in itertools.pairwise(hues)]
     assert min(steps) > 0.2, "neighbouring part ids must get far-apart hues"
     assert palette.part_name(7) == "Part_007"
 
