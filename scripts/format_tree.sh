@@ -9,4 +9,5 @@ RUFF=${RUFF:-.venv/bin/ruff}
 "$RUFF" format --quiet .
 "$RUFF" check .  # fixes can make lines that only the formatter then wraps: check once more after it
 "$RUFF" format --check --quiet .
-echo "format_tree: the tree passes ruff check and ruff format --check; now run 'make lint'"
+echo "format_tree: the tree passes ruff check and ruff format --check; now run 'make lint' (mypy and the"
+echo "no-bpy test), commit, and put that commit's hash in .git-blame-ignore-revs (git blame then skips it)"
