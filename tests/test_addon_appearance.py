@@ -12,11 +12,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from segparts.appearance import from_wire  # noqa: E402
-from segparts.client import mesh_id  # noqa: E402
-from segparts.render import Appearance  # noqa: E402
+from segparts.appearance import from_wire
+from segparts.client import mesh_id
+from segparts.render import Appearance
 
-from addon import atlas, orientation, picking  # noqa: E402
+from addon import atlas, orientation, picking
 
 RED, BLUE, GREY = np.array([1.0, 0, 0, 1]), np.array([0, 0, 1.0, 1]), np.array([0.5, 0.5, 0.5, 1])
 
