@@ -68,11 +68,11 @@ def test_built_assembly_gives_its_parts_and_one_repeat_group_per_set_of_copies()
     assert kinds == [(4, 1), (12, 2)]
     for group, members in zip(groups, faces_of):
         assert len({int(h.parent[node]) for node in group}) == 1  # the copies share a parent
-        for node, f in zip(group, members):
+        for _node, f in zip(group, members):
             assert len(np.unique(piece[f])) == 1  # each copy is one whole piece
     # cutting just above the automatic level takes all copies of a set together
     above = h.cut(scale=float(h.height[h.parent[groups[0][0]]]))
-    for group, members in zip(groups, faces_of):
+    for _group, members in zip(groups, faces_of):
         assert len({int(above[f[0]]) for f in members}) == 1
 
 

@@ -1,4 +1,6 @@
 """The merge tree every engine returns and the add-on re-cuts."""
+import itertools
+
 import numpy as np
 import pytest
 from scipy.cluster.hierarchy import fcluster, linkage
@@ -41,7 +43,7 @@ def test_scale_is_monotone_and_spans_leaves_to_root():
     h, _, leaf = random_tree(seed=2)
     counts = [len(np.unique(h.cut(scale=s))) for s in np.linspace(0, 1, 11)]
     assert counts[0] == 40 and counts[-1] == 1
-    assert all(a >= b for a, b in zip(counts, counts[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(counts))
 
 
 def test_face_mask_parent_and_children_are_consistent():
