@@ -35,7 +35,7 @@ class MeshArrays:
 
 
 class _Job:
-    def __init__(self, session, mesh: MeshArrays, mesh_id: str, on_done: Callable, on_error: Callable):
+    def __init__(self, session, mesh: MeshArrays | None, mesh_id: str, on_done: Callable, on_error: Callable):
         self.session, self.mesh, self.mesh_id = session, mesh, mesh_id
         self.on_done, self.on_error = on_done, on_error
         self.state = "uploading"
@@ -46,6 +46,10 @@ class _Job:
     @property
     def active(self) -> bool:
         return self.state in ("uploading", "queued", "running", "cancelling")
+
+    def _submit(self) -> None:
+        """Send the job's own request once the backend holds the mesh (each kind of job)."""
+        raise NotImplementedError
 
     def _request(self, op, args, arrays, on_message) -> None:
         try:
@@ -61,6 +65,7 @@ class _Job:
         if self.cancelled:
             return self._finish_cancelled()
         if msg is not None and not msg.ok and (msg.error or {}).get("code") == UNKNOWN_MESH:
+            assert self.mesh is not None  # jobs without arrays (ScaleJob) never upload
             self._request("upload_mesh", {}, self.mesh.wire_arrays(), self._on_uploaded)
             return
         self._on_uploaded(msg, error)
@@ -150,7 +155,7 @@ class PickJob(_Job):
         self.engine, self.clicks, self.scale = engine, clicks, scale
 
     def _submit(self):
-        args = {"mesh_id": self.mesh_id, "engine": self.engine, "clicks": self.clicks}
+        args: dict[str, object] = {"mesh_id": self.mesh_id, "engine": self.engine, "clicks": self.clicks}
         if self.scale is not None:
             args["scale"] = float(self.scale)
         self._request("pick", args, None, self._on_job_message)

@@ -4,8 +4,21 @@ from __future__ import annotations
 import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
-from . import (config, editing, engines, mesh_io, naming_ops, palette, partdata, partlist, pickview, results, runtime,
-               setup, writeback)
+from . import (
+    config,
+    editing,
+    engines,
+    mesh_io,
+    naming_ops,
+    palette,
+    partdata,
+    partlist,
+    pickview,
+    results,
+    runtime,
+    setup,
+    writeback,
+)
 
 
 def _mesh_object(context):

@@ -87,7 +87,7 @@ def selected_parts(obj) -> list[int]:
 
 
 def set_selected_parts(obj, parts) -> None:
-    parts = set(int(p) for p in parts)
+    parts = {int(p) for p in parts}
     for it in obj.segparts.parts:
         it.selected = it.part_id in parts
 
@@ -109,7 +109,7 @@ def rename_quietly(obj, part: int, name: str) -> None:
 
 def set_visible_parts(obj, visible) -> None:
     """Show exactly `visible` (part ids); the rest are hidden in every mode and in renders."""
-    visible = set(int(p) for p in visible)
+    visible = {int(p) for p in visible}
     _quiet["visibility"] = True
     try:
         for it in obj.segparts.parts:

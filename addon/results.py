@@ -6,8 +6,20 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
-from . import (background, engines, jobs, mesh_io, palette, partdata, partlist, picking, pickview, runtime, similar,
-               writeback)
+from . import (
+    background,
+    engines,
+    jobs,
+    mesh_io,
+    palette,
+    partdata,
+    partlist,
+    picking,
+    pickview,
+    runtime,
+    similar,
+    writeback,
+)
 from ._shared.client import mesh_id
 from ._shared.hierarchy import Hierarchy
 

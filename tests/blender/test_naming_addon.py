@@ -118,7 +118,6 @@ def test_name_parts_names_list_groups_and_separated_objects(runtime, naming_back
     body.name = "Shade"
     assert "Shade" in obj.vertex_groups and "Body" not in obj.vertex_groups
     # a separated part's object is named after it and keeps its group
-    editing = sub(runtime, "editing")
     sub(runtime, "partlist").set_selected_parts(obj, {by_height[3]})
     assert bpy.ops.segparts.separate() == {"FINISHED"}
     cap = bpy.data.objects.get(f"{obj.name}.Cap")
@@ -149,7 +148,7 @@ def test_failed_part_keeps_its_name_and_names_are_saved(runtime, naming_backend,
     def no_caps(n, body, verdict):
         if verdict["name"] == "cap":
             return 401, {"error": {"message": "no caps allowed"}}, 0
-        return 200, completion('{"name": "%s"}' % verdict["name"]), 0
+        return 200, completion(f'{{"name": "{verdict["name"]}"}}'), 0
 
     with FakeVLM(no_caps) as vlm:
         prefs.vlm_url, prefs.vlm_model = vlm.url, "other-model"  # another model: not from the cache
@@ -183,7 +182,6 @@ def test_renaming_follows_to_owned_materials_only(runtime, naming_backend):
     assert bpy.data.materials.get(f"SegParts Part_{body:03d}") is not None
     assert bpy.data.materials.get("SegParts Shade") is None
     # a new material made for one part follows its name
-    editing = sub(runtime, "editing")
     bpy.context.view_layer.objects.active = obj
     sub(runtime, "partlist").set_selected_parts(obj, {cap})
     assert bpy.ops.segparts.assign_material(material="__NEW__") == {"FINISHED"}

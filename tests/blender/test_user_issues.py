@@ -44,7 +44,6 @@ def test_render_shows_current_part_colours_after_each_change(runtime, backend):
     labels = _labels(obj)
     by_part = render_check.colours_by_part(image, seen, labels)
     assert len({next(iter(c)) for c in by_part.values()}) == len(by_part) >= 3
-    editing = sub(runtime, "editing")
     sub(runtime, "partlist").set_selected_parts(obj, {int(labels[-1])})
     bpy.data.materials.new("Gold").diffuse_color = (1.0, 0.7, 0.0, 1.0)
     assert bpy.ops.segparts.assign_material(material="Gold") == {"FINISHED"}
@@ -214,7 +213,6 @@ def _parts_of(obj, faces):
 
 
 def test_merge_split_rename_are_kept_in_the_hierarchy(runtime, backend):
-    editing = sub(runtime, "editing")
     for op in ("merge_parts", "split_part", "rename_part"):
         assert "UNDO" in getattr(bpy.types, f"SEGPARTS_OT_{op}").bl_options, op
     obj = boxes_object()
@@ -331,7 +329,7 @@ def test_pick_index_is_built_ahead_and_reused_by_the_tool(runtime, backend):
 # ---- issue 18 item 5: Select Similar (the engine's repetition groups; set here by hand until the
 # geometric engine reports info["repeats"]) ------------------------------------------------------
 def test_select_similar_button_and_pick_key(runtime, backend):
-    editing, partedits, writeback = sub(runtime, "editing"), sub(runtime, "partedits"), sub(runtime, "writeback")
+    partedits, writeback = sub(runtime, "partedits"), sub(runtime, "writeback")
     pickview = sub(runtime, "pickview")
     obj = boxes_object()
     _segment(runtime, obj)
