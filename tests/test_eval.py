@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from segparts.cli import main
-from segparts.engines.geometric.graph import face_adjacency
+from segparts.meshgraph import face_adjacency
 from segparts.eval.princeton import reference_scores, score_against_humans
 
 PRINCETON = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks" / "princeton"

@@ -10,7 +10,8 @@ import numpy as np
 from scipy.sparse.csgraph import dijkstra
 
 from ..base import run_cancellable
-from .graph import DualGraph, adjacency_matrix
+from ...meshgraph import adjacency_matrix
+from .graph import DualGraph
 
 CONCAVE_PENALTY = 40.0  # extra cost per radian of concave crease crossed
 SHARP_PENALTY = 3.0  # extra cost per radian of any dihedral angle crossed
