@@ -241,3 +241,19 @@ def test_princeton_off_matches_trimesh_order():
     reference = trimesh.load(path, process=False)
     assert_same_triangles(mesh, reference.vertices, reference.faces)
     assert mesh.n_faces == int(path.read_text().split("\n")[1].split()[1])
+
+
+def test_file_io_does_not_load_the_renderer(tmp_path):
+    """Reading and writing coloured files needs the appearance, not the renderer (a fresh process)."""
+    import subprocess
+    import sys
+
+    tm = trimesh.creation.box()
+    tm.visual.face_colors = np.tile([200, 30, 30, 255], (len(tm.faces), 1)).astype(np.uint8)
+    (tmp_path / "box.glb").write_bytes(tm.export(file_type="glb"))
+    code = ("import sys, numpy as np; from segparts.meshio import load_mesh, save_labels; "
+            f"m = load_mesh({str(tmp_path / 'box.glb')!r}); assert m.appearance is not None; "
+            f"save_labels({str(tmp_path / 'out.glb')!r}, m, np.zeros(m.n_faces, np.int32)); "
+            "print(sorted(k for k in sys.modules if k.startswith('segparts.render')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

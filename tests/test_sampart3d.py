@@ -317,7 +317,7 @@ def ramp_textured_boxes():
     texture = np.zeros((8, 256, 3), np.uint8)
     texture[..., 0] = ramp[None, :]
     texture[..., 2] = 255 - ramp[None, :]
-    from segparts.render import Appearance
+    from segparts.appearance import Appearance
 
     mesh = Mesh(np.asarray(tm.vertices, float), np.asarray(tm.faces), appearance=Appearance(uv=corner_uv, texture=texture))
     return mesh, part

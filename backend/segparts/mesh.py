@@ -9,7 +9,7 @@ PLY face properties, Blender's `material_index`). Ids are arbitrary non-negative
 use only which faces share an id. They ARE part of the content hash: the same geometry with other
 materials is another input. Absent arrays leave the id of the geometry unchanged.
 
-`appearance` (optional, a `segparts.render.Appearance`) carries the surface colours (a file's,
+`appearance` (optional, a `segparts.appearance.Appearance`) carries the surface colours (a file's,
 or an upload's appearance arrays, see `segparts.appearance`) to the renderer. It IS part of the
 content hash, in its canonical wire form: what the engines see is the input, so the same shape
 with other colours is another mesh (a coloured re-upload never reuses a grey mesh's results).
@@ -46,7 +46,7 @@ class Mesh:
     faces: np.ndarray  # (F, 3) int64, triangles
     face_map: np.ndarray | None = None  # (F,) int64 original polygon per triangle
     n_polygons: int | None = None  # number of original polygons (== F when face_map is None)
-    appearance: object | None = None  # segparts.render.Appearance: colours for rendering (hashed)
+    appearance: object | None = None  # segparts.appearance.Appearance: colours for rendering (hashed)
     material: np.ndarray | None = None  # (F,) int32 material id per triangle (authoring cue)
     group: np.ndarray | None = None  # (F,) int32 object/group id per triangle (authoring cue)
     _hash: str | None = field(default=None, repr=False)

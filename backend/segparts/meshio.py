@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .appearance import Appearance
 from .mesh import DEFAULT_MAX_FACES, Mesh, MeshError, validate_mesh
 
 MESH_SUFFIXES = (".obj", ".ply", ".off", ".stl", ".glb", ".gltf")
@@ -339,8 +340,6 @@ def _ply_cues(face) -> dict[str, np.ndarray]:
 def _ply_appearance(vertex, face):
     """Vertex colours, else face colours (per polygon here; load_mesh spreads them to triangles),
     and the vertex normals nx/ny/nz when the file has them."""
-    from .render import Appearance
-
     names = _field_names(vertex)
     normals = (np.column_stack([np.asarray(vertex[k], dtype=np.float64).ravel() for k in ("nx", "ny", "nz")])
                if all(k in names for k in ("nx", "ny", "nz")) else None)
@@ -501,8 +500,6 @@ def _read_scene(path: Path):
         loaded = trimesh.util.concatenate(meshes)
     else:
         cues = {}
-    from .render import Appearance
-
     vertices, faces = np.asarray(loaded.vertices), np.asarray(loaded.faces, dtype=np.int64)
     return vertices, faces, _with_normals(Appearance.from_trimesh(loaded), normals), cues
 
@@ -511,8 +508,6 @@ def _with_normals(appearance, normals):
     """The appearance carrying the file's shading normals (one is made for an uncoloured mesh)."""
     if normals is None:
         return appearance
-    from .render import Appearance
-
     appearance = appearance if appearance is not None else Appearance()
     appearance.normals = normals
     return appearance
