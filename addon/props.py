@@ -10,8 +10,6 @@ from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProp
 
 from . import runtime
 
-ENGINE_NAMES = ("geometric", "sampart3d", "geosam2")
-
 
 def _session_settings_changed(self, context):
     runtime.configure_from_prefs()

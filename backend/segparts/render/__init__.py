@@ -89,17 +89,6 @@ def face_base_colors(appearance: Appearance, faces: np.ndarray, n_vertices: int)
     return np.round(albedo * 255.0).astype(np.uint8)
 
 
-def available_backends() -> list[str]:
-    from . import nvdiff, raycast
-
-    out = []
-    if nvdiff.available():
-        out.append("nvdiffrast")
-    if raycast.available():
-        out.append("embree")
-    return out
-
-
 def render_views(
     mesh: Mesh,
     rig: CameraRig,
