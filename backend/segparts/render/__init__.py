@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..appearance import Appearance
+from ..cache import SmallLRU
 from ..mesh import Mesh
 from .cameras import (  # noqa: F401  (re-exported)
     CameraRig,
@@ -30,7 +31,6 @@ from .cameras import (  # noqa: F401  (re-exported)
 )
 from .encodings import IMAGENET_MEAN, IMAGENET_STD, geosam2_inputs, normal_map_rgb  # noqa: F401
 from .normals import face_normals, file_corner_normals, smooth_corner_normals
-from .raycast import SmallLRU
 
 ALL_OUTPUTS = ("face_id", "depth", "alpha", "normal", "point", "bary", "color")
 DEFAULT_OUTPUTS = ALL_OUTPUTS
