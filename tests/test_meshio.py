@@ -257,3 +257,16 @@ def test_file_io_does_not_load_the_renderer(tmp_path):
             "print(sorted(k for k in sys.modules if k.startswith('segparts.render')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_exact_welding_of_a_triangle_soup():
+    from segparts.meshio import _weld_exact
+
+    rng = np.random.default_rng(3)
+    corners = rng.integers(-2, 3, (300, 3)).astype(np.float64)
+    corners[rng.random(corners.shape) < 0.3] *= -0.0  # -0.0 and 0.0 are the same position
+    vertices, inverse = _weld_exact(corners)
+    assert np.array_equal(vertices[inverse], corners)
+    assert len({tuple(v) for v in (vertices + 0.0).tolist()}) == len(vertices) == len({tuple(c) for c in (corners + 0.0).tolist()})
+    assert [tuple(v) for v in vertices.tolist()] == sorted(tuple(v) for v in vertices.tolist())
+    assert _weld_exact(np.zeros((0, 3)))[1].shape == (0,)

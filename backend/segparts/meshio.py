@@ -467,15 +467,12 @@ def _read_stl(path: Path):
 
 
 def _weld_exact(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unique rows (first-seen order is not kept) and the index of each input row's unique row."""
+    """Unique rows (sorted) and the index of each input row's unique row."""
     if len(points) == 0:
         return points, np.zeros(0, np.int64)
-    order = np.lexsort(points.T[::-1])
-    ordered = points[order]
-    new = np.r_[True, (ordered[1:] != ordered[:-1]).any(axis=1)]
-    inverse = np.empty(len(points), np.int64)
-    inverse[order] = np.cumsum(new) - 1
-    return ordered[new], inverse
+    # return_index makes numpy sort stably: of equal rows (0.0 and -0.0) the first one is kept
+    unique, _, inverse = np.unique(points, axis=0, return_index=True, return_inverse=True)
+    return unique, inverse.reshape(-1).astype(np.int64)
 
 
 def _read_scene(path: Path):
