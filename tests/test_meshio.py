@@ -10,7 +10,8 @@ import pytest
 import trimesh
 
 from segparts.mesh import MeshError
-from segparts.meshio import load_mesh, part_colours, save_labels, y_up_to_z_up
+from segparts.meshio import load_mesh, save_labels, y_up_to_z_up
+from segparts.palette import part_colours
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 RNG = np.random.default_rng(7)

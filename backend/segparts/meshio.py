@@ -40,6 +40,7 @@ import numpy as np
 
 from .appearance import Appearance
 from .mesh import DEFAULT_MAX_FACES, Mesh, MeshError, validate_mesh
+from .palette import part_colours
 
 MESH_SUFFIXES = (".obj", ".ply", ".off", ".stl", ".glb", ".gltf")
 COLOURED_SUFFIXES = (".ply", ".glb")
@@ -556,28 +557,6 @@ def save_labels(path: str | Path, mesh: Mesh, labels: np.ndarray) -> np.ndarray:
     raise ValueError(f"{path.name}: output must be .npy, .ply or .glb")
 
 
-def part_colours(labels: np.ndarray) -> np.ndarray:
-    """(F, 4) uint8 RGBA, a distinct colour per label (golden-ratio hues), grey for -1."""
-    labels = np.asarray(labels, dtype=np.int64)
-    hue = (np.maximum(labels, 0) * 0.618033988749895) % 1.0
-    sat = 0.55 + 0.35 * ((np.maximum(labels, 0) * 7) % 3) / 2
-    rgb = _hsv_to_rgb(hue, sat, np.full(hue.shape, 0.92))
-    rgb[labels < 0] = 0.5
-    rgba = np.empty((len(labels), 4), np.uint8)
-    rgba[:, :3] = np.round(rgb * 255)
-    rgba[:, 3] = 255
-    return rgba
-
-
-def _hsv_to_rgb(h, s, v):
-    i = np.floor(h * 6).astype(np.int64) % 6
-    f = h * 6 - np.floor(h * 6)
-    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    table = np.stack([np.stack(c, -1) for c in
-                      ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))])
-    return table[i, np.arange(len(h))]
-
-
 def save_coloured(path: str | Path, mesh: Mesh, labels: np.ndarray) -> None:
     """`.ply`: shared vertices + per-face colours. `.glb` (no face colours in glTF): every face
     gets its own three vertices coloured by its part. Triangle order is kept in both."""
@@ -595,4 +574,4 @@ def save_coloured(path: str | Path, mesh: Mesh, labels: np.ndarray) -> None:
     path.write_bytes(data if isinstance(data, bytes) else data.encode())
 
 
-__all__ = ["load_mesh", "save_labels", "save_coloured", "part_colours", "MESH_SUFFIXES", "MeshError"]
+__all__ = ["load_mesh", "save_labels", "save_coloured", "MESH_SUFFIXES", "MeshError"]
