@@ -88,20 +88,19 @@ def test_polygon_formats_keep_file_order_with_face_map(tmp_path, fmt):
     np.testing.assert_array_equal(written, labels)
 
 
-def test_fan_triangulation_matches_mesh_module():
-    from segparts.mesh import triangulate_polygons
+def test_fan_triangulation_of_ragged_and_square_input():
     from segparts.meshio import _ragged, _triangulate
 
     triangles, face_map, n = _triangulate(_ragged(POLYGONS))
-    expected, expected_map = triangulate_polygons([np.asarray(p) for p in POLYGONS])
+    expected, expected_map = fan(POLYGONS)
     np.testing.assert_array_equal(triangles, expected)
     np.testing.assert_array_equal(face_map, expected_map)
     quads = np.asarray([p[:4] for p in POLYGONS if len(p) >= 4])
     triangles, face_map, n = _triangulate(quads)
-    expected, expected_map = triangulate_polygons(quads)
+    expected, expected_map = fan(quads.tolist())
     np.testing.assert_array_equal(triangles, expected)
+    np.testing.assert_array_equal(face_map, expected_map)
     assert n == len(quads)
-
 
 def scrambled_triangles():
     base = trimesh.creation.icosphere(2)

@@ -195,24 +195,15 @@ def _check_appearance(appearance, n_vertices: int, n_faces: int) -> None:
                                               f"{n_vertices} vertices and {n_faces} faces")
 
 
-def triangulate_polygons(polygons: list[np.ndarray] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Fan-triangulate polygons given as a list of index arrays; returns (triangles, face_map).
-
-    Vectorised by grouping polygons of equal size, so a million quads costs a few numpy calls.
-    """
-    sizes = np.fromiter((len(p) for p in polygons), dtype=np.int64, count=len(polygons))
-    if sizes.size and sizes.min() < 3:
-        raise MeshError("bad_faces", "a polygon has fewer than 3 vertices")
-    tris, fmap = [], []
-    for k in np.unique(sizes):
-        idx = np.flatnonzero(sizes == k)
-        poly = np.array([polygons[i] for i in idx], dtype=np.int64).reshape(len(idx), k)
-        fan = np.stack(
-            [np.repeat(poly[:, :1], k - 2, axis=1), poly[:, 1:-1], poly[:, 2:]], axis=-1
-        ).reshape(-1, 3)
-        tris.append(fan)
-        fmap.append(np.repeat(idx, k - 2))
-    tris = np.concatenate(tris) if tris else np.zeros((0, 3), np.int64)
-    fmap = np.concatenate(fmap) if fmap else np.zeros(0, np.int64)
-    order = np.argsort(fmap, kind="stable")  # keep polygon order, fan order within a polygon
-    return tris[order], fmap[order]
+def fan_triangles(corners: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fan-triangulate polygons given as flat corner indices and corners per polygon (all >= 3):
+    polygon k becomes triangles (c0, c1, c2), (c0, c2, c3), ... Returns (triangles (T, 3) of the
+    corners' values, polygon of each triangle (T,) int64), in polygon order. Vectorised: a million
+    quads cost a few numpy calls."""
+    corners, counts = np.asarray(corners), np.asarray(counts, dtype=np.int64)
+    starts = np.cumsum(counts) - counts
+    n_tris = counts - 2
+    polygon = np.repeat(np.arange(len(counts)), n_tris)
+    j = np.arange(n_tris.sum()) - np.repeat(np.cumsum(n_tris) - n_tris, n_tris) + 1  # fan step 1..k-2
+    base = starts[polygon]
+    return np.column_stack([corners[base], corners[base + j], corners[base + j + 1]]), polygon

@@ -39,7 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from .appearance import Appearance
-from .mesh import DEFAULT_MAX_FACES, Mesh, MeshError, validate_mesh
+from .hierarchy import first_use_ids
+from .mesh import DEFAULT_MAX_FACES, Mesh, MeshError, fan_triangles, validate_mesh
 from .palette import part_colours
 
 MESH_SUFFIXES = (".obj", ".ply", ".off", ".stl", ".glb", ".gltf")
@@ -108,7 +109,7 @@ def _one_line(exc: Exception) -> str:
 
 def _triangulate(polygons) -> tuple[np.ndarray, np.ndarray | None, int | None]:
     """Triangles pass through untouched (face_map None); anything else is fan-triangulated
-    (same result as segparts.mesh.triangulate_polygons, vectorised over ragged input)."""
+    (segparts.mesh.fan_triangles)."""
     if isinstance(polygons, np.ndarray):
         if polygons.shape[0] == 0:
             return np.zeros((0, 3), np.int64), None, None
@@ -122,12 +123,7 @@ def _triangulate(polygons) -> tuple[np.ndarray, np.ndarray | None, int | None]:
         raise MeshError("bad_faces", "a polygon has fewer than 3 corners")
     if (counts == 3).all():
         return items.reshape(-1, 3), None, None
-    starts = np.cumsum(counts) - counts
-    n_tris = counts - 2
-    face_map = np.repeat(np.arange(len(counts)), n_tris)
-    j = np.arange(n_tris.sum()) - np.repeat(np.cumsum(n_tris) - n_tris, n_tris) + 1  # fan step 1..k-2
-    base = starts[face_map]
-    triangles = np.column_stack([items[base], items[base + j], items[base + j + 1]])
+    triangles, face_map = fan_triangles(items, counts)
     return triangles, face_map, len(counts)
 
 
@@ -235,21 +231,13 @@ def _obj_cues(records: list[str]) -> dict[str, np.ndarray]:
     cues = {}
     material = in_force("u")
     if material is not None:
-        cues["material"] = _first_use_ids(material)
+        cues["material"] = first_use_ids(material)
     obj, group = in_force("o"), in_force("g")
     if obj is not None or group is not None:
         blank = np.full(len(faces), "")
         pairs = np.char.add(np.char.add(obj if obj is not None else blank, "\x00"), group if group is not None else blank)
-        cues["group"] = _first_use_ids(pairs)
+        cues["group"] = first_use_ids(pairs)
     return cues
-
-
-def _first_use_ids(keys: np.ndarray) -> np.ndarray:
-    """Dense ids of `keys`, numbered in order of first appearance."""
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    rank = np.empty(len(first), np.int64)
-    rank[np.argsort(first)] = np.arange(len(first))
-    return rank[inverse.ravel()]
 
 
 # ---- OFF ---------------------------------------------------------------------------------
@@ -533,7 +521,7 @@ def _scene_cues(meshes: list) -> dict[str, np.ndarray]:
     mesh instance of the scene graph is one group), for the concatenated scene."""
     sizes = [len(g.faces) for g in meshes]
     keys = [hash(g.visual.material) if hasattr(g.visual, "material") else 0 for g in meshes]
-    material = _first_use_ids(np.asarray(keys, dtype=np.int64))
+    material = first_use_ids(np.asarray(keys, dtype=np.int64))
     return {"material": np.repeat(material, sizes), "group": np.repeat(np.arange(len(meshes)), sizes)}
 
 
