@@ -4,13 +4,20 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup test test-backend test-blender demo addon addon-local clean
+.PHONY: setup lint test test-backend test-blender demo addon addon-local clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml scripts/setup_env.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/setup_env.sh
 	touch $(STAMP)
+
+# the quality gate (.ci/run runs it before the tests; .pre-commit-config.yaml runs the same checks)
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(PY) -m pytest tests/test_addon_imports.py -q -p no:cacheprovider
 
 test: setup
 	$(MAKE) --no-print-directory test-backend

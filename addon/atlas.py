@@ -167,7 +167,7 @@ def _textured(table, tri_material, used, uv) -> dict[str, np.ndarray]:
     if len(used) == 1:  # one textured material everywhere: its image and the UVs as they are
         return {"uv": uv, "texture": table[int(used[0])].image}
     cell_of = np.full(len(table), -1, dtype=np.int64)
-    tiles = []
+    tiles: list[np.ndarray] = []
     for m in used:
         look = table[int(m)]
         cell_of[m] = len(tiles)

@@ -46,6 +46,10 @@ class _Job:
     def active(self) -> bool:
         return self.state in ("uploading", "queued", "running", "cancelling")
 
+    def _submit(self) -> None:
+        """Send the job's own request once the backend holds the mesh (each kind of job)."""
+        raise NotImplementedError
+
     def _request(self, op, args, arrays, on_message) -> None:
         try:
             self.session.request(op, args, arrays, on_message)
@@ -150,7 +154,7 @@ class PickJob(_Job):
         self.engine, self.clicks, self.scale = engine, clicks, scale
 
     def _submit(self):
-        args = {"mesh_id": self.mesh_id, "engine": self.engine, "clicks": self.clicks}
+        args: dict[str, object] = {"mesh_id": self.mesh_id, "engine": self.engine, "clicks": self.clicks}
         if self.scale is not None:
             args["scale"] = float(self.scale)
         self._request("pick", args, None, self._on_job_message)

@@ -116,11 +116,11 @@ def split_faces(hierarchy, face_mask: np.ndarray, scale: float) -> Edit:
     return _renumber(leaf, parent, height, group, hierarchy.n_leaves, list(new_leaf_of.values()))
 
 
-def _renumber(leaf_labels, parent: list, height: list, edited: int, n_leaves: int, extra_leaves=()) -> Edit:
+def _renumber(leaf_labels, parents: list, heights: list, edited: int, n_leaves: int, extra_leaves=()) -> Edit:
     """Indices back into the Hierarchy's order (leaves first, every parent after its children,
     the root last), dropping internal nodes that lost every child."""
-    parent = np.asarray(parent, dtype=np.int64)
-    height = np.asarray(height, dtype=np.float64)
+    parent = np.asarray(parents, dtype=np.int64)
+    height = np.asarray(heights, dtype=np.float64)
     n = len(parent)
     is_leaf = np.zeros(n, dtype=bool)
     is_leaf[:n_leaves] = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -197,7 +198,7 @@ class PartPicker:
     """
 
     poly_labels: np.ndarray
-    hierarchy: object | None = None
+    hierarchy: Any = None  # a _shared.hierarchy.Hierarchy (the copy is made when the zip is built)
     scale: float = 0.5
     _rep: np.ndarray | None = field(default=None, repr=False)
 

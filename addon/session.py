@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 SERVE_DEFAULT_PORT = 5555  # `segparts serve`'s default: where a server started by hand listens
 HELLO_RETRY_S = 1.0
@@ -87,13 +87,10 @@ class BackendProcess:
             env["SEGPARTS_MODELS"] = c.models_dir
         if c.manifest and Path(c.manifest).exists() and "SEGPARTS_MANIFEST" not in env:
             env["SEGPARTS_MANIFEST"] = c.manifest
-        log = open(c.console_file, "wb")
-        try:
+        with open(c.console_file, "wb") as log:  # the child keeps its own handle
             flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, env=env, creationflags=flags)
-        finally:
-            log.close()
 
     @property
     def running(self) -> bool:
@@ -149,7 +146,7 @@ class Session:
     def __init__(self, config: Config, client_factory: Callable):
         self.config = config
         self._client_factory = client_factory  # (host, port, token_file) -> BackendClient
-        self.client = None
+        self.client: Any = None  # a _shared.client.BackendClient, made by client_factory
         self.process: BackendProcess | None = None
         self.state = "off"
         self.message = "Backend not started"
@@ -220,7 +217,7 @@ class Session:
 
     def _fail_pending(self, message: str) -> None:
         pending, self.pending = self.pending, {}
-        for req_id, p in pending.items():
+        for p in pending.values():
             if p.on_message is not None:
                 p.on_message(None, message)
 
@@ -263,8 +260,8 @@ class Session:
             return
         if msg.id == self._status_id:
             self._status_id = None
-            for p in self.pending.values():
-                p.last_seen = now
+            for waiting in self.pending.values():
+                waiting.last_seen = now
             return
         p = self.pending.get(msg.id)
         if p is None:
@@ -313,7 +310,7 @@ class Session:
             self._fail(f"Backend stopped unexpectedly (exit code {self.process.exit_code}). "
                        f"Press Restart. Log: {self.process.log_tail()}")
             return
-        for req_id, p in list(self.pending.items()):
+        for p in list(self.pending.values()):
             if now > p.deadline:
                 self._fail(f"Backend did not answer {p.op!r} in time; press Restart")
                 return

@@ -1,4 +1,4 @@
-"""View3D › Sidebar › "Segment Parts" panel, the part list and the preferences layout."""
+"""View3D > Sidebar > "Segment Parts" panel, the part list and the preferences layout."""
 from __future__ import annotations
 
 import textwrap

@@ -18,7 +18,8 @@ pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
 device=auto
 [ "${SEGPARTS_DEVICE:-}" = cpu ] && device=cpu
 
-# the project, its light dependencies and the test tools (bpy 5.0.1 needs Python 3.11); no torch yet
+# the project, its light dependencies and the test tools (bpy 5.0.1 needs Python 3.11; ruff and mypy
+# for `make lint`); no torch yet
 "${pip[@]}" install -q -e ".[bench,batch,test]"
 
 # the learned engines' stack, the same way the add-on's "Set up Backend" installs it: torch in the

@@ -3,6 +3,7 @@ backend session + jobs against a real `segparts serve` process over real ZeroMQ.
 from __future__ import annotations
 
 import colorsys
+import itertools
 import os
 import signal
 import sys
@@ -110,7 +111,7 @@ def test_palette_distinct_and_stable():
     assert len({tuple(round(c, 2) for c in col[:3]) for col in colours}) == 64
     assert colours[5] == palette.part_colour(5)  # the list and a single lookup agree
     hues = [colorsys.rgb_to_hsv(*c[:3])[0] for c in colours]
-    steps = [min(abs(a - b), 1 - abs(a - b)) for a, b in zip(hues, hues[1:])]
+    steps = [min(abs(a - b), 1 - abs(a - b)) for a, b in itertools.pairwise(hues)]
     assert min(steps) > 0.2, "neighbouring part ids must get far-apart hues"
     assert palette.part_name(7) == "Part_007"
 
@@ -522,10 +523,8 @@ def test_cancel_frees_the_job_at_once_and_reports_once(live_session):
     job.start()
     _drive(s, lambda: job.job_id is not None or not job.active)
     assert job.active, f"the job ended before Cancel: {job.state}"
-    t0 = time.monotonic()
-    job.cancel()
+    job.cancel()  # ends the job for the user at once: no session tick in between
     assert not job.active and job.state == "cancelled" and errors == ["Cancelled"]
-    assert time.monotonic() - t0 < 0.1
     _drive(s, lambda: not s.pending, timeout=60)  # the backend's own answer arrives later
     assert errors == ["Cancelled"] and not done
 

@@ -73,7 +73,8 @@ def test_batch_outputs_errors_summary_and_exit_code(meshes, expected, tmp_path, 
     errors = [json.loads(x) for x in (out / "errors.jsonl").read_text().splitlines()]
     assert [(e["key"], e["path"], e["code"]) for e in errors] == [("broken", str(bad), "unreadable")]
     assert "truncated" in errors[0]["message"]
-    rows = {r["key"]: r for r in csv.DictReader(open(out / "summary.csv"))}
+    with open(out / "summary.csv", newline="") as summary_csv:
+        rows = {r["key"]: r for r in csv.DictReader(summary_csv)}
     assert rows["125"]["status"] == "ok" and int(rows["125"]["faces"]) == len(expected["125"])
     assert int(rows["125"]["parts"]) == len(np.unique(expected["125"]))
     assert float(rows["125"]["seconds_segment"]) > 0 and rows["broken"]["status"] == "error"

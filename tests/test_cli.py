@@ -194,15 +194,15 @@ def test_a_backend_that_dies_mid_job_is_reported_as_lost(tmp_path):
     from segparts.client import BackendClient, BackendLost
 
     vertices, faces = grid(1_000_000)
-    with process_server(tmp_path) as (proc, port, token_file, _):
-        with BackendClient(port=port, token_file=token_file, timeout=1) as c:
-            mid = c.upload_mesh(vertices, faces)
-            started = []
+    with (process_server(tmp_path) as (proc, port, token_file, _),
+          BackendClient(port=port, token_file=token_file, timeout=1) as c):
+        mid = c.upload_mesh(vertices, faces)
+        started = []
 
-            def kill_when_running(fraction, stage):
-                if not started:
-                    started.append(stage)
-                    proc.kill()
+        def kill_when_running(fraction, stage):
+            if not started:
+                started.append(stage)
+                proc.kill()
 
-            with pytest.raises(BackendLost, match="stopped answering"):
-                c.segment(mid, on_progress=kill_when_running)
+        with pytest.raises(BackendLost, match="stopped answering"):
+            c.segment(mid, on_progress=kill_when_running)

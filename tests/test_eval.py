@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from segparts.cli import main
-from segparts.meshgraph import face_adjacency
 from segparts.eval.princeton import reference_scores, score_against_humans
+from segparts.meshgraph import face_adjacency
 
 PRINCETON = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks" / "princeton"
 
@@ -46,6 +46,35 @@ def test_reference_scores_by_hand():
     assert ref["best_leaf_grouping"]["miou"] == pytest.approx(ref["best_human"]["miou"])
 
 
+def folded_sheet() -> tuple[np.ndarray, np.ndarray]:
+    """A 4 x 2 grid of unit squares folded 90 degrees (a valley) along x = 2."""
+    xs, ys = np.meshgrid(np.arange(5.0), np.arange(3.0), indexing="ij")
+    z = np.where(xs > 2, xs - 2, 0.0)
+    vertices = np.stack([np.minimum(xs, 2.0).ravel(), ys.ravel(), z.ravel()], axis=1)
+    idx = np.arange(15).reshape(5, 3)
+    quads = [(idx[i, j], idx[i + 1, j], idx[i + 1, j + 1], idx[i, j + 1]) for i in range(4) for j in range(2)]
+    faces = np.array([t for a, b, c, d in quads for t in ((a, b, c), (a, c, d))])
+    return vertices, faces
+
+
+def test_border_figures_by_hand():
+    from segparts.eval.borders import border_figures, human_border_figures
+    from segparts.mesh import validate_mesh
+
+    vertices, faces = folded_sheet()
+    mesh = validate_mesh(vertices, faces)
+    x, _, z = mesh.vertices[mesh.faces].mean(axis=1).T
+    on_fold = (z > 0).astype(int)  # the border runs along the fold: length 2
+    off_fold = (x > 1).astype(int)  # a border across the flat half: length 2, on no cue
+    assert border_figures(mesh, on_fold, off_fold) == {"on_cue": 1.0, "length_ratio": pytest.approx(1.0)}
+    assert border_figures(mesh, off_fold, on_fold)["on_cue"] == 0.0
+    both = np.where(z > 0, 2, (x > 1).astype(int))  # both borders: twice the length
+    figures = human_border_figures(mesh, both, [on_fold, off_fold])
+    assert figures == {"on_cue": 0.5, "people_on_cue": 0.5, "length_ratio": pytest.approx(2.0)}
+    # a reference with no border inside the piece gives no ratio
+    assert np.isnan(border_figures(mesh, both, np.zeros(len(faces), int))["length_ratio"])
+
+
 def test_eval_princeton_command_on_two_models(tmp_path, capsys):
     needs_sample()
     out = tmp_path / "eval.json"
@@ -65,6 +94,12 @@ def test_eval_princeton_command_on_two_models(tmp_path, capsys):
     overall = report["summary"]["overall"]
     assert overall["oracle"]["miou"] == pytest.approx(np.mean([m["oracle"]["miou"] for m in models]))
     assert report["summary"]["reference"]["best_leaf_grouping"]["n_models"] == 2
+    assert "borders at the automatic level" in printed
+    for m in models:
+        b = m["extra"]["borders"]
+        assert 0.0 <= b["on_cue"] <= 1.0 and 0.0 <= b["people_on_cue"] <= 1.0 and b["length_ratio"] > 0
+    ratios = sorted(m["extra"]["borders"]["length_ratio"] for m in models)
+    assert report["summary"]["borders"]["length_ratio_median"] == pytest.approx(np.mean(ratios))
 
 
 def test_eval_rejects_a_folder_that_is_not_the_benchmark(tmp_path, capsys):

@@ -111,7 +111,7 @@ def test_rejects_mismatched_checkpoint_listing_every_problem(model, tmp_path):
     assert report.mismatched == ["feature_fusion.fusion_high.weight: (256, 256, 3, 3) vs (256, 512, 3, 3)"]
     small = tmp_path / "plain.pt"
     torch.save({"model": {"image_encoder.trunk.blocks.0.attn.qkv.weight": torch.zeros(336, 112)}}, small)
-    with pytest.raises(CheckpointError, match="1119 missing.*1 unexpected"):
+    with pytest.raises(CheckpointError, match=r"1119 missing.*1 unexpected"):
         load_checkpoint(model, small)
     torch.save({"weights": {}}, small)
     with pytest.raises(CheckpointError, match='"model"'):

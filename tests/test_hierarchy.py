@@ -1,4 +1,6 @@
 """The merge tree every engine returns and the add-on re-cuts."""
+import itertools
+
 import numpy as np
 import pytest
 from scipy.cluster.hierarchy import fcluster, linkage
@@ -41,7 +43,7 @@ def test_scale_is_monotone_and_spans_leaves_to_root():
     h, _, leaf = random_tree(seed=2)
     counts = [len(np.unique(h.cut(scale=s))) for s in np.linspace(0, 1, 11)]
     assert counts[0] == 40 and counts[-1] == 1
-    assert all(a >= b for a, b in zip(counts, counts[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(counts))
 
 
 def test_face_mask_parent_and_children_are_consistent():
@@ -71,3 +73,25 @@ def test_rejects_malformed_trees():
         Hierarchy(np.zeros(3), np.array([1, -1, -1]), np.array([0, 1, 1]))  # two roots
     with pytest.raises(ValueError):
         Hierarchy(np.zeros(3), np.array([-1, 0]), np.array([1, 0]))  # parent before child
+
+
+def test_without_empty_leaves_keeps_every_cut_of_the_faces():
+    rng = np.random.default_rng(3)
+    points = rng.random((12, 2))
+    leaf_labels = rng.integers(0, 12, 200)
+    h = Hierarchy.from_linkage(leaf_labels, linkage(points, "average"))
+    assert h.without_empty_leaves() is h or np.array_equal(h.without_empty_leaves().leaf_labels, leaf_labels)
+    emptied = leaf_labels.copy()
+    emptied[np.isin(emptied, [2, 7, 8])] = 0  # leaves 2, 7, 8 lose their faces to leaf 0
+    before = Hierarchy(emptied, h.parent, h.height)
+    after = before.without_empty_leaves()
+    assert after.n_leaves == 9 and after.leaf_labels.max() == 8
+    assert set(np.unique(after.leaf_labels)) == set(range(9))  # every leaf holds a face
+    kids = np.bincount(after.parent[after.parent >= 0], minlength=after.n_nodes)
+    assert np.all(kids[after.n_leaves:-1] >= 2)  # no internal node below the root has one child
+    for scale in np.linspace(0.0, 1.0, 21):  # the same partition of the faces at every scale
+        a, b = before.cut(scale=scale), after.cut(scale=scale)
+        pairs = set(zip(a.tolist(), b.tolist()))
+        assert len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
+    fine = after.cut(scale=0.0)
+    assert fine.max() + 1 == after.n_leaves

@@ -85,7 +85,7 @@ def test_components_match_a_union_find(seed):
     for apart in (False, True):
         root = list(range(len(faces)))
 
-        def find(i):
+        def find(i, root=root):
             while root[i] != i:
                 i = root[i]
             return i

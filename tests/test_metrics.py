@@ -62,6 +62,11 @@ def test_connected_component_preprocessing():
     assert compare(pred, gt)["miou"] == pytest.approx((1 / 2 + 1 + 1 / 2) / 3)
 
 
+def test_split_connected_needs_faces_or_pairs():
+    with pytest.raises(ValueError, match="needs the faces or their adjacent pairs"):
+        split_connected(np.zeros(4, dtype=np.int64), None)
+
+
 def test_length_mismatch_is_an_error():
     with pytest.raises(ValueError, match="faces"):
         rand_index_error(np.zeros(3), np.zeros(4))

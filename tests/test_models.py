@@ -62,7 +62,9 @@ def http_server():
 
 @pytest.fixture
 def manifest(tmp_path, monkeypatch, http_server):
-    def write(sha256=hashlib.sha256(PAYLOAD).hexdigest(), size=len(PAYLOAD)):
+    payload_sha256, payload_size = hashlib.sha256(PAYLOAD).hexdigest(), len(PAYLOAD)
+
+    def write(sha256=payload_sha256, size=payload_size):
         data = {"version": 1, "models": [
             {"name": "test-weights", "file": "weights.pt", "url": f"http://127.0.0.1:{http_server.server_port}/weights.pt",
              "size": size, "sha256": sha256, "engines": ["geometric"]},

@@ -4,6 +4,7 @@ backend op over real ZeroMQ and the CLI; and that nothing is sent when no endpoi
 from __future__ import annotations
 
 import json
+import itertools
 import time
 
 import numpy as np
@@ -69,7 +70,7 @@ def test_progress_reports_every_part(lamp):
         naming.name_parts(mesh, labels, endpoint(vlm), tile=TILE, progress=lambda f, s: seen.append((f, s)))
     assert seen[-1] == (1.0, "named")
     assert [s for _, s in seen if s.startswith("naming part")] == [f"naming part {i}/4" for i in range(1, 5)]
-    assert all(a <= b for (a, _), (b, _) in zip(seen, seen[1:]))
+    assert all(a <= b for (a, _), (b, _) in itertools.pairwise(seen))
 
 
 def test_parallel_requests(lamp):

@@ -33,7 +33,10 @@ def unit_cube():
     return as_mesh(trimesh.creation.box(extents=(1.0, 1.0, 1.0)))
 
 
-def axis_rig(size=64, distance=3.0, fov=np.radians(40.0)):
+FOV_40 = np.radians(40.0)
+
+
+def axis_rig(size=64, distance=3.0, fov=FOV_40):
     """Cameras on +X, -Y and +Z looking at the origin."""
     eyes = [(distance, 0, 0), (0, -distance, 0), (0, 0, distance)]
     return rig_from_matrices(np.stack([look_at(e) for e in eyes]), perspective(fov), size, size)

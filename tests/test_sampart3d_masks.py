@@ -49,12 +49,12 @@ def test_vit_h_checkpoint_with_a_missing_key_or_a_wrong_shape_is_refused(vit_h_s
     shapes = dict(vit_h_state)
     shapes["image_encoder.neck.0.weight_renamed"] = shapes.pop("image_encoder.neck.0.weight")
     shared_storage_checkpoint(shapes, tmp_path / "renamed.pth")
-    with pytest.raises(CheckpointError, match="1 missing.*1 unexpected.*segparts models fetch sam-vit-h"):
+    with pytest.raises(CheckpointError, match=r"1 missing.*1 unexpected.*segparts models fetch sam-vit-h"):
         build_sam_vit_h(str(tmp_path / "renamed.pth"))
     shapes = dict(vit_h_state)
     shapes["mask_decoder.iou_token.weight"] = torch.Size([2, 256])
     shared_storage_checkpoint(shapes, tmp_path / "shape.pth")
-    with pytest.raises(CheckpointError, match="1 of another shape \\(mask_decoder.iou_token.weight\\)"):
+    with pytest.raises(CheckpointError, match=r"1 of another shape \(mask_decoder.iou_token.weight\)"):
         build_sam_vit_h(str(tmp_path / "shape.pth"))
 
 

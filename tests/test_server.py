@@ -291,11 +291,11 @@ def test_lru_cache_evicts_old_meshes(tmp_path):
         assert client.segment(ids[-1]).kind == "result"
 
 
-def test_serve_process_starts_fast_without_torch_and_follows_its_parent(tmp_path):
+def test_serve_process_starts_without_torch_and_follows_its_parent(tmp_path):
     parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         with process_server(tmp_path, "--parent-pid", str(parent.pid)) as (proc, port, token_file, ready_s):
-            assert ready_s < 5.0, f"serve took {ready_s:.2f} s to listen"  # < 2 s on an idle machine
+            # how fast it listens is `segparts bench transport`'s start_to_hello_s, not asserted here
             with BackendClient(port=port, token_file=token_file) as c:
                 assert c.hello()["engines"]["geometric"]["available"]
                 assert c.status()["heavy_modules"] == [], "hello imported torch/sam2"

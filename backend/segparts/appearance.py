@@ -42,7 +42,7 @@ class Appearance:
     normals: np.ndarray | None = None  # the file's shading normals, (V, 3) or (F, 3, 3): rendered as given
 
     @classmethod
-    def from_trimesh(cls, tm) -> "Appearance | None":
+    def from_trimesh(cls, tm) -> Appearance | None:
         """Colours of a trimesh.Trimesh's visual: base-colour texture via UV when present,
         else vertex or face colours; None for an untextured grey mesh."""
         visual = getattr(tm, "visual", None)

@@ -109,11 +109,11 @@ def mesh_id(vertices, faces, cues: dict | None = None, appearance: dict | None =
     f = np.ascontiguousarray(faces, dtype="<i8")
     for a in (v, f):
         h.update(np.asarray(a.shape, dtype="<i8").tobytes())
-        h.update(memoryview(a).cast("B"))
+        h.update(a.data.cast("B"))
     for name in FACE_CUES:
         if cues and cues.get(name) is not None:
             h.update(name.encode())
-            h.update(memoryview(np.ascontiguousarray(cues[name], dtype="<i4")).cast("B"))
+            h.update(np.ascontiguousarray(cues[name], dtype="<i4").data.cast("B"))
     for name, values in appearance_arrays(appearance).items():  # name, dtype, shape, bytes
         h.update(name.encode())
         h.update(values.dtype.str.encode())
@@ -285,7 +285,7 @@ class BackendClient:
                 scale: float | None = None, options: dict | None = None,
                 on_progress: Callable[[float, str], None] | None = None) -> Message:
         """Arrays of the result: labels, leaf_labels (F,) int32, parent (N,) int32, height (N,) float32."""
-        args = {"mesh_id": mesh_id, "engine": engine, "options": options or {}}
+        args: dict[str, object] = {"mesh_id": mesh_id, "engine": engine, "options": options or {}}
         if parts is not None:
             args["parts"] = int(parts)
         if scale is not None:
@@ -300,13 +300,13 @@ class BackendClient:
         (from segment's result) names the segmentation to pick from; without it, the latest this
         client asked for of that mesh and engine."""
         if clicks is None:
-            click = {"positive": bool(positive)}
+            click: dict[str, object] = {"positive": bool(positive)}
             if face is not None:
                 click["face"] = int(face)
             if point is not None:
                 click["point"] = [float(x) for x in point]
             clicks = [click]
-        args = {"mesh_id": mesh_id, "engine": engine, "clicks": clicks, "options": options or {}}
+        args: dict[str, object] = {"mesh_id": mesh_id, "engine": engine, "clicks": clicks, "options": options or {}}
         if segmentation_id is not None:
             args["segmentation_id"] = segmentation_id
         if parts is not None:

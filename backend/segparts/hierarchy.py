@@ -93,6 +93,33 @@ class Hierarchy:
     def children(self, node: int) -> np.ndarray:
         return np.flatnonzero(self.parent == node).astype(np.int32)
 
+    def without_empty_leaves(self) -> "Hierarchy":
+        """The same tree without leaves that hold no face: internal nodes left with no child go,
+        those left with one hand it to their parent (the root stays), and nodes are renumbered
+        in their old order (leaves first, parents after children)."""
+        n_leaves = self.n_leaves
+        alive = np.zeros(self.n_nodes, dtype=bool)
+        alive[np.unique(self.leaf_labels)] = True
+        if alive[:n_leaves].all():
+            return self
+        parent = self.parent.astype(np.int64).copy()
+        kids = np.zeros(self.n_nodes, dtype=np.int64)
+        for node in range(self.n_nodes - 1):  # children come before parents: one pass
+            if node >= n_leaves:
+                alive[node] = kids[node] > 0
+            if alive[node]:
+                kids[parent[node]] += 1
+        alive[self.root] = True
+        for node in range(self.n_nodes - 2, n_leaves - 1, -1):  # top down: chains collapse in turn
+            if alive[node] and kids[node] == 1:
+                alive[node] = False
+                parent[(parent == node) & alive] = parent[node]
+        new_id = np.full(self.n_nodes, -1, dtype=np.int64)
+        new_id[alive] = np.arange(int(alive.sum()))
+        kept = np.flatnonzero(alive)
+        new_parent = np.where(parent[kept] >= 0, new_id[np.maximum(parent[kept], 0)], -1)
+        return Hierarchy(new_id[self.leaf_labels], new_parent, self.height[kept])
+
     # ---- cutting ------------------------------------------------------------------------
     def active_at_scale(self, scale: float) -> np.ndarray:
         """Boolean mask of the nodes that form the parts at `scale` in [0, 1]."""

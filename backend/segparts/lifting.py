@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from . import meshgraph
 from .mesh import Mesh
 from .proximity import nearest_face

@@ -78,6 +78,7 @@ class Mesh:
         """Map per-triangle labels to per-original-polygon labels (first triangle wins)."""
         if self.face_map is None:
             return np.asarray(face_labels)
+        assert self.n_polygons is not None, "validate_mesh sets n_polygons with a face_map"
         out = np.empty(self.n_polygons, dtype=np.asarray(face_labels).dtype)
         # assigning in reverse order leaves each polygon with its first triangle's label
         out[self.face_map[::-1]] = np.asarray(face_labels)[::-1]
@@ -97,21 +98,21 @@ def mesh_hash(vertices: np.ndarray, faces: np.ndarray, cues: dict[str, np.ndarra
     v = np.ascontiguousarray(vertices, dtype="<f8")
     f = np.ascontiguousarray(faces, dtype="<i8")
     h.update(np.asarray(v.shape, dtype="<i8").tobytes())
-    h.update(memoryview(v).cast("B"))  # no copy of the data
+    h.update(v.data.cast("B"))  # no copy of the data
     h.update(np.asarray(f.shape, dtype="<i8").tobytes())
-    h.update(memoryview(f).cast("B"))
+    h.update(f.data.cast("B"))
     for name in FACE_CUES:  # fixed order; an absent cue adds nothing (geometry-only ids unchanged)
         if cues and cues.get(name) is not None:
             values = np.ascontiguousarray(cues[name], dtype="<i4")
             h.update(name.encode())
-            h.update(memoryview(values).cast("B"))
+            h.update(values.data.cast("B"))
     for name in APPEARANCE_ARRAYS:  # fixed order; name, dtype, shape and bytes of each present
         if appearance and appearance.get(name) is not None:
             values = np.ascontiguousarray(appearance[name])
             h.update(name.encode())
             h.update(values.dtype.str.encode())
             h.update(np.asarray(values.shape, dtype="<i8").tobytes())
-            h.update(memoryview(values).cast("B"))
+            h.update(values.data.cast("B"))
     return h.hexdigest()[:32]
 
 
@@ -165,7 +166,7 @@ def validate_mesh(
     _check_appearance(appearance, vertices.shape[0], faces.shape[0])
     cues = {name: _face_cue(name, values, faces.shape[0]) for name, values in (("material", material), ("group", group))}
     return Mesh(vertices, faces, face_map, n_polygons if face_map is not None else faces.shape[0], appearance,
-                **cues)
+                material=cues["material"], group=cues["group"])
 
 
 def _face_cue(name: str, values, n_faces: int) -> np.ndarray | None:

@@ -35,6 +35,7 @@ import itertools
 import re
 import warnings
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
@@ -398,7 +399,7 @@ def _ply_list_rows(buf: bytes, raw: np.ndarray, offset: int, props, li: int, n: 
         counts[:] = first
     else:  # mixed sizes: walk the counts once
         p, b, k, isz = offset, before.itemsize, count_dt.itemsize, item_dt.itemsize
-        order = "big" if count_dt.byteorder == ">" else "little"
+        order: Literal["big", "little"] = "big" if count_dt.byteorder == ">" else "little"
         for i in range(n):
             if p + fixed > len(buf):
                 raise MeshError("unreadable", f"{name}: the PLY file is truncated in element {key!r}")
@@ -412,7 +413,7 @@ def _ply_list_rows(buf: bytes, raw: np.ndarray, offset: int, props, li: int, n: 
     within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
     item_pos = first_item + within * item_dt.itemsize
     items = raw[item_pos[:, None] + np.arange(item_dt.itemsize)].copy().view(item_dt).ravel()
-    out = {}
+    out: dict[str, Any] = {}
     if uniform:
         out[props[li][0]] = items.reshape(n, first)
     else:
@@ -421,6 +422,7 @@ def _ply_list_rows(buf: bytes, raw: np.ndarray, offset: int, props, li: int, n: 
     after_start = starts + before.itemsize + count_dt.itemsize + counts * item_dt.itemsize
     for layout, row_start in ((before, starts), (after, after_start)):
         for field in layout.names or ():
+            assert layout.fields is not None  # a structured dtype with names has fields
             field_dt, field_offset = layout.fields[field][:2]
             pos = (row_start + field_offset)[:, None] + np.arange(field_dt.itemsize)
             out[field] = raw[pos].copy().view(field_dt).ravel()
@@ -467,12 +469,12 @@ def _weld_exact(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _read_scene(path: Path):
     import trimesh
 
-    loaded = trimesh.load(path, process=False)
+    loaded: Any = trimesh.load(path, process=False)  # a Scene or a Trimesh (trimesh annotates a base class)
     normals = None
     if isinstance(loaded, trimesh.Scene):
         normals = _scene_normals(loaded)  # before dump(), which drops the file's normals
         # same as the deprecated dump(concatenate=True): geometry in graph order, transforms baked
-        meshes = [g for g in loaded.dump() if isinstance(g, trimesh.Trimesh) and len(g.faces)]
+        meshes: list[Any] = [g for g in loaded.dump() if isinstance(g, trimesh.Trimesh) and len(g.faces)]
         if not meshes:
             raise MeshError("empty_mesh", f"{path.name}: the scene has no triangle meshes")
         cues = _scene_cues(meshes)  # before any visual is replaced below
@@ -559,6 +561,7 @@ def save_coloured(path: str | Path, mesh: Mesh, labels: np.ndarray) -> None:
     else:
         tm = trimesh.Trimesh(mesh.vertices, mesh.faces, face_colors=colours, process=False)
     data = tm.export(file_type=path.suffix.lower()[1:])
+    assert isinstance(data, (bytes, str)), "PLY and glTF exports are bytes"
     path.write_bytes(data if isinstance(data, bytes) else data.encode())
 
 

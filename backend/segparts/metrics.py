@@ -36,7 +36,7 @@ class Contingency:
         self.b = self.gt_sizes[self.col]
 
 
-def _pairs(x: np.ndarray) -> np.ndarray:
+def _pairs(x: np.ndarray | int) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     return x * (x - 1.0) / 2.0
 
@@ -76,11 +76,13 @@ def miou(pred: np.ndarray, gt: np.ndarray, table: Contingency | None = None) -> 
     return float(best[labelled].mean())
 
 
-def split_connected(labels: np.ndarray, faces: np.ndarray, pairs: np.ndarray | None = None) -> np.ndarray:
+def split_connected(labels: np.ndarray, faces: np.ndarray | None, pairs: np.ndarray | None = None) -> np.ndarray:
     """Split each segment into its edge-connected components (the benchmark's pre-processing).
 
     `pairs` (E,2) of edge-adjacent faces may be passed to reuse them across calls."""
     if pairs is None:
+        if faces is None:
+            raise ValueError("split_connected needs the faces or their adjacent pairs")
         pairs, _ = face_adjacency(faces)
     return label_components(labels, pairs)
 

@@ -68,7 +68,8 @@ def models_dir() -> Path:
         return Path(env).expanduser()
     if (REPO_ROOT / "models" / "manifest.json").is_file():  # running from a source checkout
         return REPO_ROOT / "models" / "weights"
-    from .paths import cache_dir  # platformdirs: imported only when needed (`segparts setup` may run before it is installed)
+    # platformdirs is imported only here: `segparts setup` may run before it is installed
+    from .paths import cache_dir
 
     return cache_dir() / "models"
 

@@ -31,8 +31,8 @@ from typing import Callable
 
 import numpy as np
 
-from .engines.base import CancelToken, Progress, no_progress
 from . import paths
+from .engines.base import CancelToken, Progress, no_progress
 from .mesh import Mesh
 
 log = logging.getLogger("segparts.naming")

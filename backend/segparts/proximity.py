@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -26,12 +27,15 @@ _SEED_NEIGHBOURS = 4  # nearest centroids per group whose exact distance gives t
 @dataclass
 class _Group:
     faces: np.ndarray  # (n,) face indices
-    tree: object  # scipy cKDTree over their centroids
+    tree: Any  # scipy cKDTree over their centroids
     radius: float  # largest centroid-to-corner distance in the group
 
 
 class SurfaceIndex:
     """Exact closest-point queries on one triangle mesh."""
+
+    vertices_ref: np.ndarray  # the Mesh arrays it was built from (set by surface_index)
+    faces_ref: np.ndarray
 
     def __init__(self, vertices: np.ndarray, faces: np.ndarray):
         from scipy.spatial import cKDTree
@@ -60,21 +64,20 @@ class SurfaceIndex:
         points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
         n = len(points)
         # 1. an upper bound per point: exact distances to a few nearest centroids of every group
-        seeds = [g.faces[np.asarray(g.tree.query(points, k=min(_SEED_NEIGHBOURS, g.tree.n))[1]).reshape(n, -1)]
-                 for g in self.groups]
-        seeds = np.concatenate(seeds, axis=1)
+        seeds = np.concatenate([g.faces[np.asarray(g.tree.query(points, k=min(_SEED_NEIGHBOURS, g.tree.n))[1])
+                                        .reshape(n, -1)] for g in self.groups], axis=1)
         seed_points = np.repeat(np.arange(n), seeds.shape[1])
         seed_closest = self._closest(seed_points, seeds.ravel(), points)
         bound = np.linalg.norm(seed_closest - points[seed_points], axis=1).reshape(n, -1).min(axis=1)
         # 2. every face that can beat it, checked exactly
         slack = 1e-9 * (1.0 + bound)
-        point_idx, face_idx = [], []
+        point_blocks, face_blocks = [], []
         for g in self.groups:
             hits = g.tree.query_ball_point(points, bound + g.radius + slack)
             counts = np.fromiter(map(len, hits), dtype=np.int64, count=n)
-            point_idx.append(np.repeat(np.arange(n), counts))
-            face_idx.append(g.faces[np.concatenate([np.asarray(h, dtype=np.int64) for h in hits])])
-        point_idx, face_idx = np.concatenate(point_idx), np.concatenate(face_idx)
+            point_blocks.append(np.repeat(np.arange(n), counts))
+            face_blocks.append(g.faces[np.concatenate([np.asarray(h, dtype=np.int64) for h in hits])])
+        point_idx, face_idx = np.concatenate(point_blocks), np.concatenate(face_blocks)
         closest = self._closest(point_idx, face_idx, points)
         dist = np.linalg.norm(closest - points[point_idx], axis=1)
         order = np.lexsort((face_idx, dist, point_idx))  # per point: nearest first, then lowest face

@@ -565,11 +565,12 @@ class Server:
         with self._lock:
             workers = {d: {"running": w.current.id if w.current else None, "queued": w.jobs.qsize()}
                        for d, w in self._workers.items()}
+        meshes = sum(1 for k in self._cache.keys() if k[0] == "mesh")  # noqa: SIM118 (LRUCache: keys(), no __iter__)
         self._reply(envelope, req_id, "reply", {
             "version": __version__, "device": self.device, "uptime_s": round(time.time() - self._started, 3),
             "jobs": active, "recent_jobs": recent, "workers": workers,
             "cache": {"entries": len(self._cache), "bytes": self._cache.bytes, "limit_bytes": self._cache.max_bytes,
-                      "meshes": sum(1 for k in self._cache.keys() if k[0] == "mesh")},
+                      "meshes": meshes},
             "max_faces": self.max_faces, "max_message_bytes": self.max_message_bytes, "pid": os.getpid(),
             "heavy_modules": [m for m in HEAVY_MODULES if m in sys.modules]})
 

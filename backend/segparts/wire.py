@@ -64,7 +64,7 @@ def encode(header: dict, arrays: dict[str, np.ndarray] | None = None) -> list[by
         if arr.dtype.str not in ALLOWED_DTYPES:
             raise ValueError(f"array {name!r} has dtype {arr.dtype.str}, not allowed on the wire")
         specs.append({"name": name, "dtype": arr.dtype.str, "shape": list(arr.shape)})
-        frames_out.append(memoryview(arr).cast("B") if arr.size else b"")
+        frames_out.append(arr.data.cast("B") if arr.size else b"")
     header["arrays"] = specs
     return [msgpack.packb(header, use_bin_type=True), *frames_out]
 

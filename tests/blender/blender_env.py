@@ -11,7 +11,7 @@ _USER = tempfile.mkdtemp(prefix="segparts-blender-user-")
 os.environ["BLENDER_USER_RESOURCES"] = _USER
 os.environ["SEGPARTS_RUNTIME_DIR"] = os.path.join(_USER, "runtime")
 
-import bpy  # noqa: E402  (ImportError when absent: conftest then skips the folder)
+import bpy  # noqa: F401  (the tests import it from here; ImportError when absent: conftest skips the folder)
 
 MODULE = "bl_ext.user_default.segment_parts"
 

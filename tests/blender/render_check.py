@@ -63,7 +63,7 @@ def srgb(linear) -> np.ndarray:
 def visible_polygons(obj) -> np.ndarray:
     """(SIZE, SIZE) polygon of the ORIGINAL mesh seen at each pixel centre from the top camera (-1:
     nothing), by ray casting; pixels on a border between two polygons are -1 (antialiasing)."""
-    scene, cam = bpy.context.scene, bpy.context.scene.camera
+    cam = bpy.context.scene.camera
     mesh = obj.data
     verts = [obj.matrix_world @ v.co for v in mesh.vertices]
     bvh = BVHTree.FromPolygons(verts, [list(p.vertices) for p in mesh.polygons])

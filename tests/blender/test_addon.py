@@ -27,9 +27,8 @@ def test_zip_carries_wheels_shared_client_and_backend(built_zip):
     assert not any("torch" in n for n in names)
 
 
-def test_install_enables_and_registers(addon, install_result):
-    _, seconds = install_result
-    assert seconds < 10, f"install + enable took {seconds:.2f} s"
+def test_install_enables_and_registers(addon):
+    # how long install + enable takes is measured by `segparts bench addon`, not asserted here
     for op in ("segment", "cancel", "pick", "assign_material", "separate", "select_faces", "visibility",
                "setup_backend", "fetch_models", "backend_restart", "clear_preview", "apply_materials"):
         assert hasattr(bpy.ops.segparts, op), op

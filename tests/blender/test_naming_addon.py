@@ -149,7 +149,7 @@ def test_failed_part_keeps_its_name_and_names_are_saved(runtime, naming_backend,
     def no_caps(n, body, verdict):
         if verdict["name"] == "cap":
             return 401, {"error": {"message": "no caps allowed"}}, 0
-        return 200, completion('{"name": "%s"}' % verdict["name"]), 0
+        return 200, completion(f'{{"name": "{verdict["name"]}"}}'), 0
 
     with FakeVLM(no_caps) as vlm:
         prefs.vlm_url, prefs.vlm_model = vlm.url, "other-model"  # another model: not from the cache

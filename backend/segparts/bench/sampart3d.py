@@ -10,6 +10,7 @@ and scaled to 100), HDBSCAN at one scale, face voting. Medians over `--runs`.
 """
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import time
@@ -89,7 +90,9 @@ def run_once(args) -> dict:
     points, out["points_s"] = _timed(lambda: grouping.prepare_points(render_mesh.vertices, render_mesh.faces))
     out["grid_points"] = points.n_grid
     model = PTv3Object().eval().to(args.device)
-    feats, out["backbone_s"] = _timed(lambda: backbone_features(model, points.grid_coord, points.feat, args.device), "backbone")
+    backbone = functools.partial(backbone_features, model, points.grid_coord, points.feat, args.device)
+    feats, out["backbone_s"] = _timed(backbone, "backbone")
+    del backbone
     del model
 
     fid = views.face_id

@@ -19,7 +19,7 @@ BENCHES = {
 def register(sub):
     p = sub.add_parser("bench", help="benchmarks (figures for the issues' closing notes)")
     bsub = p.add_subparsers(dest="bench", required=True, metavar="NAME")
-    for name, module_name in BENCHES.items():
+    for module_name in BENCHES.values():
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:

@@ -176,11 +176,14 @@ def _register_assemblies(esub) -> None:
     pa.add_argument("--quiet", action="store_true", help="no per-model lines")
     pa.add_argument("--reference", action="store_true",
                     help="also score one part, welded connected components and one part per material")
+    pa.add_argument("--sheets", metavar="DIR", default=None,
+                    help="write a contact sheet per model and track: the artist's parts above, ours below")
+    _add_batch_flags(pa)
     pa.set_defaults(func=run_assemblies)
 
 
 def run_assemblies(args) -> int:
-    from ..eval.assemblies import evaluate, format_table, list_models
+    from ..eval.assemblies import evaluate_batch, format_table, list_models
 
     root = Path(args.dir)
     tracks = ("geometry", "materials") if args.track == "both" else (args.track,)
@@ -191,7 +194,7 @@ def run_assemblies(args) -> int:
                 raise CliError(f"no model named {', '.join(sorted(missing))} in {root / 'manifest.json'}")
     except (FileNotFoundError, ValueError) as exc:
         raise CliError(str(exc)) from None
-    engine = _available_engine(args)
+    _available_engine(args)  # fail fast here, before any worker starts
 
     def show(r):
         if not args.quiet:
@@ -200,7 +203,12 @@ def run_assemblies(args) -> int:
                   file=sys.stderr, flush=True)
 
     started = time.perf_counter()
-    results, summary = evaluate(root, engine, tracks, show, only=args.models, reference=args.reference)
+    sheets = str(Path(args.sheets).resolve()) if args.sheets else None
+    results, summary, report = evaluate_batch(root, args.engine, args.device, tracks, only=args.models,
+                                              reference=args.reference, sheets=sheets, on_model=show,
+                                              **_batch_kwargs(args))
+    if not results:
+        raise CliError(f"no model could be scored; first error: {report.failed[0]['error']['message']}")
     print(f"Artist assemblies, engine {args.engine}: class-agnostic mIoU against the artist's parts "
           f"(automatic granularity, and the oracle level of the tree per model)")
     print(format_table(results, summary))
@@ -209,5 +217,5 @@ def run_assemblies(args) -> int:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"engine": args.engine, "dir": str(root), "summary": summary,
-                                   "models": [asdict(r) for r in results]}, indent=1))
-    return 0
+                                   "models": [asdict(r) for r in results], **_batch_facts(report)}, indent=1))
+    return _report_failures(report)

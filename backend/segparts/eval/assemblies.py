@@ -21,6 +21,7 @@ import numpy as np
 
 from ..engines.base import CancelToken, SegmentParams, no_progress
 from ..metrics import miou
+from .borders import border_figures
 
 TRACKS = {"geometry": "geometry_only", "materials": "file"}
 REFERENCE_ROWS = {"one_part": "one part per model", "components": "welded connected components",
@@ -33,6 +34,11 @@ class Model:
     mesh_path: Path
     labels_path: Path
     n_parts: int | None = None
+    track: str = "geometry"
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}.{self.track}"
 
 
 @dataclass
@@ -63,7 +69,7 @@ def list_models(root: Path, track: str) -> list[Model]:
     for e in entries:
         if key not in e:
             continue
-        models.append(Model(e["name"], root / e[key], root / f"{e['name']}.labels.npy", e.get("parts")))
+        models.append(Model(e["name"], root / e[key], root / f"{e['name']}.labels.npy", e.get("parts"), track))
     if not models:
         raise FileNotFoundError(f"{manifest}: no models with a {key!r} file")
     return models
@@ -104,32 +110,10 @@ def reference_labels(mesh) -> dict[str, np.ndarray]:
     return out
 
 
-CREASE = np.deg2rad(30.0)  # a border edge on a crease at least this sharp is "on a cue"
-VALLEY = np.deg2rad(10.0)  # or in a concave valley at least this deep
-
-
-def border_figures(mesh, labels: np.ndarray, gt: np.ndarray) -> dict[str, float]:
-    """Issue 18's border measures over shared (welded) edges: the fraction of our border length
-    that lies on a cue (a crease >= 30 deg, a valley >= 10 deg, or a material/group change;
-    borders between separate pieces share no edge and are cues by nature), and our border
-    length over the artist's."""
-    from ..engines.geometric.components import weld_vertices
-    from ..engines.geometric.graph import build_dual_graph
-
-    g = build_dual_graph(mesh.vertices, mesh.faces, weld_vertices(mesh.vertices))
-    a, b = g.pairs[:, 0], g.pairs[:, 1]
-    cue = (g.dihedral >= CREASE) | (g.concavity >= VALLEY)
-    for values in (mesh.material, mesh.group):
-        if values is not None:
-            cue |= np.asarray(values)[a] != np.asarray(values)[b]
-    ours = labels[a] != labels[b]
-    theirs = gt[a] != gt[b]
-    length = float(g.edge_length[ours].sum())
-    return {"on_cue": float(g.edge_length[ours & cue].sum() / length) if length > 0 else 1.0,
-            "length_ratio": length / max(float(g.edge_length[theirs].sum()), 1e-300)}
-
-
-def evaluate_model(engine, model: Model, track: str, reference: bool = False) -> ModelResult:
+def evaluate_model(engine, model: Model, reference: bool = False, sheets: str | None = None) -> ModelResult:
+    """Score one model of one track; with `sheets`, also write `<sheets>/<name>.<track>.png`
+    (the artist's parts above, ours at the automatic level below)."""
+    track = model.track
     mesh, gt = load_model(model)
     t0 = time.perf_counter()
     seg = engine.segment(mesh, SegmentParams(), no_progress, CancelToken())
@@ -149,8 +133,38 @@ def evaluate_model(engine, model: Model, track: str, reference: bool = False) ->
     extra["borders"] = border_figures(mesh, seg.labels, gt)
     if reference:
         extra["reference"] = {name: miou(labels, gt) for name, labels in reference_labels(mesh).items()}
+    if sheets:
+        write_sheet(mesh, gt, seg.labels, Path(sheets) / f"{model.key}.png")
     return ModelResult(model.name, track, mesh.n_faces, int(gt.max()) + 1, seconds, auto, auto_parts,
                        oracle, oracle_parts, extra)
+
+
+SHEET_VIEWS = 4  # azimuths 45 + 90k degrees, 25 degrees above the horizon
+SHEET_SIZE = 320
+
+
+def write_sheet(mesh, gt: np.ndarray, labels: np.ndarray, path: Path) -> None:
+    """Contact sheet: a row of views coloured by the artist's parts over the same views coloured
+    by ours (colours are per labelling: the same colour in both rows means nothing)."""
+    from ..cli.render import contact_sheet
+    from ..appearance import Appearance
+    from ..mesh import Mesh
+    from ..palette import part_colours
+    from ..render import normalize_for_rendering, render_views
+    from ..render.cameras import orbit_rig, reference_distance
+
+    vertices, norm = normalize_for_rendering(mesh.vertices)
+    rig = orbit_rig(45.0 + 90.0 * np.arange(SHEET_VIEWS), np.full(SHEET_VIEWS, 25.0), SHEET_SIZE,
+                    reference_distance(norm.extents))
+    rows = [render_views(Mesh(vertices, mesh.faces, appearance=Appearance(face_colors=part_colours(lab)[:, :3])),
+                         rig, outputs=("color",)).color for lab in (gt, labels)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    contact_sheet(np.concatenate(rows), columns=SHEET_VIEWS).save(path, format="PNG")
+
+
+def _median_defined(values: list[float]) -> float:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.median(finite)) if finite else float("nan")
 
 
 def summarise(results: list[ModelResult]) -> dict:
@@ -164,7 +178,8 @@ def summarise(results: list[ModelResult]) -> dict:
                  "oracle_parts": float(np.mean([r.oracle_parts for r in rs])),
                  "seconds_per_model": float(np.mean([r.seconds for r in rs])),
                  "border_on_cue": float(np.mean([r.extra["borders"]["on_cue"] for r in rs])),
-                 "border_length_ratio": float(np.median([r.extra["borders"]["length_ratio"] for r in rs]))}
+                 "border_length_ratio": _median_defined([r.extra["borders"]["length_ratio"] for r in rs]),
+                 "border_ratio_models": int(np.isfinite([r.extra["borders"]["length_ratio"] for r in rs]).sum())}
         refs = [r.extra["reference"] for r in rs if "reference" in r.extra]
         if refs:
             entry["reference"] = {name: float(np.mean([ref[name] for ref in refs]))
@@ -180,11 +195,45 @@ def evaluate(root: Path, engine, tracks=("geometry",), on_model: Callable[[Model
         for model in list_models(root, track):
             if only and model.name not in only:
                 continue
-            result = evaluate_model(engine, model, track, reference)
+            result = evaluate_model(engine, model, reference)
             results.append(result)
             if on_model:
                 on_model(result)
     return results, summarise(results)
+
+
+def evaluate_item(engine, model: Model, reference: bool = False, sheets: str | None = None) -> dict:
+    """One model of one track as a batch task (segparts.batch.evaluation): its result as a dict."""
+    from dataclasses import asdict
+
+    return asdict(evaluate_model(engine, model, reference, sheets))
+
+
+def evaluate_batch(root: Path, engine: str, device: str = "cpu", tracks=("geometry",), *,
+                   only: list[str] | None = None, reference: bool = False, sheets: str | None = None,
+                   out: str | None = None, workers: int = 0, ray: str | None = None,
+                   on_model: Callable[[ModelResult], None] | None = None, max_retries: int = 2,
+                   progress: bool | None = None):
+    """`evaluate` through the batch machinery (worker processes or Ray, per-model records in `out`
+    so a rerun skips what is scored). Returns (results, summary, report); models that failed are
+    in `report.failed`, not in the results."""
+    from ..batch.evaluation import run_evaluation
+
+    models = [m for track in tracks for m in list_models(root, track) if not only or m.name in only]
+
+    def done(record: dict) -> None:
+        if on_model and record["status"] == "ok":
+            on_model(ModelResult(**record["result"]))
+
+    report = run_evaluation(models, key=lambda m: m.key, files=lambda m: [m.mesh_path, m.labels_path],
+                            evaluate=evaluate_item, engine=engine, device=device,
+                            options={"reference": reference, "sheets": sheets}, out=out, workers=workers,
+                            ray=ray, on_result=done, max_retries=max_retries, progress=progress,
+                            desc="assemblies")
+    results = [ModelResult(**r["result"]) for r in report.results if r["status"] in ("ok", "skipped")]
+    order = {m.key: k for k, m in enumerate(models)}
+    results.sort(key=lambda r: order[f"{r.name}.{r.track}"])
+    return results, (summarise(results) if results else {}), report
 
 
 def format_table(results: list[ModelResult], summary: dict) -> str:
@@ -202,8 +251,10 @@ def format_table(results: list[ModelResult], summary: dict) -> str:
         lines.append(f"{'mean (' + str(entry['n_models']) + ' models)':<41} | {entry['auto']:>6.3f}"
                      f"{entry['auto_parts']:>6.1f} | {entry['oracle']:>6.3f}{entry['oracle_parts']:>6.1f}"
                      + "".join(f" | {entry['reference'][n]:>10.3f}" for n in refs))
+        ratio = entry["border_length_ratio"]
         lines.append(f"borders at the automatic level: {entry['border_on_cue']:.3f} of their length on a crease, "
-                     f"valley or material/group change (mean); our / the artist's border length "
-                     f"{entry['border_length_ratio']:.2f} (median)")
+                     f"valley or material/group change (mean); our / the artist's border length inside pieces "
+                     + (f"{ratio:.2f} (median of the {entry['border_ratio_models']} models whose artist "
+                        "cuts pieces)" if np.isfinite(ratio) else "n/a (the artist's parts are whole pieces)"))
         lines.append("")
     return "\n".join(lines)

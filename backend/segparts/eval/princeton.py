@@ -25,6 +25,7 @@ import numpy as np
 from ..engines.base import CancelToken, SegmentParams, no_progress
 from ..metrics import METRIC_NAMES, compare, split_connected
 from ..meshgraph import face_adjacency
+from .borders import human_border_figures
 
 EXCLUDED_CATEGORIES = ("Spring",)
 ORACLE_PARTS = tuple(range(1, 31))
@@ -153,6 +154,7 @@ def evaluate_model(engine, model: Model, reference: bool = False) -> ModelResult
     if best is None or auto["miou"] > best["miou"]:  # the automatic cut is one of the tree's levels
         best, best_parts = auto, int(seg.labels.max()) + 1
     extra = {k: v for k, v in seg.info.items() if k in ("auto_scale", "n_leaves")}
+    extra["borders"] = human_border_figures(mesh, seg.labels, humans)
     if reference:
         leaves = None if seg.hierarchy is None else seg.hierarchy.leaf_labels
         extra["reference"] = reference_scores(humans, pairs, leaves)
@@ -176,6 +178,13 @@ def summarise(results: list[ModelResult]) -> dict:
         out["overall_category_mean"][which] = {
             m: float(np.mean([out["categories"][c][which][m] for c in cats])) for m in METRIC_NAMES}
     out["overall"]["seconds_per_model"] = float(np.mean([r.seconds for r in results]))
+    borders = [r.extra["borders"] for r in results if "borders" in r.extra]
+    if borders:
+        ratios = [b["length_ratio"] for b in borders if np.isfinite(b["length_ratio"])]
+        out["borders"] = {"on_cue": float(np.mean([b["on_cue"] for b in borders])),
+                          "people_on_cue": float(np.mean([b["people_on_cue"] for b in borders])),
+                          "length_ratio_mean": float(np.mean(ratios)) if ratios else float("nan"),
+                          "length_ratio_median": float(np.median(ratios)) if ratios else float("nan")}
     with_reference = [r.extra["reference"] for r in results if "reference" in r.extra]
     if with_reference:
         out["reference"] = {name: {"n_models": len(rows), **_mean_scores(rows)}
@@ -254,6 +263,11 @@ def format_table(summary: dict) -> str:
     lines.append(row("ALL models", n, summary["overall"]["auto"], summary["overall"]["oracle"]))
     lines.append(row("ALL cat.avg", len(summary["categories"]), summary["overall_category_mean"]["auto"],
                      summary["overall_category_mean"]["oracle"]))
+    if summary.get("borders"):
+        b = summary["borders"]
+        lines.append(f"borders at the automatic level: {b['on_cue']:.3f} of our border length on a crease or "
+                     f"valley (people {b['people_on_cue']:.3f}); our / the people's border length "
+                     f"{b['length_ratio_median']:.2f} (median), {b['length_ratio_mean']:.2f} (mean)")
     if summary.get("reference"):
         lines.append("reference, scored like a prediction (mean over models):")
         for name, figures in summary["reference"].items():

@@ -13,13 +13,15 @@ units, `group_units` merges them greedily, cheapest first, by
 - `material`: x SAME_MATERIAL when they share a material or a group (and the gap then counts
   relative to the larger one and the whole: scattered pieces of one leather join it),
   x OTHER_MATERIAL when they share neither; nothing without cues (geometry only);
-- `repeat`: x REPEAT when a lone copy of a repeated shape would join something that is not a copy
-  of it (bolts, wheels and keys stay parts);
+- `repeat`: x REPEAT when a lone copy of a repeated shape would join anything, even a piece of its
+  own material or another copy (bolts, wheels and keys stay parts: each copy is one);
 - `size`: (smaller area / mesh area / UNIT_REF) ** 0.5, so tiny bits (hair, particles, rivets)
   merge first and never stay thousands of top-level parts.
 
 Neighbours come from k nearest surface samples, so pieces and contacts stay near-linear even in
-a dense soup of overlapping triangles. Merges keep the larger cluster's neighbour table
+a dense soup of overlapping triangles; units that share a cue are also paired with the few nearest
+units of that cue (`same_cue_pairs`), so the scattered pieces of one material can find each other
+past the pieces between them. Merges keep the larger cluster's neighbour table
 (small-to-large) and re-check stale heap entries lazily.
 
 Repetition: units (and groups of whole units at the automatic level) that are congruent — same
@@ -41,7 +43,7 @@ SAME_MATERIAL = 0.1
 OTHER_MATERIAL = 30.0
 SHARED_GAP_MIX = 0.25  # with a shared cue the gap counts relative to big^0.75 x mesh^0.25 (areas)
 GAP_FLOOR = 0.01  # bits smaller than 1% of the area measure their gaps as if they had 1%
-REPEAT = 2.0
+REPEAT = 3.0
 UNIT_REF = 0.01
 SIZE_POWER = 0.5
 NEIGHBOURS = 12  # nearest surface samples asked per sample for unit contacts
@@ -157,6 +159,26 @@ def unit_centres_pairs(centres: np.ndarray, k: int = 4) -> np.ndarray:
     return np.unique(np.sort(np.stack([a[ok], b[ok]], axis=1), axis=1), axis=0)
 
 
+def same_cue_pairs(centres: np.ndarray, cues: list[np.ndarray], k: int = 4) -> np.ndarray:
+    """For every cue (material, group): each unit's k nearest units of the same id by centre."""
+    out = [np.empty((0, 2), np.int64)]
+    for cue in cues:
+        order = np.argsort(cue, kind="stable")
+        bounds = np.flatnonzero(np.diff(cue[order])) + 1
+        for members in np.split(order, bounds):
+            if len(members) > 1:
+                out.append(members[unit_centres_pairs(centres[members], k)])
+    return np.unique(np.sort(np.concatenate(out), axis=1), axis=0)
+
+
+def centre_gaps(centres: np.ndarray, area: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Gap estimate between units that sampled contacts missed: centre distance less the radii of
+    discs of their areas."""
+    radius = np.sqrt(area / np.pi)
+    dist = np.linalg.norm(centres[pairs[:, 0]] - centres[pairs[:, 1]], axis=1)
+    return np.maximum(dist - radius[pairs[:, 0]] - radius[pairs[:, 1]], 0.0)
+
+
 def shape_signatures(vertices, faces, areas, labels, n: int) -> np.ndarray:
     """Per label: (faces, area, three sorted principal second moments of the area about the
     centroid, normalised), invariant to rigid motion. (n, 5)."""
@@ -237,7 +259,7 @@ def group_units(area: np.ndarray, cues: list[np.ndarray], repeat: np.ndarray,
             size_for_gap = big ** (1.0 - SHARED_GAP_MIX) * total_area ** SHARED_GAP_MIX
         else:
             size_for_gap = small
-        if not shared and slot_repeat[i] != slot_repeat[j] and (slot_repeat[i] >= 0 or slot_repeat[j] >= 0):
+        if slot_repeat[i] >= 0 or slot_repeat[j] >= 0:  # a lone copy stays a part, cue or not
             factor *= REPEAT
         rel_gap = nbr[i][j] / np.sqrt(max(size_for_gap, GAP_FLOOR * total_area, 1e-300))
         size = (small / max(total_area, 1e-300) / UNIT_REF) ** SIZE_POWER

@@ -6,7 +6,8 @@
 4. find borders between patches inside each unit (a piece cut by material/group borders);
 5. merge greedily by a concavity + thickness + size cost into one tree per unit (merge.py);
 6. merge the units by contact, gap, shared material/group and repetition (assembly.py), and
-   gather congruent copies under one node.
+   gather congruent copies under one node;
+7. move the automatic level's borders onto nearby creases by a minimum cut in a band (refine.py).
 """
 from __future__ import annotations
 
@@ -21,14 +22,16 @@ from ..base import run_cancellable
 from .components import DEFAULT_WELD_TOLERANCE, weld_vertices
 from ...meshgraph import dual_components
 from .graph import DualGraph, build_dual_graph
-from .assembly import (congruent_groups, gather_copies, group_units, shape_signatures, unit_centres_pairs,
-                       unit_contacts, unit_labels)
+from .assembly import (centre_gaps, congruent_groups, gather_copies, group_units, same_cue_pairs, shape_signatures,
+                       unit_centres_pairs, unit_contacts, unit_labels)
 from .merge import PatchGraph, border_stats, cost_to_height, finish_tree, merge_forest
 from .oversegment import oversegment
+from .refine import refine_borders
 from .sdf import RayCaster, shape_diameter
 
 DEFAULT_PATCHES = 200  # leaves of the tree (more only when there are more separate pieces)
 SDF_SAMPLES_PER_PATCH = 12
+REFINE_BORDERS = True  # a min cut in a band moves the automatic level's borders onto creases (refine.py)
 AUTO_COST = 0.5  # automatic granularity: the merge-cost threshold, tuned once on the whole sample
 
 
@@ -195,13 +198,18 @@ def build_tree(vertices: np.ndarray, faces: np.ndarray, *, material: np.ndarray 
     centroids = np.stack([np.bincount(labels, weights=graph.areas * graph.centroids[:, k], minlength=n_leaves)
                           for k in range(3)], axis=1) / np.maximum(area, 1e-300)[:, None]
     hierarchy = finish_tree(labels, parent, height, centroids, area, auto_scale())
-    cancel_check()
+    lap("merge")
+    if REFINE_BORDERS:  # before gathering copies: it renumbers nodes (the copies are whole units)
+        progress(0.9, "borders")
+        leaves = refine_borders(graph, hierarchy.leaf_labels, hierarchy.cut(scale=auto_scale()), cancel_check)
+        hierarchy = Hierarchy(leaves, hierarchy.parent, hierarchy.height).without_empty_leaves()
+    lap("refine")
     repeats = []
     if n_units > 1:
         hierarchy, repeats = _gather_repeats(hierarchy, units, n_units, vertices, faces, graph, diag)
-    lap("merge")
+    lap("repeats")
     progress(1.0, "done")
-    info = {"times": times, "n_leaves": n_leaves, "n_pieces": int(pieces.max()) + 1, "n_units": n_units,
+    info = {"times": times, "n_leaves": hierarchy.n_leaves, "n_pieces": int(pieces.max()) + 1, "n_units": n_units,
             "repeats": repeats}
     return hierarchy, info
 
@@ -233,17 +241,15 @@ def _group_units(parent, height, labels, units, unit_of_patch, n_units, vertices
     cancel_check()
     centre = np.stack([np.bincount(units, weights=graph.areas * graph.centroids[:, k], minlength=n_units)
                        for k in range(3)], axis=1) / np.maximum(unit_area, 1e-300)[:, None]
-    far = unit_centres_pairs(centre)
-    if len(far):
-        radius = np.sqrt(unit_area / np.pi)
-        far_gap = np.maximum(np.linalg.norm(centre[far[:, 0]] - centre[far[:, 1]], axis=1)
-                             - radius[far[:, 0]] - radius[far[:, 1]], 0.0)
-        pairs, gap = np.concatenate([pairs, far]), np.concatenate([gap, far_gap])
     unit_cues = []
     for cue in cues:
         per_unit = np.zeros(n_units, dtype=np.int64)
         per_unit[units] = cue
         unit_cues.append(per_unit)
+    far = np.concatenate([unit_centres_pairs(centre), same_cue_pairs(centre, unit_cues)])
+    if len(far):
+        pairs = np.concatenate([pairs, far])
+        gap = np.concatenate([gap, centre_gaps(centre, unit_area, far)])
     signatures = shape_signatures(vertices, faces, graph.areas, units, n_units)
     repeat = np.full(n_units, -1, dtype=np.int64)
     for k, members in enumerate(congruent_groups(signatures, np.arange(n_units), diag)):

@@ -55,9 +55,10 @@ class AutoMask:
 
 @torch.inference_mode()
 def generate_masks(model: GeoSAM2Model, image_embedding: torch.Tensor, high_res: list[torch.Tensor],
-                   allowed: np.ndarray, settings: AutoMaskSettings = AutoMaskSettings(), seed: int = 0,
+                   allowed: np.ndarray, settings: AutoMaskSettings | None = None, seed: int = 0,
                    cancel=None) -> list[AutoMask]:
     """Masks from random point prompts inside `allowed` (S, S) bool, as the release's generator."""
+    settings = settings or AutoMaskSettings()  # a fresh default: callers may change their settings
     ys, xs = np.nonzero(allowed)
     if len(xs) == 0:
         return []

@@ -119,9 +119,9 @@ class MultiViewPredictor:
                 out = self.model.forward_image(self._normal_maps[i:i + self.encode_batch].to(self.device).float(),
                                                self._point_maps[i:i + self.encode_batch].to(self.device).float())
                 feats = [f.float() for f in out["backbone_fpn"]]
-                levels = [[f] for f in feats] if levels is None else [l + [f] for l, f in zip(levels, feats)]
+                levels = [[f] for f in feats] if levels is None else [level + [f] for level, f in zip(levels, feats)]
                 pos = pos or [p[:1].float() for p in out["vision_pos_enc"]]
-        self._features = [torch.cat(l) for l in levels]
+        self._features = [torch.cat(level) for level in levels]
         self._pos = pos
         self._normal_maps = self._point_maps = None  # inputs no longer needed
 

@@ -1,0 +1,48 @@
+"""Border refinement (engines/geometric/refine.py) on a real mesh: a border drawn beside a fold
+moves onto it, faces change sides only inside the band, moved faces take a leaf of their new part,
+a border already on the fold stays, and a part small enough to fit in a band is left alone."""
+from __future__ import annotations
+
+import numpy as np
+
+from segparts.engines.geometric.components import weld_vertices
+from segparts.engines.geometric.graph import build_dual_graph
+from segparts.engines.geometric.refine import refine_borders
+
+N = 16  # squares per side; the fold runs between columns 7 and 8
+
+
+def folded_grid():
+    """An N x N grid of unit squares (two triangles each) bent up 90 degrees along x = N/2, its
+    dual graph, and the column of each face's square."""
+    xs, ys = np.meshgrid(np.arange(N + 1.0), np.arange(N + 1.0), indexing="ij")
+    half = N / 2
+    vertices = np.stack([np.minimum(xs, half).ravel(), ys.ravel(), np.maximum(xs - half, 0.0).ravel()], axis=1)
+    idx = np.arange((N + 1) ** 2).reshape(N + 1, N + 1)
+    a, b, c, d = idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()
+    faces = np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)])
+    column = np.tile(np.repeat(np.arange(N), N), 2)
+    return build_dual_graph(vertices, faces, weld_vertices(vertices)), column
+
+
+def test_a_border_beside_the_fold_moves_onto_it_and_moved_faces_follow_a_leaf_of_their_new_part():
+    graph, column = folded_grid()
+    leaves = column.astype(np.int32)  # one leaf per column
+    part_of_leaf = (np.arange(N) >= 7).astype(np.int64)  # part 1 starts one column before the fold
+    new_leaves = refine_borders(graph, leaves, part_of_leaf[leaves])
+    assert np.array_equal(part_of_leaf[new_leaves], (column >= 8).astype(np.int64))
+    moved = new_leaves != leaves
+    assert np.array_equal(np.flatnonzero(moved), np.flatnonzero(column == 7))
+    assert np.all(new_leaves[moved] == 6)  # the leaf of their neighbours on the new side
+
+
+def test_a_border_on_the_fold_stays_and_a_small_part_inside_a_band_is_left_alone():
+    graph, column = folded_grid()
+    leaves = np.arange(len(column), dtype=np.int32)  # one leaf per face: leaves are parts
+    on_fold = (column >= 8).astype(np.int64)
+    assert np.array_equal(refine_borders(graph, leaves, on_fold), leaves)
+    island = on_fold.copy()
+    island[np.flatnonzero(column == 3)[:4]] = 2  # four faces: every one of them is in the band
+    refined = island[refine_borders(graph, leaves, island)]
+    assert np.array_equal(refined, island)
+
