@@ -200,7 +200,7 @@ def build_tree(vertices: np.ndarray, faces: np.ndarray, *, material: np.ndarray 
     hierarchy = finish_tree(labels, parent, height, centroids, area, auto_scale())
     lap("merge")
     if REFINE_BORDERS:  # before gathering copies: it renumbers nodes (the copies are whole units)
-        progress(0.9, "borders")
+        progress(0.9, "refining borders")
         leaves = refine_borders(graph, hierarchy.leaf_labels, hierarchy.cut(scale=auto_scale()), cancel_check)
         hierarchy = Hierarchy(leaves, hierarchy.parent, hierarchy.height).without_empty_leaves()
     lap("refine")
