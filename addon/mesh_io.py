@@ -107,14 +107,6 @@ def authoring_cues(mesh) -> dict[str, np.ndarray]:
             if values is not None and values.size and values.min() != values.max()}
 
 
-def polygons_as_lists(mesh) -> list[list[int]]:
-    """Polygon vertex lists for mathutils (BVHTree.FromPolygons)."""
-    corners, totals = loops(mesh)
-    if totals.size and (totals == totals[0]).all():
-        return corners.reshape(-1, int(totals[0])).tolist()
-    return [c.tolist() for c in np.split(corners, np.cumsum(totals)[:-1])]
-
-
 def polygon_centres_areas(mesh) -> tuple[np.ndarray, np.ndarray]:
     n = len(mesh.polygons)
     return _get(mesh.polygons, "center", n, np.float32, 3).astype(np.float64), _get(mesh.polygons, "area", n, np.float32)

@@ -48,11 +48,6 @@ def compact_labels(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def loop_labels(poly_labels: np.ndarray, loop_total: np.ndarray) -> np.ndarray:
-    """Each loop (face corner) gets its polygon's label."""
-    return np.repeat(np.asarray(poly_labels), np.asarray(loop_total))
-
-
 def fan_triangles(corner_verts: np.ndarray, loop_total: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Fan-triangulate polygons given as flat corner lists: (T,3) vertex indices, (T,) polygon."""
     corner_verts = np.asarray(corner_verts, dtype=np.int32)

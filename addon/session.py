@@ -171,10 +171,6 @@ class Session:
     def ready(self) -> bool:
         return self.state == "ready"
 
-    @property
-    def busy(self) -> bool:
-        return any(p.job_id is not None or p.op in ("segment", "pick") for p in self.pending.values())
-
     def start(self) -> None:
         """Connect (starting our own backend when allowed). Returns at once; tick() finishes it."""
         if self.state in ("starting", "ready"):
@@ -209,10 +205,6 @@ class Session:
             self.process = None
         self.state, self.message, self.hello, self.warning = "off", "Backend stopped", {}, ""
         self.changed = True
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
 
     def _close_client(self):
         if self.client is not None:

@@ -1,6 +1,8 @@
 """View3D > Sidebar > "Segment Parts" panel, the part list and the preferences layout."""
 from __future__ import annotations
 
+import textwrap
+
 import bpy
 
 from . import config, engines, naming_ops, runtime, writeback
@@ -106,15 +108,8 @@ def _draw_backend(layout, s):
 
 
 def _wrap(text: str, width: int) -> list[str]:
-    words, lines, line = text.split(), [], ""
-    for w in words:
-        if line and len(line) + 1 + len(w) > width:
-            lines.append(line)
-            line = w
-        else:
-            line = f"{line} {w}".strip()
-    if line:
-        lines.append(line)
+    """At most six lines of at most `width` characters (a longer word keeps its own line)."""
+    lines = textwrap.wrap(" ".join(text.split()), width, break_long_words=False, break_on_hyphens=False)
     return lines[:6] or [""]
 
 

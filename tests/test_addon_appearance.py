@@ -12,9 +12,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from segparts.appearance import from_wire
+from segparts.appearance import Appearance, from_wire
 from segparts.client import mesh_id
-from segparts.render import Appearance
+from segparts.render import face_base_colors
 
 from addon import atlas, orientation, picking
 
@@ -81,7 +81,7 @@ def test_atlas_samples_each_material_where_its_own_image_was_sampled():
     out = atlas.compose(looks, material, lambda: corner_uv, never)
     faces = np.arange(3 * n).reshape(n, 3)
     appearance = from_wire(out, 3 * n, n)  # the backend accepts the arrays as they are
-    got = appearance.face_base_colors(faces, 3 * n)
+    got = face_base_colors(appearance, faces, 3 * n)
     want = np.where(material[:, None] == 0, images[0][ij[:, 0], ij[:, 1], :3],
                     images[1][2 * ij[:, 0] + 1, 2 * ij[:, 1] + 1, :3])
     want[material == 2] = [0, 0, 255]

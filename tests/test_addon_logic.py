@@ -117,6 +117,35 @@ def test_palette_distinct_and_stable():
     assert palette.part_name(7) == "Part_007"
 
 
+def test_addon_palette_is_the_backends():
+    """The add-on keeps its own palette (its pure modules import without the built `_shared`
+    package); files the backend writes must show the same colours as Blender's preview."""
+    from segparts.palette import part_colours as backend_colours, part_rgb
+
+    ids = np.arange(300)
+    np.testing.assert_allclose([palette.part_colour(k)[:3] for k in ids], part_rgb(ids), rtol=0, atol=1e-12)
+    rgba = backend_colours(np.array([-1, 0, 7]))
+    assert rgba[0].tolist() == [128, 128, 128, 255]  # unlabelled: grey
+    assert rgba[2, :3].tolist() == [round(255 * c) for c in palette.part_colour(7)[:3]]
+
+
+def test_addon_polygon_helpers_are_the_backends():
+    """partdata keeps its fan triangulation and label compaction for the same reason as the palette;
+    they must stay the backend's (segparts.mesh.fan_triangles, segparts.hierarchy.first_use_ids)."""
+    from segparts.hierarchy import first_use_ids
+    from segparts.mesh import fan_triangles
+
+    rng = np.random.default_rng(5)
+    corners, sizes = random_polygons(rng, 300, 80)
+    ours, ours_poly = partdata.fan_triangles(corners, sizes)
+    theirs, theirs_poly = fan_triangles(corners, sizes)
+    assert np.array_equal(ours, theirs) and np.array_equal(ours_poly, theirs_poly)
+    labels = rng.integers(-1, 12, 500)
+    compact = partdata.compact_labels(labels)
+    assert (compact[labels < 0] == -1).all()
+    assert np.array_equal(compact[labels >= 0], first_use_ids(labels[labels >= 0]))
+
+
 # ---- picking ---------------------------------------------------------------------------------
 def test_first_hit_finds_nearest_triangle_and_misses():
     tri = np.array([[[0, 0, 0], [1, 0, 0], [0, 1, 0]], [[0, 0, 2], [1, 0, 2], [0, 1, 2]]], float)

@@ -9,7 +9,8 @@ from PIL import Image
 
 from segparts.meshio import load_mesh
 from segparts.mesh import MeshError, validate_mesh
-from segparts.render import Appearance, geosam2_rig, render_views
+from segparts.appearance import Appearance
+from segparts.render import face_base_colors, geosam2_rig, render_views
 
 
 def two_tone_sphere():
@@ -70,7 +71,7 @@ def test_ply_face_colours_follow_each_face(tmp_path, encoding):
     path.write_bytes(tm.export(file_type="ply", encoding=encoding))
     mesh = load_mesh(path)
     np.testing.assert_array_equal(mesh.appearance.face_colors, face_colours[:, :3])
-    np.testing.assert_array_equal(mesh.appearance.face_base_colors(mesh.faces, mesh.n_vertices), face_colours[:, :3])
+    np.testing.assert_array_equal(face_base_colors(mesh.appearance, mesh.faces, mesh.n_vertices), face_colours[:, :3])
 
 
 def test_ply_quad_face_colours_spread_to_their_triangles(tmp_path):
@@ -105,7 +106,7 @@ def test_glb_vertex_colours_and_texture_are_loaded(tmp_path):
     plus, minus = sides(mesh, views)
     yellow, blue = views.color[plus].astype(int), views.color[minus].astype(int)
     assert (yellow[:, 1] > yellow[:, 2]).all() and (blue[:, 2] > blue[:, 1]).all()
-    base = mesh.appearance.face_base_colors(mesh.faces, mesh.n_vertices)
+    base = face_base_colors(mesh.appearance, mesh.faces, mesh.n_vertices)
     corner_x = mesh.vertices[mesh.faces][:, :, 0]
     assert (base[(corner_x > 0).all(axis=1)] == [255, 255, 0]).all()
     assert (base[(corner_x <= 0).all(axis=1)] == [0, 0, 255]).all()

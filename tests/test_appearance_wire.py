@@ -10,7 +10,8 @@ from backend_fixtures import thread_server
 from segparts.appearance import from_wire, wire_arrays
 from segparts.client import BackendError, mesh_id
 from segparts.mesh import MeshError, validate_mesh
-from segparts.render import Appearance, geosam2_rig, render_views
+from segparts.appearance import Appearance
+from segparts.render import geosam2_rig, render_views
 
 
 def box():

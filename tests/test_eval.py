@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from segparts.cli import main
-from segparts.engines.geometric.graph import face_adjacency
 from segparts.eval.princeton import reference_scores, score_against_humans
+from segparts.meshgraph import face_adjacency
 
 PRINCETON = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks" / "princeton"
 

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from segparts.engines.geosam2.automatic import (AutoMask, area_consistent, box_nms, flip_small_regions, mask_boxes,
-                                                novel_objects, opening, select_masks, shrink_mask, stable_objects,
-                                                view_masks)
+from sam2.utils.amg import batched_mask_to_box
+from segparts.engines.geosam2.automatic import (AutoMask, area_consistent, flip_small_regions, novel_objects, opening,
+                                                select_masks, shrink_mask, stable_objects, view_masks)
+from segparts.engines.nms import box_nms
 
 
 def _square(x0, y0, x1, y1, size=32):
@@ -28,9 +29,9 @@ def test_select_masks_skips_near_duplicates_and_orders_by_area():
 def test_box_nms_on_mask_boxes():
     masks = torch.from_numpy(np.stack([_square(0, 0, 10, 10), _square(1, 0, 10, 10), _square(20, 20, 30, 30),
                                        np.zeros((32, 32), bool)]))
-    boxes = mask_boxes(masks)
+    boxes = batched_mask_to_box(masks)
     assert boxes.tolist() == [[0, 0, 9, 9], [1, 0, 9, 9], [20, 20, 29, 29], [0, 0, 0, 0]]  # inclusive, empty = 0
-    assert box_nms(boxes, torch.tensor([0.5, 0.9, 0.7, 0.6]), 0.7).tolist() == [1, 2, 3]
+    assert box_nms(boxes.double(), torch.tensor([0.5, 0.9, 0.7, 0.6]), 0.7).tolist() == [1, 2, 3]
 
 
 def test_small_holes_and_islands_flip_as_sam2_postprocess_masks():

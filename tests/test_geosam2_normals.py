@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import trimesh
 
+from segparts.appearance import Appearance
 from segparts.engines.geosam2 import GeoSAM2Engine
 from segparts.mesh import Mesh
-from segparts.render import Appearance, face_normals, geosam2_rig, render_views
+from segparts.render import face_normals, geosam2_rig, render_views
 from segparts.render.normals import file_corner_normals
 
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from segparts.mesh import MeshError, triangulate_polygons, validate_mesh
+from segparts.mesh import MeshError, fan_triangles, validate_mesh
 
 TRI_V = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], float)
 TRI_F = np.array([[0, 1, 2], [0, 2, 3]])
@@ -40,7 +40,7 @@ def test_degenerate_faces_are_accepted_and_hash_is_content_based():
 
 def test_triangulate_keeps_polygon_order_and_maps_back():
     polys = [np.array([0, 1, 2, 3]), np.array([4, 5, 6]), np.array([0, 1, 2, 3, 4])]
-    tris, fmap = triangulate_polygons(polys)
+    tris, fmap = fan_triangles(np.concatenate(polys), [len(p) for p in polys])
     assert fmap.tolist() == [0, 0, 1, 2, 2, 2]
     assert tris.tolist()[:3] == [[0, 1, 2], [0, 2, 3], [4, 5, 6]]
     mesh = validate_mesh(np.zeros((7, 3)), tris, face_map=fmap)

@@ -10,7 +10,8 @@ import pytest
 import trimesh
 
 from segparts.mesh import MeshError
-from segparts.meshio import load_mesh, part_colours, save_labels, y_up_to_z_up
+from segparts.meshio import load_mesh, save_labels, y_up_to_z_up
+from segparts.palette import part_colours
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 RNG = np.random.default_rng(7)
@@ -87,20 +88,19 @@ def test_polygon_formats_keep_file_order_with_face_map(tmp_path, fmt):
     np.testing.assert_array_equal(written, labels)
 
 
-def test_fan_triangulation_matches_mesh_module():
-    from segparts.mesh import triangulate_polygons
+def test_fan_triangulation_of_ragged_and_square_input():
     from segparts.meshio import _ragged, _triangulate
 
     triangles, face_map, n = _triangulate(_ragged(POLYGONS))
-    expected, expected_map = triangulate_polygons([np.asarray(p) for p in POLYGONS])
+    expected, expected_map = fan(POLYGONS)
     np.testing.assert_array_equal(triangles, expected)
     np.testing.assert_array_equal(face_map, expected_map)
     quads = np.asarray([p[:4] for p in POLYGONS if len(p) >= 4])
     triangles, face_map, n = _triangulate(quads)
-    expected, expected_map = triangulate_polygons(quads)
+    expected, expected_map = fan(quads.tolist())
     np.testing.assert_array_equal(triangles, expected)
+    np.testing.assert_array_equal(face_map, expected_map)
     assert n == len(quads)
-
 
 def scrambled_triangles():
     base = trimesh.creation.icosphere(2)
@@ -241,3 +241,32 @@ def test_princeton_off_matches_trimesh_order():
     reference = trimesh.load(path, process=False)
     assert_same_triangles(mesh, reference.vertices, reference.faces)
     assert mesh.n_faces == int(path.read_text().split("\n")[1].split()[1])
+
+
+def test_file_io_does_not_load_the_renderer(tmp_path):
+    """Reading and writing coloured files needs the appearance, not the renderer (a fresh process)."""
+    import subprocess
+    import sys
+
+    tm = trimesh.creation.box()
+    tm.visual.face_colors = np.tile([200, 30, 30, 255], (len(tm.faces), 1)).astype(np.uint8)
+    (tmp_path / "box.glb").write_bytes(tm.export(file_type="glb"))
+    code = ("import sys, numpy as np; from segparts.meshio import load_mesh, save_labels; "
+            f"m = load_mesh({str(tmp_path / 'box.glb')!r}); assert m.appearance is not None; "
+            f"save_labels({str(tmp_path / 'out.glb')!r}, m, np.zeros(m.n_faces, np.int32)); "
+            "print(sorted(k for k in sys.modules if k.startswith('segparts.render')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_exact_welding_of_a_triangle_soup():
+    from segparts.meshio import _weld_exact
+
+    rng = np.random.default_rng(3)
+    corners = rng.integers(-2, 3, (300, 3)).astype(np.float64)
+    corners[rng.random(corners.shape) < 0.3] *= -0.0  # -0.0 and 0.0 are the same position
+    vertices, inverse = _weld_exact(corners)
+    assert np.array_equal(vertices[inverse], corners)
+    assert len({tuple(v) for v in (vertices + 0.0).tolist()}) == len(vertices) == len({tuple(c) for c in (corners + 0.0).tolist()})
+    assert [tuple(v) for v in vertices.tolist()] == sorted(tuple(v) for v in vertices.tolist())
+    assert _weld_exact(np.zeros((0, 3)))[1].shape == (0,)

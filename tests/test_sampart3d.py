@@ -9,8 +9,8 @@ import trimesh
 from segparts.engines.base import CancelToken, Cancelled, Click, EngineUnavailable, PickRequest, SegmentParams
 from segparts.engines.sampart3d import SAMPart3DEngine
 from segparts.engines.sampart3d import cluster, grouping
-from segparts.engines.sampart3d.masks import (NoMasksError, ProvidedMasks, Sam2AutomaticMasks, box_nms, mask_boxes,
-                                              point_grid)
+from segparts.engines.nms import box_nms
+from segparts.engines.sampart3d.masks import NoMasksError, ProvidedMasks, Sam2AutomaticMasks
 from segparts.mesh import Mesh, MeshError
 from segparts.render import normalize_for_rendering, render_views, sampart3d_rig
 
@@ -220,17 +220,12 @@ def test_sam2_generator_on_random_weights_returns_well_formed_masks():
     assert strict.masks_for_image(image) == []  # nothing passes an impossible IoU threshold
 
 
-def test_point_grid_boxes_and_nms():
-    grid = point_grid(4)
-    assert grid.shape == (16, 2) and np.isclose(grid.min(), 0.125) and np.isclose(grid.max(), 0.875)
-    masks = torch.zeros(3, 10, 10, dtype=torch.bool)
-    masks[0, 2:5, 3:7] = True
-    masks[1, 2:5, 3:8] = True  # overlaps mask 0 heavily
-    masks[2, 7:9, 0:2] = True
-    boxes = mask_boxes(masks)
-    assert boxes[0].tolist() == [3, 2, 6, 4]
-    keep = box_nms(boxes, torch.tensor([0.5, 0.9, 0.7]), 0.5)
-    assert keep.tolist() == [1, 2]
+def test_box_nms_keeps_the_best_of_overlapping_boxes():
+    boxes = torch.tensor([[3, 2, 6, 4], [3, 2, 7, 4], [0, 7, 1, 8]], dtype=torch.float32)  # 0 and 1 overlap heavily
+    assert box_nms(boxes, torch.tensor([0.5, 0.9, 0.7]), 0.5).tolist() == [1, 2]
+    assert box_nms(boxes, torch.tensor([0.5, 0.9, 0.7]), 0.9).tolist() == [1, 2, 0]  # IoU 0.75 is kept
+    assert box_nms(boxes, torch.tensor([0.8, 0.8, 0.8]), 0.5).tolist() == [0, 2]  # ties: the earlier box first
+    assert box_nms(torch.zeros(0, 4), torch.zeros(0), 0.5).tolist() == []
 
 
 def test_pixel_groups_order_and_cdf():
@@ -329,7 +324,7 @@ def ramp_textured_boxes():
     texture = np.zeros((8, 256, 3), np.uint8)
     texture[..., 0] = ramp[None, :]
     texture[..., 2] = 255 - ramp[None, :]
-    from segparts.render import Appearance
+    from segparts.appearance import Appearance
 
     mesh = Mesh(np.asarray(tm.vertices, float), np.asarray(tm.faces), appearance=Appearance(uv=corner_uv, texture=texture))
     return mesh, part

@@ -15,6 +15,8 @@ import sysconfig
 import time
 from pathlib import Path
 
+import pytest
+
 from addon import setup as addon_setup
 from segparts import installer
 
@@ -52,6 +54,7 @@ def _bundle(tmp_path: Path) -> Path:
     return bundle
 
 
+@pytest.mark.network  # pip in a fresh environment: what this one lacks comes from the index
 def test_addon_setup_button_installs_the_learned_engines(tmp_path):
     venv, log = tmp_path / "venv", tmp_path / "setup.log"
     base_python = getattr(sys, "_base_executable", sys.executable)

@@ -18,12 +18,50 @@ when present, instead of its 30-degree auto smooth (as Blender shows the file's 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .mesh import APPEARANCE_ARRAYS, MeshError
 
 COLOR_ARRAYS = ("vertex_colors", "corner_colors", "face_colors")
 MAX_TEXTURE_SIDE = 4096
+
+
+@dataclass
+class Appearance:
+    """Optional surface colour for the shaded image. Give one of: per-vertex colours, per-face
+    colours, per triangle-corner colours, or a base-colour texture with UVs (per vertex (V, 2) or
+    per face corner (F, 3, 2)). When several are given: texture, corner, vertex, face colours."""
+
+    vertex_colors: np.ndarray | None = None  # (V, 3|4) uint8 or float in [0, 1]
+    face_colors: np.ndarray | None = None  # (F, 3|4)
+    uv: np.ndarray | None = None  # (V, 2) or (F, 3, 2)
+    texture: np.ndarray | None = None  # (h, w, 3|4) uint8, row 0 = top (v = 1)
+    corner_colors: np.ndarray | None = None  # (F, 3, 3|4) per triangle corner, interpolated
+    normals: np.ndarray | None = None  # the file's shading normals, (V, 3) or (F, 3, 3): rendered as given
+
+    @classmethod
+    def from_trimesh(cls, tm) -> Appearance | None:
+        """Colours of a trimesh.Trimesh's visual: base-colour texture via UV when present,
+        else vertex or face colours; None for an untextured grey mesh."""
+        visual = getattr(tm, "visual", None)
+        if visual is None:
+            return None
+        if getattr(visual, "kind", None) == "texture" and getattr(visual, "uv", None) is not None:
+            material = visual.material
+            image = getattr(material, "baseColorTexture", None) or getattr(material, "image", None)
+            if image is not None:
+                return cls(uv=np.asarray(visual.uv, dtype=np.float64), texture=np.asarray(image.convert("RGB")))
+            base = getattr(material, "baseColorFactor", None)
+            if base is not None:
+                return cls(face_colors=np.tile(np.asarray(base)[:3], (len(tm.faces), 1)))
+            return None
+        if getattr(visual, "kind", None) == "vertex":
+            return cls(vertex_colors=np.asarray(visual.vertex_colors))
+        if getattr(visual, "kind", None) == "face":
+            return cls(face_colors=np.asarray(visual.face_colors))
+        return None
 
 
 def canonical(name: str, values) -> np.ndarray:
@@ -37,7 +75,7 @@ def canonical(name: str, values) -> np.ndarray:
 
 
 def wire_arrays(appearance, faces) -> dict[str, np.ndarray]:
-    """Canonical named arrays of a `render.Appearance` (per-vertex UVs spread to triangle corners);
+    """Canonical named arrays of an `Appearance` (per-vertex UVs spread to triangle corners);
     empty for None. This is what an upload sends and what the mesh id covers."""
     if appearance is None:
         return {}
@@ -59,7 +97,7 @@ def wire_arrays(appearance, faces) -> dict[str, np.ndarray]:
 
 def from_wire(arrays: dict, n_vertices: int, n_faces: int):
     """Validate the appearance arrays of an upload against its mesh and build a
-    `render.Appearance` (canonical copies, detached from the message), or None when none came.
+    `Appearance` (canonical copies, detached from the message), or None when none came.
     Raises MeshError("bad_appearance") with what is wrong."""
     arrays = {name: np.asarray(arrays[name]) for name in APPEARANCE_ARRAYS if arrays.get(name) is not None}
     if not arrays:
@@ -75,8 +113,6 @@ def from_wire(arrays: dict, n_vertices: int, n_faces: int):
         _check_texture(arrays["texture"])
     if "normals" in arrays:
         _check_normals(arrays["normals"], n_vertices, n_faces)
-    from .render import Appearance
-
     return Appearance(**{name: np.array(canonical(name, values), copy=True) for name, values in arrays.items()})
 
 

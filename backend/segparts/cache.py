@@ -1,6 +1,8 @@
-"""A least-recently-used cache bounded by (estimated) bytes, for meshes and segmentations."""
+"""Least-recently-used caches: `LRUCache`, bounded by (estimated) bytes, for the server's meshes and
+segmentations; `SmallLRU`, the last few objects built per key (render scenes, features, sessions)."""
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import fields, is_dataclass
 
@@ -74,6 +76,37 @@ class LRUCache:
 
     def keys(self):
         return list(self._items)
+
+
+class SmallLRU:
+    """A thread-safe cache of the last few objects built per mesh key (scenes, face tables):
+    re-rendering the same mesh reuses them; key None means "don't cache"."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_or_build(self, key, build):
+        with self._lock:
+            if key is not None and key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = build()  # outside the lock: building can take a while
+        if key is not None:
+            with self._lock:
+                self._items[key] = value
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
+        return value
+
+    def values(self) -> list:
+        with self._lock:
+            return list(self._items.values())
+
+    def clear(self):
+        with self._lock:
+            self._items.clear()
 
 
 def estimate_nbytes(obj, depth: int = 4) -> int:

@@ -37,7 +37,7 @@ class Hierarchy:
     @classmethod
     def flat(cls, labels: np.ndarray) -> "Hierarchy":
         """A one-level tree: the given segments under a single root."""
-        leaf = _compact(labels)
+        leaf = first_use_ids(labels).astype(np.int32)
         n_leaves = int(leaf.max()) + 1 if leaf.size else 1
         if n_leaves == 1:
             return cls(leaf, np.array([-1]), np.array([1.0]))
@@ -163,7 +163,7 @@ class Hierarchy:
 
     def labels_for(self, active: np.ndarray) -> np.ndarray:
         rep = self.representative(active)
-        return _compact(rep[: self.n_leaves][self.leaf_labels])
+        return first_use_ids(rep[: self.n_leaves][self.leaf_labels]).astype(np.int32)
 
     def node_at(self, face: int, *, scale: float | None = None, parts: int | None = None) -> int:
         active = self.active_at_parts(parts) if parts is not None else self.active_at_scale(
@@ -218,12 +218,13 @@ class Hierarchy:
         self._leaf_pos[leaves] = start[leaves]
 
 
-def _compact(labels: np.ndarray) -> np.ndarray:
-    """Relabel to 0..K-1 in order of first appearance (stable names for the same partition)."""
-    labels = np.asarray(labels).ravel()
-    if labels.size == 0:
-        return labels.astype(np.int32)
-    uniq, first, inv = np.unique(labels, return_index=True, return_inverse=True)
-    rank = np.empty(len(uniq), dtype=np.int32)
-    rank[np.argsort(first, kind="stable")] = np.arange(len(uniq), dtype=np.int32)
-    return rank[inv].astype(np.int32)
+def first_use_ids(values) -> np.ndarray:
+    """(N,) int64 dense ids 0..K-1 of the values (labels, keys of any dtype), numbered in order of
+    first appearance: the same partition always gets the same names."""
+    values = np.asarray(values).ravel()
+    if values.size == 0:
+        return np.zeros(0, np.int64)
+    uniq, first, inv = np.unique(values, return_index=True, return_inverse=True)
+    rank = np.empty(len(uniq), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(uniq))
+    return rank[inv.ravel()]

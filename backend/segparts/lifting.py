@@ -20,9 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse
-from scipy.sparse import csgraph
 
+from . import meshgraph
 from .mesh import Mesh
 from .proximity import nearest_face
 from .render import CameraRig, Views, face_normals
@@ -312,36 +311,15 @@ def views_for_click(mesh: Mesh, rig: CameraRig, views: Views, face: int | None =
 # ----------------------------------------------------------------------------- post-processing
 def face_adjacency(mesh: Mesh, weld: bool = True) -> np.ndarray:
     """(E, 2) pairs of faces sharing an edge. With `weld`, vertices at identical positions count as
-    one (meshes split at UV seams stay connected). Faces around a non-manifold edge are chained."""
-    faces = np.asarray(mesh.faces, dtype=np.int64)
-    if weld:
-        _, remap = np.unique(np.asarray(mesh.vertices), axis=0, return_inverse=True)
-        faces = remap.reshape(-1)[faces]
-    n_v = int(faces.max()) + 1
-    edges = np.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
-    owner = np.repeat(np.arange(len(faces), dtype=np.int64), 3)
-    keep = edges[:, 0] != edges[:, 1]
-    key = edges[keep, 0] * n_v + edges[keep, 1]
-    owner = owner[keep]
-    order = np.argsort(key, kind="stable")
-    key, owner = key[order], owner[order]
-    same = key[1:] == key[:-1]
-    pairs = np.stack([owner[:-1][same], owner[1:][same]], axis=1)
-    return pairs[pairs[:, 0] != pairs[:, 1]]
+    one (meshes split at UV seams stay connected). Faces around a non-manifold edge are chained in
+    face order."""
+    vertex_ids = meshgraph.exact_vertex_ids(mesh.vertices) if weld else None
+    return meshgraph.face_adjacency(mesh.faces, vertex_ids, chain="face")[0]
 
 
 def face_areas(mesh: Mesh) -> np.ndarray:
     tri = np.asarray(mesh.vertices, dtype=np.float64)[np.asarray(mesh.faces)]
     return 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
-
-
-def label_components(labels: np.ndarray, adjacency: np.ndarray) -> np.ndarray:
-    """(F,) component id of face-connected runs of one label; unlabelled faces are singletons."""
-    f = len(labels)
-    a, b = adjacency[:, 0], adjacency[:, 1]
-    same = (labels[a] == labels[b]) & (labels[a] >= 0)
-    graph = sparse.coo_matrix((np.ones(int(same.sum()), dtype=np.int8), (a[same], b[same])), shape=(f, f))
-    return csgraph.connected_components(graph, directed=False)[1]
 
 
 def postprocess_labels(mesh: Mesh, labels, min_fraction: float = 0.02, fill_iterations: int = 64, k_nearest: int = 3,
@@ -378,7 +356,7 @@ def postprocess_labels(mesh: Mesh, labels, min_fraction: float = 0.02, fill_iter
 
 
 def _remove_small_components(mesh, labels, adj, fraction):
-    comp = label_components(labels, adj)
+    comp = meshgraph.label_components(labels, adj, unlabelled_apart=True)
     labelled = labels >= 0
     size = np.bincount(comp[labelled], minlength=comp.max() + 1)
     area = np.bincount(comp[labelled], weights=face_areas(mesh)[labelled], minlength=comp.max() + 1)
@@ -420,7 +398,7 @@ def _nearest_fill(mesh, labels, k, ties="nearest"):
 
 
 def _split_components(labels, adj):
-    comp = label_components(labels, adj)
+    comp = meshgraph.label_components(labels, adj, unlabelled_apart=True)
     n_comp = comp.max() + 1
     size = np.bincount(comp, minlength=n_comp)
     comp_label = np.full(n_comp, UNLABELLED, dtype=np.int64)

@@ -9,7 +9,7 @@ PLY face properties, Blender's `material_index`). Ids are arbitrary non-negative
 use only which faces share an id. They ARE part of the content hash: the same geometry with other
 materials is another input. Absent arrays leave the id of the geometry unchanged.
 
-`appearance` (optional, a `segparts.render.Appearance`) carries the surface colours (a file's,
+`appearance` (optional, a `segparts.appearance.Appearance`) carries the surface colours (a file's,
 or an upload's appearance arrays, see `segparts.appearance`) to the renderer. It IS part of the
 content hash, in its canonical wire form: what the engines see is the input, so the same shape
 with other colours is another mesh (a coloured re-upload never reuses a grey mesh's results).
@@ -46,7 +46,7 @@ class Mesh:
     faces: np.ndarray  # (F, 3) int64, triangles
     face_map: np.ndarray | None = None  # (F,) int64 original polygon per triangle
     n_polygons: int | None = None  # number of original polygons (== F when face_map is None)
-    appearance: object | None = None  # segparts.render.Appearance: colours for rendering (hashed)
+    appearance: object | None = None  # segparts.appearance.Appearance: colours for rendering (hashed)
     material: np.ndarray | None = None  # (F,) int32 material id per triangle (authoring cue)
     group: np.ndarray | None = None  # (F,) int32 object/group id per triangle (authoring cue)
     _hash: str | None = field(default=None, repr=False)
@@ -196,24 +196,15 @@ def _check_appearance(appearance, n_vertices: int, n_faces: int) -> None:
                                               f"{n_vertices} vertices and {n_faces} faces")
 
 
-def triangulate_polygons(polygons: list[np.ndarray] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Fan-triangulate polygons given as a list of index arrays; returns (triangles, face_map).
-
-    Vectorised by grouping polygons of equal size, so a million quads costs a few numpy calls.
-    """
-    sizes = np.fromiter((len(p) for p in polygons), dtype=np.int64, count=len(polygons))
-    if sizes.size and sizes.min() < 3:
-        raise MeshError("bad_faces", "a polygon has fewer than 3 vertices")
-    tri_blocks, map_blocks = [], []
-    for k in np.unique(sizes):
-        idx = np.flatnonzero(sizes == k)
-        poly = np.array([polygons[i] for i in idx], dtype=np.int64).reshape(len(idx), k)
-        fan = np.stack(
-            [np.repeat(poly[:, :1], k - 2, axis=1), poly[:, 1:-1], poly[:, 2:]], axis=-1
-        ).reshape(-1, 3)
-        tri_blocks.append(fan)
-        map_blocks.append(np.repeat(idx, k - 2))
-    tris = np.concatenate(tri_blocks) if tri_blocks else np.zeros((0, 3), np.int64)
-    fmap = np.concatenate(map_blocks) if map_blocks else np.zeros(0, np.int64)
-    order = np.argsort(fmap, kind="stable")  # keep polygon order, fan order within a polygon
-    return tris[order], fmap[order]
+def fan_triangles(corners: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fan-triangulate polygons given as flat corner indices and corners per polygon (all >= 3):
+    polygon k becomes triangles (c0, c1, c2), (c0, c2, c3), ... Returns (triangles (T, 3) of the
+    corners' values, polygon of each triangle (T,) int64), in polygon order. Vectorised: a million
+    quads cost a few numpy calls."""
+    corners, counts = np.asarray(corners), np.asarray(counts, dtype=np.int64)
+    starts = np.cumsum(counts) - counts
+    n_tris = counts - 2
+    polygon = np.repeat(np.arange(len(counts)), n_tris)
+    j = np.arange(n_tris.sum()) - np.repeat(np.cumsum(n_tris) - n_tris, n_tris) + 1  # fan step 1..k-2
+    base = starts[polygon]
+    return np.column_stack([corners[base], corners[base + j], corners[base + j + 1]]), polygon

@@ -39,7 +39,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .mesh import DEFAULT_MAX_FACES, Mesh, MeshError, validate_mesh
+from .appearance import Appearance
+from .hierarchy import first_use_ids
+from .mesh import DEFAULT_MAX_FACES, Mesh, MeshError, fan_triangles, validate_mesh
+from .palette import part_colours
 
 MESH_SUFFIXES = (".obj", ".ply", ".off", ".stl", ".glb", ".gltf")
 COLOURED_SUFFIXES = (".ply", ".glb")
@@ -107,7 +110,7 @@ def _one_line(exc: Exception) -> str:
 
 def _triangulate(polygons) -> tuple[np.ndarray, np.ndarray | None, int | None]:
     """Triangles pass through untouched (face_map None); anything else is fan-triangulated
-    (same result as segparts.mesh.triangulate_polygons, vectorised over ragged input)."""
+    (segparts.mesh.fan_triangles)."""
     if isinstance(polygons, np.ndarray):
         if polygons.shape[0] == 0:
             return np.zeros((0, 3), np.int64), None, None
@@ -121,12 +124,7 @@ def _triangulate(polygons) -> tuple[np.ndarray, np.ndarray | None, int | None]:
         raise MeshError("bad_faces", "a polygon has fewer than 3 corners")
     if (counts == 3).all():
         return items.reshape(-1, 3), None, None
-    starts = np.cumsum(counts) - counts
-    n_tris = counts - 2
-    face_map = np.repeat(np.arange(len(counts)), n_tris)
-    j = np.arange(n_tris.sum()) - np.repeat(np.cumsum(n_tris) - n_tris, n_tris) + 1  # fan step 1..k-2
-    base = starts[face_map]
-    triangles = np.column_stack([items[base], items[base + j], items[base + j + 1]])
+    triangles, face_map = fan_triangles(items, counts)
     return triangles, face_map, len(counts)
 
 
@@ -234,21 +232,13 @@ def _obj_cues(records: list[str]) -> dict[str, np.ndarray]:
     cues = {}
     material = in_force("u")
     if material is not None:
-        cues["material"] = _first_use_ids(material)
+        cues["material"] = first_use_ids(material)
     obj, group = in_force("o"), in_force("g")
     if obj is not None or group is not None:
         blank = np.full(len(faces), "")
         pairs = np.char.add(np.char.add(obj if obj is not None else blank, "\x00"), group if group is not None else blank)
-        cues["group"] = _first_use_ids(pairs)
+        cues["group"] = first_use_ids(pairs)
     return cues
-
-
-def _first_use_ids(keys: np.ndarray) -> np.ndarray:
-    """Dense ids of `keys`, numbered in order of first appearance."""
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    rank = np.empty(len(first), np.int64)
-    rank[np.argsort(first)] = np.arange(len(first))
-    return rank[inverse.ravel()]
 
 
 # ---- OFF ---------------------------------------------------------------------------------
@@ -340,8 +330,6 @@ def _ply_cues(face) -> dict[str, np.ndarray]:
 def _ply_appearance(vertex, face):
     """Vertex colours, else face colours (per polygon here; load_mesh spreads them to triangles),
     and the vertex normals nx/ny/nz when the file has them."""
-    from .render import Appearance
-
     names = _field_names(vertex)
     normals = (np.column_stack([np.asarray(vertex[k], dtype=np.float64).ravel() for k in ("nx", "ny", "nz")])
                if all(k in names for k in ("nx", "ny", "nz")) else None)
@@ -470,15 +458,12 @@ def _read_stl(path: Path):
 
 
 def _weld_exact(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unique rows (first-seen order is not kept) and the index of each input row's unique row."""
+    """Unique rows (sorted) and the index of each input row's unique row."""
     if len(points) == 0:
         return points, np.zeros(0, np.int64)
-    order = np.lexsort(points.T[::-1])
-    ordered = points[order]
-    new = np.r_[True, (ordered[1:] != ordered[:-1]).any(axis=1)]
-    inverse = np.empty(len(points), np.int64)
-    inverse[order] = np.cumsum(new) - 1
-    return ordered[new], inverse
+    # return_index makes numpy sort stably: of equal rows (0.0 and -0.0) the first one is kept
+    unique, _, inverse = np.unique(points, axis=0, return_index=True, return_inverse=True)
+    return unique, inverse.reshape(-1).astype(np.int64)
 
 
 def _read_scene(path: Path):
@@ -503,8 +488,6 @@ def _read_scene(path: Path):
         loaded = trimesh.util.concatenate(meshes)
     else:
         cues = {}
-    from .render import Appearance
-
     vertices, faces = np.asarray(loaded.vertices), np.asarray(loaded.faces, dtype=np.int64)
     return vertices, faces, _with_normals(Appearance.from_trimesh(loaded), normals), cues
 
@@ -513,8 +496,6 @@ def _with_normals(appearance, normals):
     """The appearance carrying the file's shading normals (one is made for an uncoloured mesh)."""
     if normals is None:
         return appearance
-    from .render import Appearance
-
     appearance = appearance if appearance is not None else Appearance()
     appearance.normals = normals
     return appearance
@@ -542,7 +523,7 @@ def _scene_cues(meshes: list) -> dict[str, np.ndarray]:
     mesh instance of the scene graph is one group), for the concatenated scene."""
     sizes = [len(g.faces) for g in meshes]
     keys = [hash(g.visual.material) if hasattr(g.visual, "material") else 0 for g in meshes]
-    material = _first_use_ids(np.asarray(keys, dtype=np.int64))
+    material = first_use_ids(np.asarray(keys, dtype=np.int64))
     return {"material": np.repeat(material, sizes), "group": np.repeat(np.arange(len(meshes)), sizes)}
 
 
@@ -566,28 +547,6 @@ def save_labels(path: str | Path, mesh: Mesh, labels: np.ndarray) -> np.ndarray:
     raise ValueError(f"{path.name}: output must be .npy, .ply or .glb")
 
 
-def part_colours(labels: np.ndarray) -> np.ndarray:
-    """(F, 4) uint8 RGBA, a distinct colour per label (golden-ratio hues), grey for -1."""
-    labels = np.asarray(labels, dtype=np.int64)
-    hue = (np.maximum(labels, 0) * 0.618033988749895) % 1.0
-    sat = 0.55 + 0.35 * ((np.maximum(labels, 0) * 7) % 3) / 2
-    rgb = _hsv_to_rgb(hue, sat, np.full(hue.shape, 0.92))
-    rgb[labels < 0] = 0.5
-    rgba = np.empty((len(labels), 4), np.uint8)
-    rgba[:, :3] = np.round(rgb * 255)
-    rgba[:, 3] = 255
-    return rgba
-
-
-def _hsv_to_rgb(h, s, v):
-    i = np.floor(h * 6).astype(np.int64) % 6
-    f = h * 6 - np.floor(h * 6)
-    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    table = np.stack([np.stack(c, -1) for c in
-                      ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))])
-    return table[i, np.arange(len(h))]
-
-
 def save_coloured(path: str | Path, mesh: Mesh, labels: np.ndarray) -> None:
     """`.ply`: shared vertices + per-face colours. `.glb` (no face colours in glTF): every face
     gets its own three vertices coloured by its part. Triangle order is kept in both."""
@@ -606,4 +565,4 @@ def save_coloured(path: str | Path, mesh: Mesh, labels: np.ndarray) -> None:
     path.write_bytes(data if isinstance(data, bytes) else data.encode())
 
 
-__all__ = ["load_mesh", "save_labels", "save_coloured", "part_colours", "MESH_SUFFIXES", "MeshError"]
+__all__ = ["load_mesh", "save_labels", "save_coloured", "MESH_SUFFIXES", "MeshError"]

@@ -7,7 +7,8 @@ face-connected components (`split_connected`); `compare` does that when given th
 from __future__ import annotations
 
 import numpy as np
-from .engines.geometric.graph import dual_components, face_adjacency
+
+from .meshgraph import face_adjacency, label_components
 
 METRIC_NAMES = ("rand_index_error", "gce", "lce", "miou")
 
@@ -79,13 +80,11 @@ def split_connected(labels: np.ndarray, faces: np.ndarray | None, pairs: np.ndar
     """Split each segment into its edge-connected components (the benchmark's pre-processing).
 
     `pairs` (E,2) of edge-adjacent faces may be passed to reuse them across calls."""
-    labels = np.asarray(labels).ravel()
     if pairs is None:
         if faces is None:
             raise ValueError("split_connected needs the faces or their adjacent pairs")
         pairs, _ = face_adjacency(faces)
-    same = labels[pairs[:, 0]] == labels[pairs[:, 1]]
-    return dual_components(pairs[same], labels.size)
+    return label_components(labels, pairs)
 
 
 def compare(pred: np.ndarray, gt: np.ndarray, faces: np.ndarray | None = None,

@@ -2,7 +2,8 @@
 segparts/manifest.json), where weights live, download and checks.
 
 Folder: $SEGPARTS_MODELS if set; else `models/weights/` of the source checkout this package runs
-from (the usual editable install); else ~/.cache/segparts/models. Weights are never in git.
+from (the usual editable install); else models/ in the user's cache folder (`segparts.paths.cache_dir`:
+~/.cache/segparts/models on Linux). Weights are never in git.
 
 Engines use `model_path(name)` to find a file and `availability(names)` / `missing(names)` to say
 exactly what is absent and which command fetches it; none of this imports torch.
@@ -67,7 +68,10 @@ def models_dir() -> Path:
         return Path(env).expanduser()
     if (REPO_ROOT / "models" / "manifest.json").is_file():  # running from a source checkout
         return REPO_ROOT / "models" / "weights"
-    return Path.home() / ".cache" / "segparts" / "models"
+    # platformdirs is imported only here: `segparts setup` may run before it is installed
+    from .paths import cache_dir
+
+    return cache_dir() / "models"
 
 
 def load_manifest(path: str | Path | None = None) -> dict[str, ModelSpec]:

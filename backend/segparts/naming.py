@@ -31,6 +31,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import paths
 from .engines.base import CancelToken, Progress, no_progress
 from .mesh import Mesh
 
@@ -425,8 +426,7 @@ def labels_hash(labels: np.ndarray) -> str:
 def default_cache_path() -> Path:
     if os.environ.get(ENV_CACHE):
         return Path(os.environ[ENV_CACHE])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "segparts" / "part_names.json"
+    return paths.cache_dir() / "part_names.json"
 
 
 class NameCache:

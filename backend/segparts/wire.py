@@ -33,7 +33,6 @@ UNKNOWN_JOB = "unknown_job"
 ENGINE_UNAVAILABLE = "engine_unavailable"
 NO_SEGMENTATION = "no_segmentation"
 CANCELLED = "cancelled"
-BUSY = "busy"
 INTERNAL = "internal"
 
 

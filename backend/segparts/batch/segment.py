@@ -157,9 +157,10 @@ def hierarchy_json(mesh, labels: np.ndarray, hierarchy) -> dict:
 
 def contact_sheet_png(mesh, labels: np.ndarray, path: str, size: int = 256) -> None:
     from ..cli.render import contact_sheet
-    from ..meshio import part_colours
+    from ..palette import part_colours
     from ..mesh import Mesh
-    from ..render import Appearance, normalize_for_rendering, render_views
+    from ..appearance import Appearance
+    from ..render import normalize_for_rendering, render_views
     from ..render.cameras import orbit_rig, reference_distance
 
     vertices, norm = normalize_for_rendering(mesh.vertices)

@@ -60,10 +60,9 @@ def start_server(runtime_dir: str, extra: list[str] = ()) -> tuple[subprocess.Po
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    import psutil
+
+    return psutil.Process(pid).memory_info().rss / 2**20
 
 
 def run(args) -> int:

@@ -32,7 +32,7 @@ def register(sub):
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
     p.add_argument("--retries", type=int, default=2, help="retries per part after the first try (default 2)")
     p.add_argument("--cache", default=None, help="name cache file (default: $SEGPARTS_NAME_CACHE or "
-                                                 "~/.cache/segparts/part_names.json)")
+                                                 "part_names.json in the user's cache folder, ~/.cache/segparts on Linux)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the name cache")
     p.add_argument("--save-images", default=None, metavar="DIR", help="write each part's image as DIR/part_NNN.png")
     p.add_argument("--dry-run", action="store_true", help="render the images (--save-images) but send nothing")

@@ -111,13 +111,10 @@ def id_colors(ids: np.ndarray) -> np.ndarray:
 
 
 def label_colors(labels: np.ndarray) -> np.ndarray:
-    """A few well-separated hues for small label ids (golden-ratio hue steps); -1 is white."""
-    import colorsys
+    """The parts' colours (segparts.palette, as in Blender); -1 is white."""
+    from ..palette import part_colours
 
-    top = int(labels.max()) + 1 if labels.size and labels.max() >= 0 else 0
-    palette = np.array([colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.65, 0.95) for i in range(max(top, 1))])
-    rgb = np.rint(palette[np.maximum(labels, 0)] * 255)
-    return np.where(labels[..., None] >= 0, rgb, 255).astype(np.uint8)
+    return np.where(labels[..., None] >= 0, part_colours(labels)[..., :3], 255).astype(np.uint8)
 
 
 def depth_grey(depth: np.ndarray) -> np.ndarray:

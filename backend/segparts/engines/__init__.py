@@ -10,7 +10,6 @@ ENGINES = {
     "sampart3d": "segparts.engines.sampart3d:SAMPart3DEngine",
     "geosam2": "segparts.engines.geosam2:GeoSAM2Engine",
 }
-DEFAULT_ENGINE = "geometric"
 
 
 def engine_names() -> list[str]:

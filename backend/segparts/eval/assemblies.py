@@ -147,9 +147,10 @@ def write_sheet(mesh, gt: np.ndarray, labels: np.ndarray, path: Path) -> None:
     """Contact sheet: a row of views coloured by the artist's parts over the same views coloured
     by ours (colours are per labelling: the same colour in both rows means nothing)."""
     from ..cli.render import contact_sheet
-    from ..meshio import part_colours
+    from ..appearance import Appearance
     from ..mesh import Mesh
-    from ..render import Appearance, normalize_for_rendering, render_views
+    from ..palette import part_colours
+    from ..render import normalize_for_rendering, render_views
     from ..render.cameras import orbit_rig, reference_distance
 
     vertices, norm = normalize_for_rendering(mesh.vertices)

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..engines.base import CancelToken, SegmentParams, no_progress
 from ..metrics import METRIC_NAMES, compare, split_connected
-from ..engines.geometric.graph import face_adjacency
+from ..meshgraph import face_adjacency
 from .borders import human_border_figures
 
 EXCLUDED_CATEGORIES = ("Spring",)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..appearance import Appearance
+from ..cache import SmallLRU
 from ..mesh import Mesh
 from .cameras import (  # noqa: F401  (re-exported)
     CameraRig,
@@ -29,7 +31,6 @@ from .cameras import (  # noqa: F401  (re-exported)
 )
 from .encodings import IMAGENET_MEAN, IMAGENET_STD, geosam2_inputs, normal_map_rgb  # noqa: F401
 from .normals import face_normals, file_corner_normals, smooth_corner_normals
-from .raycast import SmallLRU
 
 ALL_OUTPUTS = ("face_id", "depth", "alpha", "normal", "point", "bary", "color")
 DEFAULT_OUTPUTS = ALL_OUTPUTS
@@ -80,58 +81,12 @@ class Views:
         return self.face_id >= 0
 
 
-@dataclass
-class Appearance:
-    """Optional surface colour for the shaded image. Give one of: per-vertex colours, per-face
-    colours, per triangle-corner colours, or a base-colour texture with UVs (per vertex (V, 2) or
-    per face corner (F, 3, 2)). When several are given: texture, corner, vertex, face colours."""
-
-    vertex_colors: np.ndarray | None = None  # (V, 3|4) uint8 or float in [0, 1]
-    face_colors: np.ndarray | None = None  # (F, 3|4)
-    uv: np.ndarray | None = None  # (V, 2) or (F, 3, 2)
-    texture: np.ndarray | None = None  # (h, w, 3|4) uint8, row 0 = top (v = 1)
-    corner_colors: np.ndarray | None = None  # (F, 3, 3|4) per triangle corner, interpolated
-    normals: np.ndarray | None = None  # the file's shading normals, (V, 3) or (F, 3, 3): rendered as given
-
-    @classmethod
-    def from_trimesh(cls, tm) -> "Appearance | None":
-        """Colours of a trimesh.Trimesh's visual: base-colour texture via UV when present,
-        else vertex or face colours; None for an untextured grey mesh."""
-        visual = getattr(tm, "visual", None)
-        if visual is None:
-            return None
-        if getattr(visual, "kind", None) == "texture" and getattr(visual, "uv", None) is not None:
-            material = visual.material
-            image = getattr(material, "baseColorTexture", None) or getattr(material, "image", None)
-            if image is not None:
-                return cls(uv=np.asarray(visual.uv, dtype=np.float64), texture=np.asarray(image.convert("RGB")))
-            base = getattr(material, "baseColorFactor", None)
-            if base is not None:
-                return cls(face_colors=np.tile(np.asarray(base)[:3], (len(tm.faces), 1)))
-            return None
-        if getattr(visual, "kind", None) == "vertex":
-            return cls(vertex_colors=np.asarray(visual.vertex_colors))
-        if getattr(visual, "kind", None) == "face":
-            return cls(face_colors=np.asarray(visual.face_colors))
-        return None
-
-    def face_base_colors(self, faces: np.ndarray, n_vertices: int) -> np.ndarray:
-        """(F, 3) uint8 base colour at each face's centroid (e.g. point colours sampled per face)."""
-        faces = np.asarray(faces, dtype=np.int64)
-        fid = np.arange(len(faces))
-        albedo = _albedo(self, fid, faces, np.full((len(faces), 2), 1.0 / 3.0), n_vertices, len(faces))
-        return np.round(albedo * 255.0).astype(np.uint8)
-
-
-def available_backends() -> list[str]:
-    from . import nvdiff, raycast
-
-    out = []
-    if nvdiff.available():
-        out.append("nvdiffrast")
-    if raycast.available():
-        out.append("embree")
-    return out
+def face_base_colors(appearance: Appearance, faces: np.ndarray, n_vertices: int) -> np.ndarray:
+    """(F, 3) uint8 base colour of `appearance` at each face's centroid (e.g. point colours sampled per face)."""
+    faces = np.asarray(faces, dtype=np.int64)
+    fid = np.arange(len(faces))
+    albedo = _albedo(appearance, fid, faces, np.full((len(faces), 2), 1.0 / 3.0), n_vertices, len(faces))
+    return np.round(albedo * 255.0).astype(np.uint8)
 
 
 def render_views(

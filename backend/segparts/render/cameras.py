@@ -87,10 +87,6 @@ class CameraRig:
         """(N,) True where the projection divides by depth."""
         return np.abs(self.proj[:, 3, 2]) > 1e-12
 
-    def subset(self, views) -> "CameraRig":
-        idx = np.atleast_1d(np.asarray(views, dtype=np.int64))
-        return CameraRig(self.world_to_cam[idx], self.proj[idx], self.width, self.height)
-
     def transformed(self, matrix) -> "CameraRig":
         """The same cameras for a world moved by a similarity `matrix` (p' = M p: rotation,
         uniform scale, translation), e.g. `Normalization.matrix` to use a Blender viewport's

@@ -5,42 +5,11 @@ view's primary rays. Rays are generated only in image tiles the mesh can cover.
 """
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-
 import numpy as np
 from scipy.ndimage import binary_dilation
 
+from ..cache import SmallLRU
 from .cameras import CameraRig
-
-
-
-class SmallLRU:
-    """A thread-safe cache of the last few objects built per mesh key (scenes, face tables):
-    re-rendering the same mesh reuses them; key None means "don't cache"."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self._items: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get_or_build(self, key, build):
-        with self._lock:
-            if key is not None and key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        value = build()  # outside the lock: building can take a while
-        if key is not None:
-            with self._lock:
-                self._items[key] = value
-                while len(self._items) > self.size:
-                    self._items.popitem(last=False)
-        return value
-
-    def clear(self):
-        with self._lock:
-            self._items.clear()
-
 
 _scene_cache = SmallLRU(2)
 

@@ -55,7 +55,7 @@ CONGRUENCE_TOLERANCE = 0.02  # relative, on area and sorted principal moments
 
 def unit_labels(pairs: np.ndarray, n_faces: int, pieces: np.ndarray, cues: list[np.ndarray]) -> np.ndarray:
     """Regions: pieces cut wherever a cue (material, group) changes across an edge."""
-    from .graph import dual_components
+    from ...meshgraph import dual_components
 
     if not cues:
         return pieces

@@ -1,4 +1,5 @@
-"""The dual graph of a triangle mesh (faces joined across shared edges) and its edge geometry.
+"""The edge geometry of a triangle mesh's dual graph (faces joined across shared edges, built by
+`segparts.meshgraph`): lengths, dihedral angles and concavity per shared edge.
 
 Everything here is vectorised over faces/edges: no per-face Python loops.
 """
@@ -7,50 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse
-from scipy.sparse.csgraph import connected_components
 
-
-def face_adjacency(faces: np.ndarray, vertex_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs of faces sharing an edge. Returns (pairs (E,2) int64, shared edge (E,2) vertex ids).
-
-    `vertex_ids` maps vertices to welded representatives (so UV seams don't cut the graph).
-    A non-manifold edge with k faces yields the k-1 pairs of consecutive faces around it; repeated
-    (degenerate) edges of one face are ignored.
-    """
-    f = np.asarray(faces, dtype=np.int64)
-    if vertex_ids is not None:
-        f = vertex_ids[f]
-    n = f.shape[0]
-    if n == 0:
-        return np.empty((0, 2), np.int64), np.empty((0, 2), np.int64)
-    edges = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
-    edges.sort(axis=1)
-    owner = np.tile(np.arange(n, dtype=np.int64), 3)
-    keep = edges[:, 0] != edges[:, 1]  # collapsed edges of degenerate faces join nothing
-    edges, owner = edges[keep], owner[keep]
-    key = edges[:, 0] * (int(edges.max(initial=0)) + 1) + edges[:, 1]
-    order = np.argsort(key, kind="stable")  # stable: deterministic order around an edge
-    key, owner, edges = key[order], owner[order], edges[order]
-    same = (key[1:] == key[:-1]) & (owner[1:] != owner[:-1])
-    idx = np.flatnonzero(same)
-    pairs = np.stack([owner[idx], owner[idx + 1]], axis=1)
-    return pairs, edges[idx]
-
-
-def adjacency_matrix(pairs: np.ndarray, n: int, weights: np.ndarray | None = None) -> sparse.csr_matrix:
-    """Symmetric sparse matrix of the dual graph (duplicate pairs keep the smallest weight)."""
-    w = np.ones(len(pairs)) if weights is None else np.asarray(weights, dtype=np.float64)
-    rows = np.concatenate([pairs[:, 0], pairs[:, 1]])
-    cols = np.concatenate([pairs[:, 1], pairs[:, 0]])
-    m = sparse.coo_matrix((np.concatenate([w, w]), (rows, cols)), shape=(n, n)).tocsr()
-    return m
-
-
-def dual_components(pairs: np.ndarray, n: int) -> np.ndarray:
-    """Edge-connected components of the faces, (F,) int64 labels 0..K-1."""
-    _, labels = connected_components(adjacency_matrix(pairs, n), directed=False)
-    return labels.astype(np.int64)
+from ...meshgraph import face_adjacency
 
 
 @dataclass

@@ -20,7 +20,8 @@ import numpy as np
 from ...hierarchy import Hierarchy
 from ..base import run_cancellable
 from .components import DEFAULT_WELD_TOLERANCE, weld_vertices
-from .graph import DualGraph, build_dual_graph, dual_components
+from ...meshgraph import dual_components
+from .graph import DualGraph, build_dual_graph
 from .assembly import (centre_gaps, congruent_groups, gather_copies, group_units, same_cue_pairs, shape_signatures,
                        unit_centres_pairs, unit_contacts, unit_labels)
 from .merge import PatchGraph, border_stats, cost_to_height, finish_tree, merge_forest

@@ -22,13 +22,12 @@ Torch, sam2 and the model are imported only when the engine runs (never for avai
 from __future__ import annotations
 
 import importlib.util
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ...cache import SmallLRU
 from ...hierarchy import Hierarchy
 from ...mesh import Mesh
 from ...installer import LEARNED_FIX
@@ -91,8 +90,7 @@ class GeoSAM2Engine:
         self.weights = weights
         self.encode_batch = encode_batch
         self._model = None
-        self._sessions: OrderedDict[str, _Session] = OrderedDict()
-        self._lock = threading.Lock()
+        self._sessions = SmallLRU(SESSIONS_KEPT)  # mesh id -> _Session
         self.last_timings: dict[str, float] = {}
 
     # --- availability -------------------------------------------------------------------------
@@ -142,11 +140,9 @@ class GeoSAM2Engine:
 
     def render_session(self, mesh: Mesh) -> _Session:
         """The rendered ring of `mesh` (cached); its views are encoded by `session`."""
-        key = mesh.content_hash
-        with self._lock:
-            if key in self._sessions:
-                self._sessions.move_to_end(key)
-                return self._sessions[key]
+        return self._sessions.get_or_build(mesh.content_hash, lambda: self._render_session(mesh))
+
+    def _render_session(self, mesh: Mesh) -> _Session:
         from ...render import geosam2_rig, normalize_for_rendering, render_views
 
         t0 = time.perf_counter()
@@ -154,12 +150,7 @@ class GeoSAM2Engine:
         nmesh = Mesh(vertices, mesh.faces, appearance=mesh.appearance)  # the file's normals, if any, are rendered
         rig = geosam2_rig(size=self.image_size, extents=norm.extents)
         views = render_views(nmesh, rig, outputs=("face_id", "depth", "alpha", "normal", "point"))
-        s = _Session(nmesh, norm, rig, views, None, info={"render_s": round(time.perf_counter() - t0, 3)})
-        with self._lock:
-            self._sessions[key] = s
-            while len(self._sessions) > SESSIONS_KEPT:
-                self._sessions.popitem(last=False)
-        return s
+        return _Session(nmesh, norm, rig, views, None, info={"render_s": round(time.perf_counter() - t0, 3)})
 
     def session(self, mesh: Mesh, progress: Progress | None = None) -> _Session:
         """The rendered and encoded views of `mesh` (encoded on first use, then cached)."""

@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from sam2.utils.amg import calculate_stability_score
+from sam2.utils.amg import batched_mask_to_box, calculate_stability_score
 
+from ..nms import box_nms
 from .model import GeoSAM2Model
 
 
@@ -76,7 +77,7 @@ def generate_masks(model: GeoSAM2Model, image_embedding: torch.Tensor, high_res:
     if len(index) == 0:
         return []
     iou, boxes = torch.cat(iou), torch.cat(boxes)
-    survivors = index[box_nms(boxes, iou, settings.nms_thresh)]  # best predicted IoU first
+    survivors = index[box_nms(boxes.double(), iou, settings.nms_thresh).numpy()]  # best predicted IoU first
     out = []
     for i in range(0, len(survivors), settings.chunk):
         ids = survivors[i:i + settings.chunk]
@@ -101,7 +102,7 @@ def _score_batch(model, emb, high_res, points: np.ndarray, settings: AutoMaskSet
         up = _at_image_size(logits[part].to(emb.device), model.image_size)  # on the GPU when there is one
         stable = calculate_stability_score(up, 0.0, settings.stability_offset) >= settings.stability_thresh
         keep[part] = stable.cpu()
-        boxes[part] = mask_boxes(up > 0).float().cpu()
+        boxes[part] = batched_mask_to_box(up > 0).float().cpu()
     kept = torch.nonzero(keep).flatten()
     return kept.numpy(), iou[kept], boxes[kept]
 
@@ -172,43 +173,6 @@ def flip_small_regions(logits: torch.Tensor, max_area: int) -> torch.Tensor:
             small[0] = False
             out[torch.from_numpy(small[lab])] = value
     return out
-
-
-def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """(n, H, W) bool -> (n, 4) [x0, y0, x1, y1] inclusive pixel bounds; zeros for empty masks
-    (SAM's batched_mask_to_box)."""
-    h, w = masks.shape[1:]
-    any_y, any_x = masks.any(dim=2), masks.any(dim=1)
-    cols, rows = torch.arange(w, device=masks.device), torch.arange(h, device=masks.device)
-    x0 = torch.where(any_x, cols, w).min(1).values
-    x1 = torch.where(any_x, cols, -1).max(1).values
-    y0 = torch.where(any_y, rows, h).min(1).values
-    y1 = torch.where(any_y, rows, -1).max(1).values
-    boxes = torch.stack([x0, y0, x1, y1], 1)
-    boxes[~any_x.any(1)] = 0
-    return boxes
-
-
-def box_nms(boxes: torch.Tensor, scores: torch.Tensor, thresh: float) -> np.ndarray:
-    """Greedy non-maximum suppression (torchvision's nms): indices kept, best score first; a box is
-    dropped when its IoU with a kept better one exceeds `thresh`."""
-    order = torch.argsort(scores, descending=True, stable=True)
-    boxes = boxes[order].double()
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    alive = torch.ones(len(boxes), dtype=torch.bool)
-    keep = []
-    for i in range(len(boxes)):
-        if not alive[i]:
-            continue
-        keep.append(i)
-        rest = torch.arange(i + 1, len(boxes))
-        rest = rest[alive[rest]]
-        lt = torch.maximum(boxes[i, :2], boxes[rest, :2])
-        rb = torch.minimum(boxes[i, 2:], boxes[rest, 2:])
-        inter = (rb - lt).clamp(min=0).prod(-1)
-        iou = inter / (area[i] + area[rest] - inter)
-        alive[rest[iou > thresh]] = False
-    return order[keep].numpy()
 
 
 def select_masks(masks: list[AutoMask], accept_iou: float = 0.85) -> list[AutoMask]:

@@ -240,10 +240,6 @@ class MultiViewPredictor:
             cond[frame] = [self.prompt(view, Prompt(mask=mask), frame_idx=frame)]
         return self.propagate(start, cond, cancel), stage1
 
-    @property
-    def encoded(self) -> bool:
-        return self._features is not None
-
     def view_features(self, view: int):
         """(image embedding (1,C,h,w), high-res features [s0, s1]) of one view, for single-image SAM."""
         self.encode()

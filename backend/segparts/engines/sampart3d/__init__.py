@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +28,7 @@ import numpy as np
 from ..base import (Availability, CancelToken, EngineUnavailable, Option, PickRequest, PickResult, Progress, SegmentParams,
                     Segmentation, nearest_face, no_progress)
 from ...mesh import Mesh, MeshError
+from ...cache import SmallLRU
 from ...installer import LEARNED_FIX
 
 BACKBONE_MODEL = "ptv3-object"
@@ -53,8 +53,7 @@ MIN_FACES = 4
 # the first result: engine scale 0 = SAMPart3D scale 0.0, the paper's best single scale on
 # PartObjaverse-Tiny (class-agnostic mIoU 49.1 at 0.0 vs 39.6 at 1.0)
 DEFAULT_SCALE = 0.0
-_FEATURE_CACHE: "OrderedDict[tuple, np.ndarray]" = OrderedDict()  # (mesh hash, seed, ...) -> features
-_FEATURE_CACHE_SIZE = 4
+_FEATURE_CACHE = SmallLRU(4)  # (mesh hash, seed, ...) -> features
 
 
 def _missing_packages(names) -> list[str]:
@@ -259,17 +258,15 @@ class SAMPart3DEngine:
         colour_key = hashlib.sha256(points.feat[:, 6:9].tobytes()).hexdigest()[:16]
         key = (mesh.content_hash, colour_key, seed, points.n_grid, options.get("up_axis", "z"),
                str(models.model_path(BACKBONE_MODEL)))
-        if key not in _FEATURE_CACHE:
+
+        def build():
             model = load_backbone(models.model_path(BACKBONE_MODEL), self.device)
             feats = backbone_features(model, points.grid_coord, points.feat, self.device)
             if not np.isfinite(feats).all():
                 raise RuntimeError(f"the backbone ({models.model_path(BACKBONE_MODEL)}) produced non-finite features; "
                                    "the checkpoint is probably damaged: fetch it again (segparts models fetch ptv3-object --force)")
-            _FEATURE_CACHE[key] = feats
-            while len(_FEATURE_CACHE) > _FEATURE_CACHE_SIZE:
-                _FEATURE_CACHE.popitem(last=False)
-        _FEATURE_CACHE.move_to_end(key)
-        return _FEATURE_CACHE[key]
+            return feats
+        return _FEATURE_CACHE.get_or_build(key, build)
 
     def _mask_generator(self, options: dict):
         """The automatic mask generator of the requested model, built once per engine."""

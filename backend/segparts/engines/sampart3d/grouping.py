@@ -90,7 +90,9 @@ def sample_colors(appearance, vertices: np.ndarray, faces: np.ndarray, xyz: np.n
             texture = np.clip(np.rint(texture * 255.0), 0, 255).astype(np.uint8)
         image = Image.fromarray(np.ascontiguousarray(texture[..., :3]))
         return uv_to_interpolated_color(np.einsum("pk,pkc->pc", weights, corner_uv), image)[:, :3]
-    return appearance.face_base_colors(faces, len(vertices))[face, :3]
+    from ...render import face_base_colors
+
+    return face_base_colors(appearance, faces, len(vertices))[face, :3]
 
 
 def prepare_points(render_vertices: np.ndarray, faces: np.ndarray, face_colors: np.ndarray | None = None,
@@ -98,7 +100,7 @@ def prepare_points(render_vertices: np.ndarray, faces: np.ndarray, face_colors: 
     """Samples of the (render-normalised, Z-up) mesh and the release's transform chain on them.
 
     Colour (3 of the backbone's 9 input channels): `face_colors` (F, 3) uint8 per face when given,
-    else sampled per point from `appearance` (a `segparts.render.Appearance`, see `sample_colors`)."""
+    else sampled per point from `appearance` (a `segparts.appearance.Appearance`, see `sample_colors`)."""
     xyz, face = sample_surface(render_vertices, faces, n_points, seed)
     tri = render_vertices[faces]
     normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ...installer import LEARNED_FIX
+from ..nms import box_nms
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -72,67 +73,12 @@ class ProvidedMasks:
         return check_masks(per_view, (h, w), "the provided masks")
 
 
-def point_grid(n_per_side: int) -> np.ndarray:
-    """(n^2, 2) points (x, y) in [0, 1], cell centres of an n x n grid (as SAM's generator)."""
-    offset = 1.0 / (2 * n_per_side)
-    side = np.linspace(offset, 1 - offset, n_per_side)
-    xs, ys = np.meshgrid(side, side)
-    return np.stack([xs.ravel(), ys.ravel()], axis=1)
-
-
-def stability_score(logits: torch.Tensor, threshold: float, offset: float) -> torch.Tensor:
-    """IoU of the masks thresholded at threshold +- offset (one always contains the other)."""
-    inter = (logits > threshold + offset).flatten(1).sum(1).float()
-    union = (logits > threshold - offset).flatten(1).sum(1).float()
-    return inter / union
-
-
-def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """(K, 4) x0, y0, x1, y1 (inclusive) of each mask; zeros for empty masks."""
-    k = masks.shape[0]
-    if k == 0:
-        return torch.zeros(0, 4)
-    rows, cols = masks.any(dim=2), masks.any(dim=1)
-    h, w = masks.shape[1:]
-
-    def first_last(flags, size):
-        idx = torch.arange(size).expand_as(flags)
-        first = torch.where(flags, idx, size).min(dim=1).values
-        last = torch.where(flags, idx, -1).max(dim=1).values
-        empty = last < 0
-        return torch.where(empty, 0, first), torch.where(empty, 0, last)
-
-    y0, y1 = first_last(rows, h)
-    x0, x1 = first_last(cols, w)
-    return torch.stack([x0, y0, x1, y1], dim=1).float()
-
-
-def box_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Indices kept by greedy non-maximum suppression, highest score first (as torchvision.ops.nms)."""
-    if len(boxes) == 0:
-        return torch.zeros(0, dtype=torch.long)
-    order = torch.argsort(scores, descending=True)
-    b = boxes[order]
-    area = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
-    lt = torch.maximum(b[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(b[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=2)
-    iou = inter / (area[:, None] + area[None, :] - inter).clamp(min=1e-12)
-    suppressed = torch.zeros(len(b), dtype=torch.bool)
-    keep = []
-    for i in range(len(b)):
-        if suppressed[i]:
-            continue
-        keep.append(i)
-        suppressed |= iou[i] > iou_threshold
-    return order[torch.tensor(keep, dtype=torch.long)]
-
-
 class PointGridMasks:
     """Automatic masks from a grid of single-point prompts, as segment-anything's and sam2's
     automatic generators without crops: three masks per point, kept when the predicted IoU >
     `pred_iou_thresh` and the stability score >= `stability_score_thresh`, then box NMS.
-    Subclasses give the model: `_embed(image)` and `_predict(feats, points_px, (h, w))`."""
+    Subclasses give the model: `_embed(image)` and `_predict(feats, points_px, (h, w))`, and the
+    `amg` module of its package (point grid, stability score, mask boxes: the release's own code)."""
 
     def __init__(self, device: str = "cpu", points_per_side: int = 32, points_per_batch: int = 64,
                  pred_iou_thresh: float = 0.9, stability_score_thresh: float = 0.9,
@@ -149,6 +95,10 @@ class PointGridMasks:
     def _embed(self, image: np.ndarray):
         raise NotImplementedError
 
+    def amg(self):
+        """The model package's `utils.amg` module."""
+        raise NotImplementedError
+
     def _predict(self, feats, points_px: torch.Tensor, hw: tuple[int, int]):
         raise NotImplementedError
 
@@ -157,19 +107,21 @@ class PointGridMasks:
         if image.ndim != 3 or image.shape[2] < 3:
             raise ValueError(f"expected an (H, W, 3) image, got {image.shape}")
         h, w = image.shape[:2]
+        amg = self.amg()
         feats = self._embed(image)
-        grid = torch.from_numpy(point_grid(self.points_per_side) * np.array([w, h])).float()
+        grid = torch.from_numpy(amg.build_point_grid(self.points_per_side) * np.array([w, h])).float()
         kept_masks, kept_iou = [], []
         for start in range(0, len(grid), self.points_per_batch):
             logits, iou = self._predict(feats, grid[start:start + self.points_per_batch], (h, w))
             ok = iou > self.pred_iou_thresh
             logits, iou = logits[ok], iou[ok]
-            ok = stability_score(logits, self.mask_threshold, self.stability_score_offset) >= self.stability_score_thresh
+            stability = amg.calculate_stability_score(logits, self.mask_threshold, self.stability_score_offset)
+            ok = stability >= self.stability_score_thresh
             kept_masks.append(logits[ok] > self.mask_threshold)
             kept_iou.append(iou[ok])
         masks = torch.cat(kept_masks) if kept_masks else torch.zeros(0, h, w, dtype=torch.bool)
         scores = torch.cat(kept_iou) if kept_iou else torch.zeros(0)
-        keep = box_nms(mask_boxes(masks), scores, self.box_nms_thresh)
+        keep = box_nms(amg.batched_mask_to_box(masks).float(), scores, self.box_nms_thresh)
         if self.max_masks_per_view is not None:
             keep = keep[: self.max_masks_per_view]
         return [m.numpy() for m in masks[keep]]
@@ -202,6 +154,11 @@ class Sam2AutomaticMasks(PointGridMasks):
             model = build_sam2(config, checkpoint, device=device)
         super().__init__(device=device, **settings)
         self.model = model.eval()
+
+    def amg(self):
+        from sam2.utils import amg
+
+        return amg
 
     # -- image embedding (SAM2ImagePredictor.set_image without torchvision) --
     def _embed(self, image: np.ndarray) -> dict:
@@ -305,6 +262,9 @@ class SamAutomaticMasks(PointGridMasks):
     def __init__(self, model=None, checkpoint: str | None = None, device: str = "cpu", **settings):
         super().__init__(device=device, **settings)
         self.model = (model if model is not None else build_sam_vit_h(checkpoint, device)).eval()
+
+    def amg(self):
+        return segment_anything_module("utils.amg")
 
     def _resized_shape(self, h: int, w: int) -> tuple[int, int]:
         size = self.model.image_encoder.img_size
