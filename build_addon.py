@@ -17,6 +17,7 @@ manifest's `platforms` and `wheels`; build split-platform zips with Blender's ow
 (blender_ext.py, shipped in the bpy wheel, runs with plain Python); validate each zip with the same
 CLI and check that it holds every wheel its platform needs (the CLI silently drops missing ones).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,8 +71,9 @@ def find_extension_cli() -> Path:
         hits = glob.glob(str(root / "bpy" / "*" / "scripts" / "addons_core" / "bl_pkg" / "cli" / "blender_ext.py"))
         if hits:
             return Path(sorted(hits)[-1])
-    raise BuildError("Blender's extension CLI (blender_ext.py) not found: install bpy in this Python "
-                     "or set BLENDER_EXT_CLI")
+    raise BuildError(
+        "Blender's extension CLI (blender_ext.py) not found: install bpy in this Python or set BLENDER_EXT_CLI"
+    )
 
 
 def _project(requirement: str) -> str:
@@ -91,8 +93,26 @@ def download_wheels(platform_name: str, python: str, quiet: bool = True) -> list
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         abi = f"cp{python.replace('.', '')}"
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", str(folder),
-               "--python-version", python, "--implementation", "cp", "--abi", abi, "--abi", "abi3", "--abi", "none"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--dest",
+            str(folder),
+            "--python-version",
+            python,
+            "--implementation",
+            "cp",
+            "--abi",
+            abi,
+            "--abi",
+            "abi3",
+            "--abi",
+            "none",
+        ]
         for tag in PLATFORMS[platform_name]:
             cmd += ["--platform", tag]
         if quiet:
@@ -100,8 +120,10 @@ def download_wheels(platform_name: str, python: str, quiet: bool = True) -> list
         for req in REQUIREMENTS:
             done = subprocess.run(cmd + [req], capture_output=True, text=True)
             if done.returncode != 0:
-                raise BuildError(f"no {platform_name} wheel of {req} for Python {python}:\n"
-                                 + "\n".join(ln for ln in done.stderr.splitlines() if "WARNING" not in ln)[-800:])
+                raise BuildError(
+                    f"no {platform_name} wheel of {req} for Python {python}:\n"
+                    + "\n".join(ln for ln in done.stderr.splitlines() if "WARNING" not in ln)[-800:]
+                )
         stamp.write_text(wanted)
     wheels = sorted(folder.glob("*.whl"))
     for req in REQUIREMENTS:
@@ -123,8 +145,9 @@ def stage(platforms: list[str], wheels: dict[str, list[Path]]) -> Path:
     for name in SHARED:
         shutil.copy2(BACKEND / name, shared / name)
     bundle = out / "bundled_backend"
-    shutil.copytree(BACKEND, bundle / "backend" / "segparts",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+    shutil.copytree(
+        BACKEND, bundle / "backend" / "segparts", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    )
     shutil.copy2(ROOT / "pyproject.toml", bundle / "pyproject.toml")
     shutil.copy2(ROOT / "setup.py", bundle / "setup.py")  # build hook: the manifest becomes package data
     readme = ROOT / "README.md"
@@ -158,10 +181,15 @@ def write_manifest(path: Path, platforms: list[str], wheel_names: list[str]) -> 
     text = path.read_text()
     version = tomllib.loads(text)["version"]  # the source manifest must parse
     if version != backend_version():  # Blender needs the literal; it must follow the backend's
-        raise BuildError(f"addon/blender_manifest.toml version {version} != segparts.__version__ "
-                         f"{backend_version()}: bump both together")
-    lines = [f"platforms = [{', '.join(repr(p).replace(chr(39), chr(34)) for p in platforms)}]",
-             "wheels = ["] + [f'  "./wheels/{w}",' for w in wheel_names] + ["]", ""]
+        raise BuildError(
+            f"addon/blender_manifest.toml version {version} != segparts.__version__ "
+            f"{backend_version()}: bump both together"
+        )
+    lines = (
+        [f"platforms = [{', '.join(repr(p).replace(chr(39), chr(34)) for p in platforms)}]", "wheels = ["]
+        + [f'  "./wheels/{w}",' for w in wheel_names]
+        + ["]", ""]
+    )
     # top-level keys must come before the first [table]
     head, sep, tail = text.partition("\n[")
     path.write_text(head.rstrip() + "\n" + "\n".join(lines) + "\n" + (sep.lstrip("\n") + tail if sep else ""))
@@ -185,9 +213,15 @@ def check_zip(zip_path: Path, platform_name: str, wheels: dict[str, list[Path]],
     missing = sorted(n for n in needed if n not in names)
     if missing:
         raise BuildError(f"{zip_path.name} lacks wheels {missing}")
-    for required in ["__init__.py", "_shared/client.py", "_shared/wire.py", "_shared/hierarchy.py",
-                     "bundled_backend/pyproject.toml", "bundled_backend/setup.py",
-                     "bundled_backend/backend/segparts/server.py"]:
+    for required in [
+        "__init__.py",
+        "_shared/client.py",
+        "_shared/wire.py",
+        "_shared/hierarchy.py",
+        "bundled_backend/pyproject.toml",
+        "bundled_backend/setup.py",
+        "bundled_backend/backend/segparts/server.py",
+    ]:
         if required not in names:
             raise BuildError(f"{zip_path.name} lacks {required}")
     effective = effective_manifest(manifest)
@@ -217,9 +251,18 @@ def build_plain(source: Path, platforms: list[str], wheels: dict[str, list[Path]
     for platform_name in platforms:
         mine = sorted(w.name for w in wheels[platform_name])
         head, _, _ = manifest_text.partition("\nplatforms = [")
-        tail = manifest_text[manifest_text.index("\n[", len(head) + 1):] if "\n[" in manifest_text[len(head) + 1:] else ""
-        text = (head.rstrip() + f'\nplatforms = ["{platform_name}"]\nwheels = [\n'
-                + "".join(f'  "./wheels/{w}",\n' for w in mine) + "]\n" + tail)
+        tail = (
+            manifest_text[manifest_text.index("\n[", len(head) + 1) :]
+            if "\n[" in manifest_text[len(head) + 1 :]
+            else ""
+        )
+        text = (
+            head.rstrip()
+            + f'\nplatforms = ["{platform_name}"]\nwheels = [\n'
+            + "".join(f'  "./wheels/{w}",\n' for w in mine)
+            + "]\n"
+            + tail
+        )
         tomllib.loads(text)
         with zipfile.ZipFile(output_dir / zip_name(manifest, platform_name), "w", zipfile.ZIP_DEFLATED) as zf:
             for path in sorted(source.rglob("*")):
@@ -272,9 +315,13 @@ def main(argv=None) -> int:
     ap.add_argument("--local", action="store_true", help="build only this machine's platform")
     ap.add_argument("--platform", action="append", choices=sorted(PLATFORMS), help="build only these platforms")
     ap.add_argument("--output-dir", type=Path, default=ROOT / "dist")
-    ap.add_argument("--builder", choices=("auto", "blender", "plain"), default="auto",
-                    help="zip with Blender's extension CLI (needs bpy or $BLENDER_EXT_CLI), with plain zipfile, "
-                         "or Blender's when available (default)")
+    ap.add_argument(
+        "--builder",
+        choices=("auto", "blender", "plain"),
+        default="auto",
+        help="zip with Blender's extension CLI (needs bpy or $BLENDER_EXT_CLI), with plain zipfile, "
+        "or Blender's when available (default)",
+    )
     args = ap.parse_args(argv)
     platforms = [local_platform()] if args.local else (args.platform or list(PLATFORMS))
     try:

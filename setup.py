@@ -3,6 +3,7 @@
 models/manifest.json stays the one source in git (DESIGN: models/ holds the manifest); building a
 wheel (`pip install .`, the add-on's bundled backend) copies it to segparts/manifest.json, where
 segparts.models finds it when no source checkout is around."""
+
 from pathlib import Path
 
 from setuptools import setup

@@ -10,6 +10,7 @@ Principled BSDF, the viewport colour (`diffuse_color`). Colours are sent as disp
 values. Images are downscaled to at most atlas.MAX_TEXTURE_SIDE and kept by identity (file,
 modification time, size...), so segmenting again does not re-read a big image.
 """
+
 from __future__ import annotations
 
 import functools
@@ -33,13 +34,14 @@ def surface_arrays(obj, topo, tri_poly: np.ndarray) -> dict[str, np.ndarray]:
 
     mesh = obj.data
     poly_material = real_material_indices(obj)
-    user_slots = list(obj.material_slots)[:int(obj.get(USER_SLOTS_PROP, len(obj.material_slots)))]
+    user_slots = list(obj.material_slots)[: int(obj.get(USER_SLOTS_PROP, len(obj.material_slots)))]
     looks = [material_look(slot.material) for slot in user_slots]  # never the part preview's
     if mesh.color_attributes.active_color is None and atlas.says_nothing(looks):
         return {}  # a plain grey mesh: no per-face work
     loops = functools.cache(lambda: triangle_loops(mesh, topo))  # only for UVs and corner colours
-    return atlas.compose(looks, poly_material[tri_poly], lambda: corner_uv(mesh, loops),
-                         lambda: active_colors(mesh, loops))
+    return atlas.compose(
+        looks, poly_material[tri_poly], lambda: corner_uv(mesh, loops), lambda: active_colors(mesh, loops)
+    )
 
 
 def triangle_loops(mesh, topo) -> np.ndarray:
@@ -171,8 +173,13 @@ def _image_key(image):
     if image.packed_file is not None:
         stamp = ("packed", image.packed_file.size)
     elif image.source == "GENERATED":
-        stamp = ("generated", image.generated_type, tuple(image.generated_color), image.generated_width,
-                 image.generated_height)
+        stamp = (
+            "generated",
+            image.generated_type,
+            tuple(image.generated_color),
+            image.generated_width,
+            image.generated_height,
+        )
     else:
         import bpy
 
@@ -180,8 +187,15 @@ def _image_key(image):
             stamp = ("file", os.path.getmtime(bpy.path.abspath(image.filepath, library=image.library)))
         except OSError:
             stamp = ("missing",)
-    return (image.session_uid, image.name_full, image.filepath_raw, image.source, tuple(image.size),
-            image.is_float, stamp)
+    return (
+        image.session_uid,
+        image.name_full,
+        image.filepath_raw,
+        image.source,
+        tuple(image.size),
+        image.is_float,
+        stamp,
+    )
 
 
 def _read_pixels(image) -> np.ndarray | None:
@@ -193,8 +207,10 @@ def _read_pixels(image) -> np.ndarray | None:
     image.pixels.foreach_get(buf)
     px = buf.reshape(h, w, channels)[::-1]  # Blender's row 0 is the bottom
     if channels < 3:
-        px = np.concatenate([np.repeat(px[..., :1], 3, axis=2), px[..., 1:2] if channels == 2 else
-                             np.ones((h, w, 1), np.float32)], axis=2)
+        px = np.concatenate(
+            [np.repeat(px[..., :1], 3, axis=2), px[..., 1:2] if channels == 2 else np.ones((h, w, 1), np.float32)],
+            axis=2,
+        )
     elif channels == 3:
         px = np.concatenate([px, np.ones((h, w, 1), np.float32)], axis=2)
     px = atlas.downscale(np.ascontiguousarray(px[..., :4]))

@@ -13,6 +13,7 @@ attribute) into the arrays of docs/protocol.md:
 - else the active colour attribute -> `vertex_colors` (POINT) or `corner_colors` (CORNER);
 - nothing for a plain grey mesh (its id stays the geometry-only id).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -119,7 +120,7 @@ def pack_atlas(tiles: list[np.ndarray], max_side: int = MAX_TEXTURE_SIDE) -> Atl
     for i, tile in enumerate(tiles):
         r, c = divmod(i, cols)
         block = resize_nearest(tile, cell, cell) if tile.ndim == 3 else tile
-        atlas[r * cell:(r + 1) * cell, c * cell:(c + 1) * cell] = block
+        atlas[r * cell : (r + 1) * cell, c * cell : (c + 1) * cell] = block
     return Atlas(atlas, cols, rows, cell)
 
 
@@ -136,9 +137,12 @@ def says_nothing(looks: list[MaterialLook | None]) -> bool:
     return is_plain(to_u8(np.array([np.asarray(look.color, dtype=np.float64)[:3] for look in table])))
 
 
-def compose(looks: list[MaterialLook | None], tri_material: np.ndarray,
-            corner_uv: Callable[[], np.ndarray | None],
-            attribute: Callable[[], tuple[str, np.ndarray] | None]) -> dict[str, np.ndarray]:
+def compose(
+    looks: list[MaterialLook | None],
+    tri_material: np.ndarray,
+    corner_uv: Callable[[], np.ndarray | None],
+    attribute: Callable[[], tuple[str, np.ndarray] | None],
+) -> dict[str, np.ndarray]:
     """Appearance arrays (docs/protocol.md) for triangles whose materials are `tri_material`
     (indices into `looks`; out of range or None -> Blender's default grey). `corner_uv()` gives
     the active UV map per triangle corner (T, 3, 2) or None; `attribute()` the active colour

@@ -3,6 +3,7 @@
 A write-back generator submits its array preparation here and yields the Future until it is done,
 so the timer keeps its ticks short; numpy releases the GIL in its heavy loops.
 """
+
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor

@@ -1,5 +1,6 @@
 """Preferences and paths: the add-on's preferences, its user folder, the bundled backend, the
 backend's Python, and the session configuration made from them."""
+
 from __future__ import annotations
 
 import tomllib
@@ -55,7 +56,14 @@ def make_config() -> session.Config:
     if port == 0:  # our own backend on a free port (two Blenders never share one), or serve's default
         port = session.free_port() if auto_start else session.SERVE_DEFAULT_PORT
     return session.Config(
-        python=backend_python(p), host=p.host if p else "127.0.0.1", port=port,
-        device=p.device if p else "auto", auto_start=auto_start,
-        models_dir=bpy.path.abspath(p.models_dir) if p and p.models_dir else "", state_dir=str(state_dir()),
-        manifest=str(manifest()), protocol=PROTOCOL_VERSION, version=addon_version())
+        python=backend_python(p),
+        host=p.host if p else "127.0.0.1",
+        port=port,
+        device=p.device if p else "auto",
+        auto_start=auto_start,
+        models_dir=bpy.path.abspath(p.models_dir) if p and p.models_dir else "",
+        state_dir=str(state_dir()),
+        manifest=str(manifest()),
+        protocol=PROTOCOL_VERSION,
+        version=addon_version(),
+    )

@@ -1,4 +1,5 @@
 """Editing parts after segmentation: materials, separation, Edit Mode selection, visibility."""
+
 from __future__ import annotations
 
 import bpy
@@ -74,7 +75,7 @@ def separate_parts(context, obj, parts) -> list:
     partlist.ensure_object_mode(obj)
     names = {it.part_id: it.name for it in obj.segparts.parts}
     created = []
-    for part in sorted(set(int(p) for p in parts)):
+    for part in sorted({int(p) for p in parts}):
         labels = _labels(obj)
         mask = labels == part
         if not mask.any():
@@ -201,6 +202,6 @@ def similar_parts(obj, parts) -> set[int]:
     groups = repeat_groups(obj)
     hierarchy = writeback.load_hierarchy(obj)
     if not groups or hierarchy is None:
-        return set(int(p) for p in parts)
+        return {int(p) for p in parts}
     nodes = partedits.active_nodes(hierarchy, _scale(obj))
     return similar.similar_parts(hierarchy, _labels(obj), nodes, parts, groups)

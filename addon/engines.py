@@ -2,6 +2,7 @@
 are prompts the backend answers, whether they render the mesh, whether every scale is its own
 result, which checkpoints they need; and whether the backend and the add-on speak the same protocol
 and version. Nothing here knows an engine by name: the backend says what each one is."""
+
 from __future__ import annotations
 
 DEFAULT_ENGINE = "geometric"  # the wire's default engine (`segment` without `engine`): listed before hello
@@ -67,9 +68,13 @@ def compatibility(hello: dict, protocol: int, version: str) -> tuple[bool, str]:
     differ in features, so the panel says so."""
     theirs_protocol, theirs_version = hello.get("protocol"), str(hello.get("version", "?"))
     if theirs_protocol != protocol:
-        return False, (f"Backend {theirs_version} speaks protocol {theirs_protocol}, this add-on {version} speaks "
-                       f"{protocol}: install the same version of both (Set up Backend installs the bundled one)")
+        return False, (
+            f"Backend {theirs_version} speaks protocol {theirs_protocol}, this add-on {version} speaks "
+            f"{protocol}: install the same version of both (Set up Backend installs the bundled one)"
+        )
     if theirs_version != version:
-        return True, (f"Backend {theirs_version} differs from the add-on {version} (same protocol {protocol}): "
-                      f"update one of them if something misbehaves")
+        return True, (
+            f"Backend {theirs_version} differs from the add-on {version} (same protocol {protocol}): "
+            f"update one of them if something misbehaves"
+        )
     return True, ""

@@ -4,10 +4,11 @@ Each step is one non-blocking request on the Session; answers arrive through Ses
 The mesh goes over the wire once per content: we ask for the mesh id first and send the arrays
 only when the backend does not hold it (e.g. after a restart).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -28,10 +29,12 @@ class MeshArrays:
     def wire_arrays(self) -> dict:
         """What `upload_mesh` sends. Not the polygon of each triangle (`face_map`): the backend
         answers per triangle and the add-on maps labels to polygons itself (tri_poly)."""
-        return {"vertices": np.ascontiguousarray(self.vertices, dtype="<f8"),
-                "faces": np.ascontiguousarray(self.faces, dtype="<i4"),
-                **{name: np.ascontiguousarray(values, dtype="<i4") for name, values in self.cues.items()},
-                **{name: np.ascontiguousarray(values) for name, values in self.appearance.items()}}
+        return {
+            "vertices": np.ascontiguousarray(self.vertices, dtype="<f8"),
+            "faces": np.ascontiguousarray(self.faces, dtype="<i4"),
+            **{name: np.ascontiguousarray(values, dtype="<i4") for name, values in self.cues.items()},
+            **{name: np.ascontiguousarray(values) for name, values in self.appearance.items()},
+        }
 
 
 class _Job:
@@ -132,8 +135,18 @@ class _Job:
 
 
 class SegmentJob(_Job):
-    def __init__(self, session, mesh, mesh_id, engine: str, on_done, on_error, options=None,
-                 parts: int | None = None, scale: float | None = None):
+    def __init__(
+        self,
+        session,
+        mesh,
+        mesh_id,
+        engine: str,
+        on_done,
+        on_error,
+        options=None,
+        parts: int | None = None,
+        scale: float | None = None,
+    ):
         super().__init__(session, mesh, mesh_id, on_done, on_error)
         self.engine, self.options, self.parts, self.scale = engine, options or {}, parts, scale
 
@@ -149,8 +162,9 @@ class SegmentJob(_Job):
 class PickJob(_Job):
     """A prompt for an engine that answers clicks itself (GeoSAM2); result: a mask per triangle."""
 
-    def __init__(self, session, mesh, mesh_id, engine: str, clicks: list[dict], on_done, on_error,
-                 scale: float | None = None):
+    def __init__(
+        self, session, mesh, mesh_id, engine: str, clicks: list[dict], on_done, on_error, scale: float | None = None
+    ):
         super().__init__(session, mesh, mesh_id, on_done, on_error)
         self.engine, self.clicks, self.scale = engine, clicks, scale
 
@@ -176,6 +190,10 @@ class ScaleJob(_Job):
         self._submit()
 
     def _submit(self):
-        args = {"mesh_id": self.mesh_id, "engine": self.engine, "segmentation_id": self.segmentation_id,
-                "scale": self.scale}
+        args = {
+            "mesh_id": self.mesh_id,
+            "engine": self.engine,
+            "segmentation_id": self.segmentation_id,
+            "scale": self.scale,
+        }
         self._request("segment", args, None, self._on_job_message)

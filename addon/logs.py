@@ -5,6 +5,7 @@ adds (or `logging.basicConfig(level=logging.INFO)` in Blender's Python console) 
 The token guards every request to the backend; it is masked wherever it appears in a record (the
 message, its arguments, a traceback): the token in use (`add_secret`) and anything written as a
 token field (`token=...`, `"token": "..."`)."""
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """numpy <-> Blender mesh, with foreach_get/foreach_set only (no Python loop per element)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -103,13 +104,18 @@ def authoring_cues(mesh) -> dict[str, np.ndarray]:
     if material is None:
         material = material_indices(mesh)
     cues = {"material": material, "group": read_int_attribute(mesh, FACE_SET_ATTR)}
-    return {name: np.maximum(values, 0) for name, values in cues.items()  # Blender allows negative face sets
-            if values is not None and values.size and values.min() != values.max()}
+    return {
+        name: np.maximum(values, 0)
+        for name, values in cues.items()  # Blender allows negative face sets
+        if values is not None and values.size and values.min() != values.max()
+    }
 
 
 def polygon_centres_areas(mesh) -> tuple[np.ndarray, np.ndarray]:
     n = len(mesh.polygons)
-    return _get(mesh.polygons, "center", n, np.float32, 3).astype(np.float64), _get(mesh.polygons, "area", n, np.float32)
+    return _get(mesh.polygons, "center", n, np.float32, 3).astype(np.float64), _get(
+        mesh.polygons, "area", n, np.float32
+    )
 
 
 def material_indices(mesh) -> np.ndarray:

@@ -5,6 +5,7 @@ add-on decides whether an endpoint is configured at all (preferences first, then
 variables SEGPARTS_VLM_URL / _MODEL / _API_KEY of Blender's process) and never sends the op
 otherwise, so nothing leaves the machine unless the user set it up.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,11 @@ from .jobs import _Job
 
 ENV_URL, ENV_MODEL, ENV_API_KEY = "SEGPARTS_VLM_URL", "SEGPARTS_VLM_MODEL", "SEGPARTS_VLM_API_KEY"
 # Blender's default object names say nothing about what the object is: not given to the model
-_DEFAULT_NAMES = re.compile(r"^(cube|sphere|uv ?sphere|ico ?sphere|cylinder|cone|torus|plane|circle|grid|"
-                            r"monkey|suzanne|mesh|object|untitled|model|scene)?$", re.I)
+_DEFAULT_NAMES = re.compile(
+    r"^(cube|sphere|uv ?sphere|ico ?sphere|cylinder|cone|torus|plane|circle|grid|"
+    r"monkey|suzanne|mesh|object|untitled|model|scene)?$",
+    re.I,
+)
 
 
 @dataclass
@@ -56,8 +60,12 @@ def endpoint_settings(url: str = "", model: str = "", api_key: str = "", env=Non
     if url.strip():
         return EndpointSettings(url.strip(), model.strip(), api_key.strip() or env.get(ENV_API_KEY, ""), "preferences")
     if env.get(ENV_URL, "").strip():
-        return EndpointSettings(env[ENV_URL].strip(), (model.strip() or env.get(ENV_MODEL, "")).strip(),
-                                api_key.strip() or env.get(ENV_API_KEY, ""), "environment")
+        return EndpointSettings(
+            env[ENV_URL].strip(),
+            (model.strip() or env.get(ENV_MODEL, "")).strip(),
+            api_key.strip() or env.get(ENV_API_KEY, ""),
+            "environment",
+        )
     return None
 
 
@@ -86,7 +94,7 @@ class NamingOutcome:
 
 def outcome(result: dict, part_ids) -> NamingOutcome:
     """The backend's answer -> names for the parts the object still has, and the failures."""
-    alive = set(int(p) for p in part_ids)
+    alive = {int(p) for p in part_ids}
     names, failures = {}, {}
     for entry in result.get("parts") or []:
         part = entry.get("part")
@@ -110,8 +118,18 @@ def labels_digest(labels: np.ndarray) -> bytes:
 class NameJob(_Job):
     """upload (when the backend lacks the mesh) -> name_parts with per-triangle labels."""
 
-    def __init__(self, session, mesh, mesh_id, triangle_labels: np.ndarray, endpoint: EndpointSettings,
-                 object_name: str | None, on_done, on_error, views: int = 3):
+    def __init__(
+        self,
+        session,
+        mesh,
+        mesh_id,
+        triangle_labels: np.ndarray,
+        endpoint: EndpointSettings,
+        object_name: str | None,
+        on_done,
+        on_error,
+        views: int = 3,
+    ):
         super().__init__(session, mesh, mesh_id, on_done, on_error)
         self.labels = np.ascontiguousarray(triangle_labels, dtype="<i4")
         self.endpoint, self.object_name, self.views = endpoint, object_name, views

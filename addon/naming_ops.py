@@ -7,6 +7,7 @@ part's group carries its name instead, recorded in the object property `segparts
 (part id -> group name); `restore_group_names` turns them back before labels are rewritten, and
 the part list's name update renames them again.
 """
+
 from __future__ import annotations
 
 import bpy
@@ -50,15 +51,25 @@ def start_naming(obj) -> None:
 
     def done(job, msg):
         runtime.object_jobs.pop(name, None)
-        runtime.queue_work(("name", name), _apply(name, digest, msg.result, describe),
-                           on_done=lambda: runtime.undo_push("Name Parts"))
+        runtime.queue_work(
+            ("name", name), _apply(name, digest, msg.result, describe), on_done=lambda: runtime.undo_push("Name Parts")
+        )
 
     def failed(job, text):
         runtime.object_jobs.pop(name, None)
         runtime.set_message(f"{name}: naming failed: {text}")
 
-    job = naming.NameJob(s, arrays, mid, poly_labels[arrays.tri_poly], settings, naming.object_hint(name),
-                         done, failed, views=config.prefs().vlm_views if config.prefs() else 3)
+    job = naming.NameJob(
+        s,
+        arrays,
+        mid,
+        poly_labels[arrays.tri_poly],
+        settings,
+        naming.object_hint(name),
+        done,
+        failed,
+        views=config.prefs().vlm_views if config.prefs() else 3,
+    )
     runtime.object_jobs[name] = job
     runtime.set_message(f"Naming the parts of {name} with {describe}…")
     job.start()
@@ -148,8 +159,12 @@ def _rename_part_material(obj, item, name: str) -> None:
         return
     m = _applied_part_material(obj, item.part_id)
     target = f"{writeback.MATERIAL_PREFIX}{name}"
-    if m is not None and not _used_elsewhere(m, obj) and m.name != target and \
-            (m.name == writeback.MATERIAL_PREFIX + palette.part_name(item.part_id) or m.get(NAMED_MATERIAL_PROP)):
+    if (
+        m is not None
+        and not _used_elsewhere(m, obj)
+        and m.name != target
+        and (m.name == writeback.MATERIAL_PREFIX + palette.part_name(item.part_id) or m.get(NAMED_MATERIAL_PROP))
+    ):
         m.name = target
         m[NAMED_MATERIAL_PROP] = True
 
@@ -192,8 +207,10 @@ def restore_group_names(obj) -> None:
 class SEGPARTS_OT_name_parts(bpy.types.Operator):
     bl_idname = "segparts.name_parts"
     bl_label = "Name Parts"
-    bl_description = ("Ask the vision-language model set in the preferences to name every part from renders "
-                      "of it (runs in the backend; the renders are sent to that endpoint)")
+    bl_description = (
+        "Ask the vision-language model set in the preferences to name every part from renders "
+        "of it (runs in the backend; the renders are sent to that endpoint)"
+    )
     bl_options = {"REGISTER"}  # the names arrive later and push their own undo step
 
     @classmethod

@@ -1,4 +1,5 @@
 """Operators: backend control, segmentation, part editing and the modal pick tool."""
+
 from __future__ import annotations
 
 import bpy
@@ -30,8 +31,13 @@ def mesh_problem(obj) -> str:
     """Why `obj` cannot be segmented ("" when it can)."""
     mesh = obj.data
     if len(mesh.polygons) == 0:
-        what = "is empty" if len(mesh.vertices) == 0 else "has only loose edges" if len(mesh.edges) else \
-            "has only vertices"
+        what = (
+            "is empty"
+            if len(mesh.vertices) == 0
+            else "has only loose edges"
+            if len(mesh.edges)
+            else "has only vertices"
+        )
         return f"{obj.name}: no faces to segment (the mesh {what})"
     return ""
 
@@ -86,16 +92,23 @@ class SEGPARTS_OT_backend_restart(bpy.types.Operator):
 class SEGPARTS_OT_setup_backend(bpy.types.Operator):
     bl_idname = "segparts.setup_backend"
     bl_label = "Set up Backend"
-    bl_description = ("Create a virtual environment with the chosen Python and install the backend bundled "
-                      "with the add-on (log in the extension's user folder)")
+    bl_description = (
+        "Create a virtual environment with the chosen Python and install the backend bundled "
+        "with the add-on (log in the extension's user folder)"
+    )
 
     def execute(self, context):
         p = config.prefs()
         python = bpy.path.abspath(p.setup_python) if p and p.setup_python else ""
         venv = config.state_dir() / "venv"
         try:
-            task = setup.setup_backend_task(python, venv, config.bundled_backend(),
-                                            config.state_dir() / "setup.log", learned=bool(p and p.setup_learned))
+            task = setup.setup_backend_task(
+                python,
+                venv,
+                config.bundled_backend(),
+                config.state_dir() / "setup.log",
+                learned=bool(p and p.setup_learned),
+            )
             runtime.start_setup_task(task)
         except (ValueError, RuntimeError) as exc:
             self.report({"ERROR"}, str(exc))
@@ -115,10 +128,17 @@ class SEGPARTS_OT_fetch_models(bpy.types.Operator):
         manifest = config.manifest()
         try:
             # what the backend says the engine loads; the manifest's list when it is not running
-            names = engines.models(runtime.engine_status(), self.engine) or setup.models_for_engine(manifest, self.engine)
-            task = setup.fetch_models_task(config.backend_python(p), names, self.engine,
-                                           config.state_dir() / f"fetch-{self.engine}.log",
-                                           config.make_config().models_dir, manifest)
+            names = engines.models(runtime.engine_status(), self.engine) or setup.models_for_engine(
+                manifest, self.engine
+            )
+            task = setup.fetch_models_task(
+                config.backend_python(p),
+                names,
+                self.engine,
+                config.state_dir() / f"fetch-{self.engine}.log",
+                config.make_config().models_dir,
+                manifest,
+            )
             runtime.start_setup_task(task)
         except (ValueError, RuntimeError, OSError) as exc:
             self.report({"ERROR"}, str(exc))
@@ -324,8 +344,9 @@ class SEGPARTS_OT_merge_parts(_OnSegmentedObject, bpy.types.Operator):
 class SEGPARTS_OT_split_part(_OnSegmentedObject, bpy.types.Operator):
     bl_idname = "segparts.split_part"
     bl_label = "Split Part"
-    bl_description = ("Split the active part into its next finer pieces; in Edit Mode, the selected faces "
-                      "become a new part instead")
+    bl_description = (
+        "Split the active part into its next finer pieces; in Edit Mode, the selected faces become a new part instead"
+    )
 
     def execute(self, context):
         obj = _segmented_object(context)
@@ -396,16 +417,24 @@ PICK_HELP = "Pick parts: click select · Shift add · Ctrl remove · wheel/+/- c
 class SEGPARTS_OT_pick(bpy.types.Operator):
     bl_idname = "segparts.pick"
     bl_label = "Pick Parts"
-    bl_description = ("Hover to highlight a part, click to select, Shift adds, Ctrl removes; wheel or +/- goes "
-                      "coarser/finer, S selects every copy of the part. With GeoSAM2 a click is a positive prompt, "
-                      "Ctrl-click a negative one. Right-click or Esc ends")
+    bl_description = (
+        "Hover to highlight a part, click to select, Shift adds, Ctrl removes; wheel or +/- goes "
+        "coarser/finer, S selects every copy of the part. With GeoSAM2 a click is a positive prompt, "
+        "Ctrl-click a negative one. Right-click or Esc ends"
+    )
     bl_options = {"REGISTER"}
 
     @classmethod
     def poll(cls, context):
         obj = _mesh_object(context)
-        return obj is not None and len(obj.data.polygons) > 0 and (
-            len(obj.segparts.parts) > 0 or engines.click_prompts(runtime.engine_status(), context.scene.segparts_engine))
+        return (
+            obj is not None
+            and len(obj.data.polygons) > 0
+            and (
+                len(obj.segparts.parts) > 0
+                or engines.click_prompts(runtime.engine_status(), context.scene.segparts_engine)
+            )
+        )
 
     def invoke(self, context, event):
         obj = _mesh_object(context)
@@ -433,12 +462,21 @@ class SEGPARTS_OT_pick(bpy.types.Operator):
         if event.type == "MOUSEMOVE":
             if tool.ray.ready != self.index_ready:  # a big mesh's index is still being built
                 self.index_ready = tool.ray.ready
-                context.workspace.status_text_set(PICK_HELP if self.index_ready else
-                                                  "Pick parts: preparing the mesh for picking…")
+                context.workspace.status_text_set(
+                    PICK_HELP if self.index_ready else "Pick parts: preparing the mesh for picking…"
+                )
             tool.hover(context, event.mouse_x, event.mouse_y)
             return {"PASS_THROUGH"}
-        step = {"WHEELUPMOUSE": 1, "NUMPAD_PLUS": 1, "EQUAL": 1, "PAGE_UP": 1,
-                "WHEELDOWNMOUSE": -1, "NUMPAD_MINUS": -1, "MINUS": -1, "PAGE_DOWN": -1}.get(event.type)
+        step = {
+            "WHEELUPMOUSE": 1,
+            "NUMPAD_PLUS": 1,
+            "EQUAL": 1,
+            "PAGE_UP": 1,
+            "WHEELDOWNMOUSE": -1,
+            "NUMPAD_MINUS": -1,
+            "MINUS": -1,
+            "PAGE_DOWN": -1,
+        }.get(event.type)
         if step is not None and event.value in {"PRESS", "NOTHING"} and not event.alt:
             tool.change_level(step)
             return {"RUNNING_MODAL"}
@@ -460,11 +498,25 @@ class SEGPARTS_OT_pick(bpy.types.Operator):
 
 
 CLASSES = (
-    SEGPARTS_OT_backend_start, SEGPARTS_OT_backend_stop, SEGPARTS_OT_backend_restart, SEGPARTS_OT_setup_backend,
-    SEGPARTS_OT_fetch_models, SEGPARTS_OT_segment, SEGPARTS_OT_cancel, SEGPARTS_OT_clear_preview,
-    SEGPARTS_OT_apply_materials, SEGPARTS_OT_part_select, SEGPARTS_OT_select_faces, SEGPARTS_OT_assign_material,
-    SEGPARTS_OT_separate, SEGPARTS_OT_visibility, SEGPARTS_OT_merge_parts, SEGPARTS_OT_split_part,
-    SEGPARTS_OT_rename_part, SEGPARTS_OT_select_similar, SEGPARTS_OT_pick,
+    SEGPARTS_OT_backend_start,
+    SEGPARTS_OT_backend_stop,
+    SEGPARTS_OT_backend_restart,
+    SEGPARTS_OT_setup_backend,
+    SEGPARTS_OT_fetch_models,
+    SEGPARTS_OT_segment,
+    SEGPARTS_OT_cancel,
+    SEGPARTS_OT_clear_preview,
+    SEGPARTS_OT_apply_materials,
+    SEGPARTS_OT_part_select,
+    SEGPARTS_OT_select_faces,
+    SEGPARTS_OT_assign_material,
+    SEGPARTS_OT_separate,
+    SEGPARTS_OT_visibility,
+    SEGPARTS_OT_merge_parts,
+    SEGPARTS_OT_split_part,
+    SEGPARTS_OT_rename_part,
+    SEGPARTS_OT_select_similar,
+    SEGPARTS_OT_pick,
 )
 
 

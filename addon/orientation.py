@@ -9,6 +9,7 @@ Shading normals (sent for the engines that render) turn by the inverse transpose
 Triangle order is unchanged, so labels per face need no mapping back. Click points the add-on
 sends go through the same matrix (picking.click_prompt).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -45,4 +46,3 @@ def to_world(vertices: np.ndarray, faces: np.ndarray, appearance: dict, linear: 
         return vertices, faces, appearance
     appearance = {name: swap_corners(values) if name in PER_CORNER else values for name, values in appearance.items()}
     return vertices, swap_corners(faces), appearance
-

@@ -3,6 +3,7 @@
 Part k always gets the same colour, neighbouring ids get far-apart hues (golden-ratio steps), and
 saturation/value alternate so that even 100+ parts stay tellable apart in a Workbench render.
 """
+
 from __future__ import annotations
 
 import colorsys

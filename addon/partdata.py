@@ -8,6 +8,7 @@ EVERY part whose faces use it. Each group therefore holds whole faces of its par
 group selects the part's faces, and an armature bone bound to it moves the part without tearing
 its border), at the price that border vertices sit in two or more groups.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -63,8 +64,9 @@ def fan_triangles(corner_verts: np.ndarray, loop_total: np.ndarray) -> tuple[np.
     return tris, tri_poly
 
 
-def vertex_groups(poly_labels: np.ndarray, loop_vertex: np.ndarray, loop_total: np.ndarray,
-                  n_vertices: int) -> dict[int, np.ndarray]:
+def vertex_groups(
+    poly_labels: np.ndarray, loop_vertex: np.ndarray, loop_total: np.ndarray, n_vertices: int
+) -> dict[int, np.ndarray]:
     """Part id -> sorted vertex indices of that part (policy in the module docstring).
 
     Vectorised without sorting all (part, vertex) pairs: every used vertex gets one part by a
@@ -136,8 +138,11 @@ def group_update(old_labels: np.ndarray | None, new_labels: np.ndarray, topo: To
         if before is None:
             changes[part] = (empty, verts, verts)
         else:
-            changes[part] = (np.setdiff1d(before, verts, assume_unique=True),
-                             np.setdiff1d(verts, before, assume_unique=True), verts)
+            changes[part] = (
+                np.setdiff1d(before, verts, assume_unique=True),
+                np.setdiff1d(verts, before, assume_unique=True),
+                verts,
+            )
     labels = np.asarray(new_labels)
     faces = np.bincount(labels[labels >= 0]) if labels.size else np.zeros(0, dtype=np.int64)
     return GroupUpdate(changes, sorted(set(old) - set(new)), part_vertex_counts(new), faces)
@@ -145,7 +150,7 @@ def group_update(old_labels: np.ndarray | None, new_labels: np.ndarray, topo: To
 
 def chunks(values: np.ndarray, size: int):
     for start in range(0, len(values), size):
-        yield values[start:start + size]
+        yield values[start : start + size]
 
 
 def part_vertex_counts(groups: dict[int, np.ndarray]) -> dict[int, int]:
@@ -183,11 +188,11 @@ class SelectionUpdate:
     mode: str = "SET"  # SET | ADD | REMOVE
 
     @classmethod
-    def from_modifiers(cls, shift: bool, ctrl: bool) -> "SelectionUpdate":
+    def from_modifiers(cls, shift: bool, ctrl: bool) -> SelectionUpdate:
         return cls("REMOVE" if ctrl else "ADD" if shift else "SET")
 
     def apply(self, selected: set[int], parts: set[int] | list[int]) -> set[int]:
-        parts = set(int(p) for p in parts)
+        parts = {int(p) for p in parts}
         if self.mode == "ADD":
             return set(selected) | parts
         if self.mode == "REMOVE":

@@ -7,6 +7,7 @@ scales the tree decides as before (a merge made at s holds at s and coarser; a s
 holds at s and finer). `node_map` maps old node ids to new ones (-1: removed), so anything keyed
 by node (part names) follows the edit.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -150,5 +151,10 @@ def _renumber(leaf_labels, parents: list, heights: list, edited: int, n_leaves: 
     node_map[order] = np.arange(len(order))
     new_parent = np.where(parent[order] >= 0, node_map[np.maximum(parent[order], 0)], -1)
     new_leaf = node_map[np.asarray(leaf_labels, dtype=np.int64)]
-    return Edit(new_leaf.astype(np.int32), new_parent.astype(np.int32), height[order].astype(np.float32),
-                node_map[:n], int(node_map[edited]))
+    return Edit(
+        new_leaf.astype(np.int32),
+        new_parent.astype(np.int32),
+        height[order].astype(np.float32),
+        node_map[:n],
+        int(node_map[edited]),
+    )

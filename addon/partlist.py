@@ -1,6 +1,7 @@
 """The part list of an object (`obj.segparts.parts`) and what hangs off it: rebuilding it from the
 `part_id` attribute, writing new labels (`write_all`), selection, visibility, quiet renames, and
 Object Mode for writes. The list is derived: `part_id` is the source of truth (writeback.py)."""
+
 from __future__ import annotations
 
 import bpy
@@ -31,8 +32,9 @@ def write_all(obj, poly_labels, topo, keep: bool = False):
     refresh(obj, poly_labels, keep, counts, counts.pop("faces", None))
 
 
-def refresh(obj, poly_labels=None, keep: bool = False, vertex_counts: dict | None = None,
-            faces: np.ndarray | None = None) -> None:
+def refresh(
+    obj, poly_labels=None, keep: bool = False, vertex_counts: dict | None = None, faces: np.ndarray | None = None
+) -> None:
     """Rebuild the part list from the `part_id` attribute (the source of truth). keep=True keeps
     the names and materials of part ids that survive (editing); new labels start fresh."""
     global revision
@@ -47,7 +49,8 @@ def refresh(obj, poly_labels=None, keep: bool = False, vertex_counts: dict | Non
     if vertex_counts is None:
         topo = mesh_io.topology(obj.data)
         vertex_counts = partdata.part_vertex_counts(
-            partdata.vertex_groups(poly_labels, topo.corner_verts, topo.loop_total, topo.n_vertices))
+            partdata.vertex_groups(poly_labels, topo.corner_verts, topo.loop_total, topo.n_vertices)
+        )
     if faces is None:  # faces per part (the write-back counts them in the background thread)
         faces = np.bincount(poly_labels[poly_labels >= 0])
     given = _names_from_nodes(obj, poly_labels)

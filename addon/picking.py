@@ -7,6 +7,7 @@ used where no BVH is at hand and by the tests to check the BVH route.
 Moving along the hierarchy: the faces under the mouse sit on a path leaf -> ... -> root. The part
 of the current cut is one node on that path; `level` moves up (coarser, > 0) or down (finer, < 0).
 """
+
 from __future__ import annotations
 
 import time
@@ -59,7 +60,7 @@ class TriangleGrid:
         # float32 like Blender's own positions (half the memory); hits are computed in float64
         self.vertices = v32 = np.ascontiguousarray(vertices, dtype=np.float32)
         self.tris = np.ascontiguousarray(tris, dtype=np.int32)
-        blocks = [self._bounds(v32, self.tris[i:i + self.BLOCK]) for i in range(0, len(self.tris), self.BLOCK)]
+        blocks = [self._bounds(v32, self.tris[i : i + self.BLOCK]) for i in range(0, len(self.tris), self.BLOCK)]
         lo = np.min([b[0].min(axis=0) for b in blocks], axis=0).astype(np.float64)
         hi = np.max([b[1].max(axis=0) for b in blocks], axis=0).astype(np.float64)
         extent = np.maximum(hi - lo, 1e-9 * max(float((hi - lo).max()), 1e-12))
@@ -157,7 +158,7 @@ class TriangleGrid:
         cells, exits = self._cells_along(o, d)
         best, best_t = -1, float("inf")
         for i in range(0, len(cells), self.CHUNK):
-            chunk = np.asarray(cells[i:i + self.CHUNK], dtype=np.int64)
+            chunk = np.asarray(cells[i : i + self.CHUNK], dtype=np.int64)
             starts, ends = self.cell_start[chunk], self.cell_start[chunk + 1]
             sizes = ends - starts
             if sizes.sum():

@@ -4,6 +4,7 @@ Rays are cast against a grid index (picking.TriangleGrid) of the EVALUATED mesh 
 in object space and every hit is mapped back to the ORIGINAL polygon the labels belong to, so a
 mirrored half picks (and highlights) the part of the faces it mirrors.
 """
+
 from __future__ import annotations
 
 import bpy
@@ -226,8 +227,10 @@ class PickTool:
 
     def _set_target(self, target, area=None):
         changed = (target is None) != (self.target is None) or (
-            target is not None and (target.node, target.polygon if target.node < 0 else 0, target.level) !=
-            (self.target.node, self.target.polygon if self.target.node < 0 else 0, self.target.level))
+            target is not None
+            and (target.node, target.polygon if target.node < 0 else 0, target.level)
+            != (self.target.node, self.target.polygon if self.target.node < 0 else 0, self.target.level)
+        )
         self.target = target
         if changed:
             self._batch = None
@@ -271,8 +274,9 @@ class PickTool:
 
     def _prompt(self, obj, positive: bool, extend: bool) -> str:
         tri, poly, loc = self.hit
-        click = picking.click_prompt(*self.ray.original_click(tri, poly, loc), positive,
-                                     orientation.linear_part(obj.matrix_world))
+        click = picking.click_prompt(
+            *self.ray.original_click(tri, poly, loc), positive, orientation.linear_part(obj.matrix_world)
+        )
         self.clicks = (self.clicks + [click]) if extend else [click]
         if self.send_prompt is None:
             return "Prompt not sent: this tool has no way to send prompts"

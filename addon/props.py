@@ -5,8 +5,16 @@ without this module's globals, so an `update=` callback naming `runtime` would r
 """
 
 import bpy
-from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, FloatVectorProperty,
-                       IntProperty, PointerProperty, StringProperty)
+from bpy.props import (
+    BoolProperty,
+    CollectionProperty,
+    EnumProperty,
+    FloatProperty,
+    FloatVectorProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
 
 from . import editing, naming_ops, partlist, results, runtime, ui
 
@@ -19,37 +27,69 @@ class SegPartsPreferences(bpy.types.AddonPreferences):
     bl_idname = __package__
 
     python_path: StringProperty(
-        name="Backend Python", subtype="FILE_PATH",
+        name="Backend Python",
+        subtype="FILE_PATH",
         description="Python interpreter that has the segparts backend installed (empty: the one made by "
-                    "'Set up backend')", update=_session_settings_changed)
+        "'Set up backend')",
+        update=_session_settings_changed,
+    )
     host: StringProperty(name="Host", default="127.0.0.1", update=_session_settings_changed)
-    port: IntProperty(name="Port", default=0, min=0, max=65535,
-                      description="TCP port of the backend. 0 (default): with Auto-start, each Blender starts its "
-                                  "own backend on a free port; without, connect to `segparts serve` on 5555",
-                      update=_session_settings_changed)
-    auto_start: BoolProperty(name="Auto-start", default=True,
-                             description="Start the backend when needed and stop it when Blender exits",
-                             update=_session_settings_changed)
-    device: EnumProperty(name="Device", items=[("auto", "Auto", "CUDA when present, else CPU"),
-                                               ("cpu", "CPU", ""), ("cuda", "CUDA", "")],
-                         default="auto", update=_session_settings_changed)
-    models_dir: StringProperty(name="Models folder", subtype="DIR_PATH",
-                               description="Where model checkpoints are kept (empty: the backend's default)",
-                               update=_session_settings_changed)
-    setup_python: StringProperty(name="Python for set-up", subtype="FILE_PATH",
-                                 description="Python 3.11+ used to create the backend's virtual environment")
-    setup_learned: BoolProperty(name="Learned engines (torch)", default=False,
-                                description="Also install torch and the learned engines' dependencies")
+    port: IntProperty(
+        name="Port",
+        default=0,
+        min=0,
+        max=65535,
+        description="TCP port of the backend. 0 (default): with Auto-start, each Blender starts its "
+        "own backend on a free port; without, connect to `segparts serve` on 5555",
+        update=_session_settings_changed,
+    )
+    auto_start: BoolProperty(
+        name="Auto-start",
+        default=True,
+        description="Start the backend when needed and stop it when Blender exits",
+        update=_session_settings_changed,
+    )
+    device: EnumProperty(
+        name="Device",
+        items=[("auto", "Auto", "CUDA when present, else CPU"), ("cpu", "CPU", ""), ("cuda", "CUDA", "")],
+        default="auto",
+        update=_session_settings_changed,
+    )
+    models_dir: StringProperty(
+        name="Models folder",
+        subtype="DIR_PATH",
+        description="Where model checkpoints are kept (empty: the backend's default)",
+        update=_session_settings_changed,
+    )
+    setup_python: StringProperty(
+        name="Python for set-up",
+        subtype="FILE_PATH",
+        description="Python 3.11+ used to create the backend's virtual environment",
+    )
+    setup_learned: BoolProperty(
+        name="Learned engines (torch)",
+        default=False,
+        description="Also install torch and the learned engines' dependencies",
+    )
     # Name Parts (naming_ops.py): empty URL = off, nothing is sent (SEGPARTS_VLM_* are the fallback)
-    vlm_url: StringProperty(name="Endpoint URL",
-                            description="OpenAI-compatible chat-completions base URL of a vision model, e.g. "
-                                        "http://localhost:11434/v1 for Ollama (empty: naming is off)")
+    vlm_url: StringProperty(
+        name="Endpoint URL",
+        description="OpenAI-compatible chat-completions base URL of a vision model, e.g. "
+        "http://localhost:11434/v1 for Ollama (empty: naming is off)",
+    )
     vlm_model: StringProperty(name="Model", description="Model name at that endpoint, e.g. qwen2.5vl:7b")
-    vlm_api_key: StringProperty(name="API key", subtype="PASSWORD",
-                                description="Sent as a Bearer token (stored in your preferences; "
-                                            "SEGPARTS_VLM_API_KEY is used when empty)")
-    vlm_views: IntProperty(name="Views per part", default=3, min=1, max=8,
-                           description="Highlighted views of each part in the image sent (plus the whole object)")
+    vlm_api_key: StringProperty(
+        name="API key",
+        subtype="PASSWORD",
+        description="Sent as a Bearer token (stored in your preferences; SEGPARTS_VLM_API_KEY is used when empty)",
+    )
+    vlm_views: IntProperty(
+        name="Views per part",
+        default=3,
+        min=1,
+        max=8,
+        description="Highlighted views of each part in the image sent (plus the whole object)",
+    )
 
     def draw(self, context):
         ui.draw_preferences(self, context)
@@ -84,9 +124,14 @@ class SegPartsObject(bpy.types.PropertyGroup):
     parts: CollectionProperty(type=SegPartsPart)
     active_part: IntProperty(name="Active part", default=0)
     granularity: FloatProperty(
-        name="Granularity", min=0.0, max=1.0, default=0.5, subtype="FACTOR",
+        name="Granularity",
+        min=0.0,
+        max=1.0,
+        default=0.5,
+        subtype="FACTOR",
         description="Coarse (0) to fine (1): re-cuts the returned part hierarchy, no new segmentation",
-        update=_granularity_changed)
+        update=_granularity_changed,
+    )
     engine: StringProperty(name="Engine of the last result")
     mesh_id: StringProperty(name="Backend mesh id")
     segmentation_id: StringProperty(name="Backend result id", description="Names the result for new scales")
@@ -103,12 +148,15 @@ def register():
     for cls in CLASSES:
         bpy.utils.register_class(cls)
     bpy.types.Object.segparts = PointerProperty(type=SegPartsObject)
-    bpy.types.Scene.segparts_engine = EnumProperty(name="Engine", items=_engine_items,
-                                                   description="Segmentation engine (availability from the backend)")
+    bpy.types.Scene.segparts_engine = EnumProperty(
+        name="Engine", items=_engine_items, description="Segmentation engine (availability from the backend)"
+    )
     bpy.types.Scene.segparts_preview = BoolProperty(
-        name="Preview colours", default=True,
+        name="Preview colours",
+        default=True,
         description="Show parts with temporary colour materials (your materials are kept)",
-        update=lambda self, context: results.on_preview_changed(self))
+        update=lambda self, context: results.on_preview_changed(self),
+    )
 
 
 def unregister():

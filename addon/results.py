@@ -1,6 +1,7 @@
 """Asking for results and applying them: Segment, prompt picks and new slider positions send their
 jobs through the runtime's session, and their answers are written back as timer steps
 (generators, see runtime.drain). Also the Preview Colours tick box."""
+
 from __future__ import annotations
 
 import bpy
@@ -39,8 +40,11 @@ def start_segment(obj, engine: str) -> None:
 
     def done(job, msg):
         running.pop(name, None)
-        runtime.queue_work(("segment", name), _apply_segmentation(name, arrays, job.mesh_id, engine, msg),
-                           on_done=lambda: runtime.undo_push("Segment Parts"))
+        runtime.queue_work(
+            ("segment", name),
+            _apply_segmentation(name, arrays, job.mesh_id, engine, msg),
+            on_done=lambda: runtime.undo_push("Segment Parts"),
+        )
 
     def failed(job, text):
         running.pop(name, None)
@@ -50,8 +54,12 @@ def start_segment(obj, engine: str) -> None:
     running[name] = job
     runtime.set_message(f"Segmenting {name} with {engine}…", name)
     # the content hash (~60 MB at 1M faces) in the background thread; the upload starts after it
-    runtime.queue_work(("hash", name), _start_when_hashed(job, background.submit(
-        mesh_id, arrays.vertices, arrays.faces, arrays.cues, arrays.appearance)))
+    runtime.queue_work(
+        ("hash", name),
+        _start_when_hashed(
+            job, background.submit(mesh_id, arrays.vertices, arrays.faces, arrays.cues, arrays.appearance)
+        ),
+    )
 
 
 def _start_when_hashed(job, future):
@@ -64,6 +72,7 @@ def _start_when_hashed(job, future):
 
 def segment_when_ready(obj_name: str, engine: str) -> None:
     """Segment once the backend that is starting is up (or say why it did not come up)."""
+
     def start(s):
         obj = bpy.data.objects.get(obj_name)
         if s.state != "ready":
@@ -155,7 +164,9 @@ def start_pick(obj, engine: str, clicks: list[dict]) -> None:
 
     def done(job, msg):
         running.pop(name, None)
-        runtime.queue_work(("pick", name), _apply_pick(name, arrays, msg), on_done=lambda: runtime.undo_push("Pick Part"))
+        runtime.queue_work(
+            ("pick", name), _apply_pick(name, arrays, msg), on_done=lambda: runtime.undo_push("Pick Part")
+        )
 
     def failed(job, text):
         running.pop(name, None)
@@ -202,16 +213,18 @@ def on_granularity_changed(obj, granularity: float) -> None:
 
 
 def _queue_recut(name, granularity, topo, note: str = "") -> None:
-    runtime.queue_work(("recut", name), _recut(name, granularity, topo, note),
-                       on_done=lambda: runtime.undo_push("Granularity"))
+    runtime.queue_work(
+        ("recut", name), _recut(name, granularity, topo, note), on_done=lambda: runtime.undo_push("Granularity")
+    )
 
 
 def _scales_on_backend(obj) -> bool:
     """Whether a new slider position asks the backend: the result's engine gives every scale its own
     result (SAMPart3D re-clusters its field) and the backend is up to hold that result."""
     props = obj.segparts
-    return bool(engines.scales_on_backend(runtime.engine_status(), props.engine)
-                and props.segmentation_id and props.mesh_id)
+    return bool(
+        engines.scales_on_backend(runtime.engine_status(), props.engine) and props.segmentation_id and props.mesh_id
+    )
 
 
 def _request_scale(name: str) -> None:
@@ -229,8 +242,9 @@ def _request_scale(name: str) -> None:
 
     def done(job, msg):
         running.pop(name, None)
-        runtime.queue_work(("recut", name), _apply_scale(name, scale, msg),
-                           on_done=lambda: runtime.undo_push("Granularity"))
+        runtime.queue_work(
+            ("recut", name), _apply_scale(name, scale, msg), on_done=lambda: runtime.undo_push("Granularity")
+        )
 
     def failed(job, text):  # the backend lost the result (restart, eviction) or went away
         running.pop(name, None)
@@ -238,8 +252,12 @@ def _request_scale(name: str) -> None:
         if here is None or text == "Cancelled":
             runtime.set_message(f"{name}: {text}", name)
             return
-        _queue_recut(name, here.segparts.granularity, mesh_io.topology(here.data),
-                     f"{text}; the slider cuts the stored part tree (segment again to re-cluster)")
+        _queue_recut(
+            name,
+            here.segparts.granularity,
+            mesh_io.topology(here.data),
+            f"{text}; the slider cuts the stored part tree (segment again to re-cluster)",
+        )
 
     props = obj.segparts
     job = jobs.ScaleJob(runtime.get_session(), props.mesh_id, props.engine, props.segmentation_id, scale, done, failed)

@@ -8,6 +8,7 @@ have passed, so a large result is applied over several ticks instead of freezing
 work runs in a background thread meanwhile (background.py). `drain` is a plain function: tests
 call it directly (timers don't fire in the bpy module).
 """
+
 from __future__ import annotations
 
 import atexit
@@ -182,7 +183,7 @@ def _call(fn):
     """A one-step generator that calls fn."""
     fn()
     return
-    yield  # noqa: unreachable - makes this a generator
+    yield  # unreachable: makes this function a generator
 
 
 def _busy() -> bool:
@@ -218,7 +219,7 @@ def queue_work(key, gen, on_done=None) -> None:
 
 def redraw() -> None:
     wm = getattr(bpy.context, "window_manager", None)
-    for window in (wm.windows if wm else []):
+    for window in wm.windows if wm else []:
         for area in window.screen.areas:
             if area.type in ("VIEW_3D", "PREFERENCES"):
                 area.tag_redraw()

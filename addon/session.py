@@ -4,6 +4,7 @@
 arrived (non-blocking `poll(0)`), dispatches each to the request that asked for it, notices a dead
 process or a backend that stopped answering, and returns quickly so Blender's UI never waits.
 """
+
 from __future__ import annotations
 
 import os
@@ -11,9 +12,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import engines, logs
 
@@ -73,15 +75,29 @@ class BackendProcess:
 
     def command(self) -> list[str]:
         c = self.config
-        return [c.python, "-m", "segparts", "serve", "--host", c.host, "--port", str(c.port),
-                "--device", c.device, "--token-file", str(c.token_file), "--parent-pid", str(self.parent_pid),
-                "--log-file", str(c.log_file)]
+        return [
+            c.python,
+            "-m",
+            "segparts",
+            "serve",
+            "--host",
+            c.host,
+            "--port",
+            str(c.port),
+            "--device",
+            c.device,
+            "--token-file",
+            str(c.token_file),
+            "--parent-pid",
+            str(self.parent_pid),
+            "--log-file",
+            str(c.log_file),
+        ]
 
     def start(self) -> None:
         c = self.config
         if not c.python:
-            raise RuntimeError("no backend Python set: choose it in the add-on preferences or press "
-                               "'Set up backend'")
+            raise RuntimeError("no backend Python set: choose it in the add-on preferences or press 'Set up backend'")
         if not Path(c.python).exists():
             raise RuntimeError(f"backend Python {c.python!r} does not exist")
         Path(c.state_dir).mkdir(parents=True, exist_ok=True)
@@ -96,8 +112,14 @@ class BackendProcess:
         with open(c.console_file, "wb") as console:  # the child keeps its own handle
             flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0
             log.info("starting the backend: %s", " ".join(self.command()))
-            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=console,
-                                         stderr=subprocess.STDOUT, env=env, creationflags=flags)
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                env=env,
+                creationflags=flags,
+            )
 
     @property
     def running(self) -> bool:
@@ -129,8 +151,11 @@ class BackendProcess:
             except OSError:
                 pass
         # what went wrong, not the start-up chatter (token file paths, "listening on ...")
-        lines = [ln for ln in lines[-200:] if ln.strip() and "token" not in ln.lower() and " INFO " not in ln
-                 and "listening on" not in ln]
+        lines = [
+            ln
+            for ln in lines[-200:]
+            if ln.strip() and "token" not in ln.lower() and " INFO " not in ln and "listening on" not in ln
+        ]
         return " | ".join(lines[-n_lines:])
 
 
@@ -231,8 +256,14 @@ class Session:
                 p.on_message(None, message)
 
     # ---- requests ------------------------------------------------------------------------
-    def request(self, op: str, args: dict | None = None, arrays: dict | None = None,
-                on_message: Callable | None = None, timeout: float = QUICK_TIMEOUT_S) -> str:
+    def request(
+        self,
+        op: str,
+        args: dict | None = None,
+        arrays: dict | None = None,
+        on_message: Callable | None = None,
+        timeout: float = QUICK_TIMEOUT_S,
+    ) -> str:
         """Send one request; `on_message(msg, error_text)` gets every answer (msg None on failure)."""
         if not self.ready:
             raise RuntimeError(self.message if self.state == "error" else "the backend is not ready yet")
@@ -302,8 +333,9 @@ class Session:
         return True
 
     def _on_hello(self, hello: dict) -> None:
-        usable, note = engines.compatibility(hello, self.config.protocol, self.config.version or
-                                             str(hello.get("version", "")))
+        usable, note = engines.compatibility(
+            hello, self.config.protocol, self.config.version or str(hello.get("version", ""))
+        )
         if not usable:
             self._fail(note)
             return
@@ -324,16 +356,20 @@ class Session:
             return
         if now > self._start_deadline:
             where = f"{self.config.host}:{self.config.port}"
-            self._fail(f"No backend answers at {where}" + ("" if self.config.auto_start else
-                       " (start one with `segparts serve` or enable Auto-start)"))
+            self._fail(
+                f"No backend answers at {where}"
+                + ("" if self.config.auto_start else " (start one with `segparts serve` or enable Auto-start)")
+            )
             return
         if now - self._hello_sent > HELLO_RETRY_S:
             self._send_hello()  # the first may have gone to a socket that was not bound yet
 
     def _check_health(self, now: float) -> None:
         if self.process is not None and not self.process.running:
-            self._fail(f"Backend stopped unexpectedly (exit code {self.process.exit_code}). "
-                       f"Press Restart. Log: {self.process.log_tail()}")
+            self._fail(
+                f"Backend stopped unexpectedly (exit code {self.process.exit_code}). "
+                f"Press Restart. Log: {self.process.log_tail()}"
+            )
             return
         for p in list(self.pending.values()):
             if now > p.deadline:

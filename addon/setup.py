@@ -1,6 +1,7 @@
-""""Set up backend" and "Fetch models": a few commands run one after another as child processes,
+""" "Set up backend" and "Fetch models": a few commands run one after another as child processes,
 watched by the timer (no bpy, never waits). Output goes to a log file in the extension's folder.
 """
+
 from __future__ import annotations
 
 import os
@@ -55,8 +56,9 @@ class Task:
             env.pop("PYTHONHOME", None)
             flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0
             try:
-                self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                             env=env, creationflags=flags)
+                self.proc = subprocess.Popen(
+                    cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, creationflags=flags
+                )
             except OSError as exc:
                 self._finish(False, f"{self.title} failed to run {cmd[0]}: {exc}")
 
@@ -110,8 +112,9 @@ def venv_python(venv: Path) -> Path:
     return venv / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
 
 
-def setup_backend_task(python: str, venv: Path, bundle: Path, log_file: Path, learned: bool = False,
-                       device: str = "auto") -> Task:
+def setup_backend_task(
+    python: str, venv: Path, bundle: Path, log_file: Path, learned: bool = False, device: str = "auto"
+) -> Task:
     """Create `venv` with `python` and install the bundled backend; with `learned`, then the learned
     engines' stack through `segparts setup --learned` (the same path as `make setup`: torch for
     this machine's device, spconv, hydra-core, iopath, sam2 without torchvision)."""
@@ -126,8 +129,12 @@ def setup_backend_task(python: str, venv: Path, bundle: Path, log_file: Path, le
         ("installing the backend and its requirements", [vpy, "-m", "pip", "install", str(bundle)]),
     ]
     if learned:
-        steps.append(("installing the learned engines (torch, spconv, sam2)",
-                      [vpy, "-m", "segparts", "setup", "--learned", "--device", device]))
+        steps.append(
+            (
+                "installing the learned engines (torch, spconv, sam2)",
+                [vpy, "-m", "segparts", "setup", "--learned", "--device", device],
+            )
+        )
     steps.append(("checking the installation", [vpy, "-m", "segparts", "--version"]))
     return Task("Set up backend", steps, log_file)
 
@@ -143,8 +150,9 @@ def models_for_engine(manifest: Path, engine: str) -> list[str]:
     return names
 
 
-def fetch_models_task(python: str, names: list[str], engine: str, log_file: Path, models_dir: str = "",
-                      manifest: Path | None = None) -> Task:
+def fetch_models_task(
+    python: str, names: list[str], engine: str, log_file: Path, models_dir: str = "", manifest: Path | None = None
+) -> Task:
     if not python:
         raise ValueError("no backend Python: set it in the preferences or press 'Set up backend'")
     env = dict(os.environ)
@@ -152,6 +160,11 @@ def fetch_models_task(python: str, names: list[str], engine: str, log_file: Path
         env["SEGPARTS_MODELS"] = models_dir
     if manifest is not None and Path(manifest).exists():
         env["SEGPARTS_MANIFEST"] = str(manifest)
-    return Task(f"Fetch {engine} models", [
-        (f"downloading {', '.join(names)}", [python, "-m", "segparts", "models", "fetch", *names]),
-    ], log_file, env)
+    return Task(
+        f"Fetch {engine} models",
+        [
+            (f"downloading {', '.join(names)}", [python, "-m", "segparts", "models", "fetch", *names]),
+        ],
+        log_file,
+        env,
+    )

@@ -6,6 +6,7 @@ through the node of the part at the slider's scale, or the nearest node above it
 group (the part is a piece of one copy: then the whole copies are selected, since the pieces of
 the other copies have no known correspondence).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -48,7 +49,7 @@ def similar_parts(hierarchy, poly_labels: np.ndarray, part_nodes_per_face: np.nd
     part_nodes_per_face: the node of each face's part at the slider's scale
     (partedits.active_nodes)."""
     poly_labels = np.asarray(poly_labels)
-    chosen = set(int(p) for p in parts)
+    chosen = {int(p) for p in parts}
     out = set(chosen)
     for part in chosen:
         faces = np.flatnonzero(poly_labels == part)

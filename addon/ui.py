@@ -1,4 +1,5 @@
 """View3D > Sidebar > "Segment Parts" panel, the part list and the preferences layout."""
+
 from __future__ import annotations
 
 import textwrap
@@ -20,8 +21,12 @@ class SEGPARTS_UL_parts(bpy.types.UIList):
         row.prop(item, "name", text="", emboss=False)
         row.label(text=f"{item.vertex_count} v")
         row.prop(item, "visible", text="", icon="HIDE_OFF" if item.visible else "HIDE_ON", emboss=False)
-        op = row.operator("segparts.part_select", text="", emboss=False,
-                          icon="RESTRICT_SELECT_OFF" if item.selected else "RESTRICT_SELECT_ON")
+        op = row.operator(
+            "segparts.part_select",
+            text="",
+            emboss=False,
+            icon="RESTRICT_SELECT_OFF" if item.selected else "RESTRICT_SELECT_ON",
+        )
         op.part_id = item.part_id
 
 
@@ -99,8 +104,7 @@ def _draw_backend(layout, s):
             box.label(text=line, icon="ERROR" if i == 0 else "BLANK1")
     row = box.row(align=True)
     if state in ("off", "error"):
-        row.operator("segparts.backend_start", text="Restart" if state == "error" else "Start Backend",
-                     icon="PLAY")
+        row.operator("segparts.backend_start", text="Restart" if state == "error" else "Start Backend", icon="PLAY")
     else:
         row.operator("segparts.backend_restart", text="Restart", icon="FILE_REFRESH")
     if state in ("starting", "ready") or (s is not None and s.process is not None):

@@ -14,6 +14,7 @@ What a segmentation leaves on the object:
   materials the object's real materials (nothing is kept to restore).
 Writers are generators: each `yield` is a point where the timer may hand control back to Blender.
 """
+
 from __future__ import annotations
 
 import bpy
@@ -125,8 +126,9 @@ def remap_node_names(obj, node_map) -> None:
     """Names follow their nodes through a hierarchy edit (node_map: old -> new, -1 gone)."""
     names = node_names(obj)
     if names:
-        obj[NAMES_PROP] = {str(int(node_map[k])): v for k, v in names.items()
-                           if 0 <= k < len(node_map) and node_map[k] >= 0}
+        obj[NAMES_PROP] = {
+            str(int(node_map[k])): v for k, v in names.items() if 0 <= k < len(node_map) and node_map[k] >= 0
+        }
 
 
 def load_hierarchy(obj):
@@ -142,8 +144,14 @@ def labels(obj) -> np.ndarray | None:
 GROUP_CHUNK = 10_000  # vertices per vertex-group edit (~5 ms): timer ticks stay short
 
 
-def write_parts(obj, poly_labels: np.ndarray, topo, preview: bool = True, keep_parts: dict | None = None,
-                vertex_counts: dict | None = None):
+def write_parts(
+    obj,
+    poly_labels: np.ndarray,
+    topo,
+    preview: bool = True,
+    keep_parts: dict | None = None,
+    vertex_counts: dict | None = None,
+):
     """Generator: attribute, materials, vertex groups. Labels are per polygon; `topo` is the
     mesh's partdata.Topology. `vertex_counts` (optional dict) receives each part's vertex count.
     May yield a Future (array work in a thread): the caller comes back when it is done."""

@@ -10,6 +10,7 @@ data), presses the add-on's Segment operator with the default engine (the add-on
 and writes demo_out/segmented.blend and demo_out/segmented.png (Workbench, parts in their
 preview colours).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,9 @@ def find_zip(dist: Path) -> Path:
 
 def install(zip_path: Path):
     t0 = time.perf_counter()
-    result = bpy.ops.extensions.package_install_files(filepath=str(zip_path), repo="user_default",
-                                                      enable_on_install=True)
+    result = bpy.ops.extensions.package_install_files(
+        filepath=str(zip_path), repo="user_default", enable_on_install=True
+    )
     if result != {"FINISHED"} or MODULE not in bpy.context.preferences.addons:
         raise SystemExit(f"demo: installing {zip_path} failed: {result}")
     print(f"demo: installed and enabled {zip_path.name} in {time.perf_counter() - t0:.2f} s")
@@ -65,26 +67,61 @@ def _add(op, name, **kw):
 
 def build_robot():
     """A robot: smooth bevelled body, head, eyes, antenna, limbs, hands, feet — one mesh of
-separate pieces (each a different shape and size), like a kit-bashed asset."""
+    separate pieces (each a different shape and size), like a kit-bashed asset."""
     m = bpy.ops.mesh
     pieces = [
         _add(m.primitive_cube_add, "body", size=1.0, location=(0, 0, 1.6), scale=(0.9, 0.55, 1.0)),
         _add(m.primitive_uv_sphere_add, "head", radius=0.42, location=(0, 0, 2.55), segments=32, ring_count=16),
         _add(m.primitive_uv_sphere_add, "eye_l", radius=0.08, location=(-0.15, -0.37, 2.62), segments=16, ring_count=8),
         _add(m.primitive_uv_sphere_add, "eye_r", radius=0.08, location=(0.15, -0.37, 2.62), segments=16, ring_count=8),
-        _add(m.primitive_uv_sphere_add, "antenna", radius=1.0, location=(0, 0, 3.12), scale=(0.04, 0.04, 0.26),
-             segments=12, ring_count=12),
+        _add(
+            m.primitive_uv_sphere_add,
+            "antenna",
+            radius=1.0,
+            location=(0, 0, 3.12),
+            scale=(0.04, 0.04, 0.26),
+            segments=12,
+            ring_count=12,
+        ),
         _add(m.primitive_uv_sphere_add, "antenna_ball", radius=0.08, location=(0, 0, 3.45), segments=16, ring_count=8),
-        _add(m.primitive_uv_sphere_add, "arm_l", radius=1.0, location=(-0.72, 0, 1.62), scale=(0.13, 0.13, 0.52),
-             segments=24, ring_count=16),
-        _add(m.primitive_uv_sphere_add, "arm_r", radius=1.0, location=(0.72, 0, 1.62), scale=(0.13, 0.13, 0.52),
-             segments=24, ring_count=16),
+        _add(
+            m.primitive_uv_sphere_add,
+            "arm_l",
+            radius=1.0,
+            location=(-0.72, 0, 1.62),
+            scale=(0.13, 0.13, 0.52),
+            segments=24,
+            ring_count=16,
+        ),
+        _add(
+            m.primitive_uv_sphere_add,
+            "arm_r",
+            radius=1.0,
+            location=(0.72, 0, 1.62),
+            scale=(0.13, 0.13, 0.52),
+            segments=24,
+            ring_count=16,
+        ),
         _add(m.primitive_uv_sphere_add, "hand_l", radius=0.17, location=(-0.72, 0, 1.0), segments=24, ring_count=12),
         _add(m.primitive_uv_sphere_add, "hand_r", radius=0.17, location=(0.72, 0, 1.0), segments=24, ring_count=12),
-        _add(m.primitive_uv_sphere_add, "leg_l", radius=1.0, location=(-0.25, 0, 0.62), scale=(0.16, 0.16, 0.46),
-             segments=24, ring_count=16),
-        _add(m.primitive_uv_sphere_add, "leg_r", radius=1.0, location=(0.25, 0, 0.62), scale=(0.16, 0.16, 0.46),
-             segments=24, ring_count=16),
+        _add(
+            m.primitive_uv_sphere_add,
+            "leg_l",
+            radius=1.0,
+            location=(-0.25, 0, 0.62),
+            scale=(0.16, 0.16, 0.46),
+            segments=24,
+            ring_count=16,
+        ),
+        _add(
+            m.primitive_uv_sphere_add,
+            "leg_r",
+            radius=1.0,
+            location=(0.25, 0, 0.62),
+            scale=(0.16, 0.16, 0.46),
+            segments=24,
+            ring_count=16,
+        ),
         _add(m.primitive_cube_add, "foot_l", size=1.0, location=(-0.25, -0.1, 0.08), scale=(0.3, 0.45, 0.16)),
         _add(m.primitive_cube_add, "foot_r", size=1.0, location=(0.25, -0.1, 0.08), scale=(0.3, 0.45, 0.16)),
     ]
@@ -164,8 +201,10 @@ def main(argv=None) -> int:
     if "part_id" not in robot.data.attributes or not parts:
         print(f"demo: segmentation failed: {runtime.message()}", file=sys.stderr)
         return 1
-    print(f"demo: {runtime.message()} in {time.perf_counter() - t0:.2f} s; "
-          f"worst timer tick {runtime.tick_stats['worst_s'] * 1000:.1f} ms")
+    print(
+        f"demo: {runtime.message()} in {time.perf_counter() - t0:.2f} s; "
+        f"worst timer tick {runtime.tick_stats['worst_s'] * 1000:.1f} ms"
+    )
     for it in parts:
         print(f"  {it.name}: {it.face_count} faces, {it.vertex_count} vertices")
 

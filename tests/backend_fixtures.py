@@ -1,4 +1,5 @@
 """Real backend servers for the tests: in a thread (fast) or as a `segparts serve` process."""
+
 from __future__ import annotations
 
 import contextlib
@@ -37,12 +38,19 @@ def process_server(tmp_path: Path, *extra: str):
     """`python -m segparts serve --port 0` as a child process. Yields (proc, port, token_file, ready_s)."""
     env = dict(os.environ, SEGPARTS_RUNTIME_DIR=str(tmp_path))
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "segparts", "serve", "--port", "0", "--log-level", "WARNING",
-                             *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "segparts", "serve", "--port", "0", "--log-level", "WARNING", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         line = proc.stdout.readline()
         ready_s = time.perf_counter() - started
-        assert "listening on" in line, f"serve did not start: {line!r} {proc.stderr.read() if proc.poll() is not None else ''}"
+        assert "listening on" in line, (
+            f"serve did not start: {line!r} {proc.stderr.read() if proc.poll() is not None else ''}"
+        )
         port = int(line.split("listening on ", 1)[1].split()[0].rsplit(":", 1)[1])
         yield proc, port, tmp_path / f"token-{port}", ready_s
     finally:

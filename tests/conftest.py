@@ -3,6 +3,7 @@
 Tests that need `../shared` (benchmark samples, the releases' golden outputs) skip on a developer
 machine without it. Under CI (`CI=true`) such a skip would hide that nothing was checked, so it
 becomes a failure with the same reason (`golden.require_shared` is the helper new tests use)."""
+
 from __future__ import annotations
 
 import os

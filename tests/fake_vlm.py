@@ -2,6 +2,7 @@
 tests. It answers from the image it receives: it finds the orange (highlighted) pixels in each
 view tile and names the part by where they sit relative to the rest of the object, so a right
 name proves the right image reached it. Every request is recorded."""
+
 from __future__ import annotations
 
 import base64
@@ -18,8 +19,12 @@ import trimesh
 
 def lamp_parts():
     """Two feet at the bottom, a body in the middle, a cap on top: (vertices, faces, labels)."""
-    boxes = [((-0.35, 0, 0.15), (0.2, 0.2, 0.3)), ((0.35, 0, 0.15), (0.2, 0.2, 0.3)),
-             ((0, 0, 0.7), (1.0, 0.6, 0.7)), ((0, 0, 1.25), (0.5, 0.5, 0.3))]
+    boxes = [
+        ((-0.35, 0, 0.15), (0.2, 0.2, 0.3)),
+        ((0.35, 0, 0.15), (0.2, 0.2, 0.3)),
+        ((0, 0, 0.7), (1.0, 0.6, 0.7)),
+        ((0, 0, 1.25), (0.5, 0.5, 0.3)),
+    ]
     vertices, faces, labels, offset = [], [], [], 0
     for part, (centre, extents) in enumerate(boxes):
         box = trimesh.creation.box(extents=extents)
@@ -49,8 +54,12 @@ def decode_request(body: dict):
 def tiles(image: np.ndarray, n_tiles: int, gap: int = 4) -> list[np.ndarray]:
     cols = int(np.ceil(np.sqrt(n_tiles)))
     t = (image.shape[1] - (cols - 1) * gap) // cols
-    return [image[(i // cols) * (t + gap):(i // cols) * (t + gap) + t, (i % cols) * (t + gap):(i % cols) * (t + gap) + t]
-            for i in range(n_tiles)]
+    return [
+        image[
+            (i // cols) * (t + gap) : (i // cols) * (t + gap) + t, (i % cols) * (t + gap) : (i % cols) * (t + gap) + t
+        ]
+        for i in range(n_tiles)
+    ]
 
 
 def judge(text: str, image: np.ndarray) -> dict:
@@ -68,13 +77,21 @@ def judge(text: str, image: np.ndarray) -> dict:
             offsets.append((ys.mean() - np.nonzero(highlight | grey)[0].mean()) / tile.shape[0])
     offset = float(np.mean(offsets)) if offsets else 0.0
     name = "cap" if offset < -0.08 else "foot" if offset > 0.08 else "body"
-    return {"name": name, "offset": offset, "highlight_pixels": pixels,
-            "whole_has_object": bool(((views[-1] < 250).any(axis=-1)).any())}
+    return {
+        "name": name,
+        "offset": offset,
+        "highlight_pixels": pixels,
+        "whole_has_object": bool(((views[-1] < 250).any(axis=-1)).any()),
+    }
 
 
 def completion(content) -> dict:
-    return {"id": "x", "object": "chat.completion", "model": "fake",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]}
+    return {
+        "id": "x",
+        "object": "chat.completion",
+        "model": "fake",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+    }
 
 
 TRUNCATED = -1  # a `delay` that means: cut the answer short
@@ -102,8 +119,15 @@ class FakeVLM:
                 verdict = judge(*decode_request(body))
                 with fake._lock:
                     n = len(fake.requests)
-                    fake.requests.append({"path": self.path, "headers": dict(self.headers), "body": body,
-                                          "verdict": verdict, "arrived": time.monotonic()})
+                    fake.requests.append(
+                        {
+                            "path": self.path,
+                            "headers": dict(self.headers),
+                            "body": body,
+                            "verdict": verdict,
+                            "arrived": time.monotonic(),
+                        }
+                    )
                     fake.in_flight += 1
                     fake.most_in_flight = max(fake.most_in_flight, fake.in_flight)
                 status, payload, delay = fake.respond(n, body, verdict)
@@ -111,8 +135,11 @@ class FakeVLM:
                     time.sleep(delay)
                 with fake._lock:
                     fake.in_flight -= 1
-                data = payload if isinstance(payload, bytes) else (
-                    payload.encode() if isinstance(payload, str) else json.dumps(payload).encode())
+                data = (
+                    payload
+                    if isinstance(payload, bytes)
+                    else (payload.encode() if isinstance(payload, str) else json.dumps(payload).encode())
+                )
                 if status == 0:  # hang up without an answer
                     self.close_connection = True
                     return

@@ -6,6 +6,7 @@ compare the learned engines with the releases' own outputs. Tests that need the 
 with a clear reason on a developer machine without it, and fail under CI (CI=true), where a skip
 would hide that nothing was checked.
 """
+
 from __future__ import annotations
 
 import os
@@ -47,6 +48,8 @@ def golden_weights() -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         run = subprocess.run([sys.executable, str(make), str(folder), "--check"], capture_output=True, text=True)
         if run.returncode != 0 or "all tensors identical" not in run.stdout:
-            pytest.fail(f"make_weights.py did not reproduce the golden weights:\n{run.stdout[-2000:]}{run.stderr[-2000:]}")
+            pytest.fail(
+                f"make_weights.py did not reproduce the golden weights:\n{run.stdout[-2000:]}{run.stderr[-2000:]}"
+            )
         done.touch()
     return folder

@@ -1,6 +1,7 @@
 """The add-on's appearance and orientation logic without Blender: which arrays a mesh's looks
 become (atlas.compose), image downscaling and atlas packing, world orientation and click points.
 The arrays go through the backend's own validation and renderer."""
+
 from __future__ import annotations
 
 import sys
@@ -12,11 +13,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from addon import atlas, orientation, picking
 from segparts.appearance import Appearance, from_wire
 from segparts.client import mesh_id
 from segparts.render import face_base_colors
-
-from addon import atlas, orientation, picking
 
 RED, BLUE, GREY = np.array([1.0, 0, 0, 1]), np.array([0, 0, 1.0, 1]), np.array([0.5, 0.5, 0.5, 1])
 
@@ -29,8 +29,9 @@ def test_plain_grey_sends_nothing_and_colours_send_face_colours():
     grey = atlas.MaterialLook(GREY)
     assert atlas.compose([grey, grey], np.array([0, 1, 0]), never, lambda: None) == {}
     assert atlas.compose([], np.zeros(3, np.int64), never, lambda: None) == {}  # no material: default grey
-    looks = atlas.compose([atlas.MaterialLook(RED), atlas.MaterialLook(BLUE), None], np.array([0, 1, 2, 7]),
-                          never, never)
+    looks = atlas.compose(
+        [atlas.MaterialLook(RED), atlas.MaterialLook(BLUE), None], np.array([0, 1, 2, 7]), never, never
+    )
     default = atlas.to_u8(atlas.linear_to_srgb(0.8))
     np.testing.assert_array_equal(looks["face_colors"], [[255, 0, 0], [0, 0, 255], [default] * 3, [default] * 3])
 
@@ -38,8 +39,16 @@ def test_plain_grey_sends_nothing_and_colours_send_face_colours():
 def test_says_nothing_agrees_with_compose():
     grey, red = atlas.MaterialLook(GREY), atlas.MaterialLook(RED)
     textured = atlas.MaterialLook(GREY, image=np.zeros((1, 1, 4), np.uint8))
-    for looks in ([], [None], [None, atlas.default_look()], [grey], [grey, None], [red], [textured],
-                  [atlas.MaterialLook(GREY, uses_attribute=True)]):
+    for looks in (
+        [],
+        [None],
+        [None, atlas.default_look()],
+        [grey],
+        [grey, None],
+        [red],
+        [textured],
+        [atlas.MaterialLook(GREY, uses_attribute=True)],
+    ):
         for materials in (np.zeros(2, np.int64), np.arange(len(looks) + 1)):
             uv = np.zeros((len(materials), 3, 2))
             composed = atlas.compose(looks, materials, lambda uv=uv: uv, lambda: None)
@@ -56,8 +65,7 @@ def test_colour_attribute_when_materials_say_nothing_or_ask_for_it():
     looks = atlas.compose([wanted], np.zeros(3, np.int64), never, lambda: ("POINT", points))
     np.testing.assert_array_equal(looks["vertex_colors"], atlas.to_u8(points[:, :3]))
     # a uniform attribute adds nothing to coloured materials
-    flat = atlas.compose([atlas.MaterialLook(RED)], np.zeros(2, np.int64), never,
-                         lambda: ("POINT", np.ones((4, 4))))
+    flat = atlas.compose([atlas.MaterialLook(RED)], np.zeros(2, np.int64), never, lambda: ("POINT", np.ones((4, 4))))
     assert set(flat) == {"face_colors"}
 
 
@@ -71,8 +79,11 @@ def test_atlas_samples_each_material_where_its_own_image_was_sampled():
     away from [0, 1): the backend's renderer, given the atlas, finds the colours of the images."""
     rng = np.random.default_rng(2)
     images = [rng.integers(0, 256, (8, 8, 4)).astype(np.uint8), rng.integers(0, 256, (16, 16, 4)).astype(np.uint8)]
-    looks = [atlas.MaterialLook(GREY, image=images[0]), atlas.MaterialLook(GREY, image=images[1]),
-             atlas.MaterialLook(BLUE)]
+    looks = [
+        atlas.MaterialLook(GREY, image=images[0]),
+        atlas.MaterialLook(GREY, image=images[1]),
+        atlas.MaterialLook(BLUE),
+    ]
     n = 60
     material = np.arange(n) % 3
     ij = rng.integers(0, 8, (n, 2))  # texel (row, col) of the 8x8 image; of the 16x16 one: 2 ij + 1
@@ -82,8 +93,9 @@ def test_atlas_samples_each_material_where_its_own_image_was_sampled():
     faces = np.arange(3 * n).reshape(n, 3)
     appearance = from_wire(out, 3 * n, n)  # the backend accepts the arrays as they are
     got = face_base_colors(appearance, faces, 3 * n)
-    want = np.where(material[:, None] == 0, images[0][ij[:, 0], ij[:, 1], :3],
-                    images[1][2 * ij[:, 0] + 1, 2 * ij[:, 1] + 1, :3])
+    want = np.where(
+        material[:, None] == 0, images[0][ij[:, 0], ij[:, 1], :3], images[1][2 * ij[:, 0] + 1, 2 * ij[:, 1] + 1, :3]
+    )
     want[material == 2] = [0, 0, 255]
     np.testing.assert_array_equal(got, want)
     assert out["texture"].shape[0] <= atlas.MAX_TEXTURE_SIDE
@@ -115,14 +127,30 @@ def test_downscale_averages_blocks_to_the_limit():
 
 
 def test_linear_to_srgb_matches_the_standard():
-    np.testing.assert_allclose(atlas.linear_to_srgb([0.0, 0.0031308, 0.214041, 1.0]),
-                               [0.0, 0.04045, 0.5, 1.0], atol=1e-4)
+    np.testing.assert_allclose(
+        atlas.linear_to_srgb([0.0, 0.0031308, 0.214041, 1.0]), [0.0, 0.04045, 0.5, 1.0], atol=1e-4
+    )
 
 
 def box():
     v = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], dtype=np.float64)
-    f = np.array([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
-                  [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]], dtype=np.int32)
+    f = np.array(
+        [
+            [0, 1, 3],
+            [0, 3, 2],
+            [4, 6, 7],
+            [4, 7, 5],
+            [0, 4, 5],
+            [0, 5, 1],
+            [2, 3, 7],
+            [2, 7, 6],
+            [0, 2, 6],
+            [0, 6, 4],
+            [1, 5, 7],
+            [1, 7, 3],
+        ],
+        dtype=np.int32,
+    )
     return v, f
 
 
@@ -171,7 +199,13 @@ def test_click_points_follow_the_mesh_into_world_orientation():
 def test_appearance_from_the_addon_is_accepted_by_the_backend():
     """Every array compose makes fits the wire contract (dtype, shape) of the backend."""
     n = 4
-    for looks in (atlas.compose([atlas.MaterialLook(RED), atlas.MaterialLook(BLUE)], np.array([0, 1, 0, 1]), never, never),
-                  atlas.compose([atlas.MaterialLook(GREY)], np.zeros(n, np.int64), never,
-                                lambda: ("CORNER", np.random.default_rng(0).random((n, 3, 4))))):
+    for looks in (
+        atlas.compose([atlas.MaterialLook(RED), atlas.MaterialLook(BLUE)], np.array([0, 1, 0, 1]), never, never),
+        atlas.compose(
+            [atlas.MaterialLook(GREY)],
+            np.zeros(n, np.int64),
+            never,
+            lambda: ("CORNER", np.random.default_rng(0).random((n, 3, 4))),
+        ),
+    ):
         assert isinstance(from_wire(looks, 3 * n, n), Appearance)

@@ -1,5 +1,6 @@
 """The add-on's logic that needs no Blender: arrays for the write-back, picking, palette, and the
 backend session + jobs against a real `segparts serve` process over real ZeroMQ."""
+
 from __future__ import annotations
 
 import colorsys
@@ -19,9 +20,9 @@ from hypothesis import given, settings, strategies as st
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from addon import engines, jobs, logs, palette, partdata, partedits, picking, session, setup, similar  # noqa: E402
-from segparts.client import BackendClient, mesh_id  # noqa: E402
-from segparts.hierarchy import Hierarchy  # noqa: E402
+from addon import engines, jobs, logs, palette, partdata, partedits, picking, session, setup, similar
+from segparts.client import BackendClient, mesh_id
+from segparts.hierarchy import Hierarchy
 
 
 # ---- polygons, triangles, vertex groups ------------------------------------------------------
@@ -39,7 +40,7 @@ def test_fan_triangles_cover_each_polygon():
     assert np.array_equal(np.bincount(tri_poly, minlength=200), sizes - 2)
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     for p in (0, 17, 199):
-        poly = corners[starts[p]:starts[p] + sizes[p]]
+        poly = corners[starts[p] : starts[p] + sizes[p]]
         got = tris[tri_poly == p]
         assert (got[:, 0] == poly[0]).all()
         assert set(got.ravel()) == set(poly)
@@ -67,7 +68,7 @@ def test_vertex_groups_policy_matches_definition(n_polys, n_verts, n_parts, seed
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     for p in range(n_polys):
         if labels[p] >= 0:
-            expected.setdefault(int(labels[p]), set()).update(corners[starts[p]:starts[p] + sizes[p]].tolist())
+            expected.setdefault(int(labels[p]), set()).update(corners[starts[p] : starts[p] + sizes[p]].tolist())
     assert {k: set(v.tolist()) for k, v in groups.items()} == expected
     assert all(len(v) == len(set(v.tolist())) for v in groups.values()), "no duplicates in a group"
 
@@ -94,8 +95,9 @@ def test_group_update_turns_old_groups_into_new_ones():
 
 def test_compact_labels_and_centres():
     assert partdata.compact_labels(np.array([7, 7, 3, -1, 9, 3])).tolist() == [0, 0, 1, -1, 2, 1]
-    centres = partdata.part_centres(np.array([0, 0, 1]), np.array([[0, 0, 0], [2, 0, 0], [5, 5, 5.0]]),
-                                    np.array([1.0, 3.0, 0.0]))
+    centres = partdata.part_centres(
+        np.array([0, 0, 1]), np.array([[0, 0, 0], [2, 0, 0], [5, 5, 5.0]]), np.array([1.0, 3.0, 0.0])
+    )
     assert np.allclose(centres[0], [1.5, 0, 0]) and np.allclose(centres[1], [5, 5, 5])
 
 
@@ -251,7 +253,7 @@ def test_region_under_mouse_skips_the_sidebar():
 
 # ---- session and jobs against a real backend process ---------------------------------------------
 def _grid(n=30):
-    y, x = np.mgrid[0:n + 1, 0:n + 1]
+    y, x = np.mgrid[0 : n + 1, 0 : n + 1]
     v = np.column_stack([x.ravel(), y.ravel(), np.zeros(x.size)]).astype(float)
     idx = np.arange((n + 1) ** 2).reshape(n + 1, n + 1)
     quads = np.column_stack([idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, 1:].ravel(), idx[1:, :-1].ravel()])
@@ -280,8 +282,9 @@ def backend_python(folder: Path) -> str:
 
 
 def _start(tmp_path, **config):
-    cfg = session.Config(python=backend_python(tmp_path), port=session.free_port(), device="cpu",
-                         state_dir=str(tmp_path), **config)
+    cfg = session.Config(
+        python=backend_python(tmp_path), port=session.free_port(), device="cpu", state_dir=str(tmp_path), **config
+    )
     s = session.Session(cfg, lambda host, port, token_file: BackendClient(host, port, token_file=token_file))
     s.start()
     _drive(s, lambda: s.state != "starting")
@@ -348,12 +351,20 @@ def test_scale_job_recuts_the_named_result_and_never_segments_again(live_session
     sent = []
     real_send = s.client.send
     s.client.send = lambda op, args=None, arrays=None: (sent.append((op, args, arrays)), real_send(op, args, arrays))[1]
-    jobs.ScaleJob(s, mid, "geometric", first.result["segmentation_id"], 1.0,
-                  lambda j, m: done.append(m), lambda j, e: errors.append(e)).start()
+    jobs.ScaleJob(
+        s,
+        mid,
+        "geometric",
+        first.result["segmentation_id"],
+        1.0,
+        lambda j, m: done.append(m),
+        lambda j, e: errors.append(e),
+    ).start()
     _drive(s, lambda: len(done) == 2 or errors)
     assert not errors, errors
-    assert [(op, a["scale"], a["segmentation_id"], arr) for op, a, arr in sent] == \
-        [("segment", 1.0, first.result["segmentation_id"], None)]
+    assert [(op, a["scale"], a["segmentation_id"], arr) for op, a, arr in sent] == [
+        ("segment", 1.0, first.result["segmentation_id"], None)
+    ]
     assert np.array_equal(done[1].arrays["labels"], h.cut(scale=1.0))
     jobs.ScaleJob(s, mid, "geometric", "gone", 0.5, lambda j, m: done.append(m), lambda j, e: errors.append(e)).start()
     _drive(s, lambda: errors)
@@ -378,8 +389,14 @@ def test_session_segments_through_real_backend(live_session):
     assert "geometric" in s.engines() and s.engines()["geometric"]["available"]
     arrays = _mesh_arrays()
     results, errors = [], []
-    job = jobs.SegmentJob(s, arrays, mesh_id(arrays.vertices, arrays.faces), "geometric",
-                          lambda j, m: results.append(m), lambda j, e: errors.append(e))
+    job = jobs.SegmentJob(
+        s,
+        arrays,
+        mesh_id(arrays.vertices, arrays.faces),
+        "geometric",
+        lambda j, m: results.append(m),
+        lambda j, e: errors.append(e),
+    )
     job.start()
     _drive(s, lambda: results or errors)
     assert not errors, errors
@@ -389,8 +406,14 @@ def test_session_segments_through_real_backend(live_session):
     assert labels.min() >= 0
     assert not set(labels[:half]) & set(labels[half:]), "the two separate sheets share no part"
     # the second time the backend already holds the mesh: only the id goes over the wire
-    again = jobs.SegmentJob(s, arrays, mesh_id(arrays.vertices, arrays.faces), "geometric",
-                            lambda j, m: results.append(m), lambda j, e: errors.append(e))
+    again = jobs.SegmentJob(
+        s,
+        arrays,
+        mesh_id(arrays.vertices, arrays.faces),
+        "geometric",
+        lambda j, m: results.append(m),
+        lambda j, e: errors.append(e),
+    )
     sent = []
     real_send = s.client.send
     s.client.send = lambda op, args=None, arrays=None: (sent.append((op, arrays)), real_send(op, args, arrays))[1]
@@ -410,8 +433,16 @@ def test_pick_job_sends_clicks_in_wire_format(live_session):
     _drive(s, lambda: done or errors)
     tri = int(np.flatnonzero(arrays.tri_poly == arrays.n_polygons - 1)[0])  # a face of the second sheet
     point = arrays.vertices[arrays.faces[tri]].mean(axis=0)
-    pick = jobs.PickJob(s, arrays, mid, "geometric", [picking.click_prompt(tri, point, True)],
-                        lambda j, m: done.append(m), lambda j, e: errors.append(e), scale=0.5)
+    pick = jobs.PickJob(
+        s,
+        arrays,
+        mid,
+        "geometric",
+        [picking.click_prompt(tri, point, True)],
+        lambda j, m: done.append(m),
+        lambda j, e: errors.append(e),
+        scale=0.5,
+    )
     pick.start()
     _drive(s, lambda: len(done) == 2 or errors)
     assert not errors, errors
@@ -424,8 +455,9 @@ def test_backend_death_fails_the_job_quickly(live_session):
     s = live_session
     arrays = _mesh_arrays()
     errors = []
-    job = jobs.SegmentJob(s, arrays, mesh_id(arrays.vertices, arrays.faces), "geometric",
-                          lambda j, m: None, lambda j, e: errors.append(e))
+    job = jobs.SegmentJob(
+        s, arrays, mesh_id(arrays.vertices, arrays.faces), "geometric", lambda j, m: None, lambda j, e: errors.append(e)
+    )
     job.start()
     os.kill(s.process.proc.pid, signal.SIGKILL)
     t0 = time.monotonic()
@@ -460,16 +492,20 @@ def test_missing_python_is_a_clear_error(tmp_path):
 
 # ---- set-up tasks ------------------------------------------------------------------------------
 def test_setup_task_runs_steps_and_reports_failure(tmp_path):
-    ok = setup.Task("T", [("one", [sys.executable, "-c", "print('hello')"]),
-                          ("two", [sys.executable, "-c", "print('world')"])], tmp_path / "log.txt")
+    ok = setup.Task(
+        "T",
+        [("one", [sys.executable, "-c", "print('hello')"]), ("two", [sys.executable, "-c", "print('world')"])],
+        tmp_path / "log.txt",
+    )
     ok.start()
     deadline = time.monotonic() + 30
     while not ok.finished and time.monotonic() < deadline:
         ok.tick()
         time.sleep(0.01)
     assert ok.ok and "hello" in (tmp_path / "log.txt").read_text() and ok.last_line() == "world"
-    bad = setup.Task("T", [("fail", [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"])],
-                     tmp_path / "bad.txt")
+    bad = setup.Task(
+        "T", [("fail", [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"])], tmp_path / "bad.txt"
+    )
     bad.start()
     while not bad.finished:
         bad.tick()
@@ -534,8 +570,20 @@ def test_plain_build_needs_no_blender_and_matches_blenders_zip(tmp_path):
         pytest.skip("Blender's extension CLI (bpy) is not installed here: nothing to compare with")
     zips = {}
     for builder in ("plain", "blender"):
-        done = subprocess.run([sys.executable, str(ROOT / "build_addon.py"), "--local", "--builder", builder,
-                               "--output-dir", str(tmp_path / builder)], capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "build_addon.py"),
+                "--local",
+                "--builder",
+                builder,
+                "--output-dir",
+                str(tmp_path / builder),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr
         zips[builder] = next((tmp_path / builder).glob("*.zip"))
     build_addon.run_cli(cli, "validate", str(zips["plain"]))
@@ -606,8 +654,14 @@ def test_cancel_frees_the_job_at_once_and_reports_once(live_session):
     tris, tri_poly = partdata.fan_triangles(corners, sizes)
     arrays = jobs.MeshArrays(verts, tris, tri_poly, len(sizes), partdata.Topology(corners, sizes, len(verts)))
     errors, done = [], []
-    job = jobs.SegmentJob(s, arrays, mesh_id(arrays.vertices, arrays.faces), "geometric",
-                          lambda j, m: done.append(m), lambda j, e: errors.append(e))
+    job = jobs.SegmentJob(
+        s,
+        arrays,
+        mesh_id(arrays.vertices, arrays.faces),
+        "geometric",
+        lambda j, m: done.append(m),
+        lambda j, e: errors.append(e),
+    )
     job.start()
     _drive(s, lambda: job.job_id is not None or not job.active)
     assert job.active, f"the job ended before Cancel: {job.state}"
@@ -663,8 +717,11 @@ def test_a_request_refused_after_a_token_change_is_resent_with_the_new_token(tmp
         server.token = "yet-another-token"
         s.request("status", {}, None, lambda msg, error: answers.append((msg, error)))
         _drive(s, lambda: len(answers) > 1)
-        assert answers[1][0] is not None and not answers[1][0].ok and "unauthorized" in answers[1][1].lower() + \
-            str(answers[1][0].error)
+        assert (
+            answers[1][0] is not None
+            and not answers[1][0].ok
+            and "unauthorized" in answers[1][1].lower() + str(answers[1][0].error)
+        )
     finally:
         s.stop()
         server.stop()

@@ -1,5 +1,6 @@
 """A file's colours reach the renderer: meshio sets Mesh.appearance (PLY vertex/face colours,
 GLB vertex colours or texture), render_views uses it, and the colours belong to the mesh id."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,9 +8,9 @@ import pytest
 import trimesh
 from PIL import Image
 
-from segparts.meshio import load_mesh
-from segparts.mesh import MeshError, validate_mesh
 from segparts.appearance import Appearance
+from segparts.mesh import MeshError, validate_mesh
+from segparts.meshio import load_mesh
 from segparts.render import face_base_colors, geosam2_rig, render_views
 
 
@@ -75,9 +76,20 @@ def test_ply_face_colours_follow_each_face(tmp_path, encoding):
 
 
 def test_ply_quad_face_colours_spread_to_their_triangles(tmp_path):
-    header = ["ply", "format ascii 1.0", "element vertex 5", "property float x", "property float y",
-              "property float z", "element face 2", "property list uchar int vertex_indices",
-              "property uchar red", "property uchar green", "property uchar blue", "end_header"]
+    header = [
+        "ply",
+        "format ascii 1.0",
+        "element vertex 5",
+        "property float x",
+        "property float y",
+        "property float z",
+        "element face 2",
+        "property list uchar int vertex_indices",
+        "property uchar red",
+        "property uchar green",
+        "property uchar blue",
+        "end_header",
+    ]
     body = ["0 0 0", "1 0 0", "1 1 0", "0 1 0", "2 0 0", "4 0 1 2 3 10 20 30", "3 1 4 2 40 50 60"]
     path = tmp_path / "quad.ply"
     path.write_text("\n".join(header + body) + "\n")
@@ -158,17 +170,26 @@ def test_sampart3d_sees_the_colours_in_its_images_and_points():
 
         def masks_for_views(self, views):
             self.color, self.face_id = views.color, views.face_id
-            self.per_view = [[np.where(f >= 0, part[np.maximum(f, 0)], -1) == k for k in (0, 1)]
-                             for f in views.face_id]
+            self.per_view = [[np.where(f >= 0, part[np.maximum(f, 0)], -1) == k for k in (0, 1)] for f in views.face_id]
             return super().masks_for_views(views)
 
     source = RecordingMasks()
-    options = dict(backbone="none", iterations=2, views_per_batch=2, pixels_per_view=16, n_points=800,
-                   render_size=64, mask_source=source)
+    options = dict(
+        backbone="none",
+        iterations=2,
+        views_per_batch=2,
+        pixels_per_view=16,
+        n_points=800,
+        render_size=64,
+        mask_source=source,
+    )
     seg = SAMPart3DEngine("cpu").segment(mesh, SegmentParams(options=options), lambda f, s: None, CancelToken())
     hit = source.face_id >= 0
     shown = part[np.maximum(source.face_id, 0)]
-    red, blue = source.color[interior(hit & (shown == 0))].astype(int), source.color[interior(hit & (shown == 1))].astype(int)
+    red, blue = (
+        source.color[interior(hit & (shown == 0))].astype(int),
+        source.color[interior(hit & (shown == 1))].astype(int),
+    )
     assert (red[:, 0] > red[:, 2]).all() and (blue[:, 2] > blue[:, 0]).all()
     points = seg.state.points
     rgb = np.round((points.feat[:, 6:9] + 1.0) * 127.5).astype(int)  # the release's NormalizeColor, undone

@@ -1,16 +1,17 @@
 """Appearance on the wire: `upload_mesh` accepts colours / UV + texture, validates them against the
 mesh, keeps them as Mesh.appearance for the renderer, and they belong to the mesh id (a coloured
 re-upload never reuses a grey mesh). The renderer interpolates per-corner colours."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import trimesh
+
 from backend_fixtures import thread_server
-from segparts.appearance import from_wire, wire_arrays
+from segparts.appearance import Appearance, from_wire, wire_arrays
 from segparts.client import BackendError, mesh_id
 from segparts.mesh import MeshError, validate_mesh
-from segparts.appearance import Appearance
 from segparts.render import geosam2_rig, render_views
 
 
@@ -25,8 +26,10 @@ def appearances(n_vertices: int, n_faces: int) -> dict[str, dict]:
         "face": {"face_colors": rng.integers(0, 256, (n_faces, 3)).astype(np.uint8)},
         "vertex": {"vertex_colors": rng.random((n_vertices, 4)).astype(np.float32)},
         "corner": {"corner_colors": rng.integers(0, 256, (n_faces, 3, 4)).astype(np.uint8)},
-        "texture": {"uv": rng.random((n_faces, 3, 2)) * 3 - 1,  # float64, outside [0, 1]: wraps
-                    "texture": rng.integers(0, 256, (8, 16, 3)).astype(np.uint8)},
+        "texture": {
+            "uv": rng.random((n_faces, 3, 2)) * 3 - 1,  # float64, outside [0, 1]: wraps
+            "texture": rng.integers(0, 256, (8, 16, 3)).astype(np.uint8),
+        },
     }
 
 
@@ -89,8 +92,10 @@ def test_bad_appearance_arrays_are_refused_and_the_server_keeps_serving(tmp_path
 
 def test_file_colours_are_in_the_id_and_round_trip_through_the_wire_form():
     vertices, faces = box()
-    looks = Appearance(uv=np.random.default_rng(0).random((len(vertices), 2)),  # per vertex, as files have
-                       texture=np.zeros((4, 4, 3), np.uint8))
+    looks = Appearance(
+        uv=np.random.default_rng(0).random((len(vertices), 2)),  # per vertex, as files have
+        texture=np.zeros((4, 4, 3), np.uint8),
+    )
     mesh = validate_mesh(vertices, faces, appearance=looks)
     assert mesh.content_hash != validate_mesh(vertices, faces).content_hash
     arrays = wire_arrays(looks, faces)
@@ -147,8 +152,22 @@ def test_cli_through_a_backend_uploads_the_files_colours(tmp_path):
     local = load_mesh(path)
     assert local.appearance is not None
     with thread_server(tmp_path) as (server, _client):
-        assert main(["segment", str(path), "--port", str(server.port), "--token-file", str(tmp_path / "token"),
-                     "--out", str(tmp_path / "labels.npy"), "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    "segment",
+                    str(path),
+                    "--port",
+                    str(server.port),
+                    "--token-file",
+                    str(tmp_path / "token"),
+                    "--out",
+                    str(tmp_path / "labels.npy"),
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
         remote = server._cache.get(("mesh", local.content_hash))
         assert remote is not None and remote.appearance is not None
         np.testing.assert_array_equal(remote.appearance.face_colors, local.appearance.face_colors)

@@ -1,5 +1,6 @@
 """Assemblies in the geometric engine (pieces, materials, repetition) and `segparts eval
 assemblies`, on real meshes built from trimesh primitives and on the development sample."""
+
 from __future__ import annotations
 
 import json
@@ -83,8 +84,9 @@ def test_material_ids_are_labels_not_numbers():
     knob.apply_translation([0.0, 0.0, 0.6])
     vertices = np.concatenate([box.vertices, knob.vertices])
     faces = np.concatenate([box.faces, knob.faces + len(box.vertices)])
-    material = np.concatenate([(box.triangles_center[:, 0] > 0).astype(np.int32),
-                               np.full(len(knob.faces), 2, np.int32)])
+    material = np.concatenate(
+        [(box.triangles_center[:, 0] > 0).astype(np.int32), np.full(len(knob.faces), 2, np.int32)]
+    )
     labels = []
     for perm in ([0, 1, 2], [2, 0, 1], [1, 2, 0]):
         mesh = validate_mesh(vertices, faces)
@@ -108,8 +110,23 @@ def test_eval_assemblies_command_on_two_sample_models(tmp_path, capsys):
     if not (ASSEMBLIES / "manifest.json").is_file():
         pytest.skip(f"assemblies development sample not found at {ASSEMBLIES}")
     out = tmp_path / "eval.json"
-    assert main(["eval", "assemblies", str(ASSEMBLIES), "--models", "GlassHurricaneCandleHolder", "Lantern",
-                 "--reference", "--quiet", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "assemblies",
+                str(ASSEMBLIES),
+                "--models",
+                "GlassHurricaneCandleHolder",
+                "Lantern",
+                "--reference",
+                "--quiet",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "track: geometry" in printed and "track: materials" in printed and "border length" in printed
     report = json.loads(out.read_text())
@@ -197,8 +214,19 @@ def test_eval_assemblies_in_worker_processes_matches_sequential_and_writes_sheet
     runs = {}
     for name, extra in (("sequential", []), ("workers", ["--workers", "2", "--out", str(tmp_path / "records")])):
         out = tmp_path / f"{name}.json"
-        args = ["eval", "assemblies", str(ASSEMBLIES), "--models", "GlassHurricaneCandleHolder", "--quiet",
-                "--json", str(out), "--sheets", str(tmp_path / name), *extra]
+        args = [
+            "eval",
+            "assemblies",
+            str(ASSEMBLIES),
+            "--models",
+            "GlassHurricaneCandleHolder",
+            "--quiet",
+            "--json",
+            str(out),
+            "--sheets",
+            str(tmp_path / name),
+            *extra,
+        ]
         assert main(args) == 0
         runs[name] = json.loads(out.read_text())
     strip = [{k: v for k, v in m.items() if k != "seconds"} for m in runs["sequential"]["models"]]
@@ -207,13 +235,29 @@ def test_eval_assemblies_in_worker_processes_matches_sequential_and_writes_sheet
     for track in ("geometry", "materials"):
         sheet = Image.open(tmp_path / "workers" / f"GlassHurricaneCandleHolder.{track}.png")
         pixels = np.asarray(sheet.convert("RGB"))
-        top, bottom = pixels[: pixels.shape[0] // 2], pixels[pixels.shape[0] // 2:]
+        top, bottom = pixels[: pixels.shape[0] // 2], pixels[pixels.shape[0] // 2 :]
         # two rows of views, each showing the object (not just background)
         assert sheet.height > 100 and not np.array_equal(top, bottom[: len(top)])
         assert (np.abs(top.astype(int) - 255).sum(axis=2) > 30).mean() > 0.01
     # a rerun with the records and the same options skips the scored models
-    assert main(["eval", "assemblies", str(ASSEMBLIES), "--models", "GlassHurricaneCandleHolder", "--quiet",
-                 "--out", str(tmp_path / "records"), "--sheets", str(tmp_path / "workers"),
-                 "--json", str(tmp_path / "again.json")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "assemblies",
+                str(ASSEMBLIES),
+                "--models",
+                "GlassHurricaneCandleHolder",
+                "--quiet",
+                "--out",
+                str(tmp_path / "records"),
+                "--sheets",
+                str(tmp_path / "workers"),
+                "--json",
+                str(tmp_path / "again.json"),
+            ]
+        )
+        == 0
+    )
     again = json.loads((tmp_path / "again.json").read_text())
     assert again["batch"]["counts"].get("skipped") == 2

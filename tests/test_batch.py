@@ -1,5 +1,6 @@
 """`segparts batch` and the run_batch machinery on real meshes: in this process, in worker
 processes and on a real local Ray cluster (ray.init with 2 CPUs)."""
+
 from __future__ import annotations
 
 import csv
@@ -7,14 +8,12 @@ import json
 import os
 import shutil
 import signal
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from segparts.batch import RecordStore, Task, run_batch
-from segparts.batch import storage
+from segparts.batch import RecordStore, Task, run_batch, storage
 from segparts.batch.inputs import InputError, collect
 from segparts.batch.segment import SegmentSettings, SegmentWorkerFactory, make_tasks
 from segparts.cli import main
@@ -41,8 +40,10 @@ def expected(meshes) -> dict[str, np.ndarray]:
     from segparts.meshio import load_mesh
 
     engine = create_engine("geometric")
-    return {mid: engine.segment(load_mesh(meshes / f"{mid}.off"), SegmentParams(), no_progress,
-                                CancelToken()).labels for mid in SMALL}
+    return {
+        mid: engine.segment(load_mesh(meshes / f"{mid}.off"), SegmentParams(), no_progress, CancelToken()).labels
+        for mid in SMALL
+    }
 
 
 def _bad_mesh(folder: Path) -> Path:
@@ -64,8 +65,18 @@ def _labels_equal(out: Path, expected: dict, mids) -> None:
 def test_batch_outputs_errors_summary_and_exit_code(meshes, expected, tmp_path, capsys):
     bad = _bad_mesh(tmp_path)
     out = tmp_path / "out"
-    code = main(["batch", str(meshes / "125.off"), str(meshes / "398.off"), str(bad), "--out", str(out),
-                 "--format", "npy,ply,json"])
+    code = main(
+        [
+            "batch",
+            str(meshes / "125.off"),
+            str(meshes / "398.off"),
+            str(bad),
+            "--out",
+            str(out),
+            "--format",
+            "npy,ply,json",
+        ]
+    )
     assert code == 1  # one mesh failed
     line = json.loads(capsys.readouterr().out)
     assert (line["ok"], line["error"], line["skipped"]) == (2, 1, 0)
@@ -125,10 +136,9 @@ def test_a_torn_record_is_redone_not_trusted(meshes, tmp_path):
 
 def test_atomic_output_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "labels.npy"
-    with pytest.raises(RuntimeError):
-        with storage.atomic_output(str(target)) as local:
-            np.save(local, np.arange(3))
-            raise RuntimeError("crash while writing")
+    with pytest.raises(RuntimeError), storage.atomic_output(str(target)) as local:
+        np.save(local, np.arange(3))
+        raise RuntimeError("crash while writing")
     assert list(tmp_path.iterdir()) == []
     with storage.atomic_output(str(target)) as local:
         np.save(local, np.arange(3))
@@ -159,7 +169,7 @@ def test_inputs_folders_globs_and_manifests(meshes, tmp_path):
     assert sorted(m.key for m in collect([str(meshes / "125.off"), str(ply)])) == ["125_off", "125_ply"]
 
     manifest = tmp_path / "list.csv"
-    manifest.write_text("path,id,parts\n" f"{meshes / '125.off'},first,3\n" "tree/x.off,,\n")
+    manifest.write_text(f"path,id,parts\n{meshes / '125.off'},first,3\ntree/x.off,,\n")
     rows = collect([str(manifest)])
     assert [(m.key, m.overrides) for m in rows] == [("first", {"parts": 3}), ("x", {})]
     assert rows[1].path == str(tmp_path / "tree" / "x.off")
@@ -175,8 +185,12 @@ def test_inputs_folders_globs_and_manifests(meshes, tmp_path):
 
 def test_manifest_rows_override_the_parameters(meshes, expected, tmp_path):
     manifest = tmp_path / "list.jsonl"
-    manifest.write_text(json.dumps({"path": str(meshes / "125.off"), "parts": 2}) + "\n"
-                        + json.dumps({"path": str(meshes / "398.off")}) + "\n")
+    manifest.write_text(
+        json.dumps({"path": str(meshes / "125.off"), "parts": 2})
+        + "\n"
+        + json.dumps({"path": str(meshes / "398.off")})
+        + "\n"
+    )
     out = tmp_path / "out"
     assert main(["batch", str(manifest), "--out", str(out)]) == 0
     assert len(np.unique(np.load(out / "125.npy"))) == 2
@@ -216,7 +230,7 @@ def test_worker_processes_match_sequential_and_survive_a_killed_worker(meshes, e
     report = run_batch(tasks, SegmentWorkerFactory(), workers=2, on_result=kill_the_other_worker)
     assert killed, "no worker process to kill was found"
     assert report.mode == "processes:2"
-    assert {r["key"]: r["status"] for r in report.results} == {**{m: "ok" for m in SMALL}, "broken": "error"}
+    assert {r["key"]: r["status"] for r in report.results} == {**dict.fromkeys(SMALL, "ok"), "broken": "error"}
     _labels_equal(out, expected, SMALL)
     assert len(report.workers) > 2  # a fresh pool replaced the broken one
     assert all(w["loads"] == 1 for w in report.workers.values())  # the engine built once per process
@@ -251,7 +265,7 @@ def test_ray_labels_equal_sequential_and_errors_are_recorded(ray_cluster, meshes
     report = run_batch(tasks, SegmentWorkerFactory(), ray="local", records=RecordStore(str(out)))
     assert report.mode == "ray:local:tasks"
     statuses = {r["key"]: r["status"] for r in report.results}
-    assert statuses == {**{m: "ok" for m in SMALL[:4]}, "broken": "error"}
+    assert statuses == {**dict.fromkeys(SMALL[:4], "ok"), "broken": "error"}
     assert report.results[-1]["error"]["code"] and "broken" in report.results[-1]["error"]["message"]
     _labels_equal(out, expected, SMALL[:4])
     assert all(w["loads"] == 1 for w in report.workers.values())  # models loaded once per worker
@@ -296,8 +310,9 @@ def test_eval_princeton_on_ray_and_worker_processes_equals_sequential(ray_cluste
     figures = {}
     for name, flags in {"sequential": [], "workers": ["--workers", "2"], "ray": ["--ray"]}.items():
         out = tmp_path / f"{name}.json"
-        assert main(["eval", "princeton", str(root), "--models", "125", "398", "--quiet", "--json", str(out),
-                     *flags]) == 0
+        assert (
+            main(["eval", "princeton", str(root), "--models", "125", "398", "--quiet", "--json", str(out), *flags]) == 0
+        )
         figures[name] = json.loads(out.read_text())
     assert figures["workers"]["batch"]["mode"] == "processes:2"
     assert figures["ray"]["batch"]["mode"] == "ray:local:tasks"
@@ -314,8 +329,14 @@ def test_ctrl_c_stops_the_batch_and_keeps_what_finished(meshes, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "segparts", "batch", str(meshes), "--out", str(out), "--workers", "2"]
     # a terminal's Ctrl-C: SIGINT to the whole process group (with SIGINT not inherited as ignored)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 120
     while not list(out.glob("*.record.json")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -342,8 +363,9 @@ def test_a_worker_that_cannot_be_built_fails_its_tasks_not_the_batch(ray_cluster
     for mode in ({"ray": "local", "actors": True}, {}):
         report = run_batch(tasks, EvalWorkerFactory("sampart3d", "cpu", evaluate_item), **mode)
         assert [r["status"] for r in report.results] == ["error", "error"]
-        assert all(r["error"]["code"] == "EngineUnavailable" and "missing" in r["error"]["message"]
-                   for r in report.results)
+        assert all(
+            r["error"]["code"] == "EngineUnavailable" and "missing" in r["error"]["message"] for r in report.results
+        )
 
 
 def test_an_input_taken_for_the_ray_address_is_a_clear_usage_error(meshes, tmp_path, capsys):

@@ -1,6 +1,7 @@
 """build_addon.py: every platform's zip carries every wheel it needs, and gaps fail the build.
 
 Downloads wheels from PyPI on the first run (cached under build/wheels)."""
+
 from __future__ import annotations
 
 import shutil
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.network  # pip downloads the bundled wheels for every p
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import build_addon  # noqa: E402
+import build_addon
 
 try:
     CLI = build_addon.find_extension_cli()
@@ -43,8 +44,12 @@ def test_every_platform_zip_has_both_dependencies_for_both_pythons(all_zips):
             # Python 3.11 (Blender 4.2-5.0) and 3.13 (5.1+): a cp311 wheel and a cp313 or abi3 one
             assert any("-cp311-" in w for w in mine), (zip_path.name, project, mine)
             assert any("-cp313-" in w or "abi3" in w for w in mine), (zip_path.name, project, mine)
-        tags = {"windows-x64": "win_amd64", "linux-x64": "x86_64", "macos-arm64": ("arm64", "universal2"),
-                "macos-x64": ("x86_64", "universal2")}[platform]
+        tags = {
+            "windows-x64": "win_amd64",
+            "linux-x64": "x86_64",
+            "macos-arm64": ("arm64", "universal2"),
+            "macos-x64": ("x86_64", "universal2"),
+        }[platform]
         assert all(any(t in w for t in ((tags,) if isinstance(tags, str) else tags)) for w in wheels), wheels
         assert set(manifest["wheels"]) == {f"./{w}" for w in wheels}
 
@@ -57,8 +62,7 @@ def test_zip_missing_a_wheel_is_rejected(all_zips, tmp_path):
         for item in src.infolist():
             if item.filename != dropped:
                 dst.writestr(item, src.read(item.filename))
-    wheels = {p: [w for py in build_addon.PYTHONS for w in build_addon.download_wheels(p, py)]
-              for p in ["linux-x64"]}
+    wheels = {p: [w for py in build_addon.PYTHONS for w in build_addon.download_wheels(p, py)] for p in ["linux-x64"]}
     with pytest.raises(build_addon.BuildError, match="lacks wheels"):
         build_addon.check_zip(broken, "linux-x64", wheels, CLI)
 

@@ -1,5 +1,6 @@
 """segparts.cache.SmallLRU: the one small LRU of the render scenes, SAMPart3D's backbone features
 and GeoSAM2's render sessions."""
+
 from __future__ import annotations
 
 import threading
@@ -41,6 +42,7 @@ def test_threads_get_a_value_for_their_key():
 
     def worker(i):
         out[i] = cache.get_or_build(i % 3, lambda: i % 3)
+
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(30)]
     for t in threads:
         t.start()

@@ -1,4 +1,5 @@
 """Under CI a test that skips for want of ../shared fails instead (tests/conftest.py)."""
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,13 @@ def run_pytest(folder: Path, ci: bool) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "CI"}
     if ci:
         env["CI"] = "true"
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(folder)],
-                          capture_output=True, text=True, env=env, cwd=folder)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(folder)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=folder,
+    )
 
 
 def test_missing_shared_data_skips_locally_and_fails_under_ci(tmp_path):
@@ -25,7 +31,8 @@ def test_missing_shared_data_skips_locally_and_fails_under_ci(tmp_path):
         "def test_sample():\n    pytest.skip('sample not found at /nowhere/shared/benchmarks')\n"
         "@pytest.mark.skipif(True, reason='needs ../shared/benchmarks/princeton')\n"
         "def test_marked():\n    pass\n"
-        "def test_other_skip():\n    pytest.skip('no GPU here')\n")
+        "def test_other_skip():\n    pytest.skip('no GPU here')\n"
+    )
     local = run_pytest(tmp_path, ci=False)
     assert local.returncode == 0 and "3 skipped" in local.stdout, local.stdout
     ci = run_pytest(tmp_path, ci=True)

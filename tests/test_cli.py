@@ -1,4 +1,5 @@
 """The command-line contract of DESIGN.md: segment (in-process and --port), ping, errors."""
+
 from __future__ import annotations
 
 import json
@@ -64,11 +65,17 @@ def test_segment_through_a_running_backend_matches_in_process(quad_obj, tmp_path
     assert main(["segment", str(quad_obj), "--out", str(local), "--quiet"]) == 0
     with process_server(tmp_path) as (proc, port, token_file, _):
         env = dict(os.environ, SEGPARTS_RUNTIME_DIR=str(tmp_path))
-        done = subprocess.run([sys.executable, "-m", "segparts", "segment", str(quad_obj), "--port", str(port),
-                               "--out", str(remote)], capture_output=True, text=True, env=env, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "segparts", "segment", str(quad_obj), "--port", str(port), "--out", str(remote)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stderr
-        ping = subprocess.run([sys.executable, "-m", "segparts", "ping", "--port", str(port)],
-                              capture_output=True, text=True, timeout=30)
+        ping = subprocess.run(
+            [sys.executable, "-m", "segparts", "ping", "--port", str(port)], capture_output=True, text=True, timeout=30
+        )
         assert ping.returncode == 0, ping.stderr
         hello = json.loads(ping.stdout)
         assert hello["engines"]["geometric"]["available"] and hello["device"] in ("cpu", "cuda")
@@ -90,8 +97,12 @@ def test_ping_without_backend_fails_clearly(capsys):
 def test_unreadable_file_is_one_line_without_traceback(tmp_path, content):
     path = tmp_path / "broken.off"
     path.write_bytes(content)
-    done = subprocess.run([sys.executable, "-m", "segparts", "segment", str(path), "--out", str(tmp_path / "x.npy")],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "segparts", "segment", str(path), "--out", str(tmp_path / "x.npy")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
@@ -134,19 +145,45 @@ def test_engine_value_error_in_a_subprocess_has_no_traceback(tmp_path):
     vertices, faces = two_boxes()
     path = tmp_path / "boxes.ply"
     trimesh.Trimesh(vertices, faces).export(path)
-    done = subprocess.run([sys.executable, "-m", "segparts", "segment", str(path), "--out", str(tmp_path / "x.npy"),
-                           "--option", "weld_tolerance=\"wide\""], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "segparts",
+            "segment",
+            str(path),
+            "--out",
+            str(tmp_path / "x.npy"),
+            "--option",
+            'weld_tolerance="wide"',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "wide" in done.stderr
 
 
-@pytest.mark.parametrize("flags", [["--port", "70000"], ["--port", "-1"], ["--cache-mb", "0"], ["--cache-mb", "-10"],
-                                   ["--cache-mb", "nan"], ["--max-faces", "0"], ["--max-faces", "-5"],
-                                   ["--max-message-mb", "inf"], ["--port", "http"]])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--port", "70000"],
+        ["--port", "-1"],
+        ["--cache-mb", "0"],
+        ["--cache-mb", "-10"],
+        ["--cache-mb", "nan"],
+        ["--max-faces", "0"],
+        ["--max-faces", "-5"],
+        ["--max-message-mb", "inf"],
+        ["--port", "http"],
+    ],
+)
 def test_serve_refuses_bad_flags_before_binding(tmp_path, flags):
     env = dict(os.environ, SEGPARTS_RUNTIME_DIR=str(tmp_path))
-    done = subprocess.run([sys.executable, "-m", "segparts", "serve", *flags], capture_output=True, text=True,
-                          env=env, timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-m", "segparts", "serve", *flags], capture_output=True, text=True, env=env, timeout=30
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert flags[0] in done.stderr and "listening" not in done.stdout
     assert not list(tmp_path.iterdir()), "a token file was written for a server that must not start"
@@ -155,15 +192,23 @@ def test_serve_refuses_bad_flags_before_binding(tmp_path, flags):
 def test_serve_on_ipv6_loopback_and_rotated_log_file(tmp_path):
     env = dict(os.environ, SEGPARTS_RUNTIME_DIR=str(tmp_path))
     log_file = tmp_path / "backend.log"
-    proc = subprocess.Popen([sys.executable, "-m", "segparts", "serve", "--host", "::1", "--port", "0",
-                             "--log-file", str(log_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "segparts", "serve", "--host", "::1", "--port", "0", "--log-file", str(log_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         line = proc.stdout.readline()
         assert "listening on tcp://[::1]:" in line, line + (proc.stderr.read() if proc.poll() is not None else "")
         port = int(line.split("]:", 1)[1].split()[0])
-        ping = subprocess.run([sys.executable, "-m", "segparts", "ping", "--host", "::1", "--port", str(port)],
-                              capture_output=True, text=True, timeout=30)
+        ping = subprocess.run(
+            [sys.executable, "-m", "segparts", "ping", "--host", "::1", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert ping.returncode == 0, ping.stderr
         assert json.loads(ping.stdout)["endpoint"] == f"tcp://[::1]:{port}"
     finally:
@@ -182,9 +227,25 @@ def test_segment_port_timeout_when_nothing_listens(tmp_path, quad_obj):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "segparts", "segment", str(quad_obj), "--port", str(port),
-                           "--timeout", "0.5", "--out", str(tmp_path / "x.npy")], capture_output=True, text=True,
-                          timeout=60, env=dict(os.environ, SEGPARTS_RUNTIME_DIR=str(tmp_path)))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "segparts",
+            "segment",
+            str(quad_obj),
+            "--port",
+            str(port),
+            "--timeout",
+            "0.5",
+            "--out",
+            str(tmp_path / "x.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, SEGPARTS_RUNTIME_DIR=str(tmp_path)),
+    )
     assert done.returncode == 2 and "no backend answered" in done.stderr and "0.5 s" in done.stderr
     assert time.perf_counter() - started < 15  # the interpreter's start-up, not a 30 s wait
 
@@ -194,8 +255,10 @@ def test_a_backend_that_dies_mid_job_is_reported_as_lost(tmp_path):
     from segparts.client import BackendClient, BackendLost
 
     vertices, faces = grid(1_000_000)
-    with (process_server(tmp_path) as (proc, port, token_file, _),
-          BackendClient(port=port, token_file=token_file, timeout=1) as c):
+    with (
+        process_server(tmp_path) as (proc, port, token_file, _),
+        BackendClient(port=port, token_file=token_file, timeout=1) as c,
+    ):
         mid = c.upload_mesh(vertices, faces)
         started = []
 

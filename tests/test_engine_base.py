@@ -1,11 +1,12 @@
 """run_cancellable: a long call that cannot be split still answers a cancel at once."""
+
 from __future__ import annotations
 
 import time
 
 import pytest
 
-from segparts.engines.base import CancelToken, Cancelled, run_cancellable
+from segparts.engines.base import Cancelled, CancelToken, run_cancellable
 
 
 def test_a_cancel_during_a_long_call_is_answered_at_once():

@@ -1,5 +1,6 @@
 """The benchmark harness: `segparts eval princeton` and `segparts bench geometric` as a user runs
 them, and the reference yardsticks (people vs people, best person, best leaf grouping)."""
+
 from __future__ import annotations
 
 import json
@@ -78,8 +79,12 @@ def test_border_figures_by_hand():
 def test_eval_princeton_command_on_two_models(tmp_path, capsys):
     needs_sample()
     out = tmp_path / "eval.json"
-    assert main(["eval", "princeton", str(PRINCETON), "--models", "81", "224", "--reference", "--quiet",
-                 "--json", str(out)]) == 0
+    assert (
+        main(
+            ["eval", "princeton", str(PRINCETON), "--models", "81", "224", "--reference", "--quiet", "--json", str(out)]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "ALL models" in printed and "best grouping of leaves" in printed
     report = json.loads(out.read_text())
@@ -114,8 +119,28 @@ def test_bench_geometric_command_writes_table_json_and_plot(tmp_path, capsys):
     shutil.copy(PRINCETON / "off" / "81.off", sample / "off" / "81.off")
     (sample / "manifest.csv").write_text("model_id,category,n_faces\n81,Ant,12736\n")
     plot, rows = tmp_path / "time.png", tmp_path / "rows.json"
-    assert main(["bench", "geometric", "--dir", str(sample), "--targets", "12000", "50000", "--repeats", "1",
-                 "--soups", "200", "--plot", str(plot), "--json", str(rows)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "geometric",
+                "--dir",
+                str(sample),
+                "--targets",
+                "12000",
+                "50000",
+                "--repeats",
+                "1",
+                "--soups",
+                "200",
+                "--plot",
+                str(plot),
+                "--json",
+                str(rows),
+            ]
+        )
+        == 0
+    )
     assert "peak MB" in capsys.readouterr().out
     report = json.loads(rows.read_text())
     soup = report["soups"]

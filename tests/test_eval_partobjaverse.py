@@ -1,6 +1,7 @@
 """`segparts eval partobjaverse DIR` on a small folder in PartObjaverse-Tiny's published layout,
 built from ../shared/benchmarks/assemblies: its .glb files as meshes, its per-face node labels as
 instance ground truth, made-up semantic labels and categories."""
+
 from __future__ import annotations
 
 import json
@@ -55,16 +56,31 @@ def iou_per_part(pred: np.ndarray, gt: np.ndarray) -> float:
         if g == -1:
             continue
         target = gt == g
-        scores.append(max((np.logical_and(pred == p, target).sum() / np.logical_or(pred == p, target).sum())
-                          for p in np.unique(pred)) * 100)
+        scores.append(
+            max(
+                (np.logical_and(pred == p, target).sum() / np.logical_or(pred == p, target).sum())
+                for p in np.unique(pred)
+            )
+            * 100
+        )
     return float(np.mean(scores))
 
 
 @pytest.fixture(scope="module")
 def run(dataset, tmp_path_factory):
     work = tmp_path_factory.mktemp("work")
-    code = main(["eval", "partobjaverse", str(dataset), "--json", str(work / "scores.json"),
-                 "--out", str(work / "records"), "--quiet"])
+    code = main(
+        [
+            "eval",
+            "partobjaverse",
+            str(dataset),
+            "--json",
+            str(work / "scores.json"),
+            "--out",
+            str(work / "records"),
+            "--quiet",
+        ]
+    )
     return code, json.loads((work / "scores.json").read_text()), work
 
 
@@ -118,8 +134,20 @@ def test_bad_shapes_are_reported_and_the_rest_scored(run):
 
 def test_a_rerun_resumes_from_the_records(run, dataset, capsys):
     _, scores, work = run
-    code = main(["eval", "partobjaverse", str(dataset), "--json", str(work / "again.json"),
-                 "--out", str(work / "records"), "--quiet", "--workers", "2"])
+    code = main(
+        [
+            "eval",
+            "partobjaverse",
+            str(dataset),
+            "--json",
+            str(work / "again.json"),
+            "--out",
+            str(work / "records"),
+            "--quiet",
+            "--workers",
+            "2",
+        ]
+    )
     again = json.loads((work / "again.json").read_text())
     assert code == 1 and again["batch"]["counts"] == {"ok": 0, "error": 2, "skipped": 3}
     assert again["summary"] == scores["summary"]

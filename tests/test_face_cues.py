@@ -1,5 +1,6 @@
 """Authoring cues (per-face material and group ids) from every reader, on the wire and in the
 mesh id; the glTF up axis; coordinates too large to normalise."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -70,19 +71,30 @@ def test_obj_materials_and_groups_follow_the_records_in_force(tmp_path):
 def test_ply_face_properties_become_cues(tmp_path, binary):
     faces = np.array([[0, 1, 2], [0, 2, 3], [0, 1, 4], [1, 2, 4]])
     material, group = np.array([7, 7, 2, 9]), np.array([0, 1, 1, 0])
-    header = ["ply", f"format {'binary_little_endian' if binary else 'ascii'} 1.0", "element vertex 5",
-              "property float x", "property float y", "property float z", "element face 4",
-              "property list uchar int vertex_indices", "property int material_index", "property uchar group",
-              "end_header"]
+    header = [
+        "ply",
+        f"format {'binary_little_endian' if binary else 'ascii'} 1.0",
+        "element vertex 5",
+        "property float x",
+        "property float y",
+        "property float z",
+        "element face 4",
+        "property list uchar int vertex_indices",
+        "property int material_index",
+        "property uchar group",
+        "end_header",
+    ]
     path = tmp_path / "cues.ply"
     if binary:
         body = SQUARE.astype("<f4").tobytes() + b"".join(
             np.uint8(3).tobytes() + f.astype("<i4").tobytes() + np.int32(m).tobytes() + np.uint8(g).tobytes()
-            for f, m, g in zip(faces, material, group))
+            for f, m, g in zip(faces, material, group)
+        )
         path.write_bytes(("\n".join(header) + "\n").encode() + body)
     else:
-        rows = [" ".join(map(str, v)) for v in SQUARE] + [f"3 {' '.join(map(str, f))} {m} {g}"
-                                                           for f, m, g in zip(faces, material, group)]
+        rows = [" ".join(map(str, v)) for v in SQUARE] + [
+            f"3 {' '.join(map(str, f))} {m} {g}" for f, m, g in zip(faces, material, group)
+        ]
         path.write_text("\n".join(header + rows) + "\n")
     mesh = load_mesh(path)
     np.testing.assert_array_equal(mesh.material, material)
@@ -96,8 +108,12 @@ def test_gltf_materials_shared_by_nodes_and_one_group_per_node(tmp_path):
     for i, material in enumerate([red, blue, red]):
         box = trimesh.creation.box()
         box.visual = trimesh.visual.TextureVisuals(material=material)
-        scene.add_geometry(box, node_name=f"n{i}", geom_name=f"g{i}",
-                           transform=trimesh.transformations.translation_matrix([3 * i, 0, 0]))
+        scene.add_geometry(
+            box,
+            node_name=f"n{i}",
+            geom_name=f"g{i}",
+            transform=trimesh.transformations.translation_matrix([3 * i, 0, 0]),
+        )
     path = tmp_path / "parts.glb"
     path.write_bytes(scene.export(file_type="glb"))
     mesh = load_mesh(path)
@@ -128,9 +144,14 @@ def test_stl_and_off_carry_no_cues(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["material", "group"])
-@pytest.mark.parametrize("bad, match", [(np.zeros(3, np.int32), "one id per face"),
-                                        (np.zeros(4, np.float32), "integers"),
-                                        (np.array([0, -1, 0, 0]), r"\[0, 2\^31\)")])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.zeros(3, np.int32), "one id per face"),
+        (np.zeros(4, np.float32), "integers"),
+        (np.array([0, -1, 0, 0]), r"\[0, 2\^31\)"),
+    ],
+)
 def test_bad_cue_arrays_are_refused(name, bad, match):
     with pytest.raises(MeshError, match=match) as err:
         validate_mesh(SQUARE, [[0, 1, 2], [0, 2, 3], [0, 1, 4], [1, 2, 4]], **{name: bad})
@@ -156,11 +177,15 @@ def test_cues_on_the_wire_belong_to_the_mesh_id(tmp_path):
         cached = server._cache.get(("mesh", with_cues))
         np.testing.assert_array_equal(cached.material, material)
         assert cached.group is None
-        for bad, code in ((material[:5], "bad_material"), (material.astype(np.float32), "bad_material"),
-                          (material - 1, "bad_material")):
+        for bad, code in (
+            (material[:5], "bad_material"),
+            (material.astype(np.float32), "bad_material"),
+            (material - 1, "bad_material"),
+        ):
             with pytest.raises(BackendError) as err:
-                client.upload_mesh(vertices, faces, cues={"material": bad}) if bad.dtype.kind == "i" else \
-                    client.call("upload_mesh", {}, {"vertices": vertices, "faces": faces, "material": bad})
+                client.upload_mesh(vertices, faces, cues={"material": bad}) if bad.dtype.kind == "i" else client.call(
+                    "upload_mesh", {}, {"vertices": vertices, "faces": faces, "material": bad}
+                )
             assert err.value.code == code
         # the server is still up and segments the mesh with its cues
         result = client.segment(with_cues)
@@ -172,8 +197,9 @@ def test_file_normals_are_read_turned_z_up_and_sent(tmp_path):
     vertices), go over the wire, and change the mesh id (they change what the renders show)."""
     box = trimesh.creation.box()
     flat = np.repeat(box.face_normals, 3, axis=0)  # split per corner: every corner its own vertex
-    soup = trimesh.Trimesh(box.vertices[box.faces].reshape(-1, 3), np.arange(36).reshape(-1, 3),
-                           vertex_normals=flat, process=False)
+    soup = trimesh.Trimesh(
+        box.vertices[box.faces].reshape(-1, 3), np.arange(36).reshape(-1, 3), vertex_normals=flat, process=False
+    )
     scene = trimesh.Scene()
     turn = trimesh.transformations.rotation_matrix(0.5, [1, 0, 0])
     scene.add_geometry(soup, node_name="n", geom_name="g", transform=turn)
@@ -190,17 +216,29 @@ def test_file_normals_are_read_turned_z_up_and_sent(tmp_path):
     np.testing.assert_allclose(normals[mesh.faces[:, 0]], geometric, atol=1e-6)
 
     ply = tmp_path / "n.ply"
-    header = ["ply", "format ascii 1.0", "element vertex 3", "property float x", "property float y",
-              "property float z", "property float nx", "property float ny", "property float nz",
-              "element face 1", "property list uchar int vertex_indices", "end_header"]
+    header = [
+        "ply",
+        "format ascii 1.0",
+        "element vertex 3",
+        "property float x",
+        "property float y",
+        "property float z",
+        "property float nx",
+        "property float ny",
+        "property float nz",
+        "element face 1",
+        "property list uchar int vertex_indices",
+        "end_header",
+    ]
     ply.write_text("\n".join(header + ["0 0 0 0 0 1", "1 0 0 0 0 1", "0 1 0 0 0 1", "3 0 1 2"]) + "\n")
     np.testing.assert_allclose(load_mesh(ply).appearance.normals, [[0, 0, 1]] * 3)
 
     with thread_server(tmp_path) as (server, client):
         looks = wire_arrays(mesh.appearance, mesh.faces)
         assert "normals" in looks
-        unshaded = client.upload_mesh(mesh.vertices, mesh.faces, cues=mesh.cues,
-                                      appearance={k: v for k, v in looks.items() if k != "normals"})
+        unshaded = client.upload_mesh(
+            mesh.vertices, mesh.faces, cues=mesh.cues, appearance={k: v for k, v in looks.items() if k != "normals"}
+        )
         shaded = client.upload_mesh(mesh.vertices, mesh.faces, cues=mesh.cues, appearance=looks)
         assert shaded == mesh.content_hash != unshaded
         np.testing.assert_allclose(server._cache.get(("mesh", shaded)).appearance.normals, normals, atol=1e-6)

@@ -5,6 +5,7 @@ server must still give the same labels for a known mesh and its memory must not 
 
 Bounded by default (a few examples per field); SEGPARTS_FUZZ_EXAMPLES=N runs N per field.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,9 @@ RSS_GROWTH_LIMIT = 150 * 2**20
 
 
 def run_settings(n: int):
-    return settings(max_examples=n, deadline=None, database=None, derandomize=True,
-                    suppress_health_check=list(HealthCheck))
+    return settings(
+        max_examples=n, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+    )
 
 
 def test_every_field_of_every_op_made_wrong_and_raw_garbage(tmp_path, monkeypatch):
@@ -35,13 +37,17 @@ def test_every_field_of_every_op_made_wrong_and_raw_garbage(tmp_path, monkeypatc
         monkeypatch.delenv(name, raising=False)  # name_parts must stay refused: nothing goes out
     wrong, frame_changes, garbage = fuzzing.strategies()
     vertices, faces = two_boxes()
-    expected = create_engine("geometric").segment(validate_mesh(vertices, faces), SegmentParams(parts=2),
-                                                  no_progress, CancelToken()).labels
+    expected = (
+        create_engine("geometric")
+        .segment(validate_mesh(vertices, faces), SegmentParams(parts=2), no_progress, CancelToken())
+        .labels
+    )
     with thread_server(tmp_path) as (server, client):
         mid = client.upload_mesh(vertices, faces)
         first = client.segment(mid, parts=2)
-        target = fuzzing.Target(server.token, mid, first.result["segmentation_id"], first.result["job_id"],
-                                vertices, faces)
+        target = fuzzing.Target(
+            server.token, mid, first.result["segmentation_id"], first.result["job_id"], vertices, faces
+        )
         sock = zmq.Context.instance().socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(f"tcp://127.0.0.1:{server.port}")

@@ -1,5 +1,6 @@
 """The geometric engine on real and constructed meshes: the merge tree and its cuts, pick,
 invariance to pose/scale/triangulation, and meshes with defects."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from segparts.engines.base import CancelToken, Cancelled, Click, PickRequest, SegmentParams, no_progress
+from segparts.engines.base import Cancelled, CancelToken, Click, PickRequest, SegmentParams, no_progress
 from segparts.engines.geometric import GeometricEngine
 from segparts.mesh import validate_mesh
 from segparts.metrics import rand_index_error
@@ -104,11 +105,16 @@ def test_cancel():
 
 # ---- invariances ------------------------------------------------------------------------------
 
+
 def test_rigid_motion_and_uniform_scale(blob):
     mesh, _, seg = blob
     rotation = trimesh.transformations.random_rotation_matrix(np.random.default_rng(3).random(3))[:3, :3]
-    for vertices in (mesh.vertices + [10.0, -4.0, 7.5], mesh.vertices @ rotation.T, mesh.vertices * 37.0,
-                     mesh.vertices * 1e-3):
+    for vertices in (
+        mesh.vertices + [10.0, -4.0, 7.5],
+        mesh.vertices @ rotation.T,
+        mesh.vertices * 37.0,
+        mesh.vertices * 1e-3,
+    ):
         moved = segment(validate_mesh(vertices, mesh.faces))
         assert agreement(moved.labels, seg.labels) > 0.98
         assert agreement(moved.hierarchy.cut(parts=5), seg.hierarchy.cut(parts=5)) > 0.95
@@ -161,6 +167,7 @@ def _majority(labels: np.ndarray, group: int) -> np.ndarray:
 
 # ---- separate pieces ---------------------------------------------------------------------------
 
+
 def test_pieces_merge_by_contact_and_size():
     """A big box with a small box resting on it (a knob), and a similar (not congruent) big box
     far away: the knob joins its box before the two big boxes join; coincident duplicate
@@ -195,15 +202,20 @@ def test_pieces_merge_by_contact_and_size():
 def test_separate_pieces_stay_apart_at_the_automatic_level():
     """Boxes that don't touch (a roof floating above a box, two others aside) are never fused by
     the default cut, however few of them there are."""
-    boxes = [trimesh.creation.box([2, 2, 2]), trimesh.creation.box([1.2] * 3), trimesh.creation.box([1.6] * 3),
-             trimesh.creation.box([2, 2, 0.4])]
+    boxes = [
+        trimesh.creation.box([2, 2, 2]),
+        trimesh.creation.box([1.2] * 3),
+        trimesh.creation.box([1.6] * 3),
+        trimesh.creation.box([2, 2, 0.4]),
+    ]
     for b, t in zip(boxes, ([0, 0, 0], [4, 0, 0], [0, 5, 0], [0, 0, 1.8])):
         b.apply_translation(t)
-    mesh = validate_mesh(np.concatenate([b.vertices for b in boxes]),
-                         np.concatenate([b.faces + 8 * i for i, b in enumerate(boxes)]))
+    mesh = validate_mesh(
+        np.concatenate([b.vertices for b in boxes]), np.concatenate([b.faces + 8 * i for i, b in enumerate(boxes)])
+    )
     labels = segment(mesh).labels
     assert len(np.unique(labels)) == 4
-    assert all(len(np.unique(labels[12 * i:12 * (i + 1)])) == 1 for i in range(4))
+    assert all(len(np.unique(labels[12 * i : 12 * (i + 1)])) == 1 for i in range(4))
 
 
 def test_intersecting_pieces_stay_whole():
@@ -219,8 +231,9 @@ def test_intersecting_pieces_stay_whole():
     body.apply_translation([0.85, 0.0, 1.6])
     parts = [arm, hand, body]
     offsets = np.cumsum([0] + [len(p.vertices) for p in parts[:-1]])
-    mesh = validate_mesh(np.concatenate([p.vertices for p in parts]),
-                         np.concatenate([p.faces + o for p, o in zip(parts, offsets)]))
+    mesh = validate_mesh(
+        np.concatenate([p.vertices for p in parts]), np.concatenate([p.faces + o for p, o in zip(parts, offsets)])
+    )
     seg = segment(mesh)
     piece = np.repeat([0, 1, 2], [len(p.faces) for p in parts])
     for k in range(3):
@@ -228,6 +241,7 @@ def test_intersecting_pieces_stay_whole():
 
 
 # ---- defective meshes ----------------------------------------------------------------------------
+
 
 def _check_valid(mesh, seg):
     assert seg.labels.shape == (mesh.n_faces,)
@@ -242,14 +256,18 @@ def test_degenerate_duplicate_and_non_manifold_faces():
     v, f = mesh.vertices, mesh.faces
     n_v = len(v)
     extra_vertices = np.array([[5.0, 5.0, 5.0], [9.0, 9.0, 9.0], [0.0, 0.0, 5.0]])
-    bad_faces = np.array([
-        [0, 0, 1],  # repeated index
-        [f[0, 0], f[0, 1], f[0, 1]],  # collapsed edge
-        [n_v, n_v, n_v],  # a point
-        f[10], f[10], f[11][::-1],  # duplicate faces, and a flipped duplicate
-        [f[20, 0], f[20, 1], n_v + 2],  # a third face on an existing edge (non-manifold)
-        [n_v, n_v + 1, n_v + 2],  # a lone far triangle, its own piece
-    ])
+    bad_faces = np.array(
+        [
+            [0, 0, 1],  # repeated index
+            [f[0, 0], f[0, 1], f[0, 1]],  # collapsed edge
+            [n_v, n_v, n_v],  # a point
+            f[10],
+            f[10],
+            f[11][::-1],  # duplicate faces, and a flipped duplicate
+            [f[20, 0], f[20, 1], n_v + 2],  # a third face on an existing edge (non-manifold)
+            [n_v, n_v + 1, n_v + 2],  # a lone far triangle, its own piece
+        ]
+    )
     colinear = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [2.0, 0.0, 0.0]]) + 7.0
     vertices = np.concatenate([v, extra_vertices, colinear, np.full((5, 3), 3.0)])  # + isolated vertices
     faces = np.concatenate([f, bad_faces, [[n_v + 3, n_v + 4, n_v + 5]]])  # zero-area sliver
@@ -258,8 +276,11 @@ def test_degenerate_duplicate_and_non_manifold_faces():
     _check_valid(bad, seg)
     # the defects don't change how the sound part of the mesh is cut
     clean = segment(mesh).hierarchy.cut(parts=4)
-    sound = next(cut[: mesh.n_faces] for n in range(4, 20)
-                 if len(np.unique((cut := seg.hierarchy.cut(parts=n))[: mesh.n_faces])) == 4)
+    sound = next(
+        cut[: mesh.n_faces]
+        for n in range(4, 20)
+        if len(np.unique((cut := seg.hierarchy.cut(parts=n))[: mesh.n_faces])) == 4
+    )
     assert agreement(sound, clean) > 0.9
 
 
@@ -292,6 +313,7 @@ def test_tiny_and_flat_meshes():
 
 
 # ---- a benchmark mesh ----------------------------------------------------------------------------
+
 
 def test_benchmark_mesh_matches_people():
     """On one real mesh the automatic cut agrees with the human segmentations about as well as

@@ -1,14 +1,24 @@
 """GeoSAM2 automatic-mode pieces that need no model: mask selection, the generator's mask
 post-processing and NMS, the release's shrink_mask and the per-view filters."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-
 from sam2.utils.amg import batched_mask_to_box
-from segparts.engines.geosam2.automatic import (AutoMask, area_consistent, flip_small_regions, novel_objects, opening,
-                                                select_masks, shrink_mask, stable_objects, view_masks)
+
+from segparts.engines.geosam2.automatic import (
+    AutoMask,
+    area_consistent,
+    flip_small_regions,
+    novel_objects,
+    opening,
+    select_masks,
+    shrink_mask,
+    stable_objects,
+    view_masks,
+)
 from segparts.engines.nms import box_nms
 
 
@@ -20,15 +30,19 @@ def _square(x0, y0, x1, y1, size=32):
 
 def test_select_masks_skips_near_duplicates_and_orders_by_area():
     big, big_shifted, small = _square(0, 0, 20, 20), _square(0, 0, 20, 19), _square(25, 25, 30, 30)
-    masks = [AutoMask((1, 1), big, 0.80, int(big.sum())), AutoMask((2, 2), big_shifted, 0.95, int(big_shifted.sum())),
-             AutoMask((26, 26), small, 0.90, int(small.sum()))]
+    masks = [
+        AutoMask((1, 1), big, 0.80, int(big.sum())),
+        AutoMask((2, 2), big_shifted, 0.95, int(big_shifted.sum())),
+        AutoMask((26, 26), small, 0.90, int(small.sum())),
+    ]
     kept = select_masks(masks, accept_iou=0.85)
     assert [m.point for m in kept] == [(2, 2), (26, 26)]  # best IoU of the duplicates kept; largest first
 
 
 def test_box_nms_on_mask_boxes():
-    masks = torch.from_numpy(np.stack([_square(0, 0, 10, 10), _square(1, 0, 10, 10), _square(20, 20, 30, 30),
-                                       np.zeros((32, 32), bool)]))
+    masks = torch.from_numpy(
+        np.stack([_square(0, 0, 10, 10), _square(1, 0, 10, 10), _square(20, 20, 30, 30), np.zeros((32, 32), bool)])
+    )
     boxes = batched_mask_to_box(masks)
     assert boxes.tolist() == [[0, 0, 9, 9], [1, 0, 9, 9], [20, 20, 29, 29], [0, 0, 0, 0]]  # inclusive, empty = 0
     assert box_nms(boxes.double(), torch.tensor([0.5, 0.9, 0.7, 0.6]), 0.7).tolist() == [1, 2, 3]
@@ -71,6 +85,7 @@ def test_view_masks_stability_sees_the_shrunk_logits():
     masks, stability = view_masks(low, 40)
     assert masks[0, 0, 0:10, 20].all()
     from sam2.utils.amg import calculate_stability_score
+
     assert stability[0, 0] > calculate_stability_score(low[0], 0.0, 0.7)[0]
 
 
@@ -115,7 +130,7 @@ class _ScriptedHeads:
             pts, has_mask = decoder_args["sparse_prompt_embeddings"]
             n = len(pts)
             yy, xx = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
-            disk = ((xx - pts[:, 0, 0, None, None] / 4) ** 2 + (yy - pts[:, 0, 1, None, None] / 4) ** 2 <= 9)
+            disk = (xx - pts[:, 0, 0, None, None] / 4) ** 2 + (yy - pts[:, 0, 1, None, None] / 4) ** 2 <= 9
             logits = torch.where(disk, 8.0, -8.0)[:, None]
             if decoder_args["multimask_output"]:
                 return logits.repeat(1, 3, 1, 1), torch.full((n, 3), 0.1), None, None

@@ -3,6 +3,7 @@
 Test-only settings: image_size 128 (the release renders and encodes at 1024) and
 weights="random"; everything else (rendering, ring propagation, lifting) is the real path.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,8 +34,9 @@ def _miou(pred: np.ndarray, truth: np.ndarray) -> float:
     ious = []
     for t in np.unique(truth):
         gt = truth == t
-        ious.append(max(np.count_nonzero(gt & (pred == p)) / np.count_nonzero(gt | (pred == p))
-                        for p in np.unique(pred)))
+        ious.append(
+            max(np.count_nonzero(gt & (pred == p)) / np.count_nonzero(gt | (pred == p)) for p in np.unique(pred))
+        )
     return float(np.mean(ious))
 
 
@@ -113,7 +115,7 @@ def test_a_click_answer_loses_its_specks_as_in_the_release():
     engine = GeoSAM2Engine("cpu", image_size=256, weights="random")
     s = engine.render_session(mesh)
     stray = int(np.flatnonzero(truth == 1)[5])
-    wanted = (truth == 2)
+    wanted = truth == 2
     wanted[stray] = True
     masks = np.isin(s.views.face_id, np.flatnonzero(wanted))
     faces = engine.object_faces(s, masks)
@@ -125,8 +127,10 @@ def test_bad_clicks_fail_clearly_before_encoding(engine):
     mesh, _ = _parts_mesh()
     inner = trimesh.creation.box((0.2, 0.2, 0.2))  # sealed inside the body: never visible
     outer = trimesh.creation.box((1.0, 1.0, 1.0))
-    hidden_mesh = Mesh(np.concatenate([outer.vertices, inner.vertices]),
-                       np.concatenate([outer.faces, inner.faces + len(outer.vertices)]).astype(np.int64))
+    hidden_mesh = Mesh(
+        np.concatenate([outer.vertices, inner.vertices]),
+        np.concatenate([outer.faces, inner.faces + len(outer.vertices)]).astype(np.int64),
+    )
     cancel = CancelToken()
     with pytest.raises(ValueError, match="not on the mesh"):
         engine.pick(mesh, None, PickRequest([Click(face=mesh.n_faces + 3)]), cancel)
@@ -149,8 +153,9 @@ def test_clicks_refine_without_re_encoding(engine):
     assert first.mask.shape == (mesh.n_faces,) and first.mask.dtype == bool
     assert set(first.info["stage1_px"]) <= set(first.info["views"])  # two stages: refined on its view first
     body_point = tuple(mesh.vertices[mesh.faces[0]].mean(axis=0))
-    second = engine.pick(mesh, None, PickRequest([Click(face=head_face), Click(point=body_point, positive=False)]),
-                         cancel)
+    second = engine.pick(
+        mesh, None, PickRequest([Click(face=head_face), Click(point=body_point, positive=False)]), cancel
+    )
     assert model.encoder_calls == 12  # the second click reused the cached features
     assert second.info["start_view"] == first.info["start_view"]
     assert engine.last_timings["click_s"] > 0
@@ -194,8 +199,7 @@ def test_automatic_mask_generator_respects_the_allowed_pixels(engine):
     allowed = s.views.face_id[0] >= 0
     allowed[:, : allowed.shape[1] // 2] = False  # only the right half is "not yet covered"
     # random weights predict low IoU, so the thresholds are opened to exercise the whole path
-    loose = AutoMaskSettings(max_points=24, points_per_batch=8, pred_iou_thresh=-1, stability_thresh=-1,
-                             min_region=0)
+    loose = AutoMaskSettings(max_points=24, points_per_batch=8, pred_iou_thresh=-1, stability_thresh=-1, min_region=0)
     masks = select_masks(generate_masks(engine.model(), emb, high_res, allowed, loose))
     assert masks
     for m in masks:
@@ -226,7 +230,16 @@ def test_the_clicks_option_is_checked_before_a_job_starts():
     engine = GeoSAM2Engine("cpu", image_size=128, weights="random")
     good = [{"face": 3}, {"point": [0.1, 0.2, 0.3], "positive": False}]
     assert check_options(engine, {"clicks": good}) == {"clicks": good}
-    for bad in ([], [{"positive": True}], [{"face": -1}], [{"face": 2.5}], [{"point": [0, 1]}],
-                [{"face": 1, "positive": "yes"}], [{"face": 1, "colour": 3}], [{"face": 1}] * 65, {"face": 1}):
+    for bad in (
+        [],
+        [{"positive": True}],
+        [{"face": -1}],
+        [{"face": 2.5}],
+        [{"point": [0, 1]}],
+        [{"face": 1, "positive": "yes"}],
+        [{"face": 1, "colour": 3}],
+        [{"face": 1}] * 65,
+        {"face": 1},
+    ):
         with pytest.raises(OptionError, match="click"):
             check_options(engine, {"clicks": bad})

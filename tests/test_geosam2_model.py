@@ -4,16 +4,24 @@ identity at initialisation, ring order and memory wrap-around.
 Test-only setting: the model is built at image_size 128 (the release runs at 1024) so that the
 two Hiera-B+ encoders run in seconds on a CPU; the parameters do not depend on the image size.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from segparts.engines.geosam2.model import (SAM2_CONFIG, CheckpointError, GeoSAM2Model, LoRAQKV, RingFrames,
-                                            build_model, check_state_dict, load_checkpoint)
-from segparts.engines.geosam2.predictor import (MultiViewPredictor, Prompt, memory_frames, pointer_frames,
-                                                ring_order)
+from segparts.engines.geosam2.model import (
+    SAM2_CONFIG,
+    CheckpointError,
+    GeoSAM2Model,
+    LoRAQKV,
+    RingFrames,
+    build_model,
+    check_state_dict,
+    load_checkpoint,
+)
+from segparts.engines.geosam2.predictor import MultiViewPredictor, Prompt, memory_frames, pointer_frames, ring_order
 
 SIZE = 128  # test-only image size
 
@@ -32,8 +40,14 @@ def test_parameter_names_and_counts_match_the_release(model):
     for enc in ("image_encoder", "pos_map_encoder"):
         for i in (0, 2, 5, 21, 23):
             base = f"{enc}.trunk.blocks.{i}.attn.qkv"
-            for name in ("qkv.weight", "qkv.bias", "linear_a_q.weight", "linear_b_q.weight",
-                         "linear_a_v.weight", "linear_b_v.weight"):
+            for name in (
+                "qkv.weight",
+                "qkv.bias",
+                "linear_a_q.weight",
+                "linear_b_q.weight",
+                "linear_a_v.weight",
+                "linear_b_v.weight",
+            ):
                 assert f"{base}.{name}" in sd
             assert f"{base}.weight" not in sd  # the original linear moved one level down
         assert f"{enc}.neck.convs.0.conv.weight" in sd
@@ -148,8 +162,14 @@ def test_model_reads_wrapped_memory(model):
     def features(non_cond: dict):
         with torch.inference_mode():
             return model._prepare_memory_conditioned_features(
-                1, False, vision[-1:], pos[-1:], sizes[-1:],
-                {"cond_frame_outputs": {0: cond}, "non_cond_frame_outputs": non_cond}, 13)
+                1,
+                False,
+                vision[-1:],
+                pos[-1:],
+                sizes[-1:],
+                {"cond_frame_outputs": {0: cond}, "non_cond_frame_outputs": non_cond},
+                13,
+            )
 
     alone = features({})
     assert not torch.allclose(features({12: other}), alone)  # 1 - 2 wraps to 12

@@ -1,5 +1,6 @@
 """The mesh's own normals are rendered when it has them (GeoSAM2's release renders the file's split
 normals and flat/smooth faces in Blender); meshes without normals keep the 30-degree auto smooth."""
+
 from __future__ import annotations
 
 import numpy as np

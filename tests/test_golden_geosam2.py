@@ -2,6 +2,7 @@
 the same seeded release-layout weights, the same inputs, the release's tolerances. Encoders, fusion
 and forward_image; ring propagation for four click scenarios; the release's two-stage click
 pipeline; and `shrink_mask`. The official code ran in fp32 on CPU at 128 px."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -68,8 +69,10 @@ def test_forward_image_matches_the_release_on_all_views(predictor):
 def _objects(clicks: np.ndarray):
     from segparts.engines.geosam2.predictor import Prompt
 
-    return [Prompt(clicks[clicks[:, 0] == oid, 1:3].astype(np.float32), clicks[clicks[:, 0] == oid, 3].astype(np.int32))
-            for oid in np.unique(clicks[:, 0])]
+    return [
+        Prompt(clicks[clicks[:, 0] == oid, 1:3].astype(np.float32), clicks[clicks[:, 0] == oid, 3].astype(np.int32))
+        for oid in np.unique(clicks[:, 0])
+    ]
 
 
 def _final_lowres(data, prefix: str) -> np.ndarray:

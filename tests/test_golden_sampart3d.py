@@ -3,6 +3,7 @@
 scale transform, grouping field, loss and gradients, HDBSCAN. The tolerances are those of the
 fixtures' `check_project.py`, which were shown to catch injected bugs (README, "What the
 tolerances catch")."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,9 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from golden import golden, golden_weights  # noqa: F401  (session fixture)
-from segparts.engines.sampart3d import backbone as B
-from segparts.engines.sampart3d import cluster as C
-from segparts.engines.sampart3d import grouping as G
+from segparts.engines.sampart3d import backbone as B, cluster as C, grouping as G
 from segparts.engines.sampart3d.serialization import encode
 
 FEATURE_TOL = 1e-3  # backbone features reach |x| = 39; the project is at 3e-5
@@ -106,8 +105,9 @@ def loss_run(golden_weights, backbone_fixture):  # noqa: F811
     ref = golden("sampart3d_loss.npz")
     weights = torch.load(golden_weights / "sampart3d_grouping_mlp.pt", weights_only=True)
     field = G.GroupingField()
-    linears = [m for m in field.instance_net if isinstance(m, torch.nn.Linear)] + \
-              [m for m in field.pos_net if isinstance(m, torch.nn.Linear)]
+    linears = [m for m in field.instance_net if isinstance(m, torch.nn.Linear)] + [
+        m for m in field.pos_net if isinstance(m, torch.nn.Linear)
+    ]
     with torch.no_grad():
         for layer, w in zip(linears, weights["instance_net"] + weights["pos_net"], strict=True):
             layer.weight.copy_(w)
@@ -119,9 +119,19 @@ def loss_run(golden_weights, backbone_fixture):  # noqa: F811
     rfeat = torch.from_numpy(backbone_fixture["input/feat"])[mapping]
     at_scale = field(bfeat, rfeat, transform(scale))
     at_larger = field(bfeat, rfeat, transform(larger))
-    total, parts = G.contrastive_loss(at_scale, at_larger, torch.from_numpy(ref["mask_id"]).long(), int(ref["n_images"]))
-    return dict(ref=ref, transform=transform, scale=scale, larger=larger, at_scale=at_scale, total=total,
-                parts=parts, linears=linears)
+    total, parts = G.contrastive_loss(
+        at_scale, at_larger, torch.from_numpy(ref["mask_id"]).long(), int(ref["n_images"])
+    )
+    return dict(
+        ref=ref,
+        transform=transform,
+        scale=scale,
+        larger=larger,
+        at_scale=at_scale,
+        total=total,
+        parts=parts,
+        linears=linears,
+    )
 
 
 def test_quantile_scale_transform_matches_the_release(loss_run):
@@ -136,7 +146,12 @@ def test_grouping_field_output_matches_the_release(loss_run):
 
 def test_loss_matches_the_release(loss_run):
     ref = loss_run["ref"]
-    mine = (loss_run["total"].item(), loss_run["parts"]["loss1"], loss_run["parts"]["loss2"], loss_run["parts"]["loss3"])
+    mine = (
+        loss_run["total"].item(),
+        loss_run["parts"]["loss1"],
+        loss_run["parts"]["loss2"],
+        loss_run["parts"]["loss3"],
+    )
     official = tuple(float(ref[k]) for k in ("instance_loss", "instance_loss_1", "instance_loss_2", "instance_loss_3"))
     assert max(abs(a - b) for a, b in zip(mine, official)) <= LOSS_TOL, (mine, official)
 
@@ -146,7 +161,9 @@ def test_gradients_match_the_release(loss_run):
     grads = torch.autograd.grad(loss_run["total"], [m.weight for m in linears])
     rel = max(abs(g.norm().item() - r) / r for g, r in zip(grads, ref["grad_norm"]))
     corners = max(max_diff(g[:8, :8].numpy(), c) for g, c in zip(grads, ref["grad_corner"]))
-    full = max(max_diff(grads[7].numpy(), ref["grad/pos_net.0"]), max_diff(grads[6].numpy(), ref["grad/instance_net.6"]))
+    full = max(
+        max_diff(grads[7].numpy(), ref["grad/pos_net.0"]), max_diff(grads[6].numpy(), ref["grad/instance_net.6"])
+    )
     assert rel <= 1e-4 and corners <= 1e-6 and full <= 1e-6, (rel, corners, full)
 
 

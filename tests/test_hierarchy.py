@@ -1,4 +1,5 @@
 """The merge tree every engine returns and the add-on re-cuts."""
+
 import itertools
 
 import numpy as np
@@ -88,7 +89,7 @@ def test_without_empty_leaves_keeps_every_cut_of_the_faces():
     assert after.n_leaves == 9 and after.leaf_labels.max() == 8
     assert set(np.unique(after.leaf_labels)) == set(range(9))  # every leaf holds a face
     kids = np.bincount(after.parent[after.parent >= 0], minlength=after.n_nodes)
-    assert np.all(kids[after.n_leaves:-1] >= 2)  # no internal node below the root has one child
+    assert np.all(kids[after.n_leaves : -1] >= 2)  # no internal node below the root has one child
     for scale in np.linspace(0.0, 1.0, 21):  # the same partition of the faces at every scale
         a, b = before.cut(scale=scale), after.cut(scale=scale)
         pairs = set(zip(a.tolist(), b.tolist()))

@@ -1,5 +1,6 @@
 """2D <-> 3D lifting: masks drawn from the face-id buffer of meshes with known parts must lift
 back to those parts; votes, clicks and post-processing on small meshes with known answers."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +11,15 @@ import trimesh
 
 from segparts import lifting
 from segparts.mesh import validate_mesh
-from segparts.render import geosam2_rig, look_at, normalize_for_rendering, perspective, render_views, rig_from_matrices, sampart3d_rig
+from segparts.render import (
+    geosam2_rig,
+    look_at,
+    normalize_for_rendering,
+    perspective,
+    render_views,
+    rig_from_matrices,
+    sampart3d_rig,
+)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PRINCETON = SHARED / "benchmarks" / "princeton"
@@ -180,7 +189,9 @@ def test_postprocess_removes_specks_fills_and_splits():
     # nearest-centroid fill reaches faces the majority fill cannot (no labelled neighbours, 0 rounds)
     sparse = np.full(2 * n * n, -1)
     sparse[0], sparse[-1] = 4, 9
-    out = lifting.postprocess_labels(mesh, sparse, min_fraction=0.0, fill_iterations=0, k_nearest=1, split_disconnected=False)
+    out = lifting.postprocess_labels(
+        mesh, sparse, min_fraction=0.0, fill_iterations=0, k_nearest=1, split_disconnected=False
+    )
     centre = mesh.vertices[mesh.faces].mean(axis=1)
     nearer_first = np.linalg.norm(centre - centre[0], axis=1) < np.linalg.norm(centre - centre[-1], axis=1)
     np.testing.assert_array_equal(out, np.where(nearer_first, 4, 9))

@@ -1,4 +1,5 @@
 """Validation of untrusted mesh arrays and polygon triangulation."""
+
 import numpy as np
 import pytest
 
@@ -8,17 +9,20 @@ TRI_V = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], float)
 TRI_F = np.array([[0, 1, 2], [0, 2, 3]])
 
 
-@pytest.mark.parametrize("vertices, faces, code", [
-    (np.zeros((0, 3)), np.zeros((0, 3), int), "empty_mesh"),
-    (TRI_V, np.zeros((0, 3), int), "empty_mesh"),
-    (np.array([[0, 0, np.nan]] * 4), TRI_F, "non_finite_vertices"),
-    (np.array([[0, 0, np.inf]] * 4), TRI_F, "non_finite_vertices"),
-    (TRI_V, np.array([[0, 1, 4]]), "face_index_out_of_range"),
-    (TRI_V, np.array([[0, -1, 2]]), "face_index_out_of_range"),
-    (TRI_V[:, :2], TRI_F, "bad_vertices"),
-    (TRI_V, TRI_F.astype(float), "bad_faces"),
-    (TRI_V, np.array([[0, 1, 2, 3]]), "bad_faces"),
-])
+@pytest.mark.parametrize(
+    "vertices, faces, code",
+    [
+        (np.zeros((0, 3)), np.zeros((0, 3), int), "empty_mesh"),
+        (TRI_V, np.zeros((0, 3), int), "empty_mesh"),
+        (np.array([[0, 0, np.nan]] * 4), TRI_F, "non_finite_vertices"),
+        (np.array([[0, 0, np.inf]] * 4), TRI_F, "non_finite_vertices"),
+        (TRI_V, np.array([[0, 1, 4]]), "face_index_out_of_range"),
+        (TRI_V, np.array([[0, -1, 2]]), "face_index_out_of_range"),
+        (TRI_V[:, :2], TRI_F, "bad_vertices"),
+        (TRI_V, TRI_F.astype(float), "bad_faces"),
+        (TRI_V, np.array([[0, 1, 2, 3]]), "bad_faces"),
+    ],
+)
 def test_bad_meshes_give_clear_codes(vertices, faces, code):
     with pytest.raises(MeshError) as err:
         validate_mesh(vertices, faces)

@@ -1,5 +1,6 @@
 """segparts.meshgraph (the face graph shared by the geometric engine, lifting, metrics and eval),
 checked against plain-Python definitions on random meshes with degenerate and non-manifold edges."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -89,6 +90,7 @@ def test_components_match_a_union_find(seed):
             while root[i] != i:
                 i = root[i]
             return i
+
         for f, g in pairs.tolist():
             if labels[f] == labels[g] and not (apart and labels[f] < 0):
                 root[find(f)] = find(g)

@@ -1,4 +1,5 @@
 """Mesh files keep their face order: every format, polygons -> triangles with a face map."""
+
 from __future__ import annotations
 
 import struct
@@ -37,13 +38,23 @@ def assert_same_triangles(mesh, vertices, triangles):
 
 
 def write_obj(path: Path):
-    lines = ["# mixed polygons", "mtllib none.mtl"] + [f"v {x} {y} {z}" for x, y, z in VERTICES] + ["vt 0 0", "vn 0 0 1"]
+    lines = (
+        ["# mixed polygons", "mtllib none.mtl"] + [f"v {x} {y} {z}" for x, y, z in VERTICES] + ["vt 0 0", "vn 0 0 1"]
+    )
     for i, p in enumerate(POLYGONS):
         if i % 7 == 3:
             lines += [f"o part{i}", f"usemtl m{i % 3}", f"g group{i % 2}"]  # trimesh would regroup on these
         style = i % 4
-        toks = [str(v + 1) if style == 0 else f"{v + 1}/1" if style == 1 else f"{v + 1}//1" if style == 2
-                else str(v - len(VERTICES)) for v in p]  # style 3: negative (relative) indices
+        toks = [
+            str(v + 1)
+            if style == 0
+            else f"{v + 1}/1"
+            if style == 1
+            else f"{v + 1}//1"
+            if style == 2
+            else str(v - len(VERTICES))
+            for v in p
+        ]  # style 3: negative (relative) indices
         lines.append("f " + " ".join(toks))
     path.write_text("\n".join(lines) + "\n")
 
@@ -55,9 +66,17 @@ def write_off(path: Path):
 
 
 def write_ply(path: Path, binary: bool):
-    header = ["ply", f"format {'binary_little_endian' if binary else 'ascii'} 1.0", f"element vertex {len(VERTICES)}",
-              "property float x", "property float y", "property float z", f"element face {len(POLYGONS)}",
-              "property list uchar int vertex_indices", "end_header"]
+    header = [
+        "ply",
+        f"format {'binary_little_endian' if binary else 'ascii'} 1.0",
+        f"element vertex {len(VERTICES)}",
+        "property float x",
+        "property float y",
+        "property float z",
+        f"element face {len(POLYGONS)}",
+        "property list uchar int vertex_indices",
+        "end_header",
+    ]
     if not binary:
         body = [f"{x} {y} {z}" for x, y, z in VERTICES] + [f"{len(p)} " + " ".join(map(str, p)) for p in POLYGONS]
         path.write_text("\n".join(header + body) + "\n")
@@ -102,6 +121,7 @@ def test_fan_triangulation_of_ragged_and_square_input():
     np.testing.assert_array_equal(face_map, expected_map)
     assert n == len(quads)
 
+
 def scrambled_triangles():
     base = trimesh.creation.icosphere(2)
     order = RNG.permutation(len(base.faces))
@@ -112,8 +132,11 @@ def test_stl_keeps_facet_order(tmp_path):
     tm = scrambled_triangles()
     for ascii_stl in (False, True):
         path = tmp_path / f"m{ascii_stl}.stl"
-        path.write_bytes(tm.export(file_type="stl_ascii" if ascii_stl else "stl").encode()
-                         if ascii_stl else tm.export(file_type="stl"))
+        path.write_bytes(
+            tm.export(file_type="stl_ascii" if ascii_stl else "stl").encode()
+            if ascii_stl
+            else tm.export(file_type="stl")
+        )
         mesh = load_mesh(path)
         assert mesh.face_map is None
         assert_same_triangles(mesh, tm.vertices, tm.faces)
@@ -192,11 +215,12 @@ def test_coloured_outputs_keep_triangle_order(tmp_path):
 
 def test_vertex_colours_and_odd_spacing_are_ignored(tmp_path):
     obj = tmp_path / "c.obj"
-    obj.write_text("v 0 0 0 1 0 0\nv\t1 0 0  0 1 0\nv 0 1 0 0 0 1\nv 1 1 0 1 1 1\n"
-                   "f 1 2 3\nf\t2  4 3 1\r\n")
+    obj.write_text("v 0 0 0 1 0 0\nv\t1 0 0  0 1 0\nv 0 1 0 0 0 1\nv 1 1 0 1 1 1\nf 1 2 3\nf\t2  4 3 1\r\n")
     off = tmp_path / "c.off"
-    off.write_text("COFF 4 2 0\n0 0 0 255 0 0 255\n1 0 0 0 255 0 255\n0 1 0 0 0 255 255\n1 1 0 9 9 9 255\n"
-                   "3 0 1 2 0.5 0.5 0.5\n4 1 3 2 0\n")
+    off.write_text(
+        "COFF 4 2 0\n0 0 0 255 0 0 255\n1 0 0 0 255 0 255\n0 1 0 0 0 255 255\n1 1 0 9 9 9 255\n"
+        "3 0 1 2 0.5 0.5 0.5\n4 1 3 2 0\n"
+    )
     for path in (obj, off):
         mesh = load_mesh(path)
         np.testing.assert_array_equal(mesh.vertices, [[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]])
@@ -204,19 +228,26 @@ def test_vertex_colours_and_odd_spacing_are_ignored(tmp_path):
         assert mesh.n_polygons == 2 and list(mesh.face_map) == [0, 1, 1]
 
 
-@pytest.mark.parametrize("name,content,code", [
-    ("empty.obj", b"", "empty_mesh"),
-    ("nofaces.obj", b"v 0 0 0\nv 1 0 0\nv 0 1 0\n", "empty_mesh"),
-    ("novertices.obj", b"# nothing here\n", "empty_mesh"),
-    ("garbage.glb", b"not a glb at all" * 4, "unreadable"),
-    ("garbage.ply", b"ply\nformat binary_little_endian 1.0\nelement vertex 99\nproperty float x\nend_header\n", "unreadable"),
-    ("truncated.off", b"OFF\n4 2 0\n0 0 0\n1 0 0\n", "unreadable"),
-    ("zero.off", b"OFF\n0 0 0\n", "empty_mesh"),
-    ("notoff.off", b"PLY\n1 2 3\n", "unreadable"),
-    ("badindex.obj", b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 9\n", "face_index_out_of_range"),
-    ("nan.off", b"OFF\n3 1 0\nnan 0 0\n1 0 0\n0 1 0\n3 0 1 2\n", "non_finite_vertices"),
-    ("mesh.xyz", b"1 2 3\n", "unsupported_format"),
-])
+@pytest.mark.parametrize(
+    "name,content,code",
+    [
+        ("empty.obj", b"", "empty_mesh"),
+        ("nofaces.obj", b"v 0 0 0\nv 1 0 0\nv 0 1 0\n", "empty_mesh"),
+        ("novertices.obj", b"# nothing here\n", "empty_mesh"),
+        ("garbage.glb", b"not a glb at all" * 4, "unreadable"),
+        (
+            "garbage.ply",
+            b"ply\nformat binary_little_endian 1.0\nelement vertex 99\nproperty float x\nend_header\n",
+            "unreadable",
+        ),
+        ("truncated.off", b"OFF\n4 2 0\n0 0 0\n1 0 0\n", "unreadable"),
+        ("zero.off", b"OFF\n0 0 0\n", "empty_mesh"),
+        ("notoff.off", b"PLY\n1 2 3\n", "unreadable"),
+        ("badindex.obj", b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 9\n", "face_index_out_of_range"),
+        ("nan.off", b"OFF\n3 1 0\nnan 0 0\n1 0 0\n0 1 0\n3 0 1 2\n", "non_finite_vertices"),
+        ("mesh.xyz", b"1 2 3\n", "unsupported_format"),
+    ],
+)
 def test_unreadable_files_raise_one_clear_line(tmp_path, name, content, code):
     path = tmp_path / name
     path.write_bytes(content)
@@ -251,10 +282,12 @@ def test_file_io_does_not_load_the_renderer(tmp_path):
     tm = trimesh.creation.box()
     tm.visual.face_colors = np.tile([200, 30, 30, 255], (len(tm.faces), 1)).astype(np.uint8)
     (tmp_path / "box.glb").write_bytes(tm.export(file_type="glb"))
-    code = ("import sys, numpy as np; from segparts.meshio import load_mesh, save_labels; "
-            f"m = load_mesh({str(tmp_path / 'box.glb')!r}); assert m.appearance is not None; "
-            f"save_labels({str(tmp_path / 'out.glb')!r}, m, np.zeros(m.n_faces, np.int32)); "
-            "print(sorted(k for k in sys.modules if k.startswith('segparts.render')))")
+    code = (
+        "import sys, numpy as np; from segparts.meshio import load_mesh, save_labels; "
+        f"m = load_mesh({str(tmp_path / 'box.glb')!r}); assert m.appearance is not None; "
+        f"save_labels({str(tmp_path / 'out.glb')!r}, m, np.zeros(m.n_faces, np.int32)); "
+        "print(sorted(k for k in sys.modules if k.startswith('segparts.render')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -267,6 +300,10 @@ def test_exact_welding_of_a_triangle_soup():
     corners[rng.random(corners.shape) < 0.3] *= -0.0  # -0.0 and 0.0 are the same position
     vertices, inverse = _weld_exact(corners)
     assert np.array_equal(vertices[inverse], corners)
-    assert len({tuple(v) for v in (vertices + 0.0).tolist()}) == len(vertices) == len({tuple(c) for c in (corners + 0.0).tolist()})
+    assert (
+        len({tuple(v) for v in (vertices + 0.0).tolist()})
+        == len(vertices)
+        == len({tuple(c) for c in (corners + 0.0).tolist()})
+    )
     assert [tuple(v) for v in vertices.tolist()] == sorted(tuple(v) for v in vertices.tolist())
     assert _weld_exact(np.zeros((0, 3)))[1].shape == (0,)

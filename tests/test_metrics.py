@@ -1,5 +1,6 @@
 """Metrics of ../shared/reference/metrics.md: hand-computed cases, brute-force definitions on random
 labellings, and the reference figures of the Princeton development sample."""
+
 from __future__ import annotations
 
 import csv
@@ -8,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from segparts.metrics import compare, consistency_errors, miou, rand_index_error, split_connected
 
@@ -82,8 +82,10 @@ def _brute_force(pred, gt):
     e2 = [len(seg_g[f] - seg_p[f]) / len(seg_g[f]) for f in range(n)]
     gce = min(sum(e1), sum(e2)) / n
     lce = sum(min(a, b) for a, b in zip(e1, e2)) / n
-    ious = [max(len(seg_g[f] & s) / len(seg_g[f] | s) for s in seg_p) for f in
-            [int(np.flatnonzero(gt == g)[0]) for g in np.unique(gt)]]
+    ious = [
+        max(len(seg_g[f] & s) / len(seg_g[f] | s) for s in seg_p)
+        for f in [int(np.flatnonzero(gt == g)[0]) for g in np.unique(gt)]
+    ]
     return ri, gce, lce, float(np.mean(ious))
 
 
@@ -124,8 +126,9 @@ def test_reference_figures_on_the_development_sample():
         scores = [compare(np.zeros(mesh.n_faces, int), g, mesh.faces) for g in segs]
         one_part.append([np.mean([s[k] for s in scores]) for k in ("rand_index_error", "miou")])
         first = segs[:4]
-        scores = [compare(first[i], first[j], mesh.faces) for i in range(len(first))
-                  for j in range(len(first)) if i != j]
+        scores = [
+            compare(first[i], first[j], mesh.faces) for i in range(len(first)) for j in range(len(first)) if i != j
+        ]
         humans.append([np.mean([s[k] for s in scores]) for k in ("rand_index_error", "gce", "lce", "miou")])
     ri, iou = np.mean(one_part, axis=0)
     assert len(one_part) == 57

@@ -1,4 +1,5 @@
 """`segparts models`: download with resume and sha256 check, against a real HTTP server on loopback."""
+
 from __future__ import annotations
 
 import hashlib
@@ -65,11 +66,27 @@ def manifest(tmp_path, monkeypatch, http_server):
     payload_sha256, payload_size = hashlib.sha256(PAYLOAD).hexdigest(), len(PAYLOAD)
 
     def write(sha256=payload_sha256, size=payload_size):
-        data = {"version": 1, "models": [
-            {"name": "test-weights", "file": "weights.pt", "url": f"http://127.0.0.1:{http_server.server_port}/weights.pt",
-             "size": size, "sha256": sha256, "engines": ["geometric"]},
-            {"name": "never-fetched", "file": "absent.pt", "url": "http://127.0.0.1:9/absent.pt", "size": None,
-             "sha256": None, "engines": []}]}
+        data = {
+            "version": 1,
+            "models": [
+                {
+                    "name": "test-weights",
+                    "file": "weights.pt",
+                    "url": f"http://127.0.0.1:{http_server.server_port}/weights.pt",
+                    "size": size,
+                    "sha256": sha256,
+                    "engines": ["geometric"],
+                },
+                {
+                    "name": "never-fetched",
+                    "file": "absent.pt",
+                    "url": "http://127.0.0.1:9/absent.pt",
+                    "size": None,
+                    "sha256": None,
+                    "engines": [],
+                },
+            ],
+        }
         path = tmp_path / "manifest.json"
         path.write_text(json.dumps(data))
         return models.load_manifest(path)["test-weights"]

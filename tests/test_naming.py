@@ -1,10 +1,11 @@
 """Naming parts with a vision-language endpoint: a real HTTP server on 127.0.0.1 (tests/fake_vlm.py)
 that reads the highlighted part from the image it gets; failures, retries, the cache, the
 backend op over real ZeroMQ and the CLI; and that nothing is sent when no endpoint is configured."""
+
 from __future__ import annotations
 
-import json
 import itertools
+import json
 import time
 
 import numpy as np
@@ -78,8 +79,9 @@ def test_parallel_requests(lamp):
     seen = []
     slow = lambda n, body, verdict: (200, completion(json.dumps({"name": verdict["name"]})), 0.4)  # noqa: E731
     with FakeVLM(slow) as vlm:
-        results = naming.name_parts(mesh, labels, endpoint(vlm), tile=TILE, parallel=4,
-                                    progress=lambda f, s: seen.append(s))
+        results = naming.name_parts(
+            mesh, labels, endpoint(vlm), tile=TILE, parallel=4, progress=lambda f, s: seen.append(s)
+        )
     assert names_of(results) == LAMP_NAMES
     assert vlm.most_in_flight >= 2  # at once, not one after another
     assert [s for s in seen if s.startswith("naming part")] == [f"naming part {i}/4" for i in range(1, 5)]
@@ -171,16 +173,19 @@ def test_timeouts_are_retried_then_reported(lamp):
     assert done - vlm.requests[0]["arrived"] < 1.5
 
 
-@pytest.mark.parametrize("payload", [
-    b"<html>bad gateway</html>",  # not JSON
-    {"object": "chat.completion"},  # no choices
-    completion(""),  # no text
-    completion("I think this might be some kind of decorative element on the object"),  # not a name
-    completion('{"name": "42"}'),  # no letters
-    completion('{"name": 5}'),  # not a string
-    completion('{"part": "leg"}'),  # no name
-    {"choices": [{"message": {"content": {"name": "leg"}}}]},  # content is not text
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"<html>bad gateway</html>",  # not JSON
+        {"object": "chat.completion"},  # no choices
+        completion(""),  # no text
+        completion("I think this might be some kind of decorative element on the object"),  # not a name
+        completion('{"name": "42"}'),  # no letters
+        completion('{"name": 5}'),  # not a string
+        completion('{"part": "leg"}'),  # no name
+        {"choices": [{"message": {"content": {"name": "leg"}}}]},  # content is not text
+    ],
+)
 def test_malformed_answers_keep_the_old_name(lamp, payload):
     mesh, labels = lamp
     part = np.where(labels == 2, 0, -1)
@@ -229,14 +234,17 @@ def test_unreachable_endpoint_is_reported(lamp):
 
 
 # ---- answers and names -----------------------------------------------------------------------------
-@pytest.mark.parametrize("answer, name", [
-    ('{"name": "seat"}', "Seat"),
-    ('```json\n{"name": "chair leg"}\n```', "Chair leg"),
-    ("Backrest.", "Backrest"),
-    ('"handle"', "Handle"),
-    ("The highlighted part is a wheel.", "Wheel"),
-    ("armrest\nIt supports the arm.", "Armrest"),
-])
+@pytest.mark.parametrize(
+    "answer, name",
+    [
+        ('{"name": "seat"}', "Seat"),
+        ('```json\n{"name": "chair leg"}\n```', "Chair leg"),
+        ("Backrest.", "Backrest"),
+        ('"handle"', "Handle"),
+        ("The highlighted part is a wheel.", "Wheel"),
+        ("armrest\nIt supports the arm.", "Armrest"),
+    ],
+)
 def test_clean_name(answer, name):
     assert naming.clean_name(answer) == name
 
@@ -266,8 +274,9 @@ def test_failures_are_not_cached(lamp, tmp_path):
     mesh, labels = lamp
     part = np.where(labels == 3, 0, -1)
     cache = naming.NameCache(tmp_path / "c.json")
-    with FakeVLM(lambda n, body, verdict: (503, "busy", 0) if n == 0 else
-                 (200, completion('{"name": "cap"}'), 0)) as vlm:
+    with FakeVLM(
+        lambda n, body, verdict: (503, "busy", 0) if n == 0 else (200, completion('{"name": "cap"}'), 0)
+    ) as vlm:
         failed = naming.name_parts(mesh, part, endpoint(vlm, retries=0), cache=cache, tile=TILE)
         named = naming.name_parts(mesh, part, endpoint(vlm, retries=0), cache=cache, tile=TILE)
     assert failed[0].name is None and named[0].name == "Cap" and not named[0].cached
@@ -280,17 +289,32 @@ def test_name_parts_op_runs_as_a_job(tmp_path, lamp):
         assert "name_parts" in client.hello()["ops"]
         mid = client.upload_mesh(mesh.vertices, mesh.faces)
         stages = []
-        msg = client.call("name_parts", {"mesh_id": mid, "object_name": "lamp", "views": 3,
-                                         "endpoint": {"url": vlm.url, "model": "fake-vision", "api_key": "sk-op"}},
-                          {"labels": labels}, on_progress=lambda p, s: stages.append(s), job_timeout=120)
+        msg = client.call(
+            "name_parts",
+            {
+                "mesh_id": mid,
+                "object_name": "lamp",
+                "views": 3,
+                "endpoint": {"url": vlm.url, "model": "fake-vision", "api_key": "sk-op"},
+            },
+            {"labels": labels},
+            on_progress=lambda p, s: stages.append(s),
+            job_timeout=120,
+        )
         assert msg.kind == "result"
         assert {p["part"]: p["name"] for p in msg.result["parts"]} == LAMP_NAMES
-        assert msg.result["model"] == "fake-vision" and msg.result["endpoint"].startswith("fake-vision at http://127.0.0.1")
+        assert msg.result["model"] == "fake-vision" and msg.result["endpoint"].startswith(
+            "fake-vision at http://127.0.0.1"
+        )
         assert "naming part 4/4" in stages
         assert vlm.requests[0]["headers"]["Authorization"] == "Bearer sk-op"
         # asked again: answered from the backend's cache, no request
-        again = client.call("name_parts", {"mesh_id": mid, "endpoint": {"url": vlm.url, "model": "fake-vision"},
-                                           "object_name": "lamp"}, {"labels": labels}, job_timeout=120)
+        again = client.call(
+            "name_parts",
+            {"mesh_id": mid, "endpoint": {"url": vlm.url, "model": "fake-vision"}, "object_name": "lamp"},
+            {"labels": labels},
+            job_timeout=120,
+        )
         assert all(p["cached"] for p in again.result["parts"]) and len(vlm.requests) == 4
         assert client.status()["recent_jobs"][-1]["op"] == "name_parts"
 
@@ -319,11 +343,14 @@ def test_name_parts_op_refuses_without_endpoint_and_bad_input(tmp_path, lamp):
 
 def test_name_parts_op_can_be_cancelled(tmp_path, lamp):
     mesh, labels = lamp
-    with FakeVLM(lambda n, body, verdict: (200, completion('{"name": "x"}'), 10.0)) as vlm, \
-            thread_server(tmp_path) as (server, client):
+    with (
+        FakeVLM(lambda n, body, verdict: (200, completion('{"name": "x"}'), 10.0)) as vlm,
+        thread_server(tmp_path) as (server, client),
+    ):
         mid = client.upload_mesh(mesh.vertices, mesh.faces)
-        req = client.send("name_parts", {"mesh_id": mid, "endpoint": {"url": vlm.url, "model": "m"}},
-                          {"labels": labels})
+        req = client.send(
+            "name_parts", {"mesh_id": mid, "endpoint": {"url": vlm.url, "model": "m"}}, {"labels": labels}
+        )
         job_id = None
         deadline = time.monotonic() + 30
         while job_id is None and time.monotonic() < deadline:
@@ -354,9 +381,22 @@ def test_cli_names_parts(tmp_path, lamp, capsys):
     _write_obj(tmp_path / "lamp.obj", mesh)
     np.save(tmp_path / "labels.npy", labels)
     with FakeVLM() as vlm:
-        code = cli_main(["name", str(tmp_path / "lamp.obj"), "--labels", str(tmp_path / "labels.npy"),
-                         "--url", vlm.url, "--model", "fake-vision", "--json", str(tmp_path / "names.json"),
-                         "--save-images", str(tmp_path / "sent")])
+        code = cli_main(
+            [
+                "name",
+                str(tmp_path / "lamp.obj"),
+                "--labels",
+                str(tmp_path / "labels.npy"),
+                "--url",
+                vlm.url,
+                "--model",
+                "fake-vision",
+                "--json",
+                str(tmp_path / "names.json"),
+                "--save-images",
+                str(tmp_path / "sent"),
+            ]
+        )
     assert code == 0
     out = capsys.readouterr()
     assert "Foot 1" in out.out and "Cap" in out.out and "fake-vision at http://127.0.0.1" in out.err
@@ -371,8 +411,24 @@ def test_cli_dry_run_sends_nothing(tmp_path, lamp, capsys):
     _write_obj(tmp_path / "lamp.obj", mesh)
     np.save(tmp_path / "labels.npy", labels)
     with FakeVLM() as vlm:
-        assert cli_main(["name", str(tmp_path / "lamp.obj"), "--labels", str(tmp_path / "labels.npy"),
-                         "--url", vlm.url, "--model", "m", "--dry-run", "--save-images", str(tmp_path / "d")]) == 0
+        assert (
+            cli_main(
+                [
+                    "name",
+                    str(tmp_path / "lamp.obj"),
+                    "--labels",
+                    str(tmp_path / "labels.npy"),
+                    "--url",
+                    vlm.url,
+                    "--model",
+                    "m",
+                    "--dry-run",
+                    "--save-images",
+                    str(tmp_path / "d"),
+                ]
+            )
+            == 0
+        )
     assert vlm.requests == [] and len(list((tmp_path / "d").glob("part_*.png"))) == 4
 
 
@@ -391,26 +447,49 @@ def test_addon_endpoint_settings_and_hints():
     _, an, _ = _addon()
     assert an.endpoint_settings("", "", "", env={}) is None  # off: the add-on sends nothing
     s = an.endpoint_settings(" http://localhost:11434/v1 ", "qwen2.5vl:7b", "", env={an.ENV_API_KEY: "from-env"})
-    assert (s.url, s.model, s.api_key, s.source) == ("http://localhost:11434/v1", "qwen2.5vl:7b", "from-env",
-                                                     "preferences")
+    assert (s.url, s.model, s.api_key, s.source) == (
+        "http://localhost:11434/v1",
+        "qwen2.5vl:7b",
+        "from-env",
+        "preferences",
+    )
     assert s.describe() == "qwen2.5vl:7b at http://localhost:11434" and s.problem() is None
     assert s.wire_args() == {"url": "http://localhost:11434/v1", "model": "qwen2.5vl:7b", "api_key": "from-env"}
     env = {an.ENV_URL: "https://api.example.com/v1", an.ENV_MODEL: "gpt-x"}
     s = an.endpoint_settings("", "", "", env=env)
-    assert s.source == "environment" and s.describe() == "gpt-x at https://api.example.com" and "api_key" not in s.wire_args()
+    assert (
+        s.source == "environment"
+        and s.describe() == "gpt-x at https://api.example.com"
+        and "api_key" not in s.wire_args()
+    )
     assert "model" in an.endpoint_settings("http://h:1/v1", "", "", env={}).problem()
     assert "http" in an.endpoint_settings("localhost:1", "m", "", env={}).problem()
-    assert [an.object_hint(n) for n in ("Chair.001", "office_chair", "TableLamp", "Cube", "Cube.003", "")] == \
-        ["chair", "office chair", "table lamp", None, None, None]
+    assert [an.object_hint(n) for n in ("Chair.001", "office_chair", "TableLamp", "Cube", "Cube.003", "")] == [
+        "chair",
+        "office chair",
+        "table lamp",
+        None,
+        None,
+        None,
+    ]
 
 
 def test_addon_outcome_keeps_failed_and_vanished_parts():
     _, an, _ = _addon()
-    result = {"parts": [{"part": 0, "name": "Leg 1"}, {"part": 1, "name": None, "error": "HTTP 500"},
-                        {"part": 2, "name": "Seat"}, {"part": 9, "name": "Gone"}]}
+    result = {
+        "parts": [
+            {"part": 0, "name": "Leg 1"},
+            {"part": 1, "name": None, "error": "HTTP 500"},
+            {"part": 2, "name": "Seat"},
+            {"part": 9, "name": "Gone"},
+        ]
+    }
     got = an.outcome(result, [0, 1, 2])
     assert got.names == {0: "Leg 1", 2: "Seat"} and got.failures == {1: "HTTP 500"}
-    assert got.message("Chair", "m at http://h") == "Chair: 2 parts named by m at http://h; 1 kept their names (part 1: HTTP 500)"
+    assert (
+        got.message("Chair", "m at http://h")
+        == "Chair: 2 parts named by m at http://h; 1 kept their names (part 1: HTTP 500)"
+    )
 
 
 def test_addon_name_job_through_a_session(tmp_path, lamp):
@@ -431,8 +510,16 @@ def test_addon_name_job_through_a_session(tmp_path, lamp):
         tri_poly = np.arange(len(labels))
         arrays = jobs.MeshArrays(mesh.vertices, mesh.faces.astype(np.int32), tri_poly, len(labels))
         done, errors = [], []
-        job = an.NameJob(s, arrays, mesh.content_hash, labels, an.endpoint_settings(vlm.url, "fake-vision", "", env={}),
-                         "lamp", lambda j, m: done.append(m), lambda j, e: errors.append(e))
+        job = an.NameJob(
+            s,
+            arrays,
+            mesh.content_hash,
+            labels,
+            an.endpoint_settings(vlm.url, "fake-vision", "", env={}),
+            "lamp",
+            lambda j, m: done.append(m),
+            lambda j, e: errors.append(e),
+        )
         job.start()
         deadline = time.monotonic() + 120
         while not (done or errors) and time.monotonic() < deadline:
@@ -450,8 +537,19 @@ def test_cli_y_up_files_are_shown_upright(tmp_path, lamp):
     _write_obj(tmp_path / "lamp.obj", validate_mesh(np.stack([v[:, 0], v[:, 2], -v[:, 1]], axis=1), mesh.faces))
     np.save(tmp_path / "labels.npy", labels)
     with FakeVLM() as vlm:
-        args = ["name", str(tmp_path / "lamp.obj"), "--labels", str(tmp_path / "labels.npy"), "--url", vlm.url,
-                "--model", "m", "--no-cache", "--json", str(tmp_path / "n.json")]
+        args = [
+            "name",
+            str(tmp_path / "lamp.obj"),
+            "--labels",
+            str(tmp_path / "labels.npy"),
+            "--url",
+            vlm.url,
+            "--model",
+            "m",
+            "--no-cache",
+            "--json",
+            str(tmp_path / "n.json"),
+        ]
         assert cli_main(args + ["--up-axis", "y"]) == 0
         upright = json.loads((tmp_path / "n.json").read_text())["parts"]
         assert cli_main(args) == 0
@@ -465,19 +563,27 @@ def test_rendering_for_names_never_imports_torch(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys, numpy as np\n"
-            "sys.path.insert(0, 'tests')\n"
-            "from fake_vlm import lamp_parts\n"
-            "from segparts import naming\n"
-            "from segparts.mesh import validate_mesh\n"
-            "v, f, labels = lamp_parts()\n"
-            "sheets = naming.render_part_sheets(validate_mesh(v, f), labels, tile=64)\n"
-            "assert all(s.png for s in sheets)\n"
-            "print(sorted(m for m in ('torch', 'sam2', 'spconv') if m in sys.modules))\n")
+    code = (
+        "import sys, numpy as np\n"
+        "sys.path.insert(0, 'tests')\n"
+        "from fake_vlm import lamp_parts\n"
+        "from segparts import naming\n"
+        "from segparts.mesh import validate_mesh\n"
+        "v, f, labels = lamp_parts()\n"
+        "sheets = naming.render_part_sheets(validate_mesh(v, f), labels, tile=64)\n"
+        "assert all(s.png for s in sheets)\n"
+        "print(sorted(m for m in ('torch', 'sam2', 'spconv') if m in sys.modules))\n"
+    )
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120,
-                          env={**__import__("os").environ, "PYTHONPATH": str(root / "backend")})
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**__import__("os").environ, "PYTHONPATH": str(root / "backend")},
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"

@@ -1,5 +1,6 @@
 """The backend's own folders: platformdirs' user cache folder for segparts, with the existing
 Linux paths and environment overrides unchanged."""
+
 from __future__ import annotations
 
 import sys

@@ -1,6 +1,6 @@
 """segparts.proximity: exact point -> surface queries (the face a 3D click lies on), cached per mesh."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import numpy as np
 import pytest
@@ -18,8 +18,12 @@ def brute_force(mesh, q):
 
 def sphere_over_big_slab():
     """Many small triangles next to a few huge ones: centroid distance alone picks wrong faces."""
-    tm = trimesh.util.concatenate([trimesh.creation.icosphere(subdivisions=3, radius=0.3),
-                                   trimesh.creation.box(extents=(4.0, 4.0, 0.1)).apply_translation((0, 0, -1.0))])
+    tm = trimesh.util.concatenate(
+        [
+            trimesh.creation.icosphere(subdivisions=3, radius=0.3),
+            trimesh.creation.box(extents=(4.0, 4.0, 0.1)).apply_translation((0, 0, -1.0)),
+        ]
+    )
     return validate_mesh(tm.vertices, tm.faces)
 
 

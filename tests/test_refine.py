@@ -1,6 +1,7 @@
 """Border refinement (engines/geometric/refine.py) on a real mesh: a border drawn beside a fold
 moves onto it, faces change sides only inside the band, moved faces take a leaf of their new part,
 a border already on the fold stays, and a part small enough to fit in a band is left alone."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -45,4 +46,3 @@ def test_a_border_on_the_fold_stays_and_a_small_part_inside_a_band_is_left_alone
     island[np.flatnonzero(column == 3)[:4]] = 2  # four faces: every one of them is in the band
     refined = island[refine_borders(graph, leaves, island)]
     assert np.array_equal(refined, island)
-

@@ -1,5 +1,6 @@
 """Camera rigs, the multi-view renderer and its encodings, checked against analytic geometry and an
 independent ray-triangle intersector (trimesh's pure-numpy one)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,20 +9,21 @@ import trimesh
 
 from segparts.mesh import validate_mesh
 from segparts.render import (
-    Appearance,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    Appearance,
     geosam2_inputs,
     geosam2_rig,
     look_at,
     normalize_for_rendering,
+    nvdiff,
     orthographic,
     perspective,
+    raycast,
     render_views,
     rig_from_matrices,
     sampart3d_rig,
 )
-from segparts.render import nvdiff, raycast
 from segparts.render.cameras import REFERENCE_FOV_X, reference_distance
 
 
@@ -211,7 +213,9 @@ def test_point_to_pixel_to_face_round_trip():
     for k in range(rig.n_views):
         px, depth = rig.project(centroids, k)
         to_cam = rig.camera_positions[k] - centroids
-        facing = np.einsum("ij,ij->i", normals, to_cam) / np.linalg.norm(normals, axis=1) / np.linalg.norm(to_cam, axis=1)
+        facing = (
+            np.einsum("ij,ij->i", normals, to_cam) / np.linalg.norm(normals, axis=1) / np.linalg.norm(to_cam, axis=1)
+        )
         for f in np.flatnonzero(facing > 0.2):  # clearly front-facing faces of a convex mesh are visible
             x, y = int(px[f, 0]), int(px[f, 1])
             assert pixel_to_face(views, k, x, y) == f
@@ -272,7 +276,9 @@ def test_geosam2_encodings():
     np.testing.assert_allclose(normal.transpose(0, 2, 3, 1)[~hit], np.broadcast_to(white, ((~hit).sum(), 3)), atol=1e-6)
     # +X face: (n + 1) / 2 = (1, 0.5, 0.5) -> 8 bit (255, 128, 128)
     expected = (np.array([255, 128, 128]) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-    np.testing.assert_allclose(normal[0].transpose(1, 2, 0)[hit[0]], np.broadcast_to(expected, (hit[0].sum(), 3)), atol=1e-6)
+    np.testing.assert_allclose(
+        normal[0].transpose(1, 2, 0)[hit[0]], np.broadcast_to(expected, (hit[0].sum(), 3)), atol=1e-6
+    )
     assert (points.transpose(0, 2, 3, 1)[~hit] == 0).all()
     np.testing.assert_allclose(points[0, 0][hit[0]], 0.5, atol=1e-6)
     big = validate_mesh(mesh.vertices * 4.0, mesh.faces)  # points beyond [-1, 1] are clipped
@@ -355,8 +361,12 @@ def test_render_command_writes_contact_sheets(tmp_path, capsys):
 
     from segparts.cli import main
 
-    tm = trimesh.util.concatenate([trimesh.creation.box(extents=(1, 1, 1)),
-                                   trimesh.creation.box(extents=(0.5, 0.5, 0.5)).apply_translation((1.2, 0, 0))])
+    tm = trimesh.util.concatenate(
+        [
+            trimesh.creation.box(extents=(1, 1, 1)),
+            trimesh.creation.box(extents=(0.5, 0.5, 0.5)).apply_translation((1.2, 0, 0)),
+        ]
+    )
     off = tmp_path / "two_boxes.off"
     lines = ["OFF", f"{len(tm.vertices)} {len(tm.faces)} 0"]
     lines += [" ".join(map(str, v)) for v in tm.vertices] + [f"3 {a} {b} {c}" for a, b, c in tm.faces]
@@ -364,7 +374,10 @@ def test_render_command_writes_contact_sheets(tmp_path, capsys):
     labels = tmp_path / "parts.npy"
     np.save(labels, (np.arange(len(tm.faces)) >= 12).astype(np.int32))
     out = tmp_path / "sheets"
-    assert main(["render", str(off), "--rig", "sampart3d", "--size", "64", "--labels", str(labels), "--out", str(out)]) == 0
+    assert (
+        main(["render", str(off), "--rig", "sampart3d", "--size", "64", "--labels", str(labels), "--out", str(out)])
+        == 0
+    )
     names = {p.name for p in out.iterdir()}
     assert names == {f"{n}.png" for n in ("color", "face_id", "normal", "depth", "point", "labels", "lifted")}
     sheet = np.asarray(Image.open(out / "lifted.png"))
@@ -440,9 +453,12 @@ def test_tile_culling_with_the_small_face_shortcut_stays_conservative():
     max_edge = np.max([np.linalg.norm(v[f[:, i]] - v[f[:, (i + 1) % 3]], axis=1) for i in range(3)], axis=0)
     shifted = perspective(np.radians(40))
     shifted[0, 2] = 0.3
-    rigs = [sampart3d_rig(size=128), geosam2_rig(size=96),
-            rig_from_matrices(np.stack([look_at((0.2, 1.5, 0.4)), look_at((0, 0, 3))]), shifted, 80, 64),
-            rig_from_matrices(look_at((0, -2, 1)), orthographic(1.5), 64, 64)]
+    rigs = [
+        sampart3d_rig(size=128),
+        geosam2_rig(size=96),
+        rig_from_matrices(np.stack([look_at((0.2, 1.5, 0.4)), look_at((0, 0, 3))]), shifted, 80, 64),
+        rig_from_matrices(look_at((0, -2, 1)), orthographic(1.5), 64, 64),
+    ]
     for rig in rigs:
         for k in range(rig.n_views):
             exact = raycast.covered_tiles(v, f, rig, k)
@@ -478,8 +494,12 @@ def test_ambient_occlusion_darkens_a_concave_corner():
     mesh = as_mesh(trimesh.util.concatenate([floor, block]))
     rig = rig_from_matrices(look_at((0.0, -0.9, 1.6)), perspective(np.radians(40)), 96, 96)
     views = render_views(mesh, rig, outputs=("face_id", "point", "normal", "color"))
-    on_floor = (views.face_id[0] >= 0) & (views.normal[0][..., 2] > 0.99) & (views.point[0][..., 2] > 0.005) \
+    on_floor = (
+        (views.face_id[0] >= 0)
+        & (views.normal[0][..., 2] > 0.99)
+        & (views.point[0][..., 2] > 0.005)
         & (views.point[0][..., 2] < 0.02)
+    )
     gap = np.maximum(np.abs(views.point[0][..., 0]), np.abs(views.point[0][..., 1])) - 0.15
     near, far = on_floor & (gap > 0) & (gap < 0.03), on_floor & (gap > 0.3)
     assert near.sum() > 20 and far.sum() > 20
@@ -515,7 +535,7 @@ def test_agx_table_is_blenders_view_transform():
 
     from segparts.render import AGX_EV, agx_display
 
-    values = np.concatenate([2.0 ** AGX_EV, [0.0137, 0.3, 0.77]])
+    values = np.concatenate([2.0**AGX_EV, [0.0137, 0.3, 0.77]])
     image = bpy.data.images.new("segparts_agx", width=len(values), height=1, alpha=True, float_buffer=True)
     pixels = np.ones((1, len(values), 4), np.float32)
     pixels[0, :, :3] = values[:, None]
@@ -526,7 +546,9 @@ def test_agx_table_is_blenders_view_transform():
     scene.view_settings.exposure, scene.view_settings.gamma = 0.0, 1.0
     scene.display_settings.display_device = "sRGB"
     scene.render.image_settings.file_format = "PNG"
-    import tempfile, os  # noqa: E401
+    import os
+    import tempfile
+
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "agx.png")
         image.save_render(path, scene=scene)

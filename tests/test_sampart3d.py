@@ -1,4 +1,5 @@
 """SAMPart3D engine: oracle-mask end-to-end test, SAM 2 mask generator, clustering, clear failures."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,10 +7,9 @@ import pytest
 import torch
 import trimesh
 
-from segparts.engines.base import CancelToken, Cancelled, Click, EngineUnavailable, PickRequest, SegmentParams
-from segparts.engines.sampart3d import SAMPart3DEngine
-from segparts.engines.sampart3d import cluster, grouping
+from segparts.engines.base import Cancelled, CancelToken, Click, EngineUnavailable, PickRequest, SegmentParams
 from segparts.engines.nms import box_nms
+from segparts.engines.sampart3d import SAMPart3DEngine, cluster, grouping
 from segparts.engines.sampart3d.masks import NoMasksError, ProvidedMasks, Sam2AutomaticMasks
 from segparts.mesh import Mesh, MeshError
 from segparts.render import normalize_for_rendering, render_views, sampart3d_rig
@@ -17,8 +17,16 @@ from segparts.render import normalize_for_rendering, render_views, sampart3d_rig
 RENDER_SIZE = 256
 # Small but faithful: the release's loss, schedule shape, scales, HDBSCAN and voting; fewer points,
 # pixels and iterations (a higher peak lr makes up for them) so the test runs in about a minute.
-ORACLE_OPTIONS = dict(backbone="none", quality="fast", iterations=300, views_per_batch=8, pixels_per_view=64,
-                      lr=1e-3, n_points=3000, render_size=RENDER_SIZE)
+ORACLE_OPTIONS = dict(
+    backbone="none",
+    quality="fast",
+    iterations=300,
+    views_per_batch=8,
+    pixels_per_view=64,
+    lr=1e-3,
+    n_points=3000,
+    render_size=RENDER_SIZE,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -40,7 +48,9 @@ def four_blocks():
         parts.append(box.subdivide().subdivide())
         x0 += sx + 0.04
     offsets = np.cumsum([0] + [len(p.vertices) for p in parts[:-1]])
-    mesh = Mesh(np.concatenate([p.vertices for p in parts]), np.concatenate([p.faces + o for p, o in zip(parts, offsets)]))
+    mesh = Mesh(
+        np.concatenate([p.vertices for p in parts]), np.concatenate([p.faces + o for p, o in zip(parts, offsets)])
+    )
     part = np.concatenate([np.full(len(p.faces), i) for i, p in enumerate(parts)])
     return mesh, part
 
@@ -48,8 +58,9 @@ def four_blocks():
 def oracle_masks(mesh, labelings, n_views=16, size=RENDER_SIZE):
     """Per view, one mask per label of each labeling, from the shared renderer's face ids."""
     vertices, norm = normalize_for_rendering(mesh.vertices)
-    views = render_views(Mesh(vertices, mesh.faces), sampart3d_rig(n_views, size, extents=norm.extents),
-                         outputs=("face_id",))
+    views = render_views(
+        Mesh(vertices, mesh.faces), sampart3d_rig(n_views, size, extents=norm.extents), outputs=("face_id",)
+    )
     per_view = []
     for fid in views.face_id:
         masks = []
@@ -76,8 +87,12 @@ def oracle_run():
     masks = ProvidedMasks(oracle_masks(mesh, [part, coarse]))
     events = []
     engine = SAMPart3DEngine("cpu")
-    seg = engine.segment(mesh, SegmentParams(scale=0.0, options=dict(ORACLE_OPTIONS, mask_source=masks)),
-                         lambda f, s: events.append((f, s)), CancelToken())
+    seg = engine.segment(
+        mesh,
+        SegmentParams(scale=0.0, options=dict(ORACLE_OPTIONS, mask_source=masks)),
+        lambda f, s: events.append((f, s)),
+        CancelToken(),
+    )
     return engine, mesh, part, coarse, seg, events
 
 
@@ -179,7 +194,9 @@ def test_masks_too_large_for_any_scale_are_a_clear_error():
 
 
 def test_degenerate_meshes_are_refused():
-    flat_line = Mesh(np.array([[0, 0, 0], [1, 0, 0], [2, 0, 0], [3, 0, 0.0]]), np.array([[0, 1, 2], [1, 2, 3], [0, 2, 3], [0, 1, 3]]))
+    flat_line = Mesh(
+        np.array([[0, 0, 0], [1, 0, 0], [2, 0, 0], [3, 0, 0.0]]), np.array([[0, 1, 2], [1, 2, 3], [0, 2, 3], [0, 1, 3]])
+    )
     opts = dict(ORACLE_OPTIONS, mask_source=ProvidedMasks([]))
     with pytest.raises(MeshError, match="degenerate"):
         SAMPart3DEngine().segment(flat_line, SegmentParams(options=opts))
@@ -208,8 +225,15 @@ def test_sam2_generator_on_random_weights_returns_well_formed_masks():
 
     torch.manual_seed(0)
     model = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", None, device="cpu")
-    generator = Sam2AutomaticMasks(model=model, points_per_side=3, points_per_batch=4, pred_iou_thresh=-1e9,
-                                   stability_score_thresh=-1.0, box_nms_thresh=0.99, max_masks_per_view=5)
+    generator = Sam2AutomaticMasks(
+        model=model,
+        points_per_side=3,
+        points_per_batch=4,
+        pred_iou_thresh=-1e9,
+        stability_score_thresh=-1.0,
+        box_nms_thresh=0.99,
+        max_masks_per_view=5,
+    )
     image = np.full((48, 64, 3), 255, np.uint8)
     image[10:40, 15:50] = (180, 60, 40)
     masks = generator.masks_for_image(image)
@@ -233,7 +257,7 @@ def test_pixel_groups_order_and_cdf():
     keys, cdf = grouping._pixel_groups(cover)
     assert keys.tolist() == [[0, 1], [0, 1], [1, 2], [-1, -1]]
     assert np.allclose(cdf[:, -1][:3], 1.0, atol=1e-5) and (cdf[3] == 1.0).all()
-    assert (cdf[0, 0] > 0.5)  # smaller masks get more weight (log of a smaller share)
+    assert cdf[0, 0] > 0.5  # smaller masks get more weight (log of a smaller share)
 
 
 def test_clustering_noise_and_voting():
@@ -280,8 +304,14 @@ def _flat_grid_points(h, w):
     ys, xs = np.mgrid[0:h, 0:w]
     xyz = np.stack([xs * 0.01, ys * 0.01, np.zeros_like(xs)], axis=-1).astype(np.float64)
     flat = xyz.reshape(-1, 3)
-    points = grouping.ObjectPoints(flat, np.zeros(len(flat), np.int64), np.arange(len(flat)), flat,
-                                   np.zeros((len(flat), 3), np.int64), np.zeros((len(flat), 9), np.float32))
+    points = grouping.ObjectPoints(
+        flat,
+        np.zeros(len(flat), np.int64),
+        np.arange(len(flat)),
+        flat,
+        np.zeros((len(flat), 3), np.int64),
+        np.zeros((len(flat), 9), np.float32),
+    )
     return points, xyz
 
 
@@ -326,15 +356,24 @@ def ramp_textured_boxes():
     texture[..., 2] = 255 - ramp[None, :]
     from segparts.appearance import Appearance
 
-    mesh = Mesh(np.asarray(tm.vertices, float), np.asarray(tm.faces), appearance=Appearance(uv=corner_uv, texture=texture))
+    mesh = Mesh(
+        np.asarray(tm.vertices, float), np.asarray(tm.faces), appearance=Appearance(uv=corner_uv, texture=texture)
+    )
     return mesh, part
 
 
 def test_textured_points_sample_the_texture_per_point_not_per_face():
     mesh, part = ramp_textured_boxes()
     masks = ProvidedMasks(oracle_masks(mesh, [part], size=64))
-    options = dict(ORACLE_OPTIONS, iterations=2, views_per_batch=2, pixels_per_view=16, n_points=2000, render_size=64,
-                   mask_source=masks)
+    options = dict(
+        ORACLE_OPTIONS,
+        iterations=2,
+        views_per_batch=2,
+        pixels_per_view=16,
+        n_points=2000,
+        render_size=64,
+        mask_source=masks,
+    )
     seg = SAMPart3DEngine("cpu").segment(mesh, SegmentParams(options=options))
     # no scale asked: the paper's best scale, SAMPart3D 0.0 (the finest clustering)
     assert seg.info["auto_scale"] == 0.0 and seg.info["sampart3d_scale"] == 0.0

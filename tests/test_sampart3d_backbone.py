@@ -1,4 +1,5 @@
 """PTv3-object backbone: checkpoint compatibility with the release, serialization, forward pass."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,10 +7,17 @@ import pytest
 import torch
 
 from segparts.engines.sampart3d.backbone import (
-    N_STATE_ENTRIES, CheckpointMismatch, PointBatch, PTv3Object, Serialized, load_backbone,
-    load_strict, parameter_count, read_state_dict)
+    N_STATE_ENTRIES,
+    CheckpointMismatch,
+    PointBatch,
+    PTv3Object,
+    Serialized,
+    load_backbone,
+    load_strict,
+    parameter_count,
+    read_state_dict,
+)
 from segparts.engines.sampart3d.serialization import encode
-
 
 # Facts of the released checkpoint (shared/reference/sampart3d.md and the release's PTv3Object.py).
 REFERENCE_SHAPES = {
@@ -39,8 +47,10 @@ def checkpoint_file(model, tmp_path_factory):
     """A released-format file (state_dict, 'module.' prefix) with random values, written once."""
     path = tmp_path_factory.mktemp("ptv3") / "ptv3-object.pth"
     # random values around a fresh initialisation (keeps BatchNorm variances positive, like a real file)
-    state = {"module." + k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v.clone()
-             for k, v in model.state_dict().items()}
+    state = {
+        "module." + k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v.clone()
+        for k, v in model.state_dict().items()
+    }
     torch.save({"state_dict": state, "epoch": 1}, path)
     return path
 
@@ -57,8 +67,9 @@ def test_architecture_matches_the_released_checkpoint(model):
 def test_checkpoint_loads_strictly_and_gives_its_values(checkpoint_file):
     loaded = load_backbone(checkpoint_file)
     raw = torch.load(checkpoint_file, map_location="cpu", weights_only=True)["state_dict"]
-    assert torch.equal(loaded.state_dict()["enc.enc4.block15.mlp.0.fc2.weight"],
-                       raw["module.enc.enc4.block15.mlp.0.fc2.weight"])
+    assert torch.equal(
+        loaded.state_dict()["enc.enc4.block15.mlp.0.fc2.weight"], raw["module.enc.enc4.block15.mlp.0.fc2.weight"]
+    )
     assert not loaded.training
 
 
@@ -147,16 +158,21 @@ def test_bad_input_is_refused(model):
 
 def test_engine_runs_on_a_released_format_checkpoint(checkpoint_file, monkeypatch):
     """The whole engine with the backbone loaded from a file (random values) and oracle masks."""
-    from test_sampart3d import ORACLE_OPTIONS, four_blocks, oracle_masks
-
     from segparts.engines.base import SegmentParams
     from segparts.engines.sampart3d import _FEATURE_CACHE, SAMPart3DEngine
     from segparts.engines.sampart3d.masks import ProvidedMasks
+    from test_sampart3d import ORACLE_OPTIONS, four_blocks, oracle_masks
 
     monkeypatch.setenv("SEGPARTS_MODELS", str(checkpoint_file.parent))
     mesh, part = four_blocks()
-    options = dict(ORACLE_OPTIONS, backbone="ptv3", n_points=1500, iterations=20, render_size=128,
-                   mask_source=ProvidedMasks(oracle_masks(mesh, [part], size=128)))
+    options = dict(
+        ORACLE_OPTIONS,
+        backbone="ptv3",
+        n_points=1500,
+        iterations=20,
+        render_size=128,
+        mask_source=ProvidedMasks(oracle_masks(mesh, [part], size=128)),
+    )
     engine = SAMPart3DEngine()
     assert engine.availability({"mask_source": options["mask_source"]}).available
     seg = engine.segment(mesh, SegmentParams(scale=0.5, options=options))

@@ -1,5 +1,6 @@
 """SAMPart3D's mask sources: the release's SAM ViT-H (segment-anything, without torchvision) and
 SAM 2.1; the checkpoint is loaded strictly; the generator runs on segment-anything's own steps."""
+
 from __future__ import annotations
 
 import sys
@@ -9,8 +10,12 @@ import pytest
 import torch
 
 from segparts.engines.sampart3d import SAMPart3DEngine, mask_model_name
-from segparts.engines.sampart3d.masks import (CheckpointError, SamAutomaticMasks, build_sam_vit_h,
-                                              segment_anything_module)
+from segparts.engines.sampart3d.masks import (
+    CheckpointError,
+    SamAutomaticMasks,
+    build_sam_vit_h,
+    segment_anything_module,
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +31,7 @@ def shared_storage_checkpoint(shapes: dict, path, seed: int = 0):
     random buffer, so the file is tens of MB instead of 2.5 GB (torch.save writes a storage once)."""
     largest = max(int(np.prod(s)) for s in shapes.values())
     base = torch.randn(largest + len(shapes), generator=torch.Generator().manual_seed(seed))
-    state = {k: base[i:i + int(np.prod(s))].view(s) for i, (k, s) in enumerate(shapes.items())}
+    state = {k: base[i : i + int(np.prod(s))].view(s) for i, (k, s) in enumerate(shapes.items())}
     torch.save(state, path)
     return state
 
@@ -38,8 +43,11 @@ def test_vit_h_checkpoint_loads_strictly_with_its_values(vit_h_state, tmp_path):
     state = shared_storage_checkpoint(vit_h_state, path)
     model = build_sam_vit_h(str(path))
     loaded = model.state_dict()
-    for key in ("image_encoder.patch_embed.proj.weight", "mask_decoder.iou_prediction_head.layers.2.bias",
-                "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"):
+    for key in (
+        "image_encoder.patch_embed.proj.weight",
+        "mask_decoder.iou_prediction_head.layers.2.bias",
+        "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix",
+    ):
         assert torch.equal(loaded[key], state[key]), key
     # non-persistent preprocessing constants are the package's, not the file's
     assert torch.allclose(model.pixel_mean.view(-1), torch.tensor([123.675, 116.28, 103.53]))
@@ -72,23 +80,47 @@ def tiny_sam(img_size=64):
     modeling = segment_anything_module("modeling")
     torch.manual_seed(0)
     return modeling.Sam(
-        image_encoder=modeling.ImageEncoderViT(depth=1, embed_dim=32, img_size=img_size, mlp_ratio=2, num_heads=2,
-                                               patch_size=16, qkv_bias=True, use_rel_pos=True, window_size=2,
-                                               global_attn_indexes=(0,), out_chans=256,
-                                               norm_layer=partial(torch.nn.LayerNorm, eps=1e-6)),
-        prompt_encoder=modeling.PromptEncoder(embed_dim=256, image_embedding_size=(img_size // 16, img_size // 16),
-                                              input_image_size=(img_size, img_size), mask_in_chans=16),
-        mask_decoder=modeling.MaskDecoder(num_multimask_outputs=3, transformer_dim=256, iou_head_depth=3,
-                                          iou_head_hidden_dim=256,
-                                          transformer=modeling.TwoWayTransformer(depth=1, embedding_dim=256,
-                                                                                 mlp_dim=256, num_heads=8)),
+        image_encoder=modeling.ImageEncoderViT(
+            depth=1,
+            embed_dim=32,
+            img_size=img_size,
+            mlp_ratio=2,
+            num_heads=2,
+            patch_size=16,
+            qkv_bias=True,
+            use_rel_pos=True,
+            window_size=2,
+            global_attn_indexes=(0,),
+            out_chans=256,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        ),
+        prompt_encoder=modeling.PromptEncoder(
+            embed_dim=256,
+            image_embedding_size=(img_size // 16, img_size // 16),
+            input_image_size=(img_size, img_size),
+            mask_in_chans=16,
+        ),
+        mask_decoder=modeling.MaskDecoder(
+            num_multimask_outputs=3,
+            transformer_dim=256,
+            iou_head_depth=3,
+            iou_head_hidden_dim=256,
+            transformer=modeling.TwoWayTransformer(depth=1, embedding_dim=256, mlp_dim=256, num_heads=8),
+        ),
     ).eval()
 
 
 def test_vit_generator_returns_well_formed_masks_at_the_image_size():
     model = tiny_sam()
-    generator = SamAutomaticMasks(model=model, points_per_side=3, points_per_batch=4, pred_iou_thresh=-1e9,
-                                  stability_score_thresh=-1.0, box_nms_thresh=0.99, max_masks_per_view=5)
+    generator = SamAutomaticMasks(
+        model=model,
+        points_per_side=3,
+        points_per_batch=4,
+        pred_iou_thresh=-1e9,
+        stability_score_thresh=-1.0,
+        box_nms_thresh=0.99,
+        max_masks_per_view=5,
+    )
     image = np.full((48, 64, 3), 255, np.uint8)  # not square: resized to 48 x 64 -> 48 x 64 * (64 / 64)
     image[10:40, 15:50] = (180, 60, 40)
     masks = generator.masks_for_image(image)
@@ -118,7 +150,9 @@ def test_mask_model_is_a_declared_option():
     from segparts.engines.base import OptionError, check_options
 
     engine = SAMPart3DEngine()
-    assert check_options(engine, {"mask_model": "sam-vit-h", "quality": "fast"}) == {"mask_model": "sam-vit-h",
-                                                                                     "quality": "fast"}
+    assert check_options(engine, {"mask_model": "sam-vit-h", "quality": "fast"}) == {
+        "mask_model": "sam-vit-h",
+        "quality": "fast",
+    }
     with pytest.raises(OptionError, match="mask_model"):
         check_options(engine, {"mask_model": "sam-vit-x"})

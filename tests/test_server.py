@@ -1,4 +1,5 @@
 """The backend over real ZeroMQ sockets on loopback: round trips, concurrency, cancel, tokens, bad input."""
+
 from __future__ import annotations
 
 import os
@@ -39,8 +40,9 @@ def wait_for(client: BackendClient, req_id: str, timeout: float = 60.0, kinds=wi
 
 def test_round_trip_mesh_and_labels(tmp_path):
     vertices, faces = two_boxes()
-    expected = create_engine("geometric").segment(validate_mesh(vertices, faces), SegmentParams(),
-                                                  no_progress, CancelToken())
+    expected = create_engine("geometric").segment(
+        validate_mesh(vertices, faces), SegmentParams(), no_progress, CancelToken()
+    )
     with thread_server(tmp_path) as (server, client):
         hello = client.hello()
         assert hello["protocol"] == wire.PROTOCOL_VERSION and hello["engines"]["geometric"]["available"]
@@ -81,10 +83,15 @@ def test_round_trip_mesh_and_labels(tmp_path):
 
 def test_two_clients_at_once(tmp_path):
     meshes = [two_boxes(), grid(20_000)]
-    expected = [create_engine("geometric").segment(validate_mesh(*m), SegmentParams(parts=1 if i else None),
-                                                   no_progress, CancelToken()).labels for i, m in enumerate(meshes)]
+    expected = [
+        create_engine("geometric")
+        .segment(validate_mesh(*m), SegmentParams(parts=1 if i else None), no_progress, CancelToken())
+        .labels
+        for i, m in enumerate(meshes)
+    ]
     results = {}
     with thread_server(tmp_path) as (server, _):
+
         def work(i):
             with BackendClient(port=server.port, token_file=tmp_path / "token", timeout=30) as c:
                 for _ in range(3):
@@ -172,15 +179,36 @@ def raw_request(sock, header: dict, frames: list[bytes] = ()) -> dict:
     return reply
 
 
-@pytest.mark.parametrize("case", ["nan", "inf", "face_range", "negative_face", "empty", "quads", "too_large",
-                                  "shape_mismatch", "float_faces", "bad_face_map"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "nan",
+        "inf",
+        "face_range",
+        "negative_face",
+        "empty",
+        "quads",
+        "too_large",
+        "shape_mismatch",
+        "float_faces",
+        "bad_face_map",
+    ],
+)
 def test_bad_meshes_get_structured_errors(tmp_path, case):
     vertices, faces = two_boxes()
     arrays = {"vertices": vertices.copy(), "faces": faces.copy()}
-    expected = {"nan": "non_finite_vertices", "inf": "non_finite_vertices", "face_range": "face_index_out_of_range",
-                "negative_face": "face_index_out_of_range", "empty": "empty_mesh", "quads": "bad_faces",
-                "too_large": "mesh_too_large", "shape_mismatch": wire.BAD_MESSAGE, "float_faces": "bad_faces",
-                "bad_face_map": "bad_face_map"}[case]
+    expected = {
+        "nan": "non_finite_vertices",
+        "inf": "non_finite_vertices",
+        "face_range": "face_index_out_of_range",
+        "negative_face": "face_index_out_of_range",
+        "empty": "empty_mesh",
+        "quads": "bad_faces",
+        "too_large": "mesh_too_large",
+        "shape_mismatch": wire.BAD_MESSAGE,
+        "float_faces": "bad_faces",
+        "bad_face_map": "bad_face_map",
+    }[case]
     if case == "nan":
         arrays["vertices"][3, 1] = np.nan
     elif case == "inf":
@@ -253,11 +281,13 @@ def test_protocol_errors_and_the_server_keeps_serving(tmp_path):
         sock.close(0)
         vertices, faces = two_boxes()
         mid = client.upload_mesh(vertices, faces)
-        for args, code in [({"mesh_id": mid, "engine": "nope"}, wire.BAD_ARGS),
-                           ({"mesh_id": mid, "parts": 0}, wire.BAD_ARGS),
-                           ({"mesh_id": mid, "scale": 1.5}, wire.BAD_ARGS),
-                           ({"mesh_id": mid, "parts": 2, "scale": 0.5}, wire.BAD_ARGS),
-                           ({"mesh_id": mid, "options": [1]}, wire.BAD_ARGS)]:
+        for args, code in [
+            ({"mesh_id": mid, "engine": "nope"}, wire.BAD_ARGS),
+            ({"mesh_id": mid, "parts": 0}, wire.BAD_ARGS),
+            ({"mesh_id": mid, "scale": 1.5}, wire.BAD_ARGS),
+            ({"mesh_id": mid, "parts": 2, "scale": 0.5}, wire.BAD_ARGS),
+            ({"mesh_id": mid, "options": [1]}, wire.BAD_ARGS),
+        ]:
             with pytest.raises(BackendError) as err:
                 client.call("segment", args)
             assert err.value.code == code, args
@@ -331,11 +361,13 @@ def test_client_works_as_a_copied_package_and_as_plain_modules(tmp_path):
     for name in ("wire.py", "client.py", "hierarchy.py"):
         shutil.copy(os.path.join(src, name), pkg / name)
         shutil.copy(os.path.join(src, name), plain / name)
-    code = ("import sys, numpy as np; sys.path[:0] = [{!r}, {!r}]; "
-            "from _shared.client import BackendClient, mesh_id as a; import client; "
-            "assert 'segparts' not in sys.modules; "
-            "v = np.arange(9.0).reshape(3, 3); f = np.array([[0, 1, 2]]); "
-            "assert a(v, f) == client.mesh_id(v, f); print(a(v, f))").format(str(tmp_path), str(plain))
+    code = (
+        f"import sys, numpy as np; sys.path[:0] = [{str(tmp_path)!r}, {str(plain)!r}]; "
+        "from _shared.client import BackendClient, mesh_id as a; import client; "
+        "assert 'segparts' not in sys.modules; "
+        "v = np.arange(9.0).reshape(3, 3); f = np.array([[0, 1, 2]]); "
+        "assert a(v, f) == client.mesh_id(v, f); print(a(v, f))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     v = np.arange(9.0).reshape(3, 3)
@@ -368,8 +400,12 @@ def test_arrays_are_not_decoded_before_the_token_and_messages_have_a_total_cap(t
         assert sock.poll(5000)
         assert wire.decode(sock.recv_multipart())[0]["error"]["code"] == wire.UNAUTHORIZED
         # with the token, frames under the cap one by one but over it together: an answer, not a crash
-        frames = wire.request("upload_mesh", "u2", token=server.token,
-                              arrays={"vertices": vertices, "faces": faces, "a": big, "b": big, "c": big, "d": big})
+        frames = wire.request(
+            "upload_mesh",
+            "u2",
+            token=server.token,
+            arrays={"vertices": vertices, "faces": faces, "a": big, "b": big, "c": big, "d": big},
+        )
         sock.send_multipart(frames)
         assert sock.poll(5000)
         header, _ = wire.decode(sock.recv_multipart())
@@ -471,9 +507,14 @@ def _serve_with_few_files(tmp_path, soft_limit: int):
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft_limit, hard))
 
     env = dict(os.environ, SEGPARTS_RUNTIME_DIR=str(tmp_path))
-    proc = subprocess.Popen([sys.executable, "-m", "segparts", "serve", "--port", "0", "--log-level", "ERROR"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
-                            preexec_fn=lower_limit)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "segparts", "serve", "--port", "0", "--log-level", "ERROR"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        preexec_fn=lower_limit,
+    )
     line = proc.stdout.readline()
     assert "listening on" in line, line
     return proc, int(line.split("listening on ", 1)[1].split()[0].rsplit(":", 1)[1])
@@ -499,11 +540,24 @@ def test_idle_connections_do_not_lock_the_owner_out(tmp_path):
         proc.stdout.close()
 
 
-@pytest.mark.parametrize("options", [{"patches": 0}, {"patches": -1}, {"patches": float("nan")}, {"patches": "8"},
-                                     {"seed": -1}, {"weld_tolerance": "x"}, {"weld_tolerance": float("nan")},
-                                     {"weld_tolerance": float("inf")}, {"weld_tolerance": 1e-300},
-                                     {"weld_tolerance": 0.5}, {"patches": [[[[1]]]]},
-                                     {"nested": {"a": {"b": {"c": {}}}}}, {"patches": True}])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"patches": 0},
+        {"patches": -1},
+        {"patches": float("nan")},
+        {"patches": "8"},
+        {"seed": -1},
+        {"weld_tolerance": "x"},
+        {"weld_tolerance": float("nan")},
+        {"weld_tolerance": float("inf")},
+        {"weld_tolerance": 1e-300},
+        {"weld_tolerance": 0.5},
+        {"patches": [[[[1]]]]},
+        {"nested": {"a": {"b": {"c": {}}}}},
+        {"patches": True},
+    ],
+)
 def test_engine_options_are_checked_before_the_job_is_accepted(tmp_path, options):
     vertices, faces = two_boxes()
     with thread_server(tmp_path) as (server, client):
@@ -531,8 +585,17 @@ def test_status_after_a_result_never_shows_the_job_running(tmp_path):
 def test_server_settings_are_checked(tmp_path):
     from segparts.server import Server
 
-    for kwargs in ({"port": 70000}, {"port": -1}, {"cache_mb": 0}, {"cache_mb": -10}, {"cache_mb": float("nan")},
-                   {"max_faces": 0}, {"max_faces": -5}, {"max_message_mb": 0}, {"max_message_mb": 4096}):
+    for kwargs in (
+        {"port": 70000},
+        {"port": -1},
+        {"cache_mb": 0},
+        {"cache_mb": -10},
+        {"cache_mb": float("nan")},
+        {"max_faces": 0},
+        {"max_faces": -5},
+        {"max_message_mb": 0},
+        {"max_message_mb": 4096},
+    ):
         with pytest.raises(ValueError, match=list(kwargs)[0].replace("_", "-")):
             Server(token_file=tmp_path / "token", **{"port": 0, **kwargs})
     assert not (tmp_path / "token").exists()
@@ -606,9 +669,13 @@ def test_picks_use_the_segmentation_they_name_never_another_clients(tmp_path):
             # bob segmented last, but alice's pick answers from alice's segmentation
             h_mine = Hierarchy(mine.arrays["leaf_labels"], mine.arrays["parent"], mine.arrays["height"])
             h_theirs = Hierarchy(theirs.arrays["leaf_labels"], theirs.arrays["parent"], theirs.arrays["height"])
-            face = next(f for f in range(len(faces))
-                        if not np.array_equal(h_mine.face_mask(h_mine.node_at(f, parts=4)),
-                                              h_theirs.face_mask(h_theirs.node_at(f, parts=4))))
+            face = next(
+                f
+                for f in range(len(faces))
+                if not np.array_equal(
+                    h_mine.face_mask(h_mine.node_at(f, parts=4)), h_theirs.face_mask(h_theirs.node_at(f, parts=4))
+                )
+            )
             pick = alice.pick(mid, face=face, parts=4)
             np.testing.assert_array_equal(pick.arrays["mask"], h_mine.face_mask(h_mine.node_at(face, parts=4)))
             named = alice.pick(mid, face=face, parts=4, segmentation_id=theirs.result["segmentation_id"])
@@ -646,13 +713,30 @@ def test_hello_describes_every_engine_without_loading_torch(tmp_path):
     """What the add-on needs to know about an engine comes from the engine, not from a list of names."""
     with thread_server(tmp_path) as (server, client):
         engines = client.hello()["engines"]
-        assert engines["geometric"] == {**engines["geometric"], "label": "Geometric", "click_prompts": False,
-                                        "renders": False, "scales_on_backend": False, "models": []}
-        assert engines["sampart3d"] == {**engines["sampart3d"], "label": "SAMPart3D", "click_prompts": False,
-                                        "renders": True, "scales_on_backend": True,
-                                        "models": ["ptv3-object", "sam-vit-h"]}
-        assert engines["geosam2"] == {**engines["geosam2"], "label": "GeoSAM2", "click_prompts": True,
-                                      "renders": True, "scales_on_backend": False, "models": ["geosam2"]}
+        assert engines["geometric"] == {
+            **engines["geometric"],
+            "label": "Geometric",
+            "click_prompts": False,
+            "renders": False,
+            "scales_on_backend": False,
+            "models": [],
+        }
+        assert engines["sampart3d"] == {
+            **engines["sampart3d"],
+            "label": "SAMPart3D",
+            "click_prompts": False,
+            "renders": True,
+            "scales_on_backend": True,
+            "models": ["ptv3-object", "sam-vit-h"],
+        }
+        assert engines["geosam2"] == {
+            **engines["geosam2"],
+            "label": "GeoSAM2",
+            "click_prompts": True,
+            "renders": True,
+            "scales_on_backend": False,
+            "models": ["geosam2"],
+        }
         assert not client.status()["heavy_modules"]
 
 
@@ -677,12 +761,16 @@ def test_every_engine_declares_its_options():
     from segparts.engines import ENGINES
     from segparts.engines.base import OptionError, check_options
 
-    good = {"geometric": {"patches": 12, "seed": 1, "weld_tolerance": 1e-5},
-            "sampart3d": {"quality": "fast", "iterations": 300, "n_views": 36, "lr": 1e-3, "backbone": "none"},
-            "geosam2": {"auto_points": 64, "start_view": 11, "pa": 0.02, "box": [0, 0, 10, 10]}}
-    bad = {"geometric": [{"patches": 0}, {"weld_tolerance": float("nan")}, {"iterations": 5}],
-           "sampart3d": [{"quality": "best"}, {"n_views": 20}, {"lr": "fast"}, {"mask_source": "masks.npz"}],
-           "geosam2": [{"start_view": 12}, {"box": [0, 0, 10]}, {"pa": True}, {"patches": 3}]}
+    good = {
+        "geometric": {"patches": 12, "seed": 1, "weld_tolerance": 1e-5},
+        "sampart3d": {"quality": "fast", "iterations": 300, "n_views": 36, "lr": 1e-3, "backbone": "none"},
+        "geosam2": {"auto_points": 64, "start_view": 11, "pa": 0.02, "box": [0, 0, 10, 10]},
+    }
+    bad = {
+        "geometric": [{"patches": 0}, {"weld_tolerance": float("nan")}, {"iterations": 5}],
+        "sampart3d": [{"quality": "best"}, {"n_views": 20}, {"lr": "fast"}, {"mask_source": "masks.npz"}],
+        "geosam2": [{"start_view": 12}, {"box": [0, 0, 10]}, {"pa": True}, {"patches": 3}],
+    }
     for name in ENGINES:
         engine = create_engine(name)
         assert {o.name for o in engine.options} >= set(good[name])

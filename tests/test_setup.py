@@ -1,4 +1,5 @@
 """The set-up installs the right stack for the machine (DESIGN: CPU build, no CUDA packages)."""
+
 import importlib.metadata
 import shutil
 import subprocess
@@ -29,6 +30,8 @@ def test_sam2_model_imports_without_torchvision():
 
 def test_serve_import_is_light():
     """`segparts serve` must start fast: importing the server and CLI must not pull in torch."""
-    code = ("import sys, segparts.cli; segparts.cli.build_parser(); "
-            "import segparts.server; assert 'torch' not in sys.modules, 'torch imported at start-up'")
+    code = (
+        "import sys, segparts.cli; segparts.cli.build_parser(); "
+        "import segparts.server; assert 'torch' not in sys.modules, 'torch imported at start-up'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -5,6 +5,7 @@ virtual environment. So that it does not download torch again, the fresh environ
 environment's packages through a .pth file: pip then finds every requirement satisfied, and the
 test proves the commands, their order and the result (the learned engines lack only checkpoints).
 """
+
 from __future__ import annotations
 
 import json
@@ -35,18 +36,29 @@ def test_learned_steps_put_torch_first_and_keep_sam2_off_torchvision():
 
 
 def test_dry_run_prints_the_plan():
-    done = subprocess.run([sys.executable, "-m", "segparts", "setup", "--learned", "--device", "cpu", "--dry-run"],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "segparts", "setup", "--learned", "--device", "cpu", "--dry-run"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     steps = [json.loads(line) for line in done.stdout.splitlines()]
-    assert [s["pip"][1] for s in steps] == [f"torch=={installer.TORCH_VERSION}", "spconv==2.3.8",
-                                           "segment-anything>=1.0", "--no-build-isolation"]
+    assert [s["pip"][1] for s in steps] == [
+        f"torch=={installer.TORCH_VERSION}",
+        "spconv==2.3.8",
+        "segment-anything>=1.0",
+        "--no-build-isolation",
+    ]
 
 
 def _bundle(tmp_path: Path) -> Path:
     """The backend as build_addon.py bundles it into the extension."""
     bundle = tmp_path / "bundle"
-    shutil.copytree(ROOT / "backend" / "segparts", bundle / "backend" / "segparts",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+        ROOT / "backend" / "segparts",
+        bundle / "backend" / "segparts",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
     for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
         shutil.copy2(ROOT / name, bundle / name)
     (bundle / "models").mkdir()
@@ -75,9 +87,17 @@ def test_addon_setup_button_installs_the_learned_engines(tmp_path):
     # the progress bar showed the learned engines' own steps while they ran
     assert any("installing the learned engines" in s and ": torch" in s for s in seen), seen
     vpy = str(addon_setup.venv_python(venv))
-    report = subprocess.run([vpy, "-c", "import json; from segparts.engines import create_engine as c; "
-                             "print(json.dumps({n: c(n).availability().missing for n in ('sampart3d', 'geosam2')}))"],
-                            capture_output=True, text=True, check=True)
+    report = subprocess.run(
+        [
+            vpy,
+            "-c",
+            "import json; from segparts.engines import create_engine as c; "
+            "print(json.dumps({n: c(n).availability().missing for n in ('sampart3d', 'geosam2')}))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     missing = json.loads(report.stdout)
     for engine, items in missing.items():  # packages all there: only checkpoints are missing
         assert items and all(item.startswith("checkpoint ") for item in items), (engine, items)

@@ -1,4 +1,5 @@
 """One version: segparts.__version__; the package metadata and the add-on manifest follow it."""
+
 from __future__ import annotations
 
 import importlib.util

@@ -1,2 +1,3 @@
 """Segment Parts backend: engines, server, rendering, lifting, metrics and CLI."""
+
 __version__ = "0.1.0"

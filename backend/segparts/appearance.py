@@ -16,6 +16,7 @@ float32 and uint8 arrays stay uint8; `segparts.client.mesh_id` canonicalises the
 The renderer uses the first present of: texture, corner, vertex, face colours; and `normals`,
 when present, instead of its 30-degree auto smooth (as Blender shows the file's or object's own normals).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -145,8 +146,10 @@ def _check_uv(uv: np.ndarray, n_faces: int) -> None:
 
 def _check_normals(normals: np.ndarray, n_vertices: int, n_faces: int) -> None:
     if normals.shape not in ((n_vertices, 3), (n_faces, 3, 3)):
-        raise _bad(f"normals must have shape ({n_vertices}, 3) per vertex or ({n_faces}, 3, 3) per triangle "
-                   f"corner, got {normals.shape}")
+        raise _bad(
+            f"normals must have shape ({n_vertices}, 3) per vertex or ({n_faces}, 3, 3) per triangle "
+            f"corner, got {normals.shape}"
+        )
     if normals.dtype.kind != "f":
         raise _bad(f"normals must be float, got dtype {normals.dtype}")
     if not np.isfinite(normals).all():

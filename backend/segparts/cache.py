@@ -1,5 +1,6 @@
 """Least-recently-used caches: `LRUCache`, bounded by (estimated) bytes, for the server's meshes and
 segmentations; `SmallLRU`, the last few objects built per key (render scenes, features, sessions)."""
+
 from __future__ import annotations
 
 import threading

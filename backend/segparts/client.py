@@ -7,15 +7,16 @@ Two ways to use it:
 - blocking (CLI, tests): `call()` and the helpers `hello()`, `upload_mesh()`, `segment()`, ...
   wait for the final message of one request and raise `BackendError` on an error reply.
 """
+
 from __future__ import annotations
 
 import hashlib
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import zmq
@@ -123,9 +124,15 @@ def mesh_id(vertices, faces, cues: dict | None = None, appearance: dict | None =
 
 
 class BackendClient:
-    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: str | None = None,
-                 token_file: str | Path | None = None, timeout: float = 30.0,
-                 context: zmq.Context | None = None):
+    def __init__(
+        self,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        token: str | None = None,
+        token_file: str | Path | None = None,
+        timeout: float = 30.0,
+        context: zmq.Context | None = None,
+    ):
         self.host, self.port, self.timeout = host, int(port), float(timeout)
         self.endpoint = tcp_endpoint(host, self.port)
         self._token = token
@@ -156,8 +163,10 @@ class BackendClient:
         frames = wire.request(op, req_id, token=self.token, args=args, arrays=arrays)
         size = sum(len(f) if isinstance(f, bytes) else f.nbytes for f in frames)
         if size > self.max_message_bytes:
-            raise ValueError(f"{op} message of {size} bytes is over the backend's limit of "
-                             f"{self.max_message_bytes} bytes (segparts serve --max-message-mb)")
+            raise ValueError(
+                f"{op} message of {size} bytes is over the backend's limit of "
+                f"{self.max_message_bytes} bytes (segparts serve --max-message-mb)"
+            )
         self._sock.send_multipart(frames, copy=False)  # zero-copy (pyzmq still copies frames < 64 kB)
         return req_id
 
@@ -180,12 +189,25 @@ class BackendClient:
     def _receive(self) -> Message:
         frames = self._sock.recv_multipart(copy=False)
         header, arrays = wire.decode(frames)
-        return Message(id=header.get("id"), kind=header.get("kind", "reply"), ok=bool(header.get("ok")),
-                       result=header.get("result") or {}, error=header.get("error"), arrays=arrays)
+        return Message(
+            id=header.get("id"),
+            kind=header.get("kind", "reply"),
+            ok=bool(header.get("ok")),
+            result=header.get("result") or {},
+            error=header.get("error"),
+            arrays=arrays,
+        )
 
     # ---- blocking API --------------------------------------------------------------------
-    def call(self, op: str, args: dict | None = None, arrays: dict | None = None, timeout: float | None = None,
-             on_progress: Callable[[float, str], None] | None = None, job_timeout: float | None = None) -> Message:
+    def call(
+        self,
+        op: str,
+        args: dict | None = None,
+        arrays: dict | None = None,
+        timeout: float | None = None,
+        on_progress: Callable[[float, str], None] | None = None,
+        job_timeout: float | None = None,
+    ) -> Message:
         """Send one request and wait for its final message (reply, result or error).
 
         `timeout` bounds the wait for the first answer (default: the client's timeout). Once a
@@ -213,12 +235,15 @@ class BackendClient:
                 remaining = min(deadline, job_deadline) - time.monotonic()
                 if remaining <= 0:
                     if time.monotonic() >= job_deadline:
-                        raise TimeoutError(f"the backend at {self.endpoint} has not finished {op!r} "
-                                           f"within {job_timeout:g} s")
+                        raise TimeoutError(
+                            f"the backend at {self.endpoint} has not finished {op!r} within {job_timeout:g} s"
+                        )
                     if answered:
-                        raise BackendLost(f"the backend at {self.endpoint} stopped answering during {op!r} "
-                                          f"(no message for {max(silence, 10.0):g} s, though it sends one every "
-                                          "2 s): it crashed, was killed or hangs; see its log")
+                        raise BackendLost(
+                            f"the backend at {self.endpoint} stopped answering during {op!r} "
+                            f"(no message for {max(silence, 10.0):g} s, though it sends one every "
+                            "2 s): it crashed, was killed or hangs; see its log"
+                        )
                     raise TimeoutError(f"no backend answered {op!r} at {self.endpoint} within {silence:g} s")
                 if not self._sock.poll(int(min(remaining, 1.0) * 1000) + 1):
                     continue
@@ -250,8 +275,16 @@ class BackendClient:
             self.max_message_bytes = limit
         return result
 
-    def upload_mesh(self, vertices, faces, face_map=None, n_polygons: int | None = None,
-                    check_first: bool = False, cues: dict | None = None, appearance: dict | None = None) -> str:
+    def upload_mesh(
+        self,
+        vertices,
+        faces,
+        face_map=None,
+        n_polygons: int | None = None,
+        check_first: bool = False,
+        cues: dict | None = None,
+        appearance: dict | None = None,
+    ) -> str:
         """Upload a triangle mesh; returns its id (the content hash, see `mesh_id`).
 
         The server keeps meshes by content, so re-uploading one it holds re-validates and hashes
@@ -281,10 +314,16 @@ class BackendClient:
                 args["n_polygons"] = int(n_polygons)
         return self.call("upload_mesh", args, arrays).result["mesh_id"]
 
-    def segment(self, mesh_id: str, engine: str = "geometric", parts: int | None = None,
-                scale: float | None = None, options: dict | None = None,
-                on_progress: Callable[[float, str], None] | None = None,
-                segmentation_id: str | None = None) -> Message:
+    def segment(
+        self,
+        mesh_id: str,
+        engine: str = "geometric",
+        parts: int | None = None,
+        scale: float | None = None,
+        options: dict | None = None,
+        on_progress: Callable[[float, str], None] | None = None,
+        segmentation_id: str | None = None,
+    ) -> Message:
         """Arrays of the result: labels, leaf_labels (F,) int32, parent (N,) int32, height (N,) float32.
         With `segmentation_id` (from an earlier result) only a new granularity of that result:
         error `no_segmentation` when the backend no longer holds it, never a new segmentation."""
@@ -297,10 +336,19 @@ class BackendClient:
             args["scale"] = float(scale)
         return self.call("segment", args, on_progress=on_progress)
 
-    def pick(self, mesh_id: str, engine: str = "geometric", face: int | None = None, point=None,
-             positive: bool = True, clicks: list[dict] | None = None, parts: int | None = None,
-             scale: float | None = None, options: dict | None = None,
-             segmentation_id: str | None = None) -> Message:
+    def pick(
+        self,
+        mesh_id: str,
+        engine: str = "geometric",
+        face: int | None = None,
+        point=None,
+        positive: bool = True,
+        clicks: list[dict] | None = None,
+        parts: int | None = None,
+        scale: float | None = None,
+        options: dict | None = None,
+        segmentation_id: str | None = None,
+    ) -> Message:
         """Arrays of the result: mask (F,) bool; result: node, parent, children. `segmentation_id`
         (from segment's result) names the segmentation to pick from; without it, the latest this
         client asked for of that mesh and engine."""

@@ -13,6 +13,7 @@ Representation (all engines, and the wire):
 Cutting at scale s keeps the highest nodes with height <= s (s = 0 gives the leaves, s = 1 the
 root). Cutting at n parts undoes the n - 1 highest merges.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ class Hierarchy:
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
-    def flat(cls, labels: np.ndarray) -> "Hierarchy":
+    def flat(cls, labels: np.ndarray) -> Hierarchy:
         """A one-level tree: the given segments under a single root."""
         leaf = first_use_ids(labels).astype(np.int32)
         n_leaves = int(leaf.max()) + 1 if leaf.size else 1
@@ -48,12 +49,14 @@ class Hierarchy:
         return cls(leaf, parent, height)
 
     @classmethod
-    def from_linkage(cls, leaf_labels: np.ndarray, linkage: np.ndarray) -> "Hierarchy":
+    def from_linkage(cls, leaf_labels: np.ndarray, linkage: np.ndarray) -> Hierarchy:
         """From a scipy-style linkage over L leaves: row k merges nodes Z[k,0], Z[k,1] into L+k at
         height Z[k,2]. Heights are rescaled to [0, 1]; a forest is joined under one root."""
         leaf = np.asarray(leaf_labels, dtype=np.int32)
         n_leaves = int(leaf.max()) + 1
-        z = np.asarray(linkage, dtype=np.float64).reshape(-1, 4 if np.ndim(linkage) == 2 and np.shape(linkage)[1] == 4 else 3)
+        z = np.asarray(linkage, dtype=np.float64).reshape(
+            -1, 4 if np.ndim(linkage) == 2 and np.shape(linkage)[1] == 4 else 3
+        )
         n_nodes = n_leaves + len(z)
         parent = np.full(n_nodes, -1, dtype=np.int64)
         height = np.zeros(n_nodes, dtype=np.float64)
@@ -93,7 +96,7 @@ class Hierarchy:
     def children(self, node: int) -> np.ndarray:
         return np.flatnonzero(self.parent == node).astype(np.int32)
 
-    def without_empty_leaves(self) -> "Hierarchy":
+    def without_empty_leaves(self) -> Hierarchy:
         """The same tree without leaves that hold no face: internal nodes left with no child go,
         those left with one hand it to their parent (the root stays), and nodes are renumbered
         in their old order (leaves first, parents after children)."""
@@ -156,8 +159,8 @@ class Hierarchy:
 
     def cut(self, *, scale: float | None = None, parts: int | None = None) -> np.ndarray:
         """Per-face labels 0..K-1 at a scale or a number of parts (parts wins if both given)."""
-        active = self.active_at_parts(parts) if parts is not None else self.active_at_scale(
-            0.5 if scale is None else scale
+        active = (
+            self.active_at_parts(parts) if parts is not None else self.active_at_scale(0.5 if scale is None else scale)
         )
         return self.labels_for(active)
 
@@ -166,8 +169,8 @@ class Hierarchy:
         return first_use_ids(rep[: self.n_leaves][self.leaf_labels]).astype(np.int32)
 
     def node_at(self, face: int, *, scale: float | None = None, parts: int | None = None) -> int:
-        active = self.active_at_parts(parts) if parts is not None else self.active_at_scale(
-            0.5 if scale is None else scale
+        active = (
+            self.active_at_parts(parts) if parts is not None else self.active_at_scale(0.5 if scale is None else scale)
         )
         node = int(self.leaf_labels[face])
         rep = self.representative(active)

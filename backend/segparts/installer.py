@@ -7,6 +7,7 @@ requirements; last `sam2` from its source distribution without its dependencies 
 pin would pull another, multi-GB torch) and without compiling its CUDA extension. Every step is a
 plain `pip` command, printed before it runs, so a log shows exactly what was done.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -22,8 +23,10 @@ SPCONV = {"cpu": "spconv==2.3.8", "cuda": "spconv-cu120"}
 LIGHT_REQUIREMENTS = ["segment-anything>=1.0", "hydra-core>=1.3", "iopath>=0.1.10"]
 SAM2 = "sam2==1.1.0"
 # what a user is told when a learned engine lacks packages (a zip user has no Makefile)
-LEARNED_FIX = ("python -m segparts setup --learned with the backend's Python "
-               "(in Blender: Preferences > Segment Parts > Set up Backend with 'Learned engines' ticked)")
+LEARNED_FIX = (
+    "python -m segparts setup --learned with the backend's Python "
+    "(in Blender: Preferences > Segment Parts > Set up Backend with 'Learned engines' ticked)"
+)
 
 
 @dataclass
@@ -49,11 +52,17 @@ def learned_steps(device: str, torch_version: str = TORCH_VERSION, torch_index_u
     if device not in SPCONV:
         raise ValueError(f"device must be cpu or cuda, got {device!r}")
     torch = ["install", f"torch=={torch_version}"] + (["--index-url", torch_index_url] if torch_index_url else [])
-    steps = [Step(f"torch {torch_version} ({device} build)", torch),
-             Step(f"spconv ({SPCONV[device]})", ["install", SPCONV[device]]),
-             Step("segment-anything, hydra-core and iopath", ["install", *LIGHT_REQUIREMENTS]),
-             Step("sam2 (no torchvision, no CUDA extension)",
-                  ["install", "--no-build-isolation", "--no-deps", SAM2], {"SAM2_BUILD_CUDA": "0"}, "sam2")]
+    steps = [
+        Step(f"torch {torch_version} ({device} build)", torch),
+        Step(f"spconv ({SPCONV[device]})", ["install", SPCONV[device]]),
+        Step("segment-anything, hydra-core and iopath", ["install", *LIGHT_REQUIREMENTS]),
+        Step(
+            "sam2 (no torchvision, no CUDA extension)",
+            ["install", "--no-build-isolation", "--no-deps", SAM2],
+            {"SAM2_BUILD_CUDA": "0"},
+            "sam2",
+        ),
+    ]
     if device == "cuda":  # optional: the renderer falls back to Embree without it
         steps.append(Step("nvdiffrast (optional)", ["install", "nvdiffrast"]))
     return steps
@@ -81,5 +90,10 @@ def cuda_packages_on_cpu_machine() -> list[str]:
     """`nvidia-*` distributions present although the machine has no NVIDIA GPU (a wrong torch build)."""
     import importlib.metadata
 
-    return sorted({d.metadata["Name"] for d in importlib.metadata.distributions()
-                   if "nvidia" in (d.metadata["Name"] or "").lower()})
+    return sorted(
+        {
+            d.metadata["Name"]
+            for d in importlib.metadata.distributions()
+            if "nvidia" in (d.metadata["Name"] or "").lower()
+        }
+    )

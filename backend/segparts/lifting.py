@@ -15,6 +15,7 @@ pixel off). Invisible samples never vote; samples on unlabelled pixels abstain b
 for "nothing" with `unlabelled_votes=True`. GeoSAM2 paints the release's "no object" (999) as a
 label of its own before lifting, so there it is a part like any other.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -75,8 +76,15 @@ def _extent(vertices: np.ndarray) -> float:
     return span if span > 0 else 1.0
 
 
-def project_to_views(points, point_face, rig: CameraRig, views: Views, depth_tolerance: float = 1e-3,
-                     alpha_threshold: float = 0.9, extent: float = 1.0):
+def project_to_views(
+    points,
+    point_face,
+    rig: CameraRig,
+    views: Views,
+    depth_tolerance: float = 1e-3,
+    alpha_threshold: float = 0.9,
+    extent: float = 1.0,
+):
     """Project world points (with the face each lies on, or -1) into every view.
 
     Visible: inside the image, in front of the camera, alpha > threshold, and the rendered depth
@@ -116,8 +124,15 @@ def project_to_views(points, point_face, rig: CameraRig, views: Views, depth_tol
     return lin_out, visible, depth_out
 
 
-def face_visible_samples(mesh: Mesh, rig: CameraRig, views: Views, samples_per_face: int = 5, seed: int = 0,
-                         depth_tolerance: float = 1e-3, alpha_threshold: float = 0.9) -> FaceSamples:
+def face_visible_samples(
+    mesh: Mesh,
+    rig: CameraRig,
+    views: Views,
+    samples_per_face: int = 5,
+    seed: int = 0,
+    depth_tolerance: float = 1e-3,
+    alpha_threshold: float = 0.9,
+) -> FaceSamples:
     """Sample every face and find, per view, the pixel of each sample and whether it is visible."""
     _check_views(rig, views)
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
@@ -187,9 +202,17 @@ def paint_masks(object_masks, shape=None, first=()) -> np.ndarray:
     return out
 
 
-def lift_masks(mesh: Mesh, rig: CameraRig, views: Views, masks: np.ndarray, samples_per_face: int = 5, seed: int = 0,
-               samples: FaceSamples | None = None, depth_tolerance: float = 1e-3,
-               unlabelled_votes: bool = False) -> np.ndarray:
+def lift_masks(
+    mesh: Mesh,
+    rig: CameraRig,
+    views: Views,
+    masks: np.ndarray,
+    samples_per_face: int = 5,
+    seed: int = 0,
+    samples: FaceSamples | None = None,
+    depth_tolerance: float = 1e-3,
+    unlabelled_votes: bool = False,
+) -> np.ndarray:
     """Label images of every view (N, H, W) int32 (-1 = none) -> (F,) int32 face labels (-1 = unseen).
 
     Pass `samples` (from face_visible_samples) to reuse the projection across several liftings.
@@ -261,8 +284,9 @@ def face_pixels(views: Views, face: int) -> list[np.ndarray]:
     return out
 
 
-def views_for_click(mesh: Mesh, rig: CameraRig, views: Views, face: int | None = None, point=None,
-                    depth_tolerance: float = 1e-3) -> list[tuple[int, tuple[int, int]]]:
+def views_for_click(
+    mesh: Mesh, rig: CameraRig, views: Views, face: int | None = None, point=None, depth_tolerance: float = 1e-3
+) -> list[tuple[int, tuple[int, int]]]:
     """Views where a 3D click is visible, best first, with its pixel (x, y) there.
 
     A face click ranks views by the face's projected area in pixels (which grows with facing angle
@@ -279,8 +303,9 @@ def views_for_click(mesh: Mesh, rig: CameraRig, views: Views, face: int | None =
     p = vertices[faces[face]].mean(axis=0) if point is None else np.asarray(point, dtype=np.float64).reshape(3)
     # a point click is matched to the face it lies on, so visibility can compare face ids
     face_of_point = nearest_face(mesh, p) if face is None else int(face)
-    lin, visible, depth = project_to_views(p[None], np.array([face_of_point]), rig, views, depth_tolerance,
-                                           0.5, _extent(vertices))
+    lin, visible, depth = project_to_views(
+        p[None], np.array([face_of_point]), rig, views, depth_tolerance, 0.5, _extent(vertices)
+    )
     pixel = np.stack([lin % rig.width, lin // rig.width], axis=-1)
     ranked = []
     if face is not None:
@@ -322,9 +347,16 @@ def face_areas(mesh: Mesh) -> np.ndarray:
     return 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
 
 
-def postprocess_labels(mesh: Mesh, labels, min_fraction: float = 0.02, fill_iterations: int = 64, k_nearest: int = 3,
-                       split_disconnected: bool = True, adjacency: np.ndarray | None = None,
-                       nearest_ties: str = "nearest") -> np.ndarray:
+def postprocess_labels(
+    mesh: Mesh,
+    labels,
+    min_fraction: float = 0.02,
+    fill_iterations: int = 64,
+    k_nearest: int = 3,
+    split_disconnected: bool = True,
+    adjacency: np.ndarray | None = None,
+    nearest_ties: str = "nearest",
+) -> np.ndarray:
     """GeoSAM2's clean-up of lifted face labels (-1 = unlabelled), each step optional:
     1. unlabel face-connected same-label components smaller than `min_fraction` x the largest
        component both in face count and in area (0 disables);

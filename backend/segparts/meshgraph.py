@@ -3,6 +3,7 @@
 One owner for what the geometric engine, the learned engines' post-processing (`lifting`), the
 metrics and the evaluations need; vectorised over faces and edges (no per-face Python loops).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,8 +11,9 @@ from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
 
-def face_adjacency(faces: np.ndarray, vertex_ids: np.ndarray | None = None,
-                   chain: str = "corner") -> tuple[np.ndarray, np.ndarray]:
+def face_adjacency(
+    faces: np.ndarray, vertex_ids: np.ndarray | None = None, chain: str = "corner"
+) -> tuple[np.ndarray, np.ndarray]:
     """Pairs of faces sharing an edge. Returns (pairs (E,2) int64, shared edge (E,2) vertex ids),
     ordered by shared edge.
 

@@ -29,6 +29,7 @@ are turned to Z-up on reading exactly as Blender's importer does ((x, y, z) -> (
 on writing; `up_axis="y"` does the same for an OBJ/PLY/OFF/STL file that was exported Y-up, and
 `up_axis="z"` keeps a file's coordinates as stored. Face order is never affected.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -68,23 +69,30 @@ def load_mesh(path: str | Path, max_faces: int = DEFAULT_MAX_FACES, up_axis: str
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in MESH_SUFFIXES:
-        raise MeshError("unsupported_format",
-                        f"{path.name}: unsupported file type {suffix or '(none)'}; use one of {' '.join(MESH_SUFFIXES)}")
+        raise MeshError(
+            "unsupported_format",
+            f"{path.name}: unsupported file type {suffix or '(none)'}; use one of {' '.join(MESH_SUFFIXES)}",
+        )
     if not path.is_file():
         raise MeshError("unreadable", f"{path}: no such file")
     if path.stat().st_size == 0:
         raise MeshError("empty_mesh", f"{path}: the file is empty")
     if up_axis not in (None, *UP_AXES):
         raise MeshError("bad_up_axis", f"up axis must be one of {', '.join(UP_AXES)}, got {up_axis!r}")
-    reader = {".obj": _read_obj, ".off": _read_off, ".ply": _read_ply,
-              ".stl": _read_stl, ".glb": _read_scene, ".gltf": _read_scene}[suffix]
+    reader = {
+        ".obj": _read_obj,
+        ".off": _read_off,
+        ".ply": _read_ply,
+        ".stl": _read_stl,
+        ".glb": _read_scene,
+        ".gltf": _read_scene,
+    }[suffix]
     try:
         vertices, polygons, *extra = reader(path)
     except MeshError:
         raise
     except Exception as exc:  # parsers raise anything on garbage; report it as one line
-        raise MeshError("unreadable", f"{path.name}: cannot read as {suffix[1:].upper()}: "
-                                      f"{_one_line(exc)}") from None
+        raise MeshError("unreadable", f"{path.name}: cannot read as {suffix[1:].upper()}: {_one_line(exc)}") from None
     appearance = extra[0] if extra else None
     if (up_axis or ("y" if suffix in Y_UP_SUFFIXES else "z")) == "y" and len(vertices):
         vertices = y_up_to_z_up(np.asarray(vertices, dtype=np.float64))
@@ -97,8 +105,9 @@ def load_mesh(path: str | Path, max_faces: int = DEFAULT_MAX_FACES, up_axis: str
             appearance.face_colors = appearance.face_colors[face_map]
         cues = {name: values[face_map] for name, values in cues.items()}
     try:
-        return validate_mesh(vertices, triangles, face_map, n_polygons, max_faces=max_faces, appearance=appearance,
-                             **cues)
+        return validate_mesh(
+            vertices, triangles, face_map, n_polygons, max_faces=max_faces, appearance=appearance, **cues
+        )
     except MeshError as exc:
         raise MeshError(exc.code, f"{path.name}: {exc.message}") from None
 
@@ -218,8 +227,9 @@ def _obj_cues(records: list[str]) -> dict[str, np.ndarray]:
     ids, numbered in order of first use; a cue the file never sets is left out."""
     kind = np.array([ln[0] for ln in records], dtype="<U1")  # v f o g u(semtl)
     faces = np.flatnonzero(kind == "f")
-    names = np.array([ln.split(None, 1)[1].strip() if len(ln.split(None, 1)) > 1 else "" for ln in records],
-                     dtype=object)
+    names = np.array(
+        [ln.split(None, 1)[1].strip() if len(ln.split(None, 1)) > 1 else "" for ln in records], dtype=object
+    )
 
     def in_force(marker: str) -> np.ndarray | None:
         """For each face, the name of the latest `marker` record before it ('' before the first)."""
@@ -236,7 +246,9 @@ def _obj_cues(records: list[str]) -> dict[str, np.ndarray]:
     obj, group = in_force("o"), in_force("g")
     if obj is not None or group is not None:
         blank = np.full(len(faces), "")
-        pairs = np.char.add(np.char.add(obj if obj is not None else blank, "\x00"), group if group is not None else blank)
+        pairs = np.char.add(
+            np.char.add(obj if obj is not None else blank, "\x00"), group if group is not None else blank
+        )
         cues["group"] = first_use_ids(pairs)
     return cues
 
@@ -264,13 +276,14 @@ def _read_off(path: Path):
     if n_vertices == 0 or n_faces == 0:
         raise MeshError("empty_mesh", f"{name}: the file declares {n_vertices} vertices and {n_faces} faces")
     if len(body) < n_vertices + n_faces:
-        raise MeshError("unreadable", f"{name}: the file is truncated ({len(body)} data lines, "
-                                      f"{n_vertices + n_faces} declared)")
+        raise MeshError(
+            "unreadable", f"{name}: the file is truncated ({len(body)} data lines, {n_vertices + n_faces} declared)"
+        )
     values, counts = _numbers(body[:n_vertices], name)
     if counts.min() < 3:
         raise MeshError("unreadable", f"{name}: a vertex line has fewer than 3 coordinates")
     vertices = _row_items(values, counts, 0, np.full(n_vertices, 3)).reshape(-1, 3)
-    f_values, f_counts = _numbers(body[n_vertices:n_vertices + n_faces], name)
+    f_values, f_counts = _numbers(body[n_vertices : n_vertices + n_faces], name)
     n = _as_indices(f_values[np.cumsum(f_counts) - f_counts], name)  # each line starts with its size
     if (n < 1).any() or (f_counts < n + 1).any():
         raise MeshError("unreadable", f"{name}: a face line lists fewer indices than its count")
@@ -331,8 +344,11 @@ def _ply_appearance(vertex, face):
     """Vertex colours, else face colours (per polygon here; load_mesh spreads them to triangles),
     and the vertex normals nx/ny/nz when the file has them."""
     names = _field_names(vertex)
-    normals = (np.column_stack([np.asarray(vertex[k], dtype=np.float64).ravel() for k in ("nx", "ny", "nz")])
-               if all(k in names for k in ("nx", "ny", "nz")) else None)
+    normals = (
+        np.column_stack([np.asarray(vertex[k], dtype=np.float64).ravel() for k in ("nx", "ny", "nz")])
+        if all(k in names for k in ("nx", "ny", "nz"))
+        else None
+    )
     vertex_colors = _ply_colours(vertex)
     if vertex_colors is not None:
         return _with_normals(Appearance(vertex_colors=vertex_colors), normals)
@@ -379,7 +395,7 @@ def _ply_binary_body(elements: dict, buf: bytes, name: str) -> None:
 def _ply_list_rows(buf: bytes, raw: np.ndarray, offset: int, props, li: int, n: int, name: str, key: str):
     """Rows = fixed scalars before, a list (count + items), fixed scalars after."""
     before = np.dtype([(k, dt) for k, dt in props[:li]]) if li else np.dtype([])
-    after = np.dtype([(k, dt) for k, dt in props[li + 1:]]) if li + 1 < len(props) else np.dtype([])
+    after = np.dtype([(k, dt) for k, dt in props[li + 1 :]]) if li + 1 < len(props) else np.dtype([])
     count_dt, item_dt = props[li][1].split(",", 1)
     count_dt, item_dt = np.dtype(count_dt.strip()), np.dtype(item_dt.split(")", 1)[1].strip())
     fixed = before.itemsize + count_dt.itemsize + after.itemsize
@@ -403,7 +419,7 @@ def _ply_list_rows(buf: bytes, raw: np.ndarray, offset: int, props, li: int, n: 
         for i in range(n):
             if p + fixed > len(buf):
                 raise MeshError("unreadable", f"{name}: the PLY file is truncated in element {key!r}")
-            c = buf[p + b] if k == 1 else int.from_bytes(buf[p + b:p + b + k], order)
+            c = buf[p + b] if k == 1 else int.from_bytes(buf[p + b : p + b + k], order)
             starts[i], counts[i] = p, c
             p += fixed + c * isz
     end = int(starts[-1] + fixed + counts[-1] * item_dt.itemsize) if n else offset
@@ -445,8 +461,12 @@ def _read_stl(path: Path):
     data = path.read_bytes()
     n = int.from_bytes(data[80:84], "little") if len(data) >= 84 else -1
     if len(data) == 84 + 50 * n:
-        records = np.frombuffer(data, dtype=np.dtype([("normal", "<f4", 3), ("corners", "<f4", (3, 3)),
-                                                      ("attr", "<u2")]), count=n, offset=84)
+        records = np.frombuffer(
+            data,
+            dtype=np.dtype([("normal", "<f4", 3), ("corners", "<f4", (3, 3)), ("attr", "<u2")]),
+            count=n,
+            offset=84,
+        )
         corners = records["corners"].reshape(-1, 3).astype(np.float64)
     else:
         import trimesh
@@ -556,8 +576,9 @@ def save_coloured(path: str | Path, mesh: Mesh, labels: np.ndarray) -> None:
     colours = part_colours(labels)
     if path.suffix.lower() == ".glb":
         corners = z_up_to_y_up(mesh.vertices[mesh.faces].reshape(-1, 3))  # glTF is Y-up
-        tm = trimesh.Trimesh(corners, np.arange(len(corners)).reshape(-1, 3),
-                             vertex_colors=np.repeat(colours, 3, axis=0), process=False)
+        tm = trimesh.Trimesh(
+            corners, np.arange(len(corners)).reshape(-1, 3), vertex_colors=np.repeat(colours, 3, axis=0), process=False
+        )
     else:
         tm = trimesh.Trimesh(mesh.vertices, mesh.faces, face_colors=colours, process=False)
     data = tm.export(file_type=path.suffix.lower()[1:])
@@ -565,4 +586,4 @@ def save_coloured(path: str | Path, mesh: Mesh, labels: np.ndarray) -> None:
     path.write_bytes(data if isinstance(data, bytes) else data.encode())
 
 
-__all__ = ["load_mesh", "save_labels", "save_coloured", "MESH_SUFFIXES", "MeshError"]
+__all__ = ["MESH_SUFFIXES", "MeshError", "load_mesh", "save_coloured", "save_labels"]

@@ -4,6 +4,7 @@ All functions compare a predicted per-face labelling P with a ground truth G of 
 Counts are face counts. The Princeton protocol first splits every predicted segment into its
 face-connected components (`split_connected`); `compare` does that when given the faces.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -87,12 +88,17 @@ def split_connected(labels: np.ndarray, faces: np.ndarray | None, pairs: np.ndar
     return label_components(labels, pairs)
 
 
-def compare(pred: np.ndarray, gt: np.ndarray, faces: np.ndarray | None = None,
-            pairs: np.ndarray | None = None) -> dict[str, float]:
+def compare(
+    pred: np.ndarray, gt: np.ndarray, faces: np.ndarray | None = None, pairs: np.ndarray | None = None
+) -> dict[str, float]:
     """All four metrics; with `faces` (or `pairs`) the prediction is split into connected parts first."""
     if faces is not None or pairs is not None:
         pred = split_connected(pred, faces, pairs)
     table = Contingency(pred, gt)
     gce, lce = consistency_errors(pred, gt, table)
-    return {"rand_index_error": rand_index_error(pred, gt, table), "gce": gce, "lce": lce,
-            "miou": miou(pred, gt, table)}
+    return {
+        "rand_index_error": rand_index_error(pred, gt, table),
+        "gce": gce,
+        "lce": lce,
+        "miou": miou(pred, gt, table),
+    }

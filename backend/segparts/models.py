@@ -8,6 +8,7 @@ from (the usual editable install); else models/ in the user's cache folder (`seg
 Engines use `model_path(name)` to find a file and `availability(names)` / `missing(names)` to say
 exactly what is absent and which command fetches it; none of this imports torch.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,9 +17,9 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 CHUNK = 1 << 20
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -146,8 +147,9 @@ def verify(s: ModelSpec) -> str:
     return "ok" if sha256_file(path) == s.sha256.lower() else "mismatch"
 
 
-def fetch(s: ModelSpec, force: bool = False, retries: int = 3, timeout: float = 60.0,
-          show_progress: bool | None = None) -> Path:
+def fetch(
+    s: ModelSpec, force: bool = False, retries: int = 3, timeout: float = 60.0, show_progress: bool | None = None
+) -> Path:
     """Download `s` into the models folder, resuming a partial `.part` file with an HTTP Range
     request, then check size and sha256. A file that fails the check is moved aside to
     `<file>.rejected` and ModelError is raised."""
@@ -171,8 +173,10 @@ def fetch(s: ModelSpec, force: bool = False, retries: int = 3, timeout: float = 
             attempt += 1
             if attempt > retries:
                 have = part.stat().st_size if part.exists() else 0
-                raise ModelError(f"download of {s.name} from {s.url} failed ({_reason(exc)}); {have} bytes kept "
-                                 f"in {part}, run the same command again to resume") from None
+                raise ModelError(
+                    f"download of {s.name} from {s.url} failed ({_reason(exc)}); {have} bytes kept "
+                    f"in {part}, run the same command again to resume"
+                ) from None
     _check(s, part)
     os.replace(part, path)
     return path
@@ -229,8 +233,7 @@ def _download(url: str, part: Path, expected_size: int | None, timeout: float, s
 def _bar(total, initial, name):
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=name,
-                file=sys.stderr)
+    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=name, file=sys.stderr)
 
 
 def _check(s: ModelSpec, part: Path) -> None:

@@ -9,6 +9,7 @@ numbered ("Leg 1", "Leg 2").
 Off by default: nothing leaves the machine unless an endpoint is configured (`resolve_endpoint`
 returns None and `name_parts` refuses to run). Only the standard library talks HTTP.
 """
+
 from __future__ import annotations
 
 import base64
@@ -25,9 +26,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -95,16 +96,18 @@ class Endpoint:
         return f"{self.model} at {parsed.scheme}://{parsed.netloc}"
 
 
-def resolve_endpoint(url: str | None = None, model: str | None = None, api_key: str | None = None,
-                     env=None, **options) -> Endpoint | None:
+def resolve_endpoint(
+    url: str | None = None, model: str | None = None, api_key: str | None = None, env=None, **options
+) -> Endpoint | None:
     """The endpoint from explicit values, falling back to SEGPARTS_VLM_URL / _MODEL / _API_KEY.
     None when no URL is set anywhere: naming is off."""
     env = os.environ if env is None else env
     url = (url or env.get(ENV_URL) or "").strip()
     if not url:
         return None
-    return Endpoint(url, (model or env.get(ENV_MODEL) or "").strip(),
-                    api_key if api_key else env.get(ENV_API_KEY, ""), **options)
+    return Endpoint(
+        url, (model or env.get(ENV_MODEL) or "").strip(), api_key if api_key else env.get(ENV_API_KEY, ""), **options
+    )
 
 
 # ---- renders -------------------------------------------------------------------------------
@@ -126,8 +129,9 @@ def naming_rig(size: int, extents=None):
     return orbit_rig(az, el, size, reference_distance(extents))
 
 
-def render_part_sheets(mesh: Mesh, labels: np.ndarray, parts=None, n_views: int = DEFAULT_VIEWS,
-                       tile: int = DEFAULT_TILE) -> list[PartSheet]:
+def render_part_sheets(
+    mesh: Mesh, labels: np.ndarray, parts=None, n_views: int = DEFAULT_VIEWS, tile: int = DEFAULT_TILE
+) -> list[PartSheet]:
     """One PNG per part: `n_views` views where the part is most visible (highlighted, cropped
     around it) and one view of the whole object. Rendered once for all parts. The mesh is Z-up
     (Blender's convention; `segparts.meshio.load_mesh` turns Y-up files Z-up), so views are upright."""
@@ -146,8 +150,9 @@ def render_part_sheets(mesh: Mesh, labels: np.ndarray, parts=None, n_views: int 
     pixel_label = np.where(fg, labels[np.maximum(face_id, 0)], -1)
     top = int(labels.max()) + 1 if labels.size and labels.max() >= 0 else 0
     # (V, P) pixels of each part in each view
-    counts = np.stack([np.bincount(pixel_label[v][pixel_label[v] >= 0], minlength=top)[:top]
-                       for v in range(rig.n_views)])
+    counts = np.stack(
+        [np.bincount(pixel_label[v][pixel_label[v] >= 0], minlength=top)[:top] for v in range(rig.n_views)]
+    )
     # the shaded grey image holds the lighting: repaint it through lookup tables (256 levels)
     level = views.color[..., 0]
     grey_table = _paint_table(np.full(3, REST_GREY * 255.0), 0.0, GREY_ALBEDO)
@@ -232,7 +237,7 @@ def _sheet(tiles: list[np.ndarray], gap: int = 4) -> np.ndarray:
     out = np.full((rows * t + (rows - 1) * gap, cols * t + (cols - 1) * gap, 3), 160, dtype=np.uint8)
     for i, im in enumerate(tiles):
         r, c = divmod(i, cols)
-        out[r * (t + gap):r * (t + gap) + t, c * (t + gap):c * (t + gap) + t] = im
+        out[r * (t + gap) : r * (t + gap) + t, c * (t + gap) : c * (t + gap) + t] = im
     return out
 
 
@@ -247,11 +252,13 @@ def _png(image: np.ndarray) -> bytes:
 # ---- the request -----------------------------------------------------------------------------
 def prompt_text(object_name: str | None, n_views: int) -> str:
     what = f"a 3D model of a {object_name.strip()}" if object_name and object_name.strip() else "a 3D model"
-    return (f"The image shows {what}. The first {n_views} tile(s) show it from different angles with ONE "
-            f"part highlighted in orange and everything else grey; the last tile shows the whole object. "
-            f"What is the highlighted part? Answer with a short, generic, singular name for it "
-            f"(one to three words, for example \"leg\", \"seat\", \"handle\", \"wheel\"), "
-            f"as JSON: {{\"name\": \"...\"}}. No other text.")
+    return (
+        f"The image shows {what}. The first {n_views} tile(s) show it from different angles with ONE "
+        f"part highlighted in orange and everything else grey; the last tile shows the whole object. "
+        f"What is the highlighted part? Answer with a short, generic, singular name for it "
+        f'(one to three words, for example "leg", "seat", "handle", "wheel"), '
+        f'as JSON: {{"name": "..."}}. No other text.'
+    )
 
 
 def request_body(endpoint: Endpoint, png: bytes, object_name: str | None, n_views: int) -> dict:
@@ -262,8 +269,13 @@ def request_body(endpoint: Endpoint, png: bytes, object_name: str | None, n_view
         "max_tokens": 40,
         "messages": [
             {"role": "system", "content": "You name the parts of 3D objects. You answer with JSON only."},
-            {"role": "user", "content": [{"type": "text", "text": prompt_text(object_name, n_views)},
-                                         {"type": "image_url", "image_url": {"url": image}}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": prompt_text(object_name, n_views)},
+                    {"type": "image_url", "image_url": {"url": image}},
+                ],
+            },
         ],
     }
 
@@ -274,8 +286,9 @@ class _Retryable(NamingError):
         self.retry_after = retry_after
 
 
-def ask(endpoint: Endpoint, body: dict, cancel: CancelToken | None = None,
-        sleep: Callable[[float], None] | None = None) -> str:
+def ask(
+    endpoint: Endpoint, body: dict, cancel: CancelToken | None = None, sleep: Callable[[float], None] | None = None
+) -> str:
     """POST one chat-completions request and return the cleaned part name. Retries timeouts,
     connection errors, HTTP 429/5xx and unusable answers with exponential backoff; other HTTP
     errors (401, 404 ...) fail at once. Raises NamingError with the reason."""
@@ -308,8 +321,7 @@ def _sleep(seconds: float, cancel: CancelToken) -> None:
 
 
 def _post(endpoint: Endpoint, data: bytes) -> dict:
-    headers = {"Content-Type": "application/json", "Accept": "application/json",
-               "User-Agent": "segparts-naming"}
+    headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "segparts-naming"}
     if endpoint.api_key:
         headers["Authorization"] = f"Bearer {endpoint.api_key}"
     req = urllib.request.Request(endpoint.chat_url, data=data, headers=headers, method="POST")
@@ -321,7 +333,7 @@ def _post(endpoint: Endpoint, data: bytes) -> dict:
         if exc.code == 429 or exc.code >= 500:
             raise _Retryable(f"HTTP {exc.code} from {endpoint.describe()}{detail}", _retry_after(exc)) from None
         raise NamingError(f"HTTP {exc.code} from {endpoint.describe()}{detail}") from None
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         raise _Retryable(f"no answer from {endpoint.describe()} within {endpoint.timeout_s:g} s") from None
     except urllib.error.URLError as exc:
         reason = exc.reason
@@ -390,7 +402,7 @@ def clean_name(text: str) -> str:
             value = None
         if isinstance(value, dict):
             if not isinstance(value.get("name"), str):
-                raise _Retryable(f"no \"name\" in the answer {text[:60]!r}")
+                raise _Retryable(f'no "name" in the answer {text[:60]!r}')
             name = value["name"]
     if name is None:
         name = text.splitlines()[0] if text else ""
@@ -503,8 +515,10 @@ def server_args(args: dict, arrays: dict, n_faces: int) -> tuple[Endpoint, str |
     except ValueError as exc:
         raise bad(str(exc)) from None
     if endpoint is None:
-        raise bad(f"naming is off: no vision-language endpoint configured (the add-on's preferences, or "
-                  f"{ENV_URL} in the backend's environment); nothing was sent")
+        raise bad(
+            f"naming is off: no vision-language endpoint configured (the add-on's preferences, or "
+            f"{ENV_URL} in the backend's environment); nothing was sent"
+        )
     object_name = args.get("object_name")
     if object_name is not None and not isinstance(object_name, str):
         raise bad("'object_name' must be a string")
@@ -530,10 +544,19 @@ class PartName:
         return {"part": self.part, "name": self.name, "base": self.base, "cached": self.cached, "error": self.error}
 
 
-def name_parts(mesh: Mesh, labels: np.ndarray, endpoint: Endpoint | None, object_name: str | None = None,
-               cache: NameCache | None = None, n_views: int = DEFAULT_VIEWS, tile: int = DEFAULT_TILE,
-               progress: Progress = no_progress, cancel: CancelToken | None = None,
-               save_dir: str | Path | None = None, parallel: int = 1) -> list[PartName]:
+def name_parts(
+    mesh: Mesh,
+    labels: np.ndarray,
+    endpoint: Endpoint | None,
+    object_name: str | None = None,
+    cache: NameCache | None = None,
+    n_views: int = DEFAULT_VIEWS,
+    tile: int = DEFAULT_TILE,
+    progress: Progress = no_progress,
+    cancel: CancelToken | None = None,
+    save_dir: str | Path | None = None,
+    parallel: int = 1,
+) -> list[PartName]:
     """Name every part of `labels` (one label per triangle of `mesh`; negative: unlabelled).
     A part that fails keeps name None with the reason in `error`; the others still get named.
     `parallel` requests at a time (a local server usually answers one at a time anyway).
@@ -541,8 +564,10 @@ def name_parts(mesh: Mesh, labels: np.ndarray, endpoint: Endpoint | None, object
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     if endpoint is None:
-        raise NamingOff(f"naming is off: no vision-language endpoint configured (set {ENV_URL} and "
-                        f"{ENV_MODEL}, or the add-on's preferences); nothing was sent")
+        raise NamingOff(
+            f"naming is off: no vision-language endpoint configured (set {ENV_URL} and "
+            f"{ENV_MODEL}, or the add-on's preferences); nothing was sent"
+        )
     cancel = cancel or CancelToken()
     cache = cache if cache is not None else NameCache(None)
     labels = np.asarray(labels, dtype=np.int64)

@@ -5,6 +5,7 @@ written here looks like the object in Blender.
 Part k always gets the same colour, neighbouring ids get far-apart hues (golden-ratio steps), and
 saturation/value alternate so that even 100+ parts stay tellable apart.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,6 +42,7 @@ def _hsv_to_rgb(h, s, v):
     i = np.floor(h * 6).astype(np.int64) % 6
     f = h * 6 - np.floor(h * 6)
     p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    table = np.stack([np.stack(c, -1) for c in
-                      ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))])  # (6, ..., 3)
+    table = np.stack(
+        [np.stack(c, -1) for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))]
+    )  # (6, ..., 3)
     return np.take_along_axis(table, i[None, ..., None], axis=0)[0]

@@ -5,6 +5,7 @@ platformdirs: ~/.cache/segparts on Linux ($XDG_CACHE_HOME/segparts when that is 
 The token files are not here: their folder is `segparts.client.runtime_dir`, because the add-on's
 copy of client.py must find them too, and Blender's Python has no platformdirs.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -9,6 +9,7 @@ exact distance `d` found so far has its centroid within `d + radius`. Faces are 
 widen the search among the small ones. The index is built once per Mesh object and kept while
 the mesh lives (clicks after the first cost well under a millisecond).
 """
+
 from __future__ import annotations
 
 import threading
@@ -64,8 +65,13 @@ class SurfaceIndex:
         points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
         n = len(points)
         # 1. an upper bound per point: exact distances to a few nearest centroids of every group
-        seeds = np.concatenate([g.faces[np.asarray(g.tree.query(points, k=min(_SEED_NEIGHBOURS, g.tree.n))[1])
-                                        .reshape(n, -1)] for g in self.groups], axis=1)
+        seeds = np.concatenate(
+            [
+                g.faces[np.asarray(g.tree.query(points, k=min(_SEED_NEIGHBOURS, g.tree.n))[1]).reshape(n, -1)]
+                for g in self.groups
+            ],
+            axis=1,
+        )
         seed_points = np.repeat(np.arange(n), seeds.shape[1])
         seed_closest = self._closest(seed_points, seeds.ravel(), points)
         bound = np.linalg.norm(seed_closest - points[seed_points], axis=1).reshape(n, -1).min(axis=1)
@@ -90,7 +96,7 @@ class SurfaceIndex:
         return closest_point(self.vertices[self.faces[face_idx]], points[point_idx])
 
 
-_INDEXES: "weakref.WeakKeyDictionary[Mesh, SurfaceIndex]" = weakref.WeakKeyDictionary()
+_INDEXES: weakref.WeakKeyDictionary[Mesh, SurfaceIndex] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
 

@@ -6,6 +6,7 @@ ROUTER: they put events on a queue and wake the main loop through an inproc PUSH
 long job never blocks `hello`, `status` or `cancel`. Heavy libraries (torch, sam2) are only
 imported by engines when a job needs them.
 """
+
 from __future__ import annotations
 
 import errno
@@ -38,8 +39,19 @@ from . import __version__, wire
 from .appearance import from_wire as appearance_from_wire
 from .cache import LRUCache, estimate_nbytes
 from .engines import ENGINES, _MissingEngine, create_engine
-from .engines.base import (CancelToken, Cancelled, Click, EngineUnavailable, OptionError, PickRequest,
-                           Segmentation, SegmentParams, check_options, describe, recut)
+from .engines.base import (
+    Cancelled,
+    CancelToken,
+    Click,
+    EngineUnavailable,
+    OptionError,
+    PickRequest,
+    Segmentation,
+    SegmentParams,
+    check_options,
+    describe,
+    recut,
+)
 from .hierarchy import Hierarchy
 from .mesh import APPEARANCE_ARRAYS, DEFAULT_MAX_FACES, FACE_CUES, Mesh, MeshError, validate_mesh
 
@@ -142,8 +154,9 @@ def check_settings(port=None, cache_mb=None, max_faces=None, max_message_mb=None
         raise ValueError(f"--cache-mb must be a number of megabytes >= {MIN_CACHE_MB:g}, not {cache_mb!r}")
     if max_faces is not None and (not _is_int(max_faces) or max_faces < 1):
         raise ValueError(f"--max-faces must be an integer >= 1, not {max_faces!r}")
-    if max_message_mb is not None and (not _is_number(max_message_mb) or not math.isfinite(max_message_mb)
-                                       or not 1 <= max_message_mb <= 2047):
+    if max_message_mb is not None and (
+        not _is_number(max_message_mb) or not math.isfinite(max_message_mb) or not 1 <= max_message_mb <= 2047
+    ):
         raise ValueError(f"--max-message-mb must be a number of megabytes in [1, 2047], not {max_message_mb!r}")
 
 
@@ -178,9 +191,16 @@ class Job:
         return bytes(self.envelope[0])
 
     def summary(self) -> dict:
-        return {"job_id": self.id, "op": self.op, "engine": self.engine_name, "mesh_id": self.mesh_id,
-                "state": self.state, "progress": self.progress, "stage": self.stage,
-                "elapsed_s": round((self.finished or time.time()) - (self.started or self.created), 3)}
+        return {
+            "job_id": self.id,
+            "op": self.op,
+            "engine": self.engine_name,
+            "mesh_id": self.mesh_id,
+            "state": self.state,
+            "progress": self.progress,
+            "stage": self.stage,
+            "elapsed_s": round((self.finished or time.time()) - (self.started or self.created), 3),
+        }
 
 
 class ArgError(wire.ProtocolError):
@@ -189,11 +209,19 @@ class ArgError(wire.ProtocolError):
 
 
 class Server:
-    def __init__(self, host: str = "127.0.0.1", port: int = 5555, device: str = "auto",
-                 token: str | None = None, token_file: str | Path | None = None,
-                 max_faces: int = DEFAULT_MAX_FACES, cache_mb: float = DEFAULT_CACHE_MB,
-                 max_message_mb: float = wire.DEFAULT_MAX_MESSAGE_BYTES / 2**20,
-                 parent_pid: int | None = None, context: zmq.Context | None = None):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 5555,
+        device: str = "auto",
+        token: str | None = None,
+        token_file: str | Path | None = None,
+        max_faces: int = DEFAULT_MAX_FACES,
+        cache_mb: float = DEFAULT_CACHE_MB,
+        max_message_mb: float = wire.DEFAULT_MAX_MESSAGE_BYTES / 2**20,
+        parent_pid: int | None = None,
+        context: zmq.Context | None = None,
+    ):
         from .client import default_token_path, tcp_endpoint
 
         check_settings(port=port, cache_mb=cache_mb, max_faces=max_faces, max_message_mb=max_message_mb)
@@ -236,9 +264,16 @@ class Server:
         self._lock = threading.Lock()  # job state transitions (main loop vs workers)
         self._stop = threading.Event()
         self._started = time.time()
-        self._ops = {"hello": self._op_hello, "upload_mesh": self._op_upload_mesh, "segment": self._op_segment,
-                     "pick": self._op_pick, "cancel": self._op_cancel, "status": self._op_status,
-                     "shutdown": self._op_shutdown, "name_parts": self._op_name_parts}
+        self._ops = {
+            "hello": self._op_hello,
+            "upload_mesh": self._op_upload_mesh,
+            "segment": self._op_segment,
+            "pick": self._op_pick,
+            "cancel": self._op_cancel,
+            "status": self._op_status,
+            "shutdown": self._op_shutdown,
+            "name_parts": self._op_name_parts,
+        }
         self._name_cache = None  # naming.NameCache, made on the first name_parts
 
     # ---- main loop -----------------------------------------------------------------------
@@ -280,8 +315,12 @@ class Server:
     def _heartbeat(self) -> None:
         for job in list(self._jobs.values()):
             if job.state in ("queued", "running"):
-                self._reply(job.envelope, job.req_id, "progress",
-                            {"job_id": job.id, "progress": job.progress, "stage": job.stage or job.state})
+                self._reply(
+                    job.envelope,
+                    job.req_id,
+                    "progress",
+                    {"job_id": job.id, "progress": job.progress, "stage": job.stage or job.state},
+                )
 
     def stop(self) -> None:
         """Thread-safe request to stop the loop (signal handlers, tests)."""
@@ -315,8 +354,10 @@ class Server:
                 if len(frames) >= MAX_FRAMES:
                     too_big = f"message has more than {MAX_FRAMES - 3} array frames"
                 elif total > self.max_message_bytes:
-                    too_big = (f"message is over the backend's limit of {self.max_message_bytes} bytes "
-                               "(segparts serve --max-message-mb)")
+                    too_big = (
+                        f"message is over the backend's limit of {self.max_message_bytes} bytes "
+                        "(segparts serve --max-message-mb)"
+                    )
             if too_big is None or len(frames) < 3:  # keep identity and header to answer the sender
                 frames.append(frame)
             if not frame.more:
@@ -361,8 +402,11 @@ class Server:
             header = wire.decode_header(body)
             req_id = _request_id(header)
             if not _is_int(header.get("v")) or header["v"] != wire.PROTOCOL_VERSION:  # true == 1 in Python
-                raise wire.ProtocolError(wire.BAD_VERSION, f"protocol version {repr(header.get('v'))[:20]} is not "
-                                         f"supported; this backend speaks v{wire.PROTOCOL_VERSION}")
+                raise wire.ProtocolError(
+                    wire.BAD_VERSION,
+                    f"protocol version {repr(header.get('v'))[:20]} is not "
+                    f"supported; this backend speaks v{wire.PROTOCOL_VERSION}",
+                )
             op = header.get("op")
             if not isinstance(op, str):
                 raise wire.ProtocolError(wire.BAD_MESSAGE, "header needs an 'op' string")
@@ -371,11 +415,15 @@ class Server:
                 raise wire.ProtocolError(wire.UNKNOWN_OP, f"unknown op {op[:40]!r}; ops: {', '.join(self._ops)}")
             authorized = self._authorized(header.get("token"))
             if len(body) > 1 and not authorized:  # arrays are only decoded for a peer that holds the token
-                raise wire.ProtocolError(wire.UNAUTHORIZED if op != "hello" else wire.BAD_MESSAGE,
-                                         "arrays need the token" if op != "hello" else "hello takes no arrays")
+                raise wire.ProtocolError(
+                    wire.UNAUTHORIZED if op != "hello" else wire.BAD_MESSAGE,
+                    "arrays need the token" if op != "hello" else "hello takes no arrays",
+                )
             if op != "hello" and not authorized:
-                raise wire.ProtocolError(wire.UNAUTHORIZED, "missing or wrong token (read it from the token "
-                                         "file this backend wrote when it started)")
+                raise wire.ProtocolError(
+                    wire.UNAUTHORIZED,
+                    "missing or wrong token (read it from the token file this backend wrote when it started)",
+                )
             arrays = wire.decode_arrays(header, body)
             args = header.get("args", {})
             if args is None:
@@ -421,17 +469,29 @@ class Server:
             try:
                 availability = engine.availability().to_dict()
             except Exception as exc:  # a broken engine must not break hello
-                availability = {"available": False, "missing": [f"{type(exc).__name__}: {exc}"],
-                                "fix": "", "message": f"engine failed to load: {exc}"}
+                availability = {
+                    "available": False,
+                    "missing": [f"{type(exc).__name__}: {exc}"],
+                    "fix": "",
+                    "message": f"engine failed to load: {exc}",
+                }
             try:
                 description = describe(engine)
             except Exception as exc:
                 log.error("engine %s cannot describe itself: %s", name, exc)
                 description = describe(_MissingEngine(name, str(exc)))
             engines[name] = {**description, **(availability if authorized else _without_paths(availability))}
-        result = {"name": "segparts", "version": __version__, "protocol": wire.PROTOCOL_VERSION,
-                  "device": self.device, "engines": engines, "max_faces": self.max_faces,
-                  "max_message_bytes": self.max_message_bytes, "ops": list(self._ops), "authorized": authorized}
+        result = {
+            "name": "segparts",
+            "version": __version__,
+            "protocol": wire.PROTOCOL_VERSION,
+            "device": self.device,
+            "engines": engines,
+            "max_faces": self.max_faces,
+            "max_message_bytes": self.max_message_bytes,
+            "ops": list(self._ops),
+            "authorized": authorized,
+        }
         if authorized:
             result["pid"] = os.getpid()
         self._reply(envelope, req_id, "reply", result)
@@ -446,16 +506,24 @@ class Server:
             raise wire.ProtocolError(wire.UNKNOWN_MESH, "this mesh is not on the backend; send its arrays")
         unknown = set(arrays) - {"vertices", "faces", "face_map", *FACE_CUES, *APPEARANCE_ARRAYS}
         if unknown:
-            raise ArgError(f"unexpected arrays {sorted(unknown)}; send vertices, faces and optionally "
-                           f"face_map, {', '.join(FACE_CUES + APPEARANCE_ARRAYS)}")
+            raise ArgError(
+                f"unexpected arrays {sorted(unknown)}; send vertices, faces and optionally "
+                f"face_map, {', '.join(FACE_CUES + APPEARANCE_ARRAYS)}"
+            )
         if "vertices" not in arrays or "faces" not in arrays:
             raise ArgError("upload_mesh needs arrays 'vertices' (V,3) and 'faces' (F,3)")
         face_map = arrays.get("face_map")
         n_polygons = _opt_int(args, "n_polygons", 1)
         if face_map is not None and not np.issubdtype(face_map.dtype, np.integer):
             raise MeshError("bad_face_map", f"face_map must be integers, got dtype {face_map.dtype}")
-        mesh = validate_mesh(arrays["vertices"], arrays["faces"], face_map, n_polygons, max_faces=self.max_faces,
-                             **{name: arrays.get(name) for name in FACE_CUES})
+        mesh = validate_mesh(
+            arrays["vertices"],
+            arrays["faces"],
+            face_map,
+            n_polygons,
+            max_faces=self.max_faces,
+            **{name: arrays.get(name) for name in FACE_CUES},
+        )
         mesh.appearance = appearance_from_wire(arrays, mesh.n_vertices, mesh.n_faces)  # before the id
         if not mesh.vertices.flags.writeable:  # detach from the zmq frame, engines may need a writable copy
             mesh.vertices = mesh.vertices.copy()
@@ -469,8 +537,13 @@ class Server:
 
     @staticmethod
     def _mesh_info(mid: str, mesh: Mesh, cached: bool) -> dict:
-        return {"mesh_id": mid, "n_faces": mesh.n_faces, "n_vertices": mesh.n_vertices,
-                "n_polygons": int(mesh.n_polygons or mesh.n_faces), "cached": cached}
+        return {
+            "mesh_id": mid,
+            "n_faces": mesh.n_faces,
+            "n_vertices": mesh.n_vertices,
+            "n_polygons": int(mesh.n_polygons or mesh.n_faces),
+            "cached": cached,
+        }
 
     def _mesh(self, args) -> tuple[str, Mesh]:
         mid = args.get("mesh_id")
@@ -488,7 +561,9 @@ class Server:
         engine = self._engine(name)
         availability = engine.availability()
         if not availability.available:
-            raise wire.ProtocolError(wire.ENGINE_UNAVAILABLE, f"engine {name!r} is unavailable: {availability.message()}")
+            raise wire.ProtocolError(
+                wire.ENGINE_UNAVAILABLE, f"engine {name!r} is unavailable: {availability.message()}"
+            )
         return name, engine
 
     def _op_segment(self, envelope, req_id, args, arrays):
@@ -503,9 +578,19 @@ class Server:
             cached = self._cache.get(("seg", seg_id))
         else:  # only a new granularity of that result: never a new (possibly long) segmentation
             cached = self._cached_segmentation(seg_id, mid, name)
-        job = Job(uuid.uuid4().hex[:16], "segment", envelope, req_id, name, engine, mid, mesh,
-                  SegmentParams(parts=parts, scale=scale, options=options), result_key=("seg", seg_id),
-                  segmentation=cached.segmentation if cached is not None else None)
+        job = Job(
+            uuid.uuid4().hex[:16],
+            "segment",
+            envelope,
+            req_id,
+            name,
+            engine,
+            mid,
+            mesh,
+            SegmentParams(parts=parts, scale=scale, options=options),
+            result_key=("seg", seg_id),
+            segmentation=cached.segmentation if cached is not None else None,
+        )
         self._submit(job)
 
     def _op_pick(self, envelope, req_id, args, arrays):
@@ -518,12 +603,23 @@ class Server:
         if seg_id is None:  # the latest segmentation this client asked for (never another client's)
             seg_id = self._latest_segmentation.get((bytes(envelope[0]), mid, name))
             if seg_id is None:
-                raise wire.ProtocolError(wire.NO_SEGMENTATION,
-                                         f"no {name} segmentation of this mesh on the backend; run segment first")
+                raise wire.ProtocolError(
+                    wire.NO_SEGMENTATION, f"no {name} segmentation of this mesh on the backend; run segment first"
+                )
         cached = self._cached_segmentation(seg_id, mid, name)
-        job = Job(uuid.uuid4().hex[:16], "pick", envelope, req_id, name, engine, mid, mesh,
-                  PickRequest(clicks=clicks, parts=parts, scale=scale, options=options),
-                  result_key=("seg", seg_id), segmentation=cached.segmentation)
+        job = Job(
+            uuid.uuid4().hex[:16],
+            "pick",
+            envelope,
+            req_id,
+            name,
+            engine,
+            mid,
+            mesh,
+            PickRequest(clicks=clicks, parts=parts, scale=scale, options=options),
+            result_key=("seg", seg_id),
+            segmentation=cached.segmentation,
+        )
         self._submit(job)
 
     def _cached_segmentation(self, seg_id, mid: str, name: str) -> _CachedResult:
@@ -532,8 +628,10 @@ class Server:
             raise ArgError("'segmentation_id' must be a string (the one `segment` answered)")
         cached = self._cache.get(("seg", seg_id))
         if cached is None:
-            raise wire.ProtocolError(wire.NO_SEGMENTATION, f"no {name} segmentation of this mesh on the backend "
-                                                           f"with id {seg_id[:40]!r}; run segment first")
+            raise wire.ProtocolError(
+                wire.NO_SEGMENTATION,
+                f"no {name} segmentation of this mesh on the backend with id {seg_id[:40]!r}; run segment first",
+            )
         if (cached.mesh_id, cached.engine) != (mid, name):
             raise ArgError(f"segmentation {seg_id[:40]!r} is of another mesh or engine")
         return cached
@@ -579,16 +677,34 @@ class Server:
         active = [j.summary() for j in self._jobs.values() if j.state in ("queued", "running")]
         recent = [j.summary() for j in list(self._jobs.values())[-20:] if j.state not in ("queued", "running")]
         with self._lock:
-            workers = {d: {"running": w.current.id if w.current else None, "queued": w.jobs.qsize()}
-                       for d, w in self._workers.items()}
+            workers = {
+                d: {"running": w.current.id if w.current else None, "queued": w.jobs.qsize()}
+                for d, w in self._workers.items()
+            }
         meshes = sum(1 for k in self._cache.keys() if k[0] == "mesh")  # noqa: SIM118 (LRUCache: keys(), no __iter__)
-        self._reply(envelope, req_id, "reply", {
-            "version": __version__, "device": self.device, "uptime_s": round(time.time() - self._started, 3),
-            "jobs": active, "recent_jobs": recent, "workers": workers,
-            "cache": {"entries": len(self._cache), "bytes": self._cache.bytes, "limit_bytes": self._cache.max_bytes,
-                      "meshes": meshes},
-            "max_faces": self.max_faces, "max_message_bytes": self.max_message_bytes, "pid": os.getpid(),
-            "heavy_modules": [m for m in HEAVY_MODULES if m in sys.modules]})
+        self._reply(
+            envelope,
+            req_id,
+            "reply",
+            {
+                "version": __version__,
+                "device": self.device,
+                "uptime_s": round(time.time() - self._started, 3),
+                "jobs": active,
+                "recent_jobs": recent,
+                "workers": workers,
+                "cache": {
+                    "entries": len(self._cache),
+                    "bytes": self._cache.bytes,
+                    "limit_bytes": self._cache.max_bytes,
+                    "meshes": meshes,
+                },
+                "max_faces": self.max_faces,
+                "max_message_bytes": self.max_message_bytes,
+                "pid": os.getpid(),
+                "heavy_modules": [m for m in HEAVY_MODULES if m in sys.modules],
+            },
+        )
 
     def _op_name_parts(self, envelope, req_id, args, arrays):
         """Name parts with the vision-language endpoint the client configured (docs/naming.md).
@@ -599,8 +715,7 @@ class Server:
         endpoint, object_name, n_views, parallel = naming.server_args(args, arrays, mesh.n_faces)
         if self._name_cache is None:
             self._name_cache = naming.NameCache(naming.default_cache_path())
-        job = Job(uuid.uuid4().hex[:16], "name_parts", envelope, req_id, endpoint.model, None, mid, mesh,
-                  params=None)
+        job = Job(uuid.uuid4().hex[:16], "name_parts", envelope, req_id, endpoint.model, None, mid, mesh, params=None)
         self._remember(job)
         self._reply(envelope, req_id, "accepted", {"job_id": job.id, "device": "network"})
         events = _EventPoster(self)
@@ -613,13 +728,30 @@ class Server:
                 events.post(("progress", job, (job.progress, job.stage)))
 
             try:
-                names = naming.name_parts(mesh, arrays["labels"], endpoint, object_name, self._name_cache,
-                                          n_views=n_views, progress=progress, cancel=job.cancel,
-                                          parallel=parallel)
+                names = naming.name_parts(
+                    mesh,
+                    arrays["labels"],
+                    endpoint,
+                    object_name,
+                    self._name_cache,
+                    n_views=n_views,
+                    progress=progress,
+                    cancel=job.cancel,
+                    parallel=parallel,
+                )
                 job.state, job.finished, job.progress = "done", time.time(), 1.0
-                events.post(("reply", job, {"job_id": job.id, "model": endpoint.model,
-                                            "endpoint": endpoint.describe(),
-                                            "parts": [n.to_dict() for n in names]}))
+                events.post(
+                    (
+                        "reply",
+                        job,
+                        {
+                            "job_id": job.id,
+                            "model": endpoint.model,
+                            "endpoint": endpoint.describe(),
+                            "parts": [n.to_dict() for n in names],
+                        },
+                    )
+                )
             except Cancelled:
                 job.state, job.finished = "cancelled", time.time()
                 events.post(("error", job, (wire.CANCELLED, "cancelled")))
@@ -661,8 +793,7 @@ class Server:
     def _on_event(self, kind: str, job: Job, payload) -> None:
         if kind == "progress":
             fraction, stage = payload
-            self._reply(job.envelope, job.req_id, "progress",
-                        {"job_id": job.id, "progress": fraction, "stage": stage})
+            self._reply(job.envelope, job.req_id, "progress", {"job_id": job.id, "progress": fraction, "stage": stage})
         elif kind == "error":
             code, message = payload
             self._send(job.envelope, wire.error(job.req_id, code, message))
@@ -670,8 +801,9 @@ class Server:
             payload.info["n_parts"] = _count_parts(payload.labels)
             recut = job.segmentation is not None  # a new granularity of a cached result
             if not recut:  # kept with the mesh: a result never evicts the mesh it belongs to
-                self._cache.put(job.result_key, _CachedResult(job.mesh_id, job.engine_name, payload),
-                                keep=[("mesh", job.mesh_id)])
+                self._cache.put(
+                    job.result_key, _CachedResult(job.mesh_id, job.engine_name, payload), keep=[("mesh", job.mesh_id)]
+                )
             self._remember_segmentation(job)
             self._send_segmentation(job, payload, cached=recut)
         elif kind == "reply":  # a finished job whose result is a plain map (name_parts)
@@ -679,11 +811,20 @@ class Server:
         elif kind == "pick":
             self._charge_pick_index(job)
             result = payload
-            self._reply(job.envelope, job.req_id, "result",
-                        {"job_id": job.id, "engine": job.engine_name, "node": int(result.node),
-                         "parent": int(result.parent), "children": [int(c) for c in result.children],
-                         "info": _plain(result.info)},
-                        {"mask": np.asarray(result.mask, dtype=bool)})
+            self._reply(
+                job.envelope,
+                job.req_id,
+                "result",
+                {
+                    "job_id": job.id,
+                    "engine": job.engine_name,
+                    "node": int(result.node),
+                    "parent": int(result.parent),
+                    "children": [int(c) for c in result.children],
+                    "info": _plain(result.info),
+                },
+                {"mask": np.asarray(result.mask, dtype=bool)},
+            )
 
     def _remember_segmentation(self, job: Job) -> None:
         key = (job.peer, job.mesh_id, job.engine_name)
@@ -705,11 +846,26 @@ class Server:
         hierarchy = seg.hierarchy if seg.hierarchy is not None else Hierarchy.flat(seg.labels)
         labels = np.asarray(seg.labels, dtype=np.int32)
         n_parts = int(seg.info.get("n_parts", _count_parts(labels)))
-        self._reply(job.envelope, job.req_id, "result",
-                    {"job_id": job.id, "engine": job.engine_name, "mesh_id": job.mesh_id, "n_parts": n_parts,
-                     "cached": cached, "segmentation_id": job.result_key[1], "info": _plain(seg.info)},
-                    {"labels": labels, "leaf_labels": hierarchy.leaf_labels, "parent": hierarchy.parent,
-                     "height": hierarchy.height})
+        self._reply(
+            job.envelope,
+            job.req_id,
+            "result",
+            {
+                "job_id": job.id,
+                "engine": job.engine_name,
+                "mesh_id": job.mesh_id,
+                "n_parts": n_parts,
+                "cached": cached,
+                "segmentation_id": job.result_key[1],
+                "info": _plain(seg.info),
+            },
+            {
+                "labels": labels,
+                "leaf_labels": hierarchy.leaf_labels,
+                "parent": hierarchy.parent,
+                "height": hierarchy.height,
+            },
+        )
 
 
 class _EventPoster:
@@ -829,8 +985,15 @@ class _Worker(threading.Thread):
             self._finish(job, "failed", ("error", job, (code, f"{job.engine_name} {job.op}: {exc}"[:500])))
         except Exception as exc:
             log.error("job %s (%s %s) failed: %s", job.id, job.op, job.engine_name, traceback.format_exc())
-            self._finish(job, "failed", ("error", job, (wire.INTERNAL,
-                                                        f"{job.engine_name} {job.op} failed: {type(exc).__name__}: {exc}"[:500])))
+            self._finish(
+                job,
+                "failed",
+                (
+                    "error",
+                    job,
+                    (wire.INTERNAL, f"{job.engine_name} {job.op} failed: {type(exc).__name__}: {exc}"[:500]),
+                ),
+            )
 
     def _finish(self, job: Job, state: str, event: tuple) -> None:
         # the job's state and this worker's are final before its answer is posted, so a `status`
@@ -910,8 +1073,12 @@ def _granularity(args: dict, n_faces: int) -> tuple[int | None, float | None]:
     parts = _opt_int(args, "parts", 1)
     scale = args.get("scale")
     if scale is not None:
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) \
-                or not 0.0 <= scale <= 1.0:
+        if (
+            isinstance(scale, bool)
+            or not isinstance(scale, (int, float))
+            or not math.isfinite(scale)
+            or not 0.0 <= scale <= 1.0
+        ):
             raise ArgError("'scale' must be a number in [0, 1]")
         scale = float(scale)
     if parts is not None and scale is not None:
@@ -954,7 +1121,7 @@ def _index_nbytes(index, mesh: Mesh) -> int:
 
 def _request_id(header: dict):
     raw_id = header.get("id")
-    if isinstance(raw_id, str) and len(raw_id) <= 128 or _is_int(raw_id) and -2**63 <= raw_id < 2**64:
+    if (isinstance(raw_id, str) and len(raw_id) <= 128) or (_is_int(raw_id) and -(2**63) <= raw_id < 2**64):
         return raw_id
     raise wire.ProtocolError(wire.BAD_MESSAGE, "header needs an 'id' (string of at most 128 characters or integer)")
 
@@ -970,10 +1137,16 @@ def _without_paths(availability: dict) -> dict:
     """An engine's availability for a peer without the token: what is missing and the command
     that fetches it, with file system paths left out."""
     missing = [_strip_paths(m) for m in availability.get("missing", [])]
-    out = {"available": bool(availability.get("available")), "missing": missing,
-           "fix": _strip_paths(availability.get("fix", ""))}
-    out["message"] = "available" if out["available"] else (
-        "missing: " + "; ".join(missing) + (f". To fix: {out['fix']}" if out["fix"] else ""))
+    out = {
+        "available": bool(availability.get("available")),
+        "missing": missing,
+        "fix": _strip_paths(availability.get("fix", "")),
+    }
+    out["message"] = (
+        "available"
+        if out["available"]
+        else ("missing: " + "; ".join(missing) + (f". To fix: {out['fix']}" if out["fix"] else ""))
+    )
     return out
 
 
@@ -1013,9 +1186,11 @@ def _clicks(args: dict, n_faces: int) -> list[Click]:
         if face is not None and (not _is_int(face) or not 0 <= face < n_faces):
             raise ArgError(f"click face must be an integer in [0, {n_faces})")
         if point is not None:
-            if (not isinstance(point, list) or len(point) != 3
-                    or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-                               for x in point)):
+            if (
+                not isinstance(point, list)
+                or len(point) != 3
+                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in point)
+            ):
                 raise ArgError("click point must be a list of 3 finite numbers")
             point = tuple(float(x) for x in point)
         if face is None and point is None:
@@ -1043,4 +1218,3 @@ def _plain(obj, depth: int = 6):
     if isinstance(obj, (list, tuple)):
         return [_plain(v, depth - 1) for v in obj[:1024]]
     return str(obj)[:200]
-

@@ -7,6 +7,7 @@ A message is a list of frames: frame 0 is a msgpack map (the header), the follow
 raw little-endian C-contiguous arrays, described in order by header["arrays"] as
 {name, dtype, shape}. Nothing is ever pickled.
 """
+
 from __future__ import annotations
 
 import math
@@ -83,8 +84,9 @@ def decode_header(frames: list) -> dict:
     if len(frames[0]) > MAX_HEADER_BYTES:
         raise ProtocolError(BAD_MESSAGE, f"header frame of {len(frames[0])} bytes is over the {MAX_HEADER_BYTES} limit")
     try:  # msgpack reads the frame through the buffer protocol: no copy
-        header = msgpack.unpackb(memoryview(frames[0]), raw=False, strict_map_key=True, max_bin_len=MAX_HEADER_BYTES,
-                                 max_ext_len=0)
+        header = msgpack.unpackb(
+            memoryview(frames[0]), raw=False, strict_map_key=True, max_bin_len=MAX_HEADER_BYTES, max_ext_len=0
+        )
     except Exception as exc:  # msgpack raises many different types on garbage
         raise ProtocolError(BAD_MESSAGE, f"header is not valid msgpack: {type(exc).__name__}") from None
     if not isinstance(header, dict):
@@ -97,7 +99,9 @@ def decode_arrays(header: dict, frames: list) -> dict[str, np.ndarray]:
     if not isinstance(specs, list) or len(specs) > MAX_ARRAYS:
         raise ProtocolError(BAD_MESSAGE, f"header 'arrays' must be a list of at most {MAX_ARRAYS} entries")
     if len(specs) != len(frames) - 1:
-        raise ProtocolError(BAD_MESSAGE, f"header describes {len(specs)} arrays but {len(frames) - 1} array frames came")
+        raise ProtocolError(
+            BAD_MESSAGE, f"header describes {len(specs)} arrays but {len(frames) - 1} array frames came"
+        )
     arrays = {}
     for spec, frame in zip(specs, frames[1:]):
         name, arr = _decode_array(spec, frame)
@@ -114,10 +118,15 @@ def _decode_array(spec, frame) -> tuple[str, np.ndarray]:
     if not isinstance(name, str) or not name or len(name) > 64:
         raise ProtocolError(BAD_MESSAGE, "array spec needs a string name of 1..64 characters")
     if not isinstance(dtype, str) or dtype not in ALLOWED_DTYPES:  # a list or map is not hashable
-        raise ProtocolError(BAD_MESSAGE, f"array {name!r}: dtype {repr(dtype)[:40]} not allowed; "
-                                         f"use one of {' '.join(sorted(ALLOWED_DTYPES))}")
-    if (not isinstance(shape, list) or len(shape) > MAX_NDIM
-            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**40 for d in shape)):
+        raise ProtocolError(
+            BAD_MESSAGE,
+            f"array {name!r}: dtype {repr(dtype)[:40]} not allowed; use one of {' '.join(sorted(ALLOWED_DTYPES))}",
+        )
+    if (
+        not isinstance(shape, list)
+        or len(shape) > MAX_NDIM
+        or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**40 for d in shape)
+    ):
         raise ProtocolError(BAD_MESSAGE, f"array {name!r}: shape must be a list of up to 4 non-negative ints")
     dt = np.dtype(dtype)
     expected = math.prod(shape) * dt.itemsize
@@ -128,8 +137,9 @@ def _decode_array(spec, frame) -> tuple[str, np.ndarray]:
     return name, arr
 
 
-def request(op: str, req_id, token: str | None = None, args: dict | None = None,
-            arrays: dict[str, np.ndarray] | None = None) -> list[bytes]:
+def request(
+    op: str, req_id, token: str | None = None, args: dict | None = None, arrays: dict[str, np.ndarray] | None = None
+) -> list[bytes]:
     header = {"id": req_id, "op": op, "args": args or {}}
     if token is not None:
         header["token"] = token

@@ -1,5 +1,6 @@
 """Environment of the Blender tests: a temporary Blender user folder (set before bpy is imported,
 Blender reads it then), the bpy module, and the installed extension's module name."""
+
 from __future__ import annotations
 
 import importlib

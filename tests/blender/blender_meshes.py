@@ -1,5 +1,6 @@
 """Small meshes made here (not benchmark data): quads and triangles in one object; and the two
 steps every Blender test repeats (Segment an object, read its part labels)."""
+
 from __future__ import annotations
 
 import bpy

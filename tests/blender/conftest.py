@@ -4,6 +4,7 @@ temporary user folder, talking to a real `segparts serve` process that the add-o
 Run in its own pytest process: `pytest tests/blender`. bpy is imported once per process; timers
 never fire in the bpy module, so tests drive the add-on's timer function (`runtime.drain`).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -26,8 +27,12 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def built_zip(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dist")
-    done = subprocess.run([sys.executable, str(ROOT / "build_addon.py"), "--local", "--output-dir", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "build_addon.py"), "--local", "--output-dir", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, f"build_addon.py failed:\n{done.stdout}\n{done.stderr}"
     zips = sorted(out.glob("segment_parts-*.zip"))
     assert len(zips) == 1, zips
@@ -37,8 +42,9 @@ def built_zip(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def install_result(built_zip):
     t0 = time.perf_counter()
-    result = bpy.ops.extensions.package_install_files(filepath=str(built_zip), repo="user_default",
-                                                      enable_on_install=True)
+    result = bpy.ops.extensions.package_install_files(
+        filepath=str(built_zip), repo="user_default", enable_on_install=True
+    )
     seconds = time.perf_counter() - t0
     return result, seconds
 
@@ -108,4 +114,3 @@ def clean_scene():
     if bpy.context.scene is not None and hasattr(bpy.context.scene, "segparts_preview"):
         bpy.context.scene.segparts_preview = True
     yield
-

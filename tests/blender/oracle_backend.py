@@ -5,6 +5,7 @@ The add-on's Blender tests run it as the backend to drive the SAMPart3D engine e
 SAM's weights (they are not in the test environment): rendering, the grouping field, HDBSCAN per
 scale, `recut` and the server are the real ones. Run as the add-on runs a backend:
 `python oracle_backend.py serve --port P ...` (the arguments of `segparts serve`)."""
+
 from __future__ import annotations
 
 import sys
@@ -19,15 +20,24 @@ from segparts.engines.sampart3d.masks import ProvidedMasks
 from segparts.mesh import Mesh
 from segparts.render import normalize_for_rendering, render_views, sampart3d_rig
 
-SMALL = dict(backbone="none", quality="fast", iterations=300, views_per_batch=8, pixels_per_view=64,
-             lr=1e-3, n_points=3000, render_size=256)
+SMALL = dict(
+    backbone="none",
+    quality="fast",
+    iterations=300,
+    views_per_batch=8,
+    pixels_per_view=64,
+    lr=1e-3,
+    n_points=3000,
+    render_size=256,
+)
 
 
 def oracle_masks(mesh: Mesh, labelings, size: int, n_views: int = 16):
     """Per view, one mask per label of each labeling, from the renderer's face ids."""
     vertices, norm = normalize_for_rendering(mesh.vertices)
-    views = render_views(Mesh(vertices, mesh.faces), sampart3d_rig(n_views, size, extents=norm.extents),
-                         outputs=("face_id",))
+    views = render_views(
+        Mesh(vertices, mesh.faces), sampart3d_rig(n_views, size, extents=norm.extents), outputs=("face_id",)
+    )
     per_view = []
     for fid in views.face_id:
         masks = []

@@ -6,6 +6,7 @@ exists, as in a real viewport) and after it, and compare every pixel that a face
 colour of that face's material slot (Workbench, material colours, flat light, Standard view: the
 pixel is the sRGB encoding of the material's viewport colour).
 """
+
 from __future__ import annotations
 
 import tempfile

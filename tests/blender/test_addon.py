@@ -1,4 +1,5 @@
 """The built add-on in headless Blender against a real backend process over real ZeroMQ."""
+
 from __future__ import annotations
 
 import os
@@ -21,16 +22,30 @@ def test_zip_carries_wheels_shared_client_and_backend(built_zip):
         wheels = [n.removeprefix("wheels/").split("-") for n in names if n.startswith(f"wheels/{project}-")]
         for minor in (11, 13):  # Blender 4.2-5.0 (Python 3.11) and 5.1+ (3.13)
             # a wheel for exactly that CPython, or a stable-ABI one built for an older CPython 3
-            assert any(py == f"cp3{minor}" or (abi == "abi3" and int(py[3:]) <= minor)
-                       for _name, _version, py, abi, *_ in wheels), (project, minor, wheels)
+            assert any(
+                py == f"cp3{minor}" or (abi == "abi3" and int(py[3:]) <= minor)
+                for _name, _version, py, abi, *_ in wheels
+            ), (project, minor, wheels)
     assert "_shared/client.py" in names and "bundled_backend/pyproject.toml" in names
     assert not any("torch" in n for n in names)
 
 
 def test_install_enables_and_registers(addon):
     # how long install + enable takes is measured by `segparts bench addon`, not asserted here
-    for op in ("segment", "cancel", "pick", "assign_material", "separate", "select_faces", "visibility",
-               "setup_backend", "fetch_models", "backend_restart", "clear_preview", "apply_materials"):
+    for op in (
+        "segment",
+        "cancel",
+        "pick",
+        "assign_material",
+        "separate",
+        "select_faces",
+        "visibility",
+        "setup_backend",
+        "fetch_models",
+        "backend_restart",
+        "clear_preview",
+        "apply_materials",
+    ):
         assert hasattr(bpy.ops.segparts, op), op
         assert bpy.ops.segparts.__getattr__(op).idname() == f"SEGPARTS_OT_{op}"
     assert hasattr(bpy.types, "SEGPARTS_PT_panel") and hasattr(bpy.types, "SEGPARTS_UL_parts")
@@ -73,8 +88,10 @@ def test_segment_writes_attribute_groups_and_materials(runtime, backend):
     items = obj.segparts.parts
     assert [it.part_id for it in items] == list(range(n_parts))
     assert [it.face_count for it in items] == np.bincount(labels).tolist()
-    assert all(it.vertex_count == len([v for v in me.vertices if any(
-        g.group == groups[it.name] for g in v.groups)]) for it in items)
+    assert all(
+        it.vertex_count == len([v for v in me.vertices if any(g.group == groups[it.name] for g in v.groups)])
+        for it in items
+    )
 
 
 def test_segment_starts_the_backend_on_demand(runtime, backend):
@@ -138,7 +155,6 @@ def test_granularity_recuts_stored_hierarchy_without_backend(runtime, backend):
 
 # ---- picking -------------------------------------------------------------------------------------
 def _ray_to_polygon_centre(obj, poly_index, distance=10.0):
-    from mathutils import Vector
 
     poly = obj.data.polygons[poly_index]
     target = obj.matrix_world @ poly.center
@@ -353,8 +369,13 @@ def test_panel_and_list_draw_without_errors(runtime, backend):
     assert "9.9.9" in shown and "9.9.9" not in " ".join(str(entry) for entry in before)
     _segment(runtime, obj)
     after = draw_panel()
-    for needed in [("template_list", "parts"), ("prop", "granularity"), ("operator", "segparts.pick"),
-                   ("operator", "segparts.separate"), ("operator", "segparts.assign_material")]:
+    for needed in [
+        ("template_list", "parts"),
+        ("prop", "granularity"),
+        ("operator", "segparts.pick"),
+        ("operator", "segparts.separate"),
+        ("operator", "segparts.assign_material"),
+    ]:
         assert needed in after, needed
     log = []
     item = obj.segparts.parts[0]

@@ -1,10 +1,12 @@
 """The add-on sends what the user sees (material colours, image textures with UVs, colour
 attributes) and the mesh in world orientation; the backend computes the same mesh id, which
 covers every appearance array, so they went over the wire."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from blender_env import bpy, sub
 from blender_meshes import boxes_object
 
@@ -172,6 +174,7 @@ def test_images_are_read_once_until_they_change(runtime, tmp_path):
     assert appearance.image_pixels(image) is first  # cached: not read again
     Image.fromarray(np.full((4, 4, 3), 10, np.uint8)).save(path)
     import os
+
     os.utime(path, (1, 1))  # a new modification time, as an edit outside Blender gives
     image.reload()
     assert (appearance.image_pixels(image)[..., :3] == 10).all()
@@ -182,8 +185,10 @@ def test_images_are_read_once_until_they_change(runtime, tmp_path):
     assert appearance.image_pixels(painted) is not appearance.image_pixels(painted)
 
 
-@pytest.mark.parametrize("domain, data_type", [("CORNER", "BYTE_COLOR"), ("POINT", "BYTE_COLOR"),
-                                               ("CORNER", "FLOAT_COLOR"), ("POINT", "FLOAT_COLOR")])
+@pytest.mark.parametrize(
+    "domain, data_type",
+    [("CORNER", "BYTE_COLOR"), ("POINT", "BYTE_COLOR"), ("CORNER", "FLOAT_COLOR"), ("POINT", "FLOAT_COLOR")],
+)
 def test_the_active_colour_attribute_is_sent(runtime, domain, data_type):
     obj = boxes_object()
     mesh = obj.data
@@ -253,8 +258,9 @@ def test_a_rotated_mirrored_object_is_sent_in_world_orientation(runtime, backend
     np.testing.assert_allclose(arrays.vertices, local @ linear.T, atol=1e-9)
     np.testing.assert_array_equal(arrays.faces, tris[:, [0, 2, 1]])  # winding flipped
     assert signed_volume(local, tris) > 0  # outward in object space ...
-    np.testing.assert_allclose(signed_volume(arrays.vertices, arrays.faces),
-                               abs(np.linalg.det(linear)) * signed_volume(local, tris))  # ... and uploaded
+    np.testing.assert_allclose(
+        signed_volume(arrays.vertices, arrays.faces), abs(np.linalg.det(linear)) * signed_volume(local, tris)
+    )  # ... and uploaded
     check_corner_colours(mesh, arrays, colours[:, :3])  # colours swapped with their corners
     segment_and_check_id(runtime, obj, arrays)
 

@@ -1,6 +1,7 @@
 """The granularity slider of an engine whose every scale is its own result (SAMPart3D re-clusters
 its trained field): a new slider position asks the backend, through the add-on's real session, a
 real `segparts serve` (oracle masks instead of SAM, see oracle_backend.py) and real ZeroMQ."""
+
 from __future__ import annotations
 
 import sys
@@ -21,8 +22,10 @@ ORACLE = Path(__file__).with_name("oracle_backend.py")
 def oracle_backend(runtime, tmp_path, python):
     """The add-on's own backend, started through a Python whose SAMPart3D sees oracle masks."""
     wrapper = tmp_path / "python"
-    wrapper.write_text(f'#!/bin/sh\nshift 2  # "-m segparts": oracle_backend.py is the backend\n'
-                       f'PYTHONPATH="{ROOT / "backend"}" exec "{sys.executable}" "{ORACLE}" "$@"\n')
+    wrapper.write_text(
+        f'#!/bin/sh\nshift 2  # "-m segparts": oracle_backend.py is the backend\n'
+        f'PYTHONPATH="{ROOT / "backend"}" exec "{sys.executable}" "{ORACLE}" "$@"\n'
+    )
     wrapper.chmod(0o755)
     configure(wrapper)  # the preference's update restarts the backend with it
     s = runtime.ensure_started()
@@ -91,11 +94,17 @@ def test_slider_reclusters_on_the_backend_at_the_chosen_scale(runtime, oracle_ba
     coarse = part_labels(obj)
     recent = _ask(s, runtime, "status", {}).result["recent_jobs"]
     assert len(recent) == jobs_before + 1 and recent[-1]["op"] == "segment", "the slider asked the backend"
-    answer = _ask(s, runtime, "segment", {"mesh_id": props.mesh_id, "engine": "sampart3d", "scale": 0.75,
-                                          "segmentation_id": props.segmentation_id})
+    answer = _ask(
+        s,
+        runtime,
+        "segment",
+        {"mesh_id": props.mesh_id, "engine": "sampart3d", "scale": 0.75, "segmentation_id": props.segmentation_id},
+    )
     assert answer.result["info"]["sampart3d_scale"] == 1.5
     tris, tri_poly = sub(runtime, "mesh_io").triangles(obj.data)
-    expected = partdata.compact_labels(partdata.polygon_labels(answer.arrays["labels"], tri_poly, len(obj.data.polygons)))
+    expected = partdata.compact_labels(
+        partdata.polygon_labels(answer.arrays["labels"], tri_poly, len(obj.data.polygons))
+    )
     assert np.array_equal(coarse, expected), "the backend's clustering at that scale is what the object shows"
     assert len(props.parts) == coarse.max() + 1
     for stored, now in zip(tree, writeback.hierarchy_arrays(obj)):

@@ -1,5 +1,6 @@
 """The add-on sends the artist's part cues with the mesh: the user's own materials (never the
 preview's) and sculpt face sets, as per-triangle arrays that belong to the mesh id."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """Name Parts in headless Blender: the built add-on, its own backend process and a real HTTP
 server on 127.0.0.1 that names parts from the images it receives (tests/fake_vlm.py)."""
+
 from __future__ import annotations
 
 import os
@@ -13,7 +14,7 @@ import pytest
 from blender_env import MODULE, bpy, sub
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the fake endpoint
-from fake_vlm import FakeVLM, completion, lamp_parts  # noqa: E402
+from fake_vlm import FakeVLM, completion, lamp_parts
 
 ROOT = Path(__file__).resolve().parents[2]
 VLM_ENV = ("SEGPARTS_VLM_URL", "SEGPARTS_VLM_MODEL", "SEGPARTS_VLM_API_KEY")
@@ -25,8 +26,10 @@ def naming_backend(runtime, tmp_path_factory):
     point at another one) with a name cache of its own; the previous set-up is restored after."""
     folder = tmp_path_factory.mktemp("naming")
     wrapper = folder / "python"
-    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH='{ROOT / 'backend'}' SEGPARTS_NAME_CACHE='{folder / 'names.json'}' "
-                       f"exec '{sys.executable}' \"$@\"\n")
+    wrapper.write_text(
+        f"#!/bin/sh\nPYTHONPATH='{ROOT / 'backend'}' SEGPARTS_NAME_CACHE='{folder / 'names.json'}' "
+        f"exec '{sys.executable}' \"$@\"\n"
+    )
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
     prefs = bpy.context.preferences.addons[MODULE].preferences
     saved = {k: os.environ.pop(k) for k in VLM_ENV if k in os.environ}

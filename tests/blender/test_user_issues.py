@@ -1,5 +1,6 @@
 """What a Blender user meets (issue 16): stale colours, manual part fixes, toggles, vertex groups,
 mirror, a second Blender, bad meshes. Real Blender (bpy), real backend, renders where colours count."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -357,8 +358,10 @@ def test_pick_index_of_ngons_and_quads_finds_the_polygon(runtime):
     own triangles read on the main thread; either way a hit names the right polygon."""
     pickview = sub(runtime, "pickview")
     verts = [(0, 0, 0), (2, 0, 0), (2, 1, 0), (1, 1, 0), (1, 2, 0), (0, 2, 0), (3, 0, 0), (3, 1, 0)]
-    for faces, probes in (([[2, 3, 4, 5, 0, 1], [1, 6, 7, 2]], {(0.5, 1.5): 0, (2.5, 0.5): 1, (1.5, 1.5): -1}),
-                          ([[0, 1, 2, 3], [1, 6, 7, 2]], {(1.5, 0.5): 0, (2.5, 0.5): 1})):
+    for faces, probes in (
+        ([[2, 3, 4, 5, 0, 1], [1, 6, 7, 2]], {(0.5, 1.5): 0, (2.5, 0.5): 1, (1.5, 1.5): -1}),
+        ([[0, 1, 2, 3], [1, 6, 7, 2]], {(1.5, 0.5): 0, (2.5, 0.5): 1}),
+    ):
         obj = _mesh("Flat", verts, faces=faces)
         ray = pickview.MeshRay(obj)
         ray.wait()

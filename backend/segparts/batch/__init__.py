@@ -4,6 +4,7 @@ processes (`workers=N`) or on a Ray cluster (`ray=ADDRESS`), resumable, errors i
 `run_batch` (runner.py) is the reusable machinery; `segment.py` (`segparts batch`) and the
 benchmark evaluations (`segparts eval princeton|partobjaverse`) are built on it. See docs/batch.md.
 """
+
 from .runner import ERROR, OK, SKIPPED, BatchReport, RecordStore, Task, run_batch
 
-__all__ = ["run_batch", "Task", "RecordStore", "BatchReport", "OK", "ERROR", "SKIPPED"]
+__all__ = ["ERROR", "OK", "SKIPPED", "BatchReport", "RecordStore", "Task", "run_batch"]

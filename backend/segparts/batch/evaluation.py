@@ -8,11 +8,13 @@ To put a benchmark on it (as `eval princeton` and `eval partobjaverse` do):
    `key(item)` names the item's record and `files(item)` lists the files whose content decides
    whether a stored record is still valid; the results come back in item order.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from .. import __version__
 from . import storage
@@ -26,7 +28,7 @@ class EvalWorkerFactory:
     evaluate: Callable  # module-level function (engine, item, **options) -> dict
     options: tuple = ()  # (name, value) pairs passed to `evaluate`
 
-    def __call__(self) -> "EvalWorker":
+    def __call__(self) -> EvalWorker:
         return EvalWorker(self)
 
 
@@ -45,11 +47,23 @@ class EvalWorker:
         return self.spec.evaluate(self.engine, item, **dict(self.spec.options))
 
 
-def run_evaluation(items: Iterable[Any], *, key: Callable[[Any], str], files: Callable[[Any], list],
-                   evaluate: Callable, engine: str, device: str = "cpu", options: dict | None = None,
-                   out: str | None = None, workers: int = 0, ray: str | None = None,
-                   on_result: Callable[[dict], None] | None = None, max_retries: int = 2,
-                   progress: bool | None = None, desc: str = "eval") -> BatchReport:
+def run_evaluation(
+    items: Iterable[Any],
+    *,
+    key: Callable[[Any], str],
+    files: Callable[[Any], list],
+    evaluate: Callable,
+    engine: str,
+    device: str = "cpu",
+    options: dict | None = None,
+    out: str | None = None,
+    workers: int = 0,
+    ray: str | None = None,
+    on_result: Callable[[dict], None] | None = None,
+    max_retries: int = 2,
+    progress: bool | None = None,
+    desc: str = "eval",
+) -> BatchReport:
     """`out`: folder of per-item records (`<key>.record.json`); an item whose record matches its
     files' content, the engine and the options is not evaluated again."""
     options = dict(sorted((options or {}).items()))
@@ -62,6 +76,15 @@ def run_evaluation(items: Iterable[Any], *, key: Callable[[Any], str], files: Ca
         storage.makedirs(out)
     factory = EvalWorkerFactory(engine, device, evaluate, tuple(options.items()))
     gpus = 1 if (engine != "geometric" and device != "cpu" and ray) else 0
-    return run_batch(tasks, factory, workers=workers, ray=ray, records=RecordStore(out) if out else None,
-                     on_result=on_result, gpus_per_worker=gpus, max_retries=max_retries, progress=progress,
-                     desc=desc)
+    return run_batch(
+        tasks,
+        factory,
+        workers=workers,
+        ray=ray,
+        records=RecordStore(out) if out else None,
+        on_result=on_result,
+        gpus_per_worker=gpus,
+        max_retries=max_retries,
+        progress=progress,
+        desc=desc,
+    )

@@ -7,6 +7,7 @@ the input tree; for a file or a glob match it is the file's stem; a manifest row
 an `id` column. When two inputs would get the same key (`x.glb` and `x.ply`), both keep their
 suffix (`x_glb`, `x_ply`).
 """
+
 from __future__ import annotations
 
 import csv
@@ -56,8 +57,9 @@ def _expand(item: str) -> list[MeshInput]:
             raise InputError(f"{item}: the pattern matches no mesh files")
         return [MeshInput(p, _stem(p)) for p in matches]
     if os.path.isdir(item):
-        matches = sorted(p for p in glob.glob(os.path.join(item, "**", "*"), recursive=True)
-                         if _is_mesh(p) and os.path.isfile(p))
+        matches = sorted(
+            p for p in glob.glob(os.path.join(item, "**", "*"), recursive=True) if _is_mesh(p) and os.path.isfile(p)
+        )
         return [MeshInput(p, _strip(os.path.relpath(p, item))) for p in matches]
     if os.path.isfile(item):
         return [MeshInput(item, _stem(item))]  # any file: an unsupported one is reported per mesh
@@ -78,7 +80,7 @@ def _expand_url(url: str) -> list[MeshInput]:
     out = []
     for p in paths:
         if _is_mesh(p):
-            key = _strip(p[len(base) + 1:]) if base else _stem(p)
+            key = _strip(p[len(base) + 1 :]) if base else _stem(p)
             out.append(MeshInput(f"{protocol}://{p}", key))
     return out
 
@@ -164,6 +166,8 @@ def _unique_keys(items: list[MeshInput]) -> list[MeshInput]:
     keys = [i.key for i in items]
     clashes = sorted({k for k in keys if keys.count(k) > 1})
     if clashes:
-        raise InputError(f"several inputs would write the same outputs ({', '.join(clashes[:5])}); "
-                         "give them distinct names (a manifest's 'id' column) or batch them separately")
+        raise InputError(
+            f"several inputs would write the same outputs ({', '.join(clashes[:5])}); "
+            "give them distinct names (a manifest's 'id' column) or batch them separately"
+        )
     return items

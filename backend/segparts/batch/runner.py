@@ -15,6 +15,7 @@ processes, or on a Ray cluster, with resumability and errors isolated per task.
   task's record is written atomically as soon as its result arrives, so a crash or Ctrl-C loses at
   most the tasks in flight.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,10 +26,11 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from . import storage
 
@@ -111,8 +113,7 @@ def _worker_for(factory) -> Callable:
 
 def _process_facts() -> dict:
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return {"host": socket.gethostname(), "pid": os.getpid(), "loads": _LOADS,
-            "peak_rss_mb": round(peak_kb / 1024, 1)}
+    return {"host": socket.gethostname(), "pid": os.getpid(), "loads": _LOADS, "peak_rss_mb": round(peak_kb / 1024, 1)}
 
 
 def error_record(exc: BaseException) -> dict:
@@ -134,8 +135,12 @@ def execute(factory, key: str, payload) -> dict:
         result, status, error = None, ERROR, error_record(exc)
         if os.environ.get("SEGPARTS_BATCH_TRACEBACKS"):
             traceback.print_exc(file=sys.stderr)
-    record = {"key": key, "status": status, "seconds": round(time.perf_counter() - started, 4),
-              "worker": _process_facts()}
+    record = {
+        "key": key,
+        "status": status,
+        "seconds": round(time.perf_counter() - started, 4),
+        "worker": _process_facts(),
+    }
     if result is not None:
         record["result"] = result
     if error is not None:
@@ -158,11 +163,20 @@ class _Actor:
 
 
 # ---- driver --------------------------------------------------------------------------------
-def run_batch(tasks: Iterable[Task], factory: Callable[[], Callable[[Any], dict]], *,
-              workers: int = 0, ray: str | None = None, records: RecordStore | None = None,
-              on_result: Callable[[dict], None] | None = None, gpus_per_worker: float = 0,
-              actors: bool | None = None, max_retries: int = 2, progress: bool | None = None,
-              desc: str = "batch") -> BatchReport:
+def run_batch(
+    tasks: Iterable[Task],
+    factory: Callable[[], Callable[[Any], dict]],
+    *,
+    workers: int = 0,
+    ray: str | None = None,
+    records: RecordStore | None = None,
+    on_result: Callable[[dict], None] | None = None,
+    gpus_per_worker: float = 0,
+    actors: bool | None = None,
+    max_retries: int = 2,
+    progress: bool | None = None,
+    desc: str = "batch",
+) -> BatchReport:
     """Run `factory()`'s worker over `tasks`; see the module docstring.
 
     workers: local worker processes (0 or 1 = in this process). ray: None, or "local" (start a
@@ -212,8 +226,7 @@ def run_batch(tasks: Iterable[Task], factory: Callable[[], Callable[[Any], dict]
     finally:
         bar.close()
     ordered = [results[k] for k in keys if k in results]
-    return BatchReport(ordered, time.perf_counter() - started, mode, _worker_table(ordered), startup[0],
-                       interrupted)
+    return BatchReport(ordered, time.perf_counter() - started, mode, _worker_table(ordered), startup[0], interrupted)
 
 
 def _worker_table(results: list[dict]) -> dict:
@@ -230,9 +243,15 @@ def _worker_table(results: list[dict]) -> dict:
 
 
 def _died(task: Task, attempts: int, why: str) -> dict:
-    return {"key": task.key, "status": ERROR, "seconds": 0.0,
-            "error": {"code": "worker_died", "message": f"the worker process died {attempts} time(s) "
-                                                        f"running this task ({why})"}}
+    return {
+        "key": task.key,
+        "status": ERROR,
+        "seconds": 0.0,
+        "error": {
+            "code": "worker_died",
+            "message": f"the worker process died {attempts} time(s) running this task ({why})",
+        },
+    }
 
 
 def _run_processes(todo: list[Task], factory, finish, n_workers: int, max_retries: int) -> str:
@@ -273,8 +292,17 @@ def _run_processes(todo: list[Task], factory, finish, n_workers: int, max_retrie
     return f"processes:{n_workers}"
 
 
-def _run_ray(todo: list[Task], factory, finish, address: str, n_workers: int, gpus: float,
-             use_actors: bool, max_retries: int, startup: list) -> str:
+def _run_ray(
+    todo: list[Task],
+    factory,
+    finish,
+    address: str,
+    n_workers: int,
+    gpus: float,
+    use_actors: bool,
+    max_retries: int,
+    startup: list,
+) -> str:
     import ray
 
     t0 = time.perf_counter()
@@ -295,8 +323,7 @@ def _run_ray(todo: list[Task], factory, finish, address: str, n_workers: int, gp
         n_actors = max(1, int(resources.get(per, 1) / (gpus or 1)))
         if n_workers:
             n_actors = min(n_actors, n_workers)
-        actor_cls = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=-1,
-                               max_task_retries=max_retries)(_Actor)
+        actor_cls = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=-1, max_task_retries=max_retries)(_Actor)
         idle = [actor_cls.remote(factory_ref) for _ in range(n_actors)]
         window = n_actors
     else:
@@ -336,8 +363,9 @@ class _Progress:
         if enabled and total:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, initial=skipped, desc=desc, unit="mesh", file=sys.stderr,
-                             dynamic_ncols=True, smoothing=0.1)
+            self._bar = tqdm(
+                total=total, initial=skipped, desc=desc, unit="mesh", file=sys.stderr, dynamic_ncols=True, smoothing=0.1
+            )
         self._failed = 0
 
     def update(self, record: dict) -> None:

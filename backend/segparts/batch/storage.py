@@ -5,6 +5,7 @@ Writes are atomic: local files are written to a temporary name in the same folde
 (`os.replace`), so a crash never leaves a half-written output under its real name; on object
 stores an object only appears when its upload completes, which gives the same guarantee.
 """
+
 from __future__ import annotations
 
 import contextlib

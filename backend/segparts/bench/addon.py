@@ -12,6 +12,7 @@ Needs bpy (Python 3.11, `pip install bpy==5.0.1`) and the built extension zip (d
   plain, rotated + mirrored, with a CORNER colour attribute, with a 2048² image texture + UV map
   (the image read once, then from the add-on's cache).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,9 +37,14 @@ def register(sub):
     p.add_argument("--parts", type=int, default=32)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--json", default=None, metavar="OUT")
-    p.add_argument("--big-faces", type=int, default=0, metavar="N",
-                   help="also segment a bumpy N-face grid with the real backend: ticks, pick tool start, "
-                        "Cancel and memory (issue 16's targets; e.g. 1000000)")
+    p.add_argument(
+        "--big-faces",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also segment a bumpy N-face grid with the real backend: ticks, pick tool start, "
+        "Cancel and memory (issue 16's targets; e.g. 1000000)",
+    )
     p.add_argument("--install-only", action="store_true", help=argparse.SUPPRESS)  # child of the install timing
     p.set_defaults(func=run)
 
@@ -71,15 +77,17 @@ def _import_bpy(user_dir: str):
     try:
         import bpy
     except ImportError as exc:
-        raise CliError(f"bpy is not importable here ({exc}); the add-on bench needs `pip install bpy==5.0.1` "
-                       "on Python 3.11") from None
+        raise CliError(
+            f"bpy is not importable here ({exc}); the add-on bench needs `pip install bpy==5.0.1` on Python 3.11"
+        ) from None
     return bpy
 
 
 def _install(bpy, zip_path: Path) -> float:
     t0 = time.perf_counter()
-    result = bpy.ops.extensions.package_install_files(filepath=str(zip_path), repo="user_default",
-                                                      enable_on_install=True)
+    result = bpy.ops.extensions.package_install_files(
+        filepath=str(zip_path), repo="user_default", enable_on_install=True
+    )
     seconds = time.perf_counter() - t0
     if result != {"FINISHED"} or MODULE not in bpy.context.preferences.addons:
         raise RuntimeError(f"install failed: {result}")
@@ -100,8 +108,12 @@ def run(args) -> int:
         return 0
     installs = []
     for _ in range(args.runs):
-        out = subprocess.run([sys.executable, "-m", "segparts", "bench", "addon", "--install-only",
-                              "--zip", str(zip_path)], capture_output=True, text=True, timeout=300)
+        out = subprocess.run(
+            [sys.executable, "-m", "segparts", "bench", "addon", "--install-only", "--zip", str(zip_path)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
         if out.returncode != 0 or not lines:
             print(out.stdout[-2000:], out.stderr[-2000:], file=sys.stderr)
@@ -122,8 +134,10 @@ def run(args) -> int:
     runtime.shutdown()
 
     med = {k: statistics.median(v) for k, v in figures.items() if isinstance(v, list) and v}
-    print(f"segparts bench addon — bpy {bpy.app.version_string}, {args.faces:,} faces, {args.parts} parts, "
-          f"medians of {args.runs} runs (shared machine: timings include contention)")
+    print(
+        f"segparts bench addon — bpy {bpy.app.version_string}, {args.faces:,} faces, {args.parts} parts, "
+        f"medians of {args.runs} runs (shared machine: timings include contention)"
+    )
     rows = [
         ("install + enable extension", "install_enable_s", "<= 2 s"),
         ("write-back total (attr + materials + groups)", "writeback_total_s", "<= 1 s"),
@@ -171,7 +185,7 @@ def _grid(bpy, n_faces: int):
     import numpy as np
 
     side = int(round(np.sqrt(n_faces)))
-    y, x = np.mgrid[0:side + 1, 0:side + 1]
+    y, x = np.mgrid[0 : side + 1, 0 : side + 1]
     verts = np.column_stack([x.ravel(), y.ravel(), np.zeros(x.size)]).astype(np.float32)
     idx = np.arange((side + 1) ** 2).reshape(side + 1, side + 1)
     quads = np.column_stack([idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, 1:].ravel(), idx[1:, :-1].ravel()])
@@ -206,8 +220,17 @@ def _bench_writeback(bpy, runtime, writeback, args) -> dict:
     _clear(bpy)
     obj, labels = _grid(bpy, args.faces)
     labels = (labels * args.parts // 32).astype(np.int32)
-    out = {k: [] for k in ("writeback_total_s", "writeback_attribute_s", "writeback_materials_s",
-                           "writeback_groups_s", "tick_worst_writeback_s", "tick_median_writeback_s")}
+    out = {
+        k: []
+        for k in (
+            "writeback_total_s",
+            "writeback_attribute_s",
+            "writeback_materials_s",
+            "writeback_groups_s",
+            "tick_worst_writeback_s",
+            "tick_median_writeback_s",
+        )
+    }
     mod = {name: importlib.import_module(f"{MODULE}.{name}") for name in ("mesh_io", "partdata", "background")}
     topo = mod["mesh_io"].topology(obj.data)  # read at the user's action in the add-on (not timed here)
     for run_index in range(args.runs):
@@ -228,7 +251,12 @@ def _bench_writeback(bpy, runtime, writeback, args) -> dict:
         out["writeback_total_s"].append(t3 - t0)
         assert len(obj.vertex_groups) == args.parts
         # the whole write-back (with the part list) applied from the queue by the timer function
-        runtime.queue_work(("bench", run_index), importlib.import_module(MODULE + ".partlist").write_all(obj, ((shifted + 1) % args.parts).astype(np.int32), topo))
+        runtime.queue_work(
+            ("bench", run_index),
+            importlib.import_module(MODULE + ".partlist").write_all(
+                obj, ((shifted + 1) % args.parts).astype(np.int32), topo
+            ),
+        )
         ticks = _tick_times(runtime, lambda: runtime.work, pause=0.001)
         out["tick_worst_writeback_s"].append(max(ticks))
         out["tick_median_writeback_s"].append(statistics.median(ticks))
@@ -261,7 +289,9 @@ def _bench_export(bpy, args) -> dict:
     obj.data.color_attributes.active_color = colours
     colours.data.foreach_set("color_srgb", rng.random(len(colours.data) * 4).astype(np.float32))
     out.update(timed("export_corner_colors_s", {"corner_colors"}))
-    obj.data.uv_layers.new(name="UVMap").uv.foreach_set("vector", rng.random(len(obj.data.loops) * 2).astype(np.float32))
+    obj.data.uv_layers.new(name="UVMap").uv.foreach_set(
+        "vector", rng.random(len(obj.data.loops) * 2).astype(np.float32)
+    )
     image = bpy.data.images.new("BenchTexture", 2048, 2048)
     image.pixels.foreach_set(rng.random(2048 * 2048 * 4).astype(np.float32))
     image.pack()  # saved: cached by identity

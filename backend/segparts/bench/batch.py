@@ -7,6 +7,7 @@ are done, then rerun; the rerun must skip every mesh finished before the kill an
 Every run is a fresh `segparts batch` process writing to its own folder; figures come from the
 summary.json each run writes. One run per mode (these are long): run it on a quiet machine.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,12 @@ def register(sub):
     p = sub.add_parser("batch", help="segparts batch: sequential vs worker processes vs Ray; resume after a kill")
     p.add_argument("--dir", default=str(DEFAULT_DIR / "off"), help="folder of meshes (default: Princeton dev sample)")
     p.add_argument("--workers", type=int, default=2, help="worker processes / Ray CPUs (default 2)")
-    p.add_argument("--modes", nargs="+", default=["sequential", "workers", "ray", "resume"],
-                   choices=["sequential", "workers", "ray", "resume"])
+    p.add_argument(
+        "--modes",
+        nargs="+",
+        default=["sequential", "workers", "ray", "resume"],
+        choices=["sequential", "workers", "ray", "resume"],
+    )
     p.add_argument("--json", default=None, metavar="OUT", help="also write the figures as JSON")
     p.set_defaults(func=run)
 
@@ -41,19 +46,29 @@ def _figures(out: Path, wall: float) -> dict:
     ran = [m for m in summary["meshes"] if m["status"] == "ok"]
     busy = sum(float(m["seconds_total"]) for m in ran)
     workers = summary["workers"]
-    return {"wall_s": round(wall, 2), "batch_wall_s": summary["wall_seconds"], "startup_s": summary["startup_seconds"],
-            "meshes": len(ran), "failed": summary["counts"]["error"], "task_seconds_sum": round(busy, 2),
-            "n_workers": len(workers), "max_loads_per_worker": summary["max_loads_per_worker"],
-            "peak_rss_mb_per_worker": sorted(w["peak_rss_mb"] for w in workers.values()),
-            "mode": summary["mode"]}
+    return {
+        "wall_s": round(wall, 2),
+        "batch_wall_s": summary["wall_seconds"],
+        "startup_s": summary["startup_seconds"],
+        "meshes": len(ran),
+        "failed": summary["counts"]["error"],
+        "task_seconds_sum": round(busy, 2),
+        "n_workers": len(workers),
+        "max_loads_per_worker": summary["max_loads_per_worker"],
+        "peak_rss_mb_per_worker": sorted(w["peak_rss_mb"] for w in workers.values()),
+        "mode": summary["mode"],
+    }
 
 
 def run(args) -> int:
     src = args.dir
     n_total = sum(1 for p in Path(src).rglob("*") if p.suffix.lower() in (".off", ".obj", ".ply", ".stl", ".glb"))
     rows: dict[str, dict] = {}
-    flags = {"sequential": [], "workers": ["--workers", str(args.workers)],
-             "ray": ["--ray", "--workers", str(args.workers)]}
+    flags = {
+        "sequential": [],
+        "workers": ["--workers", str(args.workers)],
+        "ray": ["--ray", "--workers", str(args.workers)],
+    }
     with tempfile.TemporaryDirectory(prefix="segparts-bench-batch-") as tmp:
         for mode in [m for m in args.modes if m != "resume"]:
             out = Path(tmp) / mode
@@ -90,10 +105,14 @@ def _resume(src: str, out: Path, workers: int, n_total: int) -> dict:
     summary = json.loads((out / "summary.json").read_text())
     skipped = {m["key"] + ".record.json" for m in summary["meshes"] if m["status"] == "skipped"}
     rewritten = [n for n, t in before.items() if (out / n).stat().st_mtime_ns != t]
-    return {"finished_before_kill": len(before), "skipped_on_rerun": len(skipped & set(before)),
-            "redone_on_rerun": summary["counts"]["ok"], "rewritten_records": len(rewritten),
-            "all_done": summary["counts"]["ok"] + summary["counts"]["skipped"] == n_total,
-            "rerun_wall_s": figures["wall_s"]}
+    return {
+        "finished_before_kill": len(before),
+        "skipped_on_rerun": len(skipped & set(before)),
+        "redone_on_rerun": summary["counts"]["ok"],
+        "rewritten_records": len(rewritten),
+        "all_done": summary["counts"]["ok"] + summary["counts"]["skipped"] == n_total,
+        "rerun_wall_s": figures["wall_s"],
+    }
 
 
 def _print_table(rows: dict, n_total: int, workers: int) -> None:
@@ -102,17 +121,23 @@ def _print_table(rows: dict, n_total: int, workers: int) -> None:
     for mode in ("sequential", "workers", "ray"):
         if mode in rows:
             r = rows[mode]
-            print(f"{mode:<11}{r['wall_s']:>8.1f}{r['startup_s']:>11.1f}{r['meshes'] / r['wall_s']:>8.2f}"
-                  f"{r['n_workers']:>8}{r['max_loads_per_worker']:>6}  {r['peak_rss_mb_per_worker']}")
+            print(
+                f"{mode:<11}{r['wall_s']:>8.1f}{r['startup_s']:>11.1f}{r['meshes'] / r['wall_s']:>8.2f}"
+                f"{r['n_workers']:>8}{r['max_loads_per_worker']:>6}  {r['peak_rss_mb_per_worker']}"
+            )
     if "ray" in rows and "workers" in rows:
         ray, local = rows["ray"], rows["workers"]
         extra = (ray["batch_wall_s"] - ray["startup_s"] - local["batch_wall_s"]) / max(ray["meshes"], 1)
-        ideal = (ray["batch_wall_s"] - ray["startup_s"] - ray["task_seconds_sum"] / max(ray["n_workers"], 1))
-        print(f"Ray vs local processes, start-up excluded: {extra * 1000:+.0f} ms per mesh; Ray wall beyond "
-              f"(task seconds / workers): {ideal / max(ray['meshes'], 1) * 1000:.0f} ms per mesh; "
-              f"start-up {ray['startup_s']:.1f} s")
+        ideal = ray["batch_wall_s"] - ray["startup_s"] - ray["task_seconds_sum"] / max(ray["n_workers"], 1)
+        print(
+            f"Ray vs local processes, start-up excluded: {extra * 1000:+.0f} ms per mesh; Ray wall beyond "
+            f"(task seconds / workers): {ideal / max(ray['meshes'], 1) * 1000:.0f} ms per mesh; "
+            f"start-up {ray['startup_s']:.1f} s"
+        )
     if "resume" in rows:
         r = rows["resume"]
-        print(f"resume: killed after {r['finished_before_kill']} of {n_total}; rerun skipped {r['skipped_on_rerun']}, "
-              f"redid {r['redone_on_rerun']}, rewrote {r['rewritten_records']} finished records; "
-              f"all done: {r['all_done']}")
+        print(
+            f"resume: killed after {r['finished_before_kill']} of {n_total}; rerun skipped {r['skipped_on_rerun']}, "
+            f"redid {r['redone_on_rerun']}, rewrote {r['rewritten_records']} finished records; "
+            f"all done: {r['all_done']}"
+        )

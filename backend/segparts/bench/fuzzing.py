@@ -8,6 +8,7 @@ knows which error codes a wrong value may earn (a `segment` with a wrong `mesh_i
 or `unknown_mesh`, never `internal`), so the answers are checked, not just counted. Raw garbage
 (random frames, random msgpack) is one more class. Needs `hypothesis` (a test/bench dependency).
 """
+
 from __future__ import annotations
 
 import time
@@ -21,14 +22,25 @@ from .. import wire
 
 OK = "ok"  # the request succeeded: a value that happened to be valid
 OPS = ("hello", "upload_mesh", "segment", "pick", "cancel", "status", "shutdown", "name_parts")
-MESH_CODES = {"empty_mesh", "bad_vertices", "bad_faces", "bad_face_map", "non_finite_vertices",
-              "face_index_out_of_range", "mesh_too_large", "coordinates_too_large", "bad_material", "bad_group"}
+MESH_CODES = {
+    "empty_mesh",
+    "bad_vertices",
+    "bad_faces",
+    "bad_face_map",
+    "non_finite_vertices",
+    "face_index_out_of_range",
+    "mesh_too_large",
+    "coordinates_too_large",
+    "bad_material",
+    "bad_group",
+}
 DELETE = object()  # a mutation that removes the field
 
 
 @dataclass
 class Target:
     """What the server under test holds, so that valid requests can be built."""
+
     token: str
     mesh_id: str
     segmentation_id: str
@@ -42,22 +54,44 @@ def valid_request(op: str, t: Target) -> tuple[dict, dict]:
     n_faces = len(t.faces)
     args, arrays = {}, {}
     if op == "upload_mesh":
-        arrays = {"vertices": t.vertices, "faces": t.faces, "face_map": np.arange(n_faces) // 2,
-                  "material": np.zeros(n_faces, np.int32), "group": (np.arange(n_faces) % 3).astype(np.int32)}
+        arrays = {
+            "vertices": t.vertices,
+            "faces": t.faces,
+            "face_map": np.arange(n_faces) // 2,
+            "material": np.zeros(n_faces, np.int32),
+            "group": (np.arange(n_faces) % 3).astype(np.int32),
+        }
         args = {"n_polygons": (n_faces + 1) // 2}
     elif op == "segment":
-        args = {"mesh_id": t.mesh_id, "engine": "geometric", "parts": 2,
-                "options": {"patches": 20, "seed": 0, "weld_tolerance": 1e-6}}
+        args = {
+            "mesh_id": t.mesh_id,
+            "engine": "geometric",
+            "parts": 2,
+            "options": {"patches": 20, "seed": 0, "weld_tolerance": 1e-6},
+        }
     elif op == "pick":
         centre = t.vertices[t.faces[1]].mean(axis=0)
-        args = {"mesh_id": t.mesh_id, "engine": "geometric", "parts": 2, "segmentation_id": t.segmentation_id,
-                "clicks": [{"face": 0, "positive": True, "view": {}},
-                           {"point": [float(x) for x in centre], "positive": False}], "options": {}}
+        args = {
+            "mesh_id": t.mesh_id,
+            "engine": "geometric",
+            "parts": 2,
+            "segmentation_id": t.segmentation_id,
+            "clicks": [
+                {"face": 0, "positive": True, "view": {}},
+                {"point": [float(x) for x in centre], "positive": False},
+            ],
+            "options": {},
+        }
     elif op == "cancel":
         args = {"job_id": t.job_id}
     elif op == "name_parts":  # no endpoint url: refused as "naming is off", so nothing ever goes out
-        args = {"mesh_id": t.mesh_id, "endpoint": {"timeout_s": 5, "retries": 0}, "object_name": "boxes",
-                "views": 2, "parallel": 1}
+        args = {
+            "mesh_id": t.mesh_id,
+            "endpoint": {"timeout_s": 5, "retries": 0},
+            "object_name": "boxes",
+            "views": 2,
+            "parallel": 1,
+        }
         arrays = {"labels": np.zeros(n_faces, np.int32)}
     header = {"v": wire.PROTOCOL_VERSION, "id": "fuzz", "op": op, "token": t.token, "args": args}
     return header, arrays
@@ -84,8 +118,13 @@ def field_paths(op: str, header: dict, arrays: dict) -> list[tuple]:
     if arrays:
         paths.append(("arrays",))
         for i in range(len(arrays)):
-            paths += [("arrays", i), ("arrays", i, "name"), ("arrays", i, "dtype"), ("arrays", i, "shape"),
-                      ("frame", i)]
+            paths += [
+                ("arrays", i),
+                ("arrays", i, "name"),
+                ("arrays", i, "dtype"),
+                ("arrays", i, "shape"),
+                ("frame", i),
+            ]
     return paths
 
 
@@ -169,21 +208,30 @@ def strategies():
     """(wrong values for a field, frame mutations, garbage messages) as hypothesis strategies."""
     from hypothesis import strategies as st
 
-    scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**64 - 1),
-                        st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=16),
-                        st.binary(max_size=16), st.sampled_from(["", "x" * 5000, "geosam2", "sampart3d", "<f8", "\0"]))
-    nested = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                           st.dictionaries(st.text(max_size=8), inner, max_size=4)),
-                          max_leaves=10)
+    scalars = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**63), 2**64 - 1),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.text(max_size=16),
+        st.binary(max_size=16),
+        st.sampled_from(["", "x" * 5000, "geosam2", "sampart3d", "<f8", "\0"]),
+    )
+    nested = st.recursive(
+        scalars,
+        lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+        max_leaves=10,
+    )
     deep = st.integers(20, 400).map(_deeply_nested)
     wrong = st.one_of(scalars, nested, deep, st.just(DELETE))
     frame_changes = st.tuples(st.sampled_from(["cut", "add", "noise"]), st.integers(0, 2**31))
     garbage = st.one_of(
         st.lists(st.binary(max_size=64), min_size=1, max_size=5),  # anything at all
         nested.map(lambda v: [msgpack.packb(v, use_bin_type=True)]),  # msgpack, but not a header
-        st.tuples(st.dictionaries(st.sampled_from(["v", "id", "op", "token", "args", "arrays"]), nested, max_size=6),
-                  st.lists(st.binary(max_size=32), max_size=3))
-        .map(lambda hf: [msgpack.packb(hf[0], use_bin_type=True), *hf[1]]),
+        st.tuples(
+            st.dictionaries(st.sampled_from(["v", "id", "op", "token", "args", "arrays"]), nested, max_size=6),
+            st.lists(st.binary(max_size=32), max_size=3),
+        ).map(lambda hf: [msgpack.packb(hf[0], use_bin_type=True), *hf[1]]),
     )
     return wrong, frame_changes, garbage
 
@@ -199,6 +247,7 @@ def _deeply_nested(depth: int):
 @dataclass
 class Tally:
     """Messages tried per class and the answers they got."""
+
     answers: dict = field(default_factory=lambda: defaultdict(Counter))  # class -> code -> count
     violations: list = field(default_factory=list)
     sent: int = 0
@@ -261,7 +310,8 @@ def all_fields(t: Target) -> list[tuple[str, tuple]]:
 
 def valid_id(value) -> bool:
     return (isinstance(value, str) and len(value) <= 128) or (
-        isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**64)
+        isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**64
+    )
 
 
 def fuzz_one(sock, t: Target, tally: Tally, op: str, path: tuple, value, n: int) -> None:

@@ -10,6 +10,7 @@ Then a dense soup: N separate triangles overlapping in a unit cube (every triang
 touches hundreds of others), the worst case for grouping pieces; its time and the longest wait
 between two cancel checks of the engine (how long a cancel can take to be answered).
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,14 @@ def register(sub):
     p.add_argument("--targets", type=int, nargs="*", default=list(DEFAULT_TARGETS), metavar="FACES")
     p.add_argument("--repeats", type=int, default=3, help="runs per size (median reported)")
     p.add_argument("--plot", default="bench_out/geometric.png", help="PNG plot of time vs faces")
-    p.add_argument("--soups", type=int, nargs="*", default=list(DEFAULT_SOUPS), metavar="TRIANGLES",
-                   help="triangle soups to time (none: --soups with no value)")
+    p.add_argument(
+        "--soups",
+        type=int,
+        nargs="*",
+        default=list(DEFAULT_SOUPS),
+        metavar="TRIANGLES",
+        help="triangle soups to time (none: --soups with no value)",
+    )
     p.add_argument("--json", default=None, metavar="OUT", help="also write the rows as JSON")
     p.set_defaults(func=run)
 
@@ -72,9 +79,14 @@ def soup_worker(n: int) -> dict:
     seconds = time.perf_counter() - t0
     token.asked.append(time.perf_counter())
     gaps = [b - a for a, b in zip(token.asked, token.asked[1:])]
-    return {"triangles": n, "seconds": seconds, "parts": int(seg.labels.max()) + 1,
-            "max_cancel_gap_s": max(gaps), "stages": seg.info.get("times", {}),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "triangles": n,
+        "seconds": seconds,
+        "parts": int(seg.labels.max()) + 1,
+        "max_cancel_gap_s": max(gaps),
+        "stages": seg.info.get("times", {}),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def choose_base(root: Path, target: int) -> tuple[Path, int]:
@@ -86,7 +98,7 @@ def choose_base(root: Path, target: int) -> tuple[Path, int]:
     best = None
     for n_faces, mid in rows:
         for k in range(8):
-            err = abs(n_faces * 4 ** k - target) / target
+            err = abs(n_faces * 4**k - target) / target
             if best is None or err < best[0]:
                 best = (err, mid, k)
     return root / "off" / f"{best[1]}.off", best[2]
@@ -101,8 +113,8 @@ def worker(path: str, levels: int, repeats: int) -> dict:
 
     from ..engines.base import CancelToken, Click, PickRequest, SegmentParams, no_progress
     from ..engines.geometric import GeometricEngine
-    from ..meshio import load_mesh
     from ..mesh import validate_mesh
+    from ..meshio import load_mesh
 
     mesh = load_mesh(path)
     v, f = mesh.vertices, mesh.faces
@@ -131,11 +143,19 @@ def worker(path: str, levels: int, repeats: int) -> dict:
     seg.hierarchy.cut(parts=5)
     recut = time.perf_counter() - t0
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"faces": mesh.n_faces, "seconds": statistics.median(times), "runs": times,
-            "stages": seg.info.get("times", {}), "parts": int(seg.info.get("n_parts", 0)),
-            "pick_ms": 1e3 * statistics.median(picks), "pick_max_ms": 1e3 * max(picks),
-            "pick_point_ms": 1e3 * statistics.median(point_picks[1:]), "first_point_pick_ms": 1e3 * point_picks[0],
-            "recut_ms": 1e3 * recut, "peak_rss_mb": peak_kib / 1024}
+    return {
+        "faces": mesh.n_faces,
+        "seconds": statistics.median(times),
+        "runs": times,
+        "stages": seg.info.get("times", {}),
+        "parts": int(seg.info.get("n_parts", 0)),
+        "pick_ms": 1e3 * statistics.median(picks),
+        "pick_max_ms": 1e3 * max(picks),
+        "pick_point_ms": 1e3 * statistics.median(point_picks[1:]),
+        "first_point_pick_ms": 1e3 * point_picks[0],
+        "recut_ms": 1e3 * recut,
+        "peak_rss_mb": peak_kib / 1024,
+    }
 
 
 def run(args) -> int:
@@ -145,11 +165,15 @@ def run(args) -> int:
     if not (root / "manifest.csv").is_file():
         raise CliError(f"{root}: Princeton sample not found (needs manifest.csv and off/)")
     rows = []
-    print(f"{'faces':>9} {'base':>8} {'time s':>8} {'peak MB':>8} {'pick ms':>8} {'point ms':>9} {'recut ms':>9}  stages (s)")
+    print(
+        f"{'faces':>9} {'base':>8} {'time s':>8} {'peak MB':>8} {'pick ms':>8} {'point ms':>9} {'recut ms':>9}  stages (s)"
+    )
     for target in args.targets:
         path, levels = choose_base(root, target)
-        code = ("import json,sys; from segparts.bench.geometric import worker; "
-                f"print(json.dumps(worker({str(path)!r}, {levels}, {args.repeats})))")
+        code = (
+            "import json,sys; from segparts.bench.geometric import worker; "
+            f"print(json.dumps(worker({str(path)!r}, {levels}, {args.repeats})))"
+        )
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         if proc.returncode != 0:
             raise CliError(f"{target} faces: worker failed: {proc.stderr.strip().splitlines()[-1:]}")
@@ -157,29 +181,39 @@ def run(args) -> int:
         row.update(base=path.stem, subdivisions=levels)
         rows.append(row)
         stages = " ".join(f"{k}={v:.2f}" for k, v in row["stages"].items())
-        print(f"{row['faces']:>9} {path.stem + 'x' + str(4 ** levels):>8} {row['seconds']:>8.2f} "
-              f"{row['peak_rss_mb']:>8.0f} {row['pick_ms']:>8.2f} {row['pick_point_ms']:>9.2f} {row['recut_ms']:>9.1f}  {stages}",
-              flush=True)
-    print(f"time: median of {args.repeats} runs, loading excluded; peak MB: ru_maxrss of the worker process "
-          "(Python, numpy, scipy, embree included); pick / point: median of 200 face / 3D-point clicks at automatic "
-          "granularity (the first point click, which builds a k-d tree, is in the JSON); recut: cut(parts=5)")
+        print(
+            f"{row['faces']:>9} {path.stem + 'x' + str(4**levels):>8} {row['seconds']:>8.2f} "
+            f"{row['peak_rss_mb']:>8.0f} {row['pick_ms']:>8.2f} {row['pick_point_ms']:>9.2f} {row['recut_ms']:>9.1f}  {stages}",
+            flush=True,
+        )
+    print(
+        f"time: median of {args.repeats} runs, loading excluded; peak MB: ru_maxrss of the worker process "
+        "(Python, numpy, scipy, embree included); pick / point: median of 200 face / 3D-point clicks at automatic "
+        "granularity (the first point click, which builds a k-d tree, is in the JSON); recut: cut(parts=5)"
+    )
     soups = []
     if args.soups:
         print(f"{'soup':>9} {'time s':>8} {'peak MB':>8} {'parts':>6} {'cancel s':>9}  stages (s)")
     for n in args.soups:
-        code = ("import json; from segparts.bench.geometric import soup_worker; "
-                f"print(json.dumps(soup_worker({int(n)})))")
+        code = (
+            f"import json; from segparts.bench.geometric import soup_worker; print(json.dumps(soup_worker({int(n)})))"
+        )
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         if proc.returncode != 0:
             raise CliError(f"soup of {n}: worker failed: {proc.stderr.strip().splitlines()[-1:]}")
         row = json.loads(proc.stdout.strip().splitlines()[-1])
         soups.append(row)
         stages = " ".join(f"{k}={v:.2f}" for k, v in row["stages"].items())
-        print(f"{n:>9} {row['seconds']:>8.2f} {row['peak_rss_mb']:>8.0f} {row['parts']:>6} "
-              f"{row['max_cancel_gap_s']:>9.3f}  {stages}", flush=True)
+        print(
+            f"{n:>9} {row['seconds']:>8.2f} {row['peak_rss_mb']:>8.0f} {row['parts']:>6} "
+            f"{row['max_cancel_gap_s']:>9.3f}  {stages}",
+            flush=True,
+        )
     if soups:
-        print("soup: N separate overlapping triangles in a unit cube; cancel s: the longest wait between two "
-              "cancel checks of the engine")
+        print(
+            "soup: N separate overlapping triangles in a unit cube; cancel s: the longest wait between two "
+            "cancel checks of the engine"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps({"meshes": rows, "soups": soups}, indent=1))
     if rows:

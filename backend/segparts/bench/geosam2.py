@@ -7,6 +7,7 @@ lifting), optionally the automatic mode, and peak memory (process max RSS; CUDA 
 Per-click figures are medians over --clicks picks; wall and process CPU time are both shown
 (on a machine shared with other jobs the CPU time is the steadier figure).
 """
+
 from __future__ import annotations
 
 import json
@@ -20,18 +21,28 @@ import numpy as np
 
 def register(sub):
     p = sub.add_parser("geosam2", help="GeoSAM2: encode time for the 12 views, time per click, peak memory")
-    p.add_argument("--mesh", default=None, help="mesh file (default: a Princeton benchmark mesh if present, "
-                                                "else a synthetic three-part mesh)")
+    p.add_argument(
+        "--mesh",
+        default=None,
+        help="mesh file (default: a Princeton benchmark mesh if present, else a synthetic three-part mesh)",
+    )
     p.add_argument("--size", type=int, default=1024, help="image size (1024 = the release; smaller is faster)")
     p.add_argument("--clicks", type=int, default=3, help="number of picks to time (1, 2, ... clicks)")
     p.add_argument("--automatic", action="store_true", help="also time the automatic mode (segment)")
     p.add_argument("--auto-points", type=int, default=4096, help="automatic mask generator points per seed view")
-    p.add_argument("--auto-loose", action="store_true",
-                   help="open the generator's IoU/stability thresholds so random weights yield objects to "
-                        "propagate (timing only; the release's thresholds are 0.7)")
-    p.add_argument("--encode-views", type=int, default=12,
-                   help="encode only this many views for real and reuse their features for the other views "
-                        "(for slow CPUs; the 12-view encode time is then extrapolated and says so)")
+    p.add_argument(
+        "--auto-loose",
+        action="store_true",
+        help="open the generator's IoU/stability thresholds so random weights yield objects to "
+        "propagate (timing only; the release's thresholds are 0.7)",
+    )
+    p.add_argument(
+        "--encode-views",
+        type=int,
+        default=12,
+        help="encode only this many views for real and reuse their features for the other views "
+        "(for slow CPUs; the 12-view encode time is then extrapolated and says so)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the figures as JSON")
     p.set_defaults(func=run)
@@ -63,8 +74,8 @@ def _encode_some_views(engine, s, k: int) -> None:
     shapes, so the click path costs the same)."""
     import torch
 
-    from ..render import geosam2_inputs
     from ..engines.geosam2.predictor import MultiViewPredictor
+    from ..render import geosam2_inputs
 
     normal, point = geosam2_inputs(s.views, as_torch=True)
     part = MultiViewPredictor(engine.model(), normal[:k], point[:k])
@@ -96,8 +107,13 @@ def run(args) -> int:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     torch.manual_seed(0)
     engine = GeoSAM2Engine(device, image_size=args.size, weights="random")
-    figures = {"mesh": name, "faces": mesh.n_faces, "size": args.size, "device": device,
-               "threads": torch.get_num_threads()}
+    figures = {
+        "mesh": name,
+        "faces": mesh.n_faces,
+        "size": args.size,
+        "device": device,
+        "threads": torch.get_num_threads(),
+    }
 
     t0 = time.perf_counter()
     model = engine.model()
@@ -137,8 +153,7 @@ def run(args) -> int:
         options = {"auto_points": args.auto_points}
         if args.auto_loose:
             options.update(auto_pred_iou=-1.0, auto_stability=-1.0)
-        seg = engine.segment(mesh, SegmentParams(options=options),
-                             lambda f, st: None, CancelToken())
+        seg = engine.segment(mesh, SegmentParams(options=options), lambda f, st: None, CancelToken())
         figures["automatic_s"] = round(time.perf_counter() - t0, 2)
         figures["automatic_objects"] = seg.info["n_objects"]
         figures["automatic_propagated"] = seg.info.get("n_propagated")
@@ -148,24 +163,37 @@ def run(args) -> int:
     if device == "cuda":
         figures["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
 
-    print(f"GeoSAM2 (random weights) on {name} ({mesh.n_faces} faces), {args.size}² views, device {device}, "
-          f"{figures['threads']} torch threads")
-    rows = [("build model", figures["build_s"]), ("render 12 views", figures["render_s"]),
-            ("encode 12 views (normal + point encoders)" + ("" if k == 12 else f", from {k} x 12/{k}"),
-             figures["encode_12_views_s"]),
-            ("  (process CPU time)", figures["encode_12_views_cpu_s"]),
-            (f"click, median of {args.clicks} (prompt + ring + lifting)", figures["click_s_median"]),
-            ("  (process CPU time)", figures["click_cpu_s_median"])]
+    print(
+        f"GeoSAM2 (random weights) on {name} ({mesh.n_faces} faces), {args.size}² views, device {device}, "
+        f"{figures['threads']} torch threads"
+    )
+    rows = [
+        ("build model", figures["build_s"]),
+        ("render 12 views", figures["render_s"]),
+        (
+            "encode 12 views (normal + point encoders)" + ("" if k == 12 else f", from {k} x 12/{k}"),
+            figures["encode_12_views_s"],
+        ),
+        ("  (process CPU time)", figures["encode_12_views_cpu_s"]),
+        (f"click, median of {args.clicks} (prompt + ring + lifting)", figures["click_s_median"]),
+        ("  (process CPU time)", figures["click_cpu_s_median"]),
+    ]
     if args.automatic:
-        rows.append((f"automatic mode ({figures['automatic_propagated']} propagated, "
-                     f"{figures['automatic_objects']} kept)", figures["automatic_s"]))
+        rows.append(
+            (
+                f"automatic mode ({figures['automatic_propagated']} propagated, {figures['automatic_objects']} kept)",
+                figures["automatic_s"],
+            )
+        )
     for label, value in rows:
         print(f"  {label:<52s} {value:>9.2f} s")
     print(f"  {'peak memory (max RSS)':<52s} {figures['peak_rss_mb']:>9.0f} MB")
     if "peak_cuda_mb" in figures:
         print(f"  {'peak CUDA memory':<52s} {figures['peak_cuda_mb']:>9.0f} MB")
-    print(f"  encoder calls: {figures['encoder_calls']} after encoding, "
-          f"{figures['encoder_calls_after_clicks']} after {args.clicks} clicks (cached)")
+    print(
+        f"  encoder calls: {figures['encoder_calls']} after encoding, "
+        f"{figures['encoder_calls_after_clicks']} after {args.clicks} clicks (cached)"
+    )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(figures, fh, indent=2)

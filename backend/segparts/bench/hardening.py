@@ -11,6 +11,7 @@
    stage; time from the cancel request to the job's `cancelled` answer (median over runs).
 Needs hypothesis and psutil (the test/bench extras).
 """
+
 from __future__ import annotations
 
 import collections
@@ -28,8 +29,9 @@ MB = 2**20
 
 
 def register(sub):
-    p = sub.add_parser("hardening", help="malformed-message tally, RSS after abuse and after many rounds, "
-                                         "cancel latency per stage")
+    p = sub.add_parser(
+        "hardening", help="malformed-message tally, RSS after abuse and after many rounds, cancel latency per stage"
+    )
     p.add_argument("--messages", type=int, default=10_000, help="malformed messages to send (default 10,000)")
     p.add_argument("--garbage-share", type=float, default=0.2, help="share of raw garbage (default 0.2)")
     p.add_argument("--rounds", type=int, default=300, help="upload + segment rounds (default 300)")
@@ -37,10 +39,17 @@ def register(sub):
     p.add_argument("--cache-mb", type=float, default=64)
     p.add_argument("--cancel-faces", type=int, default=400_000, help="mesh for the cancel latencies")
     p.add_argument("--cancel-runs", type=int, default=3)
-    p.add_argument("--preauth-messages", type=int, default=8,
-                   help="token-less messages of two 60 MB frames sent at once (default 8)")
-    p.add_argument("--sections", default="preauth,malformed,rounds,cancel",
-                   help="comma-separated subset of preauth,malformed,rounds,cancel (default: all)")
+    p.add_argument(
+        "--preauth-messages",
+        type=int,
+        default=8,
+        help="token-less messages of two 60 MB frames sent at once (default 8)",
+    )
+    p.add_argument(
+        "--sections",
+        default="preauth,malformed,rounds,cancel",
+        help="comma-separated subset of preauth,malformed,rounds,cancel (default: all)",
+    )
     p.add_argument("--json", default=None, metavar="OUT", help="also write the figures as JSON")
     p.set_defaults(func=run)
 
@@ -57,8 +66,9 @@ def run(args) -> int:
         with _server(args.cache_mb) as (client, port, server):
             idle = _warm_rss(client, server)
             figures["malformed"] = malformed_messages(client, port, args.messages, args.garbage_share)
-            figures["malformed"].update(idle_rss_mb=round(idle / MB, 1),
-                                        rss_after_mb=round(server.memory_info().rss / MB, 1))
+            figures["malformed"].update(
+                idle_rss_mb=round(idle / MB, 1), rss_after_mb=round(server.memory_info().rss / MB, 1)
+            )
     if "rounds" in sections:
         with _server(args.cache_mb) as (client, port, server):
             idle = _warm_rss(client, server)
@@ -95,8 +105,13 @@ def token_less_arrays(port: int, server, n_messages: int, frame_mb: int = 60) ->
         header = msgpack.unpackb(sock.recv_multipart()[0])
         codes.append((header.get("error") or {}).get("code"))
     sock.close(0)
-    return {"messages": n_messages, "message_mb": 2 * frame_mb, "answers": dict(collections.Counter(codes)),
-            "idle_rss_mb": round(idle / MB, 1), "peak_rss_mb": round(_peak_rss(server) / MB, 1)}
+    return {
+        "messages": n_messages,
+        "message_mb": 2 * frame_mb,
+        "answers": dict(collections.Counter(codes)),
+        "idle_rss_mb": round(idle / MB, 1),
+        "peak_rss_mb": round(_peak_rss(server) / MB, 1),
+    }
 
 
 @contextlib.contextmanager
@@ -129,14 +144,13 @@ def malformed_messages(client, port: int, n_messages: int, garbage_share: float)
     import zmq
     from hypothesis import HealthCheck, given, settings
 
-    from . import fuzzing
     from ..client import mesh_id
+    from . import fuzzing
 
     vertices, faces = _boxes()
     mid = client.upload_mesh(vertices, faces)
     first = client.segment(mid, parts=2)
-    target = fuzzing.Target(client.token, mid, first.result["segmentation_id"], first.result["job_id"],
-                            vertices, faces)
+    target = fuzzing.Target(client.token, mid, first.result["segmentation_id"], first.result["job_id"], vertices, faces)
     assert mid == mesh_id(vertices, faces)
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
@@ -153,6 +167,7 @@ def malformed_messages(client, port: int, n_messages: int, garbage_share: float)
         return settings(max_examples=n, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 
     for op, path in fields:
+
         @budget(per_field)
         @given(frame_changes if path[0] == "frame" else wrong)
         def one(value):
@@ -168,9 +183,14 @@ def malformed_messages(client, port: int, n_messages: int, garbage_share: float)
     raw()
     sock.close(0)
     labels_again = client.segment(client.upload_mesh(vertices, faces), parts=2, options={"seed": 0}).arrays["labels"]
-    return {"sent": tally.sent, "fields": len(fields), "seconds": round(time.perf_counter() - started, 1),
-            "violations": tally.violations[:20], "answers_by_op": tally.by_kind(),
-            "same_labels_after": bool(np.array_equal(labels_again, first.arrays["labels"]))}
+    return {
+        "sent": tally.sent,
+        "fields": len(fields),
+        "seconds": round(time.perf_counter() - started, 1),
+        "violations": tally.violations[:20],
+        "answers_by_op": tally.by_kind(),
+        "same_labels_after": bool(np.array_equal(labels_again, first.arrays["labels"])),
+    }
 
 
 def rounds(client, server, n_rounds: int, n_faces: int) -> dict:
@@ -191,10 +211,17 @@ def rounds(client, server, n_rounds: int, n_faces: int) -> dict:
         if (i + 1) % 50 == 0:
             trace[i + 1] = (round(server.memory_info().rss / MB, 1), round(client.status()["cache"]["bytes"] / MB, 1))
     status = client.status()
-    return {"rounds": n_rounds, "faces": n_faces, "seconds": round(time.perf_counter() - started, 1),
-            "rss_mb": round(server.memory_info().rss / MB, 1), "one_job_mb": round(one_job / MB, 1),
-            "cache_mb": round(status["cache"]["bytes"] / MB, 1), "cache_limit_mb": round(status["cache"]["limit_bytes"] / MB, 1),
-            "recent_jobs": len(status["recent_jobs"]), "rss_and_cache_mb_by_round": trace}
+    return {
+        "rounds": n_rounds,
+        "faces": n_faces,
+        "seconds": round(time.perf_counter() - started, 1),
+        "rss_mb": round(server.memory_info().rss / MB, 1),
+        "one_job_mb": round(one_job / MB, 1),
+        "cache_mb": round(status["cache"]["bytes"] / MB, 1),
+        "cache_limit_mb": round(status["cache"]["limit_bytes"] / MB, 1),
+        "recent_jobs": len(status["recent_jobs"]),
+        "rss_and_cache_mb_by_round": trace,
+    }
 
 
 def cancel_latencies(client, n_faces: int, runs: int) -> dict:

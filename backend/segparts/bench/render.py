@@ -6,6 +6,7 @@ Targets (issue 4, 2-core CPU): 16 views at 512^2 (SAMPart3D rig, every output) <
 CPU time (on a machine shared with other jobs the CPU time is the steadier figure). The
 visibility-only rows (Embree ray casting alone) show the floor under each render.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,9 +47,9 @@ def timed(fn, runs: int):
 
 
 def run(args) -> int:
+    from .. import lifting
     from ..mesh import Mesh
     from ..render import geosam2_inputs, geosam2_rig, normalize_for_rendering, raycast, render_views, sampart3d_rig
-    from .. import lifting
 
     if args.mesh:
         from ..meshio import load_mesh
@@ -69,11 +70,14 @@ def run(args) -> int:
 
     def row(label, target, fn, extra=""):
         wall, cpu, out = timed(fn, runs)
-        rows.append({"what": label, "wall_s": round(wall, 4), "cpu_s": round(cpu, 4), "target_s": target, "note": extra})
+        rows.append(
+            {"what": label, "wall_s": round(wall, 4), "cpu_s": round(cpu, 4), "target_s": target, "note": extra}
+        )
         return out
 
-    views16 = row("render 16 x 512^2, all outputs (SAMPart3D)", 1.0,
-                  lambda: render_views(mesh, sam, backend=args.backend))
+    views16 = row(
+        "render 16 x 512^2, all outputs (SAMPart3D)", 1.0, lambda: render_views(mesh, sam, backend=args.backend)
+    )
     rows[-1]["note"] = f"{(views16.face_id >= 0).mean():.0%} of pixels covered"
 
     def cold():
@@ -84,39 +88,59 @@ def run(args) -> int:
         return render_views(mesh, sam, backend=args.backend)
 
     row("  same, first render of a mesh (+ Embree scene, smooth normals)", None, cold)
-    row("  visibility only (embree rays)", None,
-        lambda: raycast.rasterize(mesh.vertices, mesh.faces, sam, cache_key=mesh.content_hash))
-    views12 = row("render 12 x 1024^2, normal + point (GeoSAM2)", 3.0,
-                  lambda: render_views(mesh, geo, outputs=("face_id", "depth", "alpha", "normal", "point"),
-                                       backend=args.backend))
+    row(
+        "  visibility only (embree rays)",
+        None,
+        lambda: raycast.rasterize(mesh.vertices, mesh.faces, sam, cache_key=mesh.content_hash),
+    )
+    views12 = row(
+        "render 12 x 1024^2, normal + point (GeoSAM2)",
+        3.0,
+        lambda: render_views(mesh, geo, outputs=("face_id", "depth", "alpha", "normal", "point"), backend=args.backend),
+    )
     rows[-1]["note"] = f"{(views12.face_id >= 0).mean():.0%} of pixels covered"
-    hits = row("  visibility only (embree rays)", None,
-               lambda: raycast.rasterize(mesh.vertices, mesh.faces, geo, cache_key=mesh.content_hash))
+    hits = row(
+        "  visibility only (embree rays)",
+        None,
+        lambda: raycast.rasterize(mesh.vertices, mesh.faces, geo, cache_key=mesh.content_hash),
+    )
     rows[-1]["note"] = f"{len(hits.lin):,} hits"
-    row("  GeoSAM2 encodings (ImageNet normal map, clipped point map)", None, lambda: geosam2_inputs(views12, as_torch=False))
+    row(
+        "  GeoSAM2 encodings (ImageNet normal map, clipped point map)",
+        None,
+        lambda: geosam2_inputs(views12, as_torch=False),
+    )
 
     # masks: 8 parts by angle around the torus, drawn from the face-id buffer
     angle = np.arctan2(*mesh.vertices[mesh.faces].mean(axis=1)[:, :2].T[::-1])
     part = ((angle + np.pi) / (2 * np.pi) * 8).astype(np.int32) % 8
     masks = np.where(views12.face_id >= 0, part[np.maximum(views12.face_id, 0)], -1).astype(np.int32)
-    labels = row(f"lift 12 views of masks -> {mesh.n_faces / 1000:.0f}k faces (samples + votes)", 0.5,
-                 lambda: lifting.lift_masks(mesh, geo, views12, masks))
+    labels = row(
+        f"lift 12 views of masks -> {mesh.n_faces / 1000:.0f}k faces (samples + votes)",
+        0.5,
+        lambda: lifting.lift_masks(mesh, geo, views12, masks),
+    )
     seen = labels >= 0
     rows[-1]["note"] = f"{seen.mean():.1%} faces seen, {np.mean(labels[seen] == part[seen]):.2%} correct"
     samples = lifting.face_visible_samples(mesh, geo, views12)
     row("  votes only (samples reused)", None, lambda: lifting.lift_masks(mesh, geo, views12, masks, samples=samples))
     adj = lifting.face_adjacency(mesh)
-    row("post-process (PA 0.02, 64 fills, 3-NN, split)", None,
-        lambda: lifting.postprocess_labels(mesh, labels, adjacency=adj))
+    row(
+        "post-process (PA 0.02, 64 fills, 3-NN, split)",
+        None,
+        lambda: lifting.postprocess_labels(mesh, labels, adjacency=adj),
+    )
 
-    print(f"segparts bench render: {name}, {mesh.n_faces:,} faces, backend {views16.backend}, "
-          f"median of {runs} runs")
+    print(f"segparts bench render: {name}, {mesh.n_faces:,} faces, backend {views16.backend}, median of {runs} runs")
     print(f"{'':58s} {'wall s':>8s} {'cpu s':>8s} {'target':>7s}")
     for r in rows:
         target = f"{r['target_s']:.1f}" if r["target_s"] else ""
         print(f"{r['what']:58s} {r['wall_s']:8.3f} {r['cpu_s']:8.3f} {target:>7s}  {r['note']}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"mesh": name, "faces": mesh.n_faces, "backend": views16.backend, "runs": runs, "rows": rows}, f,
-                      indent=2)
+            json.dump(
+                {"mesh": name, "faces": mesh.n_faces, "backend": views16.backend, "runs": runs, "rows": rows},
+                f,
+                indent=2,
+            )
     return 0

@@ -8,6 +8,7 @@ PTv3-object forward (15,000 samples -> grid points), grouping-field training (th
 of 90 views x 256 pixels, supervised by the object's part masks; timed over `--train-iterations`
 and scaled to 100), HDBSCAN at one scale, face voting. Medians over `--runs`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -21,10 +22,15 @@ import numpy as np
 def register(sub):
     p = sub.add_parser("sampart3d", help="per-stage times of the SAMPart3D pipeline (random weights)")
     p.add_argument("--runs", type=int, default=1)
-    p.add_argument("--mask-views", type=int, default=1, help="views to run SAM on (time scaled to 16); 0 skips the stage")
+    p.add_argument(
+        "--mask-views", type=int, default=1, help="views to run SAM on (time scaled to 16); 0 skips the stage"
+    )
     p.add_argument("--train-iterations", type=int, default=5, help="iterations timed (scaled to 100)")
-    p.add_argument("--mask-model", default="sam-vit-h",
-                   help="sam-vit-h (the release's, the paper preset) or a SAM 2.1 name, e.g. sam2.1-hiera-large")
+    p.add_argument(
+        "--mask-model",
+        default="sam-vit-h",
+        help="sam-vit-h (the release's, the paper preset) or a SAM 2.1 name, e.g. sam2.1-hiera-large",
+    )
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--json", default=None, metavar="OUT")
     p.set_defaults(func=run)
@@ -36,10 +42,12 @@ def bench_mesh():
 
     from ..mesh import Mesh
 
-    parts = [trimesh.creation.icosphere(5, radius=0.5),
-             trimesh.creation.icosphere(4, radius=0.3).apply_translation((0, 0, 0.75)),
-             trimesh.creation.icosphere(4, radius=0.15).apply_translation((0.35, 0, 0.9)),
-             trimesh.creation.box((0.2, 0.2, 0.2)).apply_translation((0, 0, -0.55))]
+    parts = [
+        trimesh.creation.icosphere(5, radius=0.5),
+        trimesh.creation.icosphere(4, radius=0.3).apply_translation((0, 0, 0.75)),
+        trimesh.creation.icosphere(4, radius=0.15).apply_translation((0.35, 0, 0.9)),
+        trimesh.creation.box((0.2, 0.2, 0.2)).apply_translation((0, 0, -0.55)),
+    ]
     offsets = np.cumsum([0] + [len(p.vertices) for p in parts[:-1]])
     vertices = np.concatenate([p.vertices for p in parts])
     faces = np.concatenate([p.faces + o for p, o in zip(parts, offsets)])
@@ -61,7 +69,13 @@ def run_once(args) -> dict:
 
     from ..engines.sampart3d import cluster, grouping
     from ..engines.sampart3d.backbone import PTv3Object, backbone_features
-    from ..engines.sampart3d.masks import SAM2_CONFIGS, SAM_VIT_H, Sam2AutomaticMasks, SamAutomaticMasks, build_sam_vit_h
+    from ..engines.sampart3d.masks import (
+        SAM2_CONFIGS,
+        SAM_VIT_H,
+        Sam2AutomaticMasks,
+        SamAutomaticMasks,
+        build_sam_vit_h,
+    )
     from ..mesh import Mesh
     from ..render import normalize_for_rendering, render_views, sampart3d_rig
 
@@ -70,7 +84,9 @@ def run_once(args) -> dict:
     render_mesh = Mesh(vertices, mesh.faces)
     rig = sampart3d_rig(16, 512, extents=norm.extents)
     out = {"faces": mesh.n_faces}
-    views, out["render_s"] = _timed(lambda: render_views(render_mesh, rig, outputs=("face_id", "depth", "point", "color", "alpha")), "render")
+    views, out["render_s"] = _timed(
+        lambda: render_views(render_mesh, rig, outputs=("face_id", "depth", "point", "color", "alpha")), "render"
+    )
 
     if args.mask_views > 0:
         torch.manual_seed(0)
@@ -100,14 +116,18 @@ def run_once(args) -> dict:
     for k in range(views.n_views):
         img = np.where(fid[k] >= 0, part[np.maximum(fid[k], 0)], -1)
         per_view.append([img == c for c in np.unique(img) if c >= 0] + [fid[k] >= 0])
-    groups, out["groups_s"] = _timed(lambda: grouping.build_view_groups(points, list(views.point), list(views.mask), per_view))
+    groups, out["groups_s"] = _timed(
+        lambda: grouping.build_view_groups(points, list(views.point), list(views.mask), per_view)
+    )
     cfg = grouping.TrainConfig(iterations=args.train_iterations)
     trained, t = _timed(lambda: grouping.train_field(feats, points.feat, groups, cfg, device=args.device), "training")
     out["training_per_100_it_s"] = t / args.train_iterations * 100
     out["training_paper_5000_it_s"] = out["training_per_100_it_s"] * 50
 
     field_feats = trained.features(feats, points.feat, 1.0)
-    labels, out["clustering_one_scale_s"] = _timed(lambda: cluster.cluster_points(field_feats, points.grid_xyz), "clustering")
+    labels, out["clustering_one_scale_s"] = _timed(
+        lambda: cluster.cluster_points(field_feats, points.grid_xyz), "clustering"
+    )
     centroids = render_mesh.vertices[render_mesh.faces].mean(axis=1)
     _, out["voting_s"] = _timed(lambda: cluster.face_labels(labels[points.inverse], points.sample_face, centroids))
     return out
@@ -119,8 +139,10 @@ def run(args):
     runs = [run_once(args) for _ in range(max(1, args.runs))]
     keys = [k for k in runs[0] if k.endswith("_s")]
     medians = {k: statistics.median(r[k] for r in runs) for k in keys}
-    print(f"SAMPart3D stages, {runs[0]['faces']} faces, {runs[0]['grid_points']} grid points, device {args.device}, "
-          f"torch threads {torch.get_num_threads()}, random weights, median of {len(runs)} run(s)")
+    print(
+        f"SAMPart3D stages, {runs[0]['faces']} faces, {runs[0]['grid_points']} grid points, device {args.device}, "
+        f"torch threads {torch.get_num_threads()}, random weights, median of {len(runs)} run(s)"
+    )
     for k in keys:
         print(f"  {k:<28} {medians[k]:10.2f}")
     if args.json:

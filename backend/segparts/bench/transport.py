@@ -9,6 +9,7 @@ Measures, with a 1M-face mesh:
 - re-upload of a mesh the server holds, sent as is and with `check_first` (id hashed locally);
 - RSS of the idle server process after start-up and `hello` (target <= 200 MB).
 """
+
 from __future__ import annotations
 
 import json
@@ -38,7 +39,7 @@ def grid_mesh(n_faces: int) -> tuple[np.ndarray, np.ndarray]:
     while cells % rows:
         rows -= 1
     cols = cells // rows
-    y, x = np.mgrid[0:rows + 1, 0:cols + 1]
+    y, x = np.mgrid[0 : rows + 1, 0 : cols + 1]
     vertices = np.column_stack([x.ravel(), y.ravel(), np.sin(x.ravel() * 0.1) * np.cos(y.ravel() * 0.1)]).astype(float)
     idx = np.arange((rows + 1) * (cols + 1)).reshape(rows + 1, cols + 1)
     a, b, c, d = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, 1:].ravel(), idx[1:, :-1].ravel()
@@ -49,8 +50,12 @@ def grid_mesh(n_faces: int) -> tuple[np.ndarray, np.ndarray]:
 def start_server(runtime_dir: str, extra: list[str] = ()) -> tuple[subprocess.Popen, int]:
     """`segparts serve --port 0` in a child process; returns it and its port (from the ready line)."""
     env = dict(os.environ, SEGPARTS_RUNTIME_DIR=runtime_dir)
-    proc = subprocess.Popen([sys.executable, "-m", "segparts", "serve", "--port", "0", "--log-level", "WARNING",
-                             *extra], stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "segparts", "serve", "--port", "0", "--log-level", "WARNING", *extra],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     line = proc.stdout.readline()
     if "listening on" not in line:
         proc.kill()
@@ -108,26 +113,38 @@ def run(args) -> int:
                 proc.kill()
     totals = [u + lab for u, lab in zip(uploads, labels)]
     figures = {
-        "faces": int(len(faces)), "vertices": int(len(vertices)), "runs": args.runs,
+        "faces": int(len(faces)),
+        "vertices": int(len(vertices)),
+        "runs": args.runs,
         "upload_ms_median": 1e3 * statistics.median(uploads),
         "labels_ms_median": 1e3 * statistics.median(labels),
         "round_trip_ms_median": 1e3 * statistics.median(totals),
         "round_trip_ms_min": 1e3 * min(totals),
         "reupload_ms_median": 1e3 * statistics.median(reuploads),
         "reupload_check_first_ms_median": 1e3 * statistics.median(checks),
-        "idle_rss_mb": idle_rss, "rss_after_runs_mb": busy_rss, "start_to_hello_s": ready_s,
+        "idle_rss_mb": idle_rss,
+        "rss_after_runs_mb": busy_rss,
+        "start_to_hello_s": ready_s,
         "targets": {"round_trip_ms": 150, "idle_rss_mb": 200},
     }
-    print(f"transport over loopback, {figures['faces']:,} faces / {figures['vertices']:,} vertices, "
-          f"median of {args.runs} runs")
+    print(
+        f"transport over loopback, {figures['faces']:,} faces / {figures['vertices']:,} vertices, "
+        f"median of {args.runs} runs"
+    )
     print(f"  upload (new mesh)          {figures['upload_ms_median']:8.1f} ms")
     print(f"  labels (cached result)     {figures['labels_ms_median']:8.1f} ms")
-    print(f"  round trip                 {figures['round_trip_ms_median']:8.1f} ms   (target <= 150 ms; "
-          f"best {figures['round_trip_ms_min']:.1f} ms)")
-    print(f"  re-upload, cached mesh     {figures['reupload_ms_median']:8.1f} ms   "
-          f"(check_first: {figures['reupload_check_first_ms_median']:.1f} ms)")
-    print(f"  idle server RSS            {idle_rss:8.1f} MB   (target <= 200 MB; "
-          f"{busy_rss:.0f} MB after the runs, meshes cached)")
+    print(
+        f"  round trip                 {figures['round_trip_ms_median']:8.1f} ms   (target <= 150 ms; "
+        f"best {figures['round_trip_ms_min']:.1f} ms)"
+    )
+    print(
+        f"  re-upload, cached mesh     {figures['reupload_ms_median']:8.1f} ms   "
+        f"(check_first: {figures['reupload_check_first_ms_median']:.1f} ms)"
+    )
+    print(
+        f"  idle server RSS            {idle_rss:8.1f} MB   (target <= 200 MB; "
+        f"{busy_rss:.0f} MB after the runs, meshes cached)"
+    )
     print(f"  start-up to first hello    {ready_s:8.2f} s")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))

@@ -1,5 +1,6 @@
 """`segparts` command line. Each subcommand lives in its own module with `register(subparsers)`;
 heavy imports happen inside the command functions so `segparts --help` and `serve` start fast."""
+
 from __future__ import annotations
 
 import argparse

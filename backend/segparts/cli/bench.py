@@ -1,4 +1,5 @@
 """`segparts bench NAME`: benchmark commands. Each benchmark is a module with `register(subparsers)`."""
+
 from __future__ import annotations
 
 import importlib

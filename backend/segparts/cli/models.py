@@ -1,4 +1,5 @@
 """`segparts models list | fetch NAME | verify`: the checkpoints of the learned engines."""
+
 from __future__ import annotations
 
 from . import CliError

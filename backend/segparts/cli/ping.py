@@ -1,4 +1,5 @@
 """`segparts ping`: ask a running backend who it is; exit 0 and print one JSON object."""
+
 from __future__ import annotations
 
 import json
@@ -22,13 +23,23 @@ def run(args) -> int:
     try:
         hello = client.hello()
     except TimeoutError:
-        raise CliError(f"no backend answered at {client.endpoint} within {args.timeout:g} s "
-                       f"(start one with `segparts serve --port {args.port}`)") from None
+        raise CliError(
+            f"no backend answered at {client.endpoint} within {args.timeout:g} s "
+            f"(start one with `segparts serve --port {args.port}`)"
+        ) from None
     except BackendError as exc:
         raise CliError(f"the backend at {client.endpoint} answered with an error: {exc}") from None
     finally:
         client.close()
-    print(json.dumps({"version": hello.get("version"), "protocol": hello.get("protocol"),
-                      "device": hello.get("device"), "engines": hello.get("engines", {}),
-                      "endpoint": client.endpoint}))
+    print(
+        json.dumps(
+            {
+                "version": hello.get("version"),
+                "protocol": hello.get("protocol"),
+                "device": hello.get("device"),
+                "engines": hello.get("engines", {}),
+                "endpoint": client.endpoint,
+            }
+        )
+    )
     return 0

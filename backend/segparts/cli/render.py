@@ -5,6 +5,7 @@ depth, point map; with --labels (one label per face, .npy or text such as a Prin
 the labels painted into the views, and the labels lifted back from those view masks through the
 same lifting and post-processing the engines use, with the agreement printed.
 """
+
 from __future__ import annotations
 
 import time
@@ -26,14 +27,18 @@ def register(sub):
     p.add_argument("--backend", choices=["auto", "embree", "nvdiffrast"], default="auto")
     p.add_argument("--labels", default=None, help="per-face labels (.npy, or text one per line) to paint and lift")
     p.add_argument("--out", required=True, help="output folder for the PNGs")
-    p.add_argument("--up-axis", choices=["y", "z"], default=None,
-                   help="the file's up axis (default: Y for .glb/.gltf, Z otherwise); Y-up is turned Z-up")
+    p.add_argument(
+        "--up-axis",
+        choices=["y", "z"],
+        default=None,
+        help="the file's up axis (default: Y for .glb/.gltf, Z otherwise); Y-up is turned Z-up",
+    )
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..meshio import load_mesh
     from ..mesh import Mesh, MeshError
+    from ..meshio import load_mesh
     from ..render import geosam2_rig, normalize_for_rendering, render_views, sampart3d_rig
 
     try:
@@ -64,7 +69,9 @@ def run(args) -> int:
         "face_id": id_colors(views.face_id),
         "normal": np.where(views.face_id[..., None] >= 0, np.rint((views.normal + 1) * 127.5), 255).astype(np.uint8),
         "depth": depth_grey(views.depth),
-        "point": np.where(views.face_id[..., None] >= 0, np.rint((np.clip(views.point, -1, 1) + 1) * 127.5), 0).astype(np.uint8),
+        "point": np.where(views.face_id[..., None] >= 0, np.rint((np.clip(views.point, -1, 1) + 1) * 127.5), 0).astype(
+            np.uint8
+        ),
     }
     if labels is not None:
         from .. import lifting
@@ -75,14 +82,18 @@ def run(args) -> int:
         t_lift = time.perf_counter() - t1
         cleaned = lifting.postprocess_labels(nmesh, lifted, min_fraction=0.0, split_disconnected=False)
         seen = lifted >= 0
-        print(f"lifted labels: {seen.mean():.1%} of faces seen, {np.mean(lifted[seen] == labels[seen]):.2%} of those "
-              f"match; after fill {np.mean(cleaned == labels):.2%} of all faces match ({t_lift:.2f} s)")
+        print(
+            f"lifted labels: {seen.mean():.1%} of faces seen, {np.mean(lifted[seen] == labels[seen]):.2%} of those "
+            f"match; after fill {np.mean(cleaned == labels):.2%} of all faces match ({t_lift:.2f} s)"
+        )
         sheets["labels"] = label_colors(masks)
         sheets["lifted"] = label_colors(np.where(views.face_id >= 0, cleaned[np.maximum(views.face_id, 0)], -1))
     for name, images in sheets.items():
         contact_sheet(images).save(out / f"{name}.png")
-    print(f"{rig.n_views} views at {rig.width}x{rig.height} ({views.backend}, {t_render:.2f} s) -> "
-          f"{', '.join(f'{n}.png' for n in sheets)} in {out}")
+    print(
+        f"{rig.n_views} views at {rig.width}x{rig.height} ({views.backend}, {t_render:.2f} s) -> "
+        f"{', '.join(f'{n}.png' for n in sheets)} in {out}"
+    )
     return 0
 
 

@@ -3,6 +3,7 @@
 OUT `.npy`: int32 label per face in the file's face order (per original polygon when the file
 has quads/n-gons; see segparts.meshio). OUT `.ply` / `.glb`: the mesh coloured by part.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,25 +23,41 @@ def register(sub):
     g.add_argument("--parts", type=int, default=None, help="number of parts")
     g.add_argument("--scale", type=float, default=None, help="granularity in [0, 1] (0 = finest)")
     p.add_argument("--out", required=True, metavar="OUT", help=".npy (labels), .ply or .glb (coloured mesh)")
-    p.add_argument("--up-axis", choices=["y", "z"], default=None,
-                   help="the file's up axis (default: Y for .glb/.gltf, Z otherwise); Y-up is turned Z-up")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="engine option (value parsed as JSON when possible); repeatable")
+    p.add_argument(
+        "--up-axis",
+        choices=["y", "z"],
+        default=None,
+        help="the file's up axis (default: Y for .glb/.gltf, Z otherwise); Y-up is turned Z-up",
+    )
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="engine option (value parsed as JSON when possible); repeatable",
+    )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="in-process device")
     p.add_argument("--port", type=port_number, default=None, help="use the backend running on this port instead")
-    p.add_argument("--timeout", type=float, default=10.0,
-                   help="with --port: seconds to wait for the backend to answer (default 10; a running job "
-                        "may take longer, it reports progress every 2 s)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="with --port: seconds to wait for the backend to answer (default 10; a running job "
+        "may take longer, it reports progress every 2 s)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="backend host (with --port)")
-    p.add_argument("--token-file", default=None, help="backend token file (with --port; default: the one "
-                                                      "`segparts serve --port PORT` writes)")
+    p.add_argument(
+        "--token-file",
+        default=None,
+        help="backend token file (with --port; default: the one `segparts serve --port PORT` writes)",
+    )
     p.add_argument("--quiet", action="store_true", help="no summary line")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..meshio import COLOURED_SUFFIXES, load_mesh, save_labels
     from ..mesh import MeshError
+    from ..meshio import COLOURED_SUFFIXES, load_mesh, save_labels
 
     out = Path(args.out)
     if out.suffix.lower() not in (".npy", *COLOURED_SUFFIXES):
@@ -66,8 +83,18 @@ def run(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     written = save_labels(out, mesh, labels)
     if not args.quiet:
-        print(json.dumps({"mesh": str(args.mesh), "engine": args.engine, "faces": int(len(written)),
-                          "parts": n_parts, "out": str(out), "seconds": round(elapsed, 3)}))
+        print(
+            json.dumps(
+                {
+                    "mesh": str(args.mesh),
+                    "engine": args.engine,
+                    "faces": int(len(written)),
+                    "parts": n_parts,
+                    "out": str(out),
+                    "seconds": round(elapsed, 3),
+                }
+            )
+        )
     return 0
 
 
@@ -102,8 +129,9 @@ def _segment_here(mesh, args, options, progress):
     if not availability.available:
         raise CliError(f"engine {args.engine} is unavailable: {availability.message()}")
     try:
-        seg = engine.segment(mesh, SegmentParams(parts=args.parts, scale=args.scale, options=options),
-                             progress, CancelToken())
+        seg = engine.segment(
+            mesh, SegmentParams(parts=args.parts, scale=args.scale, options=options), progress, CancelToken()
+        )
     except EngineUnavailable as exc:
         raise CliError(f"engine {args.engine} is unavailable: {exc}") from None
     except ValueError as exc:
@@ -125,15 +153,19 @@ def _segment_remote(mesh, args, options, progress):
 
     client = BackendClient(args.host, args.port, token_file=args.token_file, timeout=args.timeout)
     try:
-        mid = client.upload_mesh(mesh.vertices, mesh.faces, cues=mesh.cues,
-                                 appearance=wire_arrays(mesh.appearance, mesh.faces))
-        msg = client.segment(mid, engine=args.engine, parts=args.parts, scale=args.scale, options=options,
-                             on_progress=progress)
+        mid = client.upload_mesh(
+            mesh.vertices, mesh.faces, cues=mesh.cues, appearance=wire_arrays(mesh.appearance, mesh.faces)
+        )
+        msg = client.segment(
+            mid, engine=args.engine, parts=args.parts, scale=args.scale, options=options, on_progress=progress
+        )
     except BackendLost as exc:
         raise CliError(str(exc)) from None
     except TimeoutError:
-        raise CliError(f"no backend answered at {client.endpoint} within {args.timeout:g} s "
-                       f"(start one with `segparts serve --port {args.port}`)") from None
+        raise CliError(
+            f"no backend answered at {client.endpoint} within {args.timeout:g} s "
+            f"(start one with `segparts serve --port {args.port}`)"
+        ) from None
     except BackendError as exc:
         raise CliError(f"backend error {exc.code}: {exc.message}") from None
     finally:
@@ -149,8 +181,9 @@ class _progress_bar:
         if sys.stderr.isatty():
             from tqdm import tqdm
 
-            self._bar = tqdm(total=100, unit="%", file=sys.stderr, leave=False,
-                             bar_format="{desc} {bar} {n:.0f}% {elapsed}")
+            self._bar = tqdm(
+                total=100, unit="%", file=sys.stderr, leave=False, bar_format="{desc} {bar} {n:.0f}% {elapsed}"
+            )
         return self
 
     def __call__(self, fraction: float, stage: str) -> None:

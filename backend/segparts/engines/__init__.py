@@ -1,4 +1,5 @@
 """Engine registry. Engines are imported lazily so the server starts without torch."""
+
 from __future__ import annotations
 
 import importlib
@@ -32,7 +33,11 @@ class _MissingEngine:
 
     def __init__(self, name: str, error: str):
         self.name = name
-        self._availability = Availability(False, [f"engine module: {error}"], "reinstall segparts (pip install segparts, or the add-on's Set up Backend)")
+        self._availability = Availability(
+            False,
+            [f"engine module: {error}"],
+            "reinstall segparts (pip install segparts, or the add-on's Set up Backend)",
+        )
 
     def availability(self) -> Availability:
         return self._availability

@@ -1,10 +1,12 @@
 """The one interface every engine implements; the server and CLI know nothing else about engines."""
+
 from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -20,7 +22,7 @@ class Cancelled(Exception):
 class EngineUnavailable(RuntimeError):
     """The engine cannot run here; the message says exactly what is missing and how to get it."""
 
-    def __init__(self, availability: "Availability"):
+    def __init__(self, availability: Availability):
         super().__init__(availability.message())
         self.availability = availability
 
@@ -84,8 +86,7 @@ class Availability:
         return "missing: " + "; ".join(self.missing) + (f". To fix: {self.fix}" if self.fix else "")
 
     def to_dict(self) -> dict:
-        return {"available": self.available, "missing": list(self.missing), "fix": self.fix,
-                "message": self.message()}
+        return {"available": self.available, "missing": list(self.missing), "fix": self.fix, "message": self.message()}
 
 
 class OptionError(ValueError):
@@ -99,6 +100,7 @@ class Option:
     `kind`: int, float, str, bool, "numbers" (a list of `length` finite numbers), "clicks" (a list of
     1..`length` maps {face: int >= 0 | point: [x, y, z], positive: bool}) or object (a Python
     object, accepted in-process only, never from the wire). Ranges are inclusive."""
+
     name: str
     kind: object
     low: float | None = None
@@ -114,8 +116,11 @@ class Option:
         if self.kind == "clicks":
             return self._clicks(value)
         if self.kind == "numbers":
-            if (not isinstance(value, (list, tuple)) or len(value) != self.length
-                    or not all(_is_number(x) and math.isfinite(x) for x in value)):
+            if (
+                not isinstance(value, (list, tuple))
+                or len(value) != self.length
+                or not all(_is_number(x) and math.isfinite(x) for x in value)
+            ):
                 raise OptionError(f"option {self.name!r} must be a list of {self.length} finite numbers")
             return [float(x) for x in value]
         if self.kind is bool:
@@ -124,15 +129,19 @@ class Option:
             return value
         if self.kind is str:
             if not isinstance(value, str) or (self.choices and value not in self.choices):
-                raise OptionError(f"option {self.name!r} must be one of {', '.join(map(repr, self.choices))}, "
-                                  f"not {_show(value)}")
+                raise OptionError(
+                    f"option {self.name!r} must be one of {', '.join(map(repr, self.choices))}, not {_show(value)}"
+                )
             return value
         if self.kind is int and not (isinstance(value, int) and not isinstance(value, bool)):
             raise OptionError(f"option {self.name!r} must be an integer{self._range()}, not {_show(value)}")
         if self.kind is float and not (_is_number(value) and math.isfinite(value)):
             raise OptionError(f"option {self.name!r} must be a finite number{self._range()}, not {_show(value)}")
-        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high) \
-                or (self.choices and value not in self.choices):
+        if (
+            (self.low is not None and value < self.low)
+            or (self.high is not None and value > self.high)
+            or (self.choices and value not in self.choices)
+        ):
             allowed = f" one of {', '.join(map(str, self.choices))}" if self.choices else self._range()
             raise OptionError(f"option {self.name!r} must be{allowed}, not {_show(value)}")
         return self.kind(value)
@@ -147,8 +156,11 @@ class Option:
             face, point = c.get("face"), c.get("point")
             if face is not None and not (isinstance(face, int) and not isinstance(face, bool) and face >= 0):
                 raise OptionError(f"option {self.name!r}: a click's face must be an integer >= 0, not {_show(face)}")
-            if point is not None and not (isinstance(point, (list, tuple)) and len(point) == 3
-                                          and all(_is_number(x) and math.isfinite(x) for x in point)):
+            if point is not None and not (
+                isinstance(point, (list, tuple))
+                and len(point) == 3
+                and all(_is_number(x) and math.isfinite(x) for x in point)
+            ):
                 raise OptionError(f"option {self.name!r}: a click's point must be 3 finite numbers")
             if not isinstance(c.get("positive", True), bool):
                 raise OptionError(f"option {self.name!r}: a click's positive must be true or false")
@@ -177,8 +189,10 @@ def check_options(engine, options, from_wire: bool = True) -> dict:
     unknown = sorted(set(options) - set(declared))
     if unknown:
         known = ", ".join(declared) or "none"
-        raise OptionError(f"unknown option(s) {', '.join(repr(k[:40]) for k in unknown[:5])} for engine "
-                          f"{getattr(engine, 'name', '?')}; its options: {known}")
+        raise OptionError(
+            f"unknown option(s) {', '.join(repr(k[:40]) for k in unknown[:5])} for engine "
+            f"{getattr(engine, 'name', '?')}; its options: {known}"
+        )
     return {name: declared[name].check(value, from_wire) for name, value in options.items()}
 
 
@@ -236,18 +250,21 @@ class Engine(Protocol):
 
     def segment(self, mesh: Mesh, params: SegmentParams, progress: Progress, cancel: CancelToken) -> Segmentation: ...
 
-    def pick(self, mesh: Mesh, segmentation: Segmentation | None, request: PickRequest,
-             cancel: CancelToken) -> PickResult: ...
+    def pick(
+        self, mesh: Mesh, segmentation: Segmentation | None, request: PickRequest, cancel: CancelToken
+    ) -> PickResult: ...
 
 
 def describe(engine) -> dict:
     """An engine as clients see it (`hello`), from its optional class attributes (see Engine)."""
     model_names = getattr(engine, "model_names", None)
-    return {"label": str(getattr(engine, "label", engine.name.capitalize())),
-            "click_prompts": bool(getattr(engine, "click_prompts", False)),
-            "renders": bool(getattr(engine, "renders", False)),
-            "scales_on_backend": bool(getattr(engine, "scales_on_backend", False)),
-            "models": [str(n) for n in model_names()] if model_names is not None else []}
+    return {
+        "label": str(getattr(engine, "label", engine.name.capitalize())),
+        "click_prompts": bool(getattr(engine, "click_prompts", False)),
+        "renders": bool(getattr(engine, "renders", False)),
+        "scales_on_backend": bool(getattr(engine, "scales_on_backend", False)),
+        "models": [str(n) for n in model_names()] if model_names is not None else [],
+    }
 
 
 def recut(engine, segmentation: Segmentation, params: SegmentParams) -> Segmentation:
@@ -262,8 +279,7 @@ def recut(engine, segmentation: Segmentation, params: SegmentParams) -> Segmenta
     if params.parts is None and scale is None:
         scale = segmentation.info.get("auto_scale", 0.5)
     labels = segmentation.hierarchy.cut(parts=params.parts, scale=scale)
-    return Segmentation(labels, segmentation.hierarchy, segmentation.state,
-                        {**segmentation.info, "recut": True})
+    return Segmentation(labels, segmentation.hierarchy, segmentation.state, {**segmentation.info, "recut": True})
 
 
 def pick_from_hierarchy(mesh: Mesh, segmentation: Segmentation, request: PickRequest) -> PickResult:
@@ -282,6 +298,6 @@ def pick_from_hierarchy(mesh: Mesh, segmentation: Segmentation, request: PickReq
         scale = segmentation.info.get("auto_scale", 0.5)
     node = h.node_at(face, scale=scale, parts=request.parts)
     parent = int(h.parent[node])
-    return PickResult(mask=h.face_mask(node), node=node, parent=parent,
-                      children=h.children(node).tolist(), info={"face": int(face)})
-
+    return PickResult(
+        mask=h.face_mask(node), node=node, parent=parent, children=h.children(node).tolist(), info={"face": int(face)}
+    )

@@ -1,6 +1,7 @@
 """Box non-maximum suppression for the learned engines' automatic masks (SAMPart3D's and
 GeoSAM2's generators). torchvision.ops.nms is what both releases call; torchvision is not shipped
 here, so this is the same greedy algorithm in torch."""
+
 from __future__ import annotations
 
 import torch

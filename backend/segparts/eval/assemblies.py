@@ -9,13 +9,14 @@ per-face materials and nodes reach the engine through `Mesh.material` / `Mesh.gr
 scored the same way: one part, welded connected components and (materials track) one part per
 material.
 """
+
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -24,8 +25,11 @@ from ..metrics import miou
 from .borders import border_figures
 
 TRACKS = {"geometry": "geometry_only", "materials": "file"}
-REFERENCE_ROWS = {"one_part": "one part per model", "components": "welded connected components",
-                  "materials": "one part per material"}
+REFERENCE_ROWS = {
+    "one_part": "one part per model",
+    "components": "welded connected components",
+    "materials": "one part per material",
+}
 
 
 @dataclass
@@ -102,8 +106,10 @@ def oracle_levels(hierarchy, max_parts: int) -> list[np.ndarray]:
 def reference_labels(mesh) -> dict[str, np.ndarray]:
     from ..engines.geometric.components import face_components, weld_vertices
 
-    out = {"one_part": np.zeros(mesh.n_faces, np.int64),
-           "components": face_components(mesh.faces, weld_vertices(mesh.vertices))}
+    out = {
+        "one_part": np.zeros(mesh.n_faces, np.int64),
+        "components": face_components(mesh.faces, weld_vertices(mesh.vertices)),
+    }
     material = mesh.material
     if material is not None:
         out["materials"] = np.asarray(material)
@@ -135,8 +141,9 @@ def evaluate_model(engine, model: Model, reference: bool = False, sheets: str | 
         extra["reference"] = {name: miou(labels, gt) for name, labels in reference_labels(mesh).items()}
     if sheets:
         write_sheet(mesh, gt, seg.labels, Path(sheets) / f"{model.key}.png")
-    return ModelResult(model.name, track, mesh.n_faces, int(gt.max()) + 1, seconds, auto, auto_parts,
-                       oracle, oracle_parts, extra)
+    return ModelResult(
+        model.name, track, mesh.n_faces, int(gt.max()) + 1, seconds, auto, auto_parts, oracle, oracle_parts, extra
+    )
 
 
 SHEET_VIEWS = 4  # azimuths 45 + 90k degrees, 25 degrees above the horizon
@@ -146,18 +153,25 @@ SHEET_SIZE = 320
 def write_sheet(mesh, gt: np.ndarray, labels: np.ndarray, path: Path) -> None:
     """Contact sheet: a row of views coloured by the artist's parts over the same views coloured
     by ours (colours are per labelling: the same colour in both rows means nothing)."""
-    from ..cli.render import contact_sheet
     from ..appearance import Appearance
+    from ..cli.render import contact_sheet
     from ..mesh import Mesh
     from ..palette import part_colours
     from ..render import normalize_for_rendering, render_views
     from ..render.cameras import orbit_rig, reference_distance
 
     vertices, norm = normalize_for_rendering(mesh.vertices)
-    rig = orbit_rig(45.0 + 90.0 * np.arange(SHEET_VIEWS), np.full(SHEET_VIEWS, 25.0), SHEET_SIZE,
-                    reference_distance(norm.extents))
-    rows = [render_views(Mesh(vertices, mesh.faces, appearance=Appearance(face_colors=part_colours(lab)[:, :3])),
-                         rig, outputs=("color",)).color for lab in (gt, labels)]
+    rig = orbit_rig(
+        45.0 + 90.0 * np.arange(SHEET_VIEWS), np.full(SHEET_VIEWS, 25.0), SHEET_SIZE, reference_distance(norm.extents)
+    )
+    rows = [
+        render_views(
+            Mesh(vertices, mesh.faces, appearance=Appearance(face_colors=part_colours(lab)[:, :3])),
+            rig,
+            outputs=("color",),
+        ).color
+        for lab in (gt, labels)
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     contact_sheet(np.concatenate(rows), columns=SHEET_VIEWS).save(path, format="PNG")
 
@@ -172,24 +186,36 @@ def summarise(results: list[ModelResult]) -> dict:
     out = {}
     for track in dict.fromkeys(r.track for r in results):
         rs = [r for r in results if r.track == track]
-        entry = {"n_models": len(rs), "auto": float(np.mean([r.auto for r in rs])),
-                 "auto_parts": float(np.mean([r.auto_parts for r in rs])),
-                 "oracle": float(np.mean([r.oracle for r in rs])),
-                 "oracle_parts": float(np.mean([r.oracle_parts for r in rs])),
-                 "seconds_per_model": float(np.mean([r.seconds for r in rs])),
-                 "border_on_cue": float(np.mean([r.extra["borders"]["on_cue"] for r in rs])),
-                 "border_length_ratio": _median_defined([r.extra["borders"]["length_ratio"] for r in rs]),
-                 "border_ratio_models": int(np.isfinite([r.extra["borders"]["length_ratio"] for r in rs]).sum())}
+        entry = {
+            "n_models": len(rs),
+            "auto": float(np.mean([r.auto for r in rs])),
+            "auto_parts": float(np.mean([r.auto_parts for r in rs])),
+            "oracle": float(np.mean([r.oracle for r in rs])),
+            "oracle_parts": float(np.mean([r.oracle_parts for r in rs])),
+            "seconds_per_model": float(np.mean([r.seconds for r in rs])),
+            "border_on_cue": float(np.mean([r.extra["borders"]["on_cue"] for r in rs])),
+            "border_length_ratio": _median_defined([r.extra["borders"]["length_ratio"] for r in rs]),
+            "border_ratio_models": int(np.isfinite([r.extra["borders"]["length_ratio"] for r in rs]).sum()),
+        }
         refs = [r.extra["reference"] for r in rs if "reference" in r.extra]
         if refs:
-            entry["reference"] = {name: float(np.mean([ref[name] for ref in refs]))
-                                  for name in REFERENCE_ROWS if all(name in ref for ref in refs)}
+            entry["reference"] = {
+                name: float(np.mean([ref[name] for ref in refs]))
+                for name in REFERENCE_ROWS
+                if all(name in ref for ref in refs)
+            }
         out[track] = entry
     return out
 
 
-def evaluate(root: Path, engine, tracks=("geometry",), on_model: Callable[[ModelResult], None] | None = None,
-             only: list[str] | None = None, reference: bool = False) -> tuple[list[ModelResult], dict]:
+def evaluate(
+    root: Path,
+    engine,
+    tracks=("geometry",),
+    on_model: Callable[[ModelResult], None] | None = None,
+    only: list[str] | None = None,
+    reference: bool = False,
+) -> tuple[list[ModelResult], dict]:
     results = []
     for track in tracks:
         for model in list_models(root, track):
@@ -209,11 +235,22 @@ def evaluate_item(engine, model: Model, reference: bool = False, sheets: str | N
     return asdict(evaluate_model(engine, model, reference, sheets))
 
 
-def evaluate_batch(root: Path, engine: str, device: str = "cpu", tracks=("geometry",), *,
-                   only: list[str] | None = None, reference: bool = False, sheets: str | None = None,
-                   out: str | None = None, workers: int = 0, ray: str | None = None,
-                   on_model: Callable[[ModelResult], None] | None = None, max_retries: int = 2,
-                   progress: bool | None = None):
+def evaluate_batch(
+    root: Path,
+    engine: str,
+    device: str = "cpu",
+    tracks=("geometry",),
+    *,
+    only: list[str] | None = None,
+    reference: bool = False,
+    sheets: str | None = None,
+    out: str | None = None,
+    workers: int = 0,
+    ray: str | None = None,
+    on_model: Callable[[ModelResult], None] | None = None,
+    max_retries: int = 2,
+    progress: bool | None = None,
+):
     """`evaluate` through the batch machinery (worker processes or Ray, per-model records in `out`
     so a rerun skips what is scored). Returns (results, summary, report); models that failed are
     in `report.failed`, not in the results."""
@@ -225,11 +262,22 @@ def evaluate_batch(root: Path, engine: str, device: str = "cpu", tracks=("geomet
         if on_model and record["status"] == "ok":
             on_model(ModelResult(**record["result"]))
 
-    report = run_evaluation(models, key=lambda m: m.key, files=lambda m: [m.mesh_path, m.labels_path],
-                            evaluate=evaluate_item, engine=engine, device=device,
-                            options={"reference": reference, "sheets": sheets}, out=out, workers=workers,
-                            ray=ray, on_result=done, max_retries=max_retries, progress=progress,
-                            desc="assemblies")
+    report = run_evaluation(
+        models,
+        key=lambda m: m.key,
+        files=lambda m: [m.mesh_path, m.labels_path],
+        evaluate=evaluate_item,
+        engine=engine,
+        device=device,
+        options={"reference": reference, "sheets": sheets},
+        out=out,
+        workers=workers,
+        ray=ray,
+        on_result=done,
+        max_retries=max_retries,
+        progress=progress,
+        desc="assemblies",
+    )
     results = [ModelResult(**r["result"]) for r in report.results if r["status"] in ("ok", "skipped")]
     order = {m.key: k for k, m in enumerate(models)}
     results.sort(key=lambda r: order[f"{r.name}.{r.track}"])
@@ -240,21 +288,31 @@ def format_table(results: list[ModelResult], summary: dict) -> str:
     lines = []
     for track, entry in summary.items():
         refs = [n for n in REFERENCE_ROWS if n in entry.get("reference", {})]
-        head = (f"{'model':<28}{'faces':>8}{'gt':>5} | {'auto':>6}{'parts':>6} | {'oracle':>6}{'parts':>6}"
-                + "".join(f" | {n[:10]:>10}" for n in refs))
+        head = f"{'model':<28}{'faces':>8}{'gt':>5} | {'auto':>6}{'parts':>6} | {'oracle':>6}{'parts':>6}" + "".join(
+            f" | {n[:10]:>10}" for n in refs
+        )
         lines += [f"track: {track}", head, "-" * len(head)]
         for r in (r for r in results if r.track == track):
             ref = r.extra.get("reference", {})
-            lines.append(f"{r.name[:27]:<28}{r.n_faces:>8}{r.gt_parts:>5} | {r.auto:>6.3f}{r.auto_parts:>6} | "
-                         f"{r.oracle:>6.3f}{r.oracle_parts:>6}" + "".join(f" | {ref[n]:>10.3f}" for n in refs))
+            lines.append(
+                f"{r.name[:27]:<28}{r.n_faces:>8}{r.gt_parts:>5} | {r.auto:>6.3f}{r.auto_parts:>6} | "
+                f"{r.oracle:>6.3f}{r.oracle_parts:>6}" + "".join(f" | {ref[n]:>10.3f}" for n in refs)
+            )
         lines.append("-" * len(head))
-        lines.append(f"{'mean (' + str(entry['n_models']) + ' models)':<41} | {entry['auto']:>6.3f}"
-                     f"{entry['auto_parts']:>6.1f} | {entry['oracle']:>6.3f}{entry['oracle_parts']:>6.1f}"
-                     + "".join(f" | {entry['reference'][n]:>10.3f}" for n in refs))
+        lines.append(
+            f"{'mean (' + str(entry['n_models']) + ' models)':<41} | {entry['auto']:>6.3f}"
+            f"{entry['auto_parts']:>6.1f} | {entry['oracle']:>6.3f}{entry['oracle_parts']:>6.1f}"
+            + "".join(f" | {entry['reference'][n]:>10.3f}" for n in refs)
+        )
         ratio = entry["border_length_ratio"]
-        lines.append(f"borders at the automatic level: {entry['border_on_cue']:.3f} of their length on a crease, "
-                     f"valley or material/group change (mean); our / the artist's border length inside pieces "
-                     + (f"{ratio:.2f} (median of the {entry['border_ratio_models']} models whose artist "
-                        "cuts pieces)" if np.isfinite(ratio) else "n/a (the artist's parts are whole pieces)"))
+        lines.append(
+            f"borders at the automatic level: {entry['border_on_cue']:.3f} of their length on a crease, "
+            f"valley or material/group change (mean); our / the artist's border length inside pieces "
+            + (
+                f"{ratio:.2f} (median of the {entry['border_ratio_models']} models whose artist cuts pieces)"
+                if np.isfinite(ratio)
+                else "n/a (the artist's parts are whole pieces)"
+            )
+        )
         lines.append("")
     return "\n".join(lines)

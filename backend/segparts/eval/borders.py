@@ -4,6 +4,7 @@ change) and how long it is next to a reference's (the artist's or the people's).
 
 Only shared (welded) edges count: borders between separate pieces share no edge and are cues by
 nature."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -44,8 +45,10 @@ def border_figures(mesh, labels: np.ndarray, reference: np.ndarray) -> dict[str,
     g, cue = edge_graph(mesh)
     theirs = border_length(g, reference)
     meaningful = theirs > ARTIST_BORDER_FLOOR * float(g.edge_length.sum())
-    return {"on_cue": on_cue_share(g, cue, labels),
-            "length_ratio": border_length(g, labels) / theirs if meaningful else float("nan")}
+    return {
+        "on_cue": on_cue_share(g, cue, labels),
+        "length_ratio": border_length(g, labels) / theirs if meaningful else float("nan"),
+    }
 
 
 def human_border_figures(mesh, labels: np.ndarray, humans: list[np.ndarray]) -> dict[str, float]:
@@ -54,6 +57,8 @@ def human_border_figures(mesh, labels: np.ndarray, humans: list[np.ndarray]) -> 
     g, cue = edge_graph(mesh)
     ours = border_length(g, labels)
     ratios = [ours / length for h in humans if (length := border_length(g, h)) > 0]
-    return {"on_cue": on_cue_share(g, cue, labels),
-            "people_on_cue": float(np.mean([on_cue_share(g, cue, h) for h in humans])),
-            "length_ratio": float(np.mean(ratios)) if ratios else float("nan")}
+    return {
+        "on_cue": on_cue_share(g, cue, labels),
+        "people_on_cue": float(np.mean([on_cue_share(g, cue, h) for h in humans])),
+        "length_ratio": float(np.mean(ratios)) if ratios else float("nan"),
+    }

@@ -20,6 +20,7 @@ Ambiguities resolved: instance (not semantic) ground truth, face counts (not are
 percent like the tables, predictions not split into connected parts (unlike Princeton). The same
 mIoU against the semantic labels is reported alongside (`semantic`), as a secondary figure.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,16 @@ MESH_DIR = "PartObjaverse-Tiny_mesh"
 INSTANCE_DIR = "PartObjaverse-Tiny_instance_gt"
 SEMANTIC_DIR = "PartObjaverse-Tiny_semantic_gt"
 SEMANTIC_JSON = "PartObjaverse-Tiny_semantic.json"
-CATEGORIES = ("Human-Shape", "Animals", "Daily-Used", "Buildings&&Outdoor", "Transportations", "Plants",
-              "Food", "Electronics")  # the dataset's 8 categories (GObjaverse's), in the papers' order
+CATEGORIES = (
+    "Human-Shape",
+    "Animals",
+    "Daily-Used",
+    "Buildings&&Outdoor",
+    "Transportations",
+    "Plants",
+    "Food",
+    "Electronics",
+)  # the dataset's 8 categories (GObjaverse's), in the papers' order
 ORACLE_PARTS = tuple(range(2, 20))
 
 
@@ -57,8 +66,9 @@ def list_shapes(root: Path) -> list[Shape]:
     root = Path(root)
     meta_path = root / SEMANTIC_JSON
     if not meta_path.is_file() or not (root / MESH_DIR).is_dir() or not (root / INSTANCE_DIR).is_dir():
-        raise FileNotFoundError(f"{root}: not a PartObjaverse-Tiny folder (needs {SEMANTIC_JSON}, {MESH_DIR}/ "
-                                f"and {INSTANCE_DIR}/)")
+        raise FileNotFoundError(
+            f"{root}: not a PartObjaverse-Tiny folder (needs {SEMANTIC_JSON}, {MESH_DIR}/ and {INSTANCE_DIR}/)"
+        )
     try:
         meta = json.loads(meta_path.read_text())
     except ValueError as exc:
@@ -67,8 +77,16 @@ def list_shapes(root: Path) -> list[Shape]:
     for category, members in meta.items():
         for uid, names in members.items():
             semantic = root / SEMANTIC_DIR / f"{uid}.npy"
-            shapes.append(Shape(uid, category, root / MESH_DIR / f"{uid}.glb", root / INSTANCE_DIR / f"{uid}.npy",
-                                semantic if semantic.is_file() else None, list(names)))
+            shapes.append(
+                Shape(
+                    uid,
+                    category,
+                    root / MESH_DIR / f"{uid}.glb",
+                    root / INSTANCE_DIR / f"{uid}.npy",
+                    semantic if semantic.is_file() else None,
+                    list(names),
+                )
+            )
     if not shapes:
         raise FileNotFoundError(f"{meta_path}: lists no shapes")
     return shapes
@@ -81,8 +99,10 @@ def shape_files(shape: Shape) -> list[Path]:
 def _load_gt(path: Path, n_faces: int) -> np.ndarray:
     gt = np.load(path, allow_pickle=False).ravel()
     if gt.shape != (n_faces,):
-        raise ValueError(f"{path.name}: {gt.size} labels for a mesh of {n_faces} faces "
-                         "(expected trimesh's concatenated-scene face order)")
+        raise ValueError(
+            f"{path.name}: {gt.size} labels for a mesh of {n_faces} faces "
+            "(expected trimesh's concatenated-scene face order)"
+        )
     return gt.astype(np.int64)
 
 
@@ -97,9 +117,14 @@ def evaluate_shape(engine, shape: Shape) -> dict:
     seg = engine.segment(mesh, SegmentParams(), no_progress, CancelToken())
     seconds = time.perf_counter() - t0
     auto = np.asarray(seg.labels)
-    out = {"uid": shape.uid, "category": shape.category, "n_faces": int(mesh.n_faces),
-           "gt_parts": int(np.unique(instance[instance >= 0]).size), "seconds": round(seconds, 4),
-           "auto": {"miou": 100 * miou(auto, instance), "parts": int(np.unique(auto).size)}}
+    out = {
+        "uid": shape.uid,
+        "category": shape.category,
+        "n_faces": int(mesh.n_faces),
+        "gt_parts": int(np.unique(instance[instance >= 0]).size),
+        "seconds": round(seconds, 4),
+        "auto": {"miou": 100 * miou(auto, instance), "parts": int(np.unique(auto).size)},
+    }
     best, best_k = out["auto"]["miou"], int(np.unique(auto).size)
     if seg.hierarchy is not None:
         best, seen = -1.0, set()
@@ -127,12 +152,17 @@ def summarise(results: list[dict]) -> dict:
         for cat in order:
             rows = [r for r in results if r["category"] == cat]
             entry = out["categories"].setdefault(cat, {"n_shapes": len(rows)})
-            entry[which] = {"miou": float(np.mean([r[which]["miou"] for r in rows])),
-                            "parts": float(np.mean([r[which]["parts"] for r in rows]))}
-        out["overall"][which] = {"miou": float(np.mean([r[which]["miou"] for r in results])),
-                                 "parts": float(np.mean([r[which]["parts"] for r in results]))}
+            entry[which] = {
+                "miou": float(np.mean([r[which]["miou"] for r in rows])),
+                "parts": float(np.mean([r[which]["parts"] for r in rows])),
+            }
+        out["overall"][which] = {
+            "miou": float(np.mean([r[which]["miou"] for r in results])),
+            "parts": float(np.mean([r[which]["parts"] for r in results])),
+        }
         out["overall_category_mean"][which] = {
-            "miou": float(np.mean([out["categories"][c][which]["miou"] for c in order]))}
+            "miou": float(np.mean([out["categories"][c][which]["miou"] for c in order]))
+        }
     out["overall"]["n_shapes"] = len(results)
     out["overall"]["seconds_per_shape"] = float(np.mean([r["seconds"] for r in results]))
     semantic = [r["semantic"]["auto_miou"] for r in results if "semantic" in r]
@@ -152,16 +182,33 @@ def format_table(summary: dict) -> str:
     for cat, e in summary["categories"].items():
         lines.append(row(cat, e["n_shapes"], e["auto"], e["oracle"]))
     lines.append("-" * len(head))
-    lines.append(row("ALL shapes", summary["overall"]["n_shapes"], summary["overall"]["auto"],
-                     summary["overall"]["oracle"]))
-    lines.append(row("ALL category mean", len(summary["categories"]), summary["overall_category_mean"]["auto"],
-                     summary["overall_category_mean"]["oracle"]))
+    lines.append(
+        row("ALL shapes", summary["overall"]["n_shapes"], summary["overall"]["auto"], summary["overall"]["oracle"])
+    )
+    lines.append(
+        row(
+            "ALL category mean",
+            len(summary["categories"]),
+            summary["overall_category_mean"]["auto"],
+            summary["overall_category_mean"]["oracle"],
+        )
+    )
     return "\n".join(lines)
 
 
-def evaluate_batch(root: Path, engine: str, device: str = "cpu", *, only: list[str] | None = None,
-                   out: str | None = None, workers: int = 0, ray: str | None = None, on_shape=None,
-                   max_retries: int = 2, progress: bool | None = None):
+def evaluate_batch(
+    root: Path,
+    engine: str,
+    device: str = "cpu",
+    *,
+    only: list[str] | None = None,
+    out: str | None = None,
+    workers: int = 0,
+    ray: str | None = None,
+    on_shape=None,
+    max_retries: int = 2,
+    progress: bool | None = None,
+):
     """All shapes through the batch machinery. Returns (results, summary, report); shapes that
     failed (missing files, wrong label counts, engine errors) are in `report.failed`."""
     from ..batch.evaluation import run_evaluation
@@ -174,9 +221,20 @@ def evaluate_batch(root: Path, engine: str, device: str = "cpu", *, only: list[s
         if on_shape and record["status"] == "ok":
             on_shape(record["result"])
 
-    report = run_evaluation(shapes, key=lambda s: s.uid, files=lambda s: [p for p in shape_files(s) if p.is_file()],
-                            evaluate=evaluate_shape, engine=engine, device=device, out=out, workers=workers,
-                            ray=ray, on_result=done, max_retries=max_retries, progress=progress,
-                            desc="partobjaverse")
+    report = run_evaluation(
+        shapes,
+        key=lambda s: s.uid,
+        files=lambda s: [p for p in shape_files(s) if p.is_file()],
+        evaluate=evaluate_shape,
+        engine=engine,
+        device=device,
+        out=out,
+        workers=workers,
+        ray=ray,
+        on_result=done,
+        max_retries=max_retries,
+        progress=progress,
+        desc="partobjaverse",
+    )
     results = [r["result"] for r in report.results if r["status"] in ("ok", "skipped")]
     return results, (summarise(results) if results else {}), report

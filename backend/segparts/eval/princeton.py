@@ -12,27 +12,46 @@ everyone (what a perfect one-level answer that copies one annotator gets), and t
 of the engine's own leaves into one person's parts (the most any cut of a tree over those leaves
 could score: the oracle's ceiling).
 """
+
 from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from ..engines.base import CancelToken, SegmentParams, no_progress
-from ..metrics import METRIC_NAMES, compare, split_connected
 from ..meshgraph import face_adjacency
+from ..metrics import METRIC_NAMES, compare, split_connected
 from .borders import human_border_figures
 
 EXCLUDED_CATEGORIES = ("Spring",)
 ORACLE_PARTS = tuple(range(1, 31))
-CATEGORY_STARTS = [(1, "Human"), (21, "Cup"), (41, "Glasses"), (61, "Airplane"), (81, "Ant"), (101, "Chair"),
-                   (121, "Octopus"), (141, "Table"), (161, "Teddy"), (181, "Hand"), (201, "Plier"),
-                   (221, "Fish"), (241, "Bird"), (261, "Spring"), (281, "Armadillo"), (301, "Bust"),
-                   (321, "Mech"), (341, "Bearing"), (361, "Vase"), (381, "Fourleg")]
+CATEGORY_STARTS = [
+    (1, "Human"),
+    (21, "Cup"),
+    (41, "Glasses"),
+    (61, "Airplane"),
+    (81, "Ant"),
+    (101, "Chair"),
+    (121, "Octopus"),
+    (141, "Table"),
+    (161, "Teddy"),
+    (181, "Hand"),
+    (201, "Plier"),
+    (221, "Fish"),
+    (241, "Bird"),
+    (261, "Spring"),
+    (281, "Armadillo"),
+    (301, "Bust"),
+    (321, "Mech"),
+    (341, "Bearing"),
+    (361, "Vase"),
+    (381, "Fourleg"),
+]
 
 
 @dataclass
@@ -109,14 +128,21 @@ def reference_scores(humans: list[np.ndarray], pairs: np.ndarray, leaf_labels: n
     given its majority part in one annotator's segmentation, best annotator)."""
     out = {}
     if len(humans) > 1:
-        out["humans"] = _mean_scores([compare(split_connected(humans[i], None, pairs), humans[j])
-                                      for i in range(len(humans)) for j in range(len(humans)) if i != j])
+        out["humans"] = _mean_scores(
+            [
+                compare(split_connected(humans[i], None, pairs), humans[j])
+                for i in range(len(humans))
+                for j in range(len(humans))
+                if i != j
+            ]
+        )
     as_prediction = [score_against_humans(h, humans, pairs) for h in humans]
     out["best_human"] = max(as_prediction, key=lambda r: r["miou"])
     if leaf_labels is not None:
         groupings = [_majority_part(leaf_labels, h) for h in humans]
-        out["best_leaf_grouping"] = max((score_against_humans(g, humans, pairs) for g in groupings),
-                                        key=lambda r: r["miou"])
+        out["best_leaf_grouping"] = max(
+            (score_against_humans(g, humans, pairs) for g in groupings), key=lambda r: r["miou"]
+        )
     return out
 
 
@@ -158,8 +184,9 @@ def evaluate_model(engine, model: Model, reference: bool = False) -> ModelResult
     if reference:
         leaves = None if seg.hierarchy is None else seg.hierarchy.leaf_labels
         extra["reference"] = reference_scores(humans, pairs, leaves)
-    return ModelResult(model.model_id, model.category, mesh.n_faces, seconds, auto, int(seg.labels.max()) + 1,
-                       best, best_parts, extra)
+    return ModelResult(
+        model.model_id, model.category, mesh.n_faces, seconds, auto, int(seg.labels.max()) + 1, best, best_parts, extra
+    )
 
 
 def summarise(results: list[ModelResult]) -> dict:
@@ -176,29 +203,42 @@ def summarise(results: list[ModelResult]) -> dict:
         out["overall"][which] = {m: float(np.mean([getattr(r, which)[m] for r in results])) for m in METRIC_NAMES}
         out["overall"][which]["parts"] = float(np.mean([getattr(r, which + "_parts") for r in results]))
         out["overall_category_mean"][which] = {
-            m: float(np.mean([out["categories"][c][which][m] for c in cats])) for m in METRIC_NAMES}
+            m: float(np.mean([out["categories"][c][which][m] for c in cats])) for m in METRIC_NAMES
+        }
     out["overall"]["seconds_per_model"] = float(np.mean([r.seconds for r in results]))
     borders = [r.extra["borders"] for r in results if "borders" in r.extra]
     if borders:
         ratios = [b["length_ratio"] for b in borders if np.isfinite(b["length_ratio"])]
-        out["borders"] = {"on_cue": float(np.mean([b["on_cue"] for b in borders])),
-                          "people_on_cue": float(np.mean([b["people_on_cue"] for b in borders])),
-                          "length_ratio_mean": float(np.mean(ratios)) if ratios else float("nan"),
-                          "length_ratio_median": float(np.median(ratios)) if ratios else float("nan")}
+        out["borders"] = {
+            "on_cue": float(np.mean([b["on_cue"] for b in borders])),
+            "people_on_cue": float(np.mean([b["people_on_cue"] for b in borders])),
+            "length_ratio_mean": float(np.mean(ratios)) if ratios else float("nan"),
+            "length_ratio_median": float(np.median(ratios)) if ratios else float("nan"),
+        }
     with_reference = [r.extra["reference"] for r in results if "reference" in r.extra]
     if with_reference:
-        out["reference"] = {name: {"n_models": len(rows), **_mean_scores(rows)}
-                            for name in REFERENCE_ROWS
-                            if (rows := [ref[name] for ref in with_reference if name in ref])}
+        out["reference"] = {
+            name: {"n_models": len(rows), **_mean_scores(rows)}
+            for name in REFERENCE_ROWS
+            if (rows := [ref[name] for ref in with_reference if name in ref])
+        }
     return out
 
 
-REFERENCE_ROWS = {"humans": "people vs each other", "best_human": "best single person",
-                  "best_leaf_grouping": "best grouping of leaves"}
+REFERENCE_ROWS = {
+    "humans": "people vs each other",
+    "best_human": "best single person",
+    "best_leaf_grouping": "best grouping of leaves",
+}
 
 
-def evaluate(root: Path, engine, on_model: Callable[[ModelResult], None] | None = None,
-             only: list[str] | None = None, reference: bool = False) -> tuple[list[ModelResult], dict]:
+def evaluate(
+    root: Path,
+    engine,
+    on_model: Callable[[ModelResult], None] | None = None,
+    only: list[str] | None = None,
+    reference: bool = False,
+) -> tuple[list[ModelResult], dict]:
     models = list_models(root)
     if only:
         models = [m for m in models if m.model_id in set(only)]
@@ -218,10 +258,20 @@ def evaluate_item(engine, model: Model, reference: bool = False) -> dict:
     return asdict(evaluate_model(engine, model, reference))
 
 
-def evaluate_batch(root: Path, engine: str, device: str = "cpu", *, only: list[str] | None = None,
-                   reference: bool = False, out: str | None = None, workers: int = 0, ray: str | None = None,
-                   on_model: Callable[[ModelResult], None] | None = None, max_retries: int = 2,
-                   progress: bool | None = None):
+def evaluate_batch(
+    root: Path,
+    engine: str,
+    device: str = "cpu",
+    *,
+    only: list[str] | None = None,
+    reference: bool = False,
+    out: str | None = None,
+    workers: int = 0,
+    ray: str | None = None,
+    on_model: Callable[[ModelResult], None] | None = None,
+    max_retries: int = 2,
+    progress: bool | None = None,
+):
     """`evaluate` through the batch machinery: worker processes or Ray, per-model records in
     `out` (a rerun skips the models already scored). Returns (results, summary, report);
     models that failed are in `report.failed`, not in the results."""
@@ -235,25 +285,44 @@ def evaluate_batch(root: Path, engine: str, device: str = "cpu", *, only: list[s
         if on_model and record["status"] == "ok":
             on_model(ModelResult(**record["result"]))
 
-    report = run_evaluation(models, key=lambda m: m.model_id, files=lambda m: [m.mesh_path, *m.seg_paths],
-                            evaluate=evaluate_item, engine=engine, device=device,
-                            options={"reference": reference}, out=out, workers=workers, ray=ray,
-                            on_result=done, max_retries=max_retries, progress=progress, desc="princeton")
+    report = run_evaluation(
+        models,
+        key=lambda m: m.model_id,
+        files=lambda m: [m.mesh_path, *m.seg_paths],
+        evaluate=evaluate_item,
+        engine=engine,
+        device=device,
+        options={"reference": reference},
+        out=out,
+        workers=workers,
+        ray=ray,
+        on_result=done,
+        max_retries=max_retries,
+        progress=progress,
+        desc="princeton",
+    )
     results = [ModelResult(**r["result"]) for r in report.results if r["status"] in ("ok", "skipped")]
     return results, (summarise(results) if results else {}), report
 
 
 def format_table(summary: dict) -> str:
-    head = f"{'category':<11}{'n':>3} | {'1-RI':>6}{'GCE':>7}{'LCE':>7}{'mIoU':>7}{'parts':>7} | " \
-           f"{'1-RI':>6}{'GCE':>7}{'LCE':>7}{'mIoU':>7}{'parts':>7}"
-    lines = [f"{'':<14} | {'automatic granularity':^34} | {'oracle level (best mIoU per model)':^34}", head,
-             "-" * len(head)]
+    head = (
+        f"{'category':<11}{'n':>3} | {'1-RI':>6}{'GCE':>7}{'LCE':>7}{'mIoU':>7}{'parts':>7} | "
+        f"{'1-RI':>6}{'GCE':>7}{'LCE':>7}{'mIoU':>7}{'parts':>7}"
+    )
+    lines = [
+        f"{'':<14} | {'automatic granularity':^34} | {'oracle level (best mIoU per model)':^34}",
+        head,
+        "-" * len(head),
+    ]
 
     def row(name, n, auto, oracle):
         cells = [name.ljust(11) + f"{n:>3}"]
         for d in (auto, oracle):
-            cells.append(f"{d['rand_index_error']:>6.3f}{d['gce']:>7.3f}{d['lce']:>7.3f}{d['miou']:>7.3f}"
-                         + (f"{d['parts']:>7.1f}" if "parts" in d else " " * 7))
+            cells.append(
+                f"{d['rand_index_error']:>6.3f}{d['gce']:>7.3f}{d['lce']:>7.3f}{d['miou']:>7.3f}"
+                + (f"{d['parts']:>7.1f}" if "parts" in d else " " * 7)
+            )
         return " | ".join(cells)
 
     for cat, e in summary["categories"].items():
@@ -261,16 +330,26 @@ def format_table(summary: dict) -> str:
     lines.append("-" * len(head))
     n = sum(e["n_models"] for e in summary["categories"].values())
     lines.append(row("ALL models", n, summary["overall"]["auto"], summary["overall"]["oracle"]))
-    lines.append(row("ALL cat.avg", len(summary["categories"]), summary["overall_category_mean"]["auto"],
-                     summary["overall_category_mean"]["oracle"]))
+    lines.append(
+        row(
+            "ALL cat.avg",
+            len(summary["categories"]),
+            summary["overall_category_mean"]["auto"],
+            summary["overall_category_mean"]["oracle"],
+        )
+    )
     if summary.get("borders"):
         b = summary["borders"]
-        lines.append(f"borders at the automatic level: {b['on_cue']:.3f} of our border length on a crease or "
-                     f"valley (people {b['people_on_cue']:.3f}); our / the people's border length "
-                     f"{b['length_ratio_median']:.2f} (median), {b['length_ratio_mean']:.2f} (mean)")
+        lines.append(
+            f"borders at the automatic level: {b['on_cue']:.3f} of our border length on a crease or "
+            f"valley (people {b['people_on_cue']:.3f}); our / the people's border length "
+            f"{b['length_ratio_median']:.2f} (median), {b['length_ratio_mean']:.2f} (mean)"
+        )
     if summary.get("reference"):
         lines.append("reference, scored like a prediction (mean over models):")
         for name, figures in summary["reference"].items():
-            lines.append(f"  {REFERENCE_ROWS[name]:<26}{figures['n_models']:>3} | 1-RI {figures['rand_index_error']:.3f}"
-                         f"  GCE {figures['gce']:.3f}  LCE {figures['lce']:.3f}  mIoU {figures['miou']:.3f}")
+            lines.append(
+                f"  {REFERENCE_ROWS[name]:<26}{figures['n_models']:>3} | 1-RI {figures['rand_index_error']:.3f}"
+                f"  GCE {figures['gce']:.3f}  LCE {figures['lce']:.3f}  mIoU {figures['miou']:.3f}"
+            )
     return "\n".join(lines)

@@ -8,6 +8,7 @@ is computed from that by the same numpy code, so both backends give the same out
 Coordinates are the mesh's own ("world"); render a mesh normalised with
 `normalize_for_rendering` to match the reference pipelines.
 """
+
 from __future__ import annotations
 
 import os
@@ -50,8 +51,10 @@ SPECULAR_F0 = 0.04  # Principled BSDF, IOR 1.5; grazing gain halved for its defa
 # Blender's AgX view transform (sRGB display) of grey, 8 bit, at exposures -10, -9.5, ..., +3 EV
 # (linear 2**ev); measured with bpy's `Image.save_render` (tests/test_render.py re-measures it)
 AGX_EV = np.arange(-10.0, 3.01, 0.5)
-AGX_DISPLAY = np.array([0, 1, 2, 4, 6, 10, 14, 20, 26, 34, 43, 53, 66, 81, 98, 117, 136, 154, 170, 184, 197,
-                        208, 218, 226, 233, 240, 246], dtype=np.float64)
+AGX_DISPLAY = np.array(
+    [0, 1, 2, 4, 6, 10, 14, 20, 26, 34, 43, 53, 66, 81, 98, 117, 136, 154, 170, 184, 197, 208, 218, 226, 233, 240, 246],
+    dtype=np.float64,
+)
 # Blender auto smooth angle of both reference render scripts: the normal pass shows shading normals
 REFERENCE_SMOOTH_ANGLE = 30.0
 _table_cache = SmallLRU(2)
@@ -135,8 +138,9 @@ def render_views(
             corners = tables.smooth_normals(smooth_angle_deg)
         _fill_geometry(views, hits, tables, outputs, corners)
         if "color" in outputs:
-            views.color = _shade_views(vertices, faces, rig, backend, _cache_key(mesh), tables, corners, appearance,
-                                       supersample, ao_rays)
+            views.color = _shade_views(
+                vertices, faces, rig, backend, _cache_key(mesh), tables, corners, appearance, supersample, ao_rays
+            )
     return views
 
 
@@ -170,7 +174,9 @@ class _FaceTables:
         tri = vertices[faces]
         self.n_vertices = len(vertices)
         # rows [v0, v1 - v0, v2 - v0] in float32: one gather per hit gives its point
-        self.corner = np.concatenate([tri[:, 0], tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]], axis=1).astype(np.float32)
+        self.corner = np.concatenate([tri[:, 0], tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]], axis=1).astype(
+            np.float32
+        )
         self.fnormal = face_normals(vertices, faces)
         self.fnormal32 = self.fnormal.astype(np.float32)
         self.plane = np.einsum("ij,ij->i", self.fnormal, tri[:, 0])  # n . x on each face's plane
@@ -180,8 +186,11 @@ class _FaceTables:
     def smooth_normals(self, angle: float) -> np.ndarray:
         """(F, 9) float32 auto-smooth corner normals."""
         if angle not in self._smooth:
-            self._smooth[angle] = smooth_corner_normals(self._vertices, self._faces, angle, self.fnormal).reshape(
-                len(self._faces), 9).astype(np.float32)
+            self._smooth[angle] = (
+                smooth_corner_normals(self._vertices, self._faces, angle, self.fnormal)
+                .reshape(len(self._faces), 9)
+                .astype(np.float32)
+            )
         return self._smooth[angle]
 
 
@@ -246,8 +255,18 @@ def _facing_normals(rig: CameraRig, k: int, tables: _FaceTables, fid, bary, corn
     return normal * sign, flat
 
 
-def _shade_views(vertices, faces, rig: CameraRig, backend: str, key, tables: _FaceTables, corners, appearance,
-                 supersample: int, ao_rays: int) -> np.ndarray:
+def _shade_views(
+    vertices,
+    faces,
+    rig: CameraRig,
+    backend: str,
+    key,
+    tables: _FaceTables,
+    corners,
+    appearance,
+    supersample: int,
+    ao_rays: int,
+) -> np.ndarray:
     """(N, H, W, 3) uint8 in the release's look (see WORLD_LIGHT), view by view: each view is
     traced at `supersample` times the resolution, every sub-sample shaded with the uniform grey
     world, its occlusion and a Fresnel term, averaged in linear light over the covered sub-samples
@@ -259,7 +278,7 @@ def _shade_views(vertices, faces, rig: CameraRig, backend: str, key, tables: _Fa
     out = np.full((n, h * w, 3), BACKGROUND_COLOR, dtype=np.uint8)
     scene = raycast.scene_for(vertices, faces, key) if ao_rays > 0 and raycast.available() else None
     for k in range(n):
-        fine = CameraRig(rig.world_to_cam[k:k + 1], rig.proj[k:k + 1], w * s, h * s)
+        fine = CameraRig(rig.world_to_cam[k : k + 1], rig.proj[k : k + 1], w * s, h * s)
         hits, _ = _visibility(vertices, faces, fine, backend, key)
         if len(hits.lin) == 0:
             continue
@@ -285,8 +304,9 @@ def _shade_views(vertices, faces, rig: CameraRig, backend: str, key, tables: _Fa
     return out.reshape(n, h, w, 3)
 
 
-def ambient_occlusion(scene, points: np.ndarray, normals: np.ndarray, rays: int, distance: float,
-                      seed: int = 0) -> np.ndarray:
+def ambient_occlusion(
+    scene, points: np.ndarray, normals: np.ndarray, rays: int, distance: float, seed: int = 0
+) -> np.ndarray:
     """(P,) fraction of `rays` cosine-weighted hemisphere rays around each (unit) normal that leave
     without hitting the mesh within `distance`: stratified in elevation, each point's pattern
     turned by its own random angle (fixed seed), so neighbouring sub-samples average the noise."""
@@ -310,7 +330,7 @@ def ambient_occlusion(scene, points: np.ndarray, normals: np.ndarray, rays: int,
 def agx_display(linear: np.ndarray) -> np.ndarray:
     """Linear light -> 8-bit display values through Blender's AgX curve, channel by channel."""
     x = np.asarray(linear, dtype=np.float64)
-    ev = np.log2(np.maximum(x, 2.0 ** -20))
+    ev = np.log2(np.maximum(x, 2.0**-20))
     out = np.interp(ev, AGX_EV, AGX_DISPLAY, left=0.0, right=AGX_DISPLAY[-1])
     return np.clip(np.rint(np.where(x > 0, out, 0.0)), 0, 255).astype(np.uint8)
 

@@ -14,6 +14,7 @@ centred at the origin (Z up), and put the cameras at distance (50 / 36) x the di
 *normalised* bounding box. Pass `extents=Normalization.extents` to the rig functions to get that
 distance exactly; without it the unit cube's diagonal (sqrt 3) is assumed.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,9 +43,7 @@ class CameraRig:
         if self.proj.shape[0] == 1 and self.world_to_cam.shape[0] > 1:
             self.proj = np.repeat(self.proj, self.world_to_cam.shape[0], axis=0)
         if self.proj.shape[0] != self.world_to_cam.shape[0]:
-            raise ValueError(
-                f"{self.world_to_cam.shape[0]} view matrices but {self.proj.shape[0]} projection matrices"
-            )
+            raise ValueError(f"{self.world_to_cam.shape[0]} view matrices but {self.proj.shape[0]} projection matrices")
         self.width, self.height = int(self.width), int(self.height)
         if self.width <= 0 or self.height <= 0:
             raise ValueError(f"image size must be positive, got {self.width}x{self.height}")
@@ -87,7 +86,7 @@ class CameraRig:
         """(N,) True where the projection divides by depth."""
         return np.abs(self.proj[:, 3, 2]) > 1e-12
 
-    def transformed(self, matrix) -> "CameraRig":
+    def transformed(self, matrix) -> CameraRig:
         """The same cameras for a world moved by a similarity `matrix` (p' = M p: rotation,
         uniform scale, translation), e.g. `Normalization.matrix` to use a Blender viewport's
         view on the normalised mesh. Pixels map to the same surface points; camera space is

@@ -4,6 +4,7 @@ GeoSAM2 (release): world normals encoded (n + 1) / 2 as 8-bit RGB, composited on
 coverage alpha, then ImageNet mean/std normalised; the point map is world positions clipped to
 [-1, 1] with background 0 and no further normalisation.
 """
+
 from __future__ import annotations
 
 import numpy as np

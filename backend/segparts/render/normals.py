@@ -12,6 +12,7 @@ the normals of the faces around its vertex that are within the angle of the corn
 same on ordinary meshes and needs no fan walk). Vertices are taken as given (split vertices stay
 split, as in Blender).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,8 +26,9 @@ def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return np.divide(n, length, out=np.zeros_like(n), where=length > 0)
 
 
-def file_corner_normals(normals: np.ndarray, faces: np.ndarray, fnormal: np.ndarray | None = None,
-                        vertices: np.ndarray | None = None) -> np.ndarray:
+def file_corner_normals(
+    normals: np.ndarray, faces: np.ndarray, fnormal: np.ndarray | None = None, vertices: np.ndarray | None = None
+) -> np.ndarray:
     """(F, 3, 3) unit corner normals from a file's normals: per vertex (V, 3), gathered by the
     faces, or per face corner (F, 3, 3) (split normals; a flat face has its face normal at all
     three corners). Zero-length or non-finite normals fall back to the face normal."""
@@ -61,8 +63,13 @@ def corner_angles(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return out
 
 
-def smooth_corner_normals(vertices: np.ndarray, faces: np.ndarray, angle_deg: float = 30.0,
-                          fnormal: np.ndarray | None = None, max_block: int = 2_000_000) -> np.ndarray:
+def smooth_corner_normals(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    angle_deg: float = 30.0,
+    fnormal: np.ndarray | None = None,
+    max_block: int = 2_000_000,
+) -> np.ndarray:
     """(F, 3, 3) unit normal at each face corner with auto smooth at `angle_deg`.
 
     Corners are grouped by the degree d of their vertex; each group is one batched (d x d) matrix

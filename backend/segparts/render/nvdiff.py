@@ -4,6 +4,7 @@ Used only when `nvdiffrast` imports and torch sees a CUDA device. nvdiffrast's i
 the bottom row and its barycentrics (u, v) weigh v0 and v1; both are converted to this package's
 convention (row 0 at the top, weights of v1 and v2).
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -3,6 +3,7 @@
 One Embree scene per mesh (cached by content hash); one Embree call per view traces all of that
 view's primary rays. Rays are generated only in image tiles the mesh can cover.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -52,7 +53,6 @@ class _Scene:
         res = self.scene.run(o, d, output=1)
         return res["primID"], res["u"], res["v"]
 
-
     def occluded(self, origins: np.ndarray, directions: np.ndarray, max_distance: float) -> np.ndarray:
         """(P,) bool: does each world-space ray (unit `directions`) hit the mesh within
         `max_distance` (world units)? Embree's any-hit query, cheaper than a closest hit."""
@@ -77,8 +77,14 @@ TILE = 8  # rays are cast only in 8x8-pixel tiles that some triangle's bounding 
 SHORTCUT_MIN_FACES = 300_000
 
 
-def covered_tiles(vertices: np.ndarray, faces: np.ndarray, rig: CameraRig, view: int, tile: int = TILE,
-                  max_edge: np.ndarray | None = None) -> np.ndarray:
+def covered_tiles(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    rig: CameraRig,
+    view: int,
+    tile: int = TILE,
+    max_edge: np.ndarray | None = None,
+) -> np.ndarray:
     """(ty, tx) bool grid of tiles touched by the pixel bounding box of some triangle in a view.
 
     Conservative: every pixel a triangle can cover lies in a marked tile. Views where part of the
@@ -212,7 +218,7 @@ class Hits:
         self.shape = shape  # (N, H, W)
 
     @classmethod
-    def from_buffers(cls, face_id: np.ndarray, bary: np.ndarray) -> "Hits":
+    def from_buffers(cls, face_id: np.ndarray, bary: np.ndarray) -> Hits:
         lin = np.flatnonzero(face_id.reshape(-1) >= 0)
         return cls(lin, face_id.reshape(-1)[lin], bary.reshape(-1, 2)[lin], face_id.shape)
 

@@ -29,6 +29,7 @@ face count, area and sorted principal moments within a tolerance — are reporte
 `info["repeats"]`, and the tree is rearranged so the copies of one group are siblings under one
 node just above the automatic level.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -104,14 +105,14 @@ def unit_contacts(vertices, faces, areas, units, rng, k: int = NEIGHBOURS, cance
     cancel_check()
     keys, dists = [], []
     for lo in range(0, len(points), QUERY_CHUNK):  # in batches, so a cancel is heard meanwhile
-        dist, idx = tree.query(points[lo:lo + QUERY_CHUNK], k=k)
-        key, d = _closest_per_pair(np.repeat(unit[lo:lo + QUERY_CHUNK], k), unit[idx.ravel()], dist.ravel(),
-                                   n_units)
+        dist, idx = tree.query(points[lo : lo + QUERY_CHUNK], k=k)
+        key, d = _closest_per_pair(np.repeat(unit[lo : lo + QUERY_CHUNK], k), unit[idx.ravel()], dist.ravel(), n_units)
         keys.append(key)
         dists.append(d)
         cancel_check()
-    key, d = _closest_per_pair(np.concatenate(keys) // n_units, np.concatenate(keys) % n_units,
-                               np.concatenate(dists), n_units)
+    key, d = _closest_per_pair(
+        np.concatenate(keys) // n_units, np.concatenate(keys) % n_units, np.concatenate(dists), n_units
+    )
     spacing = np.sqrt(max(float(areas.sum()), 1e-300) / max(n_samples, 1))
     gap = np.maximum(d - 2.0 * spacing, 0.0)
     pairs = np.stack([key // n_units, key % n_units], axis=1)
@@ -186,7 +187,10 @@ def shape_signatures(vertices, faces, areas, labels, n: int) -> np.ndarray:
     cen = tri.mean(axis=1)
     area = np.bincount(labels, weights=areas, minlength=n)
     safe = np.maximum(area, 1e-300)
-    c = np.stack([np.bincount(labels, weights=areas * cen[:, k], minlength=n) for k in range(3)], axis=1) / safe[:, None]
+    c = (
+        np.stack([np.bincount(labels, weights=areas * cen[:, k], minlength=n) for k in range(3)], axis=1)
+        / safe[:, None]
+    )
     # second moments of the vertices of each face (better than centroids for few large faces)
     rel = tri - c[labels][:, None, :]
     w = areas / 3.0
@@ -229,8 +233,15 @@ def congruent_groups(signatures: np.ndarray, candidates: np.ndarray, scale: floa
     return groups
 
 
-def group_units(area: np.ndarray, cues: list[np.ndarray], repeat: np.ndarray,
-                pairs: np.ndarray, gap: np.ndarray, total_area: float, cancel_check=None):
+def group_units(
+    area: np.ndarray,
+    cues: list[np.ndarray],
+    repeat: np.ndarray,
+    pairs: np.ndarray,
+    gap: np.ndarray,
+    total_area: float,
+    cancel_check=None,
+):
     """Greedy merging of units, cheapest first. Returns merges [(a, b, cost)] in the numbering of
     scipy's linkage (units 0..n-1, the k-th merge makes unit n + k); clusters the neighbour graph
     leaves apart are not joined."""
@@ -256,7 +267,7 @@ def group_units(area: np.ndarray, cues: list[np.ndarray], repeat: np.ndarray,
         shared = any(sets[i] & sets[j] for sets in slot_cues)
         factor = (SAME_MATERIAL if shared else OTHER_MATERIAL) if slot_cues else 1.0
         if shared:  # scattered pieces of one material join relative to the larger or the whole
-            size_for_gap = big ** (1.0 - SHARED_GAP_MIX) * total_area ** SHARED_GAP_MIX
+            size_for_gap = big ** (1.0 - SHARED_GAP_MIX) * total_area**SHARED_GAP_MIX
         else:
             size_for_gap = small
         if slot_repeat[i] >= 0 or slot_repeat[j] >= 0:  # a lone copy stays a part, cue or not
@@ -310,8 +321,9 @@ def group_units(area: np.ndarray, cues: list[np.ndarray], repeat: np.ndarray,
     return merges
 
 
-def gather_copies(parent: np.ndarray, height: np.ndarray, n_leaves: int, groups: list[np.ndarray],
-                  level: float) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
+def gather_copies(
+    parent: np.ndarray, height: np.ndarray, n_leaves: int, groups: list[np.ndarray], level: float
+) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
     """Rearrange a merge tree (parent, height; leaves 0..L-1) so the nodes of each group become
     the children of one new node just above `level`, hung under their lowest common ancestor.
     Nodes left with fewer than two children are spliced out; nodes are renumbered so parents

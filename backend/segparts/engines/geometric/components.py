@@ -1,5 +1,6 @@
 """Connected components of a triangle mesh, with vertices welded within a tolerance so that
 UV-seam or normal splits (duplicated vertices at the same position) don't count as parts."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,7 +22,7 @@ def weld_vertices(vertices: np.ndarray, tolerance: float = DEFAULT_WELD_TOLERANC
     q = np.floor((vertices - vertices.min(axis=0)) / cell).astype(np.int64)
     del span
     dims = q.max(axis=0) + 1
-    if float(dims[0]) * float(dims[1]) * float(dims[2]) < 2.0 ** 62:
+    if float(dims[0]) * float(dims[1]) * float(dims[2]) < 2.0**62:
         # one int64 key per grid cell: a 1-D unique is much faster than unique over rows
         key = (q[:, 0] * dims[1] + q[:, 1]) * dims[2] + q[:, 2]
         _, inv = np.unique(key, return_inverse=True)
@@ -37,8 +38,7 @@ def face_components(faces: np.ndarray, vertex_ids: np.ndarray) -> np.ndarray:
     n_faces = faces.shape[0]
     n_verts = int(welded.max()) + 1
     rows = np.repeat(np.arange(n_faces), 3)
-    incidence = sparse.csr_matrix((np.ones(rows.size, np.int8), (rows, welded.ravel())),
-                                  shape=(n_faces, n_verts))
+    incidence = sparse.csr_matrix((np.ones(rows.size, np.int8), (rows, welded.ravel())), shape=(n_faces, n_verts))
     # faces and vertices as one bipartite graph: components of it are mesh pieces
     graph = sparse.bmat([[None, incidence], [incidence.T, None]], format="csr")
     _, labels = connected_components(graph, directed=False)

@@ -3,6 +3,7 @@
 
 Everything here is vectorised over faces/edges: no per-face Python loops.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,8 +26,9 @@ class DualGraph:
     centroids: np.ndarray  # (F, 3)
 
 
-def build_dual_graph(vertices: np.ndarray, faces: np.ndarray, vertex_ids: np.ndarray,
-                     cancel_check=lambda: None) -> DualGraph:
+def build_dual_graph(
+    vertices: np.ndarray, faces: np.ndarray, vertex_ids: np.ndarray, cancel_check=lambda: None
+) -> DualGraph:
     tri = vertices[faces]
     centroids = tri.mean(axis=1)
     cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])

@@ -7,6 +7,7 @@ their border; they merge late across a concave valley at a narrow neck where the
 changes (arm/torso, handle/cup, leg/seat). Every cost is unitless (angles, fractions,
 log-ratios, area/length ratios), so the tree doesn't change with pose or scale.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -75,7 +76,7 @@ class _Clusters:
         if g.sample_patch is not None:
             order = np.argsort(g.sample_patch, kind="stable")
             bounds = np.searchsorted(g.sample_patch[order], np.arange(p + 1))
-            self.samples = [order[bounds[i]:bounds[i + 1]] for i in range(p)]
+            self.samples = [order[bounds[i] : bounds[i + 1]] for i in range(p)]
         else:
             self.samples = [np.empty(0, np.int64) for _ in range(p)]
         for (i, j), length, conc, contact in zip(g.edges.tolist(), g.length, g.concave_length, g.contact):
@@ -84,7 +85,7 @@ class _Clusters:
             self.nbr[j][i] = stats
         # visibility is measured once per leaf border; a merged border gets the length-weighted
         # mean of its leaf borders (as good as re-measuring on the sample, and much faster)
-        for (i, j) in g.edges.tolist():
+        for i, j in g.edges.tolist():
             stats = self.nbr[i][j]
             stats[3] = self.blocked_fraction(i, j) * stats[0]
         for i in range(p):  # independent copies per side
@@ -127,11 +128,13 @@ class _Clusters:
             return 0.0
         a, b, seg, length = a[ok], b[ok], seg[ok], length[ok]
         direction = seg / length[:, None]
-        leaves = ((direction * nrm[a]).sum(axis=1) > OUTWARD_TOLERANCE) | \
-                 ((-direction * nrm[b]).sum(axis=1) > OUTWARD_TOLERANCE)
+        leaves = ((direction * nrm[a]).sum(axis=1) > OUTWARD_TOLERANCE) | (
+            (-direction * nrm[b]).sum(axis=1) > OUTWARD_TOLERANCE
+        )
         # a segment that runs into the volume at both ends may still cross air on its way
-        inward = ((direction * nrm[a]).sum(axis=1) < -OUTWARD_TOLERANCE) & \
-                 ((-direction * nrm[b]).sum(axis=1) < -OUTWARD_TOLERANCE)
+        inward = ((direction * nrm[a]).sum(axis=1) < -OUTWARD_TOLERANCE) & (
+            (-direction * nrm[b]).sum(axis=1) < -OUTWARD_TOLERANCE
+        )
         blocked = leaves.copy()
         if inward.any():
             eps = 1e-4 * self.g.diag
@@ -145,8 +148,11 @@ class _Clusters:
         self.area.append(self.area[i] + self.area[j])
         self.sdf_mass.append(self.sdf_mass[i] + self.sdf_mass[j])
         self.sdf_area.append(self.sdf_area[i] + self.sdf_area[j])
-        self.piece_area.append(max(self.piece_area[i], self.piece_area[j]) if self.nbr[i][j][2] == 0
-                               else self.piece_area[i] + self.piece_area[j])
+        self.piece_area.append(
+            max(self.piece_area[i], self.piece_area[j])
+            if self.nbr[i][j][2] == 0
+            else self.piece_area[i] + self.piece_area[j]
+        )
         merged: dict[int, list[float]] = {}
         for src in (i, j):
             for m, stats in self.nbr[src].items():
@@ -171,8 +177,9 @@ def cost_to_height(cost: float) -> float:
     return cost / (1.0 + cost)
 
 
-def agglomerate(leaf_labels: np.ndarray, g: PatchGraph, centroids: np.ndarray, cancel_check=None,
-                distant_floor: float = 0.0) -> Hierarchy:
+def agglomerate(
+    leaf_labels: np.ndarray, g: PatchGraph, centroids: np.ndarray, cancel_check=None, distant_floor: float = 0.0
+) -> Hierarchy:
     """Greedy lowest-cost merging into a binary merge tree. Clusters that never touch (separate,
     distant pieces) are then joined nearest first (single linkage on their patch centroids),
     above every contact merge and above `distant_floor` (the automatic level, so the default
@@ -185,8 +192,7 @@ def finish_tree(leaf_labels, parent_a, height_a, centroids, areas, distant_floor
     """Join what is left apart by distance (above everything and the floor) into one tree."""
     roots = np.flatnonzero(parent_a < 0)
     if len(roots) > 1:
-        parent_a, height_a = _join_by_distance(parent_a, height_a, roots, leaf_labels, centroids, areas,
-                                               distant_floor)
+        parent_a, height_a = _join_by_distance(parent_a, height_a, roots, leaf_labels, centroids, areas, distant_floor)
     height_a[-1] = 1.0
     return Hierarchy(leaf_labels, parent_a, height_a)
 
@@ -232,8 +238,12 @@ def _join_by_distance(parent, height, roots, leaf_labels, centroids, areas=None,
     slot[roots] = np.arange(len(roots))
     leaf_root = slot[top[:n_leaves]]
     weight = np.ones(n_leaves) if areas is None else areas
-    centre = np.stack([np.bincount(leaf_root, weights=weight * centroids[:, k], minlength=len(roots))
-                       for k in range(3)], axis=1) / np.bincount(leaf_root, weights=weight)[:, None]
+    centre = (
+        np.stack(
+            [np.bincount(leaf_root, weights=weight * centroids[:, k], minlength=len(roots)) for k in range(3)], axis=1
+        )
+        / np.bincount(leaf_root, weights=weight)[:, None]
+    )
     merges = _single_linkage_order(centre)
     base = max(float(height.max(initial=0.0)), floor)
     node = list(roots)

@@ -4,6 +4,7 @@ Seeds are spread by farthest-point sampling (invariant to rigid motion and scale
 joins its nearest seed along the dual graph, where crossing a concave or sharp edge costs
 extra, so patch borders settle in valleys and on sharp edges (geodesic Voronoi + Dijkstra).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -53,8 +54,14 @@ def pick_seeds(graph: DualGraph, components: np.ndarray, n_patches: int, rng: np
     return np.unique(seeds)
 
 
-def oversegment(graph: DualGraph, components: np.ndarray, n_patches: int, scale: float,
-                rng: np.random.Generator, cancel_check=lambda: None) -> np.ndarray:
+def oversegment(
+    graph: DualGraph,
+    components: np.ndarray,
+    n_patches: int,
+    scale: float,
+    rng: np.random.Generator,
+    cancel_check=lambda: None,
+) -> np.ndarray:
     """(F,) patch label 0..P-1 per face; every patch is edge-connected and within one component."""
     n_faces = len(graph.areas)
     seeds = pick_seeds(graph, components, n_patches, rng)
@@ -64,7 +71,8 @@ def oversegment(graph: DualGraph, components: np.ndarray, n_patches: int, scale:
     weight = step * (1.0 + CONCAVE_PENALTY * graph.concavity + SHARP_PENALTY * graph.dihedral)
     adj = adjacency_matrix(graph.pairs, n_faces, weight)
     _, _, sources = run_cancellable(
-        lambda: dijkstra(adj, directed=False, indices=seeds, min_only=True, return_predecessors=True), cancel_check)
+        lambda: dijkstra(adj, directed=False, indices=seeds, min_only=True, return_predecessors=True), cancel_check
+    )
     patch_of_seed = np.full(n_faces, -1, dtype=np.int64)
     patch_of_seed[seeds] = np.arange(len(seeds))
     labels = np.where(sources >= 0, patch_of_seed[np.maximum(sources, 0)], -1)

@@ -8,6 +8,7 @@ bend = 1 - cos(dihedral), a tenth of that where the edge is convex. The band's o
 to their own part (infinite capacity), so a cut never leaves the band and small parts that fit
 inside a band are left as they are.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,8 +22,9 @@ CONVEX_WEIGHT = 0.1  # a convex bend counts a tenth of a concave one (Katz & Tal
 CAPACITY_SCALE = 1_000_000  # max-flow needs integer capacities
 
 
-def refine_borders(graph: DualGraph, leaf_labels: np.ndarray, part: np.ndarray,
-                   cancel_check=lambda: None) -> np.ndarray:
+def refine_borders(
+    graph: DualGraph, leaf_labels: np.ndarray, part: np.ndarray, cancel_check=lambda: None
+) -> np.ndarray:
     """Leaf labels with the faces near each border between two parts (`part`, per face) moved to
     the side a minimum cut through the band chooses; a moved face takes the leaf of a neighbour
     on its new side (a leaf may be left empty: `Hierarchy.without_empty_leaves` drops it).
@@ -53,8 +55,9 @@ def ring_distance(adjacency: sparse.csr_matrix, seeds: np.ndarray, allowed: np.n
     return dist
 
 
-def cut_pair(adjacency, graph: DualGraph, bend: np.ndarray, part: np.ndarray, new_part: np.ndarray,
-             p: int, q: int) -> None:
+def cut_pair(
+    adjacency, graph: DualGraph, bend: np.ndarray, part: np.ndarray, new_part: np.ndarray, p: int, q: int
+) -> None:
     """Re-decide, by a minimum cut, which of parts p and q each face in the band of their
     common border belongs to (writes `new_part`)."""
     a, b = graph.pairs[:, 0], graph.pairs[:, 1]

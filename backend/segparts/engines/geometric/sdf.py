@@ -1,5 +1,6 @@
 """Shape diameter function (Shapira et al. 2008): the local thickness of the volume under a face,
 measured by a cone of rays cast inward with Embree (embreex)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +13,7 @@ def cone_directions(n_rays: int = N_RAYS, half_angle: float = CONE_HALF_ANGLE) -
     """Unit directions spread evenly (golden-angle spiral) over a cone around +z, (R, 3)."""
     k = np.arange(n_rays) + 0.5
     cos_t = 1.0 - (1.0 - np.cos(half_angle)) * k / n_rays
-    sin_t = np.sqrt(1.0 - cos_t ** 2)
+    sin_t = np.sqrt(1.0 - cos_t**2)
     phi = k * np.pi * (3.0 - np.sqrt(5.0))
     return np.stack([sin_t * np.cos(phi), sin_t * np.sin(phi), cos_t], axis=1)
 
@@ -41,8 +42,11 @@ class RayCaster:
         self.origin = vertices.min(axis=0)
         self.scale = 1.0 / max(float(np.ptp(vertices, axis=0).max()), 1e-30)
         self.scene = rtcore_scene.EmbreeScene()
-        TriangleMesh(scene=self.scene, vertices=((vertices - self.origin) * self.scale).astype(np.float32),
-                     indices=faces.astype(np.int32))
+        TriangleMesh(
+            scene=self.scene,
+            vertices=((vertices - self.origin) * self.scale).astype(np.float32),
+            indices=faces.astype(np.int32),
+        )
         self.face_piece = None if face_piece is None or face_piece.max(initial=0) == 0 else face_piece
 
     def first_hits(self, origins: np.ndarray, directions: np.ndarray, piece: np.ndarray | None = None):
@@ -75,8 +79,14 @@ class RayCaster:
         return dist / self.scale, hit, ng
 
 
-def shape_diameter(caster: RayCaster, centroids: np.ndarray, normals: np.ndarray, offset: float,
-                   n_rays: int = N_RAYS, piece: np.ndarray | None = None) -> np.ndarray:
+def shape_diameter(
+    caster: RayCaster,
+    centroids: np.ndarray,
+    normals: np.ndarray,
+    offset: float,
+    n_rays: int = N_RAYS,
+    piece: np.ndarray | None = None,
+) -> np.ndarray:
     """SDF of the given faces (S,): median length of the inward rays that hit the inside of the
     opposite wall; NaN where none does (open or flipped surface)."""
     s = len(centroids)
@@ -85,8 +95,9 @@ def shape_diameter(caster: RayCaster, centroids: np.ndarray, normals: np.ndarray
     inward = -normals
     t1, t2 = orthonormal_frames(inward)
     cone = cone_directions(n_rays)
-    dirs = (cone[None, :, 0:1] * t1[:, None] + cone[None, :, 1:2] * t2[:, None]
-            + cone[None, :, 2:3] * inward[:, None]).reshape(-1, 3)
+    dirs = (
+        cone[None, :, 0:1] * t1[:, None] + cone[None, :, 1:2] * t2[:, None] + cone[None, :, 2:3] * inward[:, None]
+    ).reshape(-1, 3)
     origins = np.repeat(centroids + inward * offset, n_rays, axis=0)
     dist, hit, ng = caster.first_hits(origins, dirs, None if piece is None else np.repeat(piece, n_rays))
     # a ray from inside meets the opposite wall from behind: its outward normal faces along the ray

@@ -9,21 +9,31 @@
    gather congruent copies under one node;
 7. move the automatic level's borders onto nearby creases by a minimum cut in a band (refine.py).
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 import numpy as np
 
 from ...hierarchy import Hierarchy
-from ..base import run_cancellable
-from .components import DEFAULT_WELD_TOLERANCE, weld_vertices
 from ...meshgraph import dual_components
+from ..base import run_cancellable
+from .assembly import (
+    centre_gaps,
+    congruent_groups,
+    gather_copies,
+    group_units,
+    same_cue_pairs,
+    shape_signatures,
+    unit_centres_pairs,
+    unit_contacts,
+    unit_labels,
+)
+from .components import DEFAULT_WELD_TOLERANCE, weld_vertices
 from .graph import DualGraph, build_dual_graph
-from .assembly import (centre_gaps, congruent_groups, gather_copies, group_units, same_cue_pairs, shape_signatures,
-                       unit_centres_pairs, unit_contacts, unit_labels)
 from .merge import PatchGraph, border_stats, cost_to_height, finish_tree, merge_forest
 from .oversegment import oversegment
 from .refine import refine_borders
@@ -102,24 +112,33 @@ def border_concavity(graph: DualGraph, labels: np.ndarray) -> np.ndarray:
 SDF_CHUNK = 4096  # sampled faces per batch of rays (the cancel check runs between batches)
 
 
-def patch_thickness(caster, graph: DualGraph, labels, sample, n_patches, diag, pieces,
-                    cancel_check=lambda: None) -> np.ndarray:
+def patch_thickness(
+    caster, graph: DualGraph, labels, sample, n_patches, diag, pieces, cancel_check=lambda: None
+) -> np.ndarray:
     """log SDF per patch: median SDF of a few sampled faces of the patch."""
     sdf = np.empty(len(sample))
     for lo in range(0, len(sample), SDF_CHUNK):
-        part = sample[lo:lo + SDF_CHUNK]
-        sdf[lo:lo + SDF_CHUNK] = shape_diameter(caster, graph.centroids[part], graph.normals[part],
-                                                offset=1e-5 * diag, piece=pieces[part])
+        part = sample[lo : lo + SDF_CHUNK]
+        sdf[lo : lo + SDF_CHUNK] = shape_diameter(
+            caster, graph.centroids[part], graph.normals[part], offset=1e-5 * diag, piece=pieces[part]
+        )
         cancel_check()
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.log(group_median(sdf, labels[sample], n_patches))
 
 
-def build_tree(vertices: np.ndarray, faces: np.ndarray, *, material: np.ndarray | None = None,
-               group: np.ndarray | None = None, weld_tolerance: float = DEFAULT_WELD_TOLERANCE,
-               n_patches: int | None = None, seed: int = 0,
-               progress: Callable[[float, str], None] | None = None,
-               cancel_check: Callable[[], None] | None = None) -> tuple[Hierarchy, dict]:
+def build_tree(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    *,
+    material: np.ndarray | None = None,
+    group: np.ndarray | None = None,
+    weld_tolerance: float = DEFAULT_WELD_TOLERANCE,
+    n_patches: int | None = None,
+    seed: int = 0,
+    progress: Callable[[float, str], None] | None = None,
+    cancel_check: Callable[[], None] | None = None,
+) -> tuple[Hierarchy, dict]:
     """Merge tree (coarse -> fine) over all faces, and timings per stage. `material` and `group`
     (per face ids, optional) are authoring cues: units never straddle them, and units that share
     one group early."""
@@ -141,8 +160,9 @@ def build_tree(vertices: np.ndarray, faces: np.ndarray, *, material: np.ndarray 
     faces = np.asarray(faces, dtype=np.int64)
     n_faces = len(faces)
     diag = float(np.linalg.norm(np.ptp(vertices[faces.ravel()], axis=0))) or 1.0
-    cues = [np.unique(np.asarray(c).ravel(), return_inverse=True)[1].ravel()
-            for c in (material, group) if c is not None]
+    cues = [
+        np.unique(np.asarray(c).ravel(), return_inverse=True)[1].ravel() for c in (material, group) if c is not None
+    ]
     progress(0.0, "graph")
     welded = weld_vertices(vertices, weld_tolerance)
     cancel_check()  # between the graph's steps, so a cancel is answered within about a second
@@ -151,8 +171,13 @@ def build_tree(vertices: np.ndarray, faces: np.ndarray, *, material: np.ndarray 
     pieces = dual_components(full_graph.pairs, n_faces)
     units = unit_labels(full_graph.pairs, n_faces, pieces, cues)
     inner = units[full_graph.pairs[:, 0]] == units[full_graph.pairs[:, 1]]
-    graph = replace(full_graph, pairs=full_graph.pairs[inner], edge_length=full_graph.edge_length[inner],
-                    concavity=full_graph.concavity[inner], dihedral=full_graph.dihedral[inner])
+    graph = replace(
+        full_graph,
+        pairs=full_graph.pairs[inner],
+        edge_length=full_graph.edge_length[inner],
+        concavity=full_graph.concavity[inner],
+        dihedral=full_graph.dihedral[inner],
+    )
     n_units = int(units.max()) + 1
     lap("graph")
 
@@ -182,9 +207,21 @@ def build_tree(vertices: np.ndarray, faces: np.ndarray, *, material: np.ndarray 
     edges, length, concave = border_stats(labels, graph.pairs, graph.edge_length, band_concavity)
     # a tiny epsilon keeps zero-area (all degenerate) patches from dividing by zero
     eps = 1e-12 * diag * diag
-    patch_graph = PatchGraph(area + eps, log_sdf, unit_area[unit_of_patch] + eps, edges, length, concave,
-                             np.zeros(len(edges), dtype=bool), graph.centroids[sample], graph.normals[sample],
-                             labels[sample], caster, diag, pieces[sample])
+    patch_graph = PatchGraph(
+        area + eps,
+        log_sdf,
+        unit_area[unit_of_patch] + eps,
+        edges,
+        length,
+        concave,
+        np.zeros(len(edges), dtype=bool),
+        graph.centroids[sample],
+        graph.normals[sample],
+        labels[sample],
+        caster,
+        diag,
+        pieces[sample],
+    )
     lap("borders")
 
     progress(0.8, "merging")
@@ -193,10 +230,16 @@ def build_tree(vertices: np.ndarray, faces: np.ndarray, *, material: np.ndarray 
         height = height * (0.99 * auto_scale() / max(float(height.max(initial=0.0)), 1e-12))
     unit_repeat = np.full(n_units, -1, dtype=np.int64)
     if n_units > 1:
-        parent, height, unit_repeat = _group_units(parent, height, labels, units, unit_of_patch, n_units, vertices,
-                                                   faces, graph, cues, diag, rng, cancel_check)
-    centroids = np.stack([np.bincount(labels, weights=graph.areas * graph.centroids[:, k], minlength=n_leaves)
-                          for k in range(3)], axis=1) / np.maximum(area, 1e-300)[:, None]
+        parent, height, unit_repeat = _group_units(
+            parent, height, labels, units, unit_of_patch, n_units, vertices, faces, graph, cues, diag, rng, cancel_check
+        )
+    centroids = (
+        np.stack(
+            [np.bincount(labels, weights=graph.areas * graph.centroids[:, k], minlength=n_leaves) for k in range(3)],
+            axis=1,
+        )
+        / np.maximum(area, 1e-300)[:, None]
+    )
     hierarchy = finish_tree(labels, parent, height, centroids, area, auto_scale())
     lap("merge")
     if REFINE_BORDERS:  # before gathering copies: it renumbers nodes (the copies are whole units)
@@ -209,8 +252,13 @@ def build_tree(vertices: np.ndarray, faces: np.ndarray, *, material: np.ndarray 
         hierarchy, repeats = _gather_repeats(hierarchy, units, n_units, vertices, faces, graph, diag)
     lap("repeats")
     progress(1.0, "done")
-    info = {"times": times, "n_leaves": hierarchy.n_leaves, "n_pieces": int(pieces.max()) + 1, "n_units": n_units,
-            "repeats": repeats}
+    info = {
+        "times": times,
+        "n_leaves": hierarchy.n_leaves,
+        "n_pieces": int(pieces.max()) + 1,
+        "n_units": n_units,
+        "repeats": repeats,
+    }
     return hierarchy, info
 
 
@@ -224,8 +272,9 @@ def is_assembly(unit_area: np.ndarray) -> bool:
     return int(np.count_nonzero(unit_area >= ASSEMBLY_SHARE * unit_area.sum())) >= 2
 
 
-def _group_units(parent, height, labels, units, unit_of_patch, n_units, vertices, faces, graph, cues, diag, rng,
-                 cancel_check):
+def _group_units(
+    parent, height, labels, units, unit_of_patch, n_units, vertices, faces, graph, cues, diag, rng, cancel_check
+):
     """Merges of whole units (their patch trees' roots) by contact, gap, cues and repetition,
     appended to the patch forest."""
     root = np.arange(len(parent))
@@ -235,12 +284,17 @@ def _group_units(parent, height, labels, units, unit_of_patch, n_units, vertices
             break
         root = nxt
     unit_root = np.zeros(n_units, dtype=np.int64)
-    unit_root[unit_of_patch] = root[:len(unit_of_patch)]
+    unit_root[unit_of_patch] = root[: len(unit_of_patch)]
     unit_area = np.bincount(units, weights=graph.areas, minlength=n_units)
     pairs, gap = unit_contacts(vertices, faces, graph.areas, units, rng, cancel_check=cancel_check)
     cancel_check()
-    centre = np.stack([np.bincount(units, weights=graph.areas * graph.centroids[:, k], minlength=n_units)
-                       for k in range(3)], axis=1) / np.maximum(unit_area, 1e-300)[:, None]
+    centre = (
+        np.stack(
+            [np.bincount(units, weights=graph.areas * graph.centroids[:, k], minlength=n_units) for k in range(3)],
+            axis=1,
+        )
+        / np.maximum(unit_area, 1e-300)[:, None]
+    )
     unit_cues = []
     for cue in cues:
         per_unit = np.zeros(n_units, dtype=np.int64)

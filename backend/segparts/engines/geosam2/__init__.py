@@ -19,6 +19,7 @@ docs/geosam2.md). See docs/geosam2.md for every remaining difference from the re
 Hierarchy: GeoSAM2 gives one flat partition, returned as `Hierarchy.flat(labels)`.
 Torch, sam2 and the model are imported only when the engine runs (never for availability()).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -29,10 +30,20 @@ import numpy as np
 
 from ...cache import SmallLRU
 from ...hierarchy import Hierarchy
-from ...mesh import Mesh
 from ...installer import LEARNED_FIX
-from ..base import (Availability, CancelToken, Click, EngineUnavailable, Option, PickRequest, PickResult,
-                    Progress, Segmentation, SegmentParams)
+from ...mesh import Mesh
+from ..base import (
+    Availability,
+    CancelToken,
+    Click,
+    EngineUnavailable,
+    Option,
+    PickRequest,
+    PickResult,
+    Progress,
+    Segmentation,
+    SegmentParams,
+)
 
 # geosam2.pt holds every parameter of the model (SAM2.1 Hiera-B+ included), so the base SAM2.1
 # checkpoint is not needed to run; only this file is required.
@@ -60,6 +71,7 @@ def _checkpoint_status() -> Availability:
 @dataclass
 class _Session:
     """Everything about one mesh that survives between clicks."""
+
     mesh: Mesh  # normalised copy (longest side 1, centred), same faces
     normalization: object
     rig: object
@@ -75,14 +87,20 @@ class GeoSAM2Engine:
     label = "GeoSAM2"
     click_prompts = True  # a click is a prompt on the views, answered by the model
     renders = True
-    options = (Option("auto_points", int, 1, 1_000_000), Option("auto_pred_iou", float, 0.0, 1.0),
-               Option("auto_stability", float, 0.0, 1.0), Option("start_view", int, 0, 11),
-               Option("seed", int, 0, 2**32 - 1), Option("pa", float, 0.0, 1.0),
-               Option("box", "numbers", length=4),  # [x0, y0, x1, y1] pixels of the start view (pick, clicks)
-               Option("clicks", "clicks", length=64))  # segment: the release's prompted run (docs/geosam2.md)
+    options = (
+        Option("auto_points", int, 1, 1_000_000),
+        Option("auto_pred_iou", float, 0.0, 1.0),
+        Option("auto_stability", float, 0.0, 1.0),
+        Option("start_view", int, 0, 11),
+        Option("seed", int, 0, 2**32 - 1),
+        Option("pa", float, 0.0, 1.0),
+        Option("box", "numbers", length=4),  # [x0, y0, x1, y1] pixels of the start view (pick, clicks)
+        Option("clicks", "clicks", length=64),
+    )  # segment: the release's prompted run (docs/geosam2.md)
 
-    def __init__(self, device: str = "cpu", image_size: int = 1024, weights: str | None = None,
-                 encode_batch: int | None = None):
+    def __init__(
+        self, device: str = "cpu", image_size: int = 1024, weights: str | None = None, encode_batch: int | None = None
+    ):
         """`image_size` below 1024 and `weights="random"` are test/benchmark-only settings (the
         released checkpoint works at 1024); `weights` may also be an explicit checkpoint path."""
         self.device = device
@@ -105,6 +123,7 @@ class GeoSAM2Engine:
             return Availability(not missing, missing, fix)
         if self.weights is not None:
             from pathlib import Path
+
             if not Path(self.weights).is_file():
                 missing.append(f"checkpoint file {self.weights}")
             return Availability(not missing, missing, fix)
@@ -133,6 +152,7 @@ class GeoSAM2Engine:
                 path = self.weights
                 if path is None:
                     from ... import models
+
                     path = models.model_path(CHECKPOINTS[0])
                 load_checkpoint(model, path)
             self._model = model.to(self._torch_device()).eval()
@@ -173,8 +193,9 @@ class GeoSAM2Engine:
         return s
 
     # --- pick -----------------------------------------------------------------------------------
-    def pick(self, mesh: Mesh, segmentation: Segmentation | None, request: PickRequest,
-             cancel: CancelToken) -> PickResult:
+    def pick(
+        self, mesh: Mesh, segmentation: Segmentation | None, request: PickRequest, cancel: CancelToken
+    ) -> PickResult:
         """The release's click pipeline for one object (two stages, see `propagate_clicks`), lifted
         with the release's votes and clean-up; the answer is that object's faces. (The release
         also auto-segments the opposite view: `segment` with the `clicks` option does that.)"""
@@ -219,8 +240,11 @@ class GeoSAM2Engine:
         """(V, S, S) view masks of the clicked object, or None, and facts for `info`."""
         logits, stage1 = s.predictor.propagate_clicks(start, prompts, cancel=cancel)
         anchor = int(start if start in stage1 or not stage1 else next(iter(stage1)))  # the ring's start
-        info = {"start_view": anchor, "views": sorted(prompts),
-                "stage1_px": {int(v): int(m.sum()) for v, m in stage1.items()}}
+        info = {
+            "start_view": anchor,
+            "views": sorted(prompts),
+            "stage1_px": {int(v): int(m.sum()) for v, m in stage1.items()},
+        }
         if logits is None:
             info["empty"] = "the click's refined mask is under 64 px in every view (the release skips it)"
             return None, info
@@ -250,13 +274,17 @@ class GeoSAM2Engine:
             nearest, dist, _ = closest_point(s.mesh, point[None])
             nearest, dist = int(nearest[0]), float(dist[0])
             if dist > 2e-3:  # normalised units: 0.2 % of the object's size
-                raise ValueError(f"click point {tuple(p)} is not on the mesh (nearest surface is "
-                                 f"{dist / s.normalization.scale:.4g} away)")
+                raise ValueError(
+                    f"click point {tuple(p)} is not on the mesh (nearest surface is "
+                    f"{dist / s.normalization.scale:.4g} away)"
+                )
             face = nearest if face is None else face
         seen = views_for_click(s.mesh, s.rig, s.views, face=face, point=point)
         if not seen:
-            raise ValueError(f"face {face} is hidden in all {s.rig.n_views} views (inside the mesh or "
-                             "occluded): click a visible part")
+            raise ValueError(
+                f"face {face} is hidden in all {s.rig.n_views} views (inside the mesh or "
+                "occluded): click a visible part"
+            )
         return seen
 
     # --- segment (automatic) --------------------------------------------------------------------
@@ -302,14 +330,27 @@ class GeoSAM2Engine:
             for o in objects:
                 covered |= o[seed_view]
             emb, high_res = s.predictor.view_features(seed_view)
-            auto = select_masks(generate_masks(self.model(), emb, high_res, foreground[seed_view] & ~covered,
-                                               settings, seed=int(opts.get("seed", 0)), cancel=cancel),
-                                settings.accept_iou)
+            auto = select_masks(
+                generate_masks(
+                    self.model(),
+                    emb,
+                    high_res,
+                    foreground[seed_view] & ~covered,
+                    settings,
+                    seed=int(opts.get("seed", 0)),
+                    cancel=cancel,
+                ),
+                settings.accept_iou,
+            )
             if not auto:
                 continue
             progress(0.25 + 0.4 * step, f"propagating {len(auto)} objects from view {seed_view}")
-            cond = {seed_view: [s.predictor.prompt(seed_view, Prompt(np.array([m.point], np.float32),
-                                                                     np.array([1], np.int32))) for m in auto]}
+            cond = {
+                seed_view: [
+                    s.predictor.prompt(seed_view, Prompt(np.array([m.point], np.float32), np.array([1], np.int32)))
+                    for m in auto
+                ]
+            }
             logits = s.predictor.propagate(seed_view, cond, cancel)
             n_propagated += len(auto)
             objects += self._filter_objects(logits, s, seed_view, AUTO_STABILITY, AUTO_AREA_RATIO, objects)
@@ -323,17 +364,26 @@ class GeoSAM2Engine:
                 info["clicked_part"] = int(labels[raw == 0][0]) if (raw == 0).any() else -1
         t2 = time.perf_counter()
         progress(1.0, "done")
-        info = {**info, "n_objects": len(objects), "n_propagated": n_propagated, "render_s": s.info["render_s"],
-                "encode_s": s.info.get("encode_s"), "segment_s": round(t2 - t1, 3), "total_s": round(t2 - t0, 3),
-                "image_size": self.image_size, "hierarchy": "flat"}
+        info = {
+            **info,
+            "n_objects": len(objects),
+            "n_propagated": n_propagated,
+            "render_s": s.info["render_s"],
+            "encode_s": s.info.get("encode_s"),
+            "segment_s": round(t2 - t1, 3),
+            "total_s": round(t2 - t0, 3),
+            "image_size": self.image_size,
+            "hierarchy": "flat",
+        }
         hierarchy = Hierarchy.flat(labels)
         if params.parts is not None or params.scale is not None:
             labels = hierarchy.cut(parts=params.parts, scale=params.scale).astype(np.int32)
         return Segmentation(labels.astype(np.int32), hierarchy, state=None, info=info)
 
     # --- helpers --------------------------------------------------------------------------------
-    def _filter_objects(self, logits, s: _Session, anchor: int, stability: float, area_ratio: float,
-                        existing: list[np.ndarray]) -> list[np.ndarray]:
+    def _filter_objects(
+        self, logits, s: _Session, anchor: int, stability: float, area_ratio: float, existing: list[np.ndarray]
+    ) -> list[np.ndarray]:
         """The release's treatment of one propagation: shrink_mask, stability filter, area filter,
         binarise, IoU filter against each other and the objects found before."""
         from .automatic import area_consistent, novel_objects, stable_objects, view_masks
@@ -345,8 +395,9 @@ class GeoSAM2Engine:
         keep = novel_objects(masks, existing, anchor, IOU_DUPLICATE)
         return [masks[:, j] for j in np.flatnonzero(keep) if masks[:, j].any()]
 
-    def labels_from_view_masks(self, s: _Session, objects: list[np.ndarray], prompted=(),
-                               pa: float = POSTPROCESS_PA) -> np.ndarray:
+    def labels_from_view_masks(
+        self, s: _Session, objects: list[np.ndarray], prompted=(), pa: float = POSTPROCESS_PA
+    ) -> np.ndarray:
         """Per-object (V, S, S) view masks -> per-face labels 0..k-1 (largest part first): painted
         largest first (prompted objects on top), object pixels no object covers voting "no object"
         (which becomes a part of its own), lifted, cleaned up with the release's settings."""
@@ -366,8 +417,16 @@ class GeoSAM2Engine:
             s.samples = face_visible_samples(s.mesh, s.rig, s.views, samples_per_face=5, seed=0)
             s.adjacency = face_adjacency(s.mesh)
         labels = lift_masks(s.mesh, s.rig, s.views, label_images, samples=s.samples)
-        return postprocess_labels(s.mesh, labels, min_fraction=pa, fill_iterations=64, k_nearest=3,
-                                  split_disconnected=False, adjacency=s.adjacency, nearest_ties="smallest")
+        return postprocess_labels(
+            s.mesh,
+            labels,
+            min_fraction=pa,
+            fill_iterations=64,
+            k_nearest=3,
+            split_disconnected=False,
+            adjacency=s.adjacency,
+            nearest_ties="smallest",
+        )
 
 
 def paint_objects(objects: list[np.ndarray], prompted=()) -> np.ndarray:
@@ -376,7 +435,7 @@ def paint_objects(objects: list[np.ndarray], prompted=()) -> np.ndarray:
     object pixels most views leave unlabelled vote for a part of their own instead of abstaining."""
     from ...lifting import paint_masks
 
-    painted = paint_masks({i: o for i, o in enumerate(objects)}, first=prompted)
+    painted = paint_masks(dict(enumerate(objects)), first=prompted)
     painted[painted < 0] = len(objects)
     return painted
 
@@ -397,8 +456,9 @@ def _clicks_option(raw) -> list[Click]:
         positive = c.get("positive", True)
         if not isinstance(positive, bool):
             raise ValueError("click 'positive' must be true or false")
-        clicks.append(Click(face=c.get("face"), point=None if c.get("point") is None else tuple(c["point"]),
-                            positive=positive))
+        clicks.append(
+            Click(face=c.get("face"), point=None if c.get("point") is None else tuple(c["point"]), positive=positive)
+        )
     return clicks
 
 

@@ -15,6 +15,7 @@ full-resolution clean-up.
 Memory: candidates are first scored (IoU, stability, box) chunk by chunk without being kept; the
 masks of the NMS survivors are then decoded again (same prompts, same network).
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -23,9 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
-
 from sam2.utils.amg import batched_mask_to_box, calculate_stability_score
+from scipy import ndimage
 
 from ..nms import box_nms
 from .model import GeoSAM2Model
@@ -54,9 +54,15 @@ class AutoMask:
 
 
 @torch.inference_mode()
-def generate_masks(model: GeoSAM2Model, image_embedding: torch.Tensor, high_res: list[torch.Tensor],
-                   allowed: np.ndarray, settings: AutoMaskSettings | None = None, seed: int = 0,
-                   cancel=None) -> list[AutoMask]:
+def generate_masks(
+    model: GeoSAM2Model,
+    image_embedding: torch.Tensor,
+    high_res: list[torch.Tensor],
+    allowed: np.ndarray,
+    settings: AutoMaskSettings | None = None,
+    seed: int = 0,
+    cancel=None,
+) -> list[AutoMask]:
     """Masks from random point prompts inside `allowed` (S, S) bool, as the release's generator."""
     settings = settings or AutoMaskSettings()  # a fresh default: callers may change their settings
     ys, xs = np.nonzero(allowed)
@@ -70,8 +76,9 @@ def generate_masks(model: GeoSAM2Model, image_embedding: torch.Tensor, high_res:
     for start in range(0, len(points), settings.points_per_batch):
         if cancel is not None:
             cancel.check()
-        kept, kept_iou, kept_boxes = _score_batch(model, emb, high_res, points[start:start + settings.points_per_batch],
-                                                  settings)
+        kept, kept_iou, kept_boxes = _score_batch(
+            model, emb, high_res, points[start : start + settings.points_per_batch], settings
+        )
         index.append(kept + 3 * start), iou.append(kept_iou), boxes.append(kept_boxes)
     index = np.concatenate(index)
     if len(index) == 0:
@@ -80,12 +87,18 @@ def generate_masks(model: GeoSAM2Model, image_embedding: torch.Tensor, high_res:
     survivors = index[box_nms(boxes.double(), iou, settings.nms_thresh).numpy()]  # best predicted IoU first
     out = []
     for i in range(0, len(survivors), settings.chunk):
-        ids = survivors[i:i + settings.chunk]
+        ids = survivors[i : i + settings.chunk]
         logits, ious = _candidates(model, emb, high_res, points[ids // 3], settings, which=ids % 3)
         masks = (_at_image_size(logits.to(emb.device), model.image_size) > 0).cpu()
         for j, k in enumerate(ids):
-            out.append(AutoMask((float(points[k // 3, 0]), float(points[k // 3, 1])), masks[j].numpy(),
-                                float(ious[j]), int(masks[j].sum())))
+            out.append(
+                AutoMask(
+                    (float(points[k // 3, 0]), float(points[k // 3, 1])),
+                    masks[j].numpy(),
+                    float(ious[j]),
+                    int(masks[j].sum()),
+                )
+            )
     return [m for m in out if m.area]
 
 
@@ -150,8 +163,14 @@ def _decode(model, emb, high_res, pts, lbl, mask_input, multimask: bool):
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=emb.device.type == "cuda"):
         sparse, dense = model.sam_prompt_encoder(points=(pts, lbl), boxes=None, masks=mask_input)
         logits, iou, _, _ = model.sam_mask_decoder(
-            image_embeddings=emb, image_pe=model.sam_prompt_encoder.get_dense_pe(), sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense, multimask_output=multimask, repeat_image=True, high_res_features=high_res)
+            image_embeddings=emb,
+            image_pe=model.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+            repeat_image=True,
+            high_res_features=high_res,
+        )
     return logits.float(), iou.float()
 
 
@@ -230,16 +249,18 @@ def view_masks(logits: torch.Tensor, size: int, offset: float = 0.7, chunk: int 
     stability = torch.zeros((v_count, n))
     for v in range(v_count):
         for i in range(0, n, chunk):
-            up = F.interpolate(logits[v, i:i + chunk, None].float(), size=(size, size), mode="bilinear",
-                               align_corners=False)[:, 0]
+            up = F.interpolate(
+                logits[v, i : i + chunk, None].float(), size=(size, size), mode="bilinear", align_corners=False
+            )[:, 0]
             up = shrink_mask(up)
-            stability[v, i:i + chunk] = calculate_stability_score(up, 0.0, offset)
-            masks[v, i:i + chunk] = (up > 0).numpy()
+            stability[v, i : i + chunk] = calculate_stability_score(up, 0.0, offset)
+            masks[v, i : i + chunk] = (up > 0).numpy()
     return masks, stability
 
 
-def stable_objects(stability: torch.Tensor, shows: np.ndarray, anchor: int, thresh: float,
-                   other_margin: float = 0.07) -> np.ndarray:
+def stable_objects(
+    stability: torch.Tensor, shows: np.ndarray, anchor: int, thresh: float, other_margin: float = 0.07
+) -> np.ndarray:
     """The release's `filter_mask_stability`: (V, n_obj) stability and (V, n_obj) "mask not empty"
     -> (n_obj,) bool: kept unless some view where the object shows has stability < thresh (anchor
     view) or < thresh - other_margin (other views)."""
@@ -265,6 +286,7 @@ def novel_objects(new: np.ndarray, existing: list[np.ndarray], anchor: int, thre
     keep = np.zeros(new.shape[1], bool)
     for j in range(new.shape[1]):
         mask = new[anchor, j]
-        keep[j] = (all(mask_iou(mask, new[anchor, i]) <= thresh for i in np.flatnonzero(keep))
-                   and all(mask_iou(mask, e[anchor]) <= thresh for e in existing))
+        keep[j] = all(mask_iou(mask, new[anchor, i]) <= thresh for i in np.flatnonzero(keep)) and all(
+            mask_iou(mask, e[anchor]) <= thresh for e in existing
+        )
     return keep

@@ -11,6 +11,7 @@ Parameter names match the released `geosam2.pt` (its `["model"]` dict) so it loa
 
 Never imports sam2.utils.transforms / sam2.automatic_mask_generator (they need torchvision).
 """
+
 from __future__ import annotations
 
 import copy
@@ -19,9 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
-
 from sam2.modeling.sam2_base import SAM2Base
+from torch import nn
 
 SAM2_CONFIG = "configs/sam2.1/sam2.1_hiera_b+.yaml"
 FULL_IMAGE_SIZE = 1024  # what the checkpoint was trained at
@@ -110,8 +110,7 @@ class GeoSAM2Model(SAM2Base):
     `encoder_calls` counts image encodings (tests prove caching with it).
     """
 
-    def __init__(self, pos_map_encoder: nn.Module, lora_rank: int = LORA_RANK,
-                 fill_hole_area: int = 0, **kwargs):
+    def __init__(self, pos_map_encoder: nn.Module, lora_rank: int = LORA_RANK, fill_hole_area: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.pos_map_encoder = pos_map_encoder
         self.feature_fusion = FeatureFusion(self.hidden_dim)
@@ -136,16 +135,33 @@ class GeoSAM2Model(SAM2Base):
             fused[1] = self.sam_mask_decoder.conv_s1(fused[1])
         return out
 
-    def _prepare_memory_conditioned_features(self, frame_idx, is_init_cond_frame, current_vision_feats,
-                                             current_vision_pos_embeds, feat_sizes, output_dict,
-                                             num_frames, track_in_reverse=False):
+    def _prepare_memory_conditioned_features(
+        self,
+        frame_idx,
+        is_init_cond_frame,
+        current_vision_feats,
+        current_vision_pos_embeds,
+        feat_sizes,
+        output_dict,
+        num_frames,
+        track_in_reverse=False,
+    ):
         # GeoSAM2 looks back around the ring: memory frame index taken modulo num_frames.
         # Object pointers are bounds-checked (0 <= t < num_frames) before lookup, so they don't wrap.
-        ring_dict = {"cond_frame_outputs": output_dict["cond_frame_outputs"],
-                     "non_cond_frame_outputs": RingFrames(output_dict["non_cond_frame_outputs"], num_frames)}
+        ring_dict = {
+            "cond_frame_outputs": output_dict["cond_frame_outputs"],
+            "non_cond_frame_outputs": RingFrames(output_dict["non_cond_frame_outputs"], num_frames),
+        }
         return super()._prepare_memory_conditioned_features(
-            frame_idx, is_init_cond_frame, current_vision_feats, current_vision_pos_embeds, feat_sizes,
-            ring_dict, num_frames, track_in_reverse)
+            frame_idx,
+            is_init_cond_frame,
+            current_vision_feats,
+            current_vision_pos_embeds,
+            feat_sizes,
+            ring_dict,
+            num_frames,
+            track_in_reverse,
+        )
 
 
 class RingFrames(dict):
@@ -171,8 +187,11 @@ class LoadReport:
 
     def message(self, limit: int = 12) -> str:
         parts = []
-        for name, keys in (("missing", self.missing), ("unexpected", self.unexpected),
-                           ("shape-mismatched", self.mismatched)):
+        for name, keys in (
+            ("missing", self.missing),
+            ("unexpected", self.unexpected),
+            ("shape-mismatched", self.mismatched),
+        ):
             if keys:
                 more = f" ... (+{len(keys) - limit} more)" if len(keys) > limit else ""
                 parts.append(f"{len(keys)} {name}: {', '.join(keys[:limit])}{more}")
@@ -203,9 +222,11 @@ def build_model(image_size: int = FULL_IMAGE_SIZE, device: str = "cpu", video_mo
     if not GlobalHydra.instance().is_initialized():
         initialize_config_module("sam2", version_base="1.2")  # what `import sam2` does
     grid = image_size // 16
-    overrides = [f"++model.image_size={image_size}",
-                 f"++model.memory_attention.layer.self_attention.feat_sizes=[{grid},{grid}]",
-                 f"++model.memory_attention.layer.cross_attention.feat_sizes=[{grid},{grid}]"]
+    overrides = [
+        f"++model.image_size={image_size}",
+        f"++model.memory_attention.layer.self_attention.feat_sizes=[{grid},{grid}]",
+        f"++model.memory_attention.layer.cross_attention.feat_sizes=[{grid},{grid}]",
+    ]
     if video_mode:
         overrides += VIDEO_OVERRIDES
     cfg = compose(config_name=SAM2_CONFIG, overrides=overrides)
@@ -232,14 +253,18 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return {k: (v.float() if v.is_floating_point() else v) for k, v in blob["model"].items()}
 
 
-def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor],
-                     optional: frozenset[str] = OPTIONAL_KEYS) -> LoadReport:
+def check_state_dict(
+    model: nn.Module, state: dict[str, torch.Tensor], optional: frozenset[str] = OPTIONAL_KEYS
+) -> LoadReport:
     own = model.state_dict()
     report = LoadReport()
     report.missing = sorted(k for k in own if k not in state and k not in optional)
     report.unexpected = sorted(k for k in state if k not in own)
-    report.mismatched = sorted(f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-                               for k in own if k in state and state[k].shape != own[k].shape)
+    report.mismatched = sorted(
+        f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    )
     return report
 
 

@@ -7,6 +7,7 @@ and a prompt on view s, the views are visited in the order [s, s, s+1, ..., V-1,
 the k-th visit uses memory-bank index (s + k) mod (V + 1), with num_frames = V + 1. Memory
 look-back wraps around modulo num_frames (GeoSAM2Model), object pointers don't.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -17,7 +18,6 @@ import torch.nn.functional as F
 
 from .model import GeoSAM2Model
 
-
 MASK_MIN_AREA_PX = 64  # inference.py: mask-prompt segments smaller than this are skipped
 
 
@@ -25,7 +25,7 @@ def ring_order(start: int, n_views: int) -> list[tuple[int, int]]:
     """[(memory index, view index)] in processing order for a prompt on view `start`."""
     if not 0 <= start < n_views:
         raise ValueError(f"start view {start} not in 0..{n_views - 1}")
-    views = [start] + list(range(start, n_views)) + list(range(0, start))
+    views = [start] + list(range(start, n_views)) + list(range(start))
     return [((k + start) % (n_views + 1), v) for k, v in enumerate(views)]
 
 
@@ -45,6 +45,7 @@ def pointer_frames(frame_idx: int, num_frames: int, max_obj_ptrs: int = 16) -> l
 class Prompt:
     """Clicks (pixel x, y in the view's image; label 1 positive / 0 negative) and/or a box, or a
     binary mask of the view (the release's `add_new_mask`; points and box are then ignored)."""
+
     points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
     labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int32))
     box: np.ndarray | None = None  # (x0, y0, x1, y1)
@@ -55,8 +56,9 @@ class Prompt:
         >= 0.5) when the mask has another size."""
         mask = torch.from_numpy(np.asarray(self.mask, bool))[None, None].float()
         if mask.shape[-2:] != (size, size):
-            mask = (F.interpolate(mask, size=(size, size), mode="bilinear", align_corners=False,
-                                  antialias=True) >= 0.5).float()
+            mask = (
+                F.interpolate(mask, size=(size, size), mode="bilinear", align_corners=False, antialias=True) >= 0.5
+            ).float()
         return mask.to(device)
 
     def point_inputs(self, scale: float, device) -> dict:
@@ -66,8 +68,10 @@ class Prompt:
             lbl = np.concatenate([np.array([2, 3], np.int32), lbl])
         if len(pts) == 0:
             raise ValueError("a prompt needs at least one click or a box")
-        return {"point_coords": torch.from_numpy(pts * scale)[None].to(device),
-                "point_labels": torch.from_numpy(lbl)[None].to(device)}
+        return {
+            "point_coords": torch.from_numpy(pts * scale)[None].to(device),
+            "point_labels": torch.from_numpy(lbl)[None].to(device),
+        }
 
 
 class MultiViewPredictor:
@@ -77,12 +81,13 @@ class MultiViewPredictor:
     (ImageNet-normalised normal map; point map clipped to [-1, 1], background 0).
     """
 
-    def __init__(self, model: GeoSAM2Model, normal_maps: torch.Tensor, point_maps: torch.Tensor,
-                 encode_batch: int = 1):
+    def __init__(self, model: GeoSAM2Model, normal_maps: torch.Tensor, point_maps: torch.Tensor, encode_batch: int = 1):
         size = model.image_size
         if normal_maps.shape != point_maps.shape or normal_maps.shape[1:] != (3, size, size):
-            raise ValueError(f"views must be (V, 3, {size}, {size}) normal and point maps, got "
-                             f"{tuple(normal_maps.shape)} and {tuple(point_maps.shape)}")
+            raise ValueError(
+                f"views must be (V, 3, {size}, {size}) normal and point maps, got "
+                f"{tuple(normal_maps.shape)} and {tuple(point_maps.shape)}"
+            )
         self.model = model
         self.device = next(model.parameters()).device
         self.n_views = normal_maps.shape[0]
@@ -116,8 +121,10 @@ class MultiViewPredictor:
         levels, pos = None, None
         with self._autocast():
             for i in range(0, self.n_views, self.encode_batch):
-                out = self.model.forward_image(self._normal_maps[i:i + self.encode_batch].to(self.device).float(),
-                                               self._point_maps[i:i + self.encode_batch].to(self.device).float())
+                out = self.model.forward_image(
+                    self._normal_maps[i : i + self.encode_batch].to(self.device).float(),
+                    self._point_maps[i : i + self.encode_batch].to(self.device).float(),
+                )
                 feats = [f.float() for f in out["backbone_fpn"]]
                 levels = [[f] for f in feats] if levels is None else [level + [f] for level, f in zip(levels, feats)]
                 pos = pos or [p[:1].float() for p in out["vision_pos_enc"]]
@@ -128,7 +135,7 @@ class MultiViewPredictor:
     def _frame(self, view: int, batch: int):
         """SAM2Base's flattened (HW, B, C) features of one view, expanded to `batch` objects."""
         self.encode()
-        feats = [f[view:view + 1].expand(batch, -1, -1, -1) for f in self._features]
+        feats = [f[view : view + 1].expand(batch, -1, -1, -1) for f in self._features]
         pos = [p.expand(batch, -1, -1, -1) for p in self._pos]
         sizes = [(f.shape[-2], f.shape[-1]) for f in feats]
         vision = [f.flatten(2).permute(2, 0, 1) for f in feats]
@@ -147,17 +154,29 @@ class MultiViewPredictor:
         else:
             points, mask = prompt.point_inputs(m.image_size / self._image_width(), self.device), None
         with self._autocast():
-            out = m.track_step(frame_idx=frame_idx, is_init_cond_frame=True, current_vision_feats=vision,
-                               current_vision_pos_embeds=vision_pos, feat_sizes=sizes, point_inputs=points,
-                               mask_inputs=mask, output_dict={"cond_frame_outputs": {}, "non_cond_frame_outputs": {}},
-                               num_frames=self.num_frames, run_mem_encoder=False)
+            out = m.track_step(
+                frame_idx=frame_idx,
+                is_init_cond_frame=True,
+                current_vision_feats=vision,
+                current_vision_pos_embeds=vision_pos,
+                feat_sizes=sizes,
+                point_inputs=points,
+                mask_inputs=mask,
+                output_dict={"cond_frame_outputs": {}, "non_cond_frame_outputs": {}},
+                num_frames=self.num_frames,
+                run_mem_encoder=False,
+            )
             # As the video predictor's preflight: memory from the (binarised) click mask.
             low = fill_small_holes(out["pred_masks"].float(), m.fill_hole_area)
             high = F.interpolate(low, size=(m.image_size, m.image_size), mode="bilinear", align_corners=False)
             feats, pos = m._encode_new_memory(vision, sizes, high, out["object_score_logits"], is_mask_from_pts=True)
-        return {"maskmem_features": feats.float(), "maskmem_pos_enc": [p.float() for p in pos],
-                "pred_masks": low, "obj_ptr": out["obj_ptr"].float(),
-                "object_score_logits": out["object_score_logits"].float()}
+        return {
+            "maskmem_features": feats.float(),
+            "maskmem_pos_enc": [p.float() for p in pos],
+            "pred_masks": low,
+            "obj_ptr": out["obj_ptr"].float(),
+            "object_score_logits": out["object_score_logits"].float(),
+        }
 
     def _image_width(self) -> int:
         return self.model.image_size  # prompts are given in model-image pixels
@@ -180,8 +199,10 @@ class MultiViewPredictor:
         n_obj = len(cond_frames[start])
         if n_obj == 0 or any(len(o) != n_obj for o in cond_frames.values()):
             raise ValueError("every conditioning frame needs one output per object (and at least one object)")
-        output_dict = {"cond_frame_outputs": {f: _batch(outs) for f, outs in cond_frames.items()},
-                       "non_cond_frame_outputs": {}}
+        output_dict = {
+            "cond_frame_outputs": {f: _batch(outs) for f, outs in cond_frames.items()},
+            "non_cond_frame_outputs": {},
+        }
         lo = m.image_size // 4
         logits = torch.full((self.n_views, n_obj, lo, lo), -1024.0)
         for frame_idx, view in ring_order(start, self.n_views):
@@ -192,14 +213,26 @@ class MultiViewPredictor:
                 continue
             vision, vision_pos, sizes = self._frame(view, n_obj)
             with self._autocast():
-                out = m.track_step(frame_idx=frame_idx, is_init_cond_frame=False, current_vision_feats=vision,
-                                   current_vision_pos_embeds=vision_pos, feat_sizes=sizes, point_inputs=None,
-                                   mask_inputs=None, output_dict=output_dict, num_frames=self.num_frames,
-                                   run_mem_encoder=True)
+                out = m.track_step(
+                    frame_idx=frame_idx,
+                    is_init_cond_frame=False,
+                    current_vision_feats=vision,
+                    current_vision_pos_embeds=vision_pos,
+                    feat_sizes=sizes,
+                    point_inputs=None,
+                    mask_inputs=None,
+                    output_dict=output_dict,
+                    num_frames=self.num_frames,
+                    run_mem_encoder=True,
+                )
             low = fill_small_holes(out["pred_masks"].float(), m.fill_hole_area)
             output_dict["non_cond_frame_outputs"][frame_idx] = {
-                "maskmem_features": out["maskmem_features"], "maskmem_pos_enc": out["maskmem_pos_enc"],
-                "pred_masks": low, "obj_ptr": out["obj_ptr"], "object_score_logits": out["object_score_logits"]}
+                "maskmem_features": out["maskmem_features"],
+                "maskmem_pos_enc": out["maskmem_pos_enc"],
+                "pred_masks": low,
+                "obj_ptr": out["obj_ptr"],
+                "object_score_logits": out["object_score_logits"],
+            }
             logits[view] = low[:, 0].cpu()  # the second visit of `start` overwrites the first
         return logits
 
@@ -208,7 +241,7 @@ class MultiViewPredictor:
         on a one-view "video" of `view`, which the ring visits twice; returns the second visit's
         low-res logits (1, S/4, S/4), the mask the release then gives the 12-view ring as prompt."""
         self.encode()
-        single = MultiViewPredictor.from_features(self.model, [f[view:view + 1] for f in self._features], self._pos)
+        single = MultiViewPredictor.from_features(self.model, [f[view : view + 1] for f in self._features], self._pos)
         return single.propagate(0, {0: [single.prompt(0, prompt)]})[0]
 
     def refined_click_mask(self, view: int, prompt: Prompt) -> np.ndarray:
@@ -217,8 +250,7 @@ class MultiViewPredictor:
         low = self.refine_on_view(view, prompt)
         return (F.interpolate(low[None], size=(size, size), mode="bilinear", align_corners=False)[0, 0] > 0).numpy()
 
-    def propagate_clicks(self, start: int, prompts: dict[int, Prompt], min_area: int = MASK_MIN_AREA_PX,
-                         cancel=None):
+    def propagate_clicks(self, start: int, prompts: dict[int, Prompt], min_area: int = MASK_MIN_AREA_PX, cancel=None):
         """The release's two-stage click pipeline for one object: each view's clicks are refined on
         that view alone (stage 1), masks under `min_area` pixels are dropped (inference.py's
         MASK_MIN_AREA_PX), and the rest seed the ring as mask prompts (stage 2, `add_new_mask`).
@@ -243,14 +275,16 @@ class MultiViewPredictor:
     def view_features(self, view: int):
         """(image embedding (1,C,h,w), high-res features [s0, s1]) of one view, for single-image SAM."""
         self.encode()
-        f = [x[view:view + 1] for x in self._features]
+        f = [x[view : view + 1] for x in self._features]
         return f[-1], f[:-1]
 
 
 def _batch(outputs: list[dict]) -> dict:
     """Per-object conditioning outputs stacked along the batch dimension."""
-    out = {k: torch.cat([o[k] for o in outputs]) for k in
-           ("maskmem_features", "pred_masks", "obj_ptr", "object_score_logits")}
+    out = {
+        k: torch.cat([o[k] for o in outputs])
+        for k in ("maskmem_features", "pred_masks", "obj_ptr", "object_score_logits")
+    }
     out["maskmem_pos_enc"] = [p.expand(len(outputs), -1, -1, -1) for p in outputs[0]["maskmem_pos_enc"]]
     return out
 

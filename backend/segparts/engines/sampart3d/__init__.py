@@ -15,6 +15,7 @@ mask_source: a MaskSource object (e.g. ProvidedMasks) instead of SAM; backbone "
 ("none" = zero backbone features, for tests only: it is never chosen automatically);
 up_axis "z" (Blender) | "y"; seed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,11 +26,22 @@ from typing import Any
 
 import numpy as np
 
-from ..base import (Availability, CancelToken, EngineUnavailable, Option, PickRequest, PickResult, Progress, SegmentParams,
-                    Segmentation, nearest_face, no_progress)
-from ...mesh import Mesh, MeshError
 from ...cache import SmallLRU
 from ...installer import LEARNED_FIX
+from ...mesh import Mesh, MeshError
+from ..base import (
+    Availability,
+    CancelToken,
+    EngineUnavailable,
+    Option,
+    PickRequest,
+    PickResult,
+    Progress,
+    Segmentation,
+    SegmentParams,
+    nearest_face,
+    no_progress,
+)
 
 BACKBONE_MODEL = "ptv3-object"
 DEFAULT_SAM2 = "sam2.1-hiera-large"
@@ -49,6 +61,8 @@ def mask_model_name(options: dict) -> str:
             raise ValueError(f"quality must be one of {', '.join(MASK_MODEL_OF_QUALITY)}, not {quality!r}")
         name = MASK_MODEL_OF_QUALITY[quality]
     return name
+
+
 MIN_FACES = 4
 # the first result: engine scale 0 = SAMPart3D scale 0.0, the paper's best single scale on
 # PartObjaverse-Tiny (class-agnostic mIoU 49.1 at 0.0 vs 39.6 at 1.0)
@@ -86,13 +100,22 @@ class SAMPart3DEngine:
     label = "SAMPart3D"
     renders = True
     scales_on_backend = True  # every scale is its own clustering of the trained field (`recut`)
-    options = (Option("quality", str, choices=("paper", "fast")), Option("iterations", int, 1, 100_000),
-               Option("views_per_batch", int, 1, 10_000), Option("pixels_per_view", int, 2, 1 << 20),
-               Option("lr", float, 1e-9, 1.0), Option("n_points", int, 100, 1_000_000),
-               Option("n_views", int, choices=(16, 36)), Option("render_size", int, 64, 4096),
-               Option("mask_source", object), Option("mask_model", str, choices=MASK_MODELS),
-               Option("sam2_model", str, choices=MASK_MODELS), Option("backbone", str, choices=("ptv3", "none")),
-               Option("up_axis", str, choices=("z", "y")), Option("seed", int, 0, 2**32 - 1))  # see the docstring
+    options = (
+        Option("quality", str, choices=("paper", "fast")),
+        Option("iterations", int, 1, 100_000),
+        Option("views_per_batch", int, 1, 10_000),
+        Option("pixels_per_view", int, 2, 1 << 20),
+        Option("lr", float, 1e-9, 1.0),
+        Option("n_points", int, 100, 1_000_000),
+        Option("n_views", int, choices=(16, 36)),
+        Option("render_size", int, 64, 4096),
+        Option("mask_source", object),
+        Option("mask_model", str, choices=MASK_MODELS),
+        Option("sam2_model", str, choices=MASK_MODELS),
+        Option("backbone", str, choices=("ptv3", "none")),
+        Option("up_axis", str, choices=("z", "y")),
+        Option("seed", int, 0, 2**32 - 1),
+    )  # see the docstring
 
     def __init__(self, device: str = "cpu"):
         self.device = "cuda" if device == "cuda" else "cpu"
@@ -133,8 +156,9 @@ class SAMPart3DEngine:
             raise EngineUnavailable(availability)
 
     # ------------------------------------------------------------------ segment
-    def segment(self, mesh: Mesh, params: SegmentParams, progress: Progress = no_progress,
-                cancel: CancelToken | None = None) -> Segmentation:
+    def segment(
+        self, mesh: Mesh, params: SegmentParams, progress: Progress = no_progress, cancel: CancelToken | None = None
+    ) -> Segmentation:
         from . import cluster, grouping
 
         cancel = cancel or CancelToken()
@@ -149,8 +173,9 @@ class SAMPart3DEngine:
         vertices, norm = normalize_for_rendering(mesh.vertices)
         if options.get("up_axis", "z") == "y":  # render frame is Z up
             vertices = vertices[:, [0, 2, 1]] * np.array([1.0, -1.0, 1.0])
-        render_mesh = Mesh(np.ascontiguousarray(vertices), np.asarray(mesh.faces, dtype=np.int64),
-                           appearance=mesh.appearance)  # the file's colours, in SAM's images and the points
+        render_mesh = Mesh(
+            np.ascontiguousarray(vertices), np.asarray(mesh.faces, dtype=np.int64), appearance=mesh.appearance
+        )  # the file's colours, in SAM's images and the points
         rig = sampart3d_rig(int(options.get("n_views", 16)), int(options.get("render_size", 512)), extents=norm.extents)
         progress(0.01, "rendering")
         views = render_views(render_mesh, rig, outputs=("face_id", "depth", "point", "color", "alpha"))
@@ -162,7 +187,8 @@ class SAMPart3DEngine:
         source = options.get("mask_source")
         if source is None:
             masks = self._mask_generator(options).masks_for_views(
-                views, progress=lambda f: progress(0.05 + 0.15 * f, "masks"), check=cancel.check)
+                views, progress=lambda f: progress(0.05 + 0.15 * f, "masks"), check=cancel.check
+            )
         else:
             masks = source.masks_for_views(views)
         timings["masks_s"] = time.perf_counter() - t
@@ -170,8 +196,13 @@ class SAMPart3DEngine:
 
         t = time.perf_counter()
         seed = int(options.get("seed", 0))
-        points = grouping.prepare_points(render_mesh.vertices, render_mesh.faces, appearance=mesh.appearance, seed=seed,
-                                         n_points=int(options.get("n_points", grouping.N_POINTS)))
+        points = grouping.prepare_points(
+            render_mesh.vertices,
+            render_mesh.faces,
+            appearance=mesh.appearance,
+            seed=seed,
+            n_points=int(options.get("n_points", grouping.N_POINTS)),
+        )
         progress(0.25, "backbone features")
         backbone_feat = self._features(mesh, points, options, seed)
         timings["backbone_s"] = time.perf_counter() - t
@@ -183,11 +214,18 @@ class SAMPart3DEngine:
             raise grouping.GroupingError(
                 f"none of the masks is usable: {groups.n_masks_raw} given, {groups.n_masks_in} left after dropping "
                 f"those touching no foreground or covering > 10% of the background, 0 with a 3D scale below "
-                f"{grouping.MAX_SCALE} (the release's limit); nothing to learn parts from")
+                f"{grouping.MAX_SCALE} (the release's limit); nothing to learn parts from"
+            )
         cfg = _train_config(options)
         trained = grouping.train_field(
-            backbone_feat, points.feat, groups, cfg,
-            progress=lambda f, s: progress(0.3 + 0.5 * f, s), check=cancel.check, device=self.device)
+            backbone_feat,
+            points.feat,
+            groups,
+            cfg,
+            progress=lambda f, s: progress(0.3 + 0.5 * f, s),
+            check=cancel.check,
+            device=self.device,
+        )
         timings["training_s"] = time.perf_counter() - t
 
         centroids = render_mesh.vertices[render_mesh.faces].mean(axis=1)
@@ -201,9 +239,14 @@ class SAMPart3DEngine:
         hierarchy = cluster.hierarchy_from_levels(levels)
         labels, s3d_scale = self._labels_for(state, hierarchy, params)
         info = {
-            "engine": self.name, "auto_scale": DEFAULT_SCALE, "sampart3d_scale": s3d_scale,
-            "iterations": trained.iterations, "final_loss": trained.losses[-1][1] if trained.losses else None,
-            "n_points": points.n_grid, "n_masks": groups.n_masks_kept, "n_masks_before_scale_filter": groups.n_masks_in,
+            "engine": self.name,
+            "auto_scale": DEFAULT_SCALE,
+            "sampart3d_scale": s3d_scale,
+            "iterations": trained.iterations,
+            "final_loss": trained.losses[-1][1] if trained.losses else None,
+            "n_points": points.n_grid,
+            "n_masks": groups.n_masks_kept,
+            "n_masks_before_scale_filter": groups.n_masks_in,
             "backbone": options.get("backbone", "ptv3"),
             "scale_transform": trained.scale_transform.to_dict(),
             "parts_per_scale": {str(s): int(state.face_labels_at[s].max()) + 1 for s in cluster.SCALES},
@@ -219,8 +262,12 @@ class SAMPart3DEngine:
         if not isinstance(state, SAMPart3DState):
             raise ValueError("this result has no SAMPart3D state to re-cluster; segment again")
         labels, s3d_scale = self._labels_for(state, segmentation.hierarchy, params)
-        info = {**segmentation.info, "recut": True, "sampart3d_scale": s3d_scale,
-                "timings": {k: round(v, 3) for k, v in state.timings.items()}}
+        info = {
+            **segmentation.info,
+            "recut": True,
+            "sampart3d_scale": s3d_scale,
+            "timings": {k: round(v, 3) for k, v in state.timings.items()},
+        }
         return Segmentation(np.asarray(labels, dtype=np.int32), segmentation.hierarchy, state, info)
 
     def _labels_for(self, state: SAMPart3DState, hierarchy, params: SegmentParams):
@@ -241,8 +288,9 @@ class SAMPart3DEngine:
             point_labels = cluster.cluster_points(feats, state.points.grid_xyz)
             state.timings[f"cluster_{key}_s"] = time.perf_counter() - t
             t = time.perf_counter()
-            state.face_labels_at[key] = cluster.face_labels(point_labels[state.points.inverse],
-                                                            state.points.sample_face, state.centroids)
+            state.face_labels_at[key] = cluster.face_labels(
+                point_labels[state.points.inverse], state.points.sample_face, state.centroids
+            )
             state.timings[f"voting_{key}_s"] = time.perf_counter() - t
         return state.face_labels_at[key]
 
@@ -256,16 +304,25 @@ class SAMPart3DEngine:
 
         # the mesh id is geometry only; point colours are backbone input, so they join the key
         colour_key = hashlib.sha256(points.feat[:, 6:9].tobytes()).hexdigest()[:16]
-        key = (mesh.content_hash, colour_key, seed, points.n_grid, options.get("up_axis", "z"),
-               str(models.model_path(BACKBONE_MODEL)))
+        key = (
+            mesh.content_hash,
+            colour_key,
+            seed,
+            points.n_grid,
+            options.get("up_axis", "z"),
+            str(models.model_path(BACKBONE_MODEL)),
+        )
 
         def build():
             model = load_backbone(models.model_path(BACKBONE_MODEL), self.device)
             feats = backbone_features(model, points.grid_coord, points.feat, self.device)
             if not np.isfinite(feats).all():
-                raise RuntimeError(f"the backbone ({models.model_path(BACKBONE_MODEL)}) produced non-finite features; "
-                                   "the checkpoint is probably damaged: fetch it again (segparts models fetch ptv3-object --force)")
+                raise RuntimeError(
+                    f"the backbone ({models.model_path(BACKBONE_MODEL)}) produced non-finite features; "
+                    "the checkpoint is probably damaged: fetch it again (segparts models fetch ptv3-object --force)"
+                )
             return feats
+
         return _FEATURE_CACHE.get_or_build(key, build)
 
     def _mask_generator(self, options: dict):
@@ -279,13 +336,16 @@ class SAMPart3DEngine:
         if name not in self._mask_generators:
             path = str(models.model_path(name))
             self._mask_generators[name] = (
-                SamAutomaticMasks(checkpoint=path, device=self.device) if name == SAM_VIT_H else
-                Sam2AutomaticMasks(checkpoint=path, config=SAM2_CONFIGS[name], device=self.device))
+                SamAutomaticMasks(checkpoint=path, device=self.device)
+                if name == SAM_VIT_H
+                else Sam2AutomaticMasks(checkpoint=path, config=SAM2_CONFIGS[name], device=self.device)
+            )
         return self._mask_generators[name]
 
     # ------------------------------------------------------------------ pick
-    def pick(self, mesh: Mesh, segmentation: Segmentation | None, request: PickRequest,
-             cancel: CancelToken | None = None) -> PickResult:
+    def pick(
+        self, mesh: Mesh, segmentation: Segmentation | None, request: PickRequest, cancel: CancelToken | None = None
+    ) -> PickResult:
         """The part under the first click at a scale (re-clusters the cached field, never retrains)."""
         if segmentation is None or not isinstance(segmentation.state, SAMPart3DState):
             raise ValueError("pick needs a SAMPart3D segmentation of this mesh first (run segment)")
@@ -301,15 +361,24 @@ class SAMPart3DEngine:
         h = segmentation.hierarchy
         if request.parts is not None:
             node = h.node_at(face, parts=request.parts)
-            return PickResult(mask=h.face_mask(node), node=node, parent=int(h.parent[node]),
-                              children=h.children(node).tolist(), info={"face": int(face)})
+            return PickResult(
+                mask=h.face_mask(node),
+                node=node,
+                parent=int(h.parent[node]),
+                children=h.children(node).tolist(),
+                info={"face": int(face)},
+            )
         scale = segmentation.info.get("auto_scale", DEFAULT_SCALE) if request.scale is None else float(request.scale)
         s3d_scale = sampart3d_scale(scale)
         labels = self._labels_at(state, s3d_scale)
         node = h.node_at(face, scale=scale)
-        return PickResult(mask=labels == labels[face], node=node, parent=int(h.parent[node]),
-                          children=h.children(node).tolist(),
-                          info={"face": int(face), "sampart3d_scale": s3d_scale})
+        return PickResult(
+            mask=labels == labels[face],
+            node=node,
+            parent=int(h.parent[node]),
+            children=h.children(node).tolist(),
+            info={"face": int(face), "sampart3d_scale": s3d_scale},
+        )
 
 
 def sampart3d_scale(scale: float) -> float:

@@ -10,6 +10,7 @@ out[q] = sum_{a,b,c} W[:, a, b, c, :] @ x[q + (a - k//2, b - k//2, c - k//2)], t
 along the grid-coordinate columns (x, y, z) of the sparse tensor's indices. The release was trained
 with spconv 2, so its weights are used as stored.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -100,8 +101,9 @@ def subm_conv(conv, sparse):
     if sparse.features.is_cuda:
         return conv(sparse)
     with _single_thread():
-        out = conv._conv_forward(conv.training, sparse, conv.weight, None, name=conv.name,
-                                 sparse_unique_name=conv._sparse_unique_name)
+        out = conv._conv_forward(
+            conv.training, sparse, conv.weight, None, name=conv.name, sparse_unique_name=conv._sparse_unique_name
+        )
     return out if conv.bias is None else out.replace_feature(out.features + conv.bias)
 
 
@@ -139,11 +141,13 @@ class Block(nn.Module):
     def __init__(self, channels: int, num_heads: int, order_index: int, stage: int):
         super().__init__()
         spconv = _spconv()
-        self.cpe = nn.ModuleList([
-            spconv.SubMConv3d(channels, channels, kernel_size=3, bias=True, indice_key=f"stage{stage}"),
-            nn.Linear(channels, channels),
-            nn.LayerNorm(channels),
-        ])
+        self.cpe = nn.ModuleList(
+            [
+                spconv.SubMConv3d(channels, channels, kernel_size=3, bias=True, indice_key=f"stage{stage}"),
+                nn.Linear(channels, channels),
+                nn.LayerNorm(channels),
+            ]
+        )
         self.norm1 = nn.ModuleList([nn.LayerNorm(channels)])
         self.attn = SerializedAttention(channels, num_heads, PATCH_SIZE, order_index)
         self.norm2 = nn.ModuleList([nn.LayerNorm(channels)])
@@ -180,12 +184,15 @@ class Embedding(nn.Module):
     def __init__(self):
         super().__init__()
         spconv = _spconv()
-        self.stem = nn.ModuleDict({
-            "conv": spconv.SubMConv3d(IN_CHANNELS, ENC_CHANNELS[0], kernel_size=5, padding=1,
-                                      bias=False, indice_key="stem"),
-            "norm": nn.BatchNorm1d(ENC_CHANNELS[0], eps=1e-3, momentum=0.01),
-            "act": nn.GELU(),
-        })
+        self.stem = nn.ModuleDict(
+            {
+                "conv": spconv.SubMConv3d(
+                    IN_CHANNELS, ENC_CHANNELS[0], kernel_size=5, padding=1, bias=False, indice_key="stem"
+                ),
+                "norm": nn.BatchNorm1d(ENC_CHANNELS[0], eps=1e-3, momentum=0.01),
+                "act": nn.GELU(),
+            }
+        )
 
     def forward(self, sparse):
         sparse = subm_conv(self.stem["conv"], sparse)
@@ -231,7 +238,7 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
     state = blob.get("state_dict", blob) if isinstance(blob, dict) else None
     if not isinstance(state, dict):
         raise CheckpointMismatch(f"{path}: no state_dict in the file")
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
 
 
 def load_strict(model: PTv3Object, state: dict[str, torch.Tensor]) -> None:
@@ -239,15 +246,16 @@ def load_strict(model: PTv3Object, state: dict[str, torch.Tensor]) -> None:
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    shapes = sorted(f"{k}: file {tuple(state[k].shape)} != model {tuple(expected[k].shape)}"
-                    for k in set(expected) & set(state) if state[k].shape != expected[k].shape)
+    shapes = sorted(
+        f"{k}: file {tuple(state[k].shape)} != model {tuple(expected[k].shape)}"
+        for k in set(expected) & set(state)
+        if state[k].shape != expected[k].shape
+    )
     if missing or unexpected or shapes:
         parts = []
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                             ("shape differences", shapes)):
+        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape differences", shapes)):
             if items:
-                parts.append(f"{title} ({len(items)}): " + ", ".join(items[:20])
-                             + (" ..." if len(items) > 20 else ""))
+                parts.append(f"{title} ({len(items)}): " + ", ".join(items[:20]) + (" ..." if len(items) > 20 else ""))
         raise CheckpointMismatch("checkpoint does not match PTv3-object: " + "; ".join(parts))
     model.load_state_dict(state, strict=True)
 

@@ -1,5 +1,6 @@
 """Clustering the grouping field per scale (HDBSCAN, the release's parameters), noise
 reassignment, per-face voting, and a hierarchy across the standard scales for the slider."""
+
 from __future__ import annotations
 
 import numpy as np

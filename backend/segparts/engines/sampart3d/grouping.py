@@ -7,10 +7,11 @@ group's 3D scale is ||10 std(points)||, and a quantile transform (to a normal di
 scales conditions two bias-free MLPs. The contrastive loss pulls together pixels of the same group
 and pushes apart pixels of different groups, pairs only within one image.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -95,8 +96,14 @@ def sample_colors(appearance, vertices: np.ndarray, faces: np.ndarray, xyz: np.n
     return face_base_colors(appearance, faces, len(vertices))[face, :3]
 
 
-def prepare_points(render_vertices: np.ndarray, faces: np.ndarray, face_colors: np.ndarray | None = None,
-                   n_points: int = N_POINTS, seed: int = 0, appearance=None) -> ObjectPoints:
+def prepare_points(
+    render_vertices: np.ndarray,
+    faces: np.ndarray,
+    face_colors: np.ndarray | None = None,
+    n_points: int = N_POINTS,
+    seed: int = 0,
+    appearance=None,
+) -> ObjectPoints:
     """Samples of the (render-normalised, Z-up) mesh and the release's transform chain on them.
 
     Colour (3 of the backbone's 9 input channels): `face_colors` (F, 3) uint8 per face when given,
@@ -128,8 +135,7 @@ def prepare_points(render_vertices: np.ndarray, faces: np.ndarray, face_colors: 
     lo, hi = grid_coord_xyz.min(axis=0), grid_coord_xyz.max(axis=0)  # CenterShift(apply_z=False)
     grid_coord_xyz = grid_coord_xyz - np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, 0.0])
     feat = np.concatenate([grid_coord_xyz, to_y_up(normal[face[pick]]), color[pick] / 127.5 - 1.0], axis=1)
-    return ObjectPoints(xyz, face, inverse.astype(np.int64), xyz[pick], keys.astype(np.int64),
-                        feat.astype(np.float32))
+    return ObjectPoints(xyz, face, inverse.astype(np.int64), xyz[pick], keys.astype(np.int64), feat.astype(np.float32))
 
 
 # ------------------------------------------------------------------------------------ views
@@ -188,8 +194,12 @@ def mask_scales(masks: np.ndarray, pixel_xyz: np.ndarray) -> np.ndarray:
     return scales
 
 
-def build_view_groups(points: ObjectPoints, pixel_xyz: list[np.ndarray], foreground: list[np.ndarray],
-                      masks_per_view: list[list[np.ndarray]]) -> ViewGroups:
+def build_view_groups(
+    points: ObjectPoints,
+    pixel_xyz: list[np.ndarray],
+    foreground: list[np.ndarray],
+    masks_per_view: list[list[np.ndarray]],
+) -> ViewGroups:
     """Per view: pixel -> point mapping, filtered/eroded masks, their scales, per-pixel group lists."""
     tree = cKDTree(points.grid_xyz)
     starts, counts, point_rows, key_rows, cdf_rows, scales, views, depths = [], [], [], [], [], [], [], []
@@ -222,8 +232,19 @@ def build_view_groups(points: ObjectPoints, pixel_xyz: list[np.ndarray], foregro
     width = max(k.shape[1] for k in key_rows)
     keys = np.concatenate([np.pad(k, ((0, 0), (0, width - k.shape[1])), constant_values=-1) for k in key_rows])
     cdf = np.concatenate([np.pad(c, ((0, 0), (0, width - c.shape[1])), constant_values=1.0) for c in cdf_rows])
-    return ViewGroups(np.array(starts), np.array(counts), np.concatenate(point_rows), keys, cdf.astype(np.float32),
-                      np.concatenate(scales), np.concatenate(views), np.array(depths), n_in, n_kept, n_raw)
+    return ViewGroups(
+        np.array(starts),
+        np.array(counts),
+        np.concatenate(point_rows),
+        keys,
+        cdf.astype(np.float32),
+        np.concatenate(scales),
+        np.concatenate(views),
+        np.array(depths),
+        n_in,
+        n_kept,
+        n_raw,
+    )
 
 
 def _pixel_groups(cover: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -256,7 +277,7 @@ class ScaleTransform:
     references: np.ndarray
 
     @classmethod
-    def fit(cls, scales: np.ndarray) -> "ScaleTransform":
+    def fit(cls, scales: np.ndarray) -> ScaleTransform:
         from sklearn.preprocessing import QuantileTransformer
 
         s = scales[(scales > 0) & (scales < MAX_SCALE)]
@@ -346,8 +367,14 @@ def sample_batch(groups: ViewGroups, cfg: TrainConfig, rng: np.random.Generator)
     level = np.minimum(drawn, keys.shape[1] - 1)
     mask = keys[np.arange(len(rows)), level]
     smaller = keys[np.arange(len(rows)), np.maximum(level - 1, 0)]
-    s_mask = np.where(mask >= 0, groups.mask_scale[np.maximum(mask, 0)], 0.0) if len(groups.mask_scale) else np.zeros(len(rows))
-    s_smaller = np.where(smaller >= 0, groups.mask_scale[np.maximum(smaller, 0)], 0.0) if len(groups.mask_scale) else s_mask
+    s_mask = (
+        np.where(mask >= 0, groups.mask_scale[np.maximum(mask, 0)], 0.0)
+        if len(groups.mask_scale)
+        else np.zeros(len(rows))
+    )
+    s_smaller = (
+        np.where(smaller >= 0, groups.mask_scale[np.maximum(smaller, 0)], 0.0) if len(groups.mask_scale) else s_mask
+    )
     scale = np.where(level == 0, s_mask * u_scale, s_smaller + (s_mask - s_smaller) * u_scale)
     if groups.view_depth is not None:
         # views whose pixels lie in at most one mask: the release takes that mask whatever was
@@ -355,15 +382,23 @@ def sample_batch(groups: ViewGroups, cfg: TrainConfig, rng: np.random.Generator)
         # A view with exactly one mask has CDF 0 (log of share 1), so every draw is past it.
         flat = np.repeat(groups.view_depth[views] <= 1, cfg.pixels_per_view)
         first = keys[:, 0]
-        s_first = np.where(first >= 0, groups.mask_scale[np.maximum(first, 0)], 0.0) if len(groups.mask_scale) else np.zeros(len(rows))
+        s_first = (
+            np.where(first >= 0, groups.mask_scale[np.maximum(first, 0)], 0.0)
+            if len(groups.mask_scale)
+            else np.zeros(len(rows))
+        )
         mask = np.where(flat, first, mask)
         scale = np.where(flat, np.where(drawn == 0, s_first * u_scale, s_first), scale)
-    return Batch(torch.from_numpy(groups.point[rows]), torch.from_numpy(mask.astype(np.int64)),
-                 torch.from_numpy(scale.astype(np.float32)).view(-1, 1))
+    return Batch(
+        torch.from_numpy(groups.point[rows]),
+        torch.from_numpy(mask.astype(np.int64)),
+        torch.from_numpy(scale.astype(np.float32)).view(-1, 1),
+    )
 
 
-def contrastive_loss(feat: torch.Tensor, feat_larger: torch.Tensor, mask_id: torch.Tensor, n_images: int,
-                     margin: float = 1.0) -> tuple[torch.Tensor, dict]:
+def contrastive_loss(
+    feat: torch.Tensor, feat_larger: torch.Tensor, mask_id: torch.Tensor, n_images: int, margin: float = 1.0
+) -> tuple[torch.Tensor, dict]:
     """The release's loss on per-image blocks (pairs never cross images), upper triangle only.
 
     positives (i < j, same group): mean distance, at the pixel's scale and again at a larger
@@ -410,9 +445,15 @@ class TrainedField:
         return self.field(bf, rf, q).cpu().numpy()
 
 
-def train_field(backbone_feat: np.ndarray, raw_feat: np.ndarray, groups: ViewGroups, cfg: TrainConfig,
-                progress: Callable[[float, str], None] | None = None, check: Callable[[], None] | None = None,
-                device: str = "cpu") -> TrainedField:
+def train_field(
+    backbone_feat: np.ndarray,
+    raw_feat: np.ndarray,
+    groups: ViewGroups,
+    cfg: TrainConfig,
+    progress: Callable[[float, str], None] | None = None,
+    check: Callable[[], None] | None = None,
+    device: str = "cpu",
+) -> TrainedField:
     """Fit the grouping MLPs: AdamW, one-cycle schedule (10% warm-up, cosine, div factors 10/10)."""
     if groups.n_masks_kept == 0 or not (groups.keys >= 0).any():
         raise GroupingError("no usable masks: every view's masks were empty, filtered out, or larger than scale 2")
@@ -421,8 +462,15 @@ def train_field(backbone_feat: np.ndarray, raw_feat: np.ndarray, groups: ViewGro
     rng = np.random.default_rng(cfg.seed)
     net = GroupingField(backbone_feat.shape[1], raw_feat.shape[1]).to(device).train()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.iterations, pct_start=0.1,
-                                                anneal_strategy="cos", div_factor=10.0, final_div_factor=10.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt,
+        max_lr=cfg.lr,
+        total_steps=cfg.iterations,
+        pct_start=0.1,
+        anneal_strategy="cos",
+        div_factor=10.0,
+        final_div_factor=10.0,
+    )
     bfeat = torch.from_numpy(backbone_feat).float().to(device)
     rfeat = torch.from_numpy(raw_feat).float().to(device)
     result = TrainedField(net, transform)
@@ -438,7 +486,7 @@ def train_field(backbone_feat: np.ndarray, raw_feat: np.ndarray, groups: ViewGro
         bf, rf = bfeat[point], rfeat[point]
         # both scales in one pass: same result as two calls, larger matrix products
         both = net(torch.cat([bf, bf]), torch.cat([rf, rf]), transform(torch.cat([scale, larger])))
-        feat, feat_larger = both[: len(point)], both[len(point):]
+        feat, feat_larger = both[: len(point)], both[len(point) :]
         loss, parts = contrastive_loss(feat, feat_larger, batch.mask_id.to(device), cfg.views_per_batch)
         opt.zero_grad(set_to_none=True)
         if loss.requires_grad:  # a batch without one valid pair (all drawn views maskless) teaches nothing

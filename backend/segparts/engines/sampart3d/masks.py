@@ -8,6 +8,7 @@
 - `ProvidedMasks`: masks the user (or a test) supplies - the paper's "segmentation controlled by
   2D masks".
 """
+
 from __future__ import annotations
 
 from typing import Protocol
@@ -48,8 +49,9 @@ def check_masks(per_view: list[list[np.ndarray]], shape: tuple[int, int], what: 
             clean.append(m.astype(bool))
         out.append(clean)
     if not any(m.any() for masks in out for m in masks):
-        raise NoMasksError(f"{what} gave no non-empty mask on any of the {len(out)} views; "
-                           "the grouping field needs at least one")
+        raise NoMasksError(
+            f"{what} gave no non-empty mask on any of the {len(out)} views; the grouping field needs at least one"
+        )
     return out
 
 
@@ -80,10 +82,18 @@ class PointGridMasks:
     Subclasses give the model: `_embed(image)` and `_predict(feats, points_px, (h, w))`, and the
     `amg` module of its package (point grid, stability score, mask boxes: the release's own code)."""
 
-    def __init__(self, device: str = "cpu", points_per_side: int = 32, points_per_batch: int = 64,
-                 pred_iou_thresh: float = 0.9, stability_score_thresh: float = 0.9,
-                 stability_score_offset: float = 1.0, mask_threshold: float = 0.0, box_nms_thresh: float = 0.7,
-                 max_masks_per_view: int | None = None):
+    def __init__(
+        self,
+        device: str = "cpu",
+        points_per_side: int = 32,
+        points_per_batch: int = 64,
+        pred_iou_thresh: float = 0.9,
+        stability_score_thresh: float = 0.9,
+        stability_score_offset: float = 1.0,
+        mask_threshold: float = 0.0,
+        box_nms_thresh: float = 0.7,
+        max_masks_per_view: int | None = None,
+    ):
         self.device = device
         self.points_per_side, self.points_per_batch = points_per_side, points_per_batch
         self.pred_iou_thresh, self.stability_score_thresh = pred_iou_thresh, stability_score_thresh
@@ -112,7 +122,7 @@ class PointGridMasks:
         grid = torch.from_numpy(amg.build_point_grid(self.points_per_side) * np.array([w, h])).float()
         kept_masks, kept_iou = [], []
         for start in range(0, len(grid), self.points_per_batch):
-            logits, iou = self._predict(feats, grid[start:start + self.points_per_batch], (h, w))
+            logits, iou = self._predict(feats, grid[start : start + self.points_per_batch], (h, w))
             ok = iou > self.pred_iou_thresh
             logits, iou = logits[ok], iou[ok]
             stability = amg.calculate_stability_score(logits, self.mask_threshold, self.stability_score_offset)
@@ -146,8 +156,14 @@ class Sam2AutomaticMasks(PointGridMasks):
 
     name = "SAM 2 automatic masks"
 
-    def __init__(self, model=None, checkpoint: str | None = None, config: str = SAM2_CONFIGS["sam2.1-hiera-large"],
-                 device: str = "cpu", **settings):
+    def __init__(
+        self,
+        model=None,
+        checkpoint: str | None = None,
+        config: str = SAM2_CONFIGS["sam2.1-hiera-large"],
+        device: str = "cpu",
+        **settings,
+    ):
         if model is None:
             from sam2.build_sam import build_sam2
 
@@ -181,12 +197,18 @@ class Sam2AutomaticMasks(PointGridMasks):
         h, w = hw
         coords = points_px / torch.tensor([w, h], dtype=torch.float32) * size
         labels = torch.ones(len(coords), 1, dtype=torch.int, device=self.device)
-        sparse, dense = self.model.sam_prompt_encoder(points=(coords[:, None].to(self.device), labels),
-                                                      boxes=None, masks=None)
+        sparse, dense = self.model.sam_prompt_encoder(
+            points=(coords[:, None].to(self.device), labels), boxes=None, masks=None
+        )
         low_res, iou, _, _ = self.model.sam_mask_decoder(
-            image_embeddings=feats["image_embed"], image_pe=self.model.sam_prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=True,
-            repeat_image=len(coords) > 1, high_res_features=feats["high_res_feats"])
+            image_embeddings=feats["image_embed"],
+            image_pe=self.model.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=True,
+            repeat_image=len(coords) > 1,
+            high_res_features=feats["high_res_feats"],
+        )
         logits = F.interpolate(low_res, (h, w), mode="bilinear", align_corners=False)
         return logits.flatten(0, 1).cpu(), iou.flatten(0, 1).cpu()
 
@@ -244,7 +266,8 @@ def build_sam_vit_h(checkpoint: str | None = None, device: str = "cpu"):
         raise CheckpointError(
             f"{checkpoint} is not a SAM ViT-H checkpoint: {len(missing)} missing ({', '.join(missing[:3])}), "
             f"{len(unexpected)} unexpected ({', '.join(unexpected[:3])}), {len(wrong)} of another shape "
-            f"({', '.join(wrong[:3])}); fetch it again: segparts models fetch {SAM_VIT_H} --force")
+            f"({', '.join(wrong[:3])}); fetch it again: segparts models fetch {SAM_VIT_H} --force"
+        )
     model.load_state_dict(state, strict=True, assign=True)
     model.register_buffer("pixel_mean", torch.tensor(SAM_PIXEL_MEAN).view(-1, 1, 1), False)
     model.register_buffer("pixel_std", torch.tensor(SAM_PIXEL_STD).view(-1, 1, 1), False)
@@ -286,9 +309,15 @@ class SamAutomaticMasks(PointGridMasks):
         nh, nw = feats["input_size"]
         coords = points_px * torch.tensor([nw / w, nh / h], dtype=torch.float32)
         labels = torch.ones(len(coords), 1, dtype=torch.int, device=self.device)
-        sparse, dense = self.model.prompt_encoder(points=(coords[:, None].to(self.device), labels), boxes=None, masks=None)
+        sparse, dense = self.model.prompt_encoder(
+            points=(coords[:, None].to(self.device), labels), boxes=None, masks=None
+        )
         low_res, iou = self.model.mask_decoder(
-            image_embeddings=feats["embedding"], image_pe=self.model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=True)
+            image_embeddings=feats["embedding"],
+            image_pe=self.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=True,
+        )
         logits = self.model.postprocess_masks(low_res, (nh, nw), (h, w))
         return logits.flatten(0, 1).cpu(), iou.flatten(0, 1).cpu()

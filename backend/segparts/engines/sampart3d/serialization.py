@@ -7,6 +7,7 @@ The codes decide which points share an attention patch, so they must equal the r
 - "-trans" variants swap x and y before encoding.
 `depth` is the bit length of the largest grid coordinate (the release's adaptive depth).
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,7 +29,9 @@ def z_order(grid: torch.Tensor, depth: int) -> torch.Tensor:
     code = torch.zeros(grid.shape[0], dtype=torch.long, device=grid.device)
     for i in range(depth):
         bit = 1 << i
-        code |= ((grid[:, 0] & bit) << (2 * i + 2)) | ((grid[:, 1] & bit) << (2 * i + 1)) | ((grid[:, 2] & bit) << (2 * i))
+        code |= (
+            ((grid[:, 0] & bit) << (2 * i + 2)) | ((grid[:, 1] & bit) << (2 * i + 1)) | ((grid[:, 2] & bit) << (2 * i))
+        )
     return code
 
 
