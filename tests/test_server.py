@@ -710,8 +710,12 @@ def test_segment_with_a_segmentation_id_only_recuts_that_result(tmp_path):
 
 
 def test_hello_describes_every_engine_without_loading_torch(tmp_path):
-    """What the add-on needs to know about an engine comes from the engine, not from a list of names."""
-    with thread_server(tmp_path) as (server, client):
+    """What the add-on needs to know about an engine comes from the engine, not from a list of names.
+    A process of its own: in the test process another test may have imported torch already."""
+    with (
+        process_server(tmp_path) as (_, port, token_file, _),
+        BackendClient(port=port, token_file=token_file) as client,
+    ):
         engines = client.hello()["engines"]
         assert engines["geometric"] == {
             **engines["geometric"],

@@ -97,23 +97,25 @@ class RecordStore:
 
 # ---- inside a worker process ---------------------------------------------------------------
 _WORKERS: dict[bytes, Callable] = {}  # factory (pickled) -> built worker, per process
-_LOADS = 0  # workers built in this process
+_LOADS: dict[bytes, int] = {}  # factory (pickled) -> times this process built its worker
 
 
 def _worker_for(factory) -> Callable:
-    global _LOADS
     key = pickle.dumps(factory)
     worker = _WORKERS.get(key)
     if worker is None:
         worker = factory()
         _WORKERS[key] = worker
-        _LOADS += 1
+        _LOADS[key] = _LOADS.get(key, 0) + 1
     return worker
 
 
-def _process_facts() -> dict:
+def _process_facts(factory) -> dict:
+    """This process and how many times it built `factory`'s worker (other jobs run earlier in the
+    same process, e.g. sequential runs in one interpreter, build their own and don't count)."""
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return {"host": socket.gethostname(), "pid": os.getpid(), "loads": _LOADS, "peak_rss_mb": round(peak_kb / 1024, 1)}
+    loads = _LOADS.get(pickle.dumps(factory), 0)
+    return {"host": socket.gethostname(), "pid": os.getpid(), "loads": loads, "peak_rss_mb": round(peak_kb / 1024, 1)}
 
 
 def error_record(exc: BaseException) -> dict:
@@ -139,7 +141,7 @@ def execute(factory, key: str, payload) -> dict:
         "key": key,
         "status": status,
         "seconds": round(time.perf_counter() - started, 4),
-        "worker": _process_facts(),
+        "worker": _process_facts(factory),
     }
     if result is not None:
         record["result"] = result
