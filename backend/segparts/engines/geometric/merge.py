@@ -177,17 +177,6 @@ def cost_to_height(cost: float) -> float:
     return cost / (1.0 + cost)
 
 
-def agglomerate(
-    leaf_labels: np.ndarray, g: PatchGraph, centroids: np.ndarray, cancel_check=None, distant_floor: float = 0.0
-) -> Hierarchy:
-    """Greedy lowest-cost merging into a binary merge tree. Clusters that never touch (separate,
-    distant pieces) are then joined nearest first (single linkage on their patch centroids),
-    above every contact merge and above `distant_floor` (the automatic level, so the default
-    cut never fuses pieces that don't touch)."""
-    parent_a, height_a = merge_forest(g, cancel_check)
-    return finish_tree(leaf_labels, parent_a, height_a, centroids, g.area, distant_floor)
-
-
 def finish_tree(leaf_labels, parent_a, height_a, centroids, areas, distant_floor) -> Hierarchy:
     """Join what is left apart by distance (above everything and the floor) into one tree."""
     roots = np.flatnonzero(parent_a < 0)
