@@ -208,26 +208,6 @@ def summarise(results: list[ModelResult]) -> dict:
     return out
 
 
-def evaluate(
-    root: Path,
-    engine,
-    tracks=("geometry",),
-    on_model: Callable[[ModelResult], None] | None = None,
-    only: list[str] | None = None,
-    reference: bool = False,
-) -> tuple[list[ModelResult], dict]:
-    results = []
-    for track in tracks:
-        for model in list_models(root, track):
-            if only and model.name not in only:
-                continue
-            result = evaluate_model(engine, model, reference)
-            results.append(result)
-            if on_model:
-                on_model(result)
-    return results, summarise(results)
-
-
 def evaluate_item(engine, model: Model, reference: bool = False, sheets: str | None = None) -> dict:
     """One model of one track as a batch task (segparts.batch.evaluation): its result as a dict."""
     from dataclasses import asdict

@@ -164,11 +164,11 @@ def same_cue_pairs(centres: np.ndarray, cues: list[np.ndarray], k: int = 4) -> n
     """For every cue (material, group): each unit's k nearest units of the same id by centre."""
     out = [np.empty((0, 2), np.int64)]
     for cue in cues:
-        order = np.argsort(cue, kind="stable")
+        shared = np.flatnonzero(np.bincount(cue)[cue] > 1)  # ids held by one unit pair with nothing
+        order = shared[np.argsort(cue[shared], kind="stable")]
         bounds = np.flatnonzero(np.diff(cue[order])) + 1
-        for members in np.split(order, bounds):
-            if len(members) > 1:
-                out.append(members[unit_centres_pairs(centres[members], k)])
+        for members in np.split(order, bounds) if len(order) else []:
+            out.append(members[unit_centres_pairs(centres[members], k)])
     return np.unique(np.sort(np.concatenate(out), axis=1), axis=0)
 
 
