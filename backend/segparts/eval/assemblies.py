@@ -231,9 +231,9 @@ def evaluate_batch(
     max_retries: int = 2,
     progress: bool | None = None,
 ):
-    """`evaluate` through the batch machinery (worker processes or Ray, per-model records in `out`
-    so a rerun skips what is scored). Returns (results, summary, report); models that failed are
-    in `report.failed`, not in the results."""
+    """Score every model of `tracks` through the batch machinery (in this process, worker
+    processes or Ray; per-model records in `out`, so a rerun skips what is scored). Returns
+    (results, summary, report); models that failed are in `report.failed`, not in the results."""
     from ..batch.evaluation import run_evaluation
 
     models = [m for track in tracks for m in list_models(root, track) if not only or m.name in only]
