@@ -6,7 +6,7 @@ To put a benchmark on it (as `eval princeton` and `eval partobjaverse` do):
    loads the item's mesh and ground truth, runs `engine.segment` and scores it;
 2. `run_evaluation(items, key=..., files=..., evaluate=evaluate_item, engine=NAME, ...)`, where
    `key(item)` names the item's record and `files(item)` lists the files whose content decides
-   whether a stored record is still valid; the results come back in item order.
+   whether a stored record is still valid; `scored(report)` gives the results back in item order.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 from .. import __version__
 from . import storage
-from .runner import BatchReport, RecordStore, Task, run_batch
+from .runner import OK, SKIPPED, BatchReport, RecordStore, Task, run_batch
 
 
 @dataclass(frozen=True)
@@ -59,13 +59,14 @@ def run_evaluation(
     out: str | None = None,
     workers: int = 0,
     ray: str | None = None,
-    on_result: Callable[[dict], None] | None = None,
+    on_scored: Callable[[dict], None] | None = None,
     max_retries: int = 2,
     progress: bool | None = None,
     desc: str = "eval",
 ) -> BatchReport:
     """`out`: folder of per-item records (`<key>.record.json`); an item whose record matches its
-    files' content, the engine and the options is not evaluated again."""
+    files' content, the engine and the options is not evaluated again. `on_scored` receives the
+    result of each item scored now (not of the ones skipped), as it arrives."""
     options = dict(sorted((options or {}).items()))
     params = json.dumps({"engine": engine, "options": options, "segparts": __version__}, sort_keys=True)
     tasks = []
@@ -75,6 +76,11 @@ def run_evaluation(
     if out:
         storage.makedirs(out)
     factory = EvalWorkerFactory(engine, device, evaluate, tuple(options.items()))
+
+    def on_result(record: dict) -> None:
+        if on_scored and record["status"] == OK:
+            on_scored(record["result"])
+
     gpus = 1 if (engine != "geometric" and device != "cpu" and ray) else 0
     return run_batch(
         tasks,
@@ -88,3 +94,8 @@ def run_evaluation(
         progress=progress,
         desc=desc,
     )
+
+
+def scored(report: BatchReport) -> list[dict]:
+    """The results of the items scored now or by an earlier run (skipped), in item order."""
+    return [r["result"] for r in report.results if r["status"] in (OK, SKIPPED)]

@@ -234,13 +234,9 @@ def evaluate_batch(
     """Score every model of `tracks` through the batch machinery (in this process, worker
     processes or Ray; per-model records in `out`, so a rerun skips what is scored). Returns
     (results, summary, report); models that failed are in `report.failed`, not in the results."""
-    from ..batch.evaluation import run_evaluation
+    from ..batch.evaluation import run_evaluation, scored
 
     models = [m for track in tracks for m in list_models(root, track) if not only or m.name in only]
-
-    def done(record: dict) -> None:
-        if on_model and record["status"] == "ok":
-            on_model(ModelResult(**record["result"]))
 
     report = run_evaluation(
         models,
@@ -253,14 +249,12 @@ def evaluate_batch(
         out=out,
         workers=workers,
         ray=ray,
-        on_result=done,
+        on_scored=(lambda result: on_model(ModelResult(**result))) if on_model else None,
         max_retries=max_retries,
         progress=progress,
         desc="assemblies",
     )
-    results = [ModelResult(**r["result"]) for r in report.results if r["status"] in ("ok", "skipped")]
-    order = {m.key: k for k, m in enumerate(models)}
-    results.sort(key=lambda r: order[f"{r.name}.{r.track}"])
+    results = [ModelResult(**r) for r in scored(report)]
     return results, (summarise(results) if results else {}), report
 
 

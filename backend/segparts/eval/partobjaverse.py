@@ -211,15 +211,11 @@ def evaluate_batch(
 ):
     """All shapes through the batch machinery. Returns (results, summary, report); shapes that
     failed (missing files, wrong label counts, engine errors) are in `report.failed`."""
-    from ..batch.evaluation import run_evaluation
+    from ..batch.evaluation import run_evaluation, scored
 
     shapes = list_shapes(root)
     if only:
         shapes = [s for s in shapes if s.uid in set(only)]
-
-    def done(record: dict) -> None:
-        if on_shape and record["status"] == "ok":
-            on_shape(record["result"])
 
     report = run_evaluation(
         shapes,
@@ -231,10 +227,10 @@ def evaluate_batch(
         out=out,
         workers=workers,
         ray=ray,
-        on_result=done,
+        on_scored=on_shape,
         max_retries=max_retries,
         progress=progress,
         desc="partobjaverse",
     )
-    results = [r["result"] for r in report.results if r["status"] in ("ok", "skipped")]
+    results = scored(report)
     return results, (summarise(results) if results else {}), report

@@ -275,15 +275,11 @@ def evaluate_batch(
     """`evaluate` through the batch machinery: worker processes or Ray, per-model records in
     `out` (a rerun skips the models already scored). Returns (results, summary, report);
     models that failed are in `report.failed`, not in the results."""
-    from ..batch.evaluation import run_evaluation
+    from ..batch.evaluation import run_evaluation, scored
 
     models = list_models(root)
     if only:
         models = [m for m in models if m.model_id in set(only)]
-
-    def done(record: dict) -> None:
-        if on_model and record["status"] == "ok":
-            on_model(ModelResult(**record["result"]))
 
     report = run_evaluation(
         models,
@@ -296,12 +292,12 @@ def evaluate_batch(
         out=out,
         workers=workers,
         ray=ray,
-        on_result=done,
+        on_scored=(lambda result: on_model(ModelResult(**result))) if on_model else None,
         max_retries=max_retries,
         progress=progress,
         desc="princeton",
     )
-    results = [ModelResult(**r["result"]) for r in report.results if r["status"] in ("ok", "skipped")]
+    results = [ModelResult(**r) for r in scored(report)]
     return results, (summarise(results) if results else {}), report
 
 
