@@ -63,29 +63,14 @@ def run_princeton(args) -> int:
         root, args.engine, args.device, only=args.models, reference=args.reference, on_model=show, **_batch_kwargs(args)
     )
     elapsed = time.perf_counter() - started
-    if not results:
-        raise CliError(f"no model could be scored; first error: {report.failed[0]['error']['message']}")
+    _require_scored(results, report, "model")
     print(
         f"Princeton benchmark, engine {args.engine}, {len(results)} models (Spring excluded); "
         f"each prediction split into connected parts and scored against every human segmentation"
     )
     print(format_table(summary))
     print(f"engine time per model: {summary['overall']['seconds_per_model']:.2f} s (mean); total {elapsed:.0f} s")
-    if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(
-            json.dumps(
-                {
-                    "engine": args.engine,
-                    "dir": str(root),
-                    "summary": summary,
-                    "models": [asdict(r) for r in results],
-                    **_batch_facts(report),
-                },
-                indent=1,
-            )
-        )
+    _write_json(args, root, summary, "models", [asdict(r) for r in results], report)
     return _report_failures(report)
 
 
@@ -132,6 +117,21 @@ def _batch_facts(report) -> dict:
             "failed": [{"key": r["key"], **r["error"]} for r in report.failed],
         }
     }
+
+
+def _require_scored(results: list, report, what: str) -> None:
+    if not results:
+        raise CliError(f"no {what} could be scored; first error: {report.failed[0]['error']['message']}")
+
+
+def _write_json(args, root: Path, summary: dict, items_key: str, items: list, report) -> None:
+    """--json OUT: the engine, the folder, the summary, every item and the batch's facts."""
+    if not args.json:
+        return
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report_json = {"engine": args.engine, "dir": str(root), "summary": summary, items_key: items}
+    out.write_text(json.dumps({**report_json, **_batch_facts(report)}, indent=1))
 
 
 def _report_failures(report) -> int:
@@ -194,8 +194,7 @@ def run_partobjaverse(args) -> int:
     results, summary, report = evaluate_batch(
         root, args.engine, device, only=args.uids, on_shape=show, **_batch_kwargs(args)
     )
-    if not results:
-        raise CliError(f"no shape could be scored; first error: {report.failed[0]['error']['message']}")
+    _require_scored(results, report, "shape")
     print(
         f"PartObjaverse-Tiny, engine {args.engine}, {len(results)} shapes: class-agnostic part mIoU (%) against "
         f"the instance labels; oracle = best cut into 2..19 parts per shape"
@@ -205,21 +204,7 @@ def run_partobjaverse(args) -> int:
         f"engine time per shape: {summary['overall']['seconds_per_shape']:.2f} s (mean); "
         f"total {report.wall_seconds:.0f} s ({report.mode})"
     )
-    if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(
-            json.dumps(
-                {
-                    "engine": args.engine,
-                    "dir": str(root),
-                    "summary": summary,
-                    "shapes": results,
-                    **_batch_facts(report),
-                },
-                indent=1,
-            )
-        )
+    _write_json(args, root, summary, "shapes", results, report)
     return _report_failures(report)
 
 
@@ -288,27 +273,12 @@ def run_assemblies(args) -> int:
         on_model=show,
         **_batch_kwargs(args),
     )
-    if not results:
-        raise CliError(f"no model could be scored; first error: {report.failed[0]['error']['message']}")
+    _require_scored(results, report, "model")
     print(
         f"Artist assemblies, engine {args.engine}: class-agnostic mIoU against the artist's parts "
         f"(automatic granularity, and the oracle level of the tree per model)"
     )
     print(format_table(results, summary))
     print(f"total {time.perf_counter() - started:.0f} s")
-    if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(
-            json.dumps(
-                {
-                    "engine": args.engine,
-                    "dir": str(root),
-                    "summary": summary,
-                    "models": [asdict(r) for r in results],
-                    **_batch_facts(report),
-                },
-                indent=1,
-            )
-        )
+    _write_json(args, root, summary, "models", [asdict(r) for r in results], report)
     return _report_failures(report)
