@@ -9,6 +9,7 @@ scale, `recut` and the server are the real ones. Run as the add-on runs a backen
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -17,35 +18,9 @@ from segparts.cli import main
 from segparts.engines.base import SegmentParams, no_progress
 from segparts.engines.sampart3d import SAMPart3DEngine
 from segparts.engines.sampart3d.masks import ProvidedMasks
-from segparts.mesh import Mesh
-from segparts.render import normalize_for_rendering, render_views, sampart3d_rig
 
-SMALL = dict(
-    backbone="none",
-    quality="fast",
-    iterations=300,
-    views_per_batch=8,
-    pixels_per_view=64,
-    lr=1e-3,
-    n_points=3000,
-    render_size=256,
-)
-
-
-def oracle_masks(mesh: Mesh, labelings, size: int, n_views: int = 16):
-    """Per view, one mask per label of each labeling, from the renderer's face ids."""
-    vertices, norm = normalize_for_rendering(mesh.vertices)
-    views = render_views(
-        Mesh(vertices, mesh.faces), sampart3d_rig(n_views, size, extents=norm.extents), outputs=("face_id",)
-    )
-    per_view = []
-    for fid in views.face_id:
-        masks = []
-        for labels in labelings:
-            image = np.where(fid >= 0, labels[np.maximum(fid, 0)], -1)
-            masks += [image == k for k in np.unique(image) if k >= 0]
-        per_view.append(masks)
-    return per_view
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the SAMPart3D test's oracle
+from test_sampart3d import ORACLE_OPTIONS as SMALL, oracle_masks
 
 
 class OracleSAMPart3D(SAMPart3DEngine):
@@ -56,7 +31,7 @@ class OracleSAMPart3D(SAMPart3DEngine):
 
     def segment(self, mesh, params, progress=no_progress, cancel=None):
         parts = np.asarray(mesh.cues["material"])
-        masks = ProvidedMasks(oracle_masks(mesh, [parts, parts // 2], SMALL["render_size"]))
+        masks = ProvidedMasks(oracle_masks(mesh, [parts, parts // 2], size=SMALL["render_size"]))
         options = {**SMALL, **params.options, "mask_source": masks}
         return super().segment(mesh, SegmentParams(params.parts, params.scale, options), progress, cancel)
 
