@@ -15,6 +15,7 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import breadth_first_order, maximum_flow
 
+from ...meshgraph import adjacency_matrix
 from .graph import DualGraph
 
 BAND_RINGS = 3  # faces up to this many dual steps from a border may change sides
@@ -34,7 +35,7 @@ def refine_borders(
     if not cross.any():
         return leaf_labels
     n = len(part)
-    adjacency = sparse.csr_matrix((np.ones(2 * len(a), bool), (np.r_[a, b], np.r_[b, a])), shape=(n, n))
+    adjacency = adjacency_matrix(graph.pairs, n)
     bend = (1.0 - np.cos(graph.dihedral)) * np.where(graph.concavity > 0, 1.0, CONVEX_WEIGHT)
     new_part = part.copy()
     border_pairs = np.unique(np.sort(np.stack([part[a[cross]], part[b[cross]]], axis=1), axis=1), axis=0)
@@ -50,7 +51,7 @@ def ring_distance(adjacency: sparse.csr_matrix, seeds: np.ndarray, allowed: np.n
     frontier = seeds & allowed
     dist[frontier] = 0
     for ring in range(1, rings + 1):
-        frontier = (adjacency @ frontier) & allowed & (dist > ring)
+        frontier = ((adjacency @ frontier) > 0) & allowed & (dist > ring)
         dist[frontier] = ring
     return dist
 
@@ -69,7 +70,7 @@ def cut_pair(
     band = dist <= BAND_RINGS
     # the rims: band faces next to a face of the same part outside the band
     outside = mine & ~band
-    touches_outside = (adjacency @ outside) & band
+    touches_outside = ((adjacency @ outside) > 0) & band
     rim_p, rim_q = touches_outside & (part == p), touches_outside & (part == q)
     if not rim_p.any() or not rim_q.any():
         return  # one side fits inside the band: leave that small part alone
