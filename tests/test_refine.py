@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from segparts.engines.geometric.components import weld_vertices
-from segparts.engines.geometric.graph import build_dual_graph
 from segparts.engines.geometric.refine import refine_borders
+from segparts.meshgraph import build_dual_graph, weld_vertices
 
 N = 16  # squares per side; the fold runs between columns 7 and 8
 

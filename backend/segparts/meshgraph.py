@@ -1,10 +1,13 @@
-"""The face graph of a triangle mesh: faces joined across shared edges, and its components.
+"""The face graph of a triangle mesh: welded vertices, faces joined across shared edges, the
+edge geometry (lengths, dihedral angles, concavity) and components.
 
 One owner for what the geometric engine, the learned engines' post-processing (`lifting`), the
 metrics and the evaluations need; vectorised over faces and edges (no per-face Python loops).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
@@ -78,3 +81,78 @@ def label_components(labels: np.ndarray, pairs: np.ndarray, unlabelled_apart: bo
     if unlabelled_apart:
         same &= labels[pairs[:, 0]] >= 0
     return dual_components(pairs[same], labels.size)
+
+
+DEFAULT_WELD_TOLERANCE = 1e-6  # relative to the bounding-box diagonal
+
+
+def weld_vertices(vertices: np.ndarray, tolerance: float = DEFAULT_WELD_TOLERANCE) -> np.ndarray:
+    """Map each vertex to a representative index; vertices within `tolerance` x bbox diagonal
+    of each other (on a grid) share one. Returns (V,) int64."""
+    diag = float(np.linalg.norm(np.ptp(vertices, axis=0))) if len(vertices) else 0.0
+    if diag == 0.0 or tolerance <= 0:
+        _, inv = np.unique(vertices, axis=0, return_inverse=True)
+        return inv.ravel().astype(np.int64)
+    cell = tolerance * diag
+    q = np.floor((vertices - vertices.min(axis=0)) / cell).astype(np.int64)
+    dims = q.max(axis=0) + 1
+    if float(dims[0]) * float(dims[1]) * float(dims[2]) < 2.0**62:
+        # one int64 key per grid cell: a 1-D unique is much faster than unique over rows
+        key = (q[:, 0] * dims[1] + q[:, 1]) * dims[2] + q[:, 2]
+        _, inv = np.unique(key, return_inverse=True)
+    else:
+        _, inv = np.unique(q, axis=0, return_inverse=True)
+    return inv.ravel().astype(np.int64)
+
+
+def face_components(faces: np.ndarray, vertex_ids: np.ndarray) -> np.ndarray:
+    """Label faces by connected component, faces being connected when they share a (welded)
+    vertex. Returns (F,) int32 labels 0..K-1."""
+    welded = vertex_ids[faces]  # (F, 3)
+    n_faces = faces.shape[0]
+    n_verts = int(welded.max()) + 1
+    rows = np.repeat(np.arange(n_faces), 3)
+    incidence = sparse.csr_matrix((np.ones(rows.size, np.int8), (rows, welded.ravel())), shape=(n_faces, n_verts))
+    # faces and vertices as one bipartite graph: components of it are mesh pieces
+    graph = sparse.bmat([[None, incidence], [incidence.T, None]], format="csr")
+    _, labels = connected_components(graph, directed=False)
+    return labels[:n_faces].astype(np.int32)
+
+
+@dataclass
+class DualGraph:
+    """Face normals/areas/centroids and, per dual edge, its length and dihedral concavity."""
+
+    pairs: np.ndarray  # (E, 2) faces sharing an edge
+    edge_length: np.ndarray  # (E,) length of the shared edge
+    concavity: np.ndarray  # (E,) dihedral angle in [0, pi] where the crease is concave, else 0
+    dihedral: np.ndarray  # (E,) unsigned angle between the two normals, [0, pi]
+    normals: np.ndarray  # (F, 3) unit normals (zero for degenerate faces)
+    areas: np.ndarray  # (F,)
+    centroids: np.ndarray  # (F, 3)
+
+
+def build_dual_graph(
+    vertices: np.ndarray, faces: np.ndarray, vertex_ids: np.ndarray, cancel_check=lambda: None
+) -> DualGraph:
+    tri = vertices[faces]
+    centroids = tri.mean(axis=1)
+    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    norm = np.linalg.norm(cross, axis=1)
+    areas = 0.5 * norm
+    normals = np.divide(cross, norm[:, None], out=np.zeros_like(cross), where=norm[:, None] > 0)
+    cancel_check()
+    pairs, shared = face_adjacency(faces, vertex_ids)
+    cancel_check()
+    # shared edges are in welded ids; any original vertex with that id has (nearly) that position
+    rep_pos = np.zeros((int(vertex_ids.max(initial=-1)) + 1, 3))
+    rep_pos[vertex_ids] = vertices
+    edge_length = np.linalg.norm(rep_pos[shared[:, 0]] - rep_pos[shared[:, 1]], axis=1)
+    a, b = pairs[:, 0], pairs[:, 1]
+    cos = np.clip((normals[a] * normals[b]).sum(axis=1), -1.0, 1.0)
+    dihedral = np.arccos(cos)
+    # concave when each face's centroid lies above the other's plane (a valley between them)
+    rel = centroids[b] - centroids[a]
+    side = (rel * normals[a]).sum(axis=1) - (rel * normals[b]).sum(axis=1)
+    concavity = np.where(side > 0, dihedral, 0.0)
+    return DualGraph(pairs, edge_length, concavity, dihedral, normals, areas, centroids)

@@ -104,7 +104,7 @@ def oracle_levels(hierarchy, max_parts: int) -> list[np.ndarray]:
 
 
 def reference_labels(mesh) -> dict[str, np.ndarray]:
-    from ..engines.geometric.components import face_components, weld_vertices
+    from ..meshgraph import face_components, weld_vertices
 
     out = {
         "one_part": np.zeros(mesh.n_faces, np.int64),

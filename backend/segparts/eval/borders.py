@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..meshgraph import build_dual_graph, weld_vertices
+
 CREASE = np.deg2rad(30.0)  # a border edge on a crease at least this sharp is "on a cue"
 VALLEY = np.deg2rad(10.0)  # or in a concave valley at least this deep
 ARTIST_BORDER_FLOOR = 1e-3  # the reference's in-piece border must be this share of all edge length
@@ -16,9 +18,6 @@ ARTIST_BORDER_FLOOR = 1e-3  # the reference's in-piece border must be this share
 
 def edge_graph(mesh):
     """The welded dual graph of the mesh and, per shared edge, whether it lies on a cue."""
-    from ..engines.geometric.components import weld_vertices
-    from ..engines.geometric.graph import build_dual_graph
-
     g = build_dual_graph(mesh.vertices, mesh.faces, weld_vertices(mesh.vertices))
     a, b = g.pairs[:, 0], g.pairs[:, 1]
     cue = (g.dihedral >= CREASE) | (g.concavity >= VALLEY)

@@ -9,6 +9,7 @@ import time
 import numpy as np
 
 from ...mesh import Mesh
+from ...meshgraph import DEFAULT_WELD_TOLERANCE
 from ..base import (
     Availability,
     CancelToken,
@@ -20,7 +21,6 @@ from ..base import (
     SegmentParams,
     pick_from_hierarchy,
 )
-from .components import DEFAULT_WELD_TOLERANCE, face_components, weld_vertices  # noqa: F401 (re-export)
 
 
 class GeometricEngine:

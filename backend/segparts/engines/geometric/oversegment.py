@@ -10,9 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.sparse.csgraph import dijkstra
 
-from ...meshgraph import adjacency_matrix
+from ...meshgraph import DualGraph, adjacency_matrix
 from ..base import run_cancellable
-from .graph import DualGraph
 
 CONCAVE_PENALTY = 40.0  # extra cost per radian of concave crease crossed
 SHARP_PENALTY = 3.0  # extra cost per radian of any dihedral angle crossed

@@ -15,8 +15,7 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import breadth_first_order, maximum_flow
 
-from ...meshgraph import adjacency_matrix
-from .graph import DualGraph
+from ...meshgraph import DualGraph, adjacency_matrix
 
 BAND_RINGS = 3  # faces up to this many dual steps from a border may change sides
 CONVEX_WEIGHT = 0.1  # a convex bend counts a tenth of a concave one (Katz & Tal's eta)

@@ -19,7 +19,7 @@ from dataclasses import replace
 import numpy as np
 
 from ...hierarchy import Hierarchy
-from ...meshgraph import dual_components
+from ...meshgraph import DEFAULT_WELD_TOLERANCE, DualGraph, build_dual_graph, dual_components, weld_vertices
 from ..base import run_cancellable
 from .assembly import (
     centre_gaps,
@@ -32,8 +32,6 @@ from .assembly import (
     unit_contacts,
     unit_labels,
 )
-from .components import DEFAULT_WELD_TOLERANCE, weld_vertices
-from .graph import DualGraph, build_dual_graph
 from .merge import PatchGraph, border_stats, cost_to_height, finish_tree, merge_forest
 from .oversegment import oversegment
 from .refine import refine_borders
