@@ -30,73 +30,86 @@ def refine_borders(
     on its new side (a leaf may be left empty: `Hierarchy.without_empty_leaves` drops it).
     `graph.pairs` must only join faces that may share a part (one unit)."""
     a, b = graph.pairs[:, 0], graph.pairs[:, 1]
-    cross = part[a] != part[b]
-    if not cross.any():
+    cross = np.flatnonzero(part[a] != part[b])
+    if len(cross) == 0:
         return leaf_labels
     n = len(part)
     adjacency = adjacency_matrix(graph.pairs, n)
+    # face -> its dual edges, so each band finds its own edges without a pass over the mesh
+    incidence = sparse.csr_matrix(
+        (np.ones(2 * len(a), np.int8), (np.r_[a, b], np.tile(np.arange(len(a)), 2))), shape=(n, len(a))
+    )
     bend = (1.0 - np.cos(graph.dihedral)) * np.where(graph.concavity > 0, 1.0, CONVEX_WEIGHT)
     new_part = part.copy()
-    border_pairs = np.unique(np.sort(np.stack([part[a[cross]], part[b[cross]]], axis=1), axis=1), axis=0)
-    for p, q in border_pairs.tolist():
-        cut_pair(adjacency, graph, bend, part, new_part, p, q)
+    lo, hi = np.minimum(part[a[cross]], part[b[cross]]), np.maximum(part[a[cross]], part[b[cross]])
+    order = np.lexsort((hi, lo))
+    starts = np.r_[0, np.flatnonzero((np.diff(lo[order]) != 0) | (np.diff(hi[order]) != 0)) + 1]
+    for edges in np.split(cross[order], starts[1:]):
+        p, q = sorted((int(part[a[edges[0]]]), int(part[b[edges[0]]])))
+        seeds = np.unique(np.r_[a[edges], b[edges]])
+        cut_pair(adjacency, incidence, graph, bend, part, new_part, p, q, seeds)
         cancel_check()
     return follow_leaves(adjacency, leaf_labels, part, new_part)
 
 
-def ring_distance(adjacency: sparse.csr_matrix, seeds: np.ndarray, allowed: np.ndarray, rings: int) -> np.ndarray:
-    """Dual steps from the seed faces inside `allowed` (rings + 1 for farther or unreachable)."""
-    dist = np.full(adjacency.shape[0], rings + 1, dtype=np.int64)
-    frontier = seeds & allowed
-    dist[frontier] = 0
+def ring_distance(
+    adjacency: sparse.csr_matrix, seeds: np.ndarray, allowed, rings: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Faces within `rings` dual steps of the (sorted) seed faces, staying inside the faces
+    `allowed(faces)` accepts, and their distance; work in proportion to the faces reached."""
+    reached, dist = [seeds], [np.zeros(len(seeds), np.int64)]
+    seen, frontier = seeds, seeds
     for ring in range(1, rings + 1):
-        frontier = ((adjacency @ frontier) > 0) & allowed & (dist > ring)
-        dist[frontier] = ring
-    return dist
+        step = np.unique(adjacency[frontier].indices)
+        step = step[allowed(step)]
+        frontier = step[~np.isin(step, seen, assume_unique=True)]
+        if len(frontier) == 0:
+            break
+        reached.append(frontier)
+        dist.append(np.full(len(frontier), ring, np.int64))
+        seen = np.union1d(seen, frontier)
+    faces, dist_all = np.concatenate(reached), np.concatenate(dist)
+    order = np.argsort(faces)
+    return faces[order], dist_all[order]
 
 
 def cut_pair(
-    adjacency, graph: DualGraph, bend: np.ndarray, part: np.ndarray, new_part: np.ndarray, p: int, q: int
+    adjacency, incidence, graph: DualGraph, bend, part: np.ndarray, new_part: np.ndarray, p: int, q: int, seeds
 ) -> None:
     """Re-decide, by a minimum cut, which of parts p and q each face in the band of their
-    common border belongs to (writes `new_part`)."""
-    a, b = graph.pairs[:, 0], graph.pairs[:, 1]
-    mine = (part == p) | (part == q)
-    on_border = (part[a] == p) & (part[b] == q) | (part[a] == q) & (part[b] == p)
-    seeds = np.zeros(len(part), bool)
-    seeds[a[on_border]] = seeds[b[on_border]] = True
-    dist = ring_distance(adjacency, seeds, mine, BAND_RINGS)
-    band = dist <= BAND_RINGS
-    # the rims: band faces next to a face of the same part outside the band
-    outside = mine & ~band
-    touches_outside = ((adjacency @ outside) > 0) & band
-    rim_p, rim_q = touches_outside & (part == p), touches_outside & (part == q)
-    if not rim_p.any() or not rim_q.any():
+    common border (`seeds`: the faces on it) belongs to (writes `new_part`)."""
+    faces, dist = ring_distance(adjacency, seeds, lambda f: (part[f] == p) | (part[f] == q), BAND_RINGS + 1)
+    band = faces[dist <= BAND_RINGS]
+    # the rims: band faces next to a face of the same part outside the band (one ring further)
+    beyond = faces[dist > BAND_RINGS]
+    near_beyond = np.unique(adjacency[beyond].indices) if len(beyond) else np.empty(0, np.int64)
+    rim = band[np.isin(band, near_beyond)]
+    rim_p, rim_q = rim[part[rim] == p], rim[part[rim] == q]
+    if len(rim_p) == 0 or len(rim_q) == 0:
         return  # one side fits inside the band: leave that small part alone
-    faces = np.flatnonzero(band)
-    index = np.full(len(part), -1, dtype=np.int64)
-    index[faces] = np.arange(len(faces))
-    inner = band[a] & band[b]
-    ia, ib = index[a[inner]], index[b[inner]]
+    a, b = graph.pairs[:, 0], graph.pairs[:, 1]
+    edges = np.unique(incidence[band].indices)
+    inner = edges[np.isin(a[edges], band) & np.isin(b[edges], band)]
+    ia, ib = np.searchsorted(band, a[inner]), np.searchsorted(band, b[inner])
     mean_bend = max(float(bend[inner].mean()), 1e-12)
     capacity = graph.edge_length[inner] / (1.0 + bend[inner] / mean_bend)
     capacity = np.maximum(np.rint(capacity * (CAPACITY_SCALE / max(float(capacity.max()), 1e-300))), 1)
-    source, sink = len(faces), len(faces) + 1
-    tie = CAPACITY_SCALE * len(faces)  # stands in for infinity
-    ps, qs = index[np.flatnonzero(rim_p)], index[np.flatnonzero(rim_q)]
+    source, sink = len(band), len(band) + 1
+    tie = CAPACITY_SCALE * len(band)  # stands in for infinity
+    ps, qs = np.searchsorted(band, rim_p), np.searchsorted(band, rim_q)
     rows = np.r_[ia, ib, np.full(len(ps), source), qs]
     cols = np.r_[ib, ia, ps, np.full(len(qs), sink)]
     caps = np.r_[capacity, capacity, np.full(len(ps) + len(qs), tie)].astype(np.int64)
-    network = sparse.csr_matrix((caps, (rows, cols)), shape=(len(faces) + 2,) * 2)
+    network = sparse.csr_matrix((caps, (rows, cols)), shape=(len(band) + 2,) * 2)
     network.sum_duplicates()
     flow = maximum_flow(network, source, sink).flow
     residual = network - flow
     residual.data[residual.data < 0] = 0  # reverse-flow entries are not capacity left
     residual.eliminate_zeros()
     reached = breadth_first_order(residual, source, directed=True, return_predecessors=False)
-    on_p = np.zeros(len(faces) + 2, bool)
+    on_p = np.zeros(len(band) + 2, bool)
     on_p[reached] = True
-    new_part[faces] = np.where(on_p[: len(faces)], p, q)
+    new_part[band] = np.where(on_p[: len(band)], p, q)
 
 
 def follow_leaves(adjacency, leaf_labels: np.ndarray, part: np.ndarray, new_part: np.ndarray) -> np.ndarray:
