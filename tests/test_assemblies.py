@@ -198,12 +198,26 @@ def test_copies_stay_parts_even_when_they_share_the_material_of_what_they_sit_on
         bolt = trimesh.creation.cylinder(radius=0.12, height=0.4, sections=12)
         bolt.apply_translation([-0.75 + 0.5 * (k % 4), -0.25 + 0.5 * (k // 4), 0.15])
         bolts.append(bolt)
-    vertices, faces, piece = join([plate] + bolts)
+    handle = trimesh.creation.box([0.3, 0.3, 0.3])  # another material, so the material says something
+    handle.apply_translation([0.0, 3.0, 0.0])
+    vertices, faces, piece = join([plate] + bolts + [handle])
     mesh = validate_mesh(vertices, faces)
-    mesh.material = np.zeros(len(faces), np.int32)
+    mesh.material = (piece == 9).astype(np.int32)
     seg = segment(mesh)
     assert len({int(seg.labels[piece == p][0]) for p in range(9)}) == 9
     assert [len(group) for group in seg.info["repeats"]] == [8]
+
+
+def test_one_material_everywhere_is_no_cue():
+    """A mesh whose faces all share one material (or one group) segments exactly as the bare
+    geometry: the add-on leaves such a cue out, and files that carry it must give the same parts."""
+    vertices, faces, _, _ = car()
+    bare = segment(validate_mesh(vertices, faces))
+    for cue in ("material", "group"):
+        mesh = validate_mesh(vertices, faces, **{cue: np.full(len(faces), 7, np.int32)})
+        seg = segment(mesh)
+        np.testing.assert_array_equal(seg.labels, bare.labels)
+        np.testing.assert_array_equal(seg.hierarchy.parent, bare.hierarchy.parent)
 
 
 def test_eval_assemblies_in_worker_processes_matches_sequential_and_writes_sheets(tmp_path):

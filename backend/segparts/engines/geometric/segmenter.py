@@ -158,8 +158,12 @@ def build_tree(
     faces = np.asarray(faces, dtype=np.int64)
     n_faces = len(faces)
     diag = float(np.linalg.norm(np.ptp(vertices[faces.ravel()], axis=0))) or 1.0
+    # a cue with one id says nothing (one material everywhere is the geometry-only mesh, as the
+    # add-on sends it): otherwise every pair would count as sharing it
     cues = [
-        np.unique(np.asarray(c).ravel(), return_inverse=True)[1].ravel() for c in (material, group) if c is not None
+        np.unique(np.asarray(c).ravel(), return_inverse=True)[1].ravel()
+        for c in (material, group)
+        if c is not None and np.ptp(np.asarray(c)) > 0
     ]
     progress(0.0, "graph")
     welded = weld_vertices(vertices, weld_tolerance)
