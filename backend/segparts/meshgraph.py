@@ -135,6 +135,8 @@ class DualGraph:
 def build_dual_graph(
     vertices: np.ndarray, faces: np.ndarray, vertex_ids: np.ndarray, cancel_check=lambda: None
 ) -> DualGraph:
+    """Faces joined across edges shared in the welded `vertex_ids`, with each face's normal, area
+    and centroid and each shared edge's length, dihedral angle and concavity."""
     tri = vertices[faces]
     centroids = tri.mean(axis=1)
     cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])

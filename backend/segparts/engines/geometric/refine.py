@@ -11,6 +11,8 @@ inside a band are left as they are.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import breadth_first_order, maximum_flow
@@ -53,7 +55,7 @@ def refine_borders(
 
 
 def ring_distance(
-    adjacency: sparse.csr_matrix, seeds: np.ndarray, allowed, rings: int
+    adjacency: sparse.csr_matrix, seeds: np.ndarray, allowed: Callable[[np.ndarray], np.ndarray], rings: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Faces within `rings` dual steps of the (sorted) seed faces, staying inside the faces
     `allowed(faces)` accepts, and their distance; work in proportion to the faces reached."""
@@ -74,7 +76,15 @@ def ring_distance(
 
 
 def cut_pair(
-    adjacency, incidence, graph: DualGraph, bend, part: np.ndarray, new_part: np.ndarray, p: int, q: int, seeds
+    adjacency: sparse.csr_matrix,
+    incidence: sparse.csr_matrix,
+    graph: DualGraph,
+    bend: np.ndarray,
+    part: np.ndarray,
+    new_part: np.ndarray,
+    p: int,
+    q: int,
+    seeds: np.ndarray,
 ) -> None:
     """Re-decide, by a minimum cut, which of parts p and q each face in the band of their
     common border (`seeds`: the faces on it) belongs to (writes `new_part`)."""
