@@ -35,12 +35,8 @@ def refine_borders(
     cross = np.flatnonzero(part[a] != part[b])
     if len(cross) == 0:
         return leaf_labels
-    n = len(part)
-    adjacency = adjacency_matrix(graph.pairs, n)
-    # face -> its dual edges, so each band finds its own edges without a pass over the mesh
-    incidence = sparse.csr_matrix(
-        (np.ones(2 * len(a), np.int8), (np.r_[a, b], np.tile(np.arange(len(a)), 2))), shape=(n, len(a))
-    )
+    adjacency = adjacency_matrix(graph.pairs, len(part))
+    bands = Bands(adjacency, graph.pairs)
     bend = (1.0 - np.cos(graph.dihedral)) * np.where(graph.concavity > 0, 1.0, CONVEX_WEIGHT)
     new_part = part.copy()
     lo, hi = np.minimum(part[a[cross]], part[b[cross]]), np.maximum(part[a[cross]], part[b[cross]])
@@ -49,35 +45,68 @@ def refine_borders(
     for edges in np.split(cross[order], starts[1:]):
         p, q = sorted((int(part[a[edges[0]]]), int(part[b[edges[0]]])))
         seeds = np.unique(np.r_[a[edges], b[edges]])
-        cut_pair(adjacency, incidence, graph, bend, part, new_part, p, q, seeds)
+        cut_pair(bands, graph, bend, part, new_part, p, q, seeds)
         cancel_check()
     return follow_leaves(adjacency, leaf_labels, part, new_part)
 
 
-def ring_distance(
-    adjacency: sparse.csr_matrix, seeds: np.ndarray, allowed: Callable[[np.ndarray], np.ndarray], rings: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Faces within `rings` dual steps of the (sorted) seed faces, staying inside the faces
-    `allowed(faces)` accepts, and their distance; work in proportion to the faces reached."""
-    reached, dist = [seeds], [np.zeros(len(seeds), np.int64)]
-    seen, frontier = seeds, seeds
-    for ring in range(1, rings + 1):
-        step = np.unique(adjacency[frontier].indices)
-        step = step[allowed(step)]
-        frontier = step[~np.isin(step, seen, assume_unique=True)]
-        if len(frontier) == 0:
-            break
-        reached.append(frontier)
-        dist.append(np.full(len(frontier), ring, np.int64))
-        seen = np.union1d(seen, frontier)
-    faces, dist_all = np.concatenate(reached), np.concatenate(dist)
-    order = np.argsort(faces)
-    return faces[order], dist_all[order]
+def csr_rows(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The column indices of the given rows of a CSR matrix, concatenated."""
+    start, length = indptr[rows], indptr[rows + 1] - indptr[rows]
+    return indices[np.repeat(start - np.cumsum(length) + length, length) + np.arange(int(length.sum()))]
+
+
+class Bands:
+    """Bands of faces around borders, each found in time proportional to its own faces: rows are
+    read straight from CSR arrays, and a face's membership is a stamp (a fresh number per use), so
+    no band passes over the whole mesh or clears anything."""
+
+    def __init__(self, adjacency: sparse.csr_matrix, pairs: np.ndarray):
+        n = adjacency.shape[0]
+        incidence = sparse.csr_matrix(  # face -> its dual edges
+            (np.ones(2 * len(pairs), np.int8), (pairs.T.ravel(), np.tile(np.arange(len(pairs)), 2))),
+            shape=(n, len(pairs)),
+        )
+        self.adjacency = (adjacency.indptr, adjacency.indices)
+        self.incidence = (incidence.indptr, incidence.indices)
+        self.stamp = np.full(n, -1, dtype=np.int64)
+        self.uses = 0
+
+    def fresh_mark(self) -> int:
+        self.uses += 1
+        return self.uses
+
+    def neighbours(self, faces: np.ndarray) -> np.ndarray:
+        return csr_rows(*self.adjacency, faces)
+
+    def edges(self, faces: np.ndarray) -> np.ndarray:
+        return np.unique(csr_rows(*self.incidence, faces))
+
+    def ring_distance(
+        self, seeds: np.ndarray, allowed: Callable[[np.ndarray], np.ndarray], rings: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Faces within `rings` dual steps of the (unique) seed faces, staying inside the faces
+        `allowed(faces)` accepts, sorted, and their distance."""
+        mark = self.fresh_mark()
+        self.stamp[seeds] = mark
+        reached, dist = [seeds], [np.zeros(len(seeds), np.int64)]
+        frontier = seeds
+        for ring in range(1, rings + 1):
+            step = self.neighbours(frontier)
+            step = np.unique(step[self.stamp[step] != mark])
+            frontier = step[allowed(step)]
+            if len(frontier) == 0:
+                break
+            self.stamp[frontier] = mark
+            reached.append(frontier)
+            dist.append(np.full(len(frontier), ring, np.int64))
+        faces, dist_all = np.concatenate(reached), np.concatenate(dist)
+        order = np.argsort(faces)
+        return faces[order], dist_all[order]
 
 
 def cut_pair(
-    adjacency: sparse.csr_matrix,
-    incidence: sparse.csr_matrix,
+    bands: Bands,
     graph: DualGraph,
     bend: np.ndarray,
     part: np.ndarray,
@@ -88,18 +117,19 @@ def cut_pair(
 ) -> None:
     """Re-decide, by a minimum cut, which of parts p and q each face in the band of their
     common border (`seeds`: the faces on it) belongs to (writes `new_part`)."""
-    faces, dist = ring_distance(adjacency, seeds, lambda f: (part[f] == p) | (part[f] == q), BAND_RINGS + 1)
+    faces, dist = bands.ring_distance(seeds, lambda f: (part[f] == p) | (part[f] == q), BAND_RINGS + 1)
     band = faces[dist <= BAND_RINGS]
+    in_band = bands.fresh_mark()
+    bands.stamp[band] = in_band
     # the rims: band faces next to a face of the same part outside the band (one ring further)
-    beyond = faces[dist > BAND_RINGS]
-    near_beyond = np.unique(adjacency[beyond].indices) if len(beyond) else np.empty(0, np.int64)
-    rim = band[np.isin(band, near_beyond)]
+    near_beyond = bands.neighbours(faces[dist > BAND_RINGS])
+    rim = np.unique(near_beyond[bands.stamp[near_beyond] == in_band])
     rim_p, rim_q = rim[part[rim] == p], rim[part[rim] == q]
     if len(rim_p) == 0 or len(rim_q) == 0:
         return  # one side fits inside the band: leave that small part alone
     a, b = graph.pairs[:, 0], graph.pairs[:, 1]
-    edges = np.unique(incidence[band].indices)
-    inner = edges[np.isin(a[edges], band) & np.isin(b[edges], band)]
+    edges = bands.edges(band)
+    inner = edges[(bands.stamp[a[edges]] == in_band) & (bands.stamp[b[edges]] == in_band)]
     ia, ib = np.searchsorted(band, a[inner]), np.searchsorted(band, b[inner])
     mean_bend = max(float(bend[inner].mean()), 1e-12)
     capacity = graph.edge_length[inner] / (1.0 + bend[inner] / mean_bend)
