@@ -321,6 +321,19 @@ def group_units(
     return merges
 
 
+def tree_depths(parent: np.ndarray) -> np.ndarray:
+    """Edges from each node up to its root, by pointer jumping: log2(depth) vectorised rounds,
+    where walking up one level per round takes as many rounds as the tree is deep (a soup's
+    merge tree is a chain thousands of nodes long)."""
+    depth = (parent >= 0).astype(np.int64)
+    up = parent.copy()
+    while (up >= 0).any():
+        step = up >= 0
+        depth[step] += depth[up[step]]
+        up[step] = up[up[step]]
+    return depth
+
+
 def gather_copies(
     parent: np.ndarray, height: np.ndarray, n_leaves: int, groups: list[np.ndarray], level: float
 ) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
@@ -374,14 +387,8 @@ def gather_copies(
     if len(roots) != 1:
         raise RuntimeError("gathering copies broke the tree")
     # renumber: leaves keep their ids, internal nodes by height (children first on ties)
-    depth = np.zeros(len(parent_a), dtype=np.int64)
     order_nodes = np.flatnonzero(alive)
-    for _ in range(len(parent_a)):
-        p = parent_a[order_nodes]
-        nd = np.where(p >= 0, depth[np.maximum(p, 0)] + 1, 0)
-        if np.array_equal(nd, depth[order_nodes]):
-            break
-        depth[order_nodes] = nd
+    depth = tree_depths(np.where(alive, parent_a, -1))
     internal_nodes = order_nodes[order_nodes >= n_leaves]
     internal_nodes = internal_nodes[np.lexsort((-depth[internal_nodes], height_a[internal_nodes]))]
     new_id = np.full(len(parent_a), -1, dtype=np.int64)
