@@ -6,8 +6,9 @@ original polygon that triangle i came from, so labels can be reported per origin
 `material` and `group` (optional, (F,) int32 per triangle) are authoring cues: the material of
 each face and the object/group it came from (glTF materials and nodes, OBJ `usemtl` and `o`/`g`,
 PLY face properties, Blender's `material_index`). Ids are arbitrary non-negative integers; engines
-use only which faces share an id. They ARE part of the content hash: the same geometry with other
-materials is another input. Absent arrays leave the id of the geometry unchanged.
+use only which faces share an id, so one id on every face says nothing and counts as no cue. They
+ARE part of the content hash: the same geometry with other materials is another input. Absent
+arrays leave the id of the geometry unchanged.
 
 `appearance` (optional, a `segparts.appearance.Appearance`) carries the surface colours (a file's,
 or an upload's appearance arrays, see `segparts.appearance`) to the renderer. It IS part of the
