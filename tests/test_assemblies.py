@@ -14,7 +14,7 @@ from segparts.bench.geometric import triangle_soup
 from segparts.cli import main
 from segparts.engines.base import CancelToken, SegmentParams, no_progress
 from segparts.engines.geometric import GeometricEngine
-from segparts.engines.geometric.assembly import tree_depths
+from segparts.engines.geometric.assembly import file_blocks, tree_depths
 from segparts.mesh import validate_mesh
 
 ASSEMBLIES = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks" / "assemblies"
@@ -292,3 +292,41 @@ def test_tree_depths_match_a_walk_to_the_root_on_random_and_chain_trees():
         np.testing.assert_array_equal(tree_depths(parent), walked)
     chain = np.arange(-1, 4999)  # a soup's merge tree: every node the parent of the next
     np.testing.assert_array_equal(tree_depths(chain), np.arange(5000))
+
+
+def boxes_in_a_row() -> list[trimesh.Trimesh]:
+    """Four boxes of different sizes in a row, half a unit apart: separate pieces that stay
+    separate parts when nothing else joins them."""
+    out = []
+    for k, extents in enumerate([(1.0, 1.0, 1.0), (1.0, 1.0, 0.5), (1.0, 0.8, 1.0), (0.6, 1.0, 1.0)]):
+        box = trimesh.creation.box(extents)
+        box.apply_translation([1.5 * k, 0.0, 0.0])
+        out.append(box)
+    return out
+
+
+def interleave(faces_a: np.ndarray, faces_b: np.ndarray) -> np.ndarray:
+    out = np.empty((len(faces_a) + len(faces_b), 3), dtype=faces_a.dtype)
+    out[0::2], out[1::2] = faces_a, faces_b
+    return out
+
+
+def test_pieces_whose_faces_interleave_in_the_file_are_one_part():
+    """A joined object keeps each original object's faces in one run: boxes 0 and 1 written into
+    each other's run are one object, so are boxes 2 and 3; written one after another (or with
+    every face shuffled, where the order says nothing) each box stays a part."""
+    vertices, faces, piece = join(boxes_in_a_row())
+    by_piece = [faces[piece == p] for p in range(4)]
+    woven = np.concatenate([interleave(by_piece[0], by_piece[1]), interleave(by_piece[2], by_piece[3])])
+    woven_piece = np.concatenate([np.tile([0, 1], 12), np.tile([2, 3], 12)])
+    blocks = file_blocks(woven)
+    assert blocks is not None and len(np.unique(blocks)) == 2
+    labels = segment(validate_mesh(vertices, woven)).labels
+    assert len(np.unique(labels)) == 2
+    assert all(len(np.unique(labels[np.isin(woven_piece, pair)])) == 1 for pair in ([0, 1], [2, 3]))
+    assert file_blocks(faces) is not None and len(np.unique(file_blocks(faces))) == 4
+    assert len(np.unique(segment(validate_mesh(vertices, faces)).labels)) == 4
+    shuffled = np.random.default_rng(1).permutation(len(faces))
+    assert file_blocks(faces[shuffled]) is None
+    labels = segment(validate_mesh(vertices, faces[shuffled])).labels
+    assert len(np.unique(labels)) == 4 and all(len(np.unique(labels[piece[shuffled] == p])) == 1 for p in range(4))

@@ -45,6 +45,7 @@ OTHER_MATERIAL = 30.0
 SHARED_GAP_MIX = 0.25  # with a shared cue the gap counts relative to big^0.75 x mesh^0.25 (areas)
 GAP_FLOOR = 0.01  # bits smaller than 1% of the area measure their gaps as if they had 1%
 REPEAT = 3.0
+SAME_BLOCK = 1e-3  # units of one block of the file (`file_blocks`) join first: written as one object
 UNIT_REF = 0.01
 SIZE_POWER = 0.5
 NEIGHBOURS = 12  # nearest surface samples asked per sample for unit contacts
@@ -52,6 +53,45 @@ UNIT_NEIGHBOURS = 16  # closest other units kept per unit
 QUERY_CHUNK = 20_000
 MAX_SAMPLES = 300_000
 CONGRUENCE_TOLERANCE = 0.02  # relative, on area and sorted principal moments
+
+
+def file_blocks(faces: np.ndarray) -> np.ndarray | None:
+    """Per face, its block of the file: loose parts (faces joined by shared vertex indices, as
+    Blender's "separate by loose parts") whose face ranges interleave, closed under interleaving.
+    A joined object keeps each original object's faces in one run (Ctrl-J, glTF/OBJ/STL exports),
+    so loose parts written into each other's runs come from one object. None when everything
+    ends up in one block: then the order says nothing (one loose part, or a shuffled file)."""
+    from ...meshgraph import face_components
+
+    n_faces = len(faces)
+    loose = face_components(faces, np.arange(int(faces.max(initial=-1)) + 1))
+    n_loose = int(loose.max(initial=-1)) + 1
+    first = np.full(n_loose, n_faces, dtype=np.int64)
+    last = np.zeros(n_loose, dtype=np.int64)
+    np.minimum.at(first, loose, np.arange(n_faces))
+    np.maximum.at(last, loose, np.arange(n_faces))
+    order = np.argsort(first, kind="stable")
+    starts_new = np.r_[True, first[order][1:] > np.maximum.accumulate(last[order])[:-1]]
+    block = np.empty(n_loose, dtype=np.int64)
+    block[order] = np.cumsum(starts_new) - 1
+    return block[loose] if block.max(initial=0) > 0 else None
+
+
+def unit_blocks(units: np.ndarray, blocks: np.ndarray, n_units: int) -> tuple[list[set[int]] | None, np.ndarray]:
+    """The file blocks (`file_blocks`) shared by several units that each unit has faces in
+    (None when no block holds two units), and pairs joining every unit of such a block to the
+    block's first unit (so units of one block meet however far apart they lie)."""
+    both = np.unique(np.stack([units, blocks], axis=1), axis=0)
+    both = both[np.bincount(both[:, 1])[both[:, 1]] > 1]  # a block of one unit says nothing
+    if len(both) == 0:
+        return None, np.empty((0, 2), np.int64)
+    held: list[set[int]] = [set() for _ in range(n_units)]
+    for unit, block in both.tolist():
+        held[unit].add(block)
+    by_block = both[np.lexsort((both[:, 0], both[:, 1]))]
+    first = np.r_[True, by_block[1:, 1] != by_block[:-1, 1]]
+    head = by_block[first, 0][np.cumsum(first) - 1]
+    return held, np.stack([head, by_block[:, 0]], axis=1)[~first]
 
 
 def unit_labels(pairs: np.ndarray, n_faces: int, pieces: np.ndarray, cues: list[np.ndarray]) -> np.ndarray:
@@ -241,6 +281,7 @@ def group_units(
     gap: np.ndarray,
     total_area: float,
     cancel_check=None,
+    blocks: list[set[int]] | None = None,
 ):
     """Greedy merging of units, cheapest first. Returns merges [(a, b, cost)] in the numbering of
     scipy's linkage (units 0..n-1, the k-th merge makes unit n + k); clusters the neighbour graph
@@ -250,6 +291,7 @@ def group_units(
     # per cue (material, group): the set of ids each cluster holds
     slot_cues = [[{int(v)} for v in cue] for cue in cues]
     slot_repeat = list(map(int, repeat))  # repeat group of a lone copy, -1 otherwise
+    slot_blocks = [set(b) for b in blocks] if blocks is not None else None  # blocks of the file held
     node = list(range(n))  # linkage id of the cluster living in each slot
     version = [0] * n
     nbr: list[dict[int, float]] = [dict() for _ in range(n)]
@@ -272,6 +314,8 @@ def group_units(
             size_for_gap = small
         if slot_repeat[i] >= 0 or slot_repeat[j] >= 0:  # a lone copy stays a part, cue or not
             factor *= REPEAT
+        if slot_blocks is not None and slot_blocks[i] & slot_blocks[j]:  # written as one object
+            factor *= SAME_BLOCK
         rel_gap = nbr[i][j] / np.sqrt(max(size_for_gap, GAP_FLOOR * total_area, 1e-300))
         size = (small / max(total_area, 1e-300) / UNIT_REF) ** SIZE_POWER
         return (UNIT_BASE + rel_gap / GAP_UNIT) * factor * size
@@ -311,6 +355,10 @@ def group_units(
         slot_area[keep] += slot_area[gone]
         for sets in slot_cues:
             sets[keep] |= sets[gone]
+        if slot_blocks is not None:  # the larger set absorbs the smaller (linear overall)
+            small, large = sorted((slot_blocks[keep], slot_blocks[gone]), key=len)
+            large |= small
+            slot_blocks[keep] = large
         slot_repeat[keep] = -1
         version[keep] += 1
         # the moved neighbours are priced now; the others wait in the heap and are re-priced

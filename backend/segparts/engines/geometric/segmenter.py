@@ -24,10 +24,12 @@ from ..base import run_cancellable
 from .assembly import (
     centre_gaps,
     congruent_groups,
+    file_blocks,
     gather_copies,
     group_units,
     same_cue_pairs,
     shape_signatures,
+    unit_blocks,
     unit_centres_pairs,
     unit_contacts,
     unit_labels,
@@ -303,6 +305,11 @@ def _group_units(
         per_unit[units] = cue
         unit_cues.append(per_unit)
     far = np.concatenate([unit_centres_pairs(centre), same_cue_pairs(centre, unit_cues)])
+    blocks = file_blocks(faces)
+    held = None
+    if blocks is not None:  # units written as one object (their faces interleave in the file)
+        held, block_pairs = unit_blocks(units, blocks, n_units)
+        far = np.concatenate([far, block_pairs])
     if len(far):
         pairs = np.concatenate([pairs, far])
         gap = np.concatenate([gap, centre_gaps(centre, unit_area, far)])
@@ -311,7 +318,7 @@ def _group_units(
     for k, members in enumerate(congruent_groups(signatures, np.arange(n_units), diag)):
         repeat[members] = k
     cancel_check()
-    merges = group_units(unit_area, unit_cues, repeat, pairs, gap, float(unit_area.sum()), cancel_check)
+    merges = group_units(unit_area, unit_cues, repeat, pairs, gap, float(unit_area.sum()), cancel_check, held)
     node_of = list(unit_root)
     parent, height = list(parent), list(height)
     for a, b, c in merges:
