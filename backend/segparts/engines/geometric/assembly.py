@@ -5,7 +5,7 @@ Each unit is a region: an edge-connected set of faces of one piece with one mate
 group. Inside a unit the patch tree of merge.py splits along creases and thickness; above the
 units, `group_units` merges them greedily, cheapest first, by
 
-    cost = (UNIT_BASE + gap / sqrt(area of the smaller) / GAP_UNIT) x material x repeat x size
+    cost = (UNIT_BASE + gap / sqrt(area of the smaller) / GAP_UNIT) x material x repeat x size x block
 
 - `gap`: the surface distance between the two clusters (0 when they touch or intersect),
   relative to the smaller one's size (at least GAP_FLOOR of the mesh): a washer on a bolt joins
@@ -17,6 +17,8 @@ units, `group_units` merges them greedily, cheapest first, by
   own material or another copy (bolts, wheels and keys stay parts: each copy is one);
 - `size`: (smaller area / mesh area / UNIT_REF) ** 0.5, so tiny bits (hair, particles, rivets)
   merge first and never stay thousands of top-level parts.
+- `block`: x SAME_BLOCK when both hold faces of one block of the file (`file_blocks`: loose
+  parts whose face ranges interleave were written as one object), so such units join first.
 
 Neighbours come from k nearest surface samples, so pieces and contacts stay near-linear even in
 a dense soup of overlapping triangles; units that share a cue are also paired with the few nearest

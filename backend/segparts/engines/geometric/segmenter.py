@@ -5,8 +5,8 @@
 3. measure each patch's thickness (SDF, Embree rays from a sample of its faces);
 4. find borders between patches inside each unit (a piece cut by material/group borders);
 5. merge greedily by a concavity + thickness + size cost into one tree per unit (merge.py);
-6. merge the units by contact, gap, shared material/group and repetition (assembly.py), and
-   gather congruent copies under one node;
+6. merge the units by file block, contact, gap, shared material/group and repetition
+   (assembly.py), and gather congruent copies under one node;
 7. move the automatic level's borders onto nearby creases by a minimum cut in a band (refine.py).
 """
 
