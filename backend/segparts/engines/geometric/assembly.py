@@ -357,7 +357,7 @@ def group_units(
         slot_area[keep] += slot_area[gone]
         for sets in slot_cues:
             sets[keep] |= sets[gone]
-        if slot_blocks is not None:  # the larger set absorbs the smaller (linear overall)
+        if slot_blocks is not None:  # the larger set absorbs the smaller (n log n overall)
             small, large = sorted((slot_blocks[keep], slot_blocks[gone]), key=len)
             large |= small
             slot_blocks[keep] = large
