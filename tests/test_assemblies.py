@@ -14,7 +14,7 @@ from segparts.bench.geometric import triangle_soup
 from segparts.cli import main
 from segparts.engines.base import CancelToken, SegmentParams, no_progress
 from segparts.engines.geometric import GeometricEngine
-from segparts.engines.geometric.assembly import file_blocks, tree_depths
+from segparts.engines.geometric.assembly import file_blocks
 from segparts.mesh import validate_mesh
 
 ASSEMBLIES = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks" / "assemblies"
@@ -276,22 +276,6 @@ def test_eval_assemblies_in_worker_processes_matches_sequential_and_writes_sheet
     )
     again = json.loads((tmp_path / "again.json").read_text())
     assert again["batch"]["counts"].get("skipped") == 2
-
-
-def test_tree_depths_match_a_walk_to_the_root_on_random_and_chain_trees():
-    rng = np.random.default_rng(0)
-    for n in (1, 2, 60, 2000):
-        order = rng.permutation(n)  # node ids in any order: parents are not numbered first
-        parent = np.full(n, -1)
-        parent[order[1:]] = order[[rng.integers(0, i) for i in range(1, n)]]
-        walked = np.zeros(n, np.int64)
-        for node in range(n):
-            x = node
-            while parent[x] >= 0:
-                x, walked[node] = parent[x], walked[node] + 1
-        np.testing.assert_array_equal(tree_depths(parent), walked)
-    chain = np.arange(-1, 4999)  # a soup's merge tree: every node the parent of the next
-    np.testing.assert_array_equal(tree_depths(chain), np.arange(5000))
 
 
 def boxes_in_a_row() -> list[trimesh.Trimesh]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.cluster.hierarchy import fcluster, linkage
 
-from segparts.hierarchy import Hierarchy
+from segparts.hierarchy import Hierarchy, roots_and_depths
 
 
 def random_tree(n_leaves=40, n_faces=1000, seed=0):
@@ -96,3 +96,26 @@ def test_without_empty_leaves_keeps_every_cut_of_the_faces():
         assert len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
     fine = after.cut(scale=0.0)
     assert fine.max() + 1 == after.n_leaves
+
+
+def test_roots_and_depths_match_a_walk_to_the_root_on_random_and_chain_trees():
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 60, 2000):
+        order = rng.permutation(n)  # node ids in any order: parents are not numbered first
+        parent = np.full(n, -1)
+        parent[order[1:]] = order[[rng.integers(0, i) for i in range(1, n)]]
+        walked, top = np.zeros(n, np.int64), np.arange(n)
+        for node in range(n):
+            while parent[top[node]] >= 0:
+                top[node], walked[node] = parent[top[node]], walked[node] + 1
+        roots, depths = roots_and_depths(parent)
+        np.testing.assert_array_equal(depths, walked)
+        np.testing.assert_array_equal(roots, top)
+    chain = np.arange(-1, 4999)  # a soup's merge tree: every node the parent of the next
+    roots, depths = roots_and_depths(chain)
+    np.testing.assert_array_equal(depths, np.arange(5000))
+    assert (roots == 0).all()
+    # a forest: each tree keeps its own root
+    roots, depths = roots_and_depths(np.array([-1, 0, 1, -1, 3]))
+    np.testing.assert_array_equal(roots, [0, 0, 0, 3, 3])
+    np.testing.assert_array_equal(depths, [0, 1, 2, 0, 1])

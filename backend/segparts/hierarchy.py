@@ -231,3 +231,18 @@ def first_use_ids(values) -> np.ndarray:
     rank = np.empty(len(uniq), dtype=np.int64)
     rank[np.argsort(first, kind="stable")] = np.arange(len(uniq))
     return rank[inv.ravel()]
+
+
+def roots_and_depths(parent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For every node of a forest (parent -1 at its roots): its root and the edges up to it.
+    Pointer jumping: log2(depth) vectorised rounds, where climbing one level per round would take
+    as many rounds as the tree is deep (a triangle soup's merge tree is a chain thousands long)."""
+    parent = np.asarray(parent)
+    up = np.where(parent >= 0, parent, np.arange(len(parent)))
+    depth = (parent >= 0).astype(np.int64)
+    while True:
+        further = up[up]
+        if np.array_equal(further, up):
+            return up, depth
+        depth = depth + depth[up]
+        up = further

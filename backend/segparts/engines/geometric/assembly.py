@@ -39,6 +39,8 @@ import heapq
 import numpy as np
 from scipy.spatial import cKDTree
 
+from ...hierarchy import roots_and_depths
+
 # tuned once on both development samples together (assemblies, both tracks; never per model)
 UNIT_BASE = 1.0
 GAP_UNIT = 0.1  # a gap of 0.1 x the smaller unit's size doubles the base cost
@@ -371,19 +373,6 @@ def group_units(
     return merges
 
 
-def tree_depths(parent: np.ndarray) -> np.ndarray:
-    """Edges from each node up to its root, by pointer jumping: log2(depth) vectorised rounds,
-    where walking up one level per round takes as many rounds as the tree is deep (a soup's
-    merge tree is a chain thousands of nodes long)."""
-    depth = (parent >= 0).astype(np.int64)
-    up = parent.copy()
-    while (up >= 0).any():
-        step = up >= 0
-        depth[step] += depth[up[step]]
-        up[step] = up[up[step]]
-    return depth
-
-
 def gather_copies(
     parent: np.ndarray, height: np.ndarray, n_leaves: int, groups: list[np.ndarray], level: float
 ) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
@@ -438,7 +427,7 @@ def gather_copies(
         raise RuntimeError("gathering copies broke the tree")
     # renumber: leaves keep their ids, internal nodes by height (children first on ties)
     order_nodes = np.flatnonzero(alive)
-    depth = tree_depths(np.where(alive, parent_a, -1))
+    _, depth = roots_and_depths(np.where(alive, parent_a, -1))
     internal_nodes = order_nodes[order_nodes >= n_leaves]
     internal_nodes = internal_nodes[np.lexsort((-depth[internal_nodes], height_a[internal_nodes]))]
     new_id = np.full(len(parent_a), -1, dtype=np.int64)

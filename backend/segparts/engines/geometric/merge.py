@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...hierarchy import Hierarchy
+from ...hierarchy import Hierarchy, roots_and_depths
 
 # cost weights, tuned once on the whole development sample (never per mesh)
 CONCAVITY_UNIT = np.pi / 4  # a mean concave angle of 45 degrees (over the border bands) counts 1
@@ -216,12 +216,7 @@ def merge_forest(g: PatchGraph, cancel_check=None) -> tuple[np.ndarray, np.ndarr
 def _join_by_distance(parent, height, roots, leaf_labels, centroids, areas=None, floor=0.0):
     """Nearest-first (single-linkage) merges of the clusters left apart, by the distance between
     their area-weighted centres; heights spread evenly above the top contact merge."""
-    top = np.arange(len(parent))
-    while True:  # each node's root, by pointer jumping
-        nxt = np.where(parent[top] >= 0, parent[top], top)
-        if np.array_equal(nxt, top):
-            break
-        top = nxt
+    top, _ = roots_and_depths(parent)
     n_leaves = len(centroids)
     slot = np.full(len(parent), -1, dtype=np.int64)
     slot[roots] = np.arange(len(roots))

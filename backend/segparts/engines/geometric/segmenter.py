@@ -18,7 +18,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ...hierarchy import Hierarchy
+from ...hierarchy import Hierarchy, roots_and_depths
 from ...meshgraph import DEFAULT_WELD_TOLERANCE, DualGraph, build_dual_graph, dual_components, weld_vertices
 from ..base import run_cancellable
 from .assembly import (
@@ -281,12 +281,7 @@ def _group_units(
 ):
     """Merges of whole units (their patch trees' roots) by contact, gap, cues and repetition,
     appended to the patch forest."""
-    root = np.arange(len(parent))
-    while True:  # each node's root, by pointer jumping
-        nxt = np.where(parent[root] >= 0, parent[root], root)
-        if np.array_equal(nxt, root):
-            break
-        root = nxt
+    root, _ = roots_and_depths(parent)
     unit_root = np.zeros(n_units, dtype=np.int64)
     unit_root[unit_of_patch] = root[: len(unit_of_patch)]
     unit_area = np.bincount(units, weights=graph.areas, minlength=n_units)
