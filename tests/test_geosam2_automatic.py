@@ -13,7 +13,7 @@ from segparts.engines.geosam2.automatic import (
     area_consistent,
     flip_small_regions,
     novel_objects,
-    opening,
+    open_masks,
     select_masks,
     shrink_mask,
     stable_objects,
@@ -72,7 +72,7 @@ def test_shrink_mask_keeps_the_binary_mask_and_marks_thin_parts():
     assert torch.equal(out > 0, logits > 0)  # nothing erased (the old opening lost the antenna)
     assert (out[0, 0:10, 20] == 1024.0).all()
     assert (out[0, 15:25, 15:25] == 2.0).all() and (out[0, 35:, :] == -3.0).all()
-    opened = opening((logits > 0).numpy())
+    opened = open_masks((logits > 0).numpy())
     assert not opened[0, 0:10, 20].any() and opened[0, 15:25, 15:25].all()
 
 

@@ -109,10 +109,10 @@ def test_two_stage_click_matches_the_release(predictor):
 
 
 def test_shrink_mask_matches_the_release():
-    from segparts.engines.geosam2.automatic import opening, shrink_mask
+    from segparts.engines.geosam2.automatic import open_masks, shrink_mask
 
     data = golden("geosam2_shrink_mask.npz")
     ours = shrink_mask(torch.from_numpy(data["input_logits"])).numpy()
     np.testing.assert_array_equal(ours > 0, data["output_logits"] > 0)  # every thin part kept
     np.testing.assert_array_equal(ours, data["output_logits"])  # and +1024 exactly where the release puts it
-    np.testing.assert_array_equal(opening(data["input_logits"] > 0), data["opening_only"])
+    np.testing.assert_array_equal(open_masks(data["input_logits"] > 0), data["opening_only"])

@@ -215,7 +215,7 @@ SHRINK_ITERATIONS = 3
 SHRINK_LOGIT = 1024.0
 
 
-def opening(masks, size: int = SHRINK_KERNEL, iterations: int = SHRINK_ITERATIONS):
+def open_masks(masks, size: int = SHRINK_KERNEL, iterations: int = SHRINK_ITERATIONS):
     """Morphological opening of (..., H, W) bool masks (numpy or torch, on any device) as cv2's
     erode/dilate with a size x size rectangle `iterations` times: the image border counts as
     foreground for the erosion and as background for the dilation (cv2's defaults). Repeated
@@ -236,7 +236,7 @@ def shrink_mask(logits: torch.Tensor) -> torch.Tensor:
     to +1024 (the release first writes -1024 there, then +1024 into `opened ^ mask`, the same
     pixels), so the binary mask is unchanged and only the stability score sees a crisper edge."""
     mask = logits > 0
-    removed = mask & ~opening(mask)
+    removed = mask & ~open_masks(mask)
     return torch.where(removed, torch.full_like(logits, SHRINK_LOGIT), logits)
 
 
