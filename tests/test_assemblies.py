@@ -78,6 +78,18 @@ def test_built_assembly_gives_its_parts_and_one_repeat_group_per_set_of_copies()
         assert len({int(above[f[0]]) for f in members}) == 1
 
 
+@pytest.mark.parametrize("bolt_material", ["the wheels'", "the body's"])
+def test_bolts_of_a_shared_material_stay_parts(bolt_material):
+    """Twelve copies of a bolt in the material of the pieces they sit on or near: the shared
+    material doesn't join them to those pieces (a shape repeated by the dozen is hardware)."""
+    vertices, faces, kind, piece = car()
+    mesh = validate_mesh(vertices, faces)
+    mesh.material = np.asarray([0, 1, 1 if bolt_material == "the wheels'" else 0], np.int32)[kind]
+    labels = segment(mesh).labels
+    assert all(len(np.unique(labels[piece == p])) == 1 for p in np.unique(piece))
+    assert len(np.unique(labels)) == len(np.unique(piece))  # body, 4 wheels, 12 bolts
+
+
 def test_material_ids_are_labels_not_numbers():
     """Renumbering the materials gives the same parts; materials split a piece at their border."""
     box = trimesh.creation.box([2.0, 1.0, 1.0])

@@ -14,7 +14,10 @@ units, `group_units` merges them greedily, cheapest first, by
   relative to the larger one and the whole: scattered pieces of one leather join it),
   x OTHER_MATERIAL when they share neither; nothing without cues (geometry only);
 - `repeat`: x REPEAT when a lone copy of a repeated shape would join anything, even a piece of its
-  own material or another copy (bolts, wheels and keys stay parts: each copy is one);
+  own material or another copy (bolts, wheels and keys stay parts: each copy is one); and a shape
+  with k > FEW_COPIES copies gets only SAME_MATERIAL ** (FEW_COPIES / k) for a shared material:
+  screws and keys repeated by the dozen share their metal or plastic with everything around
+  them, while a pair or a triple (left and right, a tripod's legs) is a design's symmetry;
 - `size`: (smaller area / mesh area / UNIT_REF) ** 0.5, so tiny bits (hair, particles, rivets)
   merge first and never stay thousands of top-level parts.
 - `block`: x SAME_BLOCK when both hold faces of one block of the file (`file_blocks`: loose
@@ -49,6 +52,7 @@ OTHER_MATERIAL = 30.0
 SHARED_GAP_MIX = 0.25  # with a shared cue the gap counts relative to big^0.75 x mesh^0.25 (areas)
 GAP_FLOOR = 0.01  # bits smaller than 1% of the area measure their gaps as if they had 1%
 REPEAT = 3.0
+FEW_COPIES = 3  # up to this many copies share their material's bonus in full; more, less and less
 SAME_BLOCK = 1e-3  # units of one block of the file (`file_blocks`) join first: written as one object
 UNIT_REF = 0.01
 SIZE_POWER = 0.5
@@ -295,6 +299,7 @@ def group_units(
     # per cue (material, group): the set of ids each cluster holds
     slot_cues = [[{int(v)} for v in cue] for cue in cues]
     slot_repeat = list(map(int, repeat))  # repeat group of a lone copy, -1 otherwise
+    copies_of = np.bincount(repeat[repeat >= 0]).tolist() + [0]  # per repeat group; [-1] -> 0
     slot_blocks = [set(b) for b in blocks] if blocks is not None else None  # blocks of the file held
     node = list(range(n))  # linkage id of the cluster living in each slot
     version = [0] * n
@@ -317,6 +322,9 @@ def group_units(
         else:
             size_for_gap = small
         if slot_repeat[i] >= 0 or slot_repeat[j] >= 0:  # a lone copy stays a part, cue or not
+            if shared:  # a shape repeated by the dozen shares its material with everything
+                copies = max(copies_of[slot_repeat[i]], copies_of[slot_repeat[j]])
+                factor = SAME_MATERIAL ** min(1.0, FEW_COPIES / copies)
             factor *= REPEAT
         if slot_blocks is not None and slot_blocks[i] & slot_blocks[j]:  # written as one object
             factor *= SAME_BLOCK
