@@ -299,7 +299,7 @@ def group_units(
     # per cue (material, group): the set of ids each cluster holds
     slot_cues = [[{int(v)} for v in cue] for cue in cues]
     slot_repeat = list(map(int, repeat))  # repeat group of a lone copy, -1 otherwise
-    copies_of = np.bincount(repeat[repeat >= 0]).tolist() + [0]  # per repeat group; [-1] -> 0
+    copies_of = np.bincount(repeat[repeat >= 0]).tolist()  # copies per repeat group
     slot_blocks = [set(b) for b in blocks] if blocks is not None else None  # blocks of the file held
     node = list(range(n))  # linkage id of the cluster living in each slot
     version = [0] * n
@@ -323,7 +323,7 @@ def group_units(
             size_for_gap = small
         if slot_repeat[i] >= 0 or slot_repeat[j] >= 0:  # a lone copy stays a part, cue or not
             if shared:  # a shape repeated by the dozen shares its material with everything
-                copies = max(copies_of[slot_repeat[i]], copies_of[slot_repeat[j]])
+                copies = max(copies_of[g] for g in (slot_repeat[i], slot_repeat[j]) if g >= 0)
                 factor = SAME_MATERIAL ** min(1.0, FEW_COPIES / copies)
             factor *= REPEAT
         if slot_blocks is not None and slot_blocks[i] & slot_blocks[j]:  # written as one object
