@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import trimesh
+from scipy.cluster.hierarchy import linkage
 
 from segparts.bench.geometric import triangle_soup
 from segparts.cli import main
 from segparts.engines.base import CancelToken, SegmentParams, no_progress
 from segparts.engines.geometric import GeometricEngine
-from segparts.engines.geometric.assembly import file_blocks
+from segparts.engines.geometric.assembly import file_blocks, gather_copies
+from segparts.hierarchy import roots_and_depths
 from segparts.mesh import validate_mesh
 
 ASSEMBLIES = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks" / "assemblies"
@@ -326,3 +328,33 @@ def test_pieces_whose_faces_interleave_in_the_file_are_one_part():
     assert file_blocks(faces[shuffled]) is None
     labels = segment(validate_mesh(vertices, faces[shuffled])).labels
     assert len(np.unique(labels)) == 4 and all(len(np.unique(labels[piece[shuffled] == p])) == 1 for p in range(4))
+
+
+def test_gathering_copies_keeps_a_tree_whose_groups_are_siblings_just_above_the_level():
+    rng = np.random.default_rng(0)
+    for seed in range(40):
+        n_leaves = 30
+        z = linkage(np.random.default_rng(seed).normal(size=(n_leaves, 3)), "single")
+        parent = np.full(2 * n_leaves - 1, -1)
+        parent[z[:, :2].astype(int)] = n_leaves + np.arange(n_leaves - 1)[:, None]
+        height = np.r_[np.zeros(n_leaves), z[:, 2]]
+        # two groups of leaves (copies): taking them out leaves chains of one-child nodes behind
+        picked = rng.permutation(n_leaves)[:7]
+        groups = [picked[:3], picked[3:]]
+        level = float(np.median(z[:, 2]))
+        new_parent, new_height, renamed = gather_copies(parent, height, n_leaves, groups, level)
+        kids = np.bincount(new_parent[new_parent >= 0], minlength=len(new_parent))
+        assert (new_parent < 0).sum() == 1
+        assert (kids[n_leaves:] >= 2).all()  # no node is left with fewer than two children
+        internal = np.arange(n_leaves, len(new_parent))
+        assert (new_parent[internal[new_parent[internal] >= 0]] > internal[new_parent[internal] >= 0]).all()
+        for group, nodes in zip(groups, renamed):
+            assert nodes == group.tolist()  # leaves keep their ids
+            top = new_parent[nodes]
+            assert len(set(top.tolist())) == 1 and kids[top[0]] == len(group)  # siblings, alone
+            above = new_parent[top[0]]
+            if above >= 0 and new_height[above] > level:  # else it sits just under its ancestor
+                assert new_height[top[0]] >= level
+        has_parent = new_parent >= 0
+        assert (new_height[has_parent] <= new_height[new_parent[has_parent]]).all()
+        assert roots_and_depths(new_parent)[1].max() < len(new_parent)

@@ -119,3 +119,15 @@ def test_roots_and_depths_match_a_walk_to_the_root_on_random_and_chain_trees():
     roots, depths = roots_and_depths(np.array([-1, 0, 1, -1, 3]))
     np.testing.assert_array_equal(roots, [0, 0, 0, 3, 3])
     np.testing.assert_array_equal(depths, [0, 1, 2, 0, 1])
+
+
+def test_representative_is_the_first_active_node_on_the_walk_up():
+    h, _, _ = random_tree(n_leaves=60, seed=3)
+    rng = np.random.default_rng(3)
+    for share in (0.0, 0.1, 0.5, 1.0):
+        active = rng.random(h.n_nodes) < share
+        expected = np.arange(h.n_nodes)
+        for node in range(h.n_nodes):
+            while not active[expected[node]] and h.parent[expected[node]] >= 0:
+                expected[node] = h.parent[expected[node]]
+        np.testing.assert_array_equal(h.representative(active), expected)

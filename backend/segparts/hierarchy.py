@@ -149,13 +149,9 @@ class Hierarchy:
         return active
 
     def representative(self, active: np.ndarray) -> np.ndarray:
-        """For every node, the active node above (or at) it. Pointer jumping: O(N log depth)."""
-        rep = np.where(active | (self.parent < 0), np.arange(self.n_nodes), self.parent).astype(np.int64)
-        while True:
-            nxt = np.where(active[rep] | (self.parent[rep] < 0), rep, rep[rep])
-            if np.array_equal(nxt, rep):
-                return rep
-            rep = nxt
+        """For every node, the active node above (or at) it (or the root when none is): the
+        roots of the forest cut above every active node."""
+        return roots_and_depths(np.where(active, -1, self.parent))[0].astype(np.int64)
 
     def cut(self, *, scale: float | None = None, parts: int | None = None) -> np.ndarray:
         """Per-face labels 0..K-1 at a scale or a number of parts (parts wins if both given)."""

@@ -414,22 +414,7 @@ def gather_copies(
             parent[g] = new
     parent_a = np.array(parent, dtype=np.int64)
     height_a = np.array(height, dtype=np.float64)
-    # splice out internal nodes with fewer than two children (repeat: removals cascade upwards)
-    alive = np.ones(len(parent_a), dtype=bool)
-    while True:
-        kids = np.bincount(parent_a[alive & (parent_a >= 0)], minlength=len(parent_a))
-        internal = np.arange(len(parent_a)) >= n_leaves
-        empty = np.flatnonzero(alive & internal & (kids == 0))
-        single = np.flatnonzero(alive & internal & (kids == 1))  # a lone root hands over to its child
-        if len(empty) == 0 and len(single) == 0:
-            break
-        if len(empty):
-            alive[empty] = False
-            continue
-        for s in single[:1]:  # one at a time: a chain of single-child nodes collapses in turn
-            child = np.flatnonzero(alive & (parent_a == s))[0]
-            parent_a[child] = parent_a[s]
-            alive[s] = False
+    parent_a, alive = _splice_out_thin_nodes(parent_a, n_leaves)
     roots = np.flatnonzero(alive & (parent_a < 0))
     if len(roots) != 1:
         raise RuntimeError("gathering copies broke the tree")
@@ -446,3 +431,30 @@ def gather_copies(
     out_height = height_a[keep]
     renamed = [[int(new_id[g]) for g in group] for group in groups]
     return out_parent, out_height, renamed
+
+
+def _splice_out_thin_nodes(parent: np.ndarray, n_leaves: int) -> tuple[np.ndarray, np.ndarray]:
+    """Drop internal nodes left without children (removals cascade upwards), then hang the child
+    of every single-child node from its nearest ancestor with two or more (a lone root hands over
+    to its child). Returns the new parents and the mask of the nodes kept."""
+    n_nodes = len(parent)
+    internal = np.arange(n_nodes) >= n_leaves
+    alive = np.ones(n_nodes, dtype=bool)
+    while True:
+        kids = np.bincount(parent[alive & (parent >= 0)], minlength=n_nodes)
+        empty = alive & internal & (kids == 0)
+        if not empty.any():
+            break
+        alive[empty] = False
+    single = alive & internal & (kids == 1)
+    # per node, itself or (single) the first ancestor that is not single; n_nodes stands above the root
+    skip = np.r_[np.where(single, np.where(parent >= 0, parent, n_nodes), np.arange(n_nodes)), n_nodes]
+    while True:  # pointer jumping: chains of single nodes collapse in log rounds
+        further = skip[skip]
+        if np.array_equal(further, skip):
+            break
+        skip = further
+    above = skip[np.where(parent >= 0, parent, n_nodes)]
+    new_parent = np.where(above < n_nodes, above, -1)
+    alive &= ~single
+    return np.where(alive, new_parent, parent), alive
