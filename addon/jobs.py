@@ -23,7 +23,7 @@ class MeshArrays:
     tri_poly: np.ndarray  # (T,) polygon of each triangle
     n_polygons: int
     topology: object = None  # partdata.Topology, for the write-back
-    cues: dict = field(default_factory=dict)  # optional per-triangle `material` / `group` ids
+    cues: dict = field(default_factory=dict)  # optional per-triangle `material` / `group` ids, `marked_edges`
     appearance: dict = field(default_factory=dict)  # optional colours / uv + texture (atlas.compose)
 
     def wire_arrays(self) -> dict:
@@ -32,7 +32,11 @@ class MeshArrays:
         return {
             "vertices": np.ascontiguousarray(self.vertices, dtype="<f8"),
             "faces": np.ascontiguousarray(self.faces, dtype="<i4"),
-            **{name: np.ascontiguousarray(values, dtype="<i4") for name, values in self.cues.items()},
+            # as the client sends them (`cue_wire_array`): ids as int32, edge marks one byte each
+            **{
+                name: np.ascontiguousarray(values, dtype="|u1" if name == "marked_edges" else "<i4")
+                for name, values in self.cues.items()
+            },
             **{name: np.ascontiguousarray(values) for name, values in self.appearance.items()},
         }
 

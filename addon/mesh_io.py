@@ -6,11 +6,12 @@ import numpy as np
 
 from . import appearance, orientation
 from .jobs import MeshArrays
-from .partdata import Topology, fan_triangles
+from .partdata import Topology, fan_triangles, marked_triangle_edges
 
 # the user's own per-face material indices while the part preview shows (see writeback.py)
 SAVED_MATERIAL_ATTR = "segparts_material"
 FACE_SET_ATTR = ".sculpt_face_set"  # sculpt-mode face sets, when the user made some
+MARKED_EDGE_ATTRS = ("sharp_edge", "uv_seam")  # Edge > Mark Sharp, Mark Seam
 
 
 def _get(collection, attr: str, count: int, dtype, width: int = 1) -> np.ndarray:
@@ -75,7 +76,8 @@ def mesh_arrays(obj, normals: bool = False) -> MeshArrays:
     (the object's rotation and scale applied, see orientation.py), with its authoring cues and
     what the user sees (appearance.py); with `normals`, its shading normals per triangle corner
     too (flat/smooth faces, sharp edges and custom normals as the viewport shows them), for the
-    engines that render the mesh.
+    engines that render the mesh. The edges the artist marked sharp or as a UV seam go as the
+    `marked_edges` cue (per triangle edge).
 
     Labels come back per triangle and are mapped to these polygons; with modifiers the evaluated
     mesh has other faces, which is why we never send it."""
@@ -93,6 +95,9 @@ def mesh_arrays(obj, normals: bool = False) -> MeshArrays:
     if normals:
         looks["normals"] = appearance.corner_normals(mesh, appearance.triangle_loops(mesh, topo))
     world, tris, looks = orientation.to_world(vertices(mesh), tris, looks, orientation.linear_part(obj.matrix_world))
+    marked = marked_edge_verts(mesh)
+    if marked is not None:  # from the final triangles: a mirroring transform reorders their corners
+        cues["marked_edges"] = marked_triangle_edges(tris, marked)
     return MeshArrays(world, tris, tri_poly, len(mesh.polygons), topo, cues, looks)
 
 
@@ -109,6 +114,19 @@ def authoring_cues(mesh) -> dict[str, np.ndarray]:
         for name, values in cues.items()  # Blender allows negative face sets
         if values is not None and values.size and values.min() != values.max()
     }
+
+
+def marked_edge_verts(mesh) -> np.ndarray | None:
+    """(M, 2) vertex pairs of the edges the artist marked sharp or as a UV seam; None when none is."""
+    n = len(mesh.edges)
+    marked = np.zeros(n, dtype=bool)
+    for name in MARKED_EDGE_ATTRS:
+        attr = mesh.attributes.get(name)
+        if attr is not None and attr.domain == "EDGE" and attr.data_type == "BOOLEAN":
+            marked |= _attr_get(mesh, name, n, bool)
+    if not marked.any():
+        return None
+    return _attr_get(mesh, ".edge_verts", n, np.int32, width=2)[marked]
 
 
 def polygon_centres_areas(mesh) -> tuple[np.ndarray, np.ndarray]:

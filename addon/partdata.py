@@ -228,3 +228,14 @@ def slider_position(levels: np.ndarray, scale: float) -> float:
         return 0.5
     k = int(np.argmin(np.abs(levels - float(scale))))
     return granularity_to_scale(k / (len(levels) - 1))
+
+
+def marked_triangle_edges(triangles: np.ndarray, edge_verts: np.ndarray) -> np.ndarray:
+    """(T, 3) bool: whether edge k of each triangle (corners k, k+1) is one of the mesh edges
+    `edge_verts` ((M, 2) vertex pairs: the edges the artist marked). Diagonals that triangulate a
+    polygon are no mesh edges, so they are never marked."""
+    tris = np.asarray(triangles, dtype=np.int64)
+    edge_verts = np.asarray(edge_verts, dtype=np.int64).reshape(-1, 2)
+    n = int(max(tris.max(initial=0), edge_verts.max(initial=0))) + 1
+    ends = np.sort(np.stack([tris, np.roll(tris, -1, axis=1)], axis=2), axis=2)  # (T, 3, 2)
+    return np.isin(ends @ np.array([n, 1]), np.sort(edge_verts, axis=1) @ np.array([n, 1]))

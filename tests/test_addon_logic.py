@@ -743,3 +743,12 @@ def test_add_on_logs_never_show_the_backend_token(live_session, caplog):
     assert "garbled frame ***" in caplog.text and "'token': '***'" in caplog.text
     assert token not in caplog.text
     assert any(r.name == "addon.session" and r.levelno == logging.WARNING for r in caplog.records)
+
+
+def test_marked_triangle_edges_are_the_marked_mesh_edges_and_never_a_diagonal():
+    # two quads 0-1-2-3 and 1-4-5-2 sharing edge 1-2, fan-split: diagonals 0-2 and 1-5
+    tris, _ = partdata.fan_triangles(np.array([0, 1, 2, 3, 1, 4, 5, 2]), np.array([4, 4]))
+    marks = partdata.marked_triangle_edges(tris, np.array([[2, 1], [4, 5]]))
+    ends = {tuple(sorted((int(t[k]), int(t[(k + 1) % 3])))) for t, row in zip(tris, marks) for k in range(3) if row[k]}
+    assert ends == {(1, 2), (4, 5)}
+    assert marks.sum() == 3  # edge 1-2 on both of its triangles, 4-5 on one

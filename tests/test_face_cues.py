@@ -245,3 +245,34 @@ def test_file_normals_are_read_turned_z_up_and_sent(tmp_path):
         with pytest.raises(BackendError) as err:
             client.upload_mesh(mesh.vertices, mesh.faces, appearance={"normals": normals[:-1]})
         assert err.value.code == "bad_appearance"
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.zeros((4, 2), np.uint8), r"shape \(4, 3\)"),
+        (np.zeros((4, 3), np.float32), "0/1 integers or booleans"),
+        (np.full((4, 3), 2), "0 or 1"),
+    ],
+)
+def test_bad_marked_edges_are_refused(bad, match):
+    with pytest.raises(MeshError, match=match) as err:
+        validate_mesh(SQUARE, [[0, 1, 2], [0, 2, 3], [0, 1, 4], [1, 2, 4]], marked_edges=bad)
+    assert err.value.code == "bad_marked_edges"
+
+
+def test_marked_edges_on_the_wire_belong_to_the_mesh_id(tmp_path):
+    box = trimesh.creation.box()
+    vertices, faces = np.asarray(box.vertices), np.asarray(box.faces)
+    marked = np.zeros((len(faces), 3), bool)
+    marked[0, 1] = marked[5, 2] = True
+    with thread_server(tmp_path) as (server, client):
+        geometry_only = client.upload_mesh(vertices, faces)
+        with_marks = client.upload_mesh(vertices, faces, cues={"marked_edges": marked})
+        assert with_marks == mesh_id(vertices, faces, {"marked_edges": marked}) != geometry_only
+        np.testing.assert_array_equal(server._cache.get(("mesh", with_marks)).marked_edges, marked)
+        for bad in (marked[:5], marked.astype(np.float32), marked * 3):
+            with pytest.raises(BackendError) as err:
+                client.call("upload_mesh", {}, {"vertices": vertices, "faces": faces, "marked_edges": bad})
+            assert err.value.code == "bad_marked_edges"
+        assert client.segment(with_marks).arrays["labels"].shape == (len(faces),)  # still up

@@ -45,3 +45,55 @@ def test_a_border_on_the_fold_stays_and_a_small_part_inside_a_band_is_left_alone
     island[np.flatnonzero(column == 3)[:4]] = 2  # four faces: every one of them is in the band
     refined = island[refine_borders(graph, leaves, island)]
     assert np.array_equal(refined, island)
+
+
+def dumbbell(rings: int = 61, sections: int = 48):
+    """A smooth solid of revolution, two bulbs and a neck at z = 0 (a ring of edges there): no
+    crease anywhere, so only the neck decides where the two bulbs part."""
+    import trimesh
+
+    t = np.linspace(0, np.pi, rings)
+    z = -2 * np.cos(t)
+    radius = np.sin(t) * (1 - 0.6 * np.exp(-((z / 0.35) ** 2)))
+    mesh = trimesh.creation.revolve(np.column_stack([radius, z]), sections=sections)
+    mesh.merge_vertices()
+    return np.asarray(mesh.vertices), np.asarray(mesh.faces)
+
+
+def test_the_automatic_border_settles_on_a_ring_the_artist_marked_beside_the_neck():
+    from segparts.engines.geometric.segmenter import build_tree
+    from segparts.meshgraph import face_adjacency
+
+    vertices, faces = dumbbell()
+    ring_of = np.unique(np.round(vertices[:, 2], 6), return_inverse=True)[1].ravel()
+    pairs, shared = face_adjacency(faces)
+
+    def border_rings(marked=None):
+        labels = build_tree(vertices, faces, marked_edges=marked)[0].cut(scale=0.5)
+        across = labels[pairs[:, 0]] != labels[pairs[:, 1]]
+        return set(ring_of[shared[across]].ravel().tolist())
+
+    neck = int(ring_of[np.argmin(np.abs(vertices[:, 2]))])
+    assert border_rings() == {neck}
+    ends = ring_of[np.stack([faces, np.roll(faces, -1, axis=1)], axis=2)]  # (F, 3, 2) rings of each edge's ends
+    for ring in (neck - 1, neck + 1):
+        marked = (ends[..., 0] == ring) & (ends[..., 1] == ring)
+        assert border_rings(marked) == {ring}
+    assert border_rings(np.zeros_like(marked)) == {neck}  # marks that mark nothing change nothing
+
+
+def test_patches_end_on_the_edges_the_artist_marked_so_finer_levels_cut_there_too():
+    from segparts.engines.geometric.segmenter import build_tree
+    from segparts.meshgraph import face_adjacency
+
+    vertices, faces = dumbbell()
+    ring_of = np.unique(np.round(vertices[:, 2], 6), return_inverse=True)[1].ravel()
+    pairs, shared = face_adjacency(faces)
+    ends = ring_of[np.stack([faces, np.roll(faces, -1, axis=1)], axis=2)]
+    for ring in (10, 40):
+        marked = (ends[..., 0] == ring) & (ends[..., 1] == ring)
+        on_ring = (ring_of[shared[:, 0]] == ring) & (ring_of[shared[:, 1]] == ring)
+        for marks, least, most in ((marked, 1.0, 1.0), (None, 0.0, 0.5)):
+            leaves = build_tree(vertices, faces, marked_edges=marks)[0].leaf_labels
+            share = (leaves[pairs[on_ring, 0]] != leaves[pairs[on_ring, 1]]).mean()
+            assert least <= share <= most, (ring, marks is None, share)

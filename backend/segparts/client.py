@@ -82,7 +82,9 @@ def read_token(path: str | Path) -> str | None:
         return None
 
 
-FACE_CUES = ("material", "group")  # optional per-face authoring cues of upload_mesh, in hash order
+# optional authoring cues of upload_mesh, in hash order: per-face ids, then the (F, 3) 0/1 marks
+# of the triangle edges the artist marked
+CUES = ("material", "group", "marked_edges")
 # optional appearance arrays of upload_mesh, in hash order (see docs/protocol.md)
 APPEARANCE_ARRAYS = ("vertex_colors", "corner_colors", "face_colors", "uv", "texture", "normals")
 
@@ -101,9 +103,15 @@ def appearance_arrays(appearance: dict | None) -> dict:
     return out
 
 
+def cue_wire_array(name: str, values) -> np.ndarray:
+    """A cue as upload_mesh sends it: ids as int32, edge marks as one byte each."""
+    return np.ascontiguousarray(values, dtype="|u1" if name == "marked_edges" else "<i4")
+
+
 def mesh_id(vertices, faces, cues: dict | None = None, appearance: dict | None = None) -> str:
     """The server's id for these arrays (the same digest as segparts.mesh.mesh_hash; this copy
-    needs numpy only, for the add-on). `cues`: optional per-face `material`/`group` ids;
+    needs numpy only, for the add-on). `cues`: optional per-face `material`/`group` ids and
+    `marked_edges` (F, 3) 0/1;
     `appearance`: optional appearance arrays by name (`APPEARANCE_ARRAYS`)."""
     h = hashlib.sha256()
     v = np.ascontiguousarray(vertices, dtype="<f8")
@@ -111,7 +119,7 @@ def mesh_id(vertices, faces, cues: dict | None = None, appearance: dict | None =
     for a in (v, f):
         h.update(np.asarray(a.shape, dtype="<i8").tobytes())
         h.update(a.data.cast("B"))
-    for name in FACE_CUES:
+    for name in CUES:
         if cues and cues.get(name) is not None:
             h.update(name.encode())
             h.update(np.ascontiguousarray(cues[name], dtype="<i4").data.cast("B"))
@@ -291,10 +299,11 @@ class BackendClient:
         the arrays but recomputes nothing else (its segmentations stay cached). Over loopback
         that is as fast as hashing here first; `check_first=True` hashes locally and asks before
         sending, which saves the transfer to a remote backend. `cues`: optional per-triangle
-        integer arrays `material` and `group` (authoring cues; they belong to the mesh id).
+        integer arrays `material` and `group` and the (F, 3) 0/1 `marked_edges` (authoring cues; they
+        belong to the mesh id).
         `appearance`: optional colour / UV / texture arrays by name (`APPEARANCE_ARRAYS`, shapes in
         docs/protocol.md; they belong to the mesh id too)."""
-        cues = {k: np.ascontiguousarray(v, dtype="<i4") for k, v in (cues or {}).items() if v is not None}
+        cues = {k: cue_wire_array(k, v) for k, v in (cues or {}).items() if v is not None}
         looks = appearance_arrays(appearance)  # sent as they are hashed
         vertices = np.ascontiguousarray(vertices, dtype="<f8")
         faces = np.asarray(faces)

@@ -10,6 +10,10 @@ use only which faces share an id, so one id on every face says nothing and count
 ARE part of the content hash: the same geometry with other materials is another input. Absent
 arrays leave the id of the geometry unchanged.
 
+`marked_edges` (optional, (F, 3) bool; edge k of triangle i runs from corner k to corner k+1) are
+the edges the artist marked: Blender's sharp edges and UV seams. Engines may settle borders on
+them; they are part of the content hash like the other cues.
+
 `appearance` (optional, a `segparts.appearance.Appearance`) carries the surface colours (a file's,
 or an upload's appearance arrays, see `segparts.appearance`) to the renderer. It IS part of the
 content hash, in its canonical wire form: what the engines see is the input, so the same shape
@@ -29,6 +33,8 @@ DEFAULT_MAX_FACES = 5_000_000
 # products of float64 need ~1e154 of headroom); real meshes are many orders of magnitude smaller.
 MAX_COORDINATE = 1e100
 FACE_CUES = ("material", "group")  # optional per-face integer arrays: the authoring cues
+EDGE_CUES = ("marked_edges",)  # optional (F, 3) 0/1 per triangle edge: the edges the artist marked
+CUES = FACE_CUES + EDGE_CUES  # in hash order
 # optional appearance arrays, in hash order (segparts.appearance validates them)
 APPEARANCE_ARRAYS = ("vertex_colors", "corner_colors", "face_colors", "uv", "texture", "normals")
 
@@ -51,6 +57,7 @@ class Mesh:
     appearance: object | None = None  # segparts.appearance.Appearance: colours for rendering (hashed)
     material: np.ndarray | None = None  # (F,) int32 material id per triangle (authoring cue)
     group: np.ndarray | None = None  # (F,) int32 object/group id per triangle (authoring cue)
+    marked_edges: np.ndarray | None = None  # (F, 3) bool: triangle edges the artist marked (cue)
     _hash: str | None = field(default=None, repr=False)
 
     @property
@@ -74,7 +81,7 @@ class Mesh:
     @property
     def cues(self) -> dict[str, np.ndarray]:
         """The authoring cues this mesh carries, by name (only those present)."""
-        return {name: getattr(self, name) for name in FACE_CUES if getattr(self, name) is not None}
+        return {name: getattr(self, name) for name in CUES if getattr(self, name) is not None}
 
     def polygon_labels(self, face_labels: np.ndarray) -> np.ndarray:
         """Map per-triangle labels to per-original-polygon labels (first triangle wins)."""
@@ -107,7 +114,7 @@ def mesh_hash(
     h.update(v.data.cast("B"))  # no copy of the data
     h.update(np.asarray(f.shape, dtype="<i8").tobytes())
     h.update(f.data.cast("B"))
-    for name in FACE_CUES:  # fixed order; an absent cue adds nothing (geometry-only ids unchanged)
+    for name in CUES:  # fixed order; an absent cue adds nothing (geometry-only ids unchanged)
         if cues and cues.get(name) is not None:
             values = np.ascontiguousarray(cues[name], dtype="<i4")
             h.update(name.encode())
@@ -131,6 +138,7 @@ def validate_mesh(
     appearance=None,
     material=None,
     group=None,
+    marked_edges=None,
 ) -> Mesh:
     """Check untrusted arrays and build a Mesh, or raise MeshError with a clear message.
 
@@ -187,6 +195,7 @@ def validate_mesh(
         appearance,
         material=cues["material"],
         group=cues["group"],
+        marked_edges=_edge_marks(marked_edges, faces.shape[0]),
     )
 
 
@@ -202,6 +211,20 @@ def _face_cue(name: str, values, n_faces: int) -> np.ndarray | None:
     if n_faces and (values.min() < 0 or values.max() > np.iinfo(np.int32).max):
         raise MeshError(f"bad_{name}", f"{name} ids must be in [0, 2^31), found [{values.min()}, {values.max()}]")
     return np.ascontiguousarray(values, dtype=np.int32)
+
+
+def _edge_marks(values, n_faces: int) -> np.ndarray | None:
+    """Marked triangle edges: 0/1 (or bool) per edge of each triangle, (F, 3) bool, or None."""
+    if values is None:
+        return None
+    values = np.asarray(values)
+    if values.shape != (n_faces, 3):
+        raise MeshError("bad_marked_edges", f"marked_edges must have shape ({n_faces}, 3), got {values.shape}")
+    if values.dtype != bool and not np.issubdtype(values.dtype, np.integer):
+        raise MeshError("bad_marked_edges", f"marked_edges must be 0/1 integers or booleans, got dtype {values.dtype}")
+    if values.dtype != bool and n_faces and (values.min() < 0 or values.max() > 1):
+        raise MeshError("bad_marked_edges", f"marked_edges must be 0 or 1, found [{values.min()}, {values.max()}]")
+    return np.ascontiguousarray(values, dtype=bool)
 
 
 def _check_appearance(appearance, n_vertices: int, n_faces: int) -> None:

@@ -130,13 +130,20 @@ class DualGraph:
     normals: np.ndarray  # (F, 3) unit normals (zero for degenerate faces)
     areas: np.ndarray  # (F,)
     centroids: np.ndarray  # (F, 3)
+    marked: np.ndarray | None = None  # (E,) bool: an edge the artist marked (sharp, UV seam); None: no marks
 
 
 def build_dual_graph(
-    vertices: np.ndarray, faces: np.ndarray, vertex_ids: np.ndarray, cancel_check=lambda: None
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    vertex_ids: np.ndarray,
+    cancel_check=lambda: None,
+    marked_edges: np.ndarray | None = None,
 ) -> DualGraph:
     """Faces joined across edges shared in the welded `vertex_ids`, with each face's normal, area
-    and centroid and each shared edge's length, dihedral angle and concavity."""
+    and centroid and each shared edge's length, dihedral angle and concavity. `marked_edges`
+    ((F, 3) bool, edge k of a face = corners k, k+1): the artist's marks; a shared edge is marked
+    when a face on either side marks it."""
     tri = vertices[faces]
     centroids = tri.mean(axis=1)
     cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
@@ -157,4 +164,14 @@ def build_dual_graph(
     rel = centroids[b] - centroids[a]
     side = (rel * normals[a]).sum(axis=1) - (rel * normals[b]).sum(axis=1)
     concavity = np.where(side > 0, dihedral, 0.0)
-    return DualGraph(pairs, edge_length, concavity, dihedral, normals, areas, centroids)
+    marked = None if marked_edges is None else _marked_shared_edges(faces, vertex_ids, marked_edges, shared)
+    return DualGraph(pairs, edge_length, concavity, dihedral, normals, areas, centroids, marked)
+
+
+def _marked_shared_edges(faces, vertex_ids, marked_edges, shared) -> np.ndarray:
+    """Per shared edge (welded vertex ids), whether any face marks it."""
+    ends = np.asarray(vertex_ids)[faces]
+    ends = np.stack([ends, np.roll(ends, -1, axis=1)], axis=2)[np.asarray(marked_edges, dtype=bool)]  # (M, 2)
+    n = int(np.asarray(vertex_ids).max(initial=0)) + 1
+    marked_keys = np.sort(ends, axis=1) @ np.array([n, 1])
+    return np.isin(np.sort(shared, axis=1) @ np.array([n, 1]), marked_keys)

@@ -53,7 +53,7 @@ from .engines.base import (
     recut,
 )
 from .hierarchy import Hierarchy
-from .mesh import APPEARANCE_ARRAYS, DEFAULT_MAX_FACES, FACE_CUES, Mesh, MeshError, validate_mesh
+from .mesh import APPEARANCE_ARRAYS, CUES, DEFAULT_MAX_FACES, Mesh, MeshError, validate_mesh
 
 log = logging.getLogger("segparts.server")
 
@@ -504,11 +504,11 @@ class Server:
                 self._reply(envelope, req_id, "reply", self._mesh_info(claimed, mesh, cached=True))
                 return
             raise wire.ProtocolError(wire.UNKNOWN_MESH, "this mesh is not on the backend; send its arrays")
-        unknown = set(arrays) - {"vertices", "faces", "face_map", *FACE_CUES, *APPEARANCE_ARRAYS}
+        unknown = set(arrays) - {"vertices", "faces", "face_map", *CUES, *APPEARANCE_ARRAYS}
         if unknown:
             raise ArgError(
                 f"unexpected arrays {sorted(unknown)}; send vertices, faces and optionally "
-                f"face_map, {', '.join(FACE_CUES + APPEARANCE_ARRAYS)}"
+                f"face_map, {', '.join(CUES + APPEARANCE_ARRAYS)}"
             )
         if "vertices" not in arrays or "faces" not in arrays:
             raise ArgError("upload_mesh needs arrays 'vertices' (V,3) and 'faces' (F,3)")
@@ -522,7 +522,7 @@ class Server:
             face_map,
             n_polygons,
             max_faces=self.max_faces,
-            **{name: arrays.get(name) for name in FACE_CUES},
+            **{name: arrays.get(name) for name in CUES},
         )
         mesh.appearance = appearance_from_wire(arrays, mesh.n_vertices, mesh.n_faces)  # before the id
         if not mesh.vertices.flags.writeable:  # detach from the zmq frame, engines may need a writable copy

@@ -45,3 +45,33 @@ def test_one_material_and_no_face_sets_send_geometry_only(runtime, backend):
     obj = boxes_object()
     obj.data.materials.append(bpy.data.materials.new("Only"))
     assert sub(runtime, "mesh_io").mesh_arrays(obj).cues == {}
+
+
+def test_sharp_edges_and_seams_reach_the_backend_as_marked_triangle_edges(runtime, backend):
+    obj = boxes_object()
+    obj.scale = (-1.0, 1.0, 1.0)  # a mirror: the add-on flips the triangles' corners
+    bpy.context.view_layer.update()  # matrix_world follows
+    mesh = obj.data
+    n_edges = len(mesh.edges)
+    sharp = np.arange(n_edges) % 5 == 0
+    seam = np.arange(n_edges) % 7 == 3
+    mesh.attributes.new("sharp_edge", "BOOLEAN", "EDGE").data.foreach_set("value", sharp)
+    mesh.attributes.new("uv_seam", "BOOLEAN", "EDGE").data.foreach_set("value", seam)
+    mesh_io, client = sub(runtime, "mesh_io"), sub(runtime, "_shared.client")
+
+    arrays = mesh_io.mesh_arrays(obj)
+    marked = {tuple(sorted(e.vertices)) for e, m in zip(mesh.edges, sharp | seam) if m}
+    expected = np.array(
+        [[tuple(sorted((int(t[k]), int(t[(k + 1) % 3])))) in marked for k in range(3)] for t in arrays.faces]
+    )
+    np.testing.assert_array_equal(arrays.cues["marked_edges"], expected)
+    assert expected.sum() >= len(marked)  # every marked edge is on a triangle
+    assert arrays.wire_arrays()["marked_edges"].dtype == np.uint8
+
+    bpy.context.view_layer.objects.active = obj
+    assert bpy.ops.segparts.segment() == {"FINISHED"}
+    runtime.run_until_idle(timeout=60)
+    assert "part_id" in mesh.attributes, runtime.message()
+    # the backend's id covers the marks: they went over the wire
+    assert obj.segparts.mesh_id == client.mesh_id(arrays.vertices, arrays.faces, arrays.cues)
+    assert obj.segparts.mesh_id != client.mesh_id(arrays.vertices, arrays.faces)

@@ -1,6 +1,6 @@
 """Border measures of issue 18 item 3, shared by `eval assemblies` and `eval princeton`: how much
 of a segmentation's border length lies on a cue (a crease, a concave valley, a material/group
-change) and how long it is next to a reference's (the artist's or the people's).
+change, an edge the artist marked) and how long it is next to a reference's (the artist's or the people's).
 
 Only shared (welded) edges count: borders between separate pieces share no edge and are cues by
 nature."""
@@ -18,9 +18,11 @@ ARTIST_BORDER_FLOOR = 1e-3  # the reference's in-piece border must be this share
 
 def edge_graph(mesh):
     """The welded dual graph of the mesh and, per shared edge, whether it lies on a cue."""
-    g = build_dual_graph(mesh.vertices, mesh.faces, weld_vertices(mesh.vertices))
+    g = build_dual_graph(mesh.vertices, mesh.faces, weld_vertices(mesh.vertices), marked_edges=mesh.marked_edges)
     a, b = g.pairs[:, 0], g.pairs[:, 1]
     cue = (g.dihedral >= CREASE) | (g.concavity >= VALLEY)
+    if g.marked is not None:
+        cue |= g.marked
     for values in (mesh.material, mesh.group):
         if values is not None:
             cue |= np.asarray(values)[a] != np.asarray(values)[b]

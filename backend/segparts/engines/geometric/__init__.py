@@ -51,6 +51,7 @@ class GeometricEngine:
             mesh.faces,
             material=mesh.material,
             group=mesh.group,
+            marked_edges=mesh.marked_edges,
             weld_tolerance=float(opts.get("weld_tolerance", DEFAULT_WELD_TOLERANCE)),
             n_patches=int(opts.get("patches", DEFAULT_PATCHES)),
             seed=int(opts.get("seed", 0)),

@@ -2,7 +2,8 @@
 
 Seeds are spread by farthest-point sampling (invariant to rigid motion and scale); every face
 joins its nearest seed along the dual graph, where crossing a concave or sharp edge costs
-extra, so patch borders settle in valleys and on sharp edges (geodesic Voronoi + Dijkstra).
+extra, so patch borders settle in valleys, on sharp edges and on the edges the artist marked
+(geodesic Voronoi + Dijkstra).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from ..base import run_cancellable
 
 CONCAVE_PENALTY = 40.0  # extra cost per radian of concave crease crossed
 SHARP_PENALTY = 3.0  # extra cost per radian of any dihedral angle crossed
+MARKED_PENALTY = CONCAVE_PENALTY * np.pi / 4  # an edge the artist marked counts as a 45 degree valley
 
 
 def farthest_point_seeds(points: np.ndarray, k: int) -> np.ndarray:
@@ -68,6 +70,8 @@ def oversegment(
     a, b = graph.pairs[:, 0], graph.pairs[:, 1]
     step = np.linalg.norm(graph.centroids[a] - graph.centroids[b], axis=1) + 1e-9 * scale
     weight = step * (1.0 + CONCAVE_PENALTY * graph.concavity + SHARP_PENALTY * graph.dihedral)
+    if graph.marked is not None:
+        weight = weight + step * MARKED_PENALTY * graph.marked
     adj = adjacency_matrix(graph.pairs, n_faces, weight)
     _, _, sources = run_cancellable(
         lambda: dijkstra(adj, directed=False, indices=seeds, min_only=True, return_predecessors=True), cancel_check

@@ -1,6 +1,7 @@
 """Border refinement at the automatic level: the patches' borders come from a greedy
 over-segmentation and can run across flat surface in staircases; a minimum cut in a band of faces
-around each border between two parts moves it onto the nearest crease or valley.
+around each border between two parts moves it onto the nearest crease or valley, or onto an edge
+the artist marked.
 
 The capacity of a dual edge falls with the bend across it (Katz & Tal 2003, "Hierarchical mesh
 decomposition using fuzzy clustering and cuts"): length / (1 + bend / mean bend in the band),
@@ -21,6 +22,7 @@ from ...meshgraph import DualGraph, adjacency_matrix
 
 BAND_RINGS = 3  # faces up to this many dual steps from a border may change sides
 CONVEX_WEIGHT = 0.1  # a convex bend counts a tenth of a concave one (Katz & Tal's eta)
+MARKED_BEND = 1.0  # an edge the artist marked (sharp, UV seam) bends as a 90 degree valley at least
 CAPACITY_SCALE = 1_000_000  # max-flow needs integer capacities
 
 
@@ -38,6 +40,8 @@ def refine_borders(
     adjacency = adjacency_matrix(graph.pairs, len(part))
     bands = Bands(adjacency, graph.pairs)
     bend = (1.0 - np.cos(graph.dihedral)) * np.where(graph.concavity > 0, 1.0, CONVEX_WEIGHT)
+    if graph.marked is not None:
+        bend = np.where(graph.marked, np.maximum(bend, MARKED_BEND), bend)
     new_part = part.copy()
     lo, hi = np.minimum(part[a[cross]], part[b[cross]]), np.maximum(part[a[cross]], part[b[cross]])
     order = np.lexsort((hi, lo))

@@ -133,6 +133,7 @@ def build_tree(
     *,
     material: np.ndarray | None = None,
     group: np.ndarray | None = None,
+    marked_edges: np.ndarray | None = None,
     weld_tolerance: float = DEFAULT_WELD_TOLERANCE,
     n_patches: int | None = None,
     seed: int = 0,
@@ -141,7 +142,8 @@ def build_tree(
 ) -> tuple[Hierarchy, dict]:
     """Merge tree (coarse -> fine) over all faces, and timings per stage. `material` and `group`
     (per face ids, optional) are authoring cues: units never straddle them, and units that share
-    one group early."""
+    one group early. `marked_edges` ((F, 3) bool, optional): edges the artist marked (sharp, UV
+    seam); patch borders and the refined borders settle on them, but they make no part alone."""
     progress = progress or (lambda f, s: None)
     cancel_check = cancel_check or (lambda: None)
     rng = np.random.default_rng(seed)
@@ -170,7 +172,7 @@ def build_tree(
     progress(0.0, "graph")
     welded = weld_vertices(vertices, weld_tolerance)
     cancel_check()  # between the graph's steps, so a cancel is answered within about a second
-    full_graph = build_dual_graph(vertices, faces, welded, cancel_check)
+    full_graph = build_dual_graph(vertices, faces, welded, cancel_check, marked_edges)
     cancel_check()
     pieces = dual_components(full_graph.pairs, n_faces)
     units = unit_labels(full_graph.pairs, n_faces, pieces, cues)
@@ -181,6 +183,7 @@ def build_tree(
         edge_length=full_graph.edge_length[inner],
         concavity=full_graph.concavity[inner],
         dihedral=full_graph.dihedral[inner],
+        marked=None if full_graph.marked is None else full_graph.marked[inner],
     )
     n_units = int(units.max()) + 1
     lap("graph")
