@@ -1,6 +1,7 @@
 """Border measures of issue 18 item 3, shared by `eval assemblies` and `eval princeton`: how much
 of a segmentation's border length lies on a cue (a crease, a concave valley, a material/group
-change, an edge the artist marked) and how long it is next to a reference's (the artist's or the people's).
+change, an edge the artist marked) and how long it is next to a reference's (the artist's or the
+people's).
 
 Only shared (welded) edges count: borders between separate pieces share no edge and are cues by
 nature."""
