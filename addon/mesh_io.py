@@ -6,7 +6,7 @@ import numpy as np
 
 from . import appearance, orientation
 from .jobs import MeshArrays
-from .partdata import Topology, fan_triangles, marked_triangle_edges
+from .partdata import Topology, fan_triangles, marked_triangle_edges, uv_cut_edges
 
 # the user's own per-face material indices while the part preview shows (see writeback.py)
 SAVED_MATERIAL_ATTR = "segparts_material"
@@ -76,8 +76,8 @@ def mesh_arrays(obj, normals: bool = False) -> MeshArrays:
     (the object's rotation and scale applied, see orientation.py), with its authoring cues and
     what the user sees (appearance.py); with `normals`, its shading normals per triangle corner
     too (flat/smooth faces, sharp edges and custom normals as the viewport shows them), for the
-    engines that render the mesh. The edges the artist marked sharp or as a UV seam go as the
-    `marked_edges` cue (per triangle edge).
+    engines that render the mesh. The edges the artist marked sharp or as a UV seam, and the
+    borders of the active UV map's islands, go as the `marked_edges` cue (per triangle edge).
 
     Labels come back per triangle and are mapped to these polygons; with modifiers the evaluated
     mesh has other faces, which is why we never send it."""
@@ -95,7 +95,7 @@ def mesh_arrays(obj, normals: bool = False) -> MeshArrays:
     if normals:
         looks["normals"] = appearance.corner_normals(mesh, appearance.triangle_loops(mesh, topo))
     world, tris, looks = orientation.to_world(vertices(mesh), tris, looks, orientation.linear_part(obj.matrix_world))
-    marked = marked_edge_verts(mesh)
+    marked = marked_edge_verts(mesh, topo)
     if marked is not None:  # from the final triangles: a mirroring transform reorders their corners
         cues["marked_edges"] = marked_triangle_edges(tris, marked)
     return MeshArrays(world, tris, tri_poly, len(mesh.polygons), topo, cues, looks)
@@ -116,17 +116,21 @@ def authoring_cues(mesh) -> dict[str, np.ndarray]:
     }
 
 
-def marked_edge_verts(mesh) -> np.ndarray | None:
-    """(M, 2) vertex pairs of the edges the artist marked sharp or as a UV seam; None when none is."""
+def marked_edge_verts(mesh, topo: Topology) -> np.ndarray | None:
+    """(M, 2) vertex pairs of the edges the artist marked sharp or as a UV seam, and of the borders
+    of the active UV map's islands; None when there is none."""
     n = len(mesh.edges)
     marked = np.zeros(n, dtype=bool)
     for name in MARKED_EDGE_ATTRS:
         attr = mesh.attributes.get(name)
         if attr is not None and attr.domain == "EDGE" and attr.data_type == "BOOLEAN":
             marked |= _attr_get(mesh, name, n, bool)
-    if not marked.any():
-        return None
-    return _attr_get(mesh, ".edge_verts", n, np.int32, width=2)[marked]
+    pairs = [_attr_get(mesh, ".edge_verts", n, np.int32, width=2)[marked]] if marked.any() else []
+    layer = mesh.uv_layers.active
+    if layer is not None:
+        pairs.append(uv_cut_edges(topo, _attr_get(mesh, layer.name, len(mesh.loops), np.float32, "vector", 2)))
+    pairs = [p for p in pairs if len(p)]
+    return np.concatenate(pairs) if pairs else None
 
 
 def polygon_centres_areas(mesh) -> tuple[np.ndarray, np.ndarray]:

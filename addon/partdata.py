@@ -239,3 +239,26 @@ def marked_triangle_edges(triangles: np.ndarray, edge_verts: np.ndarray) -> np.n
     n = int(max(tris.max(initial=0), edge_verts.max(initial=0))) + 1
     ends = np.sort(np.stack([tris, np.roll(tris, -1, axis=1)], axis=2), axis=2)  # (T, 3, 2)
     return np.isin(ends @ np.array([n, 1]), np.sort(edge_verts, axis=1) @ np.array([n, 1]))
+
+
+UV_TOLERANCE = 1e-5  # Blender's UV editor treats corners this close as one UV vertex
+
+
+def uv_cut_edges(topology: Topology, uv: np.ndarray) -> np.ndarray:
+    """(M, 2) vertex pairs of the edges where the UV map is cut: the polygons on either side give
+    an end of the edge different UVs, so the edge borders a UV island (marked as a seam or not).
+    `uv`: (L, 2) per face corner."""
+    loop_total = np.asarray(topology.loop_total, dtype=np.int64)
+    corner_verts = np.asarray(topology.corner_verts, dtype=np.int64)
+    starts = np.repeat(np.cumsum(loop_total) - loop_total, loop_total)
+    following = starts + (np.arange(len(starts)) - starts + 1) % np.repeat(loop_total, loop_total)
+    a, b = corner_verts, corner_verts[following]  # each corner starts the edge to the next one
+    flip = (a > b)[:, None]
+    ends_uv = np.hstack([np.where(flip, uv[following], uv), np.where(flip, uv, uv[following])])
+    n = max(int(topology.n_vertices), 1)
+    key = np.minimum(a, b) * n + np.maximum(a, b)
+    order = np.argsort(key, kind="stable")
+    key, ends_uv = key[order], ends_uv[order]
+    cut = (key[1:] == key[:-1]) & (np.abs(ends_uv[1:] - ends_uv[:-1]) > UV_TOLERANCE).any(axis=1)
+    cut_keys = np.unique(key[1:][cut])
+    return np.stack([cut_keys // n, cut_keys % n], axis=1)

@@ -752,3 +752,16 @@ def test_marked_triangle_edges_are_the_marked_mesh_edges_and_never_a_diagonal():
     ends = {tuple(sorted((int(t[k]), int(t[(k + 1) % 3])))) for t, row in zip(tris, marks) for k in range(3) if row[k]}
     assert ends == {(1, 2), (4, 5)}
     assert marks.sum() == 3  # edge 1-2 on both of its triangles, 4-5 on one
+
+
+def test_uv_cut_edges_are_the_edges_whose_sides_disagree_on_their_uvs():
+    # two quads 0-1-2-3 and 1-4-5-2 sharing edge 1-2
+    topology = partdata.Topology(np.array([0, 1, 2, 3, 1, 4, 5, 2]), np.array([4, 4]), 6)
+    square = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], np.float32)
+    joined = np.concatenate([square, square + [1, 0]])  # the second quad continues the first
+    assert len(partdata.uv_cut_edges(topology, joined)) == 0
+    apart = np.concatenate([square, square + [2, 0]])  # an island of its own
+    assert partdata.uv_cut_edges(topology, apart).tolist() == [[1, 2]]
+    nudged = joined.copy()
+    nudged[7] += 1e-7  # corner 2 of the second quad, within the tolerance: still one island
+    assert len(partdata.uv_cut_edges(topology, nudged)) == 0

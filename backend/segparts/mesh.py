@@ -11,7 +11,7 @@ ARE part of the content hash: the same geometry with other materials is another 
 arrays leave the id of the geometry unchanged.
 
 `marked_edges` (optional, (F, 3) bool; edge k of triangle i runs from corner k to corner k+1) are
-the edges the artist marked: Blender's sharp edges and UV seams. Engines may settle borders on
+the edges the artist marked: Blender's sharp edges, UV seams and UV island borders. Engines may settle borders on
 them; they are part of the content hash like the other cues.
 
 `appearance` (optional, a `segparts.appearance.Appearance`) carries the surface colours (a file's,

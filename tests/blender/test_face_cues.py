@@ -75,3 +75,21 @@ def test_sharp_edges_and_seams_reach_the_backend_as_marked_triangle_edges(runtim
     # the backend's id covers the marks: they went over the wire
     assert obj.segparts.mesh_id == client.mesh_id(arrays.vertices, arrays.faces, arrays.cues)
     assert obj.segparts.mesh_id != client.mesh_id(arrays.vertices, arrays.faces)
+
+
+def test_uv_island_borders_are_marked_as_blenders_seams_from_islands_finds_them(runtime):
+    bpy.ops.mesh.primitive_monkey_add()  # UV-mapped, no seam marked
+    obj = bpy.context.object
+    mesh_io = sub(runtime, "mesh_io")
+    marked = mesh_io.mesh_arrays(obj).cues["marked_edges"]
+
+    bpy.ops.object.mode_set(mode="EDIT")
+    bpy.ops.mesh.select_all(action="SELECT")
+    assert bpy.ops.uv.seams_from_islands() == {"FINISHED"}
+    bpy.ops.object.mode_set(mode="OBJECT")
+    seams = {tuple(sorted(e.vertices)) for e in obj.data.edges if e.use_seam}
+    arrays = mesh_io.mesh_arrays(obj)  # now with the seams marked too: the same edges
+    np.testing.assert_array_equal(arrays.cues["marked_edges"], marked)
+    expected = [[tuple(sorted((int(t[k]), int(t[(k + 1) % 3])))) in seams for k in range(3)] for t in arrays.faces]
+    np.testing.assert_array_equal(marked, expected)
+    assert len(seams) > 10
