@@ -125,12 +125,11 @@ def marked_edge_verts(mesh, topo: Topology) -> np.ndarray | None:
         attr = mesh.attributes.get(name)
         if attr is not None and attr.domain == "EDGE" and attr.data_type == "BOOLEAN":
             marked |= _attr_get(mesh, name, n, bool)
-    pairs = [_attr_get(mesh, ".edge_verts", n, np.int32, width=2)[marked]] if marked.any() else []
     layer = mesh.uv_layers.active
     if layer is not None:
-        pairs.append(uv_cut_edges(topo, _attr_get(mesh, layer.name, len(mesh.loops), np.float32, "vector", 2)))
-    pairs = [p for p in pairs if len(p)]
-    return np.concatenate(pairs) if pairs else None
+        uv = _attr_get(mesh, layer.name, len(mesh.loops), np.float32, "vector", 2)
+        marked |= uv_cut_edges(topo, corner_edges(mesh), uv, n)
+    return _attr_get(mesh, ".edge_verts", n, np.int32, width=2)[marked] if marked.any() else None
 
 
 def polygon_centres_areas(mesh) -> tuple[np.ndarray, np.ndarray]:

@@ -236,29 +236,39 @@ def marked_triangle_edges(triangles: np.ndarray, edge_verts: np.ndarray) -> np.n
     polygon are no mesh edges, so they are never marked."""
     tris = np.asarray(triangles, dtype=np.int64)
     edge_verts = np.asarray(edge_verts, dtype=np.int64).reshape(-1, 2)
+    if len(edge_verts) == 0:
+        return np.zeros(tris.shape, dtype=bool)
     n = int(max(tris.max(initial=0), edge_verts.max(initial=0))) + 1
-    ends = np.sort(np.stack([tris, np.roll(tris, -1, axis=1)], axis=2), axis=2)  # (T, 3, 2)
-    return np.isin(ends @ np.array([n, 1]), np.sort(edge_verts, axis=1) @ np.array([n, 1]))
+    marked = np.unique(edge_verts.min(axis=1) * n + edge_verts.max(axis=1))
+    following = np.roll(tris, -1, axis=1)
+    keys = np.minimum(tris, following) * n + np.maximum(tris, following)
+    # a binary search in the few marked keys: much faster than isin's sort of every triangle edge
+    return marked[np.minimum(np.searchsorted(marked, keys), len(marked) - 1)] == keys
 
 
 UV_TOLERANCE = 1e-5  # Blender's UV editor treats corners this close as one UV vertex
 
 
-def uv_cut_edges(topology: Topology, uv: np.ndarray) -> np.ndarray:
-    """(M, 2) vertex pairs of the edges where the UV map is cut: the polygons on either side give
-    an end of the edge different UVs, so the edge borders a UV island (marked as a seam or not).
-    `uv`: (L, 2) per face corner."""
+def uv_cut_edges(topology: Topology, corner_edge: np.ndarray, uv: np.ndarray, n_edges: int) -> np.ndarray:
+    """(E,) bool: the edges where the UV map is cut: the polygons on either side give an end of the
+    edge different UVs, so the edge borders a UV island (marked as a seam or not). `corner_edge`:
+    (L,) the edge from each face corner to the next; `uv`: (L, 2) per face corner."""
     loop_total = np.asarray(topology.loop_total, dtype=np.int64)
-    corner_verts = np.asarray(topology.corner_verts, dtype=np.int64)
-    starts = np.repeat(np.cumsum(loop_total) - loop_total, loop_total)
-    following = starts + (np.arange(len(starts)) - starts + 1) % np.repeat(loop_total, loop_total)
-    a, b = corner_verts, corner_verts[following]  # each corner starts the edge to the next one
-    flip = (a > b)[:, None]
-    ends_uv = np.hstack([np.where(flip, uv[following], uv), np.where(flip, uv, uv[following])])
-    n = max(int(topology.n_vertices), 1)
-    key = np.minimum(a, b) * n + np.maximum(a, b)
-    order = np.argsort(key, kind="stable")
-    key, ends_uv = key[order], ends_uv[order]
-    cut = (key[1:] == key[:-1]) & (np.abs(ends_uv[1:] - ends_uv[:-1]) > UV_TOLERANCE).any(axis=1)
-    cut_keys = np.unique(key[1:][cut])
-    return np.stack([cut_keys // n, cut_keys % n], axis=1)
+    corner_verts = np.asarray(topology.corner_verts)
+    corner_edge = np.asarray(corner_edge, dtype=np.int64)
+    following = np.arange(len(corner_verts))
+    following[np.cumsum(loop_total) - 1] -= loop_total  # a polygon's last corner is followed by its first
+    following += 1
+    point = np.ascontiguousarray(uv, dtype=np.float32).view(np.complex64).ravel()  # u + iv: one value
+    flip = corner_verts > corner_verts[following]  # the UVs of both ends, lower vertex first
+    low = np.where(flip, point[following], point)
+    high = np.where(flip, point, point[following])
+    first_low, first_high = np.empty(n_edges, np.complex64), np.empty(n_edges, np.complex64)
+    first_low[corner_edge[::-1]] = low[::-1]  # per edge, the UVs its first corner gives (no sort)
+    first_high[corner_edge[::-1]] = high[::-1]
+    differs = (np.abs(low - first_low[corner_edge]) > UV_TOLERANCE) | (
+        np.abs(high - first_high[corner_edge]) > UV_TOLERANCE
+    )
+    cut = np.zeros(n_edges, dtype=bool)
+    cut[corner_edge[differs]] = True
+    return cut

@@ -755,13 +755,20 @@ def test_marked_triangle_edges_are_the_marked_mesh_edges_and_never_a_diagonal():
 
 
 def test_uv_cut_edges_are_the_edges_whose_sides_disagree_on_their_uvs():
-    # two quads 0-1-2-3 and 1-4-5-2 sharing edge 1-2
+    # two quads 0-1-2-3 and 1-4-5-2 sharing edge 1-2; edges 0:0-1 1:1-2 2:2-3 3:3-0 4:1-4 5:4-5 6:5-2
     topology = partdata.Topology(np.array([0, 1, 2, 3, 1, 4, 5, 2]), np.array([4, 4]), 6)
+    corner_edge = np.array([0, 1, 2, 3, 4, 5, 6, 1])
+
+    def cut(uv):
+        return np.flatnonzero(partdata.uv_cut_edges(topology, corner_edge, uv, 7)).tolist()
+
     square = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], np.float32)
     joined = np.concatenate([square, square + [1, 0]])  # the second quad continues the first
-    assert len(partdata.uv_cut_edges(topology, joined)) == 0
-    apart = np.concatenate([square, square + [2, 0]])  # an island of its own
-    assert partdata.uv_cut_edges(topology, apart).tolist() == [[1, 2]]
+    assert cut(joined) == []
+    assert cut(np.concatenate([square, square + [2, 0]])) == [1]  # an island of its own
     nudged = joined.copy()
     nudged[7] += 1e-7  # corner 2 of the second quad, within the tolerance: still one island
-    assert len(partdata.uv_cut_edges(topology, nudged)) == 0
+    assert cut(nudged) == []
+    flipped = joined.copy()
+    flipped[[4, 7]] = flipped[[7, 4]]  # the second quad's UVs of vertices 1 and 2 swapped: a cut
+    assert cut(flipped) == [1]
