@@ -97,3 +97,13 @@ def test_patches_end_on_the_edges_the_artist_marked_so_finer_levels_cut_there_to
             leaves = build_tree(vertices, faces, marked_edges=marks)[0].leaf_labels
             share = (leaves[pairs[on_ring, 0]] != leaves[pairs[on_ring, 1]]).mean()
             assert least <= share <= most, (ring, marks is None, share)
+
+
+def test_marks_on_most_edges_say_nothing():
+    from segparts.engines.geometric.segmenter import build_tree
+
+    vertices, faces = dumbbell()
+    plain = build_tree(vertices, faces)[0]
+    everywhere = build_tree(vertices, faces, marked_edges=np.ones((len(faces), 3), bool))[0]
+    np.testing.assert_array_equal(everywhere.leaf_labels, plain.leaf_labels)
+    np.testing.assert_array_equal(everywhere.parent, plain.parent)

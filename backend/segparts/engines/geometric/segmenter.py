@@ -42,6 +42,7 @@ from .sdf import RayCaster, shape_diameter
 DEFAULT_PATCHES = 200  # leaves of the tree (more only when there are more separate pieces)
 SDF_SAMPLES_PER_PATCH = 12
 REFINE_BORDERS = True  # a min cut in a band moves the automatic level's borders onto creases (refine.py)
+MOSTLY_MARKED = 0.5  # marked_edges on more than this share of the triangle edges are no cue
 AUTO_COST = 0.5  # automatic granularity: the merge-cost threshold, tuned once on the whole sample
 
 
@@ -143,7 +144,8 @@ def build_tree(
     """Merge tree (coarse -> fine) over all faces, and timings per stage. `material` and `group`
     (per face ids, optional) are authoring cues: units never straddle them, and units that share
     one group early. `marked_edges` ((F, 3) bool, optional): edges the artist marked (sharp, UV
-    seam); patch borders and the refined borders settle on them, but they make no part alone."""
+    seam); patch borders and the refined borders settle on them, but they make no part alone; marks
+    on most edges are ignored."""
     progress = progress or (lambda f, s: None)
     cancel_check = cancel_check or (lambda: None)
     rng = np.random.default_rng(seed)
@@ -170,6 +172,8 @@ def build_tree(
         if c is not None and np.ptp(np.asarray(c)) > 0
     ]
     progress(0.0, "graph")
+    if marked_edges is not None and np.mean(marked_edges) > MOSTLY_MARKED:
+        marked_edges = None  # marks everywhere (a UV map cut at every edge) say nothing either
     welded = weld_vertices(vertices, weld_tolerance)
     cancel_check()  # between the graph's steps, so a cancel is answered within about a second
     full_graph = build_dual_graph(vertices, faces, welded, cancel_check, marked_edges)
