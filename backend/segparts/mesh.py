@@ -11,8 +11,8 @@ ARE part of the content hash: the same geometry with other materials is another 
 arrays leave the id of the geometry unchanged.
 
 `marked_edges` (optional, (F, 3) bool; edge k of triangle i runs from corner k to corner k+1) are
-the edges the artist marked: Blender's sharp edges, UV seams and UV island borders. Engines may settle borders on
-them; they are part of the content hash like the other cues.
+the edges the artist marked: Blender's sharp edges, UV seams and UV island borders. Engines may
+settle borders on them; they are part of the content hash like the other cues.
 
 `appearance` (optional, a `segparts.appearance.Appearance`) carries the surface colours (a file's,
 or an upload's appearance arrays, see `segparts.appearance`) to the renderer. It IS part of the
