@@ -312,7 +312,8 @@ def views_for_click(
         tri = vertices[faces[face]]
         for k in range(rig.n_views):
             px, _ = rig.project(tri, k)
-            area = 0.5 * abs(np.cross(px[1] - px[0], px[2] - px[0]))
+            (ax, ay), (bx, by) = px[1] - px[0], px[2] - px[0]
+            area = 0.5 * abs(ax * by - ay * bx)  # numpy 2 refuses np.cross of 2-D vectors
             if visible[k, 0]:
                 ranked.append((area, k, (int(pixel[k, 0, 0]), int(pixel[k, 0, 1]))))
                 continue
