@@ -76,6 +76,20 @@ def test_shrink_mask_keeps_the_binary_mask_and_marks_thin_parts():
     assert not opened[0, 0:10, 20].any() and opened[0, 15:25, 15:25].all()
 
 
+def test_opening_by_two_passes_equals_the_square_max_pool():
+    """open_masks' separable max (a column pass, then a row pass) against the one 2-D pool it
+    replaces, on random masks with borders, thin lines and specks."""
+    import torch.nn.functional as F
+
+    from segparts.engines.geosam2.automatic import square_max
+
+    rng = np.random.default_rng(0)
+    masks = torch.from_numpy(rng.random((6, 1, 37, 53)) < np.linspace(0.2, 0.95, 6)[:, None, None, None]).float()
+    for reach in (1, 3, 13):
+        want = F.max_pool2d(masks, reach, stride=1, padding=reach // 2)
+        assert torch.equal(square_max(masks, reach), want)
+
+
 def test_view_masks_stability_sees_the_shrunk_logits():
     """A thin, weak (0 < logit < offset) antenna lowers the stability of the raw logits; after
     shrink_mask it is +1024 and no longer counts against the object, as in the release."""

@@ -388,7 +388,7 @@ class GeoSAM2Engine:
         binarise, IoU filter against each other and the objects found before."""
         from .automatic import area_consistent, novel_objects, stable_objects, view_masks
 
-        masks, scores = view_masks(logits, s.views.face_id.shape[-1])
+        masks, scores = view_masks(logits, s.views.face_id.shape[-1], device=s.predictor.device)
         keep = stable_objects(scores, masks.any(axis=(-2, -1)), anchor, stability)
         keep &= area_consistent(masks, anchor, area_ratio)
         masks = masks[:, keep]

@@ -226,9 +226,16 @@ def open_masks(masks, size: int = SHRINK_KERNEL, iterations: int = SHRINK_ITERAT
     shape = m.shape
     x = m.reshape(-1, 1, *shape[-2:]).float()
     reach = iterations * (size - 1) + 1
-    eroded = 1.0 - F.max_pool2d(1.0 - x, reach, stride=1, padding=reach // 2)
-    opened = (F.max_pool2d(eroded, reach, stride=1, padding=reach // 2) > 0.5).reshape(shape)
+    eroded = 1.0 - square_max(1.0 - x, reach)
+    opened = (square_max(eroded, reach) > 0.5).reshape(shape)
     return opened.numpy() if as_numpy else opened
+
+
+def square_max(x: torch.Tensor, reach: int) -> torch.Tensor:
+    """Max of (N, 1, H, W) over a reach x reach square around each pixel, the padding ignored: a
+    column pass then a row pass, the same values as one 2-D max pool at 2 / reach of its cost."""
+    x = F.max_pool2d(x, (reach, 1), stride=1, padding=(reach // 2, 0))
+    return F.max_pool2d(x, (1, reach), stride=1, padding=(0, reach // 2))
 
 
 def shrink_mask(logits: torch.Tensor) -> torch.Tensor:
@@ -240,21 +247,21 @@ def shrink_mask(logits: torch.Tensor) -> torch.Tensor:
     return torch.where(removed, torch.full_like(logits, SHRINK_LOGIT), logits)
 
 
-def view_masks(logits: torch.Tensor, size: int, offset: float = 0.7, chunk: int = 16):
+def view_masks(logits: torch.Tensor, size: int, offset: float = 0.7, chunk: int = 16, device=None):
     """Propagated (V, n, h, w) low-res logits -> ((V, n, size, size) bool masks, (V, n) stability),
     as the release treats them at video resolution: upsampled (bilinear), `shrink_mask`, stability
-    score (threshold 0, `offset`), binarised at 0. One view and `chunk` objects at a time."""
+    score (threshold 0, `offset`), binarised at 0. One view and `chunk` objects at a time, on
+    `device` (the model's: at 1024 px the opening is most of a click's work on a CPU)."""
     v_count, n = logits.shape[:2]
     masks = np.zeros((v_count, n, size, size), bool)
     stability = torch.zeros((v_count, n))
     for v in range(v_count):
         for i in range(0, n, chunk):
-            up = F.interpolate(
-                logits[v, i : i + chunk, None].float(), size=(size, size), mode="bilinear", align_corners=False
-            )[:, 0]
+            low = logits[v, i : i + chunk, None].to(device).float()
+            up = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
             up = shrink_mask(up)
-            stability[v, i : i + chunk] = calculate_stability_score(up, 0.0, offset)
-            masks[v, i : i + chunk] = (up > 0).numpy()
+            stability[v, i : i + chunk] = calculate_stability_score(up, 0.0, offset).cpu()
+            masks[v, i : i + chunk] = (up > 0).cpu().numpy()
     return masks, stability
 
 
