@@ -180,3 +180,24 @@ def test_engine_runs_on_a_released_format_checkpoint(checkpoint_file, monkeypatc
     feats = seg.state.backbone_feat
     assert feats.shape == (seg.state.points.n_grid, 384) and np.isfinite(feats).all() and feats.std() > 0
     assert any(v is feats for v in _FEATURE_CACHE.values())  # cached for the next run on this mesh
+
+
+def test_sparse_convolution_package_is_the_one_asked_for_or_the_first_installed(monkeypatch):
+    """spconv (CPU, CUDA) or spconv-triton (GPUs): SEGPARTS_SPCONV picks one, else the first found;
+    a package asked for but absent is reported missing, not replaced silently."""
+    import importlib.util
+
+    from segparts.engines.sampart3d import SPCONV_ENV, SPCONV_PACKAGES, SAMPart3DEngine, spconv_package
+
+    monkeypatch.delenv(SPCONV_ENV, raising=False)
+    installed = [p for p in SPCONV_PACKAGES if importlib.util.find_spec(p) is not None]
+    assert spconv_package() == (installed[0] if installed else None)
+    absent = [p for p in SPCONV_PACKAGES if p not in installed]
+    for package in absent:
+        monkeypatch.setenv(SPCONV_ENV, package)
+        assert spconv_package() is None
+        missing = SAMPart3DEngine().availability({"mask_source": object()}).missing
+        assert f"python package {package}" in missing
+    monkeypatch.setenv(SPCONV_ENV, "spconv1")
+    with pytest.raises(ValueError, match="SEGPARTS_SPCONV must be one of spconv, spconv_triton"):
+        spconv_package()

@@ -55,9 +55,19 @@ def bench_mesh():
     return Mesh(vertices, faces), part
 
 
+def _sync():
+    """Wait for queued GPU work, so a stage's time is its own (CUDA kernels run asynchronously)."""
+    import torch
+
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def _timed(fn, label=""):
+    _sync()
     t = time.perf_counter()
     out = fn()
+    _sync()
     elapsed = time.perf_counter() - t
     if label:
         print(f"  ... {label}: {elapsed:.2f} s", flush=True)
@@ -125,6 +135,8 @@ def run_once(args) -> dict:
     out["training_paper_5000_it_s"] = out["training_per_100_it_s"] * 50
 
     field_feats = trained.features(feats, points.feat, 1.0)
+    if args.device == "cuda":
+        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     labels, out["clustering_one_scale_s"] = _timed(
         lambda: cluster.cluster_points(field_feats, points.grid_xyz), "clustering"
     )
@@ -145,6 +157,8 @@ def run(args):
     )
     for k in keys:
         print(f"  {k:<28} {medians[k]:10.2f}")
+    if "peak_cuda_mb" in runs[0]:
+        print(f"  {'peak CUDA memory (MB)':<28} {max(r['peak_cuda_mb'] for r in runs):10.0f}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"runs": runs, "median": medians}, fh, indent=1)

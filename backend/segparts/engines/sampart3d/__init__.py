@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,7 +49,11 @@ DEFAULT_SAM2 = "sam2.1-hiera-large"
 SAM_VIT_H = "sam-vit-h"  # the release's mask model (segment-anything's sam_vit_h_4b8939.pth)
 MASK_MODEL_OF_QUALITY = {"paper": SAM_VIT_H, "fast": DEFAULT_SAM2}
 MASK_MODELS = (SAM_VIT_H, "sam2.1-hiera-large", "sam2.1-hiera-base-plus", "sam2.1-hiera-small", "sam2.1-hiera-tiny")
-PACKAGES = ("torch", "spconv", "hdbscan", "sklearn")
+PACKAGES = ("torch", "hdbscan", "sklearn")  # and one of SPCONV_PACKAGES
+# spconv 2.x (CPU and CUDA builds) or spconv-triton, its drop-in rewrite in Triton (CUDA and ROCm
+# GPUs only, a 70 KB pure-Python wheel): same modules, same weight layout, same checkpoint
+SPCONV_PACKAGES = ("spconv", "spconv_triton")
+SPCONV_ENV = "SEGPARTS_SPCONV"  # force one of SPCONV_PACKAGES; default: the first installed
 
 
 def mask_model_name(options: dict) -> str:
@@ -70,8 +75,21 @@ DEFAULT_SCALE = 0.0
 _FEATURE_CACHE = SmallLRU(4)  # (mesh hash, seed, ...) -> features
 
 
+def spconv_package() -> str | None:
+    """The sparse-convolution package the backbone is built with (None when there is none)."""
+    wanted = os.environ.get(SPCONV_ENV)
+    if wanted:
+        if wanted not in SPCONV_PACKAGES:
+            raise ValueError(f"{SPCONV_ENV} must be one of {', '.join(SPCONV_PACKAGES)}, not {wanted!r}")
+        return wanted if importlib.util.find_spec(wanted) is not None else None
+    return next((name for name in SPCONV_PACKAGES if importlib.util.find_spec(name) is not None), None)
+
+
 def _missing_packages(names) -> list[str]:
-    return [f"python package {n}" for n in names if importlib.util.find_spec(n) is None]
+    missing = [f"python package {n}" for n in names if importlib.util.find_spec(n) is None]
+    if spconv_package() is None:
+        missing.append(f"python package {os.environ.get(SPCONV_ENV) or 'spconv (or spconv_triton on a GPU)'}")
+    return missing
 
 
 def _missing_models(names) -> tuple[list[str], str]:

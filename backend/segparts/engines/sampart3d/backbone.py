@@ -13,6 +13,7 @@ with spconv 2, so its weights are used as stored.
 
 from __future__ import annotations
 
+import importlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import spconv_package
 from .serialization import encode
 
 ORDERS = ("z", "z-trans", "hilbert", "hilbert-trans")
@@ -34,9 +36,10 @@ N_STATE_ENTRIES = 572  # tensors in the released state_dict (incl. BatchNorm buf
 
 
 def _spconv():
-    import spconv.pytorch as spconv  # imported lazily: availability checks must not need it
-
-    return spconv
+    name = spconv_package()  # imported lazily: availability checks must not need it
+    if name is None:
+        raise ImportError("no sparse convolution: install spconv (CPU, CUDA) or spconv-triton (CUDA, ROCm)")
+    return importlib.import_module(f"{name}.pytorch")
 
 
 @dataclass
@@ -218,6 +221,8 @@ class PTv3Object(nn.Module):
             raise ValueError(f"feat must be (N, {IN_CHANNELS}), got {tuple(points.feat.shape)}")
         if int(grid.min()) < 0:
             raise ValueError("grid_coord must be non-negative")
+        if spconv.__name__.startswith("spconv_triton") and not points.feat.is_cuda:
+            raise ValueError("spconv-triton runs on GPUs only: move the model to cuda, or install spconv for the CPU")
         serialized = Serialized(grid)
         indices = torch.cat([torch.zeros_like(grid[:, :1]), grid], dim=1).int().contiguous()
         shape = (grid.max(dim=0).values + 96).tolist()  # the release's sparse-shape padding
