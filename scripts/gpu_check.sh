@@ -8,6 +8,7 @@ OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD/backend PYTHONUNBUFFERED=1
+export TRITON_PRINT_AUTOTUNING=1  # spconv-triton autotunes each new shape once: show it in the logs
 step() {  # step NAME SECONDS COMMAND...
   local name=$1 limit=$2
   shift 2
