@@ -54,15 +54,11 @@ def test_sparse_convolution_on_cuda_equals_dense_conv3d(package, monkeypatch):
 
 def test_backbone_on_cuda_is_finite_and_ignores_point_order():
     from segparts.engines.sampart3d.backbone import PointBatch, PTv3Object
+    from test_sampart3d_backbone import _object_points
 
     torch.manual_seed(0)
     model = PTv3Object().eval().cuda()
-    rng = np.random.default_rng(0)
-    v = rng.normal(size=(3000, 3))
-    v /= np.linalg.norm(v, axis=1, keepdims=True)
-    grid, first = np.unique(np.floor((v + 1) / 0.02).astype(np.int64), axis=0, return_index=True)
-    feat = np.concatenate([v[first], v[first], np.zeros_like(v[first])], axis=1).astype(np.float32)
-    grid, feat = torch.from_numpy(grid).cuda(), torch.from_numpy(feat).cuda()
+    grid, feat = (t.cuda() for t in _object_points())
     perm = torch.randperm(len(grid), device="cuda")
     with torch.no_grad():
         out = model(PointBatch(grid, feat))
@@ -77,23 +73,15 @@ def test_sampart3d_on_cuda_recovers_the_parts_from_oracle_masks(tmp_path, monkey
     from segparts.engines.base import SegmentParams
     from segparts.engines.sampart3d import SAMPart3DEngine
     from segparts.engines.sampart3d.backbone import PTv3Object
-    from segparts.engines.sampart3d.masks import ProvidedMasks
     from segparts.metrics import miou
-    from test_sampart3d import ORACLE_OPTIONS, four_blocks, oracle_masks
+    from test_sampart3d import four_blocks
+    from test_sampart3d_backbone import ptv3_oracle_options, write_released_checkpoint
 
     torch.manual_seed(0)
-    state = {"module." + k: v.clone() for k, v in PTv3Object().state_dict().items()}
-    torch.save({"state_dict": state}, tmp_path / "ptv3-object.pth")
+    write_released_checkpoint(PTv3Object(), tmp_path)
     monkeypatch.setenv("SEGPARTS_MODELS", str(tmp_path))
     mesh, part = four_blocks()
-    options = dict(
-        ORACLE_OPTIONS,
-        backbone="ptv3",
-        n_points=1500,
-        iterations=200,
-        render_size=128,
-        mask_source=ProvidedMasks(oracle_masks(mesh, [part], size=128)),
-    )
+    options = ptv3_oracle_options(mesh, part, iterations=200)
     seg = SAMPart3DEngine("cuda").segment(mesh, SegmentParams(scale=0.5, options=options))
     assert seg.labels.shape == (mesh.n_faces,)
     assert miou(seg.labels, part) > 0.8

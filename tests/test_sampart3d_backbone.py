@@ -42,10 +42,9 @@ def model():
     return PTv3Object().eval()
 
 
-@pytest.fixture(scope="module")
-def checkpoint_file(model, tmp_path_factory):
-    """A released-format file (state_dict, 'module.' prefix) with random values, written once."""
-    path = tmp_path_factory.mktemp("ptv3") / "ptv3-object.pth"
+def write_released_checkpoint(model, folder):
+    """A released-format file (state_dict, 'module.' prefix) with random values in `folder`."""
+    path = folder / "ptv3-object.pth"
     # random values around a fresh initialisation (keeps BatchNorm variances positive, like a real file)
     state = {
         "module." + k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v.clone()
@@ -53,6 +52,23 @@ def checkpoint_file(model, tmp_path_factory):
     }
     torch.save({"state_dict": state, "epoch": 1}, path)
     return path
+
+
+def ptv3_oracle_options(mesh, part, iterations: int) -> dict:
+    """Engine options for a run with the PTv3 backbone and the parts' own masks (no SAM)."""
+    from segparts.engines.sampart3d.masks import ProvidedMasks
+    from test_sampart3d import ORACLE_OPTIONS, oracle_masks
+
+    masks = ProvidedMasks(oracle_masks(mesh, [part], size=128))
+    return dict(
+        ORACLE_OPTIONS, backbone="ptv3", n_points=1500, iterations=iterations, render_size=128, mask_source=masks
+    )
+
+
+@pytest.fixture(scope="module")
+def checkpoint_file(model, tmp_path_factory):
+    """The released-format file, written once."""
+    return write_released_checkpoint(model, tmp_path_factory.mktemp("ptv3"))
 
 
 def test_architecture_matches_the_released_checkpoint(model):
@@ -160,19 +176,11 @@ def test_engine_runs_on_a_released_format_checkpoint(checkpoint_file, monkeypatc
     """The whole engine with the backbone loaded from a file (random values) and oracle masks."""
     from segparts.engines.base import SegmentParams
     from segparts.engines.sampart3d import _FEATURE_CACHE, SAMPart3DEngine
-    from segparts.engines.sampart3d.masks import ProvidedMasks
-    from test_sampart3d import ORACLE_OPTIONS, four_blocks, oracle_masks
+    from test_sampart3d import four_blocks
 
     monkeypatch.setenv("SEGPARTS_MODELS", str(checkpoint_file.parent))
     mesh, part = four_blocks()
-    options = dict(
-        ORACLE_OPTIONS,
-        backbone="ptv3",
-        n_points=1500,
-        iterations=20,
-        render_size=128,
-        mask_source=ProvidedMasks(oracle_masks(mesh, [part], size=128)),
-    )
+    options = ptv3_oracle_options(mesh, part, iterations=20)
     engine = SAMPart3DEngine()
     assert engine.availability({"mask_source": options["mask_source"]}).available
     seg = engine.segment(mesh, SegmentParams(scale=0.5, options=options))
