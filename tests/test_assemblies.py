@@ -15,8 +15,8 @@ from segparts.bench.geometric import triangle_soup
 from segparts.cli import main
 from segparts.engines.base import CancelToken, SegmentParams, no_progress
 from segparts.engines.geometric import GeometricEngine
-from segparts.engines.geometric.assembly import file_blocks, gather_copies
-from segparts.hierarchy import roots_and_depths
+from segparts.engines.geometric.assembly import file_blocks, gather_copies, split_by_repeated_subassemblies
+from segparts.hierarchy import Hierarchy, roots_and_depths
 from segparts.mesh import validate_mesh
 
 ASSEMBLIES = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks" / "assemblies"
@@ -78,6 +78,39 @@ def test_built_assembly_gives_its_parts_and_one_repeat_group_per_set_of_copies()
     above = h.cut(scale=float(h.height[h.parent[groups[0][0]]]))
     for _group, members in zip(groups, faces_of):
         assert len({int(above[f[0]]) for f in members}) == 1
+
+
+def test_copies_in_repeated_subassemblies_are_gathered_inside_each():
+    """Two identical cars side by side: each car's wheels (and bolts) are gathered under a node
+    of their own car, so two parts are the two cars; the repeat group still lists all eight
+    wheels (Select Similar takes every copy)."""
+    vertices, faces, kind, _ = car()
+    moved = vertices + [10.0, 0.0, 0.0]
+    mesh = validate_mesh(np.concatenate([vertices, moved]), np.concatenate([faces, faces + len(vertices)]))
+    which_car = np.repeat([0, 1], len(faces))
+    seg = segment(mesh)
+    h = seg.hierarchy
+    two = h.cut(parts=2)
+    assert all(len(np.unique(two[which_car == c])) == 1 for c in (0, 1)) and len(np.unique(two)) == 2
+    kinds = {int(np.r_[kind, kind][h.face_mask(group[0])][0]): group for group in seg.info["repeats"]}
+    assert sorted(len(g) for g in kinds.values()) == [2, 8, 24]  # bodies, wheels, bolts
+    for shape in (1, 2):  # wheels, bolts
+        parents = {int(h.parent[node]) for node in kinds[shape]}
+        assert len(parents) == 2  # one node per car
+        for node in parents:
+            assert len(np.unique(which_car[h.face_mask(node)])) == 1
+
+
+def test_copies_split_only_over_subassemblies_that_repeat():
+    """Four wheels that the tree joins in two pairs, one pair with the body: the pairs' nodes
+    differ in area (one holds the body), so all four are gathered as one set; with a body of
+    no area the two nodes are alike and each pair is a set of its own."""
+    parent = [5, 5, 6, 7, 7, 6, 8, 8, -1]  # 5 = body + wheel 1, 6 = 5 + wheel 2, 7 = wheels 3-4
+    leaf_area = {"body": [10.0, 1, 1, 1, 1], "no body": [0.0, 1, 1, 1, 1]}
+    for body, expected in (("body", [[1, 2, 3, 4]]), ("no body", [[1, 2], [3, 4]])):
+        h = Hierarchy(np.arange(5), np.asarray(parent), np.r_[np.zeros(5), 0.6, 0.7, 0.65, 1.0])
+        node_area = h.subtree_sums(np.asarray(leaf_area[body]))
+        assert split_by_repeated_subassemblies(parent, [1, 2, 3, 4], node_area) == expected
 
 
 @pytest.mark.parametrize("bolt_material", ["the wheels'", "the body's"])

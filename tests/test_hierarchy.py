@@ -61,6 +61,17 @@ def test_face_mask_parent_and_children_are_consistent():
             assert np.array_equal(np.logical_or.reduce([h.face_mask(c) for c in kids]), mask)
 
 
+def test_subtree_sums_add_up_the_faces_under_every_node():
+    for seed in range(3):
+        h, _, leaf = random_tree(seed=seed)
+        face_area = np.random.default_rng(seed).random(len(leaf))
+        sums = h.subtree_sums(np.bincount(leaf, face_area, h.n_leaves))
+        expected = [face_area[h.face_mask(node)].sum() for node in range(h.n_nodes)]
+        np.testing.assert_allclose(sums, expected)
+    flat = Hierarchy.flat(np.zeros(5, np.int64))
+    assert flat.subtree_sums(np.array([2.0])).tolist() == [2.0]
+
+
 def test_flat_hierarchy_and_single_part():
     h = Hierarchy.flat(np.array([5, 5, 9, 2]))
     assert same_partition(h.cut(scale=0), np.array([0, 0, 1, 2]))

@@ -172,6 +172,14 @@ class Hierarchy:
         rep = self.representative(active)
         return int(rep[node])
 
+    def subtree_sums(self, leaf_values: np.ndarray) -> np.ndarray:
+        """Per node, the sum of a per-leaf value over the leaves under it (one cumulative sum
+        over the leaves in DFS order: a node's leaves are one contiguous range of it)."""
+        in_dfs_order = np.zeros(self.n_leaves, dtype=np.float64)
+        in_dfs_order[self._leaf_pos[: self.n_leaves]] = np.asarray(leaf_values, dtype=np.float64)
+        total = np.r_[0.0, np.cumsum(in_dfs_order)]
+        return total[self._leaf_range[:, 1]] - total[self._leaf_range[:, 0]]
+
     def face_mask(self, node: int) -> np.ndarray:
         """Faces under `node`, without walking the tree: leaves are numbered in DFS order, so a
         node's leaves form one contiguous range."""

@@ -32,7 +32,8 @@ past the pieces between them. Merges keep the larger cluster's neighbour table
 Repetition: units (and groups of whole units at the automatic level) that are congruent — same
 face count, area and sorted principal moments within a tolerance — are reported in
 `info["repeats"]`, and the tree is rearranged so the copies of one group are siblings under one
-node just above the automatic level.
+node just above the automatic level (one such node per sub-assembly when the sub-assemblies that
+hold them are themselves repeated).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ UNIT_NEIGHBOURS = 16  # closest other units kept per unit
 QUERY_CHUNK = 20_000
 MAX_SAMPLES = 300_000
 CONGRUENCE_TOLERANCE = 0.02  # relative, on area and sorted principal moments
+SUBASSEMBLY_AREA_RATIO = 0.8  # sub-assemblies holding as many copies, this close in area, repeat
 
 
 def file_blocks(faces: np.ndarray) -> np.ndarray | None:
@@ -381,30 +383,78 @@ def group_units(
     return merges
 
 
+def lowest_common_ancestor(parent, group: list[int]) -> tuple[int, list[int]]:
+    """The lowest common ancestor of the nodes of `group` (none an ancestor of another) and, per
+    node, its ancestor (or itself) just below it."""
+    ancestors = []
+    x = group[0]
+    while x >= 0:
+        ancestors.append(x)
+        x = parent[x]
+    rank = {a: r for r, a in enumerate(ancestors)}
+    top = 0
+    for node in group[1:]:
+        x = node
+        while x not in rank:
+            x = parent[x]
+        top = max(top, rank[x])
+    lca = ancestors[top]
+    below = []
+    for node in group:
+        x = node
+        while parent[x] != lca:
+            x = parent[x]
+        below.append(x)
+    return lca, below
+
+
+def split_by_repeated_subassemblies(parent, group: list[int], node_area: np.ndarray) -> list[list[int]]:
+    """The sets of copies to gather under one node each: the whole group, unless its copies lie in
+    sub-assemblies that are themselves repeated (two vases, each with its bouquet of six
+    leaves): children of the copies' common ancestor that are more than a copy (none is one
+    itself), hold the same number of copies and have about the same area
+    (SUBASSEMBLY_AREA_RATIO). Then each
+    sub-assembly's copies are split in turn, so a coarser cut still holds one vase with its
+    bouquet, where one node for all twelve leaves would take them out of both."""
+    lca, below = lowest_common_ancestor(parent, group)
+    holders, counts = np.unique(below, return_counts=True)
+    areas = node_area[holders]
+    repeated = (
+        not set(holders.tolist()) & set(group)
+        and counts.min() == counts.max()
+        and areas.min() >= SUBASSEMBLY_AREA_RATIO * areas.max()
+    )
+    if not repeated:
+        return [group]
+    out = []
+    for holder in holders.tolist():
+        copies = [node for node, b in zip(group, below) if b == holder]
+        if len(copies) > 1:
+            out.extend(split_by_repeated_subassemblies(parent, copies, node_area))
+    return out
+
+
 def gather_copies(
-    parent: np.ndarray, height: np.ndarray, n_leaves: int, groups: list[np.ndarray], level: float
+    parent: np.ndarray,
+    height: np.ndarray,
+    n_leaves: int,
+    groups: list[np.ndarray],
+    level: float,
+    node_area: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
     """Rearrange a merge tree (parent, height; leaves 0..L-1) so the nodes of each group become
     the children of one new node just above `level`, hung under their lowest common ancestor.
-    Nodes left with fewer than two children are spliced out; nodes are renumbered so parents
-    come after children. Returns the new (parent, height) and the groups in new node ids."""
+    With `node_area` (per node), a group spread over repeated sub-assemblies is gathered per
+    sub-assembly instead (`split_by_repeated_subassemblies`). Nodes left with fewer than two
+    children are spliced out; nodes are renumbered so parents come after children. Returns the
+    new (parent, height) and the groups (whole) in new node ids."""
     parent = list(map(int, parent))
     height = list(map(float, height))
-    for group in groups:
-        group = [int(x) for x in group]
-        ancestors = []
-        x = group[0]
-        while x >= 0:
-            ancestors.append(x)
-            x = parent[x]
-        rank = {a: r for r, a in enumerate(ancestors)}
-        top = 0
-        for node in group[1:]:
-            x = node
-            while x not in rank:
-                x = parent[x]
-            top = max(top, rank[x])
-        lca = ancestors[top]
+    sets = [[int(x) for x in group] for group in groups]
+    if node_area is not None:  # on the tree as merged, before any copies move
+        sets = [part for group in sets for part in split_by_repeated_subassemblies(parent, group, node_area)]
+    for group in sets:
+        lca, _ = lowest_common_ancestor(parent, group)
         new = len(parent)
         new_height = max(max(height[g] for g in group), level)
         new_height = min(np.nextafter(new_height, 2.0) + 1e-6, height[lca])

@@ -350,6 +350,9 @@ def _gather_repeats(hierarchy, units, n_units, vertices, faces, graph, diag):
     groups = [nodes[g] for g in congruent_groups(signatures, np.flatnonzero(whole), diag)]
     if not groups:
         return hierarchy, []
-    parent, height, renamed = gather_copies(hierarchy.parent, hierarchy.height, hierarchy.n_leaves, groups, level)
+    node_area = hierarchy.subtree_sums(np.bincount(hierarchy.leaf_labels, graph.areas, hierarchy.n_leaves))
+    parent, height, renamed = gather_copies(
+        hierarchy.parent, hierarchy.height, hierarchy.n_leaves, groups, level, node_area
+    )
     height[-1] = 1.0
     return Hierarchy(hierarchy.leaf_labels, parent, height), renamed
