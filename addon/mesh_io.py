@@ -12,7 +12,7 @@ from .partdata import Topology, fan_triangles, marked_triangle_edges, uv_cut_edg
 SAVED_MATERIAL_ATTR = "segparts_material"
 FACE_SET_ATTR = ".sculpt_face_set"  # sculpt-mode face sets, when the user made some
 MARKED_EDGE_ATTRS = ("sharp_edge", "uv_seam")  # Edge > Mark Sharp, Mark Seam
-MOSTLY_MARKED = 0.5  # marks on more than this share of the edges say nothing (as the engine rules)
+MOSTLY_MARKED = 0.5  # marks on more than this share of the triangle edges say nothing (the engine's rule)
 
 
 def _get(collection, attr: str, count: int, dtype, width: int = 1) -> np.ndarray:
@@ -98,7 +98,9 @@ def mesh_arrays(obj, normals: bool = False) -> MeshArrays:
     world, tris, looks = orientation.to_world(vertices(mesh), tris, looks, orientation.linear_part(obj.matrix_world))
     marked = marked_edge_verts(mesh, topo)
     if marked is not None:  # from the final triangles: a mirroring transform reorders their corners
-        cues["marked_edges"] = marked_triangle_edges(tris, marked)
+        per_triangle = marked_triangle_edges(tris, marked)
+        if per_triangle.mean() <= MOSTLY_MARKED:  # else e.g. a UV map cut at every edge: no cue
+            cues["marked_edges"] = per_triangle
     return MeshArrays(world, tris, tri_poly, len(mesh.polygons), topo, cues, looks)
 
 
@@ -119,7 +121,7 @@ def authoring_cues(mesh) -> dict[str, np.ndarray]:
 
 def marked_edge_verts(mesh, topo: Topology) -> np.ndarray | None:
     """(M, 2) vertex pairs of the edges the artist marked sharp or as a UV seam, and of the borders
-    of the active UV map's islands; None when there is none, or when most edges are marked."""
+    of the active UV map's islands; None when there is none."""
     n = len(mesh.edges)
     marked = np.zeros(n, dtype=bool)
     for name in MARKED_EDGE_ATTRS:
@@ -130,7 +132,7 @@ def marked_edge_verts(mesh, topo: Topology) -> np.ndarray | None:
     if layer is not None:
         uv = _attr_get(mesh, layer.name, len(mesh.loops), np.float32, "vector", 2)
         marked |= uv_cut_edges(topo, corner_edges(mesh), uv, n)
-    if not marked.any() or marked.mean() > MOSTLY_MARKED:  # e.g. a UV map cut at every edge
+    if not marked.any():
         return None
     return _attr_get(mesh, ".edge_verts", n, np.int32, width=2)[marked]
 

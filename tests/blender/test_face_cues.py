@@ -93,3 +93,29 @@ def test_uv_island_borders_are_marked_as_blenders_seams_from_islands_finds_them(
     expected = [[tuple(sorted((int(t[k]), int(t[(k + 1) % 3])))) in seams for k in range(3)] for t in arrays.faces]
     np.testing.assert_array_equal(marked, expected)
     assert len(seams) > 10
+
+
+def test_marks_are_sent_exactly_when_the_engine_would_use_them(runtime):
+    """The add-on leaves the marks out by the engine's own rule (share of triangle edges): 60% of
+    a quad grid's edges marked is under half of its triangles' edges (diagonals are never
+    marked), so they go; every edge marked is over half, so they don't."""
+    from segparts.engines.geometric.segmenter import MOSTLY_MARKED
+
+    bpy.ops.mesh.primitive_grid_add(x_subdivisions=12, y_subdivisions=12)
+    obj = bpy.context.object
+    mesh = obj.data
+    mesh.uv_layers.remove(mesh.uv_layers.active)  # the grid's UV map: no island borders
+    mesh_io = sub(runtime, "mesh_io")
+    n_edges = len(mesh.edges)
+    sharp = mesh.attributes.new("sharp_edge", "BOOLEAN", "EDGE")
+    for share in (0.6, 1.0):
+        marks = np.random.default_rng(0).random(n_edges) < share
+        sharp.data.foreach_set("value", marks)
+        arrays = mesh_io.mesh_arrays(obj)
+        marked = {tuple(sorted(e.vertices)) for e, m in zip(mesh.edges, marks) if m}
+        expected = np.array(
+            [[tuple(sorted((int(t[k]), int(t[(k + 1) % 3])))) in marked for k in range(3)] for t in arrays.faces]
+        )
+        assert ("marked_edges" in arrays.cues) == (expected.mean() <= MOSTLY_MARKED), share
+        if share < 1:
+            np.testing.assert_array_equal(arrays.cues["marked_edges"], expected)
