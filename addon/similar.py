@@ -1,10 +1,10 @@
 """Select Similar: the copies of a part (bolts, wheels, keys) from the engine's repetition groups.
 
 No bpy. A segmentation may carry `info["repeats"]`: groups of hierarchy node ids that are
-congruent copies of one another (those in one sub-assembly share a parent node). For a part, the copies are found
-through the node of the part at the slider's scale, or the nearest node above it that is in a
-group (the part is a piece of one copy: then the whole copies are selected, since the pieces of
-the other copies have no known correspondence).
+congruent copies of one another (those in one sub-assembly share a parent node). For a part, the
+copies are found through the node of the part at the slider's scale, or the nearest node above it
+that is in a group (the part is a piece of one copy: then the whole copies are selected, since the
+pieces of the other copies have no known correspondence).
 """
 
 from __future__ import annotations

@@ -413,9 +413,9 @@ def split_by_repeated_subassemblies(parent, group: list[int], node_area: np.ndar
     sub-assemblies that are themselves repeated (two vases, each with its bouquet of six
     leaves): children of the copies' common ancestor that are more than a copy (none is one
     itself), hold the same number of copies and have about the same area
-    (SUBASSEMBLY_AREA_RATIO). Then each
-    sub-assembly's copies are split in turn, so a coarser cut still holds one vase with its
-    bouquet, where one node for all twelve leaves would take them out of both."""
+    (SUBASSEMBLY_AREA_RATIO). Then each sub-assembly's copies are split in turn, so a coarser cut
+    still holds one vase with its bouquet, where one node for all twelve leaves would take them
+    out of both."""
     lca, below = lowest_common_ancestor(parent, group)
     holders, counts = np.unique(below, return_counts=True)
     areas = node_area[holders]
