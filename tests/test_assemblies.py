@@ -53,6 +53,14 @@ def car() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return vertices, faces, kind, piece
 
 
+def two_cars() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Two `car()`s side by side, 10 apart. Returns vertices, faces, the piece kind per face and
+    the car (0, 1) per face."""
+    vertices, faces, kind, _ = car()
+    both = np.concatenate([vertices, vertices + [10.0, 0.0, 0.0]])
+    return both, np.concatenate([faces, faces + len(vertices)]), np.r_[kind, kind], np.repeat([0, 1], len(faces))
+
+
 def segment(mesh):
     return GeometricEngine().segment(mesh, SegmentParams(), no_progress, CancelToken())
 
@@ -84,15 +92,12 @@ def test_copies_in_repeated_subassemblies_are_gathered_inside_each():
     """Two identical cars side by side: each car's wheels (and bolts) are gathered under a node
     of their own car, so two parts are the two cars; the repeat group still lists all eight
     wheels (Select Similar takes every copy)."""
-    vertices, faces, kind, _ = car()
-    moved = vertices + [10.0, 0.0, 0.0]
-    mesh = validate_mesh(np.concatenate([vertices, moved]), np.concatenate([faces, faces + len(vertices)]))
-    which_car = np.repeat([0, 1], len(faces))
-    seg = segment(mesh)
+    vertices, faces, kind, which_car = two_cars()
+    seg = segment(validate_mesh(vertices, faces))
     h = seg.hierarchy
     two = h.cut(parts=2)
     assert all(len(np.unique(two[which_car == c])) == 1 for c in (0, 1)) and len(np.unique(two)) == 2
-    kinds = {int(np.r_[kind, kind][h.face_mask(group[0])][0]): group for group in seg.info["repeats"]}
+    kinds = {int(kind[h.face_mask(group[0])][0]): group for group in seg.info["repeats"]}
     assert sorted(len(g) for g in kinds.values()) == [2, 8, 24]  # bodies, wheels, bolts
     for shape in (1, 2):  # wheels, bolts
         parents = {int(h.parent[node]) for node in kinds[shape]}

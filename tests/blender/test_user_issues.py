@@ -329,27 +329,14 @@ def test_pick_index_is_built_ahead_and_reused_by_the_tool(runtime, backend):
 
 # ---- issue 18 item 5: Select Similar (the engine's repetition groups) ---------------------------
 def test_select_similar_takes_the_wheels_of_both_cars_from_the_engines_groups(runtime, backend):
-    """Two identical cars (a body with four wheels pushed into it): the engine gathers each car's
-    wheels inside its car, and Select Similar on one wheel still selects all eight."""
-    import trimesh
+    """Two identical cars (a body with four wheels pushed into it, three bolts on each): the engine
+    gathers each car's wheels inside its car, and Select Similar on one wheel still selects all
+    eight."""
+    from test_assemblies import two_cars
 
-    pieces, is_wheel = [], []
-    for car_x in (0.0, 10.0):
-        body = trimesh.creation.box([4.0, 2.0, 1.0])
-        body.apply_translation([car_x, 0.0, 0.0])
-        pieces.append(body)
-        is_wheel.append(False)
-        for x, y in [(-1.3, -1.15), (1.3, -1.15), (-1.3, 1.15), (1.3, 1.15)]:
-            wheel = trimesh.creation.cylinder(radius=0.5, height=0.3, sections=24)
-            wheel.apply_transform(trimesh.transformations.rotation_matrix(np.pi / 2, [1, 0, 0]))
-            wheel.apply_translation([car_x + x, y, -0.3])
-            pieces.append(wheel)
-            is_wheel.append(True)
-    offsets = np.cumsum([0] + [len(p.vertices) for p in pieces[:-1]])
-    verts = np.concatenate([p.vertices for p in pieces]).tolist()
-    faces = np.concatenate([p.faces + o for p, o in zip(pieces, offsets)]).tolist()
-    wheel_face = np.repeat(is_wheel, [len(p.faces) for p in pieces])
-    obj = _mesh("TwoCars", verts, faces=faces)
+    vertices, faces, kind, _ = two_cars()
+    wheel_face = kind == 1
+    obj = _mesh("TwoCars", vertices.tolist(), faces=faces.tolist())
     _segment(runtime, obj)
     labels = _labels(obj)
     wheels = set(np.unique(labels[wheel_face]).tolist())
