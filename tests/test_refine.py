@@ -60,12 +60,24 @@ def dumbbell(rings: int = 61, sections: int = 48):
     return np.asarray(mesh.vertices), np.asarray(mesh.faces)
 
 
+def rings_of(vertices, faces):
+    """Per vertex of a `dumbbell`, its ring (by height), and a function giving the (F, 3) marks of
+    the triangle edges that lie along one ring."""
+    ring_of = np.unique(np.round(vertices[:, 2], 6), return_inverse=True)[1].ravel()
+    ends = ring_of[np.stack([faces, np.roll(faces, -1, axis=1)], axis=2)]  # (F, 3, 2) rings of each edge's ends
+
+    def marks_along(ring: int) -> np.ndarray:
+        return (ends[..., 0] == ring) & (ends[..., 1] == ring)
+
+    return ring_of, marks_along
+
+
 def test_the_automatic_border_settles_on_a_ring_the_artist_marked_beside_the_neck():
     from segparts.engines.geometric.segmenter import build_tree
     from segparts.meshgraph import face_adjacency
 
     vertices, faces = dumbbell()
-    ring_of = np.unique(np.round(vertices[:, 2], 6), return_inverse=True)[1].ravel()
+    ring_of, marks_along = rings_of(vertices, faces)
     pairs, shared = face_adjacency(faces)
 
     def border_rings(marked=None):
@@ -75,9 +87,8 @@ def test_the_automatic_border_settles_on_a_ring_the_artist_marked_beside_the_nec
 
     neck = int(ring_of[np.argmin(np.abs(vertices[:, 2]))])
     assert border_rings() == {neck}
-    ends = ring_of[np.stack([faces, np.roll(faces, -1, axis=1)], axis=2)]  # (F, 3, 2) rings of each edge's ends
     for ring in (neck - 1, neck + 1):
-        marked = (ends[..., 0] == ring) & (ends[..., 1] == ring)
+        marked = marks_along(ring)
         assert border_rings(marked) == {ring}
     assert border_rings(np.zeros_like(marked)) == {neck}  # marks that mark nothing change nothing
 
@@ -87,11 +98,10 @@ def test_patches_end_on_the_edges_the_artist_marked_so_finer_levels_cut_there_to
     from segparts.meshgraph import face_adjacency
 
     vertices, faces = dumbbell()
-    ring_of = np.unique(np.round(vertices[:, 2], 6), return_inverse=True)[1].ravel()
+    ring_of, marks_along = rings_of(vertices, faces)
     pairs, shared = face_adjacency(faces)
-    ends = ring_of[np.stack([faces, np.roll(faces, -1, axis=1)], axis=2)]
     for ring in (10, 40):
-        marked = (ends[..., 0] == ring) & (ends[..., 1] == ring)
+        marked = marks_along(ring)
         on_ring = (ring_of[shared[:, 0]] == ring) & (ring_of[shared[:, 1]] == ring)
         for marks, least, most in ((marked, 1.0, 1.0), (None, 0.0, 0.5)):
             leaves = build_tree(vertices, faces, marked_edges=marks)[0].leaf_labels

@@ -9,6 +9,15 @@ from blender_env import bpy, sub
 from blender_meshes import boxes_object
 
 
+def expected_marks(triangles, marked_edges: set) -> np.ndarray:
+    """(T, 3) bool, by walking every triangle: whether its edge k (corners k, k+1) is one of
+    `marked_edges` (sorted vertex pairs)."""
+    return np.array(
+        [[tuple(sorted((int(t[k]), int(t[(k + 1) % 3])))) in marked_edges for k in range(3)] for t in triangles],
+        dtype=bool,
+    ).reshape(-1, 3)
+
+
 def test_user_materials_and_face_sets_reach_the_backend(runtime, backend):
     obj = boxes_object()
     obj.data.materials.append(bpy.data.materials.new("Red"))
@@ -61,9 +70,7 @@ def test_sharp_edges_and_seams_reach_the_backend_as_marked_triangle_edges(runtim
 
     arrays = mesh_io.mesh_arrays(obj)
     marked = {tuple(sorted(e.vertices)) for e, m in zip(mesh.edges, sharp | seam) if m}
-    expected = np.array(
-        [[tuple(sorted((int(t[k]), int(t[(k + 1) % 3])))) in marked for k in range(3)] for t in arrays.faces]
-    )
+    expected = expected_marks(arrays.faces, marked)
     np.testing.assert_array_equal(arrays.cues["marked_edges"], expected)
     assert expected.sum() >= len(marked)  # every marked edge is on a triangle
     assert arrays.wire_arrays()["marked_edges"].dtype == np.uint8
@@ -90,8 +97,7 @@ def test_uv_island_borders_are_marked_as_blenders_seams_from_islands_finds_them(
     seams = {tuple(sorted(e.vertices)) for e in obj.data.edges if e.use_seam}
     arrays = mesh_io.mesh_arrays(obj)  # now with the seams marked too: the same edges
     np.testing.assert_array_equal(arrays.cues["marked_edges"], marked)
-    expected = [[tuple(sorted((int(t[k]), int(t[(k + 1) % 3])))) in seams for k in range(3)] for t in arrays.faces]
-    np.testing.assert_array_equal(marked, expected)
+    np.testing.assert_array_equal(marked, expected_marks(arrays.faces, seams))
     assert len(seams) > 10
 
 
@@ -113,9 +119,7 @@ def test_marks_are_sent_exactly_when_the_engine_would_use_them(runtime):
         sharp.data.foreach_set("value", marks)
         arrays = mesh_io.mesh_arrays(obj)
         marked = {tuple(sorted(e.vertices)) for e, m in zip(mesh.edges, marks) if m}
-        expected = np.array(
-            [[tuple(sorted((int(t[k]), int(t[(k + 1) % 3])))) in marked for k in range(3)] for t in arrays.faces]
-        )
+        expected = expected_marks(arrays.faces, marked)
         assert ("marked_edges" in arrays.cues) == (expected.mean() <= MOSTLY_MARKED), share
         if share < 1:
             np.testing.assert_array_equal(arrays.cues["marked_edges"], expected)
