@@ -16,6 +16,8 @@ from segparts.cli import main
 from segparts.engines.base import CancelToken, SegmentParams, no_progress
 from segparts.engines.geometric import GeometricEngine
 from segparts.engines.geometric.assembly import file_blocks, gather_copies, split_by_repeated_subassemblies
+from segparts.engines.geometric.segmenter import auto_scale
+from segparts.eval.assemblies import HEIGHTS, ModelResult, held_out
 from segparts.hierarchy import Hierarchy, roots_and_depths
 from segparts.mesh import validate_mesh
 
@@ -190,10 +192,40 @@ def test_eval_assemblies_command_on_two_sample_models(tmp_path, capsys):
         assert ("materials" in ref) == (m["track"] == "materials")
         ratio = m["extra"]["borders"]["length_ratio"]
         assert 0 <= m["extra"]["borders"]["on_cue"] <= 1 and (np.isnan(ratio) or ratio >= 0)
+    level = int(np.argmin(np.abs(HEIGHTS - auto_scale())))
+    for m in report["models"]:
+        # cut at the engine's own level, the tree gives the automatic result
+        assert len(m["extra"]["heights"]) == len(HEIGHTS) and m["extra"]["heights"][level] == pytest.approx(m["auto"])
+    for track in ("geometry", "materials"):
+        summary = report["summary"][track]
+        assert 0 <= summary["held_out"] <= 1 and 0 <= summary["best_fixed"] <= 1
+    assert "leave one model out" in printed
     # the materials track carries the candle holder's two materials: one part each is exact
     candle = [m for m in report["models"] if m["name"] == "GlassHurricaneCandleHolder" and m["track"] == "materials"]
     assert candle[0]["extra"]["reference"]["materials"] == 1.0
     assert main(["eval", "assemblies", str(ASSEMBLIES), "--models", "NoSuchModel"]) == 2
+
+
+def test_held_out_cuts_each_model_at_the_height_best_for_the_others():
+    """Three models whose scores peak at different heights: each left-out model is scored at
+    the others' best height, never at its own."""
+    peaks = {"a": 10, "b": 10, "c": 200}
+
+    def result(name, track):
+        scores = np.full(len(HEIGHTS), 0.1)
+        scores[peaks[name]] = 0.9 if track == "geometry" else 0.8
+        scores[150] = 0.5  # second best for everyone
+        return ModelResult(name, track, 10, 2, 0.0, 0.5, 2, 0.9, 2, {"heights": scores.tolist()})
+
+    results = [result(n, t) for n in peaks for t in ("geometry", "materials")]
+    figures = held_out(results)
+    # without a, b and c disagree (10 vs 200) and 150 is best for both together: a scores 0.5 there
+    # (b alike); without c, a and b agree on 10, where c scores 0.1
+    assert figures["geometry"]["held_out"] == pytest.approx((0.5 + 0.5 + 0.1) / 3)
+    assert figures["materials"]["held_out"] == pytest.approx((0.5 + 0.5 + 0.1) / 3)
+    assert figures["geometry"]["best_fixed_height"] == HEIGHTS[10]
+    assert figures["geometry"]["best_fixed"] == pytest.approx((0.9 + 0.9 + 0.1) / 3)
+    assert held_out(results[:2]) == {}  # one model: nothing to leave out
 
 
 def test_two_copies_alone_split_into_both_at_two_parts():

@@ -103,6 +103,48 @@ def oracle_levels(hierarchy, max_parts: int) -> list[np.ndarray]:
     return cuts
 
 
+HEIGHTS = np.arange(1, 300) / 300.0  # fixed cut heights of the held-out estimate (1/3: the geometric level)
+
+
+def height_scores(hierarchy, gt: np.ndarray) -> list[float]:
+    """mIoU of the tree cut at each of `HEIGHTS` (a cut that neighbouring heights share is
+    scored once)."""
+    scores: list[float] = []
+    last_active, last_score = None, 0.0
+    for h in HEIGHTS:
+        active = hierarchy.active_at_scale(float(h))
+        if last_active is None or not np.array_equal(active, last_active):
+            last_active, last_score = active, float(miou(hierarchy.labels_for(active), gt))
+        scores.append(last_score)
+    return scores
+
+
+def held_out(results: list[ModelResult]) -> dict[str, dict]:
+    """Leave-one-model-out estimate of what a fixed cut height gives on assets it was not chosen
+    on: each model (all its tracks) is cut at the height of `HEIGHTS` that scores best on the
+    other models (all tracks together); per track, the mean of those scores and the mean at the
+    height that is best for all (in-sample)."""
+    table = {(r.name, r.track): np.asarray(r.extra["heights"]) for r in results if "heights" in r.extra}
+    names = list(dict.fromkeys(name for name, _ in table))
+    if len(names) < 2:
+        return {}
+    best_all = int(np.argmax(np.mean(list(table.values()), axis=0)))
+    left_out: dict[str, list[float]] = {}
+    for name in names:
+        best = int(np.argmax(np.mean([v for (n, _), v in table.items() if n != name], axis=0)))
+        for (n, track), v in table.items():
+            if n == name:
+                left_out.setdefault(track, []).append(float(v[best]))
+    return {
+        track: {
+            "held_out": float(np.mean(scores)),
+            "best_fixed_height": float(HEIGHTS[best_all]),
+            "best_fixed": float(np.mean([v[best_all] for (_, t), v in table.items() if t == track])),
+        }
+        for track, scores in left_out.items()
+    }
+
+
 def reference_labels(mesh) -> dict[str, np.ndarray]:
     from ..meshgraph import face_components, weld_vertices
 
@@ -134,6 +176,8 @@ def evaluate_model(engine, model: Model, reference: bool = False, sheets: str | 
             if score > oracle:
                 oracle, oracle_parts = score, int(labels.max()) + 1
     extra = {k: v for k, v in seg.info.items() if k in ("n_leaves", "n_pieces", "repeats")}
+    if seg.hierarchy is not None:
+        extra["heights"] = height_scores(seg.hierarchy, gt)
     if "repeats" in extra:
         extra["repeats"] = len(extra["repeats"])
     extra["borders"] = border_figures(mesh, seg.labels, gt)
@@ -205,6 +249,8 @@ def summarise(results: list[ModelResult]) -> dict:
                 if all(name in ref for ref in refs)
             }
         out[track] = entry
+    for track, figures in held_out(results).items():
+        out[track].update(figures)
     return out
 
 
@@ -288,5 +334,10 @@ def format_table(results: list[ModelResult], summary: dict) -> str:
                 else "n/a (the artist's parts are whole pieces)"
             )
         )
+        if "held_out" in entry:
+            lines.append(
+                f"a fixed cut height chosen on the other models (leave one model out): {entry['held_out']:.3f}; "
+                f"the best height for all, {entry['best_fixed_height']:.3f}: {entry['best_fixed']:.3f}"
+            )
         lines.append("")
     return "\n".join(lines)
