@@ -169,14 +169,13 @@ def evaluate_model(engine, model: Model, reference: bool = False, sheets: str | 
     auto = miou(seg.labels, gt)
     auto_parts = int(seg.labels.max()) + 1
     oracle, oracle_parts = auto, auto_parts
+    extra = {k: v for k, v in seg.info.items() if k in ("n_leaves", "n_pieces", "repeats")}
     if seg.hierarchy is not None:
         # up to 4x the artist's count or 256 parts, whichever is larger (the tree decides the rest)
         for labels in oracle_levels(seg.hierarchy, max(4 * (int(gt.max()) + 1), 256)):
             score = miou(labels, gt)
             if score > oracle:
                 oracle, oracle_parts = score, int(labels.max()) + 1
-    extra = {k: v for k, v in seg.info.items() if k in ("n_leaves", "n_pieces", "repeats")}
-    if seg.hierarchy is not None:
         extra["heights"] = height_scores(seg.hierarchy, gt)
     if "repeats" in extra:
         extra["repeats"] = len(extra["repeats"])
