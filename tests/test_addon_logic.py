@@ -148,6 +148,24 @@ def test_addon_polygon_helpers_are_the_backends():
     assert np.array_equal(compact[labels >= 0], first_use_ids(labels[labels >= 0]))
 
 
+def test_addon_sends_cues_in_the_clients_wire_form():
+    """jobs.MeshArrays keeps its own copy of `cue_wire_array` (same reason): what the add-on uploads
+    must be byte for byte what the Python client sends, or the two would hash to other mesh ids."""
+    from segparts.client import cue_wire_array
+
+    rng = np.random.default_rng(3)
+    faces = rng.integers(0, 40, (60, 3))
+    cues = {
+        "material": rng.integers(0, 5, 60).astype(np.int64),
+        "group": rng.integers(0, 3, 60).astype(np.uint16),
+        "marked_edges": rng.random((60, 3)) < 0.2,
+    }
+    sent = jobs.MeshArrays(rng.random((40, 3)), faces, np.arange(60), 60, cues=cues).wire_arrays()
+    for name, values in cues.items():
+        expected = cue_wire_array(name, values)
+        assert sent[name].dtype == expected.dtype and sent[name].tobytes() == expected.tobytes(), name
+
+
 # ---- picking ---------------------------------------------------------------------------------
 def test_first_hit_finds_nearest_triangle_and_misses():
     tri = np.array([[[0, 0, 0], [1, 0, 0], [0, 1, 0]], [[0, 0, 2], [1, 0, 2], [0, 1, 2]]], float)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from segparts.engines.geometric.refine import refine_borders
+from segparts.mesh import triangle_edge_ends
 from segparts.meshgraph import build_dual_graph, weld_vertices
 
 N = 16  # squares per side; the fold runs between columns 7 and 8
@@ -64,7 +65,7 @@ def rings_of(vertices, faces):
     """Per vertex of a `dumbbell`, its ring (by height), and a function giving the (F, 3) marks of
     the triangle edges that lie along one ring."""
     ring_of = np.unique(np.round(vertices[:, 2], 6), return_inverse=True)[1].ravel()
-    ends = ring_of[np.stack([faces, np.roll(faces, -1, axis=1)], axis=2)]  # (F, 3, 2) rings of each edge's ends
+    ends = ring_of[triangle_edge_ends(faces)]  # (F, 3, 2) rings of each edge's ends
 
     def marks_along(ring: int) -> np.ndarray:
         return (ends[..., 0] == ring) & (ends[..., 1] == ring)

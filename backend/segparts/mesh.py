@@ -227,6 +227,13 @@ def _edge_marks(values, n_faces: int) -> np.ndarray | None:
     return np.ascontiguousarray(values, dtype=bool)
 
 
+def triangle_edge_ends(faces: np.ndarray) -> np.ndarray:
+    """(F, 3, 2) the two corners of each triangle edge, edge k running from corner k to k + 1: the
+    edge order of `marked_edges`. Index any per-vertex array with it (`ids[triangle_edge_ends(f)]`)."""
+    faces = np.asarray(faces)
+    return np.stack([faces, np.roll(faces, -1, axis=1)], axis=2)
+
+
 def _check_appearance(appearance, n_vertices: int, n_faces: int) -> None:
     """Colour arrays must match the (triangulated) mesh, or rendering would fail much later."""
     if appearance is None:

@@ -13,6 +13,8 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
+from .mesh import triangle_edge_ends
+
 
 def face_adjacency(
     faces: np.ndarray, vertex_ids: np.ndarray | None = None, chain: str = "corner"
@@ -171,8 +173,7 @@ def build_dual_graph(
 def _marked_shared_edges(faces, vertex_ids, marked_edges, shared) -> np.ndarray:
     """Per shared edge (welded vertex ids, lower first as `face_adjacency` gives them), whether any
     face marks it."""
-    ends = np.asarray(vertex_ids)[faces]
-    ends = np.stack([ends, np.roll(ends, -1, axis=1)], axis=2)[np.asarray(marked_edges, dtype=bool)]  # (M, 2)
+    ends = np.asarray(vertex_ids)[triangle_edge_ends(faces)][np.asarray(marked_edges, dtype=bool)]  # (M, 2)
     n = int(np.asarray(vertex_ids).max(initial=0)) + 1
     marked_keys = np.sort(ends, axis=1) @ np.array([n, 1])
     return np.isin(shared @ np.array([n, 1]), marked_keys)

@@ -112,6 +112,7 @@ def test_marks_are_sent_exactly_when_the_engine_would_use_them(runtime):
     mesh = obj.data
     mesh.uv_layers.remove(mesh.uv_layers.active)  # the grid's UV map: no island borders
     mesh_io = sub(runtime, "mesh_io")
+    assert mesh_io.MOSTLY_MARKED == MOSTLY_MARKED, "the add-on keeps a copy of the engine's rule"
     n_edges = len(mesh.edges)
     sharp = mesh.attributes.new("sharp_edge", "BOOLEAN", "EDGE")
     for share in (0.6, 1.0):
