@@ -400,6 +400,37 @@ def test_pieces_whose_faces_interleave_in_the_file_are_one_part():
     assert len(np.unique(labels)) == 4 and all(len(np.unique(labels[piece[shuffled] == p])) == 1 for p in range(4))
 
 
+def test_a_piece_of_two_materials_written_in_two_runs_makes_no_block_welded_or_not():
+    """Files keep one run of faces per material (glTF primitives), so a piece of two materials
+    appears twice, with other objects between. Split at the material border (glTF) it is two loose
+    parts, each in one run; welded (Blender after Merge by Distance) it is one loose part whose
+    faces span the file. Loose parts are taken per material, so both give the same blocks and
+    parts, and the boxes between stay parts of their own."""
+    vertices, faces, piece = join(boxes_in_a_row())
+    top = (piece == 0) & (trimesh.triangles.normals(vertices[faces])[0][:, 2] > 0.5)
+    material = np.where(top, 0, piece + 1)  # the top 0, the rest of box 0 1, boxes 1-3 2-4
+    runs = [(piece == 0) & ~top, piece == 1, piece == 2, top, piece == 3]
+    order = np.concatenate([np.flatnonzero(run) for run in runs])
+    welded_faces, material, piece = faces[order], material[order], piece[order]
+    # the glTF form: the top's corners get vertices of their own
+    top_corners = np.unique(welded_faces[material == 0])
+    split_vertices = np.concatenate([vertices, vertices[top_corners]])
+    renumber = np.arange(len(vertices))
+    renumber[top_corners] = len(vertices) + np.arange(len(top_corners))
+    split_faces = np.where((material == 0)[:, None], renumber[welded_faces], welded_faces)
+
+    blocks = [file_blocks(f, [material]) for f in (welded_faces, split_faces)]
+    assert blocks[0] is not None and np.array_equal(blocks[0], blocks[1])
+    spanning = file_blocks(welded_faces)  # without the materials: box 0 takes in boxes 1 and 2
+    assert spanning is not None and len(np.unique(spanning[piece < 3])) == 1
+    welded = segment(validate_mesh(vertices, welded_faces, material=material)).labels
+    split = segment(validate_mesh(split_vertices, split_faces, material=material)).labels
+    assert np.array_equal(welded, split)
+    for box in (1, 2, 3):
+        assert len(np.unique(welded[piece == box])) == 1
+        assert not set(welded[piece == box].tolist()) & set(welded[piece != box].tolist())
+
+
 def test_gathering_copies_keeps_a_tree_whose_groups_are_siblings_just_above_the_level():
     rng = np.random.default_rng(0)
     for seed in range(40):

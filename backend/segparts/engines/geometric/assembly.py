@@ -21,7 +21,8 @@ units, `group_units` merges them greedily, cheapest first, by
 - `size`: (smaller area / mesh area / UNIT_REF) ** 0.5, so tiny bits (hair, particles, rivets)
   merge first and never stay thousands of top-level parts.
 - `block`: x SAME_BLOCK when both hold faces of one block of the file (`file_blocks`: loose
-  parts whose face ranges interleave were written as one object), so such units join first.
+  parts of one material whose face ranges interleave were written as one object), so such units
+  join first.
 
 Neighbours come from k nearest surface samples, so pieces and contacts stay near-linear even in
 a dense soup of overlapping triangles; units that share a cue are also paired with the few nearest
@@ -65,16 +66,24 @@ CONGRUENCE_TOLERANCE = 0.02  # relative, on area and sorted principal moments
 SUBASSEMBLY_AREA_RATIO = 0.8  # sub-assemblies holding as many copies, this close in area, repeat
 
 
-def file_blocks(faces: np.ndarray) -> np.ndarray | None:
+def file_blocks(faces: np.ndarray, cues: list[np.ndarray] = ()) -> np.ndarray | None:
     """Per face, its block of the file: loose parts (faces joined by shared vertex indices, as
     Blender's "separate by loose parts") whose face ranges interleave, closed under interleaving.
     A joined object keeps each original object's faces in one run (Ctrl-J, glTF/OBJ/STL exports),
     so loose parts written into each other's runs come from one object. None when everything
-    ends up in one block: then the order says nothing (one loose part, or a shuffled file)."""
+    ends up in one block: then the order says nothing (one loose part, or a shuffled file).
+
+    Loose parts are taken per value of each cue (`cues`: per-face ids): files write one run per
+    material, so a welded piece of two materials (Blender after Merge by Distance) would be one
+    loose part spanning every object written between its runs; glTF splits it there anyway."""
     from ...meshgraph import face_components
 
     n_faces = len(faces)
-    loose = face_components(faces, np.arange(int(faces.max(initial=-1)) + 1))
+    corners = np.asarray(faces, dtype=np.int64)
+    for cue in cues:  # a vertex used by faces of k materials counts as k vertices
+        corners = corners * (int(cue.max(initial=0)) + 1) + np.asarray(cue, dtype=np.int64)[:, None]
+        corners = np.unique(corners, return_inverse=True)[1].reshape(faces.shape)  # compact: no overflow
+    loose = face_components(corners, np.arange(int(corners.max(initial=-1)) + 1))
     n_loose = int(loose.max(initial=-1)) + 1
     first = np.full(n_loose, n_faces, dtype=np.int64)
     last = np.zeros(n_loose, dtype=np.int64)

@@ -307,7 +307,7 @@ def _group_units(
         per_unit[units] = cue
         unit_cues.append(per_unit)
     far = np.concatenate([unit_centres_pairs(centre), same_cue_pairs(centre, unit_cues)])
-    blocks = file_blocks(faces)
+    blocks = file_blocks(faces, cues)
     held = None
     if blocks is not None:  # units written as one object (their faces interleave in the file)
         held, block_pairs = unit_blocks(units, blocks, n_units)
