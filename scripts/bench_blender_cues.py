@@ -15,6 +15,7 @@ this measures the Blender path and what the marks add to it.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -88,9 +89,7 @@ def score_model(mesh_io, model, engine) -> dict:
         arrays = mesh_io.mesh_arrays(import_joined(model.mesh_path, merge))
         labels, row[f"{path} matched"] = carried_labels(file_mesh, gt, arrays.vertices, arrays.faces)
         row[f"{path} cues"] = sorted(arrays.cues)
-        for p, column in COLUMNS:
-            if p != path:
-                continue
+        for column in [c for p, c in COLUMNS if p == path]:
             # a cue the object lacks (one material, no marks) is one the add-on does not send
             given = {name: arrays.cues[name] for name in CUE_SETS[column] if name in arrays.cues}
             mesh = validate_mesh(arrays.vertices, arrays.faces, **given)
@@ -128,7 +127,7 @@ def main(argv=None) -> int:
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     demo.install(demo.find_zip(args.dist))
-    mesh_io = importlib_module("mesh_io")
+    mesh_io = importlib.import_module(f"{demo.MODULE}.mesh_io")
     engine, rows = GeometricEngine(), []
     t0 = time.perf_counter()
     for model in list_models(args.dir, "materials"):
@@ -139,12 +138,6 @@ def main(argv=None) -> int:
     if args.json:
         args.json.write_text(json.dumps({"dir": str(args.dir), "models": rows}, indent=1))
     return 0
-
-
-def importlib_module(name: str):
-    import importlib
-
-    return importlib.import_module(f"{demo.MODULE}.{name}")
 
 
 if __name__ == "__main__":

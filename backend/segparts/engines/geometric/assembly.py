@@ -40,6 +40,7 @@ hold them are themselves repeated).
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -66,7 +67,7 @@ CONGRUENCE_TOLERANCE = 0.02  # relative, on area and sorted principal moments
 SUBASSEMBLY_AREA_RATIO = 0.8  # sub-assemblies holding as many copies, this close in area, repeat
 
 
-def file_blocks(faces: np.ndarray, cues: list[np.ndarray] = ()) -> np.ndarray | None:
+def file_blocks(faces: np.ndarray, cues: Sequence[np.ndarray] = ()) -> np.ndarray | None:
     """Per face, its block of the file: loose parts (faces joined by shared vertex indices, as
     Blender's "separate by loose parts") whose face ranges interleave, closed under interleaving.
     A joined object keeps each original object's faces in one run (Ctrl-J, glTF/OBJ/STL exports),
