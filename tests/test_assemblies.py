@@ -293,6 +293,63 @@ def test_copies_stay_parts_even_when_they_share_the_material_of_what_they_sit_on
     assert [len(group) for group in seg.info["repeats"]] == [8]
 
 
+def chain_and_balls() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A block with a chain of six interlocking rings hanging from it and four identical balls
+    lying apart on it. Returns vertices, faces, the piece kind per face (0 block, 1 link, 2 ball)
+    and the piece index per face."""
+    block = trimesh.creation.box([4.0, 2.0, 1.0])
+    pieces, kinds = [block], [0]
+    for k in range(6):  # each link turned a quarter about the chain's axis and through the last
+        link = trimesh.creation.torus(major_radius=0.3, minor_radius=0.06, major_sections=24, minor_sections=8)
+        link.apply_transform(trimesh.transformations.rotation_matrix(np.pi / 2, [1, 0, 0]))
+        if k % 2:
+            link.apply_transform(trimesh.transformations.rotation_matrix(np.pi / 2, [0, 0, 1]))
+        link.apply_translation([0.0, 0.0, -0.3 - 0.5 * k])  # tubes of neighbours overlap a little
+        pieces.append(link)
+        kinds.append(1)
+    for x in (-1.5, -0.8, 0.8, 1.5):
+        ball = trimesh.creation.icosphere(subdivisions=2, radius=0.2)
+        ball.apply_translation([x, 0.0, 0.7])
+        pieces.append(ball)
+        kinds.append(2)
+    vertices, faces, piece = join(pieces)
+    return vertices, faces, np.asarray(kinds)[piece], piece
+
+
+def test_copies_touching_into_a_chain_are_one_part_and_copies_apart_stay_parts():
+    """Links of a chain (copies that touch one another into one whole) are one part at the
+    automatic level, each link a part just below it; balls lying apart on the block stay a part
+    each. Both sets are repeat groups whose copies share a parent."""
+    vertices, faces, kind, piece = chain_and_balls()
+    seg = segment(validate_mesh(vertices, faces))
+    chain = np.unique(seg.labels[kind == 1])
+    assert len(chain) == 1 and not np.isin(seg.labels[kind != 1], chain).any()
+    assert len({int(seg.labels[piece == p][0]) for p in np.unique(piece[kind == 2])}) == 4
+    h = seg.hierarchy
+    groups = {int(kind[h.face_mask(group[0])][0]): group for group in seg.info["repeats"]}
+    assert sorted(len(g) for g in groups.values()) == [4, 6]
+    links = groups[1]
+    assert len({int(h.parent[node]) for node in links}) == 1
+    below = h.cut(scale=float(h.height[links].max()))  # the finest cut that still holds whole links
+    assert len(np.unique(below[kind == 1])) == 6
+
+
+def test_copies_a_narrow_gap_apart_stay_parts():
+    """A row of eight bars on a large base, half a bar's width apart (the bars of a commutator,
+    keys): the gap is far below the sample spacing of the whole mesh, where the bars would count
+    as touching, but clear against the bars themselves, so each bar stays a part."""
+    base = trimesh.creation.box([20.0, 20.0, 1.0])
+    bars = []
+    for k in range(8):
+        bar = trimesh.creation.box([0.2, 0.2, 1.0])
+        bar.apply_translation([0.3 * k, 0.0, 1.0])
+        bars.append(bar)
+    vertices, faces, piece = join([base] + bars)
+    seg = segment(validate_mesh(vertices, faces))
+    assert len({int(seg.labels[piece == p][0]) for p in range(1, 9)}) == 8
+    assert [len(group) for group in seg.info["repeats"]] == [8]
+
+
 def test_one_material_everywhere_is_no_cue():
     """A mesh whose faces all share one material (or one group) segments exactly as the bare
     geometry: the add-on leaves such a cue out, and files that carry it must give the same parts."""
@@ -431,7 +488,7 @@ def test_a_piece_of_two_materials_written_in_two_runs_makes_no_block_welded_or_n
         assert not set(welded[piece == box].tolist()) & set(welded[piece != box].tolist())
 
 
-def test_gathering_copies_keeps_a_tree_whose_groups_are_siblings_just_above_the_level():
+def test_gathering_copies_keeps_a_tree_whose_groups_are_siblings_just_above_or_under_the_level():
     rng = np.random.default_rng(0)
     for seed in range(40):
         n_leaves = 30
@@ -443,7 +500,8 @@ def test_gathering_copies_keeps_a_tree_whose_groups_are_siblings_just_above_the_
         picked = rng.permutation(n_leaves)[:7]
         groups = [picked[:3], picked[3:]]
         level = float(np.median(z[:, 2]))
-        new_parent, new_height, renamed = gather_copies(parent, height, n_leaves, groups, level)
+        as_one = [True, False] if seed % 2 else None  # the first group one part at the level
+        new_parent, new_height, renamed = gather_copies(parent, height, n_leaves, groups, level, as_one=as_one)
         kids = np.bincount(new_parent[new_parent >= 0], minlength=len(new_parent))
         assert (new_parent < 0).sum() == 1
         assert (kids[n_leaves:] >= 2).all()  # no node is left with fewer than two children
@@ -454,7 +512,9 @@ def test_gathering_copies_keeps_a_tree_whose_groups_are_siblings_just_above_the_
             top = new_parent[nodes]
             assert len(set(top.tolist())) == 1 and kids[top[0]] == len(group)  # siblings, alone
             above = new_parent[top[0]]
-            if above >= 0 and new_height[above] > level:  # else it sits just under its ancestor
+            if as_one and nodes == renamed[0]:  # one part at the level: its node is under it
+                assert new_height[top[0]] < level
+            elif above >= 0 and new_height[above] > level:  # else it sits just under its ancestor
                 assert new_height[top[0]] >= level
         has_parent = new_parent >= 0
         assert (new_height[has_parent] <= new_height[new_parent[has_parent]]).all()

@@ -293,6 +293,66 @@ def congruent_groups(signatures: np.ndarray, candidates: np.ndarray, scale: floa
     return groups
 
 
+COPY_SAMPLES = 4000  # surface samples per copy for the contact test between copies
+BOX_FILTER_MAX = 4096  # copies per group up to which boxes are compared pairwise first
+
+
+def copies_in_one_piece(vertices, faces, areas, labels, groups: list[np.ndarray], rng) -> np.ndarray:
+    """Per group of copies (label ids), whether its copies touch one another into one connected
+    whole: a chain's links, strands of hair, which artists make one object. Copies apart
+    (wheels, bolts, chess pieces, the bars of a commutator) stay parts each. Touching: surface
+    samples of two copies within twice the sample spacing, sampled densely on the copies alone
+    so that a gap small against the mesh but not against the copies still counts as apart."""
+    out = np.zeros(len(groups), dtype=bool)
+    if not groups:
+        return out
+    order = np.argsort(labels, kind="stable")
+    bounds = np.searchsorted(labels[order], np.arange(int(labels.max(initial=-1)) + 2))
+    corners = vertices[faces[order]]  # per label (every label 0..n-1 has faces): its box
+    lo = np.minimum.reduceat(corners.min(axis=1), bounds[:-1])
+    hi = np.maximum.reduceat(corners.max(axis=1), bounds[:-1])
+    for k, members in enumerate(np.sort(g) for g in groups):
+        face_ids = np.concatenate([order[bounds[m] : bounds[m + 1]] for m in members])
+        n_samples = min(COPY_SAMPLES * len(members), MAX_SAMPLES)
+        reach = 2.0 * np.sqrt(max(float(areas[face_ids].sum()), 1e-300) / n_samples)
+        if len(members) <= BOX_FILTER_MAX:  # boxes apart: the copies can't touch (most groups end here)
+            overlap = np.all((lo[members, None] <= hi[None, members] + reach), axis=2)
+            if not _one_component(len(members), *np.nonzero(overlap & overlap.T)):
+                continue
+        used, local = np.unique(faces[face_ids], return_inverse=True)
+        points, owner = surface_samples(vertices[used], local.reshape(-1, 3), areas[face_ids], n_samples, rng)
+        copy = np.searchsorted(members, labels[face_ids[owner]])
+        near = cKDTree(points).query_pairs(reach, output_type="ndarray")
+        out[k] = _one_component(len(members), copy[near[:, 0]], copy[near[:, 1]])
+    return out
+
+
+def copies_share_cues(labels: np.ndarray, cues: Sequence[np.ndarray], groups: list[np.ndarray]) -> np.ndarray:
+    """Per group of copies (label ids), whether every copy carries the same authoring cue ids
+    (materials, groups): copies the artist told apart (two-tone halves) are no one whole."""
+    out = np.ones(len(groups), dtype=bool)
+    if not groups:
+        return out
+    copies = np.unique(np.concatenate(groups))
+    faces = np.flatnonzero(np.isin(labels, copies))
+    for cue in cues:
+        held = np.unique(np.stack([labels[faces], np.asarray(cue)[faces]], axis=1), axis=0)  # sorted
+        starts = np.searchsorted(held[:, 0], copies)
+        ends = np.searchsorted(held[:, 0], copies, side="right")
+        ids = {int(c): tuple(held[a:b, 1].tolist()) for c, a, b in zip(copies, starts, ends)}
+        out &= [len({ids[int(m)] for m in members}) == 1 for members in groups]
+    return out
+
+
+def _one_component(n: int, a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether the n nodes joined by edges a[i]-b[i] form one connected whole."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    links = coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
+    return bool(connected_components(links, directed=False)[0] == 1)
+
+
 def group_units(
     area: np.ndarray,
     cues: list[np.ndarray],
@@ -451,23 +511,31 @@ def gather_copies(
     groups: list[np.ndarray],
     level: float,
     node_area: np.ndarray | None = None,
+    as_one: Sequence[bool] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
     """Rearrange a merge tree (parent, height; leaves 0..L-1) so the nodes of each group become
-    the children of one new node just above `level`, hung under their lowest common ancestor.
-    With `node_area` (per node), a group spread over repeated sub-assemblies is gathered per
-    sub-assembly instead (`split_by_repeated_subassemblies`). Nodes left with fewer than two
-    children are spliced out; nodes are renumbered so parents come after children. Returns the
-    new (parent, height) and the groups (whole) in new node ids."""
+    the children of one new node just above `level` (each copy a part there), or just under it
+    for the groups flagged in `as_one` (the copies one part there, each a part below), hung
+    under their lowest common ancestor. With `node_area` (per node), a group spread over repeated
+    sub-assemblies is gathered per sub-assembly instead (`split_by_repeated_subassemblies`).
+    Nodes left with fewer than two children are spliced out; nodes are renumbered so parents
+    come after children. Returns the new (parent, height) and the groups (whole) in new node ids."""
     parent = list(map(int, parent))
     height = list(map(float, height))
-    sets = [[int(x) for x in group] for group in groups]
+    flags = [False] * len(groups) if as_one is None else [bool(f) for f in as_one]
+    sets = [([int(x) for x in group], flag) for group, flag in zip(groups, flags, strict=True)]
     if node_area is not None:  # on the tree as merged, before any copies move
-        sets = [part for group in sets for part in split_by_repeated_subassemblies(parent, group, node_area)]
-    for group in sets:
+        sets = [
+            (part, flag) for group, flag in sets for part in split_by_repeated_subassemblies(parent, group, node_area)
+        ]
+    for group, one_part in sets:
         lca, _ = lowest_common_ancestor(parent, group)
         new = len(parent)
-        new_height = max(max(height[g] for g in group), level)
-        new_height = min(np.nextafter(new_height, 2.0) + 1e-6, height[lca])
+        if one_part:  # a hair under the level, so the cut there holds it in float32 heights too
+            new_height = max(max(height[g] for g in group), level - 1e-6)
+        else:
+            new_height = np.nextafter(max(max(height[g] for g in group), level), 2.0) + 1e-6
+        new_height = min(new_height, height[lca])
         parent.append(lca)
         height.append(new_height)
         for g in group:

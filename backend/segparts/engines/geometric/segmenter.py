@@ -24,6 +24,8 @@ from ..base import run_cancellable
 from .assembly import (
     centre_gaps,
     congruent_groups,
+    copies_in_one_piece,
+    copies_share_cues,
     file_blocks,
     gather_copies,
     group_units,
@@ -260,7 +262,7 @@ def build_tree(
     lap("refine")
     repeats = []
     if n_units > 1:
-        hierarchy, repeats = _gather_repeats(hierarchy, units, n_units, vertices, faces, graph, diag)
+        hierarchy, repeats = _gather_repeats(hierarchy, units, n_units, vertices, faces, graph, diag, cues, rng)
     lap("repeats")
     progress(1.0, "done")
     info = {
@@ -333,9 +335,11 @@ def _group_units(
     return np.array(parent, dtype=np.int64), np.array(height, dtype=np.float64), repeat
 
 
-def _gather_repeats(hierarchy, units, n_units, vertices, faces, graph, diag):
+def _gather_repeats(hierarchy, units, n_units, vertices, faces, graph, diag, cues, rng):
     """Congruent parts at the automatic level that consist of whole units become siblings under
-    one node just above that level; returns the new tree and the groups (node ids)."""
+    one node just above that level, or at it when the copies touch into one whole and carry the
+    same cues (a chain: one part there, each link a part below); returns the new tree and the
+    groups (node ids)."""
     level = auto_scale()
     active = hierarchy.active_at_scale(level)
     node_of_face = hierarchy.representative(active)[hierarchy.leaf_labels]
@@ -347,12 +351,17 @@ def _gather_repeats(hierarchy, units, n_units, vertices, faces, graph, diag):
     whole = np.ones(len(nodes), dtype=bool)
     whole[part[split_units[units]]] = False
     signatures = shape_signatures(vertices, faces, graph.areas, part, len(nodes))
-    groups = [nodes[g] for g in congruent_groups(signatures, np.flatnonzero(whole), diag)]
-    if not groups:
+    part_groups = congruent_groups(signatures, np.flatnonzero(whole), diag)
+    if not part_groups:
         return hierarchy, []
+    in_one_piece = copies_share_cues(part, cues, part_groups)
+    in_one_piece[in_one_piece] = copies_in_one_piece(
+        vertices, faces, graph.areas, part, [g for g, ok in zip(part_groups, in_one_piece) if ok], rng
+    )
+    groups = [nodes[g] for g in part_groups]
     node_area = hierarchy.subtree_sums(np.bincount(hierarchy.leaf_labels, graph.areas, hierarchy.n_leaves))
     parent, height, renamed = gather_copies(
-        hierarchy.parent, hierarchy.height, hierarchy.n_leaves, groups, level, node_area
+        hierarchy.parent, hierarchy.height, hierarchy.n_leaves, groups, level, node_area, in_one_piece
     )
     height[-1] = 1.0
     return Hierarchy(hierarchy.leaf_labels, parent, height), renamed
