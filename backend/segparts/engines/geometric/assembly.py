@@ -34,7 +34,8 @@ Repetition: units (and groups of whole units at the automatic level) that are co
 face count, area and sorted principal moments within a tolerance — are reported in
 `info["repeats"]`, and the tree is rearranged so the copies of one group are siblings under one
 node just above the automatic level (one such node per sub-assembly when the sub-assemblies that
-hold them are themselves repeated).
+hold them are themselves repeated), or just under it when the copies touch one another into one
+piece and carry the same cues (`copies_in_one_piece`: a chain's links are one part).
 """
 
 from __future__ import annotations
