@@ -335,9 +335,9 @@ def copies_share_cues(labels: np.ndarray, cues: Sequence[np.ndarray], groups: li
     if not groups:
         return out
     copies = np.unique(np.concatenate(groups))
-    faces = np.flatnonzero(np.isin(labels, copies))
+    face_ids = np.flatnonzero(np.isin(labels, copies))
     for cue in cues:
-        held = np.unique(np.stack([labels[faces], np.asarray(cue)[faces]], axis=1), axis=0)  # sorted
+        held = np.unique(np.stack([labels[face_ids], np.asarray(cue)[face_ids]], axis=1), axis=0)  # sorted
         starts = np.searchsorted(held[:, 0], copies)
         ends = np.searchsorted(held[:, 0], copies, side="right")
         ids = {int(c): tuple(held[a:b, 1].tolist()) for c, a, b in zip(copies, starts, ends)}
