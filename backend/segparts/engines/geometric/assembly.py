@@ -304,6 +304,8 @@ def copies_in_one_piece(vertices, faces, areas, labels, groups: list[np.ndarray]
     (wheels, bolts, chess pieces, the bars of a commutator) stay parts each. Touching: surface
     samples of two copies within twice the sample spacing, sampled densely on the copies alone
     so that a gap small against the mesh but not against the copies still counts as apart."""
+    from ...meshgraph import dual_components
+
     out = np.zeros(len(groups), dtype=bool)
     if not groups:
         return out
@@ -318,13 +320,13 @@ def copies_in_one_piece(vertices, faces, areas, labels, groups: list[np.ndarray]
         reach = 2.0 * np.sqrt(max(float(areas[face_ids].sum()), 1e-300) / n_samples)
         if len(members) <= BOX_FILTER_MAX:  # boxes apart: the copies can't touch (most groups end here)
             overlap = np.all((lo[members, None] <= hi[None, members] + reach), axis=2)
-            if not _one_component(len(members), *np.nonzero(overlap & overlap.T)):
+            if dual_components(np.argwhere(overlap & overlap.T), len(members)).max() > 0:
                 continue
         used, local = np.unique(faces[face_ids], return_inverse=True)
         points, owner = surface_samples(vertices[used], local.reshape(-1, 3), areas[face_ids], n_samples, rng)
         copy = np.searchsorted(members, labels[face_ids[owner]])
         near = cKDTree(points).query_pairs(reach, output_type="ndarray")
-        out[k] = _one_component(len(members), copy[near[:, 0]], copy[near[:, 1]])
+        out[k] = dual_components(copy[near], len(members)).max() == 0  # one connected whole
     return out
 
 
@@ -343,15 +345,6 @@ def copies_share_cues(labels: np.ndarray, cues: Sequence[np.ndarray], groups: li
         ids = {int(c): tuple(held[a:b, 1].tolist()) for c, a, b in zip(copies, starts, ends)}
         out &= [len({ids[int(m)] for m in members}) == 1 for members in groups]
     return out
-
-
-def _one_component(n: int, a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether the n nodes joined by edges a[i]-b[i] form one connected whole."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    links = coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
-    return bool(connected_components(links, directed=False)[0] == 1)
 
 
 def group_units(
