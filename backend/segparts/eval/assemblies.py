@@ -119,12 +119,11 @@ def height_scores(hierarchy, gt: np.ndarray) -> list[float]:
     return scores
 
 
-def held_out(results: list[ModelResult]) -> dict[str, dict]:
-    """Leave-one-model-out estimate of what a fixed cut height gives on assets it was not chosen
-    on: each model (all its tracks) is cut at the height of `HEIGHTS` that scores best on the
-    other models (all tracks together); per track, the mean of those scores and the mean at the
-    height that is best for all (in-sample)."""
-    table = {(r.name, r.track): np.asarray(r.extra["heights"]) for r in results if "heights" in r.extra}
+def leave_one_out(table: dict[tuple[str, str], np.ndarray]) -> dict[str, dict]:
+    """Leave-one-model-out choice of one setting among many: `table` holds, per (model, track),
+    the score at each setting. Each model (all its tracks) is scored at the setting best on the
+    other models (all tracks together); per track, the mean of those scores, and the setting best
+    for all (in-sample) with its mean. Empty with fewer than two models."""
     names = list(dict.fromkeys(name for name, _ in table))
     if len(names) < 2:
         return {}
@@ -138,11 +137,21 @@ def held_out(results: list[ModelResult]) -> dict[str, dict]:
     return {
         track: {
             "held_out": float(np.mean(scores)),
-            "best_fixed_height": float(HEIGHTS[best_all]),
+            "best_index": best_all,
             "best_fixed": float(np.mean([v[best_all] for (_, t), v in table.items() if t == track])),
         }
         for track, scores in left_out.items()
     }
+
+
+def held_out(results: list[ModelResult]) -> dict[str, dict]:
+    """Leave-one-model-out estimate of what a fixed cut height gives on assets it was not chosen
+    on (`leave_one_out` over the heights of `HEIGHTS`)."""
+    table = {(r.name, r.track): np.asarray(r.extra["heights"]) for r in results if "heights" in r.extra}
+    figures = leave_one_out(table)
+    for entry in figures.values():
+        entry["best_fixed_height"] = float(HEIGHTS[entry.pop("best_index")])
+    return figures
 
 
 def reference_labels(mesh) -> dict[str, np.ndarray]:

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""How much of the assemblies' automatic figure comes from choosing the geometric engine's level
+on these very models: the engine itself re-run at other values of its automatic level.
+
+    .venv/bin/python scripts/sweep_auto_cost.py ../shared/benchmarks/assemblies [--costs 0.3 0.5 ...] [--json out.json]
+
+`eval assemblies` gives a held-out estimate by cutting each finished tree at other heights. That
+moves only the cut: the units' inner trees were scaled to just under the engine's level and the
+copies' nodes placed just over it, so the tree's heights are steep on both sides of the level by
+construction. Here `segmenter.AUTO_COST` itself changes (the unit merges it admits, the scaling,
+where the copies go), every model of both tracks is segmented again at each value, and each model
+is scored at the value best on the other models (leave one model out; about 90 s per value).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "backend"))
+
+from segparts.engines import create_engine  # noqa: E402  (after the path above)
+from segparts.engines.geometric import segmenter  # noqa: E402
+from segparts.eval.assemblies import evaluate_model, leave_one_out, list_models  # noqa: E402
+
+COSTS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.85)
+TRACKS = ("geometry", "materials")
+
+
+def sweep(root: Path, costs: tuple[float, ...]) -> dict[tuple[str, str], np.ndarray]:
+    """Per (model, track), the automatic mIoU at each cost."""
+    engine = create_engine("geometric")
+    models = [m for track in TRACKS for m in list_models(root, track)]
+    scores: dict[tuple[str, str], list[float]] = {(m.name, m.track): [] for m in models}
+    default = segmenter.AUTO_COST
+    try:
+        for cost in costs:
+            segmenter.AUTO_COST = cost
+            for model in models:
+                scores[model.name, model.track].append(evaluate_model(engine, model).auto)
+            print(f"AUTO_COST {cost:g} done", file=sys.stderr, flush=True)
+    finally:
+        segmenter.AUTO_COST = default
+    return {key: np.asarray(v) for key, v in scores.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dir", type=Path, help="folder with manifest.json (../shared/benchmarks/assemblies)")
+    parser.add_argument("--costs", type=float, nargs="+", default=COSTS)
+    parser.add_argument("--json", type=Path, help="also write the scores and the estimate here")
+    args = parser.parse_args()
+    costs = tuple(args.costs)
+    table = sweep(args.dir, costs)
+    figures = leave_one_out(table)
+    print("AUTO_COST      " + " ".join(f"{c:6g}" for c in costs))
+    for track in TRACKS:
+        rows = {name: v for (name, t), v in table.items() if t == track}
+        print(f"track: {track}")
+        for name, v in rows.items():
+            print(f"  {name[:12]:12s} " + " ".join(f"{x:6.3f}" for x in v))
+        print("  mean         " + " ".join(f"{x:6.3f}" for x in np.mean(list(rows.values()), axis=0)))
+        entry = figures[track]
+        print(
+            f"  leave one model out: {entry['held_out']:.3f}; "
+            f"best for all, AUTO_COST {costs[entry['best_index']]:g}: {entry['best_fixed']:.3f}"
+        )
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "costs": list(costs),
+                    "scores": {f"{name}.{track}": v.tolist() for (name, track), v in table.items()},
+                    "summary": figures,
+                },
+                indent=1,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
