@@ -47,6 +47,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from ...hierarchy import roots_and_depths
+from ...meshgraph import dual_components, face_components
 
 # tuned once on both development samples together (assemblies, both tracks; never per model)
 UNIT_BASE = 1.0
@@ -78,8 +79,6 @@ def file_blocks(faces: np.ndarray, cues: Sequence[np.ndarray] = ()) -> np.ndarra
     Loose parts are taken per value of each cue (`cues`: per-face ids): files write one run per
     material, so a welded piece of two materials (Blender after Merge by Distance) would be one
     loose part spanning every object written between its runs; glTF splits it there anyway."""
-    from ...meshgraph import face_components
-
     n_faces = len(faces)
     corners = np.asarray(faces, dtype=np.int64)
     for cue in cues:  # a vertex used by faces of k materials counts as k vertices
@@ -117,8 +116,6 @@ def unit_blocks(units: np.ndarray, blocks: np.ndarray, n_units: int) -> tuple[li
 
 def unit_labels(pairs: np.ndarray, n_faces: int, pieces: np.ndarray, cues: list[np.ndarray]) -> np.ndarray:
     """Regions: pieces cut wherever a cue (material, group) changes across an edge."""
-    from ...meshgraph import dual_components
-
     if not cues:
         return pieces
     keep = np.ones(len(pairs), dtype=bool)
@@ -304,8 +301,6 @@ def copies_in_one_piece(vertices, faces, areas, labels, groups: list[np.ndarray]
     (wheels, bolts, chess pieces, the bars of a commutator) stay parts each. Touching: surface
     samples of two copies within twice the sample spacing, sampled densely on the copies alone
     so that a gap small against the mesh but not against the copies still counts as apart."""
-    from ...meshgraph import dual_components
-
     out = np.zeros(len(groups), dtype=bool)
     if not groups:
         return out
